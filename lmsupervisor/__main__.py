@@ -1,0 +1,5 @@
+"""`python -m lmsupervisor`: the same entry point as the `lmsupervisor` script."""
+
+from lmsupervisor.cli import main
+
+raise SystemExit(main())

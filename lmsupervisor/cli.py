@@ -1,0 +1,191 @@
+"""The command line (design §3). The only module that exits with a code.
+
+Exit codes: ``status``/``wait``: 0 ready, 1 reachable but not ready, 3 not running
+(LSB). ``run``: 0 clean stop, 2 usage, 69 another instance holds the lock, 78 config
+error. ``doctor``: 0 nothing wrong, 1 otherwise.
+
+Imports are lazy: ``lmsupervisor status`` is called in loops by other tools, so it must
+not pay for httpx, structlog or asyncio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_NOT_READY = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+EXIT_LOCKED = 69  # EX_UNAVAILABLE
+EXIT_CONFIG = 78  # EX_CONFIG
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmsupervisor",
+                                description="Keeps a local LM Studio server alive with its models.")
+    from lmsupervisor import __version__
+
+    p.add_argument("--version", action="version", version=f"lmsupervisor {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def sock(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--socket", type=Path, help="status socket (default: $LMSUPERVISOR_SOCKET, "
+                        "then status.socket, then the per-user runtime dir)")
+
+    run = sub.add_parser("run", help="run in the foreground (what services call)")
+    run.add_argument("--config", type=Path)
+    st = sub.add_parser("status", help="query the running supervisor")
+    st.add_argument("--json", action="store_true")
+    sock(st)
+    ev = sub.add_parser("events", help="follow state changes as NDJSON")
+    sock(ev)
+    wt = sub.add_parser("wait", help="block until ready")
+    wt.add_argument("--timeout", type=float, default=None, help="seconds (default: forever)")
+    sock(wt)
+    rs = sub.add_parser("restart", help="restart LM Studio's server")
+    rs.add_argument("--daemon", action="store_true", help="restart the daemon too")
+    sock(rs)
+    rl = sub.add_parser("reload", help="reread the config")
+    sock(rl)
+    dr = sub.add_parser("doctor", help="one-shot diagnosis without a running supervisor")
+    dr.add_argument("--json", action="store_true")
+    dr.add_argument("--config", type=Path)
+    cf = sub.add_parser("config", help="write, check or show the configuration")
+    cfs = cf.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    ci = cfs.add_parser("init", help="write a commented starting config")
+    ci.add_argument("path", nargs="?", type=Path)
+    cc = cfs.add_parser("check", help="parse a config and report the first error")
+    cc.add_argument("path", nargs="?", type=Path)
+    cs = cfs.add_parser("show", help="print the effective config as TOML")
+    cs.add_argument("--config", type=Path)
+    sub.add_parser("demo", help="the whole loop against a simulated LM Studio")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {
+        "run": cmd_run, "status": cmd_status, "events": cmd_events, "wait": cmd_wait,
+        "restart": cmd_restart, "reload": cmd_reload, "doctor": cmd_doctor,
+        "config": cmd_config, "demo": cmd_demo,
+    }[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"lmsupervisor: {message}\n")
+
+
+def _load_config(path: Path | None) -> Any:
+    from lmsupervisor import config
+
+    return config.load(path)
+
+
+# -- doctor and config -----------------------------------------------------------------
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from lmsupervisor.doctor import diagnose, render
+    from lmsupervisor.errors import ConfigError
+    from lmsupervisor.install import Platform
+
+    try:
+        cfg, _ = _load_config(args.config)
+    except ConfigError as exc:
+        _err(f"{exc.message} ({exc.hint})")
+        return EXIT_CONFIG
+    diag = asyncio.run(diagnose(cfg, Platform.current()))
+    if args.json:
+        print(json.dumps(diag.to_json(), indent=2))
+    else:
+        print(render(diag))
+    return EXIT_OK if diag.ok else EXIT_NOT_READY
+
+
+EXAMPLE_CONFIG = Path(__file__).with_name("config.example.toml")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from lmsupervisor import config
+    from lmsupervisor.errors import ConfigError
+
+    if args.config_command == "init":
+        path = args.path or config.default_config_path()
+        if path.exists():
+            _err(f"{path} exists; not overwriting it")
+            return EXIT_USAGE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(EXAMPLE_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+        print(f"wrote {path}")
+        return EXIT_OK
+    if args.config_command == "check":
+        try:
+            _, path = config.load(args.path)
+        except ConfigError as exc:
+            _err(f"{exc.message} ({exc.hint})")
+            return EXIT_CONFIG
+        print(f"{path}: ok" if path.exists() else f"{path}: no file (all defaults)")
+        return EXIT_OK
+    try:
+        cfg, path = config.load(args.config)
+    except ConfigError as exc:
+        _err(f"{exc.message} ({exc.hint})")
+        return EXIT_CONFIG
+    import tomli_w
+
+    print(f"# effective configuration (from {path}{'' if path.exists() else ', absent: defaults'})")
+    print(tomli_w.dumps(config.to_toml(cfg)), end="")
+    return EXIT_OK
+
+
+# -- filled in by the supervisor work ------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from lmsupervisor.run import run_main
+
+    return run_main(args.config)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from lmsupervisor.client import status_main
+
+    return status_main(args.socket, as_json=args.json)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from lmsupervisor.client import events_main
+
+    return events_main(args.socket)
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    from lmsupervisor.client import wait_main
+
+    return wait_main(args.socket, args.timeout)
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from lmsupervisor.client import post_main
+
+    return post_main(args.socket, "/v1/restart" + ("?daemon=1" if args.daemon else ""))
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from lmsupervisor.client import post_main
+
+    return post_main(args.socket, "/v1/reload")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lmsupervisor.demo import demo_main
+
+    return demo_main()

@@ -1,0 +1,343 @@
+"""The configuration: frozen dataclasses parsed strictly from TOML (design §4).
+
+Every key is optional; unknown keys and wrong types are :class:`ConfigError` naming
+the TOML path and what was expected (``models[1].ttl: expected seconds as a number,
+got "10m"``). Durations are seconds (int or float). A server setting left out is
+``None``, meaning "inherit LM Studio's ``http-server-config.json``, else its default".
+
+Where the file is looked for: ``--config``, else ``$LMSUPERVISOR_CONFIG``, else the
+per-user config dir (``~/.config/lmsupervisor/config.toml`` on Linux, platformdirs on
+the others). No file at all is valid: all defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lmsupervisor.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
+
+
+@dataclass(frozen=True)
+class LmStudioConfig:
+    home: Path | None = None  # None: resolved exactly as LM Studio does
+    lms: Path | None = None  # None: PATH, then <home>/bin/lms(.exe)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    bind: str | None = None
+    port: int | None = None
+    cors: bool | None = None
+    start_timeout: float = 60.0  # seconds, for `lms server start` and `lms daemon up`
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    interval: float = 5.0  # seconds between probes
+    timeout: float = 5.0  # seconds, hard limit of one probe
+    failures_before_restart: int = 3
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    initial_delay: float = 1.0  # seconds
+    max_delay: float = 300.0  # seconds
+    multiplier: float = 2.0
+    jitter: float = 0.1  # fraction of the delay, +/-
+    reset_after: float = 60.0  # healthy seconds that reset the backoff
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    key: str  # model key (`lms ls --json` modelKey) or its path
+    identifier: str | None = None
+    context_length: int | None = None
+    gpu: str | float | None = None  # "off", "max" or 0.0..1.0
+    ttl: float | None = None  # seconds; None: never unloaded
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    socket: Path | None = None  # None: the platform default (see default_socket_path)
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    lmstudio: LmStudioConfig = field(default_factory=LmStudioConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    restart: RestartConfig = field(default_factory=RestartConfig)
+    models: tuple[ModelConfig, ...] = ()
+    status: StatusConfig = field(default_factory=StatusConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# -- typed readers: each names the key and what it expected -------------------------
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def _fail(key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{key}: expected {expected}, got {_describe(value)}", key=key)
+
+
+def _number(key: str, value: Any, *, minimum: float = 0.0, positive: bool = False,
+            what: str = "seconds as a number") -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(key, what, value)
+    if value < minimum or (positive and value <= 0):
+        raise _fail(key, f"{what} {'> 0' if positive else f'>= {minimum:g}'}", value)
+    return float(value)
+
+
+def _int(key: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(key, "an integer", value)
+    if value < lo or (hi is not None and value > hi):
+        raise _fail(key, f"an integer from {lo} to {hi}" if hi else f"an integer >= {lo}", value)
+    return value
+
+
+def _str(key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
+    if not isinstance(value, str):
+        raise _fail(key, "a string", value)
+    if choices is not None and value not in choices:
+        raise _fail(key, "one of " + ", ".join(f'"{c}"' for c in choices), value)
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, "true or false", value)
+    return value
+
+
+def _path(key: str, value: Any) -> Path:
+    text = _str(key, value)
+    if not text:
+        raise _fail(key, "a path", value)
+    return Path(os.path.expanduser(text))
+
+
+def _table(key: str, value: Any, allowed: set[str]) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(key, "a table", value)
+    for name in value:
+        if name not in allowed:
+            known = ", ".join(sorted(allowed))
+            full = f"{key}.{name}" if key else name
+            where = f"[{key}]" if key else "the top level"
+            raise ConfigError(f"{full}: unknown key (known keys of {where}: {known})", key=full)
+    return value
+
+
+def _keys(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _gpu(key: str, value: Any) -> str | float:
+    if isinstance(value, str):
+        if value in ("off", "max"):
+            return value
+        raise _fail(key, '"off", "max" or a number from 0.0 to 1.0', value)
+    ratio = _number(key, value, what='"off", "max" or a number from 0.0 to 1.0')
+    if ratio > 1:
+        raise _fail(key, '"off", "max" or a number from 0.0 to 1.0', value)
+    return ratio
+
+
+def _model(key: str, raw: Any) -> ModelConfig:
+    table = _table(key, raw, _keys(ModelConfig))
+    if "key" not in table:
+        raise ConfigError(f"{key}.key: required (the model key as in `lms ls --json`)",
+                          key=f"{key}.key")
+    model_key = _str(f"{key}.key", table["key"])
+    if not model_key.strip():
+        raise _fail(f"{key}.key", "a model key", model_key)
+    ident = table.get("identifier")
+    ctx = table.get("context_length")
+    ttl = table.get("ttl")
+    return ModelConfig(
+        key=model_key,
+        identifier=_str(f"{key}.identifier", ident) if ident is not None else None,
+        context_length=_int(f"{key}.context_length", ctx, 1) if ctx is not None else None,
+        gpu=_gpu(f"{key}.gpu", table["gpu"]) if "gpu" in table else None,
+        ttl=_number(f"{key}.ttl", ttl, minimum=1) if ttl is not None else None,
+        download=_bool(f"{key}.download", table.get("download", False)),
+    )
+
+
+def parse(data: Mapping[str, Any]) -> Config:
+    """Build a :class:`Config` from parsed TOML; raises :class:`ConfigError` on any bad key."""
+    top = _table("", data, _keys(Config)) if data else {}
+    d = Config()
+
+    lm = _table("lmstudio", top.get("lmstudio", {}), _keys(LmStudioConfig))
+    lmstudio = LmStudioConfig(
+        home=_path("lmstudio.home", lm["home"]) if "home" in lm else None,
+        lms=_path("lmstudio.lms", lm["lms"]) if "lms" in lm else None,
+    )
+
+    sv = _table("server", top.get("server", {}), _keys(ServerConfig))
+    server = ServerConfig(
+        bind=_str("server.bind", sv["bind"]) if "bind" in sv else None,
+        port=_int("server.port", sv["port"], 1, 65535) if "port" in sv else None,
+        cors=_bool("server.cors", sv["cors"]) if "cors" in sv else None,
+        start_timeout=_number("server.start_timeout", sv.get("start_timeout", d.server.start_timeout),
+                              positive=True),
+    )
+    if server.bind is not None and not server.bind.strip():
+        raise _fail("server.bind", "an address such as 127.0.0.1", server.bind)
+
+    hc = _table("health", top.get("health", {}), _keys(HealthConfig))
+    health = HealthConfig(
+        interval=_number("health.interval", hc.get("interval", d.health.interval), positive=True),
+        timeout=_number("health.timeout", hc.get("timeout", d.health.timeout), positive=True),
+        failures_before_restart=_int("health.failures_before_restart",
+                                     hc.get("failures_before_restart",
+                                            d.health.failures_before_restart), 1),
+    )
+
+    rc = _table("restart", top.get("restart", {}), _keys(RestartConfig))
+    restart = RestartConfig(
+        initial_delay=_number("restart.initial_delay", rc.get("initial_delay", d.restart.initial_delay)),
+        max_delay=_number("restart.max_delay", rc.get("max_delay", d.restart.max_delay)),
+        multiplier=_number("restart.multiplier", rc.get("multiplier", d.restart.multiplier),
+                           minimum=1.0, what="a number"),
+        jitter=_number("restart.jitter", rc.get("jitter", d.restart.jitter), what="a fraction"),
+        reset_after=_number("restart.reset_after", rc.get("reset_after", d.restart.reset_after)),
+    )
+    if restart.jitter >= 1:
+        raise _fail("restart.jitter", "a fraction from 0 to below 1", restart.jitter)
+    if restart.max_delay < restart.initial_delay:
+        raise _fail("restart.max_delay", f"seconds >= restart.initial_delay "
+                    f"({restart.initial_delay:g})", restart.max_delay)
+
+    raw_models = top.get("models", [])
+    if not isinstance(raw_models, list):
+        raise _fail("models", "an array of tables ([[models]])", raw_models)
+    models = tuple(_model(f"models[{i}]", m) for i, m in enumerate(raw_models))
+    seen: dict[str, int] = {}
+    for i, m in enumerate(models):
+        name = m.identifier or m.key
+        if name in seen:
+            raise ConfigError(f"models[{i}]: declares {name!r} again (also models[{seen[name]}]); "
+                              "give one an `identifier`", key=f"models[{i}]")
+        seen[name] = i
+
+    st = _table("status", top.get("status", {}), _keys(StatusConfig))
+    status = StatusConfig(
+        socket=_path("status.socket", st["socket"]) if "socket" in st else None,
+        group=_str("status.group", st.get("group", "")),
+    )
+    lg = _table("log", top.get("log", {}), _keys(LogConfig))
+    log = LogConfig(level=_str("log.level", lg.get("level", "info"), LOG_LEVELS),
+                    format=_str("log.format", lg.get("format", "auto"), LOG_FORMATS))
+    return Config(lmstudio, server, health, restart, models, status, log)
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$LMSUPERVISOR_CONFIG``, else the per-user config dir's ``config.toml``."""
+    env = os.environ if env is None else env
+    if env.get("LMSUPERVISOR_CONFIG"):
+        return Path(env["LMSUPERVISOR_CONFIG"]).expanduser()
+    if not sys.platform.startswith(("darwin", "win")):
+        base = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
+        return base / "lmsupervisor" / "config.toml"
+    import platformdirs  # noqa: PLC0415 - only off Linux
+
+    return Path(platformdirs.user_config_dir("lmsupervisor", appauthor=False)) / "config.toml"
+
+
+def load(path: Path | None, env: Mapping[str, str] | None = None) -> tuple[Config, Path]:
+    """Read and parse the config; returns it with the path it came from.
+
+    ``path`` None means the default location, where a missing file is all defaults.
+    An explicit ``path`` that does not exist is a :class:`ConfigError`.
+    """
+    explicit = path is not None
+    path = path if path is not None else default_config_path(env)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{path}: no such file", hint="create it with "
+                              "`lmsupervisor config init`, or leave --config out") from None
+        return Config(), path
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    try:
+        return parse(data), path
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}", key=exc.key, hint=exc.hint) from None
+
+
+def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_RUNTIME_DIR/lmsupervisor/status.sock`` (``/run/user/<uid>/...``) on Linux,
+    the platformdirs runtime dir elsewhere, ``/tmp/lmsupervisor-<uid>/status.sock`` last."""
+    env = os.environ if env is None else env
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "lmsupervisor" / "status.sock"
+    if sys.platform == "darwin":
+        import platformdirs  # noqa: PLC0415
+
+        return Path(platformdirs.user_runtime_dir("lmsupervisor", appauthor=False)) / "status.sock"
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path("/tmp") / f"lmsupervisor-{uid}" / "status.sock"  # noqa: S108 - 0700 dir, checked
+
+
+def socket_path(config: Config, cli: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """``--socket``, else ``$LMSUPERVISOR_SOCKET``, else ``status.socket``, else the default."""
+    env = os.environ if env is None else env
+    if cli is not None:
+        return cli
+    if env.get("LMSUPERVISOR_SOCKET"):
+        return Path(env["LMSUPERVISOR_SOCKET"])
+    return config.status.socket or default_socket_path(env)
+
+
+def to_toml(config: Config) -> dict[str, Any]:
+    """The config as a TOML-ready dict (``None`` values, meaning "inherit", left out)."""
+    from dataclasses import asdict  # noqa: PLC0415
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    result: dict[str, Any] = clean(asdict(config))
+    return result

@@ -1,0 +1,175 @@
+"""`lmsupervisor doctor`: a one-shot diagnosis without a running supervisor.
+
+It changes nothing: it reads LM Studio's files (:func:`lmsupervisor.install.detect`),
+asks `lms daemon status --json` (which never starts anything), probes the HTTP server's
+greeting, and lists loaded models with `lms ps --json` only when the daemon or server is
+already up (other `lms` commands would wake LM Studio, facts §1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmsupervisor.config import Config
+from lmsupervisor.errors import LmsError
+from lmsupervisor.install import DOWNLOAD_URL, Install, Platform, ServerSettings, detect, effective_server
+from lmsupervisor.lms import DaemonStatus, Lms, LmsClient, LmsRunner, LoadedModel
+from lmsupervisor.probe import Prober, ProbeResult, base_url
+from lmsupervisor.problems import Problem
+
+LMS_TIMEOUT = 15.0  # seconds for each `lms` call doctor makes
+
+
+@dataclass
+class Diagnosis:
+    """Everything doctor found; ``ok`` when no problem has severity ``"error"``."""
+
+    install: Install
+    server: ServerSettings
+    api_endpoint: str
+    daemon: DaemonStatus | None = None
+    probe: ProbeResult | None = None
+    loaded: list[LoadedModel] | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.daemon
+        return {
+            "ok": self.ok,
+            "lmstudio": {
+                **self.install.to_json(),
+                "daemon": None if d is None else {
+                    "supported": d.supported, "running": d.running, "pid": d.pid,
+                    "is_daemon": d.is_daemon},
+            },
+            "server": {
+                "running": bool(self.probe and self.probe.ok), "bind": self.server.bind,
+                "port": self.server.port, "cors": self.server.cors,
+                "api_endpoint": self.api_endpoint,
+                "last_probe_ms": round(self.probe.latency_ms, 3) if self.probe else None,
+                "error": self.probe.error if self.probe else None,
+            },
+            "models": None if self.loaded is None else [
+                {"identifier": m.identifier, "key": m.model_key, "path": m.path, "status": m.status}
+                for m in self.loaded],
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+
+async def diagnose(
+    config: Config,
+    platform: Platform,
+    runner_factory: Callable[[Path], LmsRunner] | None = None,
+    prober: Prober | None = None,
+) -> Diagnosis:
+    """Diagnose this machine; never raises for what it finds (it becomes a problem)."""
+    install = detect(platform, config.lmstudio.home, config.lmstudio.lms)
+    server = effective_server(config.server.bind, config.server.port, config.server.cors,
+                              install.server)
+    url = base_url(server.bind, server.port)
+    diag = Diagnosis(install, server, url, problems=list(install.problems))
+    if not install.installed:
+        return diag
+
+    client = None
+    if install.lms is not None:
+        def default_factory(p: Path) -> LmsRunner:
+            return Lms(p, env=platform.env)
+
+        client = LmsClient((runner_factory or default_factory)(install.lms))
+        try:
+            diag.daemon = await client.daemon_status(timeout=LMS_TIMEOUT)
+        except LmsError as exc:
+            diag.problems.append(Problem("lms_failed", f"`lms daemon status` failed: {exc.message}",
+                                         exc.hint or "run `lms daemon status` to see why"))
+
+    own_prober = prober is None
+    prober = prober or Prober(timeout=config.health.timeout)
+    try:
+        diag.probe = await prober.greeting(url)
+    finally:
+        if own_prober:
+            await prober.aclose()
+
+    lms_cmd = str(install.lms) if install.lms else "lms"
+    daemon_down = diag.daemon is not None and diag.daemon.supported and not diag.daemon.running
+    if daemon_down:
+        diag.problems.append(Problem("daemon_not_running", "LM Studio's daemon is not running",
+                                     f"run `{lms_cmd} daemon up`, or start `lmsupervisor run`"))
+    if not diag.probe.ok:
+        if diag.probe.status is not None:
+            diag.problems.append(Problem(
+                "port_not_lmstudio", f"something other than LM Studio answers at {url}: "
+                f"{diag.probe.error}", f"free port {server.port}, or set server.port to another port"))
+        else:
+            flags = f"--port {server.port} --bind {server.bind}" + (" --cors" if server.cors else "")
+            diag.problems.append(Problem(
+                "server_not_running", f"LM Studio is not responding at {url} ({diag.probe.error})",
+                f"run `{lms_cmd} server start {flags}`" if install.lms else
+                f"Install LM Studio from {DOWNLOAD_URL} and run `lms server start`"))
+
+    service_up = (diag.daemon is not None and diag.daemon.running) or diag.probe.ok
+    if client is not None and service_up:
+        try:
+            diag.loaded = await client.ps(timeout=LMS_TIMEOUT)
+        except LmsError as exc:
+            diag.problems.append(Problem("lms_failed", f"`lms ps --json` failed: {exc.message}",
+                                         exc.hint or "run `lms ps` to see why"))
+    if diag.loaded is not None:
+        loaded_names = {m.identifier for m in diag.loaded} | {m.model_key for m in diag.loaded} | {
+            m.path for m in diag.loaded}
+        for model in config.models:
+            if (model.identifier or model.key) not in loaded_names:
+                diag.problems.append(Problem(
+                    "model_not_loaded", f"the declared model {model.key} is not loaded",
+                    f"run `{lms_cmd} load {model.key} --yes`, or start `lmsupervisor run`"))
+    return diag
+
+
+def render(diag: Diagnosis) -> str:
+    """A compact human table, then the problems with their fixes."""
+    inst = diag.install
+    rows: list[tuple[str, str]] = []
+    if inst.installed:
+        rows.append(("LM Studio", f"installed, home {inst.home} ({inst.home_source})"))
+    else:
+        rows.append(("LM Studio", "not installed"))
+    rows.append(("lms", f"{inst.lms} (from {inst.lms_source})" if inst.lms else "not found"))
+    rows.append(("bootstrapped", "yes" if inst.bootstrapped else "no"))
+    rows.append(("service", {"llmster": "llmster (headless daemon)", "app": "LM Studio app",
+                             None: "not found"}[inst.kind]))
+    rows.append(("local service", {True: "enabled", False: "disabled", None: "unknown"}[
+        inst.local_service_enabled]))
+    d = diag.daemon
+    if d is not None:
+        if not d.supported:
+            rows.append(("daemon", "n/a (this lms has no `daemon` command: LM Studio 0.3)"))
+        else:
+            rows.append(("daemon", f"running (PID {d.pid})" if d.running else "not running"))
+    if diag.probe is not None:
+        if diag.probe.ok:
+            rows.append(("server", f"running at {diag.api_endpoint} "
+                                   f"({diag.probe.latency_ms:.1f} ms), CORS {'on' if diag.server.cors else 'off'}"))
+        else:
+            rows.append(("server", f"not responding at {diag.api_endpoint}"))
+    if diag.loaded is not None:
+        rows.append(("models", ", ".join(m.identifier for m in diag.loaded) or "none loaded"))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    if diag.problems:
+        lines.append("")
+        lines.append("problems:")
+        for p in diag.problems:
+            lines.append(f"  {'!' if p.severity == 'error' else '~'} {p.code}: {p.message}")
+            lines.append(f"      fix: {p.fix}")
+    else:
+        lines.append("")
+        lines.append("no problems found")
+    return "\n".join(lines)

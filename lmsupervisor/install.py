@@ -1,0 +1,340 @@
+"""Find LM Studio on this machine: home, `lms`, app or llmster, bootstrap, settings.
+
+Pure file inspection, no processes: :func:`detect` reads what LM Studio left on disk and
+returns an :class:`Install` whose ``problems`` say what is missing or corrupt, each with
+its fix. It never raises for anything found on disk.
+
+Sources (facts sheet): §1 for the home (``findLMStudioHome.ts``), the executables, the
+``.internal/*-install-location.json`` files and what ``lms bootstrap`` writes; §2 for
+``settings.json`` and ``.internal/http-server-config.json``. The platform is passed in as a
+:class:`Platform`, so Linux, macOS and Windows layouts are all tested on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmsupervisor.homedir import resolve_home
+from lmsupervisor.problems import Problem
+
+DOWNLOAD_URL = "https://lmstudio.ai/download"
+# The rc files `lms bootstrap` appends to when they exist ([js] installCli).
+RC_FILES = (".profile", ".bashrc", ".bash_profile", ".zshrc", ".config/fish/config.fish",
+            ".cshrc", ".tcshrc")
+# LM Studio's defaults ([docs] headless.md): port 1234, bind 127.0.0.1, CORS off, JIT on.
+DEFAULT_PORT = 1234
+DEFAULT_BIND = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What differs between operating systems, passed in so every branch is testable.
+
+    ``system`` is ``"linux"``, ``"darwin"`` or ``"windows"``; ``env`` supplies ``PATH``;
+    ``windows_user_path`` is the User ``PATH`` from the registry (what ``lms bootstrap``
+    edits on Windows), ``None`` when unknown.
+    """
+
+    system: str
+    user_home: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    windows_user_path: str | None = None
+
+    @classmethod
+    def current(cls, env: Mapping[str, str] | None = None) -> Platform:
+        system = {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux")
+        env = dict(os.environ if env is None else env)
+        user_home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
+        return cls(system, user_home, env, _windows_user_path() if system == "windows" else None)
+
+    @property
+    def exe(self) -> str:
+        return ".exe" if self.system == "windows" else ""
+
+    @property
+    def path_sep(self) -> str:
+        return ";" if self.system == "windows" else ":"
+
+    def path_entries(self, value: str | None = None) -> list[str]:
+        raw = self.env.get("PATH", "") if value is None else value
+        return [p for p in raw.split(self.path_sep) if p]
+
+
+def _windows_user_path() -> str | None:  # pragma: no cover - needs a Windows registry
+    try:
+        import winreg  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+    except ImportError:
+        return None
+    try:
+        with winreg.OpenKey(winreg.HKEY_CURRENT_USER, "Environment") as key:  # type: ignore[attr-defined,unused-ignore]
+            value, _ = winreg.QueryValueEx(key, "PATH")  # type: ignore[attr-defined,unused-ignore]
+            return str(value)
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """LM Studio's HTTP server settings from ``.internal/http-server-config.json`` (§2).
+
+    ``found`` is False when the file is missing or corrupt; the values are then LM
+    Studio's defaults. ``jit`` and ``auto_start`` are None when the key is absent.
+    """
+
+    port: int = DEFAULT_PORT
+    bind: str = DEFAULT_BIND
+    cors: bool = False
+    jit: bool | None = None
+    auto_start: bool | None = None
+    found: bool = False
+
+
+@dataclass(frozen=True)
+class Install:
+    """What :func:`detect` found. Paths are absolute; ``None`` means not found.
+
+    ``kind`` is ``"llmster"`` (0.4 headless daemon), ``"app"`` (the GUI app, headless via
+    ``--run-as-service``) or ``None``. ``api_server`` is ``.internal/http-server.json``
+    ``{"host","pid","port"}`` (2026+), a hint that may name a dead PID.
+    """
+
+    home: Path
+    home_source: str
+    home_exists: bool
+    lms: Path | None
+    lms_source: str | None
+    bootstrapped: bool
+    kind: str | None
+    service_path: Path | None
+    server: ServerSettings
+    local_service_enabled: bool | None
+    api_server: dict[str, Any] | None
+    problems: tuple[Problem, ...]
+
+    @property
+    def installed(self) -> bool:
+        return self.home_exists and (self.lms is not None or self.kind is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "installed": self.installed, "bootstrapped": self.bootstrapped,
+            "home": str(self.home), "home_source": self.home_source,
+            "lms": str(self.lms) if self.lms else None, "kind": self.kind,
+            "service_path": str(self.service_path) if self.service_path else None,
+            "local_service_enabled": self.local_service_enabled,
+        }
+
+
+class _Reader:
+    """Reads JSON files, turning each unreadable one into a problem."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def json(self, path: Path, code: str, fix: str) -> Any:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problems.append(Problem(code, f"{path}: cannot read it ({exc})", fix))
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            self.problems.append(Problem(code, f"{path}: not valid JSON ({exc})", fix))
+            return None
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def read_server_settings(home: Path, reader: _Reader | None = None) -> ServerSettings:
+    """Parse ``<home>/.internal/http-server-config.json``; defaults for what is missing."""
+    reader = reader or _Reader()
+    path = home / ".internal" / "http-server-config.json"
+    data = reader.json(path, "server_config_corrupt",
+                       "repair the file, or delete it and set the server options in LM Studio again")
+    if data is None:
+        return ServerSettings()
+    if not isinstance(data, dict):
+        reader.problems.append(Problem("server_config_corrupt",
+                                       f"{path}: expected a JSON object, got {type(data).__name__}",
+                                       "repair the file, or delete it"))
+        return ServerSettings()
+    port = data.get("port")
+    if not (isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536):
+        if "port" in data:
+            reader.problems.append(Problem("server_config_corrupt",
+                                           f"{path}: port: expected 1..65535, got {port!r}",
+                                           "set a valid port in LM Studio's server settings",
+                                           "warning"))
+        port = DEFAULT_PORT
+    bind = data.get("networkInterface")
+    return ServerSettings(
+        port=port,
+        bind=bind if isinstance(bind, str) and bind else DEFAULT_BIND,
+        cors=data.get("cors") is True,
+        jit=_bool(data.get("justInTimeModelLoading")),
+        auto_start=_bool(data.get("autoStartOnLaunch")),
+        found=True,
+    )
+
+
+def find_lms(platform: Platform, home: Path, configured: Path | None = None) -> tuple[Path | None, str | None]:
+    """Locate `lms`: the configured path, then ``PATH``, then ``<home>/bin/lms(.exe)``.
+
+    Returns ``(path, source)`` with source ``"config"``, ``"PATH"`` or ``"home"``.
+    A configured path that does not exist is not replaced by a guess: ``(None, None)``.
+    """
+    if configured is not None:
+        return (configured, "config") if configured.is_file() else (None, None)
+    name = "lms" + platform.exe
+    found = shutil.which(name, path=platform.path_sep.join(platform.path_entries()))
+    if found and platform.system != "windows":
+        return Path(found), "PATH"
+    if platform.system == "windows":
+        for entry in platform.path_entries():
+            candidate = Path(entry) / name
+            if candidate.is_file():
+                return candidate, "PATH"
+    candidate = home / "bin" / name
+    if candidate.is_file():
+        return candidate, "home"
+    return None, None
+
+
+def is_bootstrapped(platform: Platform, home: Path) -> bool:
+    """``lms bootstrap``'s effect (§1): ``<home>/bin`` on PATH or in an existing rc file.
+
+    On Windows the User PATH (registry) counts, as that is what bootstrap edits.
+    """
+    bin_dir = str(home / "bin")
+    entries = [e.rstrip("/\\") for e in platform.path_entries()]
+    if bin_dir in entries:
+        return True
+    if platform.system == "windows":
+        user = platform.windows_user_path
+        return user is not None and bin_dir in [e.rstrip("\\") for e in platform.path_entries(user)]
+    for rc in RC_FILES:
+        try:
+            if bin_dir in (platform.user_home / rc).read_text(encoding="utf-8", errors="replace"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def detect(platform: Platform, home: Path | None = None, lms: Path | None = None) -> Install:
+    """Inspect LM Studio's files; ``home`` and ``lms`` are the configured overrides."""
+    reader = _Reader()
+    problems = reader.problems
+    if home is not None:
+        resolution_home, source = home.expanduser(), "config"
+    else:
+        resolution = resolve_home(platform.user_home)
+        resolution_home, source = resolution.home, resolution.source
+        if resolution.pointer_error:
+            problems.append(Problem("home_pointer_unreadable", resolution.pointer_error,
+                                    "delete the pointer file; LM Studio rewrites it", "warning"))
+    home = resolution_home
+    home_exists = home.is_dir()
+    lms_path, lms_source = find_lms(platform, home, lms)
+    internal = home / ".internal"
+
+    kind: str | None = None
+    service_path: Path | None = None
+    for name, this_kind in (("llmster-install-location.json", "llmster"),
+                            ("app-install-location.json", "app")):
+        loc = reader.json(internal / name, "install_location_corrupt",
+                          "run LM Studio (or `llmster bootstrap`) once to rewrite it")
+        if isinstance(loc, dict) and isinstance(loc.get("path"), str):
+            path = Path(loc["path"])
+            if path.exists():
+                kind, service_path = this_kind, path
+                break
+            problems.append(Problem("install_location_stale",
+                                    f"{internal / name} names {path}, which does not exist",
+                                    "run LM Studio (or reinstall llmster) once so it records "
+                                    "where it lives", "warning"))
+
+    server = read_server_settings(home, reader)
+
+    settings = reader.json(home / "settings.json", "settings_corrupt",
+                           "repair settings.json, or move it away so LM Studio writes a new one")
+    local_service: bool | None = None
+    if isinstance(settings, dict):
+        local_service = _bool(settings.get("enableLocalService"))
+    preferences = reader.json(home / "preferences.json", "preferences_corrupt",
+                              "repair or delete preferences.json")
+    if local_service is None and isinstance(preferences, dict):
+        # Not documented by LM Studio (facts §2 says it is not real); read where it exists.
+        developer = preferences.get("developer")
+        if isinstance(developer, dict):
+            local_service = _bool(developer.get("enableLocalLLMService"))
+
+    api_server = reader.json(internal / "http-server.json", "api_server_info_corrupt",
+                             "delete it; LM Studio writes it again when its service starts")
+    if not isinstance(api_server, dict):
+        api_server = None
+
+    bootstrapped = home_exists and is_bootstrapped(platform, home)
+    install = Install(home, source, home_exists, lms_path, lms_source, bootstrapped, kind,
+                      service_path, server, local_service, api_server, ())
+
+    if not install.installed:
+        problems.append(Problem(
+            "not_installed", f"LM Studio is not installed (no {home})" if not home_exists
+            else f"LM Studio's home {home} has neither lms nor an app or llmster",
+            f"install it from {DOWNLOAD_URL} (headless: `curl -fsSL https://lmstudio.ai/install.sh"
+            " | bash`) and run it once"))
+    else:
+        if lms_path is None:
+            where = f"at the configured {lms}" if lms is not None else f"on PATH or in {home / 'bin'}"
+            problems.append(Problem("lms_not_found", f"the lms CLI was not found {where}",
+                                    "run LM Studio once (it installs lms), or set lmstudio.lms"))
+        if not bootstrapped:
+            problems.append(Problem(
+                "not_bootstrapped", f"{home / 'bin'} is not on PATH nor in a shell rc file",
+                f"run `{home / 'bin' / ('lms' + platform.exe)} bootstrap`, then open a new shell",
+                "warning"))
+        in_cache = source == "legacy" or _same_path(home, platform.user_home / ".cache" / "lm-studio")
+        if in_cache:
+            problems.append(Problem(
+                "home_in_cache", f"LM Studio's home is {home}, which cache cleaners may wipe "
+                "(BT#230)", "move it to ~/.lmstudio and write that path into "
+                "~/.lmstudio-home-pointer", "warning"))
+        if kind == "app" and local_service is False:
+            problems.append(Problem(
+                "local_service_disabled", "the app's 'Enable Local LLM Service' is off, so LM "
+                "Studio does not run headless after login", "turn it on in LM Studio's settings, "
+                "or install llmster", "warning"))
+    return Install(home, source, home_exists, lms_path, lms_source, bootstrapped, kind,
+                   service_path, server, local_service, api_server, tuple(problems))
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def effective_server(bind: str | None, port: int | None, cors: bool | None,
+                     found: ServerSettings) -> ServerSettings:
+    """The server settings to run with: the declared ones, else LM Studio's own
+    ``http-server-config.json`` (``found``), else LM Studio's defaults (design §4).
+
+    This is what keeps a restart from resetting the user's CORS/LAN choice (BT#1334).
+    """
+    return ServerSettings(
+        port=port if port is not None else found.port,
+        bind=bind if bind is not None else found.bind,
+        cors=cors if cors is not None else found.cors,
+        jit=found.jit, auto_start=found.auto_start, found=found.found,
+    )

@@ -1,0 +1,349 @@
+"""An async runner for the `lms` CLI: timeouts, process-group kill, JSON, error mapping.
+
+Every call runs ``lms`` in a new session (its own process group) with stdin closed, waits
+at most ``timeout`` seconds, and kills the whole group afterwards, so a hung `lms` (or a
+helper it forked without detaching) cannot outlive the call. Daemons that `lms daemon up`
+starts detach into their own session and are not touched.
+
+Output handling follows facts §3: JSON, tables and ``lms status`` on stdout, logger
+text on stderr (``Error: `` for errors). Failures map to the error tree
+(:mod:`lmsupervisor.errors`): :class:`LmsNotFoundError`, :class:`LmsTimeoutError`,
+:class:`LmsExitError` (with LM Studio's own message), :class:`LmsOutputError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from lmsupervisor.errors import (
+    LmsExitError,
+    LmsNotFoundError,
+    LmsOutputError,
+    LmsTimeoutError,
+)
+
+DEFAULT_TIMEOUT = 30.0  # seconds; `server start` and loads pass longer ones
+
+
+@dataclass(frozen=True)
+class LmsResult:
+    """One finished `lms` call. ``duration_ms`` is wall time in milliseconds."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    duration_ms: float
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One instance from `lms ps --json` (facts §3 ``ps --json`` line)."""
+
+    identifier: str
+    model_key: str
+    path: str
+    type: str
+    status: str
+    context_length: int | None
+    ttl_ms: int | None
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class DownloadedModel:
+    """One model from `lms ls --json` (``ModelInfo``)."""
+
+    model_key: str
+    path: str
+    type: str
+    size_bytes: int
+    display_name: str
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    """`lms daemon status --json`: ``{"status":"running","pid","isDaemon"}`` or
+    ``{"status":"not-running"}``. ``supported`` is False for an `lms` without the
+    ``daemon`` command (LM Studio 0.3.x, before 2025-11)."""
+
+    running: bool
+    pid: int | None = None
+    is_daemon: bool | None = None
+    supported: bool = True
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """`lms server status --json`: ``{"running":bool,"port":int}``; ``{"running":false}``
+    when LM Studio has no server config yet. Always exit 0, so only the JSON counts."""
+
+    running: bool
+    port: int | None
+
+
+def error_line(stderr: str) -> str:
+    """LM Studio's own message from stderr, on one line, without the ``Error: `` prefix."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("Error: "):
+            lines = [line[len("Error: "):], *lines[i + 1:]]
+            break
+    return re.sub(r"\s+", " ", " ".join(lines)).strip()
+
+
+def parse_json(stdout: str, argv: Sequence[str]) -> Any:
+    """The JSON value `lms` printed: the whole stdout, else its last line that parses."""
+    text = stdout.strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    for line in reversed(text.splitlines()):
+        with contextlib.suppress(ValueError):
+            return json.loads(line)
+    raise LmsOutputError(f"`{' '.join(argv)}` printed no JSON: {text[:200]!r}", list(argv),
+                         hint="check that this lms is LM Studio's CLI (`lms -v`)")
+
+
+def _field(item: Mapping[str, Any], name: str, kind: type, argv: Sequence[str]) -> Any:
+    value = item.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise LmsOutputError(f"`{' '.join(argv)}`: item field {name!r}: expected "
+                             f"{kind.__name__}, got {value!r}", list(argv))
+    return value
+
+
+def _str_or(value: Any, default: str) -> str:
+    return value if isinstance(value, str) else default
+
+
+def _opt_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_ps(data: Any, argv: Sequence[str] = ("lms", "ps", "--json")) -> list[LoadedModel]:
+    """Parse `lms ps --json` output (a JSON array); raises :class:`LmsOutputError`."""
+    if not isinstance(data, list):
+        raise LmsOutputError(f"`{' '.join(argv)}`: expected a JSON array, got {type(data).__name__}",
+                             list(argv))
+    out = []
+    for item in data:
+        if not isinstance(item, dict):
+            raise LmsOutputError(f"`{' '.join(argv)}`: expected objects in the array", list(argv))
+        key = _field(item, "modelKey", str, argv)
+        out.append(LoadedModel(
+            identifier=_field(item, "identifier", str, argv), model_key=key,
+            path=_str_or(item.get("path"), key),
+            type=str(item.get("type", "llm")), status=str(item.get("status", "idle")),
+            context_length=_opt_int(item.get("contextLength")), ttl_ms=_opt_int(item.get("ttlMs")),
+            size_bytes=_opt_int(item.get("sizeBytes")) or 0,
+        ))
+    return out
+
+
+def parse_ls(data: Any, argv: Sequence[str] = ("lms", "ls", "--json")) -> list[DownloadedModel]:
+    """Parse `lms ls --json` output; raises :class:`LmsOutputError`."""
+    if not isinstance(data, list):
+        raise LmsOutputError(f"`{' '.join(argv)}`: expected a JSON array, got {type(data).__name__}",
+                             list(argv))
+    out = []
+    for item in data:
+        if not isinstance(item, dict):
+            raise LmsOutputError(f"`{' '.join(argv)}`: expected objects in the array", list(argv))
+        key = _field(item, "modelKey", str, argv)
+        out.append(DownloadedModel(
+            model_key=key, path=_str_or(item.get("path"), key),
+            type=str(item.get("type", "llm")), size_bytes=_opt_int(item.get("sizeBytes")) or 0,
+            display_name=str(item.get("displayName") or key),
+        ))
+    return out
+
+
+def parse_daemon_status(data: Any, argv: Sequence[str]) -> DaemonStatus:
+    if not isinstance(data, dict) or not isinstance(data.get("status"), str):
+        raise LmsOutputError(f"`{' '.join(argv)}`: expected {{\"status\": ...}}, got {data!r}",
+                             list(argv))
+    if data["status"] != "running":
+        return DaemonStatus(running=False)
+    is_daemon = data.get("isDaemon")
+    return DaemonStatus(True, _opt_int(data.get("pid")),
+                        is_daemon if isinstance(is_daemon, bool) else None)
+
+
+def parse_server_status(data: Any, argv: Sequence[str]) -> ServerStatus:
+    if not isinstance(data, dict) or not isinstance(data.get("running"), bool):
+        raise LmsOutputError(f"`{' '.join(argv)}`: expected {{\"running\": bool}}, got {data!r}",
+                             list(argv))
+    return ServerStatus(data["running"], _opt_int(data.get("port")))
+
+
+class LmsRunner(Protocol):
+    """What the supervisor needs of `lms` (a fake implements it in tests)."""
+
+    async def run(self, *args: str, timeout: float | None = None) -> LmsResult: ...
+
+
+class Lms:
+    """Runs `lms` at ``path`` with ``env`` (default: this process's environment)."""
+
+    def __init__(self, path: Path, env: Mapping[str, str] | None = None,
+                 default_timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = path
+        self.env = dict(os.environ if env is None else env)
+        self.default_timeout = default_timeout
+
+    async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
+        """Run ``lms *args``; never raises for a non-zero exit (see :meth:`check`).
+
+        Raises :class:`LmsNotFoundError` if the executable is missing and
+        :class:`LmsTimeoutError` after ``timeout`` seconds (the process group is killed).
+        """
+        timeout = self.default_timeout if timeout is None else timeout
+        argv = (str(self.path), *args)
+        started = time.monotonic()
+        kwargs: dict[str, Any] = {}
+        if os.name == "nt":  # pragma: no cover - Windows
+            import subprocess  # noqa: PLC0415
+
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
+        else:
+            kwargs["start_new_session"] = True
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=self.env, **kwargs,
+            )
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+            raise LmsNotFoundError(f"cannot run {self.path}: {exc.strerror}", list(argv),
+                                   hint="set lmstudio.lms to LM Studio's lms, or run LM Studio once") from exc
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            _kill_group(proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise LmsTimeoutError(f"`lms {' '.join(args)}` did not finish within {timeout:g} s",
+                                  list(argv), timeout,
+                                  hint="LM Studio may be hung; lmsupervisor escalates") from None
+        except asyncio.CancelledError:
+            _kill_group(proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            raise
+        _kill_group(proc.pid)
+        return LmsResult(tuple(argv), proc.returncode or 0, stdout.decode(errors="replace"),
+                         stderr.decode(errors="replace"), (time.monotonic() - started) * 1000)
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of the call's process group (nothing, normally)."""
+    if os.name == "nt":  # pragma: no cover - Windows has no process groups to kill this way
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class LmsClient:
+    """Typed `lms` commands over any :class:`LmsRunner`."""
+
+    def __init__(self, runner: LmsRunner) -> None:
+        self.runner = runner
+
+    async def check(self, *args: str, timeout: float | None = None) -> LmsResult:
+        """Run and raise :class:`LmsExitError` (with LM Studio's message) on a non-zero exit."""
+        result = await self.runner.run(*args, timeout=timeout)
+        if result.returncode != 0:
+            line = error_line(result.stderr) or error_line(result.stdout) or "no message"
+            raise LmsExitError(f"`lms {' '.join(args)}` exited {result.returncode}: {line}",
+                               list(result.argv), result.returncode, result.stdout, result.stderr, line)
+        return result
+
+    async def _json(self, *args: str, timeout: float | None = None) -> Any:
+        result = await self.check(*args, timeout=timeout)
+        return parse_json(result.stdout, result.argv)
+
+    async def ps(self, timeout: float | None = None) -> list[LoadedModel]:
+        return parse_ps(await self._json("ps", "--json", timeout=timeout))
+
+    async def ls(self, timeout: float | None = None) -> list[DownloadedModel]:
+        return parse_ls(await self._json("ls", "--json", timeout=timeout))
+
+    async def daemon_status(self, timeout: float | None = None) -> DaemonStatus:
+        """`lms daemon status --json`; ``supported=False`` on an `lms` without `daemon`."""
+        result = await self.runner.run("daemon", "status", "--json", timeout=timeout)
+        if result.returncode != 0:
+            if "unknown command" in result.stderr:
+                return DaemonStatus(running=False, supported=False)
+            line = error_line(result.stderr) or "no message"
+            raise LmsExitError(f"`lms daemon status --json` exited {result.returncode}: {line}",
+                               list(result.argv), result.returncode, result.stdout, result.stderr, line)
+        return parse_daemon_status(parse_json(result.stdout, result.argv), result.argv)
+
+    async def daemon_up(self, timeout: float | None = None) -> DaemonStatus:
+        data = await self._json("daemon", "up", "--json", timeout=timeout)
+        return parse_daemon_status(data, ("lms", "daemon", "up", "--json"))
+
+    async def daemon_down(self, timeout: float | None = None) -> None:
+        await self.check("daemon", "down", timeout=timeout)
+
+    async def server_status(self, timeout: float | None = None) -> ServerStatus:
+        data = await self._json("server", "status", "--json", timeout=timeout)
+        return parse_server_status(data, ("lms", "server", "status", "--json"))
+
+    async def server_start(self, port: int, bind: str, cors: bool, timeout: float | None = None) -> None:
+        args = ["server", "start", "--port", str(port), "--bind", bind]
+        if cors:
+            args.append("--cors")
+        await self.check(*args, timeout=timeout)
+
+    async def server_stop(self, timeout: float | None = None) -> bool:
+        """Stop the server; False if it was not running (exit 1, "The server is not running.")."""
+        result = await self.runner.run("server", "stop", timeout=timeout)
+        if result.returncode == 0:
+            return True
+        if "not running" in result.stderr:
+            return False
+        line = error_line(result.stderr) or "no message"
+        raise LmsExitError(f"`lms server stop` exited {result.returncode}: {line}",
+                           list(result.argv), result.returncode, result.stdout, result.stderr, line)
+
+    async def load(self, path: str, *, identifier: str | None = None, context_length: int | None = None,
+                   gpu: str | float | None = None, ttl: float | None = None,
+                   timeout: float | None = None) -> None:
+        """`lms load <path> --exact --yes [...]`: never prompts, never fuzzy-matches."""
+        args = ["load", path, "--exact", "--yes"]
+        if identifier:
+            args += ["--identifier", identifier]
+        if context_length:
+            args += ["--context-length", str(context_length)]
+        if gpu is not None:
+            args += ["--gpu", gpu if isinstance(gpu, str) else f"{gpu:g}"]
+        if ttl:
+            args += ["--ttl", str(max(1, round(ttl)))]
+        await self.check(*args, timeout=timeout)
+
+    async def unload(self, identifier: str, timeout: float | None = None) -> None:
+        await self.check("unload", identifier, timeout=timeout)
+
+    async def get(self, key: str, timeout: float | None = None) -> None:
+        await self.check("get", key, "--yes", timeout=timeout)
+
+    async def version(self, timeout: float | None = None) -> str:
+        """`lms version --json` -> ``{"version": "<commit>"}`` (a semver on 0.3.x)."""
+        data = await self._json("version", "--json", timeout=timeout)
+        if not isinstance(data, dict) or not isinstance(data.get("version"), str):
+            raise LmsOutputError(f"`lms version --json`: expected {{\"version\": str}}, got {data!r}",
+                                 ["lms", "version", "--json"])
+        return str(data["version"])

@@ -1,0 +1,99 @@
+"""HTTP probes of LM Studio's server (facts §4), over httpx.
+
+A 200 alone proves nothing: LM Studio answers unknown routes with 200 and an error body
+(BT#618), and another program may hold the port. The greeting probe therefore requires
+the body ``{"lmstudio": true}``. Every probe has a hard overall deadline (``timeout``
+seconds), not just httpx's per-phase timeouts, so a server that trickles bytes cannot
+stall the supervisor. The transport is a constructor argument: tests pass
+``httpx.MockTransport`` and open no sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from lmsupervisor.errors import ProbeError
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The outcome of one probe. ``latency_ms`` is wall milliseconds; ``error`` is a
+    one-line reason when ``ok`` is False (refused, timed out, wrong body)."""
+
+    ok: bool
+    latency_ms: float
+    status: int | None = None
+    error: str | None = None
+
+
+def base_url(bind: str, port: int) -> str:
+    """The URL to reach a server bound to ``bind``: a wildcard bind is reached on loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(bind, bind)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+class Prober:
+    """Probes LM Studio's HTTP server; ``timeout`` is seconds per probe."""
+
+    def __init__(self, timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None,
+                 token: str | None = None) -> None:
+        self.timeout = timeout
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, headers=headers,
+                                         trust_env=False)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _get(self, url: str, timeout: float | None) -> tuple[httpx.Response, float]:
+        limit = self.timeout if timeout is None else timeout
+        started = time.monotonic()
+        try:
+            response = await asyncio.wait_for(self._client.get(url, timeout=limit), limit)
+        except TimeoutError:
+            raise ProbeError(f"no answer from {url} within {limit:g} s") from None
+        except httpx.TimeoutException:
+            raise ProbeError(f"no answer from {url} within {limit:g} s") from None
+        except httpx.ConnectError as exc:
+            raise ProbeError(f"cannot connect to {url}: {exc or 'connection refused'}") from exc
+        except httpx.HTTPError as exc:
+            raise ProbeError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+        return response, (time.monotonic() - started) * 1000
+
+    async def greeting(self, url: str, timeout: float | None = None) -> ProbeResult:
+        """``GET {url}/lmstudio-greeting``; ok only for 200 with body ``{"lmstudio": true}``."""
+        started = time.monotonic()
+        try:
+            response, ms = await self._get(f"{url}/lmstudio-greeting", timeout)
+        except ProbeError as exc:
+            return ProbeResult(False, (time.monotonic() - started) * 1000, None, exc.message)
+        body = _json(response)
+        if response.status_code == 200 and isinstance(body, dict) and body.get("lmstudio") is True:
+            return ProbeResult(True, ms, 200)
+        snippet = response.text[:120].replace("\n", " ")
+        return ProbeResult(False, ms, response.status_code,
+                           f"{url} answered {response.status_code} {snippet!r}, not LM Studio's "
+                           'greeting {"lmstudio":true}')
+
+    async def models(self, url: str, timeout: float | None = None) -> list[str]:
+        """Model ids from ``GET {url}/v1/models`` (``data[].id``); raises :class:`ProbeError`."""
+        response, _ = await self._get(f"{url}/v1/models", timeout)
+        body = _json(response)
+        if response.status_code != 200 or not isinstance(body, dict) or not isinstance(
+                body.get("data"), list):
+            raise ProbeError(f"{url}/v1/models answered {response.status_code} without a model list")
+        return [str(m["id"]) for m in body["data"] if isinstance(m, dict) and "id" in m]
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

@@ -1,0 +1,16 @@
+"""A faithful LM Studio simulator: a home, a `bin/lms` CLI and a detached daemon.
+
+Real LM Studio cannot be installed on test machines, so tests, `lmsupervisor demo` and
+anyone testing tools against LM Studio without a GPU use this. It follows
+``shared/lmstudio-facts.md``; where that sheet is uncertain, the choice is documented in
+the module that makes it.
+
+- :func:`lmsupervisor.simulator.home.create_install` makes a home under a folder that
+  stands in for the user's ``HOME``;
+- :class:`lmsupervisor.simulator.home.SimInstall` drives it and injects faults;
+- ``lmsupervisor.simulator.lms_cli`` is the `lms` CLI (``bin/lms`` runs it);
+- ``lmsupervisor.simulator.daemon`` is llmster (profile 0.4) or the app (profile 0.3).
+
+This package imports nothing outside the standard library, so the simulated `lms`
+starts about as fast as an interpreter can.
+"""

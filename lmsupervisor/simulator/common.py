@@ -1,0 +1,165 @@
+"""What the simulated `lms`, daemon and test driver share: layout, settings, timing.
+
+The simulator keeps its own settings in ``<home>/.sim/`` (nothing of LM Studio's):
+
+- ``config.json``: ``{"profile": "0.4"|"0.3", "version": str, "time_scale": float,
+  "api_ports": [int], "daemon_start_s": float, "load_s_base": float, "load_s_per_gb": float,
+  "download_s_per_gb": float}``; durations are *simulated* seconds, multiplied by
+  ``time_scale`` to get wall seconds (1.0 = about as slow as a real machine);
+- ``catalog.json``: every model the simulated hub knows, in `lms ls --json` shape plus
+  ``"downloaded": bool`` (the daemon lists those whose marker folder exists);
+- ``faults.json``: persistent faults (see :mod:`lmsupervisor.simulator.home`);
+- ``daemon.log``: what the daemon printed.
+
+Stdlib only: `bin/lms` imports this on every call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from lmsupervisor.homedir import resolve_home, write_pointer
+
+SIM_DIR = ".sim"
+# Real LM Studio's API-server ports, facts §1 ([js] lms-common/src/apiServerPorts.ts).
+REAL_API_PORTS = [41343, 52993, 16141, 39414, 22931]
+GUARDRAIL_ERROR = (
+    "Model loading was stopped due to insufficient system resources. Continuing to load "
+    "the model will likely overload your system and cause it to freeze. If you believe "
+    "this is a mistake, you can try to change the model loading guardrails in the settings."
+)
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "profile": "0.4",
+    "version": "0.4.12",
+    "cli_commit": "07b7252",
+    "time_scale": 1.0,
+    "api_ports": REAL_API_PORTS,
+    "daemon_start_s": 1.5,
+    "server_start_s": 0.2,
+    "load_s_base": 0.5,
+    "load_s_per_gb": 1.2,
+    "download_s_per_gb": 1.0,
+}
+
+
+def lmstudio_home() -> Path:
+    """The home LM Studio would use for the current ``HOME``; writes the pointer as it does."""
+    user_home = Path.home()
+    resolution = resolve_home(user_home)
+    if resolution.source != "pointer":
+        with contextlib.suppress(OSError):
+            write_pointer(user_home, resolution.home)
+    return resolution.home
+
+
+def sim_dir(home: Path) -> Path:
+    return home / SIM_DIR
+
+
+def read_json(path: Path, default: Any) -> Any:
+    """Parse ``path`` as JSON; ``default`` when it is missing or corrupt."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` atomically (temp file + rename), as a careful app would."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_config(home: Path) -> dict[str, Any]:
+    config = dict(DEFAULT_CONFIG)
+    found = read_json(sim_dir(home) / "config.json", {})
+    if isinstance(found, dict):
+        config.update(found)
+    return config
+
+
+def load_faults(home: Path) -> dict[str, Any]:
+    found = read_json(sim_dir(home) / "faults.json", {})
+    return found if isinstance(found, dict) else {}
+
+
+def models_dir(home: Path) -> Path:
+    """``settings.json`` ``downloadsFolder`` if set (observed), else ``<home>/models``."""
+    settings = read_json(home / "settings.json", {})
+    if isinstance(settings, dict) and isinstance(settings.get("downloadsFolder"), str):
+        return Path(settings["downloadsFolder"])
+    return home / "models"
+
+
+def catalog(home: Path) -> list[dict[str, Any]]:
+    found = read_json(sim_dir(home) / "catalog.json", [])
+    return found if isinstance(found, list) else []
+
+
+def is_downloaded(home: Path, model: dict[str, Any]) -> bool:
+    return (models_dir(home) / str(model["path"])).is_dir()
+
+
+def downloaded_models(home: Path) -> list[dict[str, Any]]:
+    """The catalogue entries on disk, in `lms ls --json` shape (facts §3)."""
+    return [
+        {k: v for k, v in m.items() if k != "downloaded"}
+        for m in catalog(home)
+        if is_downloaded(home, m)
+    ]
+
+
+def scaled(config: dict[str, Any], simulated_seconds: float) -> float:
+    """Wall seconds for ``simulated_seconds`` under the configured ``time_scale``."""
+    return max(0.0, float(simulated_seconds) * float(config["time_scale"]))
+
+
+def sleep_simulated(config: dict[str, Any], simulated_seconds: float) -> None:
+    time.sleep(scaled(config, simulated_seconds))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def format_size(size_bytes: int) -> str:
+    """Size in SI units as lms prints it (`formatSizeBytes1000`): ``4.69 GB``."""
+    value = float(size_bytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.2f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1000
+    return f"{value:.2f} TB"
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs and is not a zombie (an unreaped orphan counts as dead).
+
+    Orphans are not always reaped promptly (containers whose PID 1 is no init), and
+    ``kill(pid, 0)`` succeeds on a zombie, so on Linux the state in ``/proc`` decides.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs (macOS): kill(0) is all we have
+    state: str = stat.rsplit(")", 1)[-1].split()[0]
+    return state not in ("Z", "X")

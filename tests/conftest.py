@@ -1,0 +1,50 @@
+"""Shared fixtures: simulated LM Studio installs that are always torn down."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lmsupervisor.simulator.home import SimInstall, create_install
+
+FAST = 0.02  # time_scale for tests: a 12 GB model loads in about 0.3 s
+
+
+@pytest.fixture
+def make_sim(tmp_path: Path) -> Iterator[Callable[..., SimInstall]]:
+    """Factory for simulated installs under ``tmp_path``; every daemon is killed at teardown."""
+    made: list[SimInstall] = []
+
+    def make(name: str = "home", **kwargs: Any) -> SimInstall:
+        kwargs.setdefault("time_scale", FAST)
+        sim = create_install(tmp_path / name, **kwargs)
+        made.append(sim)
+        return sim
+
+    yield make
+    for sim in made:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(make_sim: Callable[..., SimInstall]) -> SimInstall:
+    """A fresh LM Studio 0.4 install, nothing running."""
+    return make_sim()
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; returns its last value.
+
+    For conditions in another process that nothing can await (a PID dying, a file appearing).
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

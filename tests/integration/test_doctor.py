@@ -1,0 +1,164 @@
+"""`lmsupervisor doctor` against the simulator: the real CLI process, HOME in tmp_path.
+
+The Windows and macOS layouts run `diagnose` in-process with that Platform and the
+simulated lms.exe / app rendered in tmp folders (the processes are this machine's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lmsupervisor.config import Config, ModelConfig
+from lmsupervisor.doctor import diagnose, render
+from lmsupervisor.install import Platform
+from lmsupervisor.simulator.home import SimInstall
+
+pytestmark = pytest.mark.integration
+ORNITH = "jedisct1/Ornith-1.0-35B-MLX-oQ8"
+
+
+def doctor(root: Path, *args: str) -> tuple[int, Any, str]:
+    env = {**os.environ, "HOME": str(root), "PATH": "/usr/bin:/bin",
+           "LMSUPERVISOR_CONFIG": str(root / "none.toml")}
+    proc = subprocess.run([sys.executable, "-m", "lmsupervisor", "doctor", "--json", *args],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def codes(report: Any) -> set[str]:
+    return {p["code"] for p in report["problems"]}
+
+
+def errors(report: Any) -> set[str]:
+    return {p["code"] for p in report["problems"] if p["severity"] == "error"}
+
+
+def test_nothing_installed(tmp_path: Path) -> None:
+    """An empty HOME: exit 1, not installed, the fix says where to download LM Studio."""
+    code, report, _ = doctor(tmp_path)
+    assert (code, report["lmstudio"]["installed"], codes(report)) == (1, False, {"not_installed"})
+    assert "https://lmstudio.ai/download" in report["problems"][0]["fix"]
+
+
+def test_installed_not_bootstrapped(make_sim: Any) -> None:
+    """lms is found in the home, but bootstrap was never run: a warning with the command."""
+    sim = make_sim(bootstrapped=False)
+    _, report, _ = doctor(sim.root)
+    assert (report["lmstudio"]["installed"], report["lmstudio"]["bootstrapped"]) == (True, False)
+    assert "not_bootstrapped" in codes(report)
+
+
+def test_daemon_down(sim: SimInstall) -> None:
+    """Nothing running: daemon and server problems, and doctor does not start anything."""
+    code, report, _ = doctor(sim.root)
+    assert (code, errors(report)) == (1, {"daemon_not_running", "server_not_running"})
+    assert report["lmstudio"]["daemon"]["running"] is False
+    assert sim.daemon_pid() is None  # doctor woke nothing
+
+
+def test_daemon_up_server_off(sim: SimInstall) -> None:
+    """The daemon runs, the server is off: one error, whose fix is `lms server start` with the port."""
+    sim.lms("daemon", "up")
+    code, report, _ = doctor(sim.root)
+    assert (code, errors(report)) == (1, {"server_not_running"})
+    [problem] = report["problems"]
+    assert f"server start --port {sim.http_port} --bind 127.0.0.1" in problem["fix"]
+    assert report["lmstudio"]["daemon"]["pid"] == sim.daemon_pid()
+
+
+def test_server_on_with_models(sim: SimInstall) -> None:
+    """All up: exit 0, the endpoint, the latency and the loaded model identifiers."""
+    sim.lms("server", "start")
+    sim.lms("load", ORNITH, "--exact", "--yes")
+    code, report, _ = doctor(sim.root)
+    assert (code, report["problems"], report["server"]["running"]) == (0, [], True)
+    assert report["server"]["api_endpoint"] == f"http://127.0.0.1:{sim.http_port}"
+    assert [m["identifier"] for m in report["models"]] == ["ornith-1.0-35b-mlx-oq8"]
+    assert report["server"]["last_probe_ms"] > 0
+
+
+def test_declared_model_missing(sim: SimInstall, tmp_path: Path) -> None:
+    """A model declared in the config but not loaded is an error naming it."""
+    sim.lms("server", "start")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[[models]]\nkey = "openai/gpt-oss-20b"\n')
+    code, report, _ = doctor(sim.root, "--config", str(cfg))
+    assert (code, errors(report)) == (1, {"model_not_loaded"})
+
+
+def test_corrupt_settings_file(sim: SimInstall) -> None:
+    """Corrupt settings.json and http-server-config.json: problems, no traceback."""
+    sim.corrupt("settings.json")
+    sim.corrupt("http-server-config.json", "\x00garbage")
+    code, report, stderr = doctor(sim.root)
+    assert {"settings_corrupt", "server_config_corrupt"} <= codes(report)
+    assert (code, "Traceback" in stderr) == (1, False)
+
+
+def test_legacy_cache_home(make_sim: Any) -> None:
+    """An install in ~/.cache/lm-studio is found and its server diagnosed; it warns about cleaners."""
+    sim = make_sim(legacy_home=True)
+    sim.lms("server", "start")
+    code, report, _ = doctor(sim.root)
+    # lms wrote the pointer file on its first run, as LM Studio does; the home stays in ~/.cache.
+    assert (code, report["lmstudio"]["home"], report["server"]["running"]) == (
+        0, str(sim.root / ".cache" / "lm-studio"), True)
+    assert "home_in_cache" in codes(report)
+
+
+def test_legacy_profile(make_sim: Any) -> None:
+    """LM Studio 0.3 (no `lms daemon`): the daemon is reported unsupported, not down."""
+    sim = make_sim(profile="0.3")
+    sim.lms("server", "start")
+    code, report, _ = doctor(sim.root)
+    assert (code, report["lmstudio"]["daemon"]["supported"], report["lmstudio"]["kind"]) == (0, False, "app")
+
+
+def test_hung_lms_is_reported(sim: SimInstall, tmp_path: Path) -> None:
+    """An lms that prints garbage becomes an lms_failed problem, not a traceback."""
+    fake = tmp_path / "fake-lms"
+    fake.write_text("#!/bin/sh\necho 'not json'\n")
+    fake.chmod(0o755)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[lmstudio]\nlms = "{fake}"\n')
+    code, report, stderr = doctor(sim.root, "--config", str(cfg))
+    assert (code, "lms_failed" in codes(report), "Traceback" in stderr) == (1, True, False)
+
+
+def test_bad_config_exits_78(tmp_path: Path) -> None:
+    """A broken --config exits 78 with the key named."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[health]\ninterval = 'often'\n")
+    proc = subprocess.run([sys.executable, "-m", "lmsupervisor", "doctor", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert (proc.returncode, "health.interval" in proc.stderr) == (78, True)
+
+
+async def test_windows_layout(make_sim: Any) -> None:
+    """Windows: lms.exe in the home and the app under AppData; bootstrap via the User PATH."""
+    sim = make_sim(layout="windows", profile="0.3", bootstrapped=False)
+    sim.lms("server", "start")
+    platform = Platform("windows", sim.root, sim.env(), windows_user_path=str(sim.home / "bin"))
+    diag = await diagnose(Config(), platform)
+    assert (diag.install.lms, diag.install.bootstrapped, diag.ok) == (sim.home / "bin" / "lms.exe", True, True)
+    assert diag.install.service_path == sim.root / "AppData" / "Local" / "Programs" / "LM Studio" / "LM Studio.exe"
+    assert "running at" in render(diag)
+
+
+async def test_macos_layout(make_sim: Any) -> None:
+    """macOS: the app bundle from app-install-location.json, with a declared model loaded."""
+    sim = make_sim(layout="darwin", profile="0.3")
+    sim.lms("server", "start")
+    sim.lms("load", ORNITH, "--exact", "--yes")
+    diag = await diagnose(Config(models=(ModelConfig("ornith-1.0-35b-mlx-oq8"),)),
+                          Platform("darwin", sim.root, sim.env()))
+    assert diag.install.kind == "app" and diag.ok, diag.problems
+    assert str(diag.install.service_path).endswith("LM Studio.app/Contents/MacOS/LM Studio")
+    assert [m.identifier for m in diag.loaded or []] == ["ornith-1.0-35b-mlx-oq8"]

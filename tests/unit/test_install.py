@@ -1,0 +1,154 @@
+"""Install detection: the home as LM Studio resolves it, lms, bootstrap, settings, layouts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lmsupervisor.homedir import resolve_home
+from lmsupervisor.install import Platform, detect, effective_server, read_server_settings
+from lmsupervisor.simulator.home import create_install
+
+
+def linux(root: Path, path: str = "/usr/bin") -> Platform:
+    return Platform("linux", root, {"PATH": path})
+
+
+def codes(install: object) -> set[str]:
+    return {p.code for p in install.problems}  # type: ignore[attr-defined]
+
+
+def test_home_pointer_wins(tmp_path: Path) -> None:
+    """Rule 1: the pointer file's trimmed content is the home, even if others exist."""
+    (tmp_path / ".cache" / "lm-studio").mkdir(parents=True)
+    (tmp_path / ".lmstudio-home-pointer").write_text("  /srv/lms-home\n")
+    assert resolve_home(tmp_path).home == Path("/srv/lms-home")
+
+
+def test_home_legacy_cache_before_default(tmp_path: Path) -> None:
+    """Rule 2: without a pointer, an existing ~/.cache/lm-studio is the home."""
+    (tmp_path / ".cache" / "lm-studio").mkdir(parents=True)
+    (tmp_path / ".lmstudio").mkdir()
+    assert (resolve_home(tmp_path).home, resolve_home(tmp_path).source) == (
+        tmp_path / ".cache" / "lm-studio", "legacy")
+
+
+def test_home_default(tmp_path: Path) -> None:
+    """Rule 3: otherwise ~/.lmstudio; an empty pointer file is reported and skipped."""
+    (tmp_path / ".lmstudio-home-pointer").write_text("\n")
+    res = resolve_home(tmp_path)
+    assert (res.home, res.source, res.pointer_error is not None) == (tmp_path / ".lmstudio", "default", True)
+
+
+def test_nothing_installed(tmp_path: Path) -> None:
+    """An empty HOME: not installed, with the download fix, and no other noise."""
+    found = detect(linux(tmp_path))
+    assert (found.installed, codes(found)) == (False, {"not_installed"})
+    assert "https://lmstudio.ai/download" in found.problems[0].fix
+
+
+def test_linux_llmster_install(tmp_path: Path) -> None:
+    """A bootstrapped 0.4 install: lms in the home, llmster from its install-location file."""
+    sim = create_install(tmp_path)
+    found = detect(linux(sim.root))
+    assert (found.installed, found.bootstrapped, found.kind, found.lms, found.lms_source) == (
+        True, True, "llmster", sim.lms_path, "home")
+    assert (found.server.port, found.server.bind, found.server.cors, found.server.jit) == (
+        sim.http_port, "127.0.0.1", False, True)
+    assert (found.local_service_enabled, found.problems) == (True, ())
+
+
+def test_lms_on_path_preferred_and_counts_as_bootstrapped(tmp_path: Path) -> None:
+    """lms on PATH is found there; bin on PATH is bootstrapped even without an rc line."""
+    sim = create_install(tmp_path, bootstrapped=False)
+    found = detect(linux(sim.root, f"/usr/bin:{sim.home / 'bin'}"))
+    assert (found.lms_source, found.bootstrapped) == ("PATH", True)
+
+
+def test_not_bootstrapped(tmp_path: Path) -> None:
+    """No rc file names <home>/bin and PATH lacks it: a warning with the bootstrap command."""
+    sim = create_install(tmp_path, bootstrapped=False)
+    found = detect(linux(sim.root))
+    problem = next(p for p in found.problems if p.code == "not_bootstrapped")
+    assert (found.bootstrapped, problem.severity) == (False, "warning")
+    assert f"{sim.home / 'bin' / 'lms'} bootstrap" in problem.fix
+
+
+def test_configured_lms_missing_is_not_guessed(tmp_path: Path) -> None:
+    """A configured lms path that does not exist is reported, not replaced by another lms."""
+    sim = create_install(tmp_path)
+    found = detect(linux(sim.root), lms=tmp_path / "nope" / "lms")
+    assert (found.lms, "lms_not_found" in codes(found)) == (None, True)
+
+
+def test_corrupt_settings_become_problems(tmp_path: Path) -> None:
+    """Corrupt settings.json and http-server-config.json are problems; defaults stand in."""
+    sim = create_install(tmp_path)
+    sim.corrupt("settings.json")
+    sim.corrupt("http-server-config.json", "{port: 12")
+    found = detect(linux(sim.root))
+    assert {"settings_corrupt", "server_config_corrupt"} <= codes(found)
+    assert (found.server.port, found.server.found, found.local_service_enabled) == (1234, False, None)
+
+
+def test_server_config_wrong_types(tmp_path: Path) -> None:
+    """A port that is not 1..65535 falls back to 1234 with a warning; odd values are ignored."""
+    internal = tmp_path / ".internal"
+    internal.mkdir()
+    (internal / "http-server-config.json").write_text(json.dumps(
+        {"port": "1234", "cors": "yes", "networkInterface": 7, "justInTimeModelLoading": False}))
+    settings = read_server_settings(tmp_path)
+    assert (settings.port, settings.cors, settings.bind, settings.jit) == (1234, False, "127.0.0.1", False)
+
+
+def test_legacy_cache_home(tmp_path: Path) -> None:
+    """~/.cache/lm-studio is detected (rule 2) with a warning that cleaners may wipe it."""
+    sim = create_install(tmp_path, legacy_home=True)
+    found = detect(linux(sim.root))
+    assert (found.home, found.home_source, found.installed) == (tmp_path / ".cache" / "lm-studio", "legacy", True)
+    assert "home_in_cache" in codes(found)
+
+
+def test_preferences_json_read_where_it_exists(tmp_path: Path) -> None:
+    """settings.json without enableLocalService: preferences.json's developer key is read."""
+    sim = create_install(tmp_path, settings={"enableLocalService": None})
+    (sim.home / "preferences.json").write_text('{"developer": {"enableLocalLLMService": false}}')
+    assert detect(linux(sim.root)).local_service_enabled is False
+
+
+def test_macos_app_layout(tmp_path: Path) -> None:
+    """macOS 0.3 app: found via app-install-location.json; a disabled local service warns."""
+    sim = create_install(tmp_path, profile="0.3", layout="darwin", settings={"enableLocalService": False})
+    found = detect(Platform("darwin", sim.root, {"PATH": "/usr/bin"}))
+    assert found.kind == "app"
+    assert found.service_path == sim.root / "Applications" / "LM Studio.app" / "Contents" / "MacOS" / "LM Studio"
+    assert "local_service_disabled" in codes(found)
+
+
+def test_windows_layout_user_path(tmp_path: Path) -> None:
+    """Windows: lms.exe, and bootstrap means <home>\\bin in the User PATH (registry)."""
+    sim = create_install(tmp_path, layout="windows", bootstrapped=False)
+    not_yet = Platform("windows", sim.root, {"PATH": r"C:\Windows"}, windows_user_path=r"C:\Tools")
+    done = Platform("windows", sim.root, {"PATH": r"C:\Windows"},
+                    windows_user_path=rf"C:\Tools;{sim.home / 'bin'}")
+    assert (detect(not_yet).lms, detect(not_yet).bootstrapped) == (sim.home / "bin" / "lms.exe", False)
+    assert detect(done).bootstrapped is True
+
+
+def test_stale_install_location(tmp_path: Path) -> None:
+    """An install-location file naming a missing binary is a warning, not a crash."""
+    sim = create_install(tmp_path)
+    (sim.home / ".internal" / "llmster-install-location.json").write_text(
+        json.dumps({"path": str(tmp_path / "gone" / "llmster"), "argv": [], "cwd": "/"}))
+    found = detect(linux(sim.root))
+    assert (found.kind, "install_location_stale" in codes(found)) == (None, True)
+
+
+def test_effective_server_inherits_lmstudio_settings(tmp_path: Path) -> None:
+    """Undeclared server settings come from http-server-config.json, declared ones win."""
+    sim = create_install(tmp_path, server_config={"cors": True, "networkInterface": "0.0.0.0"})
+    found = read_server_settings(sim.home)
+    inherited = effective_server(None, None, None, found)
+    declared = effective_server("127.0.0.1", 4321, False, found)
+    assert (inherited.bind, inherited.cors, inherited.port) == ("0.0.0.0", True, sim.http_port)
+    assert (declared.bind, declared.cors, declared.port) == ("127.0.0.1", False, 4321)

@@ -1,0 +1,111 @@
+"""The lms runner: timeouts kill the process group, output parsing, error mapping."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lmsupervisor.errors import LmsExitError, LmsNotFoundError, LmsOutputError, LmsTimeoutError
+from lmsupervisor.lms import Lms, LmsClient, error_line, parse_ps
+from tests.conftest import eventually
+
+
+def script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "lms"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+async def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
+    """A hung lms and the child it forked are both killed when the timeout expires."""
+    pidfile = tmp_path / "child.pid"
+    # The child does not hold our pipes, so only the group kill can end it early.
+    lms = script(tmp_path, f"sleep 30 >/dev/null 2>&1 &\necho $! > {pidfile}\nwait\n")
+    with pytest.raises(LmsTimeoutError) as info:
+        await Lms(lms).run("ps", timeout=0.5)
+    assert info.value.timeout == 0.5
+    child = int(pidfile.read_text())
+    assert eventually(lambda: not _alive(child), timeout=2)
+
+
+def _alive(pid: int) -> bool:
+    from lmsupervisor.simulator.common import pid_alive
+
+    return pid_alive(pid)
+
+
+async def test_missing_executable(tmp_path: Path) -> None:
+    """A path that is not there raises LmsNotFoundError with a hint."""
+    with pytest.raises(LmsNotFoundError) as info:
+        await Lms(tmp_path / "nope").run("ps")
+    assert "lmstudio.lms" in info.value.hint
+
+
+async def test_exit_error_carries_lmstudio_message(tmp_path: Path) -> None:
+    """A non-zero exit becomes LmsExitError whose error_line is LM Studio's text."""
+    lms = script(tmp_path, "echo 'Error: Failed to load model \"x\".' >&2\n"
+                 "echo 'Model loading was stopped due to insufficient system resources.' >&2\nexit 1\n")
+    with pytest.raises(LmsExitError) as info:
+        await LmsClient(Lms(lms)).load("x")
+    assert (info.value.returncode, info.value.error_line) == (
+        1, 'Failed to load model "x". Model loading was stopped due to insufficient system resources.')
+
+
+async def test_garbage_output(tmp_path: Path) -> None:
+    """lms printing something that is not JSON is an LmsOutputError, not a crash."""
+    lms = script(tmp_path, "echo 'Segmentation fault (core dumped)'\n")
+    with pytest.raises(LmsOutputError):
+        await LmsClient(Lms(lms)).ps()
+
+
+async def test_legacy_lms_without_daemon(tmp_path: Path) -> None:
+    """`error: unknown command 'daemon'` means a 0.3 lms: supported=False, no exception."""
+    lms = script(tmp_path, "echo \"error: unknown command 'daemon'\" >&2\nexit 1\n")
+    status = await LmsClient(Lms(lms)).daemon_status()
+    assert (status.supported, status.running) == (False, False)
+
+
+async def test_server_status_json_with_old_stderr_text(tmp_path: Path) -> None:
+    """Before lms#461, `server status --json` also wrote text on stderr: only stdout counts."""
+    lms = script(tmp_path, "echo 'The server is running on port 1234.' >&2\necho '{\"running\":true,\"port\":1234}'\n")
+    status = await LmsClient(Lms(lms)).server_status()
+    assert (status.running, status.port) == (True, 1234)
+
+
+async def test_server_stop_not_running_is_false(tmp_path: Path) -> None:
+    """`server stop` exit 1 with "The server is not running." is False, not an error."""
+    lms = script(tmp_path, "echo 'The server is not running.' >&2\nexit 1\n")
+    assert await LmsClient(Lms(lms)).server_stop() is False
+
+
+async def test_load_arguments(tmp_path: Path) -> None:
+    """load always passes --exact --yes, then each declared option in lms's own syntax."""
+    argfile = tmp_path / "args"
+    lms = script(tmp_path, f'printf "%s\\n" "$@" > {argfile}\n')
+    await LmsClient(Lms(lms)).load("a/b", identifier="x", context_length=8192, gpu=0.5, ttl=3600.0)
+    assert argfile.read_text().split() == ["load", "a/b", "--exact", "--yes", "--identifier", "x",
+                                           "--context-length", "8192", "--gpu", "0.5", "--ttl", "3600"]
+
+
+def test_parse_ps_rejects_wrong_shapes() -> None:
+    """ps output must be an array of objects with string identifier and modelKey."""
+    for bad in ({"models": []}, [1], [{"identifier": 3, "modelKey": "a"}]):
+        with pytest.raises(LmsOutputError):
+            parse_ps(bad)
+    [model] = parse_ps([{"identifier": "a:2", "modelKey": "a", "ttlMs": None, "contextLength": 4096}])
+    assert (model.identifier, model.path, model.ttl_ms, model.context_length) == ("a:2", "a", None, 4096)
+
+
+def test_error_line_without_prefix() -> None:
+    """Without an Error: line, the whole stderr is the message, on one line."""
+    assert error_line("Model not found\n\n    No model found with path being exactly \"x\".\n") == (
+        'Model not found No model found with path being exactly "x".')
+
+
+def test_runner_uses_given_env(tmp_path: Path) -> None:
+    """The runner passes its env (HOME points the simulated lms at its install)."""
+    runner = Lms(tmp_path / "lms", env={"HOME": "/x"})
+    assert (runner.env, os.environ.get("HOME") != "/x") == ({"HOME": "/x"}, True)

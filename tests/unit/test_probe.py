@@ -1,0 +1,68 @@
+"""HTTP probes: a 200 alone is not health; hard deadlines; no sockets (MockTransport)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from lmsupervisor.errors import ProbeError
+from lmsupervisor.probe import Prober, base_url
+
+
+def prober(handler: object, timeout: float = 1.0) -> Prober:
+    return Prober(timeout=timeout, transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+
+
+async def test_greeting_ok() -> None:
+    """200 with {"lmstudio": true} is healthy, with a latency."""
+    p = prober(lambda req: httpx.Response(200, json={"lmstudio": True}))
+    result = await p.greeting("http://127.0.0.1:1234")
+    assert (result.ok, result.status, result.latency_ms >= 0) == (True, 200, True)
+
+
+@pytest.mark.parametrize("response", [
+    httpx.Response(200, json={"error": "Unexpected endpoint or method. (GET /lmstudio-greeting)"}),
+    httpx.Response(200, text="<html>nginx</html>"),
+    httpx.Response(200, json={"lmstudio": "yes"}),
+    httpx.Response(500, json={"lmstudio": True}),
+])
+async def test_greeting_rejects_impostors(response: httpx.Response) -> None:
+    """Any other body or status is not LM Studio, even with HTTP 200 (BT#618)."""
+    result = await prober(lambda req: response).greeting("http://127.0.0.1:1234")
+    assert (result.ok, result.status) == (False, response.status_code)
+    assert "not LM Studio" in (result.error or "")
+
+
+async def test_greeting_refused() -> None:
+    """A refused connection is a failed probe with a reason, not an exception."""
+    def refuse(req: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=req)
+
+    result = await prober(refuse).greeting("http://127.0.0.1:1234")
+    assert (result.ok, result.status, "cannot connect" in (result.error or "")) == (False, None, True)
+
+
+async def test_hard_deadline_on_a_hung_server() -> None:
+    """A server that never answers fails the probe after the timeout."""
+    async def hang(req: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    result = await prober(hang, timeout=0.05).greeting("http://127.0.0.1:1234")
+    assert (result.ok, "within 0.05 s" in (result.error or "")) == (False, True)
+
+
+async def test_models_list() -> None:
+    """/v1/models gives data[].id; anything else raises ProbeError."""
+    p = prober(lambda req: httpx.Response(200, json={"data": [{"id": "a"}, {"id": "b"}], "object": "list"}))
+    assert await p.models("http://x") == ["a", "b"]
+    with pytest.raises(ProbeError):
+        await prober(lambda req: httpx.Response(200, json={"error": "x"})).models("http://x")
+
+
+def test_base_url_for_wildcard_binds() -> None:
+    """A server bound to 0.0.0.0 or :: is reached on loopback."""
+    assert [base_url("0.0.0.0", 1), base_url("::", 2), base_url("10.0.0.5", 3)] == [
+        "http://127.0.0.1:1", "http://[::1]:2", "http://10.0.0.5:3"]
