@@ -1,0 +1,184 @@
+"""A client of the status socket for the CLI and other tools. Stdlib only, on purpose.
+
+Other tools run ``lmsupervisor status`` in loops, so this path imports neither httpx
+nor structlog nor asyncio: a plain ``socket`` speaking HTTP/1.0 (the server closes after
+each answer) and ``json``.
+
+Exit codes (LSB): 0 ready, 1 reachable but not ready, 3 supervisor not running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lmsupervisor.errors import StatusSocketError
+
+EXIT_READY, EXIT_NOT_READY, EXIT_NOT_RUNNING = 0, 1, 3
+TIMEOUT = 5.0  # seconds for one request
+
+
+def resolve_socket(cli: Path | None) -> Path:
+    """``--socket``, else ``$LMSUPERVISOR_SOCKET``, else the config's, else the default."""
+    if cli is not None:
+        return cli
+    if os.environ.get("LMSUPERVISOR_SOCKET"):
+        return Path(os.environ["LMSUPERVISOR_SOCKET"])
+    from lmsupervisor import config  # noqa: PLC0415 - only when no socket was named
+    from lmsupervisor.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        cfg, _ = config.load(None)
+    except ConfigError:
+        cfg = config.Config()
+    return config.socket_path(cfg)
+
+
+def _connect(path: Path, timeout: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise StatusSocketError(f"no supervisor answers on {path}", hint="start `lmsupervisor run`") from exc
+    except OSError as exc:
+        sock.close()
+        raise StatusSocketError(f"cannot connect to {path}: {exc.strerror}") from exc
+    return sock
+
+
+def _send(sock: socket.socket, method: str, target: str) -> None:
+    sock.sendall(f"{method} {target} HTTP/1.0\r\nHost: lms\r\nContent-Length: 0\r\n\r\n".encode())
+
+
+def _split_head(data: bytes) -> tuple[int, bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError) as exc:
+        raise StatusSocketError(f"not an HTTP answer: {head[:80]!r}") from exc
+    return status, body
+
+
+def request(path: Path, method: str, target: str, timeout: float = TIMEOUT) -> tuple[int, Any]:
+    """One request; returns (HTTP status, parsed JSON body). Raises :class:`StatusSocketError`."""
+    with _connect(path, timeout) as sock:
+        _send(sock, method, target)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError as exc:
+            raise StatusSocketError(f"{path} did not answer within {timeout:g} s") from exc
+    status, body = _split_head(b"".join(chunks))
+    try:
+        return status, json.loads(body)
+    except ValueError as exc:
+        raise StatusSocketError(f"{target} answered {status} without JSON") from exc
+
+
+def stream_events(path: Path, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+    """Events from ``GET /v1/events``, one dict per NDJSON line, until the stream ends."""
+    with _connect(path, TIMEOUT) as sock:
+        _send(sock, "GET", "/v1/events")
+        sock.settimeout(timeout)
+        buf = b""
+        head_done = False
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            if not head_done:
+                if b"\r\n\r\n" not in buf:
+                    continue
+                status, buf = _split_head(buf)
+                if status != 200:
+                    raise StatusSocketError(f"/v1/events answered {status}")
+                head_done = True
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line.strip():
+                    yield json.loads(line)
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"lmsupervisor: {message}\n")
+
+
+def status_main(socket_path: Path | None, as_json: bool) -> int:
+    path = resolve_socket(socket_path)
+    try:
+        _, snap = request(path, "GET", "/v1/status")
+    except StatusSocketError as exc:
+        _err(str(exc))
+        return EXIT_NOT_RUNNING
+    if as_json:
+        sys.stdout.write(json.dumps(snap, indent=2) + "\n")
+    else:
+        from lmsupervisor.status import summary  # noqa: PLC0415
+
+        sys.stdout.write(summary(snap) + "\n")
+    return EXIT_READY if snap.get("ready") else EXIT_NOT_READY
+
+
+def wait_main(socket_path: Path | None, timeout: float | None) -> int:
+    """Block until ready: one health check, then the event stream (no polling)."""
+    path = resolve_socket(socket_path)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            _, health = request(path, "GET", "/v1/health")
+            if health.get("ready"):
+                return EXIT_READY
+            remaining = None if deadline is None else max(0.01, deadline - time.monotonic())
+            for event in stream_events(path, remaining):
+                if event.get("type") == "state" and event.get("state") == "ready":
+                    return EXIT_READY
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        except StatusSocketError as exc:
+            if deadline is None or time.monotonic() >= deadline:
+                _err(str(exc))
+                return EXIT_NOT_RUNNING
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))  # not up yet: boot order
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            _err(f"not ready after {timeout:g} s")
+            return EXIT_NOT_READY
+
+
+def events_main(socket_path: Path | None) -> int:
+    path = resolve_socket(socket_path)
+    try:
+        for event in stream_events(path):
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+    except StatusSocketError as exc:
+        _err(str(exc))
+        return EXIT_NOT_RUNNING
+    return 0
+
+
+def post_main(socket_path: Path | None, target: str) -> int:
+    path = resolve_socket(socket_path)
+    try:
+        status, body = request(path, "POST", target)
+    except StatusSocketError as exc:
+        _err(str(exc))
+        return EXIT_NOT_RUNNING
+    if status != 202:
+        _err(body.get("error", f"answered {status}") if isinstance(body, dict) else f"answered {status}")
+        return 1
+    sys.stdout.write("accepted\n")
+    return 0

@@ -1,0 +1,68 @@
+"""Plan which declared models to download and load (pure), from `lms ls`/`lms ps` data.
+
+A declared model is satisfied by a loaded instance whose identifier is the declared
+``identifier``, or, with no identifier declared, by any instance of that model (by
+``modelKey`` or ``path``). A satisfied model is never loaded again: `lms load` of a
+loaded model would add a ``<key>:2`` duplicate (BT#619).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lmsupervisor.config import ModelConfig
+from lmsupervisor.lms import DownloadedModel, LoadedModel
+
+
+class Action(enum.StrEnum):
+    KEEP = "keep"  # already loaded
+    LOAD = "load"
+    DOWNLOAD_AND_LOAD = "download_and_load"
+    MISSING = "missing"  # not downloaded and download = false
+    CONFLICT = "conflict"  # the declared identifier is taken by another model
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What to do for one declared model. ``path`` is what `lms load --exact` needs
+    (the model's ``path``; ``None`` until it is known, e.g. before a download)."""
+
+    model: ModelConfig
+    action: Action
+    path: str | None = None
+    detail: str = ""
+
+
+def _matches(model: ModelConfig, key: str, path: str) -> bool:
+    return model.key in (key, path)
+
+
+def plan(desired: Sequence[ModelConfig], loaded: Sequence[LoadedModel],
+         downloaded: Sequence[DownloadedModel]) -> list[Planned]:
+    """One :class:`Planned` per declared model, in declaration order."""
+    out = []
+    for model in desired:
+        if model.identifier:
+            holder = next((i for i in loaded if i.identifier == model.identifier), None)
+            if holder is not None:
+                if _matches(model, holder.model_key, holder.path):
+                    out.append(Planned(model, Action.KEEP, holder.path))
+                else:
+                    out.append(Planned(model, Action.CONFLICT, None,
+                                       f'identifier "{model.identifier}" is taken by {holder.model_key}'))
+                continue
+        elif any(_matches(model, i.model_key, i.path) for i in loaded):
+            out.append(Planned(model, Action.KEEP))
+            continue
+        found = next((d for d in downloaded if _matches(model, d.model_key, d.path)), None)
+        if found is not None:
+            out.append(Planned(model, Action.LOAD, found.path))
+        elif model.download:
+            out.append(Planned(model, Action.DOWNLOAD_AND_LOAD))
+        else:
+            out.append(Planned(model, Action.MISSING, None,
+                               f"{model.key} is not downloaded (set download = true, or run "
+                               f"`lms get {model.key} --yes`)"))
+    return out
