@@ -10,10 +10,12 @@ not pay for httpx, structlog or asyncio.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `status` must not pay for importing typing
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 EXIT_OK = 0
 EXIT_NOT_READY = 1
@@ -24,6 +26,9 @@ EXIT_CONFIG = 78  # EX_CONFIG
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+    from pathlib import Path
+
     p = argparse.ArgumentParser(prog="lmsupervisor",
                                 description="Keeps a local LM Studio server alive with its models.")
     from lmsupervisor import __version__
@@ -65,7 +70,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fast_status(argv: list[str]) -> int | None:
+    """`status [--json] [--socket PATH]` without argparse: other tools call it in loops.
+
+    Returns None for anything else, so argparse parses (and reports) it as usual.
+    """
+    if not argv or argv[0] != "status":
+        return None
+    as_json, sock, i = False, None, 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--json":
+            as_json = True
+        elif arg == "--socket" and i + 1 < len(argv):
+            sock, i = argv[i + 1], i + 1
+        elif arg.startswith("--socket="):
+            sock = arg.split("=", 1)[1]
+        else:
+            return None
+        i += 1
+    from lmsupervisor.client import status_main
+
+    return status_main(sock, as_json=as_json)
+
+
 def main(argv: list[str] | None = None) -> int:
+    fast = _fast_status(sys.argv[1:] if argv is None else argv)
+    if fast is not None:
+        return fast
     args = _parser().parse_args(argv)
     handler = {
         "run": cmd_run, "status": cmd_status, "events": cmd_events, "wait": cmd_wait,
@@ -84,7 +116,7 @@ def _err(message: str) -> None:
     sys.stderr.write(f"lmsupervisor: {message}\n")
 
 
-def _load_config(path: Path | None) -> Any:
+def _load_config(path: Any) -> Any:
     from lmsupervisor import config
 
     return config.load(path)
@@ -112,11 +144,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if diag.ok else EXIT_NOT_READY
 
 
-EXAMPLE_CONFIG = Path(__file__).with_name("config.example.toml")
-
-
 def cmd_config(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lmsupervisor import config
+
+    example = Path(__file__).with_name("config.example.toml")
     from lmsupervisor.errors import ConfigError
 
     if args.config_command == "init":
@@ -125,7 +158,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             _err(f"{path} exists; not overwriting it")
             return EXIT_USAGE
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(EXAMPLE_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+        path.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
         print(f"wrote {path}")
         return EXIT_OK
     if args.config_command == "check":

@@ -34,7 +34,7 @@ def iso(wall: float | None) -> str | None:
     if wall is None:
         return None
     secs = int(wall)
-    ms = int(round((wall - secs) * 1000))
+    ms = round((wall - secs) * 1000)
     if ms == 1000:
         secs, ms = secs + 1, 0
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"

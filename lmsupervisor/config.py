@@ -13,13 +13,13 @@ the others). No file at all is valid: all defaults.
 from __future__ import annotations
 
 import os
-import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lmsupervisor import paths
 from lmsupervisor.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -262,16 +262,8 @@ def parse(data: Mapping[str, Any]) -> Config:
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
-    """``$LMSUPERVISOR_CONFIG``, else the per-user config dir's ``config.toml``."""
-    env = os.environ if env is None else env
-    if env.get("LMSUPERVISOR_CONFIG"):
-        return Path(env["LMSUPERVISOR_CONFIG"]).expanduser()
-    if not sys.platform.startswith(("darwin", "win")):
-        base = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
-        return base / "lmsupervisor" / "config.toml"
-    import platformdirs  # noqa: PLC0415 - only off Linux
-
-    return Path(platformdirs.user_config_dir("lmsupervisor", appauthor=False)) / "config.toml"
+    """``$LMSUPERVISOR_CONFIG``, else the per-user config dir's ``config.toml`` (see :mod:`paths`)."""
+    return Path(paths.default_config_file(os.environ if env is None else env))
 
 
 def load(path: Path | None, env: Mapping[str, str] | None = None) -> tuple[Config, Path]:
@@ -302,18 +294,8 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> tuple[Confi
 
 
 def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_RUNTIME_DIR/lmsupervisor/status.sock`` (``/run/user/<uid>/...``) on Linux,
-    the platformdirs runtime dir elsewhere, ``/tmp/lmsupervisor-<uid>/status.sock`` last."""
-    env = os.environ if env is None else env
-    runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "lmsupervisor" / "status.sock"
-    if sys.platform == "darwin":
-        import platformdirs  # noqa: PLC0415
-
-        return Path(platformdirs.user_runtime_dir("lmsupervisor", appauthor=False)) / "status.sock"
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return Path("/tmp") / f"lmsupervisor-{uid}" / "status.sock"  # noqa: S108 - 0700 dir, checked
+    """The default status socket (see :func:`lmsupervisor.paths.default_socket`)."""
+    return Path(paths.default_socket(os.environ if env is None else env))
 
 
 def socket_path(config: Config, cli: Path | None = None, env: Mapping[str, str] | None = None) -> Path:

@@ -46,8 +46,10 @@ class Prober:
                  token: str | None = None) -> None:
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, headers=headers,
-                                         trust_env=False)
+        # No keep-alive: each probe connects afresh, as a new client would, so a server
+        # that stopped accepting is noticed even if an old connection still answers.
+        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, headers=headers, trust_env=False,
+                                         limits=httpx.Limits(max_keepalive_connections=0))
 
     async def aclose(self) -> None:
         await self._client.aclose()

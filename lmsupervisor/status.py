@@ -6,7 +6,9 @@ module imports only the standard library: ``lmsupervisor status`` uses :func:`su
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # `status` must not pay for importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 STATES = ("not_installed", "starting", "loading_models", "ready", "degraded", "backoff",
           "stopping", "stopped")

@@ -26,7 +26,7 @@ import structlog
 from lmsupervisor import __version__
 from lmsupervisor.clock import Clock, iso
 from lmsupervisor.config import Config, ModelConfig
-from lmsupervisor.errors import ConfigError, LmsError, LmsExitError, LmSupervisorError
+from lmsupervisor.errors import ConfigError, LmsError, LmsExitError, LmsNotFoundError, LmSupervisorError
 from lmsupervisor.install import Install, ServerSettings, effective_server
 from lmsupervisor.lms import LmsClient, LoadedModel
 from lmsupervisor.policy import Backoff, Step, step_for
@@ -394,7 +394,8 @@ class Supervisor:
             self._unwatch = self.pids.watch(pid, lambda: self.post("process_exited", pid=pid))
 
     def _client(self) -> LmsClient:
-        assert self.install is not None and self.install.lms is not None  # noqa: S101 - checked by _bring_up
+        if self.install is None or self.install.lms is None:
+            raise LmsNotFoundError("no lms found", hint="run `lmsupervisor doctor`")
         return self.lms_factory(self.install.lms)
 
     # -- bring-up: adopt, or climb the ladder ------------------------------------------

@@ -318,10 +318,19 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     # -- plumbing ------------------------------------------------------------
-    def _maybe_hang(self) -> None:
+    def _maybe_hang(self) -> bool:
+        """Block forever if a hang is injected; True if this server was stopped meanwhile.
+
+        A stopped HTTP server also drops requests on kept-alive connections, as a real
+        server that closed its sockets would.
+        """
         d = self.server.daemon
         if d.hang_all or (self.server.role == "http" and d.hang_http):
             _FOREVER.wait()
+        if self.server.role == "http" and self.server is not d.http:
+            self.close_connection = True
+            return True
+        return False
 
     def _send_json(self, status: int, body: Any) -> None:
         data = json.dumps(body).encode()
@@ -349,7 +358,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def do_GET(self) -> None:
-        self._maybe_hang()
+        if self._maybe_hang():
+            return
         path = self.path.split("?", 1)[0]
         if self.server.role == "api":
             self._api_get(path)
@@ -357,7 +367,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._http_get(path)
 
     def do_POST(self) -> None:
-        self._maybe_hang()
+        if self._maybe_hang():
+            return
         path = self.path.split("?", 1)[0]
         body = self._body()
         if self.server.role == "api" and path == "/sim/rpc":
@@ -369,7 +380,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._unexpected()
 
     def do_DELETE(self) -> None:
-        self._maybe_hang()
+        if self._maybe_hang():
+            return
         self._unexpected()
 
     do_PUT = do_DELETE

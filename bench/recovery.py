@@ -1,0 +1,145 @@
+"""Recovery benchmark: kill -9 the simulated daemon N times and time the supervisor.
+
+Prints, over N kills (default 20): the median and p95 time from the kill to the
+supervisor noticing it (the ``backoff`` event on the status socket) and from the kill to
+``ready`` again with every model, next to the simulator's own daemon start, server start
+and model load times, so the supervisor's overhead is visible. Then times
+``lmsupervisor status`` against ``python -c pass`` (hyperfine when installed).
+
+Usage: python bench/recovery.py [--kills N] [--scale S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lmsupervisor.client import request, stream_events
+from lmsupervisor.errors import StatusSocketError
+from lmsupervisor.simulator.home import SimInstall, create_install
+
+MODELS = ["qwen/qwen3-4b", "google/gemma-3-1b"]
+PATHS = ["lmstudio-community/Qwen3-4B-GGUF/Qwen3-4B-Q4_K_M.gguf",
+         "lmstudio-community/gemma-3-1b-it-GGUF/gemma-3-1b-it-Q4_K_M.gguf"]
+PHASE_TIMEOUT = 60.0  # seconds: a recovery slower than this aborts the benchmark
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def timed(sim: SimInstall, *args: str) -> float:
+    started = time.monotonic()
+    result = sim.lms(*args)
+    assert result.returncode == 0, result
+    return (time.monotonic() - started) * 1000
+
+
+def simulator_baseline(sim: SimInstall) -> dict[str, float]:
+    """The simulator's own times (ms), measured through its lms without a supervisor."""
+    out = {"daemon up": timed(sim, "daemon", "up"), "server start": timed(sim, "server", "start")}
+    for key, path in zip(MODELS, PATHS, strict=True):
+        out[f"load {key}"] = timed(sim, "load", path, "--exact", "--yes")
+    sim.lms("daemon", "down")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--scale", type=float, default=0.05, help="simulator time_scale")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="lmsb", dir="/tmp"))
+    sim = create_install(tmp / "home", time_scale=args.scale)
+    base = simulator_baseline(sim)
+    sock = tmp / "s.sock"
+    config = tmp / "c.toml"
+    config.write_text(
+        "[server]\nstart_timeout = 30\n[health]\ninterval = 1\ntimeout = 2\n"
+        "[restart]\ninitial_delay = 0.1\nmax_delay = 2\njitter = 0\nreset_after = 0.5\n[log]\nlevel = \"warning\"\n"
+        + "".join(f'[[models]]\nkey = "{k}"\n' for k in MODELS))
+    env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)}
+    proc = subprocess.Popen([sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    notice, ready = [], []
+    try:
+        deadline = time.monotonic() + PHASE_TIMEOUT
+        while True:
+            try:
+                if request(sock, "GET", "/v1/health")[1]["ready"]:
+                    break
+            except StatusSocketError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("supervisor never became ready")
+            time.sleep(0.05)
+        for _ in range(args.kills):
+            events = stream_events(sock, timeout=PHASE_TIMEOUT)
+            pid = request(sock, "GET", "/v1/status")[1]["lmstudio"]["daemon_pid"]
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            noticed_at = None
+            for event in events:
+                if event.get("type") != "state":
+                    continue
+                now = time.monotonic()
+                if event["state"] == "backoff" and noticed_at is None:
+                    noticed_at = now
+                if event["state"] == "ready":
+                    ready.append((now - killed) * 1000)
+                    break
+            else:
+                raise SystemExit("no ready event after a kill")
+            events.close()
+            notice.append(((noticed_at or killed) - killed) * 1000)
+        snap = request(sock, "GET", "/v1/status")[1]
+        status_cmd = [sys.executable, "-m", "lmsupervisor", "status", "--socket", str(sock)]
+        print(f"kills: {args.kills}, simulator time_scale {args.scale}, restarts.count {snap['restarts']['count']}")
+        print(f"kill -> noticed (backoff event)  median {statistics.median(notice):8.1f} ms   "
+              f"p95 {pct(notice, 0.95):8.1f} ms")
+        print(f"kill -> ready with all models    median {statistics.median(ready):8.1f} ms   "
+              f"p95 {pct(ready, 0.95):8.1f} ms")
+        own = sum(base.values())
+        print("simulator's own times (through its lms, no supervisor):")
+        for name, ms in base.items():
+            print(f"  {name:28s} {ms:8.1f} ms")
+        print(f"  {'sum':28s} {own:8.1f} ms")
+        print(f"supervisor overhead (median ready - sum): {statistics.median(ready) - own:8.1f} ms "
+              f"(includes backoff initial_delay 100 ms; reset_after 0.5 s, so each kill is a first failure)")
+        bench_status(status_cmd)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        sim.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def bench_status(status_cmd: list[str]) -> None:
+    """`lmsupervisor status` against `python -c pass`, with hyperfine if it is installed."""
+    script = shutil.which("lmsupervisor", path=str(Path(sys.executable).parent))
+    cmd = [script, *status_cmd[3:]] if script else status_cmd
+    if shutil.which("hyperfine"):
+        subprocess.run(["hyperfine", "-N", "--warmup", "5", "--runs", "50", "-i",
+                        f"{sys.executable} -c pass", " ".join(cmd)], check=False)
+        return
+    for label, argv in (("python -c pass", [sys.executable, "-c", "pass"]), ("lmsupervisor status", cmd)):
+        runs = []
+        for _ in range(30):
+            started = time.monotonic()
+            subprocess.run(argv, stdout=subprocess.DEVNULL, check=False)
+            runs.append((time.monotonic() - started) * 1000)
+        print(f"{label:22s} median {statistics.median(runs):6.1f} ms  (30 runs, no hyperfine)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Default file locations, with ``os.path`` only (no pathlib): `status` imports this.
+
+The one place that decides where the config file and the status socket live by
+default; :mod:`lmsupervisor.config` wraps these in ``Path``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+
+def default_config_file(env: Mapping[str, str]) -> str:
+    """``$LMSUPERVISOR_CONFIG``, else ``$XDG_CONFIG_HOME`` or ``~/.config`` + ``lmsupervisor/config.toml``
+    (Linux and other Unix), else platformdirs' user config dir (macOS, Windows)."""
+    if env.get("LMSUPERVISOR_CONFIG"):
+        return os.path.expanduser(env["LMSUPERVISOR_CONFIG"])
+    if not sys.platform.startswith(("darwin", "win")):
+        home = env.get("HOME") or os.path.expanduser("~")
+        base = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+        return os.path.join(base, "lmsupervisor", "config.toml")
+    import platformdirs  # noqa: PLC0415 - only off Linux
+
+    return os.path.join(platformdirs.user_config_dir("lmsupervisor", appauthor=False), "config.toml")
+
+
+def default_socket(env: Mapping[str, str]) -> str:
+    """``$XDG_RUNTIME_DIR/lmsupervisor/status.sock`` (``/run/user/<uid>/...``), the platformdirs
+    runtime dir on macOS, else ``/tmp/lmsupervisor-<uid>/status.sock`` (a 0700 folder)."""
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "lmsupervisor", "status.sock")
+    if sys.platform == "darwin":
+        import platformdirs  # noqa: PLC0415
+
+        return os.path.join(platformdirs.user_runtime_dir("lmsupervisor", appauthor=False), "status.sock")
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join("/tmp", f"lmsupervisor-{uid}", "status.sock")  # noqa: S108 - 0700 dir, checked

@@ -1,0 +1,176 @@
+"""Fakes for scenario tests: a clock that only moves when told, and a fake LM Studio
+behind the same interfaces the supervisor uses (lms runner, HTTP transport, PIDs)."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lmsupervisor.config import Config
+from lmsupervisor.install import Install, ServerSettings
+from lmsupervisor.lms import LmsClient, LmsResult
+from lmsupervisor.probe import Prober
+from lmsupervisor.supervisor import Supervisor
+
+
+class FakeClock:
+    """Monotonic time starts at 0 and moves only in :meth:`advance`."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._ids = itertools.count()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_800_000_000.0 + self.now
+
+    async def sleep(self, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._ids), fut))
+        await fut
+
+    def next_deadline(self) -> float | None:
+        live = [s for s in self._sleepers if not s[2].done()]
+        return min(live)[0] if live else None
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, waking each sleeper at its deadline in order."""
+        target = self.now + seconds
+        await settle()
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, fut = heapq.heappop(self._sleepers)
+            if fut.done():
+                continue
+            self.now = max(self.now, deadline)
+            fut.set_result(None)
+            await settle()
+        self.now = target
+        await settle()
+
+
+async def settle(rounds: int = 30) -> None:
+    """Let every ready task run (the fakes answer without real I/O)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+class FakeLmStudio:
+    """LM Studio's state and the `lms` commands the supervisor runs, answered instantly."""
+
+    MODELS = [{"modelKey": "a/one", "path": "a/one", "type": "llm", "sizeBytes": 1},
+              {"modelKey": "b/two", "path": "hf/b-two-GGUF/two.gguf", "type": "llm", "sizeBytes": 2}]
+
+    def __init__(self) -> None:
+        self.daemon_pid: int | None = None
+        self.server = False
+        self.hung = False
+        self.loaded: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, ...]] = []
+        self.fail: dict[tuple[str, ...], tuple[int, str]] = {}  # argv prefix -> (code, stderr)
+        self.watchers: dict[int, list[Callable[[], None]]] = {}
+        self.terminated: list[int] = []
+        self._pids = itertools.count(1000)
+
+    # -- the lms runner ---------------------------------------------------------
+    async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
+        self.calls.append(args)
+        for prefix, (code, stderr) in self.fail.items():
+            if args[: len(prefix)] == prefix:
+                return LmsResult(("lms", *args), code, "", stderr, 1.0)
+        out, err, code = self._answer(args)
+        return LmsResult(("lms", *args), code, out, err, 1.0)
+
+    def _answer(self, args: tuple[str, ...]) -> tuple[str, str, int]:
+        match args:
+            case ("version", "--json"):
+                return '{"version":"abc"}', "", 0
+            case ("daemon", "status", "--json"):
+                if self.daemon_pid is None:
+                    return '{"status":"not-running"}', "", 0
+                return json.dumps({"status": "running", "pid": self.daemon_pid, "isDaemon": True}), "", 0
+            case ("daemon", "up", "--json"):
+                if self.daemon_pid is None:
+                    self.daemon_pid = next(self._pids)
+                return json.dumps({"status": "running", "pid": self.daemon_pid, "isDaemon": True,
+                                   "version": "0.4"}), "", 0
+            case ("daemon", "down"):
+                if self.daemon_pid is None:
+                    return "", "Daemon is not running.", 1
+                self.exit_daemon(notify=True)
+                return "", "Done.", 0
+            case ("server", "start", *_):
+                self.server = self.daemon_pid is not None
+                return "", "Success! Server is now running on port 1234", 0
+            case ("server", "stop"):
+                was, self.server = self.server, False
+                return ("", "Stopped the server on port 1234.", 0) if was else ("", "The server is not running.", 1)
+            case ("ps", "--json"):
+                return json.dumps(self.loaded), "", 0
+            case ("ls", "--json"):
+                return json.dumps(self.MODELS), "", 0
+            case ("load", path, "--exact", "--yes", *rest):
+                model = next(m for m in self.MODELS if m["path"] == path)
+                ident = rest[rest.index("--identifier") + 1] if "--identifier" in rest else model["modelKey"]
+                self.loaded.append({**model, "identifier": ident})
+                return "", f'To use the model in the API/SDK, use the identifier "{ident}".', 0
+        return "", f"error: unknown command '{args[0]}'", 1
+
+    # -- the HTTP server, for httpx.MockTransport ---------------------------------
+    def http(self, request: httpx.Request) -> httpx.Response:
+        if not self.server or self.hung:
+            raise httpx.ConnectError("refused" if not self.hung else "timed out", request=request)
+        if request.url.path == "/lmstudio-greeting":
+            return httpx.Response(200, json={"lmstudio": True})
+        return httpx.Response(200, json={"error": "Unexpected endpoint or method."})
+
+    # -- processes ---------------------------------------------------------------
+    def watch(self, pid: int, on_exit: Callable[[], None]) -> Callable[[], None]:
+        self.watchers.setdefault(pid, []).append(on_exit)
+        return lambda: self.watchers.get(pid, []).remove(on_exit) if on_exit in self.watchers.get(pid, []) else None
+
+    def exit_daemon(self, notify: bool = True) -> None:
+        pid, self.daemon_pid = self.daemon_pid, None
+        self.server, self.loaded = False, []
+        if notify and pid is not None:
+            for cb in self.watchers.pop(pid, []):
+                cb()
+
+    def alive(self, pid: int) -> bool:
+        return pid == self.daemon_pid
+
+    async def terminate(self, pid: int, grace: float) -> bool:
+        self.terminated.append(pid)
+        if pid == self.daemon_pid:
+            self.exit_daemon()
+            self.hung = False
+        return True
+
+    def find_by_executable(self, path: Path) -> int | None:
+        return None
+
+
+def make_install(installed: bool = True) -> Install:
+    return Install(home=Path("/h/.lmstudio"), home_source="pointer", home_exists=installed,
+                   lms=Path("/h/.lmstudio/bin/lms") if installed else None, lms_source="home",
+                   bootstrapped=installed, kind="llmster" if installed else None, service_path=None,
+                   server=ServerSettings(found=True), local_service_enabled=True, api_server=None, problems=())
+
+
+def make_supervisor(config: Config, lm: FakeLmStudio, clock: FakeClock,
+                    installed: Callable[[], bool] = lambda: True) -> Supervisor:
+    prober = Prober(timeout=1.0, transport=httpx.MockTransport(lm.http))
+    return Supervisor(
+        config, clock=clock, lms_factory=lambda p: LmsClient(lm), prober=prober,
+        detect=lambda c: make_install(installed()), pids=lm, processes=lm,
+        config_loader=None, pid=1,
+    )

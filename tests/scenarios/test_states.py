@@ -1,0 +1,64 @@
+"""The transition table as data: every edge, every illegal pair, and the backoff policy."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lmsupervisor.config import RestartConfig
+from lmsupervisor.policy import Backoff, Step, step_for
+from lmsupervisor.states import TRANSITIONS, IllegalTransition, State, Trigger, next_state
+
+
+@pytest.mark.parametrize(("edge", "target"), list(TRANSITIONS.items()),
+                         ids=[f"{s.value}-{t.value}" for s, t in TRANSITIONS])
+def test_transition(edge: tuple[State, Trigger], target: State) -> None:
+    """Each edge of the table leads where the table says."""
+    assert next_state(*edge) == target
+
+
+def test_illegal_transitions_raise() -> None:
+    """Every (state, trigger) pair not in the table raises IllegalTransition."""
+    illegal = [(s, t) for s in State for t in Trigger if (s, t) not in TRANSITIONS]
+    assert len(illegal) > 0
+    for state, trigger in illegal:
+        with pytest.raises(IllegalTransition):
+            next_state(state, trigger)
+
+
+def test_every_state_can_stop_and_is_reachable() -> None:
+    """Every state except the two shutdown states accepts STOP, and every state is entered by some edge."""
+    assert {s for s in State if (s, Trigger.STOP) in TRANSITIONS} == set(State) - {State.STOPPING, State.STOPPED}
+    assert set(TRANSITIONS.values()) == set(State)
+
+
+def test_ladder() -> None:
+    """Rungs by consecutive failures: start, restart server, restart daemon, kill daemon, and stay there."""
+    assert [step_for(n) for n in range(6)] == [Step.START, Step.RESTART_SERVER, Step.RESTART_DAEMON,
+                                               Step.KILL_DAEMON, Step.KILL_DAEMON, Step.KILL_DAEMON]
+
+
+@given(st.floats(0.01, 10), st.floats(1.0, 4.0), st.floats(0.0, 0.99), st.integers(1, 2000), st.integers(0, 2**32))
+def test_jitter_bounds(initial: float, multiplier: float, jitter: float, attempts: int, seed: int) -> None:
+    """Every delay is within +/- jitter of the capped exponential base, and never negative."""
+    cfg = RestartConfig(initial_delay=initial, max_delay=300, multiplier=multiplier, jitter=jitter)
+    backoff = Backoff(cfg, random.Random(seed))
+    backoff.attempt = attempts - 1
+    delay = backoff.next_delay()
+    # Reference in log space, so huge attempt counts cannot overflow the oracle itself.
+    capped = math.log(initial) + (attempts - 1) * math.log(multiplier) >= math.log(300)
+    base = 300.0 if capped else initial * multiplier ** (attempts - 1)
+    assert base * (1 - jitter) - 1e-9 <= delay <= base * (1 + jitter) + 1e-9
+    assert backoff.base_delay(attempts) <= 300
+
+
+def test_reset() -> None:
+    """reset() starts the sequence over at initial_delay."""
+    backoff = Backoff(RestartConfig(initial_delay=1, max_delay=300, jitter=0))
+    assert [backoff.next_delay() for _ in range(3)] == [1, 2, 4]
+    backoff.reset()
+    assert backoff.next_delay() == 1

@@ -1,0 +1,215 @@
+"""The supervisor on a fake clock against a fake LM Studio: whole histories, no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from lmsupervisor.config import Config, HealthConfig, ModelConfig, RestartConfig
+from lmsupervisor.states import State
+from lmsupervisor.supervisor import Supervisor
+from tests.scenarios.fakes import FakeClock, FakeLmStudio, make_supervisor, settle
+
+CONFIG = Config(
+    health=HealthConfig(interval=5, timeout=1, failures_before_restart=3),
+    restart=RestartConfig(initial_delay=1, max_delay=300, multiplier=2, jitter=0, reset_after=60),
+    models=(ModelConfig("a/one"), ModelConfig("b/two", identifier="two")),
+)
+
+
+class World:
+    def __init__(self, config: Config = CONFIG) -> None:
+        self.clock = FakeClock()
+        self.lm = FakeLmStudio()
+        self.installed = True
+        self.sup: Supervisor = make_supervisor(config, self.lm, self.clock, lambda: self.installed)
+        self.events: list[dict[str, Any]] = []
+
+    @property
+    def states(self) -> list[str]:
+        return [e["state"] for e in self.events if e["type"] == "state"]
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    w = World()
+
+    async def record() -> None:
+        async for event in w.sup.events():
+            w.events.append(event)
+
+    recorder = asyncio.create_task(record())
+    runner = asyncio.create_task(w.sup.run())
+    await settle()
+    yield w
+    w.sup.post("stop")
+    await asyncio.wait_for(runner, 5)
+    recorder.cancel()
+    await w.sup.prober.aclose()
+
+
+async def test_cold_start_to_ready(world: World) -> None:
+    """STOPPED -> STARTING -> LOADING_MODELS -> READY: daemon up, server start, two exact loads."""
+    await world.clock.advance(0)
+    assert world.states == ["starting", "loading_models", "ready"]
+    loads = [c for c in world.lm.calls if c[0] == "load"]
+    assert loads == [("load", "a/one", "--exact", "--yes"),
+                     ("load", "hf/b-two-GGUF/two.gguf", "--exact", "--yes", "--identifier", "two")]
+    assert sorted(m["identifier"] for m in world.lm.loaded) == ["a/one", "two"]
+
+
+async def test_adopt_without_restart() -> None:
+    """A healthy server at start is adopted: no `server start`, no duplicate loads."""
+    w = World()
+    w.lm.daemon_pid, w.lm.server = 7, True
+    w.lm.loaded = [{**FakeLmStudio.MODELS[0], "identifier": "a/one"}]
+    runner = asyncio.create_task(w.sup.run())
+    await w.clock.advance(0)
+    assert (w.sup.state, w.sup.daemon_pid) == (State.READY, 7)
+    assert not [c for c in w.lm.calls if c[:2] == ("server", "start")]
+    assert [c[1] for c in w.lm.calls if c[0] == "load"] == ["hf/b-two-GGUF/two.gguf"]
+    w.sup.post("stop")
+    await asyncio.wait_for(runner, 5)
+    await w.sup.prober.aclose()
+
+
+async def test_daemon_exit_backs_off_then_recovers(world: World) -> None:
+    """READY -> BACKOFF on the PID's exit, waits initial_delay, then STARTING -> ... -> READY."""
+    await world.clock.advance(0)
+    world.lm.exit_daemon()
+    await settle()
+    assert world.sup.state is State.BACKOFF
+    snap = world.sup.snapshot()
+    assert (snap["restarts"]["attempt"], snap["restarts"]["next_attempt_at"]) == (1, "2027-01-15T08:00:01.000Z")
+    await world.clock.advance(0.999)
+    assert world.sup.state is State.BACKOFF  # not a moment early
+    await world.clock.advance(0.001)
+    assert world.sup.state is State.READY
+    assert (world.sup.restart_count, len(world.lm.loaded)) == (1, 2)
+    assert world.states[-4:] == ["backoff", "starting", "loading_models", "ready"]
+
+
+async def test_probe_failures_trigger_restart(world: World) -> None:
+    """Three failed probes (interval 5 s) in READY -> BACKOFF; then the server is started again."""
+    await world.clock.advance(0)
+    world.lm.server = False
+    await world.clock.advance(10)
+    assert (world.sup.state, world.sup.consecutive_failures) == (State.READY, 2)
+    await world.clock.advance(5)
+    assert world.sup.state is State.BACKOFF
+    await world.clock.advance(1)
+    assert world.sup.state is State.READY
+    assert ("server", "stop") in world.lm.calls  # rung 1: the server is restarted
+
+
+async def test_backoff_sequence_never_gives_up(world: World) -> None:
+    """Failing bring-ups wait 1, 2, 4, ... capped at 300 s, climb the ladder, and keep trying."""
+    await world.clock.advance(0)
+    world.lm.fail[("server", "start")] = (1, "Failed to verify the server is running. Please try to use another port.")
+    world.lm.exit_daemon()
+    delays = []
+    for _ in range(12):
+        await settle()
+        assert world.sup.state is State.BACKOFF
+        delay = world.clock.next_deadline()
+        assert delay is not None
+        delays.append(delay - world.clock.now)
+        await world.clock.advance(delays[-1])
+    assert delays == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
+    assert world.sup.snapshot()["restarts"]["attempt"] == 13  # the 12th retry failed too
+    assert "Failed to verify" in (world.sup.last_restart_reason or "")
+    assert ("daemon", "down") in world.lm.calls  # rung 2 was tried
+    world.lm.fail.clear()
+    await world.clock.advance(300)
+    assert world.sup.state is State.READY
+
+
+async def test_backoff_resets_after_healthy_period(world: World) -> None:
+    """After reset_after healthy seconds the next failure waits initial_delay again."""
+    await world.clock.advance(0)
+    world.lm.exit_daemon()
+    await world.clock.advance(1)
+    world.lm.exit_daemon()
+    await settle()
+    assert world.clock.next_deadline() == world.clock.now + 2  # second failure in a row
+    await world.clock.advance(2)
+    await world.clock.advance(61)  # healthy for longer than reset_after
+    world.lm.exit_daemon()
+    await settle()
+    assert (world.sup.backoff.attempt, world.clock.next_deadline()) == (1, world.clock.now + 1)
+
+
+async def test_hung_daemon_is_terminated(world: World) -> None:
+    """Rung 3 after repeated failures: the daemon's PID is terminated, then started again."""
+    await world.clock.advance(0)
+    pid = world.lm.daemon_pid
+    world.lm.hung = True
+    world.lm.fail[("daemon", "up")] = (1, "Error: Failed to start or connect to local LM Studio API server.")
+    world.lm.fail[("daemon", "down")] = (1, "Daemon is not running.")
+    await world.clock.advance(15)  # three failed probes
+    await world.clock.advance(1)  # rung 1 fails (daemon up)
+    del world.lm.fail[("daemon", "up")]
+    await world.clock.advance(2)  # rung 2: daemon down fails, the live PID is terminated
+    assert world.lm.terminated == [pid]
+    assert world.sup.state is State.READY
+
+
+async def test_model_drift_is_reloaded(world: World) -> None:
+    """A declared model unloaded behind our back (TTL, eviction) is loaded again: READY -> LOADING_MODELS."""
+    await world.clock.advance(0)
+    world.lm.loaded = [m for m in world.lm.loaded if m["identifier"] != "two"]
+    await world.clock.advance(5)
+    assert world.states[-2:] == ["loading_models", "ready"]
+    assert sorted(m["identifier"] for m in world.lm.loaded) == ["a/one", "two"]
+
+
+async def test_failed_model_degrades_and_is_retried(world: World) -> None:
+    """LOADING_MODELS -> DEGRADED with LM Studio's words; DEGRADED -> LOADING_MODELS on the retry timer."""
+    world.lm.fail[("load", "a/one")] = (1, "Error: Failed to load model.\nModel loading was stopped due to "
+                                           "insufficient system resources.")
+    world.lm.exit_daemon()
+    await world.clock.advance(1)
+    assert world.sup.state is State.DEGRADED
+    assert world.sup.models["a/one"].error == (
+        "Failed to load model. Model loading was stopped due to insufficient system resources.")
+    del world.lm.fail[("load", "a/one")]
+    await world.clock.advance(1)
+    assert world.sup.state is State.READY
+
+
+async def test_not_installed_keeps_checking() -> None:
+    """STARTING -> NOT_INSTALLED, rechecked under backoff until LM Studio appears."""
+    w = World()
+    w.installed = False
+    runner = asyncio.create_task(w.sup.run())
+    await w.clock.advance(0)
+    assert w.sup.state is State.NOT_INSTALLED
+    w.installed = True
+    await w.clock.advance(1)
+    assert w.sup.state is State.READY
+    w.sup.post("stop")
+    await asyncio.wait_for(runner, 5)
+    await w.sup.prober.aclose()
+
+
+async def test_restart_request(world: World) -> None:
+    """RESTART from READY: counted, the server stopped and started again."""
+    await world.clock.advance(0)
+    world.sup.post("restart", daemon=False, reason="asked")
+    await world.clock.advance(0)
+    assert (world.sup.state, world.sup.restart_count) == (State.READY, 1)
+    assert world.states[-3:] == ["starting", "loading_models", "ready"]
+    assert [c for c in world.lm.calls if c[:2] == ("server", "stop")] == [("server", "stop")]
+
+
+async def test_stop_leaves_lmstudio_running(world: World) -> None:
+    """STOP -> STOPPING -> STOPPED, with no `daemon down` or `server stop` on the way out."""
+    await world.clock.advance(0)
+    world.sup.post("stop", reason="SIGTERM")
+    await settle()
+    assert world.sup.state is State.STOPPED
+    assert not [c for c in world.lm.calls if c[:2] in (("daemon", "down"), ("server", "stop"))]
+    assert world.lm.daemon_pid is not None

@@ -1,0 +1,42 @@
+"""Preload planning: never a second instance, identifiers respected, paths for --exact."""
+
+from __future__ import annotations
+
+from lmsupervisor.config import ModelConfig
+from lmsupervisor.lms import DownloadedModel, LoadedModel
+from lmsupervisor.preload import Action, plan
+
+DL = [DownloadedModel("openai/gpt-oss-20b", "openai/gpt-oss-20b", "llm", 1, "g"),
+      DownloadedModel("qwen/qwen3-4b", "lmstudio-community/Qwen3-4B-GGUF/q.gguf", "llm", 1, "q")]
+
+
+def inst(ident: str, key: str, path: str | None = None) -> LoadedModel:
+    return LoadedModel(ident, key, path or key, "llm", "idle", 4096, None, 1)
+
+
+def test_loaded_model_is_kept_whatever_its_identifier() -> None:
+    """No identifier declared: any instance of the model satisfies it (no `:2`)."""
+    [p] = plan([ModelConfig("qwen/qwen3-4b")], [inst("mine", "qwen/qwen3-4b")], DL)
+    assert p.action is Action.KEEP
+
+
+def test_load_uses_the_path_for_exact() -> None:
+    """A model key resolves to the path `lms load --exact` matches against."""
+    [p] = plan([ModelConfig("qwen/qwen3-4b")], [], DL)
+    assert (p.action, p.path) == (Action.LOAD, "lmstudio-community/Qwen3-4B-GGUF/q.gguf")
+
+
+def test_declared_identifier() -> None:
+    """With an identifier: kept only if that identifier is loaded; taken by another model is a conflict."""
+    want = ModelConfig("qwen/qwen3-4b", identifier="q")
+    assert plan([want], [inst("qwen/qwen3-4b", "qwen/qwen3-4b")], DL)[0].action is Action.LOAD
+    assert plan([want], [inst("q", "qwen/qwen3-4b")], DL)[0].action is Action.KEEP
+    conflict = plan([want], [inst("q", "openai/gpt-oss-20b")], DL)[0]
+    assert (conflict.action, "taken by openai/gpt-oss-20b" in conflict.detail) == (Action.CONFLICT, True)
+
+
+def test_missing_and_download() -> None:
+    """Not downloaded: MISSING with the fix, or DOWNLOAD_AND_LOAD when download = true."""
+    missing = plan([ModelConfig("ibm/granite")], [], DL)[0]
+    assert (missing.action, "lms get ibm/granite --yes" in missing.detail) == (Action.MISSING, True)
+    assert plan([ModelConfig("ibm/granite", download=True)], [], DL)[0].action is Action.DOWNLOAD_AND_LOAD
