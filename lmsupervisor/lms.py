@@ -132,15 +132,20 @@ def _opt_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def parse_ps(data: Any, argv: Sequence[str] = ("lms", "ps", "--json")) -> list[LoadedModel]:
-    """Parse `lms ps --json` output (a JSON array); raises :class:`LmsOutputError`."""
+def _objects(data: Any, argv: Sequence[str]) -> list[dict[str, Any]]:
+    """``data`` as a JSON array of objects (what `ps --json` and `ls --json` print)."""
     if not isinstance(data, list):
         raise LmsOutputError(f"`{' '.join(argv)}`: expected a JSON array, got {type(data).__name__}",
                              list(argv))
+    if not all(isinstance(item, dict) for item in data):
+        raise LmsOutputError(f"`{' '.join(argv)}`: expected objects in the array", list(argv))
+    return data
+
+
+def parse_ps(data: Any, argv: Sequence[str] = ("lms", "ps", "--json")) -> list[LoadedModel]:
+    """Parse `lms ps --json` output (a JSON array); raises :class:`LmsOutputError`."""
     out = []
-    for item in data:
-        if not isinstance(item, dict):
-            raise LmsOutputError(f"`{' '.join(argv)}`: expected objects in the array", list(argv))
+    for item in _objects(data, argv):
         key = _field(item, "modelKey", str, argv)
         out.append(LoadedModel(
             identifier=_field(item, "identifier", str, argv), model_key=key,
@@ -154,13 +159,8 @@ def parse_ps(data: Any, argv: Sequence[str] = ("lms", "ps", "--json")) -> list[L
 
 def parse_ls(data: Any, argv: Sequence[str] = ("lms", "ls", "--json")) -> list[DownloadedModel]:
     """Parse `lms ls --json` output; raises :class:`LmsOutputError`."""
-    if not isinstance(data, list):
-        raise LmsOutputError(f"`{' '.join(argv)}`: expected a JSON array, got {type(data).__name__}",
-                             list(argv))
     out = []
-    for item in data:
-        if not isinstance(item, dict):
-            raise LmsOutputError(f"`{' '.join(argv)}`: expected objects in the array", list(argv))
+    for item in _objects(data, argv):
         key = _field(item, "modelKey", str, argv)
         out.append(DownloadedModel(
             model_key=key, path=_str_or(item.get("path"), key),
