@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lmsupervisor.client import request, stream_events
+from lmsupervisor.client import open_events, request
 from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import SimInstall, create_install
 
@@ -83,7 +83,8 @@ def main() -> int:
                 raise SystemExit("supervisor never became ready")
             time.sleep(0.05)
         for _ in range(args.kills):
-            events = stream_events(sock, timeout=PHASE_TIMEOUT)
+            time.sleep(0.6)  # healthy past reset_after (0.5 s): every kill is a first failure
+            events = open_events(sock, timeout=PHASE_TIMEOUT)
             pid = request(sock, "GET", "/v1/status")[1]["lmstudio"]["daemon_pid"]
             killed = time.monotonic()
             os.kill(pid, signal.SIGKILL)
@@ -99,7 +100,7 @@ def main() -> int:
                     break
             else:
                 raise SystemExit("no ready event after a kill")
-            events.close()
+            events.close()  # type: ignore[attr-defined]
             notice.append(((noticed_at or killed) - killed) * 1000)
         snap = request(sock, "GET", "/v1/status")[1]
         status_cmd = [sys.executable, "-m", "lmsupervisor", "status", "--socket", str(sock)]

@@ -90,14 +90,35 @@ def request(path: str | os.PathLike[str], method: str, target: str, timeout: flo
         raise StatusSocketError(f"{target} answered {status} without JSON") from exc
 
 
-def stream_events(path: str | os.PathLike[str], timeout: float | None = None) -> Iterator[dict[str, Any]]:
-    """Events from ``GET /v1/events``, one dict per NDJSON line, until the stream ends."""
-    with _connect(path, TIMEOUT) as sock:
-        _send(sock, "GET", "/v1/events")
+def open_events(path: str | os.PathLike[str], timeout: float | None = None) -> Iterator[dict[str, Any]]:
+    """Subscribe now (connected, head read: no later event is missed), iterate later."""
+    sock = _connect(path, TIMEOUT)
+    _send(sock, "GET", "/v1/events")
+    buf = b""
+    try:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise StatusSocketError("/v1/events closed before answering")
+            buf += chunk
+    except (TimeoutError, StatusSocketError):
+        sock.close()
+        raise
+    status, rest = _split_head(buf)
+    if status != 200:
+        sock.close()
+        raise StatusSocketError(f"/v1/events answered {status}")
+    return _event_lines(sock, rest, timeout)
+
+
+def _event_lines(sock: socket.socket, buf: bytes, timeout: float | None) -> Iterator[dict[str, Any]]:
+    with sock:
         sock.settimeout(timeout)
-        buf = b""
-        head_done = False
         while True:
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line.strip():
+                    yield json.loads(line)
             try:
                 chunk = sock.recv(65536)
             except TimeoutError:
@@ -105,17 +126,11 @@ def stream_events(path: str | os.PathLike[str], timeout: float | None = None) ->
             if not chunk:
                 return
             buf += chunk
-            if not head_done:
-                if b"\r\n\r\n" not in buf:
-                    continue
-                status, buf = _split_head(buf)
-                if status != 200:
-                    raise StatusSocketError(f"/v1/events answered {status}")
-                head_done = True
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if line.strip():
-                    yield json.loads(line)
+
+
+def stream_events(path: str | os.PathLike[str], timeout: float | None = None) -> Iterator[dict[str, Any]]:
+    """Events from ``GET /v1/events``, one dict per NDJSON line, until the stream ends."""
+    yield from open_events(path, timeout)
 
 
 def _err(message: str) -> None:

@@ -206,11 +206,12 @@ class StatusServer:
     async def _stream_events(self, conn: h11.Connection, writer: asyncio.StreamWriter,
                              reader: asyncio.StreamReader) -> None:
         """NDJSON, one event a line, until the client leaves or the supervisor stops."""
+        subscription = self.supervisor.subscribe()  # before the head: a client that saw it misses nothing
         writer.write(conn.send(h11.Response(status_code=200, headers=[
             ("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-cache")])) or b"")
         await writer.drain()
         left = asyncio.ensure_future(reader.read(1))  # EOF: the client went away
-        events = self.supervisor.events()
+        events = self.supervisor.events(subscription)
         try:
             while True:
                 nxt = asyncio.ensure_future(anext(events))

@@ -142,10 +142,17 @@ class Supervisor:
             for q in list(self._subscribers):
                 q.put_nowait(None)
 
-    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
-        """Events as they happen (``state``, ``model``, ``restart``) until shutdown."""
+    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+        """A queue that receives every event from now on (``None`` at shutdown)."""
         q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(EVENT_BACKLOG)
         self._subscribers.add(q)
+        return q
+
+    async def events(self, q: asyncio.Queue[dict[str, Any] | None] | None = None,
+                     ) -> AsyncGenerator[dict[str, Any], None]:
+        """Events as they happen (``state``, ``model``, ``restart``) until shutdown;
+        pass a queue from :meth:`subscribe` to miss nothing between subscribing and reading."""
+        q = q or self.subscribe()
         try:
             while True:
                 event = await q.get()
