@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,6 @@ class Supervisor:
         self.last_restart_at: float | None = None
         self.next_attempt_at: float | None = None
         self._healthy_since: float | None = None
-        self._downloaded: list[Any] | None = None
         self._action: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
@@ -280,13 +279,11 @@ class Supervisor:
         if result.ok:
             self.consecutive_failures = 0
             self.server_running = True
-            now = self.clock.monotonic()
-            if (self.state is State.READY and self._healthy_since is not None
-                    and now - self._healthy_since >= self.config.restart.reset_after and self.backoff.attempt):
-                self.log.info("backoff_reset", healthy_for=round(now - self._healthy_since, 3))
+            if self.state is State.READY and self.backoff.attempt and self._healthy_long_enough():
+                self.log.info("backoff_reset", after_attempts=self.backoff.attempt)
                 self.backoff.reset()
             if loaded is not None:
-                gone = [m for m in self._declared() if self.models[self._name(m)].state == "loaded"
+                gone = [m for m in self.config.models if self.models[self._name(m)].state == "loaded"
                         and plan([m], loaded, [])[0].action is not Action.KEEP]
                 if gone:
                     for m in gone:
@@ -319,8 +316,7 @@ class Supervisor:
     def _fail(self, reason: str) -> None:
         """A failure in an active state: cancel work, back off, schedule the retry."""
         self._cancel(self._action)
-        now = self.clock.monotonic()
-        if self._healthy_since is not None and now - self._healthy_since >= self.config.restart.reset_after:
+        if self._healthy_long_enough():
             self.backoff.reset()
         self._healthy_since = None
         delay = self.backoff.next_delay()
@@ -330,6 +326,11 @@ class Supervisor:
         self._fire(Trigger.FAILED, reason)
         self.next_attempt_at = self.clock.wall() + delay
         self._schedule(delay)
+
+    def _healthy_long_enough(self) -> bool:
+        """READY for at least ``restart.reset_after`` seconds: the next failure starts the backoff over."""
+        return (self._healthy_since is not None
+                and self.clock.monotonic() - self._healthy_since >= self.config.restart.reset_after)
 
     def _count_restart(self, reason: str, step: Step) -> None:
         self.restart_count += 1
@@ -425,7 +426,6 @@ class Supervisor:
         self.server = effective_server(cfg.server.bind, cfg.server.port, cfg.server.cors, install.server)
         url = base_url(self.server.bind, self.server.port)
         lms = self._client()
-        self._downloaded = None
         if self.lms_version is None:
             with contextlib.suppress(LmsError):
                 self.lms_version = await lms.version(timeout=QUICK_TIMEOUT)
@@ -499,9 +499,6 @@ class Supervisor:
     def _name(m: ModelConfig) -> str:
         return m.identifier or m.key
 
-    def _declared(self) -> tuple[ModelConfig, ...]:
-        return self.config.models
-
     def _sync_models(self) -> None:
         old = self.models
         self.models = {self._name(m): old.get(self._name(m)) or ModelStatus(m.key, m.identifier)
@@ -526,15 +523,16 @@ class Supervisor:
             self.post("models_done", ok=False, reason=f"listing models failed: {exc.message}")
 
     async def _load_models_steps(self) -> None:
-        declared = self._declared()
+        declared = self.config.models
         if not declared:
             self.post("models_done", ok=True)
             return
         lms = self._client()
         loaded = await lms.ps(timeout=QUICK_TIMEOUT)
-        if self._downloaded is None or any(p.action is not Action.KEEP for p in plan(declared, loaded, [])):
-            self._downloaded = await lms.ls(timeout=QUICK_TIMEOUT)
-        for item in plan(declared, loaded, self._downloaded):
+        # `lms ls` only when something must be loaded: it is what resolves keys to paths.
+        all_kept = all(p.action is Action.KEEP for p in plan(declared, loaded, []))
+        downloaded = [] if all_kept else await lms.ls(timeout=QUICK_TIMEOUT)
+        for item in plan(declared, loaded, downloaded):
             m = item.model
             if item.action is Action.KEEP:
                 self._set_model(m, "loaded", None)
@@ -547,8 +545,8 @@ class Supervisor:
                 if item.action is Action.DOWNLOAD_AND_LOAD:
                     self._set_model(m, "downloading", None)
                     await lms.get(m.key, timeout=DOWNLOAD_TIMEOUT)
-                    self._downloaded = await lms.ls(timeout=QUICK_TIMEOUT)
-                    path = next((d.path for d in self._downloaded if m.key in (d.model_key, d.path)), None)
+                    downloaded = await lms.ls(timeout=QUICK_TIMEOUT)
+                    path = next((d.path for d in downloaded if m.key in (d.model_key, d.path)), None)
                     if path is None:
                         self._set_model(m, "failed", f"`lms get {m.key}` finished but `lms ls` does not list it")
                         continue
@@ -577,18 +575,14 @@ class Supervisor:
 
     # -- health -----------------------------------------------------------------------
     async def _health_loop(self) -> None:
-        cfg = self.config
         while True:
-            await self.clock.sleep(self.config.health.interval)
+            health = self.config.health  # read each round: a reload applies at the next probe
+            await self.clock.sleep(health.interval)
             url = base_url(self.server.bind, self.server.port)
-            result = await self.prober.greeting(url, timeout=cfg.health.timeout)
+            result = await self.prober.greeting(url, timeout=health.timeout)
             loaded = None
             if result.ok and self.config.models and self.install and self.install.lms:
                 with contextlib.suppress(LmsError):
-                    loaded = await self._client().ps(timeout=max(cfg.health.timeout, QUICK_TIMEOUT))
+                    loaded = await self._client().ps(timeout=max(health.timeout, QUICK_TIMEOUT))
             self.post("probe", result=result, loaded=loaded)
 
-
-def with_config(config: Config, **changes: Any) -> Config:
-    """A copy of ``config`` with top-level sections replaced (tests and demo)."""
-    return replace(config, **changes)
