@@ -153,8 +153,9 @@ class StatusServer:
                 await writer.wait_closed()
 
     async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, body: bytes,
-                    ctype: str = "application/json") -> None:
-        headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Server", "lmsupervisor")]
+                    ctype: str = "application/json", extra: list[tuple[str, str]] | None = None) -> None:
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Server", "lmsupervisor"),
+                   *(extra or [])]
         writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
         writer.write(conn.send(h11.Data(data=body)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
@@ -174,12 +175,7 @@ class StatusServer:
             return
         if method not in ROUTES[path]:
             body = json.dumps({"error": f"{method} not allowed on {path}"}).encode() + b"\n"
-            writer.write(conn.send(h11.Response(status_code=405, headers=[
-                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                ("Allow", ", ".join(ROUTES[path]))])) or b"")
-            writer.write(conn.send(h11.Data(data=body)) or b"")
-            writer.write(conn.send(h11.EndOfMessage()) or b"")
-            await writer.drain()
+            await self._send(conn, writer, 405, body, extra=[("Allow", ", ".join(ROUTES[path]))])
             return
         if method == "POST":
             uid = peer_uid(writer.get_extra_info("socket"))
