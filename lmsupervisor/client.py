@@ -128,11 +128,6 @@ def _event_lines(sock: socket.socket, buf: bytes, timeout: float | None) -> Iter
             buf += chunk
 
 
-def stream_events(path: str | os.PathLike[str], timeout: float | None = None) -> Iterator[dict[str, Any]]:
-    """Events from ``GET /v1/events``, one dict per NDJSON line, until the stream ends."""
-    yield from open_events(path, timeout)
-
-
 def _err(message: str) -> None:
     sys.stderr.write(f"lmsupervisor: {message}\n")
 
@@ -154,16 +149,21 @@ def status_main(socket_path: str | os.PathLike[str] | None, as_json: bool) -> in
 
 
 def wait_main(socket_path: str | os.PathLike[str] | None, timeout: float | None) -> int:
-    """Block until ready: one health check, then the event stream (no polling)."""
+    """Block until ready: subscribe to events, check health once, then read the stream (no polling).
+
+    Subscribing first matters: a ``ready`` that happens between the check and the
+    subscription would otherwise be missed, and the wait would last until its timeout.
+    """
     path = resolve_socket(socket_path)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
+            remaining = None if deadline is None else max(0.01, deadline - time.monotonic())
+            events = open_events(path, remaining)
             _, health = request(path, "GET", "/v1/health")
             if health.get("ready"):
                 return EXIT_READY
-            remaining = None if deadline is None else max(0.01, deadline - time.monotonic())
-            for event in stream_events(path, remaining):
+            for event in events:
                 if event.get("type") == "state" and event.get("state") == "ready":
                     return EXIT_READY
                 if deadline is not None and time.monotonic() >= deadline:
@@ -182,7 +182,7 @@ def wait_main(socket_path: str | os.PathLike[str] | None, timeout: float | None)
 def events_main(socket_path: str | os.PathLike[str] | None) -> int:
     path = resolve_socket(socket_path)
     try:
-        for event in stream_events(path):
+        for event in open_events(path):
             sys.stdout.write(json.dumps(event) + "\n")
             sys.stdout.flush()
     except StatusSocketError as exc:
