@@ -15,7 +15,6 @@ import sys
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `status` must not pay for importing typing
 if TYPE_CHECKING:
     import argparse
-    from typing import Any
 
 EXIT_OK = 0
 EXIT_NOT_READY = 1
@@ -104,8 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         "restart": cmd_restart, "reload": cmd_reload, "doctor": cmd_doctor,
         "config": cmd_config, "demo": cmd_demo,
     }[args.command]
+    from lmsupervisor.errors import ConfigError, InstanceLockedError
+
     try:
         return handler(args)
+    except ConfigError as exc:  # every command: the message names the TOML key
+        _err(f"{exc.message} ({exc.hint})")
+        return EXIT_CONFIG
+    except InstanceLockedError as exc:
+        _err(str(exc))
+        return EXIT_LOCKED
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -116,26 +123,16 @@ def _err(message: str) -> None:
     sys.stderr.write(f"lmsupervisor: {message}\n")
 
 
-def _load_config(path: Any) -> Any:
-    from lmsupervisor import config
-
-    return config.load(path)
-
-
 # -- doctor and config -----------------------------------------------------------------
 def cmd_doctor(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
+    from lmsupervisor import config
     from lmsupervisor.doctor import diagnose, render
-    from lmsupervisor.errors import ConfigError
     from lmsupervisor.install import Platform
 
-    try:
-        cfg, _ = _load_config(args.config)
-    except ConfigError as exc:
-        _err(f"{exc.message} ({exc.hint})")
-        return EXIT_CONFIG
+    cfg, _ = config.load(args.config)
     diag = asyncio.run(diagnose(cfg, Platform.current()))
     if args.json:
         print(json.dumps(diag.to_json(), indent=2))
@@ -149,31 +146,21 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     from lmsupervisor import config
 
-    example = Path(__file__).with_name("config.example.toml")
-    from lmsupervisor.errors import ConfigError
-
     if args.config_command == "init":
         path = args.path or config.default_config_path()
         if path.exists():
             _err(f"{path} exists; not overwriting it")
             return EXIT_USAGE
         path.parent.mkdir(parents=True, exist_ok=True)
+        example = Path(__file__).with_name("config.example.toml")
         path.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
         print(f"wrote {path}")
         return EXIT_OK
     if args.config_command == "check":
-        try:
-            _, path = config.load(args.path)
-        except ConfigError as exc:
-            _err(f"{exc.message} ({exc.hint})")
-            return EXIT_CONFIG
+        _, path = config.load(args.path)
         print(f"{path}: ok" if path.exists() else f"{path}: no file (all defaults)")
         return EXIT_OK
-    try:
-        cfg, path = config.load(args.config)
-    except ConfigError as exc:
-        _err(f"{exc.message} ({exc.hint})")
-        return EXIT_CONFIG
+    cfg, path = config.load(args.config)
     import tomli_w
 
     print(f"# effective configuration (from {path}{'' if path.exists() else ', absent: defaults'})")
@@ -185,7 +172,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from lmsupervisor.run import run_main
 
-    return run_main(args.config)
+    run_main(args.config)
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

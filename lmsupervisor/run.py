@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 from pathlib import Path
 
 import filelock
@@ -21,7 +20,7 @@ from lmsupervisor import config as configmod
 from lmsupervisor import logs
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.config import Config
-from lmsupervisor.errors import ConfigError, StatusSocketError
+from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
 from lmsupervisor.install import Platform, detect
 from lmsupervisor.lms import Lms, LmsClient
 from lmsupervisor.probe import Prober
@@ -29,7 +28,6 @@ from lmsupervisor.statusd import StatusServer, prepare_socket_dir
 from lmsupervisor.supervisor import Supervisor
 from lmsupervisor.watch import OsPidWatcher, OsProcessTable
 
-EXIT_LOCKED, EXIT_CONFIG = 69, 78
 STAGE_TIMEOUT = 5.0  # seconds for each shutdown stage
 
 
@@ -84,30 +82,25 @@ async def serve(cfg: Config, config_path: Path, explicit: bool, sock: Path,
         log.info("supervisor_exited")
 
 
-def run_main(config_path: Path | None) -> int:
-    try:
-        cfg, path = configmod.load(config_path)
-    except ConfigError as exc:
-        sys.stderr.write(f"lmsupervisor: {exc.message} ({exc.hint})\n")
-        return EXIT_CONFIG
+def run_main(config_path: Path | None) -> None:
+    """Run until SIGTERM/SIGINT. Raises :class:`ConfigError` (the CLI exits 78) for a bad
+    config or socket folder, :class:`InstanceLockedError` (exit 69) if another instance runs."""
+    cfg, path = configmod.load(config_path)
     logs.configure(cfg.log.level, cfg.log.format)
     sock = configmod.socket_path(cfg)
     try:
         prepare_socket_dir(sock)
     except (StatusSocketError, OSError) as exc:
-        sys.stderr.write(f"lmsupervisor: cannot prepare {sock.parent}: {exc}\n")
-        return EXIT_CONFIG
+        raise ConfigError(f"status.socket: cannot prepare {sock.parent}: {exc}", key="status.socket") from exc
     lock = filelock.FileLock(str(sock) + ".lock")
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        sys.stderr.write(f"lmsupervisor: another instance is running for {sock} (lock {lock.lock_file})\n")
-        return EXIT_LOCKED
+        raise InstanceLockedError(f"another instance is running for {sock} (lock {lock.lock_file})",
+                                  hint="stop it first, or give this one another status.socket") from None
     try:
         asyncio.run(serve(cfg, path, config_path is not None, sock))
     except StatusSocketError as exc:
-        sys.stderr.write(f"lmsupervisor: {exc}\n")
-        return EXIT_LOCKED
+        raise InstanceLockedError(exc.message, exc.hint) from exc
     finally:
         lock.release()
-    return 0
