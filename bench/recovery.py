@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lmsupervisor.client import open_events, request
+from lmsupervisor.api.client import open_events, request
 from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import SimInstall, create_install
 

@@ -88,7 +88,7 @@ def _fast_status(argv: list[str]) -> int | None:
         else:
             return None
         i += 1
-    from lmsupervisor.client import status_main
+    from lmsupervisor.api.client import status_main
 
     return status_main(sock, as_json=as_json)
 
@@ -130,7 +130,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     from lmsupervisor import config
     from lmsupervisor.doctor import diagnose, render
-    from lmsupervisor.install import Platform
+    from lmsupervisor.lmstudio.install import Platform
 
     cfg, _ = config.load(args.config)
     diag = asyncio.run(diagnose(cfg, Platform.current()))
@@ -177,31 +177,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from lmsupervisor.client import status_main
+    from lmsupervisor.api.client import status_main
 
     return status_main(args.socket, as_json=args.json)
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from lmsupervisor.client import events_main
+    from lmsupervisor.api.client import events_main
 
     return events_main(args.socket)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    from lmsupervisor.client import wait_main
+    from lmsupervisor.api.client import wait_main
 
     return wait_main(args.socket, args.timeout)
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    from lmsupervisor.client import post_main
+    from lmsupervisor.api.client import post_main
 
     return post_main(args.socket, "/v1/restart" + ("?daemon=1" if args.daemon else ""))
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from lmsupervisor.client import post_main
+    from lmsupervisor.api.client import post_main
 
     return post_main(args.socket, "/v1/reload")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lmsupervisor import logs
 from lmsupervisor.config import Config, HealthConfig, ModelConfig, RestartConfig, ServerConfig
-from lmsupervisor.install import Platform
+from lmsupervisor.lmstudio.install import Platform
 from lmsupervisor.run import build_supervisor
 from lmsupervisor.simulator.home import SimInstall, create_install
 

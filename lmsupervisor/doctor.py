@@ -1,6 +1,6 @@
 """`lmsupervisor doctor`: a one-shot diagnosis without a running supervisor.
 
-It changes nothing: it reads LM Studio's files (:func:`lmsupervisor.install.detect`),
+It changes nothing: it reads LM Studio's files (:func:`lmsupervisor.lmstudio.install.detect`),
 asks `lms daemon status --json` (which never starts anything), probes the HTTP server's
 greeting, and lists loaded models with `lms ps --json` only when the daemon or server is
 already up (other `lms` commands would wake LM Studio, facts §1).
@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from lmsupervisor.config import Config
+from lmsupervisor.core.observed import DaemonStatus, LoadedModel
+from lmsupervisor.core.problems import Problem
 from lmsupervisor.errors import LmsError
-from lmsupervisor.install import DOWNLOAD_URL, Install, Platform, ServerSettings, detect, effective_server
-from lmsupervisor.lms import DaemonStatus, Lms, LmsClient, LmsRunner, LoadedModel
-from lmsupervisor.probe import Prober, ProbeResult, base_url
-from lmsupervisor.problems import Problem
+from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Install, Platform, ServerSettings, detect, effective_server
+from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
+from lmsupervisor.lmstudio.probe import Prober, ProbeResult, base_url
 
 LMS_TIMEOUT = 15.0  # seconds for each `lms` call doctor makes
 

@@ -18,15 +18,15 @@ import structlog
 
 from lmsupervisor import config as configmod
 from lmsupervisor import logs
+from lmsupervisor.api.statusd import StatusServer, prepare_socket_dir
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.config import Config
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
-from lmsupervisor.install import Platform, detect
-from lmsupervisor.lms import Lms, LmsClient
-from lmsupervisor.probe import Prober
-from lmsupervisor.statusd import StatusServer, prepare_socket_dir
+from lmsupervisor.lmstudio.install import Platform, detect
+from lmsupervisor.lmstudio.lms import Lms, LmsClient
+from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.lmstudio.watch import OsPidWatcher, OsProcessTable
 from lmsupervisor.supervisor import Supervisor
-from lmsupervisor.watch import OsPidWatcher, OsProcessTable
 
 STAGE_TIMEOUT = 5.0  # seconds for each shutdown stage
 

@@ -3,12 +3,12 @@
 Signal handlers, the PID watcher, the health loop, timers and the actions (bring-up,
 model loading) only *post* messages; :meth:`Supervisor.run` consumes them one at a
 time and is the only code that changes state, through :meth:`Supervisor._fire`, which
-looks the edge up in :data:`lmsupervisor.states.TRANSITIONS`, logs ``state_changed``
+looks the edge up in :data:`lmsupervisor.core.states.TRANSITIONS`, logs ``state_changed``
 and publishes the event. Every dependency with I/O is passed in (clock, `lms`, prober,
 detection, process watching), so scenario tests run it on a fake clock.
 
-The escalation ladder and the backoff are in :mod:`lmsupervisor.policy`; what to load
-is planned by :mod:`lmsupervisor.preload`.
+The escalation ladder and the backoff are in :mod:`lmsupervisor.core.policy`; what to load
+is planned by :mod:`lmsupervisor.core.preload`.
 """
 
 from __future__ import annotations
@@ -26,15 +26,16 @@ import structlog
 from lmsupervisor import __version__
 from lmsupervisor.clock import Clock, iso
 from lmsupervisor.config import Config, ModelConfig
+from lmsupervisor.core.observed import LoadedModel
+from lmsupervisor.core.policy import Backoff, Step, step_for
+from lmsupervisor.core.preload import Action, plan
+from lmsupervisor.core.problems import Problem
+from lmsupervisor.core.states import State, Trigger, accepts, next_state
 from lmsupervisor.errors import ConfigError, LmsError, LmsExitError, LmsNotFoundError, LmSupervisorError
-from lmsupervisor.install import Install, ServerSettings, effective_server
-from lmsupervisor.lms import LmsClient, LoadedModel
-from lmsupervisor.policy import Backoff, Step, step_for
-from lmsupervisor.preload import Action, plan
-from lmsupervisor.probe import Prober, ProbeResult, base_url
-from lmsupervisor.problems import Problem
-from lmsupervisor.states import State, Trigger, accepts, next_state
-from lmsupervisor.watch import PidWatcher, ProcessTable
+from lmsupervisor.lmstudio.install import Install, ServerSettings, effective_server
+from lmsupervisor.lmstudio.lms import LmsClient
+from lmsupervisor.lmstudio.probe import Prober, ProbeResult, base_url
+from lmsupervisor.lmstudio.watch import PidWatcher, ProcessTable
 
 QUICK_TIMEOUT = 15.0  # seconds for `lms` calls that should answer at once (status, stop, ps)
 LOAD_TIMEOUT = 900.0  # seconds for one `lms load` (a large model on a slow disk)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lmsupervisor.homedir import resolve_home, write_pointer
+from lmsupervisor.lmstudio.homedir import resolve_home, write_pointer
 
 SIM_DIR = ".sim"
 # Real LM Studio's API-server ports, facts §1 ([js] lms-common/src/apiServerPorts.ts).

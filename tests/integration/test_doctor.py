@@ -17,7 +17,7 @@ import pytest
 
 from lmsupervisor.config import Config, ModelConfig
 from lmsupervisor.doctor import diagnose, render
-from lmsupervisor.install import Platform
+from lmsupervisor.lmstudio.install import Platform
 from lmsupervisor.simulator.home import SimInstall
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from lmsupervisor.client import request
+from lmsupervisor.api.client import request
 from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import SimInstall
 from tests.conftest import eventually

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 
 from lmsupervisor.config import Config
-from lmsupervisor.install import Install, ServerSettings
-from lmsupervisor.lms import LmsClient, LmsResult
-from lmsupervisor.probe import Prober
+from lmsupervisor.lmstudio.install import Install, ServerSettings
+from lmsupervisor.lmstudio.lms import LmsClient, LmsResult
+from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.supervisor import Supervisor
 
 

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmsupervisor.config import RestartConfig
-from lmsupervisor.policy import Backoff, Step, step_for
-from lmsupervisor.states import TRANSITIONS, IllegalTransition, State, Trigger, next_state
+from lmsupervisor.core.policy import Backoff, Step, step_for
+from lmsupervisor.core.states import TRANSITIONS, IllegalTransition, State, Trigger, next_state
 
 
 @pytest.mark.parametrize(("edge", "target"), list(TRANSITIONS.items()),

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lmsupervisor.config import Config, HealthConfig, ModelConfig, RestartConfig
-from lmsupervisor.states import State
+from lmsupervisor.core.states import State
 from lmsupervisor.supervisor import Supervisor
 from tests.scenarios.fakes import FakeClock, FakeLmStudio, make_supervisor, settle
 

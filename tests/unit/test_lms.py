@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lmsupervisor.errors import LmsExitError, LmsNotFoundError, LmsOutputError, LmsTimeoutError
-from lmsupervisor.lms import Lms, LmsClient, error_line, parse_ps
+from lmsupervisor.lmstudio.lms import Lms, LmsClient, error_line, parse_ps
 from tests.conftest import eventually
 
 

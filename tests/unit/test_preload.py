@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lmsupervisor.config import ModelConfig
-from lmsupervisor.lms import DownloadedModel, LoadedModel
-from lmsupervisor.preload import Action, plan
+from lmsupervisor.core.observed import DownloadedModel, LoadedModel
+from lmsupervisor.core.preload import Action, plan
 
 DL = [DownloadedModel("openai/gpt-oss-20b", "openai/gpt-oss-20b", "llm", 1, "g"),
       DownloadedModel("qwen/qwen3-4b", "lmstudio-community/Qwen3-4B-GGUF/q.gguf", "llm", 1, "q")]

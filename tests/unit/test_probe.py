@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from lmsupervisor.errors import ProbeError
-from lmsupervisor.probe import Prober, base_url
+from lmsupervisor.lmstudio.probe import Prober, base_url
 
 
 def prober(handler: object, timeout: float = 1.0) -> Prober:

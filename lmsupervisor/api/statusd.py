@@ -21,8 +21,8 @@ from typing import Any
 import h11
 import structlog
 
+from lmsupervisor.api.status import metrics
 from lmsupervisor.errors import StatusSocketError
-from lmsupervisor.status import metrics
 from lmsupervisor.supervisor import Supervisor
 
 MAX_REQUEST = 64 * 1024  # bytes: requests here are tiny
@@ -87,7 +87,7 @@ class StatusServer:
         self.supervisor = supervisor
         self.path = path
         self.group = group
-        self.log = structlog.get_logger("lmsupervisor.statusd")
+        self.log = structlog.get_logger("lmsupervisor.api.statusd")
         self._server: asyncio.AbstractServer | None = None
         self._streams: set[asyncio.Task[Any]] = set()
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lmsupervisor.config import ModelConfig
-from lmsupervisor.lms import DownloadedModel, LoadedModel
+from lmsupervisor.core.observed import DownloadedModel, LoadedModel
 
 
 class Action(enum.StrEnum):

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmsupervisor.homedir import resolve_home
-from lmsupervisor.problems import Problem
+from lmsupervisor.core.problems import Problem
+from lmsupervisor.lmstudio.homedir import resolve_home
 
 DOWNLOAD_URL = "https://lmstudio.ai/download"
 # The rc files `lms bootstrap` appends to when they exist ([js] installCli).

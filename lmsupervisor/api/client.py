@@ -142,7 +142,7 @@ def status_main(socket_path: str | os.PathLike[str] | None, as_json: bool) -> in
     if as_json:
         sys.stdout.write(json.dumps(snap, indent=2) + "\n")
     else:
-        from lmsupervisor.status import summary  # noqa: PLC0415
+        from lmsupervisor.api.status import summary  # noqa: PLC0415
 
         sys.stdout.write(summary(snap) + "\n")
     return EXIT_READY if snap.get("ready") else EXIT_NOT_READY
