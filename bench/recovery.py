@@ -27,8 +27,10 @@ from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import SimInstall, create_install
 
 MODELS = ["qwen/qwen3-4b", "google/gemma-3-1b"]
-PATHS = ["lmstudio-community/Qwen3-4B-GGUF/Qwen3-4B-Q4_K_M.gguf",
-         "lmstudio-community/gemma-3-1b-it-GGUF/gemma-3-1b-it-Q4_K_M.gguf"]
+PATHS = [
+    "lmstudio-community/Qwen3-4B-GGUF/Qwen3-4B-Q4_K_M.gguf",
+    "lmstudio-community/gemma-3-1b-it-GGUF/gemma-3-1b-it-Q4_K_M.gguf",
+]
 PHASE_TIMEOUT = 60.0  # seconds: a recovery slower than this aborts the benchmark
 
 
@@ -65,11 +67,16 @@ def main() -> int:
     config = tmp / "c.toml"
     config.write_text(
         "[server]\nstart_timeout = 30\n[health]\ninterval = 1\ntimeout = 2\n"
-        "[restart]\ninitial_delay = 0.1\nmax_delay = 2\njitter = 0\nreset_after = 0.5\n[log]\nlevel = \"warning\"\n"
-        + "".join(f'[[models]]\nkey = "{k}"\n' for k in MODELS))
+        '[restart]\ninitial_delay = 0.1\nmax_delay = 2\njitter = 0\nreset_after = 0.5\n[log]\nlevel = "warning"\n'
+        + "".join(f'[[models]]\nkey = "{k}"\n' for k in MODELS)
+    )
     env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)}
-    proc = subprocess.Popen([sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     notice, ready = [], []
     try:
         deadline = time.monotonic() + PHASE_TIMEOUT
@@ -105,17 +112,23 @@ def main() -> int:
         snap = request(sock, "GET", "/v1/status")[1]
         status_cmd = [sys.executable, "-m", "lmsupervisor", "status", "--socket", str(sock)]
         print(f"kills: {args.kills}, simulator time_scale {args.scale}, restarts.count {snap['restarts']['count']}")
-        print(f"kill -> noticed (backoff event)  median {statistics.median(notice):8.1f} ms   "
-              f"p95 {pct(notice, 0.95):8.1f} ms")
-        print(f"kill -> ready with all models    median {statistics.median(ready):8.1f} ms   "
-              f"p95 {pct(ready, 0.95):8.1f} ms")
+        print(
+            f"kill -> noticed (backoff event)  median {statistics.median(notice):8.1f} ms   "
+            f"p95 {pct(notice, 0.95):8.1f} ms"
+        )
+        print(
+            f"kill -> ready with all models    median {statistics.median(ready):8.1f} ms   "
+            f"p95 {pct(ready, 0.95):8.1f} ms"
+        )
         own = sum(base.values())
         print("simulator's own times (through its lms, no supervisor):")
         for name, ms in base.items():
             print(f"  {name:28s} {ms:8.1f} ms")
         print(f"  {'sum':28s} {own:8.1f} ms")
-        print(f"supervisor overhead (median ready - sum): {statistics.median(ready) - own:8.1f} ms "
-              f"(includes backoff initial_delay 100 ms; reset_after 0.5 s, so each kill is a first failure)")
+        print(
+            f"supervisor overhead (median ready - sum): {statistics.median(ready) - own:8.1f} ms "
+            f"(includes backoff initial_delay 100 ms; reset_after 0.5 s, so each kill is a first failure)"
+        )
         bench_status(status_cmd)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -130,8 +143,10 @@ def bench_status(status_cmd: list[str]) -> None:
     script = shutil.which("lmsupervisor", path=str(Path(sys.executable).parent))
     cmd = [script, *status_cmd[3:]] if script else status_cmd
     if shutil.which("hyperfine"):
-        subprocess.run(["hyperfine", "-N", "--warmup", "5", "--runs", "50", "-i",
-                        f"{sys.executable} -c pass", " ".join(cmd)], check=False)
+        subprocess.run(
+            ["hyperfine", "-N", "--warmup", "5", "--runs", "50", "-i", f"{sys.executable} -c pass", " ".join(cmd)],
+            check=False,
+        )
         return
     for label, argv in (("python -c pass", [sys.executable, "-c", "pass"]), ("lmsupervisor status", cmd)):
         runs = []

@@ -28,16 +28,20 @@ def _parser() -> argparse.ArgumentParser:
     import argparse
     from pathlib import Path
 
-    p = argparse.ArgumentParser(prog="lmsupervisor",
-                                description="Keeps a local LM Studio server alive with its models.")
+    p = argparse.ArgumentParser(
+        prog="lmsupervisor", description="Keeps a local LM Studio server alive with its models."
+    )
     from lmsupervisor import __version__
 
     p.add_argument("--version", action="version", version=f"lmsupervisor {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def sock(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--socket", type=Path, help="status socket (default: $LMSUPERVISOR_SOCKET, "
-                        "then status.socket, then the per-user runtime dir)")
+        sp.add_argument(
+            "--socket",
+            type=Path,
+            help="status socket (default: $LMSUPERVISOR_SOCKET, then status.socket, then the per-user runtime dir)",
+        )
 
     run = sub.add_parser("run", help="run in the foreground (what services call)")
     run.add_argument("--config", type=Path)
@@ -99,9 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         return fast
     args = _parser().parse_args(argv)
     handler = {
-        "run": cmd_run, "status": cmd_status, "events": cmd_events, "wait": cmd_wait,
-        "restart": cmd_restart, "reload": cmd_reload, "doctor": cmd_doctor,
-        "config": cmd_config, "demo": cmd_demo,
+        "run": cmd_run,
+        "status": cmd_status,
+        "events": cmd_events,
+        "wait": cmd_wait,
+        "restart": cmd_restart,
+        "reload": cmd_reload,
+        "doctor": cmd_doctor,
+        "config": cmd_config,
+        "demo": cmd_demo,
     }[args.command]
     from lmsupervisor.errors import ConfigError, InstanceLockedError
 

@@ -106,8 +106,9 @@ def _fail(key: str, expected: str, value: Any) -> ConfigError:
     return ConfigError(f"{key}: expected {expected}, got {_describe(value)}", key=key)
 
 
-def _number(key: str, value: Any, *, minimum: float = 0.0, positive: bool = False,
-            what: str = "seconds as a number") -> float:
+def _number(
+    key: str, value: Any, *, minimum: float = 0.0, positive: bool = False, what: str = "seconds as a number"
+) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(key, what, value)
     if value < minimum or (positive and value <= 0):
@@ -174,8 +175,7 @@ def _gpu(key: str, value: Any) -> str | float:
 def _model(key: str, raw: Any) -> ModelConfig:
     table = _table(key, raw, _keys(ModelConfig))
     if "key" not in table:
-        raise ConfigError(f"{key}.key: required (the model key as in `lms ls --json`)",
-                          key=f"{key}.key")
+        raise ConfigError(f"{key}.key: required (the model key as in `lms ls --json`)", key=f"{key}.key")
     model_key = _str(f"{key}.key", table["key"])
     if not model_key.strip():
         raise _fail(f"{key}.key", "a model key", model_key)
@@ -208,8 +208,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         bind=_str("server.bind", sv["bind"]) if "bind" in sv else None,
         port=_int("server.port", sv["port"], 1, 65535) if "port" in sv else None,
         cors=_bool("server.cors", sv["cors"]) if "cors" in sv else None,
-        start_timeout=_number("server.start_timeout", sv.get("start_timeout", d.server.start_timeout),
-                              positive=True),
+        start_timeout=_number("server.start_timeout", sv.get("start_timeout", d.server.start_timeout), positive=True),
     )
     if server.bind is not None and not server.bind.strip():
         raise _fail("server.bind", "an address such as 127.0.0.1", server.bind)
@@ -218,25 +217,27 @@ def parse(data: Mapping[str, Any]) -> Config:
     health = HealthConfig(
         interval=_number("health.interval", hc.get("interval", d.health.interval), positive=True),
         timeout=_number("health.timeout", hc.get("timeout", d.health.timeout), positive=True),
-        failures_before_restart=_int("health.failures_before_restart",
-                                     hc.get("failures_before_restart",
-                                            d.health.failures_before_restart), 1),
+        failures_before_restart=_int(
+            "health.failures_before_restart", hc.get("failures_before_restart", d.health.failures_before_restart), 1
+        ),
     )
 
     rc = _table("restart", top.get("restart", {}), _keys(RestartConfig))
     restart = RestartConfig(
         initial_delay=_number("restart.initial_delay", rc.get("initial_delay", d.restart.initial_delay)),
         max_delay=_number("restart.max_delay", rc.get("max_delay", d.restart.max_delay)),
-        multiplier=_number("restart.multiplier", rc.get("multiplier", d.restart.multiplier),
-                           minimum=1.0, what="a number"),
+        multiplier=_number(
+            "restart.multiplier", rc.get("multiplier", d.restart.multiplier), minimum=1.0, what="a number"
+        ),
         jitter=_number("restart.jitter", rc.get("jitter", d.restart.jitter), what="a fraction"),
         reset_after=_number("restart.reset_after", rc.get("reset_after", d.restart.reset_after)),
     )
     if restart.jitter >= 1:
         raise _fail("restart.jitter", "a fraction from 0 to below 1", restart.jitter)
     if restart.max_delay < restart.initial_delay:
-        raise _fail("restart.max_delay", f"seconds >= restart.initial_delay "
-                    f"({restart.initial_delay:g})", restart.max_delay)
+        raise _fail(
+            "restart.max_delay", f"seconds >= restart.initial_delay ({restart.initial_delay:g})", restart.max_delay
+        )
 
     raw_models = top.get("models", [])
     if not isinstance(raw_models, list):
@@ -246,8 +247,10 @@ def parse(data: Mapping[str, Any]) -> Config:
     for i, m in enumerate(models):
         name = m.identifier or m.key
         if name in seen:
-            raise ConfigError(f"models[{i}]: declares {name!r} again (also models[{seen[name]}]); "
-                              "give one an `identifier`", key=f"models[{i}]")
+            raise ConfigError(
+                f"models[{i}]: declares {name!r} again (also models[{seen[name]}]); give one an `identifier`",
+                key=f"models[{i}]",
+            )
         seen[name] = i
 
     st = _table("status", top.get("status", {}), _keys(StatusConfig))
@@ -256,8 +259,10 @@ def parse(data: Mapping[str, Any]) -> Config:
         group=_str("status.group", st.get("group", "")),
     )
     lg = _table("log", top.get("log", {}), _keys(LogConfig))
-    log = LogConfig(level=_str("log.level", lg.get("level", "info"), LOG_LEVELS),
-                    format=_str("log.format", lg.get("format", "auto"), LOG_FORMATS))
+    log = LogConfig(
+        level=_str("log.level", lg.get("level", "info"), LOG_LEVELS),
+        format=_str("log.format", lg.get("format", "auto"), LOG_FORMATS),
+    )
     return Config(lmstudio, server, health, restart, models, status, log)
 
 
@@ -278,8 +283,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> tuple[Confi
         raw = path.read_bytes()
     except FileNotFoundError:
         if explicit:
-            raise ConfigError(f"{path}: no such file", hint="create it with "
-                              "`lmsupervisor config init`, or leave --config out") from None
+            raise ConfigError(
+                f"{path}: no such file", hint="create it with `lmsupervisor config init`, or leave --config out"
+            ) from None
         return Config(), path
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from exc

@@ -46,20 +46,25 @@ class Diagnosis:
             "ok": self.ok,
             "lmstudio": {
                 **self.install.to_json(),
-                "daemon": None if d is None else {
-                    "supported": d.supported, "running": d.running, "pid": d.pid,
-                    "is_daemon": d.is_daemon},
+                "daemon": None
+                if d is None
+                else {"supported": d.supported, "running": d.running, "pid": d.pid, "is_daemon": d.is_daemon},
             },
             "server": {
-                "running": bool(self.probe and self.probe.ok), "bind": self.server.bind,
-                "port": self.server.port, "cors": self.server.cors,
+                "running": bool(self.probe and self.probe.ok),
+                "bind": self.server.bind,
+                "port": self.server.port,
+                "cors": self.server.cors,
                 "api_endpoint": self.api_endpoint,
                 "last_probe_ms": round(self.probe.latency_ms, 3) if self.probe else None,
                 "error": self.probe.error if self.probe else None,
             },
-            "models": None if self.loaded is None else [
+            "models": None
+            if self.loaded is None
+            else [
                 {"identifier": m.identifier, "key": m.model_key, "path": m.path, "status": m.status}
-                for m in self.loaded],
+                for m in self.loaded
+            ],
             "problems": [p.to_json() for p in self.problems],
         }
 
@@ -72,8 +77,7 @@ async def diagnose(
 ) -> Diagnosis:
     """Diagnose this machine; never raises for what it finds (it becomes a problem)."""
     install = detect(platform, config.lmstudio.home, config.lmstudio.lms)
-    server = effective_server(config.server.bind, config.server.port, config.server.cors,
-                              install.server)
+    server = effective_server(config.server.bind, config.server.port, config.server.cors, install.server)
     url = base_url(server.bind, server.port)
     diag = Diagnosis(install, server, url, problems=list(install.problems))
     if not install.installed:
@@ -81,6 +85,7 @@ async def diagnose(
 
     client = None
     if install.lms is not None:
+
         def default_factory(p: Path) -> LmsRunner:
             return Lms(p, env=platform.env)
 
@@ -88,8 +93,13 @@ async def diagnose(
         try:
             diag.daemon = await client.daemon_status(timeout=LMS_TIMEOUT)
         except LmsError as exc:
-            diag.problems.append(Problem("lms_failed", f"`lms daemon status` failed: {exc.message}",
-                                         exc.hint or "run `lms daemon status` to see why"))
+            diag.problems.append(
+                Problem(
+                    "lms_failed",
+                    f"`lms daemon status` failed: {exc.message}",
+                    exc.hint or "run `lms daemon status` to see why",
+                )
+            )
 
     own_prober = prober is None
     prober = prober or Prober(timeout=config.health.timeout)
@@ -102,35 +112,55 @@ async def diagnose(
     lms_cmd = str(install.lms) if install.lms else "lms"
     daemon_down = diag.daemon is not None and diag.daemon.supported and not diag.daemon.running
     if daemon_down:
-        diag.problems.append(Problem("daemon_not_running", "LM Studio's daemon is not running",
-                                     f"run `{lms_cmd} daemon up`, or start `lmsupervisor run`"))
+        diag.problems.append(
+            Problem(
+                "daemon_not_running",
+                "LM Studio's daemon is not running",
+                f"run `{lms_cmd} daemon up`, or start `lmsupervisor run`",
+            )
+        )
     if not diag.probe.ok:
         if diag.probe.status is not None:
-            diag.problems.append(Problem(
-                "port_not_lmstudio", f"something other than LM Studio answers at {url}: "
-                f"{diag.probe.error}", f"free port {server.port}, or set server.port to another port"))
+            diag.problems.append(
+                Problem(
+                    "port_not_lmstudio",
+                    f"something other than LM Studio answers at {url}: {diag.probe.error}",
+                    f"free port {server.port}, or set server.port to another port",
+                )
+            )
         else:
             flags = f"--port {server.port} --bind {server.bind}" + (" --cors" if server.cors else "")
-            diag.problems.append(Problem(
-                "server_not_running", f"LM Studio is not responding at {url} ({diag.probe.error})",
-                f"run `{lms_cmd} server start {flags}`" if install.lms else
-                f"Install LM Studio from {DOWNLOAD_URL} and run `lms server start`"))
+            diag.problems.append(
+                Problem(
+                    "server_not_running",
+                    f"LM Studio is not responding at {url} ({diag.probe.error})",
+                    f"run `{lms_cmd} server start {flags}`"
+                    if install.lms
+                    else f"Install LM Studio from {DOWNLOAD_URL} and run `lms server start`",
+                )
+            )
 
     service_up = (diag.daemon is not None and diag.daemon.running) or diag.probe.ok
     if client is not None and service_up:
         try:
             diag.loaded = await client.ps(timeout=LMS_TIMEOUT)
         except LmsError as exc:
-            diag.problems.append(Problem("lms_failed", f"`lms ps --json` failed: {exc.message}",
-                                         exc.hint or "run `lms ps` to see why"))
+            diag.problems.append(
+                Problem("lms_failed", f"`lms ps --json` failed: {exc.message}", exc.hint or "run `lms ps` to see why")
+            )
     if diag.loaded is not None:
-        loaded_names = {m.identifier for m in diag.loaded} | {m.model_key for m in diag.loaded} | {
-            m.path for m in diag.loaded}
+        loaded_names = (
+            {m.identifier for m in diag.loaded} | {m.model_key for m in diag.loaded} | {m.path for m in diag.loaded}
+        )
         for model in config.models:
             if (model.identifier or model.key) not in loaded_names:
-                diag.problems.append(Problem(
-                    "model_not_loaded", f"the declared model {model.key} is not loaded",
-                    f"run `{lms_cmd} load {model.key} --yes`, or start `lmsupervisor run`"))
+                diag.problems.append(
+                    Problem(
+                        "model_not_loaded",
+                        f"the declared model {model.key} is not loaded",
+                        f"run `{lms_cmd} load {model.key} --yes`, or start `lmsupervisor run`",
+                    )
+                )
     return diag
 
 
@@ -144,10 +174,10 @@ def render(diag: Diagnosis) -> str:
         rows.append(("LM Studio", "not installed"))
     rows.append(("lms", f"{inst.lms} (from {inst.lms_source})" if inst.lms else "not found"))
     rows.append(("bootstrapped", "yes" if inst.bootstrapped else "no"))
-    rows.append(("service", {"llmster": "llmster (headless daemon)", "app": "LM Studio app",
-                             None: "not found"}[inst.kind]))
-    rows.append(("local service", {True: "enabled", False: "disabled", None: "unknown"}[
-        inst.local_service_enabled]))
+    rows.append(
+        ("service", {"llmster": "llmster (headless daemon)", "app": "LM Studio app", None: "not found"}[inst.kind])
+    )
+    rows.append(("local service", {True: "enabled", False: "disabled", None: "unknown"}[inst.local_service_enabled]))
     d = diag.daemon
     if d is not None:
         if not d.supported:
@@ -156,8 +186,13 @@ def render(diag: Diagnosis) -> str:
             rows.append(("daemon", f"running (PID {d.pid})" if d.running else "not running"))
     if diag.probe is not None:
         if diag.probe.ok:
-            rows.append(("server", f"running at {diag.api_endpoint} "
-                                   f"({diag.probe.latency_ms:.1f} ms), CORS {'on' if diag.server.cors else 'off'}"))
+            rows.append(
+                (
+                    "server",
+                    f"running at {diag.api_endpoint} "
+                    f"({diag.probe.latency_ms:.1f} ms), CORS {'on' if diag.server.cors else 'off'}",
+                )
+            )
         else:
             rows.append(("server", f"not responding at {diag.api_endpoint}"))
     if diag.loaded is not None:

@@ -31,8 +31,9 @@ from lmsupervisor.supervisor import Supervisor
 STAGE_TIMEOUT = 5.0  # seconds for each shutdown stage
 
 
-def build_supervisor(cfg: Config, platform: Platform, config_path: Path | None,
-                     explicit_config: bool) -> tuple[Supervisor, Prober]:
+def build_supervisor(
+    cfg: Config, platform: Platform, config_path: Path | None, explicit_config: bool
+) -> tuple[Supervisor, Prober]:
     """A Supervisor with the real clock, lms, prober and process watching."""
     clock = SystemClock()
     prober = Prober(timeout=cfg.health.timeout)
@@ -41,10 +42,16 @@ def build_supervisor(cfg: Config, platform: Platform, config_path: Path | None,
         return configmod.load(config_path if explicit_config else None)[0]
 
     sup = Supervisor(
-        cfg, clock=clock, lms_factory=lambda p: LmsClient(Lms(p, env=platform.env)), prober=prober,
+        cfg,
+        clock=clock,
+        lms_factory=lambda p: LmsClient(Lms(p, env=platform.env)),
+        prober=prober,
         detect=lambda c: detect(platform, c.lmstudio.home, c.lmstudio.lms),
-        pids=OsPidWatcher(clock), processes=OsProcessTable(clock), config_loader=loader,
-        config_path=config_path, pid=os.getpid(),
+        pids=OsPidWatcher(clock),
+        processes=OsProcessTable(clock),
+        config_loader=loader,
+        config_path=config_path,
+        pid=os.getpid(),
     )
     return sup, prober
 
@@ -58,8 +65,7 @@ async def _watch_config(path: Path, sup: Supervisor) -> None:
             sup.post("reload")
 
 
-async def serve(cfg: Config, config_path: Path, explicit: bool, sock: Path,
-                platform: Platform | None = None) -> None:
+async def serve(cfg: Config, config_path: Path, explicit: bool, sock: Path, platform: Platform | None = None) -> None:
     log = structlog.get_logger("lmsupervisor")
     sup, prober = build_supervisor(cfg, platform or Platform.current(), config_path, explicit)
     server = StatusServer(sup, sock, cfg.status.group)
@@ -96,8 +102,10 @@ def run_main(config_path: Path | None) -> None:
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        raise InstanceLockedError(f"another instance is running for {sock} (lock {lock.lock_file})",
-                                  hint="stop it first, or give this one another status.socket") from None
+        raise InstanceLockedError(
+            f"another instance is running for {sock} (lock {lock.lock_file})",
+            hint="stop it first, or give this one another status.socket",
+        ) from None
     try:
         asyncio.run(serve(cfg, path, config_path is not None, sock))
     except StatusSocketError as exc:

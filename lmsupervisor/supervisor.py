@@ -148,8 +148,10 @@ class Supervisor:
         self._subscribers.add(q)
         return q
 
-    async def events(self, q: asyncio.Queue[dict[str, Any] | None] | None = None,
-                     ) -> AsyncGenerator[dict[str, Any], None]:
+    async def events(
+        self,
+        q: asyncio.Queue[dict[str, Any] | None] | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Events as they happen (``state``, ``model``, ``restart``) until shutdown;
         pass a queue from :meth:`subscribe` to miss nothing between subscribing and reading."""
         q = q or self.subscribe()
@@ -169,28 +171,43 @@ class Supervisor:
             "state": self.state.value,
             "ready": self.ready,
             "since": iso(self.since),
-            "supervisor": {"version": __version__, "pid": self.pid, "started_at": iso(self.started_at),
-                           "config_path": str(self.config_path) if self.config_path else None,
-                           "config_error": self.config_error},
+            "supervisor": {
+                "version": __version__,
+                "pid": self.pid,
+                "started_at": iso(self.started_at),
+                "config_path": str(self.config_path) if self.config_path else None,
+                "config_error": self.config_error,
+            },
             "lmstudio": {
-                "installed": bool(inst and inst.installed), "bootstrapped": bool(inst and inst.bootstrapped),
+                "installed": bool(inst and inst.installed),
+                "bootstrapped": bool(inst and inst.bootstrapped),
                 "home": str(inst.home) if inst else None,
                 "lms": str(inst.lms) if inst and inst.lms else None,
-                "version": self.lms_version, "daemon_pid": self.daemon_pid,
+                "version": self.lms_version,
+                "daemon_pid": self.daemon_pid,
                 "local_service_enabled": inst.local_service_enabled if inst else None,
                 "kind": inst.kind if inst else None,
             },
             "server": {
-                "running": self.server_running, "bind": self.server.bind, "port": self.server.port,
-                "cors": self.server.cors, "api_endpoint": base_url(self.server.bind, self.server.port),
+                "running": self.server_running,
+                "bind": self.server.bind,
+                "port": self.server.port,
+                "cors": self.server.cors,
+                "api_endpoint": base_url(self.server.bind, self.server.port),
                 "last_probe_ms": None if self.last_probe_ms is None else round(self.last_probe_ms, 3),
                 "consecutive_failures": self.consecutive_failures,
             },
-            "models": [{"key": m.key, "identifier": m.identifier, "state": m.state, "error": m.error}
-                       for m in self.models.values()],
-            "restarts": {"count": self.restart_count, "last_reason": self.last_restart_reason,
-                         "last_at": iso(self.last_restart_at), "next_attempt_at": iso(self.next_attempt_at),
-                         "attempt": self.backoff.attempt},
+            "models": [
+                {"key": m.key, "identifier": m.identifier, "state": m.state, "error": m.error}
+                for m in self.models.values()
+            ],
+            "restarts": {
+                "count": self.restart_count,
+                "last_reason": self.last_restart_reason,
+                "last_at": iso(self.last_restart_at),
+                "next_attempt_at": iso(self.next_attempt_at),
+                "attempt": self.backoff.attempt,
+            },
             "problems": [p.to_json() for p in self.problems],
         }
 
@@ -199,10 +216,10 @@ class Supervisor:
         previous = self.state
         self.state = next_state(previous, trigger)  # raises IllegalTransition
         self.since = self.clock.wall()
-        self.log.info("state_changed", state=self.state.value, previous=previous.value,
-                      trigger=trigger.value, reason=reason)
-        self._publish({"type": "state", "state": self.state.value, "previous": previous.value,
-                       "reason": reason})
+        self.log.info(
+            "state_changed", state=self.state.value, previous=previous.value, trigger=trigger.value, reason=reason
+        )
+        self._publish({"type": "state", "state": self.state.value, "previous": previous.value, "reason": reason})
         if self.state in (State.READY, State.DEGRADED):
             if self._health is None or self._health.done():
                 self._health = asyncio.create_task(self._health_loop())
@@ -284,8 +301,12 @@ class Supervisor:
                 self.log.info("backoff_reset", after_attempts=self.backoff.attempt)
                 self.backoff.reset()
             if loaded is not None:
-                gone = [m for m in self.config.models if self.models[self._name(m)].state == "loaded"
-                        and plan([m], loaded, [])[0].action is not Action.KEEP]
+                gone = [
+                    m
+                    for m in self.config.models
+                    if self.models[self._name(m)].state == "loaded"
+                    and plan([m], loaded, [])[0].action is not Action.KEEP
+                ]
                 if gone:
                     for m in gone:
                         self._set_model(m, "pending", None)
@@ -322,23 +343,23 @@ class Supervisor:
         self._healthy_since = None
         delay = self.backoff.next_delay()
         self.last_restart_reason = reason
-        self.log.warning("supervision_failed", reason=reason, attempt=self.backoff.attempt,
-                         retry_in=round(delay, 3))
+        self.log.warning("supervision_failed", reason=reason, attempt=self.backoff.attempt, retry_in=round(delay, 3))
         self._fire(Trigger.FAILED, reason)
         self.next_attempt_at = self.clock.wall() + delay
         self._schedule(delay)
 
     def _healthy_long_enough(self) -> bool:
         """READY for at least ``restart.reset_after`` seconds: the next failure starts the backoff over."""
-        return (self._healthy_since is not None
-                and self.clock.monotonic() - self._healthy_since >= self.config.restart.reset_after)
+        return (
+            self._healthy_since is not None
+            and self.clock.monotonic() - self._healthy_since >= self.config.restart.reset_after
+        )
 
     def _count_restart(self, reason: str, step: Step) -> None:
         self.restart_count += 1
         self.last_restart_at = self.clock.wall()
         self.last_restart_reason = reason
-        self._publish({"type": "restart", "count": self.restart_count, "reason": reason,
-                       "step": step.name.lower()})
+        self._publish({"type": "restart", "count": self.restart_count, "reason": reason, "step": step.name.lower()})
 
     def _schedule(self, delay: float) -> None:
         self._cancel(self._timer)
@@ -367,8 +388,7 @@ class Supervisor:
         self._sync_models()
         self.log.info("config_reloaded")
         self._publish({"type": "config", "error": None})
-        if (old.server, old.lmstudio) != (new.server, new.lmstudio) and accepts(
-                self.state, Trigger.RECONFIGURE_SERVER):
+        if (old.server, old.lmstudio) != (new.server, new.lmstudio) and accepts(self.state, Trigger.RECONFIGURE_SERVER):
             self._cancel_all()
             self._fire(Trigger.RECONFIGURE_SERVER, "server settings changed")
             self._begin(self._bring_up(Step.RESTART_SERVER))
@@ -434,7 +454,8 @@ class Supervisor:
         if step is Step.START:
             probe = await self.prober.greeting(url, timeout=cfg.health.timeout)
             declared_differs = (cfg.server.bind is not None and cfg.server.bind != install.server.bind) or (
-                cfg.server.cors is not None and cfg.server.cors != install.server.cors)
+                cfg.server.cors is not None and cfg.server.cors != install.server.cors
+            )
             if probe.ok and not declared_differs:
                 adopted = await self._find_daemon_pid(lms, install)
                 self.log.info("server_adopted", url=url, daemon_pid=adopted)
@@ -466,8 +487,7 @@ class Supervisor:
         if step >= Step.RESTART_SERVER:
             with contextlib.suppress(LmsError):
                 await lms.server_stop(timeout=QUICK_TIMEOUT)
-        await lms.server_start(self.server.port, self.server.bind, self.server.cors,
-                               timeout=cfg.server.start_timeout)
+        await lms.server_start(self.server.port, self.server.bind, self.server.cors, timeout=cfg.server.start_timeout)
         probe = await self.prober.greeting(url, timeout=cfg.health.timeout)
         if not probe.ok:
             self.post("bring_up_failed", reason=f"`lms server start` succeeded but {probe.error}")
@@ -502,8 +522,9 @@ class Supervisor:
 
     def _sync_models(self) -> None:
         old = self.models
-        self.models = {self._name(m): old.get(self._name(m)) or ModelStatus(m.key, m.identifier)
-                       for m in self.config.models}
+        self.models = {
+            self._name(m): old.get(self._name(m)) or ModelStatus(m.key, m.identifier) for m in self.config.models
+        }
 
     def _set_model(self, m: ModelConfig, state: str, error: str | None) -> None:
         status = self.models[self._name(m)]
@@ -512,10 +533,18 @@ class Supervisor:
         status.state, status.error = state, error
         log = self.log.warning if state == "failed" else self.log.info
         fields = {"key": m.key, "identifier": m.identifier, **({"error": error} if error else {})}
-        log("model_" + {"loaded": "loaded", "failed": "load_failed", "loading": "loading",
-                        "downloading": "downloading", "pending": "pending"}[state], **fields)
-        self._publish({"type": "model", "key": m.key, "identifier": m.identifier, "state": state,
-                       "error": error})
+        log(
+            "model_"
+            + {
+                "loaded": "loaded",
+                "failed": "load_failed",
+                "loading": "loading",
+                "downloading": "downloading",
+                "pending": "pending",
+            }[state],
+            **fields,
+        )
+        self._publish({"type": "model", "key": m.key, "identifier": m.identifier, "state": state, "error": error})
 
     async def _load_models(self) -> None:
         try:
@@ -553,8 +582,14 @@ class Supervisor:
                         continue
                 self._set_model(m, "loading", None)
                 assert path is not None  # noqa: S101 - LOAD always carries the path
-                await lms.load(path, identifier=m.identifier, context_length=m.context_length, gpu=m.gpu,
-                               ttl=m.ttl, timeout=LOAD_TIMEOUT)
+                await lms.load(
+                    path,
+                    identifier=m.identifier,
+                    context_length=m.context_length,
+                    gpu=m.gpu,
+                    ttl=m.ttl,
+                    timeout=LOAD_TIMEOUT,
+                )
                 self._set_model(m, "loaded", None)
             except LmsExitError as exc:
                 self._set_model(m, "failed", exc.error_line)  # LM Studio's own words
@@ -571,8 +606,7 @@ class Supervisor:
             elif status.state != "failed":
                 self._set_model(item.model, "failed", "not listed by `lms ps --json` after loading")
         failed = [n for n, s in self.models.items() if s.state == "failed"]
-        self.post("models_done", ok=not failed,
-                  reason=f"model failed: {', '.join(failed)}" if failed else "all loaded")
+        self.post("models_done", ok=not failed, reason=f"model failed: {', '.join(failed)}" if failed else "all loaded")
 
     # -- health -----------------------------------------------------------------------
     async def _health_loop(self) -> None:
@@ -586,4 +620,3 @@ class Supervisor:
                 with contextlib.suppress(LmsError):
                     loaded = await self._client().ps(timeout=max(health.timeout, QUICK_TIMEOUT))
             self.post("probe", result=result, loaded=loaded)
-

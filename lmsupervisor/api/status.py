@@ -10,8 +10,7 @@ TYPE_CHECKING = False  # `status` must not pay for importing typing
 if TYPE_CHECKING:
     from typing import Any
 
-STATES = ("not_installed", "starting", "loading_models", "ready", "degraded", "backoff",
-          "stopping", "stopped")
+STATES = ("not_installed", "starting", "loading_models", "ready", "degraded", "backoff", "stopping", "stopped")
 
 
 def _label(value: Any) -> str:
@@ -35,14 +34,20 @@ def metrics(snap: dict[str, Any]) -> str:
         f"lmsupervisor_probe_failures {int(snap['server']['consecutive_failures'])}",
     ]
     if snap["server"]["last_probe_ms"] is not None:
-        lines += ["# HELP lmsupervisor_probe_latency_seconds Latency of the last greeting probe.",
-                  "# TYPE lmsupervisor_probe_latency_seconds gauge",
-                  f"lmsupervisor_probe_latency_seconds {snap['server']['last_probe_ms'] / 1000:.6f}"]
-    lines += ["# HELP lmsupervisor_model_loaded 1 when the declared model is loaded.",
-              "# TYPE lmsupervisor_model_loaded gauge"]
+        lines += [
+            "# HELP lmsupervisor_probe_latency_seconds Latency of the last greeting probe.",
+            "# TYPE lmsupervisor_probe_latency_seconds gauge",
+            f"lmsupervisor_probe_latency_seconds {snap['server']['last_probe_ms'] / 1000:.6f}",
+        ]
+    lines += [
+        "# HELP lmsupervisor_model_loaded 1 when the declared model is loaded.",
+        "# TYPE lmsupervisor_model_loaded gauge",
+    ]
     for m in snap["models"]:
-        lines.append(f'lmsupervisor_model_loaded{{key="{_label(m["key"])}",'
-                     f'identifier="{_label(m["identifier"] or "")}"}} {int(m["state"] == "loaded")}')
+        lines.append(
+            f'lmsupervisor_model_loaded{{key="{_label(m["key"])}",'
+            f'identifier="{_label(m["identifier"] or "")}"}} {int(m["state"] == "loaded")}'
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -52,11 +57,19 @@ def summary(snap: dict[str, Any]) -> str:
     lm = snap["lmstudio"]
     rows = [("state", f"{snap['state']} since {snap['since']}")]
     if snap["state"] == "backoff" and snap["restarts"]["next_attempt_at"]:
-        rows[0] = ("state", f"backoff (attempt {snap['restarts'].get('attempt')}), next attempt at "
-                            f"{snap['restarts']['next_attempt_at']}")
+        rows[0] = (
+            "state",
+            f"backoff (attempt {snap['restarts'].get('attempt')}), next attempt at "
+            f"{snap['restarts']['next_attempt_at']}",
+        )
     probe = f", probe {server['last_probe_ms']:.1f} ms" if server["last_probe_ms"] is not None else ""
-    rows.append(("server", f"{server['api_endpoint']} {'running' if server['running'] else 'down'}"
-                           f"{probe}{', CORS on' if server['cors'] else ''}"))
+    rows.append(
+        (
+            "server",
+            f"{server['api_endpoint']} {'running' if server['running'] else 'down'}"
+            f"{probe}{', CORS on' if server['cors'] else ''}",
+        )
+    )
     rows.append(("daemon", f"PID {lm['daemon_pid']}" if lm["daemon_pid"] else "unknown"))
     for m in snap["models"]:
         name = m["key"] + (f" as {m['identifier']}" if m["identifier"] else "")

@@ -29,8 +29,12 @@ MAX_REQUEST = 64 * 1024  # bytes: requests here are tiny
 READ_TIMEOUT = 30.0  # seconds a client may take to send its request
 
 ROUTES: dict[str, tuple[str, ...]] = {
-    "/v1/status": ("GET",), "/v1/health": ("GET",), "/v1/events": ("GET",), "/metrics": ("GET",),
-    "/v1/restart": ("POST",), "/v1/reload": ("POST",),
+    "/v1/status": ("GET",),
+    "/v1/health": ("GET",),
+    "/v1/events": ("GET",),
+    "/metrics": ("GET",),
+    "/v1/restart": ("POST",),
+    "/v1/reload": ("POST",),
 }
 
 
@@ -43,8 +47,10 @@ def prepare_socket_dir(path: Path) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = folder.stat()
     if hasattr(os, "getuid") and info.st_uid != os.getuid():
-        raise StatusSocketError(f"{folder} belongs to uid {info.st_uid}, not to us",
-                                hint="choose another status.socket, or remove that folder")
+        raise StatusSocketError(
+            f"{folder} belongs to uid {info.st_uid}, not to us",
+            hint="choose another status.socket, or remove that folder",
+        )
     if stat.S_IMODE(info.st_mode) & 0o077 and folder.name == "lmsupervisor":
         folder.chmod(0o700)
 
@@ -54,8 +60,9 @@ def remove_stale_socket(path: Path) -> None:
     if not path.exists() and not path.is_symlink():
         return
     if not stat.S_ISSOCK(path.lstat().st_mode):
-        raise StatusSocketError(f"{path} exists and is not a socket",
-                                hint="move it away or choose another status.socket")
+        raise StatusSocketError(
+            f"{path} exists and is not a socket", hint="move it away or choose another status.socket"
+        )
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(1.0)
         try:
@@ -66,8 +73,9 @@ def remove_stale_socket(path: Path) -> None:
         except OSError:
             path.unlink(missing_ok=True)
             return
-    raise StatusSocketError(f"another process answers on {path}",
-                            hint="stop the other lmsupervisor, or choose another status.socket")
+    raise StatusSocketError(
+        f"another process answers on {path}", hint="stop the other lmsupervisor, or choose another status.socket"
+    )
 
 
 def peer_uid(sock: socket.socket | None) -> int | None:
@@ -152,10 +160,21 @@ class StatusServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, body: bytes,
-                    ctype: str = "application/json", extra: list[tuple[str, str]] | None = None) -> None:
-        headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Server", "lmsupervisor"),
-                   *(extra or [])]
+    async def _send(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        ctype: str = "application/json",
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        headers = [
+            ("Content-Type", ctype),
+            ("Content-Length", str(len(body))),
+            ("Server", "lmsupervisor"),
+            *(extra or []),
+        ]
         writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
         writer.write(conn.send(h11.Data(data=body)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
@@ -164,8 +183,9 @@ class StatusServer:
     async def _json(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, value: Any) -> None:
         await self._send(conn, writer, status, json.dumps(value).encode() + b"\n")
 
-    async def _respond(self, conn: h11.Connection, req: h11.Request, reader: asyncio.StreamReader,
-                       writer: asyncio.StreamWriter) -> None:
+    async def _respond(
+        self, conn: h11.Connection, req: h11.Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         target = req.target.decode("latin-1")
         path, _, query = target.partition("?")
         method = req.method.decode("latin-1")
@@ -191,20 +211,27 @@ class StatusServer:
         if path == "/v1/status":
             await self._json(conn, writer, 200, sup.snapshot())
         elif path == "/v1/health":
-            await self._json(conn, writer, 200 if sup.ready else 503,
-                             {"ready": sup.ready, "state": sup.state.value})
+            await self._json(conn, writer, 200 if sup.ready else 503, {"ready": sup.ready, "state": sup.state.value})
         elif path == "/metrics":
-            await self._send(conn, writer, 200, metrics(sup.snapshot()).encode(),
-                             "text/plain; version=0.0.4; charset=utf-8")
+            await self._send(
+                conn, writer, 200, metrics(sup.snapshot()).encode(), "text/plain; version=0.0.4; charset=utf-8"
+            )
         else:
             await self._stream_events(conn, writer, reader)
 
-    async def _stream_events(self, conn: h11.Connection, writer: asyncio.StreamWriter,
-                             reader: asyncio.StreamReader) -> None:
+    async def _stream_events(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, reader: asyncio.StreamReader
+    ) -> None:
         """NDJSON, one event a line, until the client leaves or the supervisor stops."""
         subscription = self.supervisor.subscribe()  # before the head: a client that saw it misses nothing
-        writer.write(conn.send(h11.Response(status_code=200, headers=[
-            ("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-cache")])) or b"")
+        writer.write(
+            conn.send(
+                h11.Response(
+                    status_code=200, headers=[("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-cache")]
+                )
+            )
+            or b""
+        )
         await writer.drain()
         left = asyncio.ensure_future(reader.read(1))  # EOF: the client went away
         events = self.supervisor.events(subscription)

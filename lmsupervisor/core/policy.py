@@ -44,7 +44,7 @@ class Backoff:
         # Exponent capped so huge attempt counts cannot overflow a float.
         exponent = min(attempt - 1, 1024)
         try:
-            raw = c.initial_delay * c.multiplier ** exponent
+            raw = c.initial_delay * c.multiplier**exponent
         except OverflowError:
             raw = c.max_delay
         return min(c.max_delay, raw)

@@ -39,8 +39,9 @@ def _matches(model: ModelConfig, key: str, path: str) -> bool:
     return model.key in (key, path)
 
 
-def plan(desired: Sequence[ModelConfig], loaded: Sequence[LoadedModel],
-         downloaded: Sequence[DownloadedModel]) -> list[Planned]:
+def plan(
+    desired: Sequence[ModelConfig], loaded: Sequence[LoadedModel], downloaded: Sequence[DownloadedModel]
+) -> list[Planned]:
     """One :class:`Planned` per declared model, in declaration order."""
     out = []
     for model in desired:
@@ -50,8 +51,14 @@ def plan(desired: Sequence[ModelConfig], loaded: Sequence[LoadedModel],
                 if _matches(model, holder.model_key, holder.path):
                     out.append(Planned(model, Action.KEEP, holder.path))
                 else:
-                    out.append(Planned(model, Action.CONFLICT, None,
-                                       f'identifier "{model.identifier}" is taken by {holder.model_key}'))
+                    out.append(
+                        Planned(
+                            model,
+                            Action.CONFLICT,
+                            None,
+                            f'identifier "{model.identifier}" is taken by {holder.model_key}',
+                        )
+                    )
                 continue
         elif any(_matches(model, i.model_key, i.path) for i in loaded):
             out.append(Planned(model, Action.KEEP))
@@ -62,7 +69,12 @@ def plan(desired: Sequence[ModelConfig], loaded: Sequence[LoadedModel],
         elif model.download:
             out.append(Planned(model, Action.DOWNLOAD_AND_LOAD))
         else:
-            out.append(Planned(model, Action.MISSING, None,
-                               f"{model.key} is not downloaded (set download = true, or run "
-                               f"`lms get {model.key} --yes`)"))
+            out.append(
+                Planned(
+                    model,
+                    Action.MISSING,
+                    None,
+                    f"{model.key} is not downloaded (set download = true, or run `lms get {model.key} --yes`)",
+                )
+            )
     return out

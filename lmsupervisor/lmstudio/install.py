@@ -26,8 +26,7 @@ from lmsupervisor.lmstudio.homedir import resolve_home
 
 DOWNLOAD_URL = "https://lmstudio.ai/download"
 # The rc files `lms bootstrap` appends to when they exist ([js] installCli).
-RC_FILES = (".profile", ".bashrc", ".bash_profile", ".zshrc", ".config/fish/config.fish",
-            ".cshrc", ".tcshrc")
+RC_FILES = (".profile", ".bashrc", ".bash_profile", ".zshrc", ".config/fish/config.fish", ".cshrc", ".tcshrc")
 # LM Studio's defaults ([docs] headless.md): port 1234, bind 127.0.0.1, CORS off, JIT on.
 DEFAULT_PORT = 1234
 DEFAULT_BIND = "127.0.0.1"
@@ -124,9 +123,12 @@ class Install:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "installed": self.installed, "bootstrapped": self.bootstrapped,
-            "home": str(self.home), "home_source": self.home_source,
-            "lms": str(self.lms) if self.lms else None, "kind": self.kind,
+            "installed": self.installed,
+            "bootstrapped": self.bootstrapped,
+            "home": str(self.home),
+            "home_source": self.home_source,
+            "lms": str(self.lms) if self.lms else None,
+            "kind": self.kind,
             "service_path": str(self.service_path) if self.service_path else None,
             "local_service_enabled": self.local_service_enabled,
         }
@@ -161,22 +163,31 @@ def read_server_settings(home: Path, reader: _Reader | None = None) -> ServerSet
     """Parse ``<home>/.internal/http-server-config.json``; defaults for what is missing."""
     reader = reader or _Reader()
     path = home / ".internal" / "http-server-config.json"
-    data = reader.json(path, "server_config_corrupt",
-                       "repair the file, or delete it and set the server options in LM Studio again")
+    data = reader.json(
+        path, "server_config_corrupt", "repair the file, or delete it and set the server options in LM Studio again"
+    )
     if data is None:
         return ServerSettings()
     if not isinstance(data, dict):
-        reader.problems.append(Problem("server_config_corrupt",
-                                       f"{path}: expected a JSON object, got {type(data).__name__}",
-                                       "repair the file, or delete it"))
+        reader.problems.append(
+            Problem(
+                "server_config_corrupt",
+                f"{path}: expected a JSON object, got {type(data).__name__}",
+                "repair the file, or delete it",
+            )
+        )
         return ServerSettings()
     port = data.get("port")
     if not (isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536):
         if "port" in data:
-            reader.problems.append(Problem("server_config_corrupt",
-                                           f"{path}: port: expected 1..65535, got {port!r}",
-                                           "set a valid port in LM Studio's server settings",
-                                           "warning"))
+            reader.problems.append(
+                Problem(
+                    "server_config_corrupt",
+                    f"{path}: port: expected 1..65535, got {port!r}",
+                    "set a valid port in LM Studio's server settings",
+                    "warning",
+                )
+            )
         port = DEFAULT_PORT
     bind = data.get("networkInterface")
     return ServerSettings(
@@ -243,8 +254,14 @@ def detect(platform: Platform, home: Path | None = None, lms: Path | None = None
         resolution = resolve_home(platform.user_home)
         resolution_home, source = resolution.home, resolution.source
         if resolution.pointer_error:
-            problems.append(Problem("home_pointer_unreadable", resolution.pointer_error,
-                                    "delete the pointer file; LM Studio rewrites it", "warning"))
+            problems.append(
+                Problem(
+                    "home_pointer_unreadable",
+                    resolution.pointer_error,
+                    "delete the pointer file; LM Studio rewrites it",
+                    "warning",
+                )
+            )
     home = resolution_home
     home_exists = home.is_dir()
     lms_path, lms_source = find_lms(platform, home, lms)
@@ -252,81 +269,135 @@ def detect(platform: Platform, home: Path | None = None, lms: Path | None = None
 
     kind: str | None = None
     service_path: Path | None = None
-    for name, this_kind in (("llmster-install-location.json", "llmster"),
-                            ("app-install-location.json", "app")):
-        loc = reader.json(internal / name, "install_location_corrupt",
-                          "run LM Studio (or `llmster bootstrap`) once to rewrite it")
+    for name, this_kind in (("llmster-install-location.json", "llmster"), ("app-install-location.json", "app")):
+        loc = reader.json(
+            internal / name, "install_location_corrupt", "run LM Studio (or `llmster bootstrap`) once to rewrite it"
+        )
         if isinstance(loc, dict) and isinstance(loc.get("path"), str):
             path = Path(loc["path"])
             if path.exists():
                 kind, service_path = this_kind, path
                 break
-            problems.append(Problem("install_location_stale",
-                                    f"{internal / name} names {path}, which does not exist",
-                                    "run LM Studio (or reinstall llmster) once so it records "
-                                    "where it lives", "warning"))
+            problems.append(
+                Problem(
+                    "install_location_stale",
+                    f"{internal / name} names {path}, which does not exist",
+                    "run LM Studio (or reinstall llmster) once so it records where it lives",
+                    "warning",
+                )
+            )
 
     server = read_server_settings(home, reader)
 
-    settings = reader.json(home / "settings.json", "settings_corrupt",
-                           "repair settings.json, or move it away so LM Studio writes a new one")
+    settings = reader.json(
+        home / "settings.json",
+        "settings_corrupt",
+        "repair settings.json, or move it away so LM Studio writes a new one",
+    )
     local_service: bool | None = None
     if isinstance(settings, dict):
         local_service = _bool(settings.get("enableLocalService"))
-    preferences = reader.json(home / "preferences.json", "preferences_corrupt",
-                              "repair or delete preferences.json")
+    preferences = reader.json(home / "preferences.json", "preferences_corrupt", "repair or delete preferences.json")
     if local_service is None and isinstance(preferences, dict):
         # Not documented by LM Studio (facts §2 says it is not real); read where it exists.
         developer = preferences.get("developer")
         if isinstance(developer, dict):
             local_service = _bool(developer.get("enableLocalLLMService"))
 
-    api_server = reader.json(internal / "http-server.json", "api_server_info_corrupt",
-                             "delete it; LM Studio writes it again when its service starts")
+    api_server = reader.json(
+        internal / "http-server.json",
+        "api_server_info_corrupt",
+        "delete it; LM Studio writes it again when its service starts",
+    )
     if not isinstance(api_server, dict):
         api_server = None
 
     bootstrapped = home_exists and is_bootstrapped(platform, home)
-    install = Install(home, source, home_exists, lms_path, lms_source, bootstrapped, kind,
-                      service_path, server, local_service, api_server, ())
+    install = Install(
+        home,
+        source,
+        home_exists,
+        lms_path,
+        lms_source,
+        bootstrapped,
+        kind,
+        service_path,
+        server,
+        local_service,
+        api_server,
+        (),
+    )
 
     if not install.installed:
-        problems.append(Problem(
-            "not_installed", f"LM Studio is not installed (no {home})" if not home_exists
-            else f"LM Studio's home {home} has neither lms nor an app or llmster",
-            f"install it from {DOWNLOAD_URL} (headless: `curl -fsSL https://lmstudio.ai/install.sh"
-            " | bash`) and run it once"))
+        problems.append(
+            Problem(
+                "not_installed",
+                f"LM Studio is not installed (no {home})"
+                if not home_exists
+                else f"LM Studio's home {home} has neither lms nor an app or llmster",
+                f"install it from {DOWNLOAD_URL} (headless: `curl -fsSL https://lmstudio.ai/install.sh"
+                " | bash`) and run it once",
+            )
+        )
     else:
         if lms_path is None:
             where = f"at the configured {lms}" if lms is not None else f"on PATH or in {home / 'bin'}"
-            problems.append(Problem("lms_not_found", f"the lms CLI was not found {where}",
-                                    "run LM Studio once (it installs lms), or set lmstudio.lms"))
+            problems.append(
+                Problem(
+                    "lms_not_found",
+                    f"the lms CLI was not found {where}",
+                    "run LM Studio once (it installs lms), or set lmstudio.lms",
+                )
+            )
         if not bootstrapped:
-            problems.append(Problem(
-                "not_bootstrapped", f"{home / 'bin'} is not on PATH nor in a shell rc file",
-                f"run `{home / 'bin' / ('lms' + platform.exe)} bootstrap`, then open a new shell",
-                "warning"))
+            problems.append(
+                Problem(
+                    "not_bootstrapped",
+                    f"{home / 'bin'} is not on PATH nor in a shell rc file",
+                    f"run `{home / 'bin' / ('lms' + platform.exe)} bootstrap`, then open a new shell",
+                    "warning",
+                )
+            )
         in_cache = source == "legacy" or _same_path(home, platform.user_home / ".cache" / "lm-studio")
         if in_cache:
-            problems.append(Problem(
-                "home_in_cache", f"LM Studio's home is {home}, which cache cleaners may wipe "
-                "(BT#230)", "move it to ~/.lmstudio and write that path into "
-                "~/.lmstudio-home-pointer", "warning"))
+            problems.append(
+                Problem(
+                    "home_in_cache",
+                    f"LM Studio's home is {home}, which cache cleaners may wipe (BT#230)",
+                    "move it to ~/.lmstudio and write that path into ~/.lmstudio-home-pointer",
+                    "warning",
+                )
+            )
         if kind == "app" and local_service is False:
-            problems.append(Problem(
-                "local_service_disabled", "the app's 'Enable Local LLM Service' is off, so LM "
-                "Studio does not run headless after login", "turn it on in LM Studio's settings, "
-                "or install llmster", "warning"))
-    return Install(home, source, home_exists, lms_path, lms_source, bootstrapped, kind,
-                   service_path, server, local_service, api_server, tuple(problems))
+            problems.append(
+                Problem(
+                    "local_service_disabled",
+                    "the app's 'Enable Local LLM Service' is off, so LM Studio does not run headless after login",
+                    "turn it on in LM Studio's settings, or install llmster",
+                    "warning",
+                )
+            )
+    return Install(
+        home,
+        source,
+        home_exists,
+        lms_path,
+        lms_source,
+        bootstrapped,
+        kind,
+        service_path,
+        server,
+        local_service,
+        api_server,
+        tuple(problems),
+    )
 
 
 def _same_path(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def effective_server(bind: str | None, port: int | None, cors: bool | None,
-                     found: ServerSettings) -> ServerSettings:
+def effective_server(bind: str | None, port: int | None, cors: bool | None, found: ServerSettings) -> ServerSettings:
     """The server settings to run with: the declared ones, else LM Studio's own
     ``http-server-config.json`` (``found``), else LM Studio's defaults (design §4).
 
@@ -336,5 +407,7 @@ def effective_server(bind: str | None, port: int | None, cors: bool | None,
         port=port if port is not None else found.port,
         bind=bind if bind is not None else found.bind,
         cors=cors if cors is not None else found.cors,
-        jit=found.jit, auto_start=found.auto_start, found=found.found,
+        jit=found.jit,
+        auto_start=found.auto_start,
+        found=found.found,
     )

@@ -52,7 +52,7 @@ def error_line(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for i, line in enumerate(lines):
         if line.startswith("Error: "):
-            lines = [line[len("Error: "):], *lines[i + 1:]]
+            lines = [line[len("Error: ") :], *lines[i + 1 :]]
             break
     return re.sub(r"\s+", " ", " ".join(lines)).strip()
 
@@ -67,15 +67,19 @@ def parse_json(stdout: str, argv: Sequence[str]) -> Any:
     for line in reversed(text.splitlines()):
         with contextlib.suppress(ValueError):
             return json.loads(line)
-    raise LmsOutputError(f"`{' '.join(argv)}` printed no JSON: {text[:200]!r}", list(argv),
-                         hint="check that this lms is LM Studio's CLI (`lms -v`)")
+    raise LmsOutputError(
+        f"`{' '.join(argv)}` printed no JSON: {text[:200]!r}",
+        list(argv),
+        hint="check that this lms is LM Studio's CLI (`lms -v`)",
+    )
 
 
 def _field(item: Mapping[str, Any], name: str, kind: type, argv: Sequence[str]) -> Any:
     value = item.get(name)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise LmsOutputError(f"`{' '.join(argv)}`: item field {name!r}: expected "
-                             f"{kind.__name__}, got {value!r}", list(argv))
+        raise LmsOutputError(
+            f"`{' '.join(argv)}`: item field {name!r}: expected {kind.__name__}, got {value!r}", list(argv)
+        )
     return value
 
 
@@ -90,8 +94,7 @@ def _opt_int(value: Any) -> int | None:
 def _objects(data: Any, argv: Sequence[str]) -> list[dict[str, Any]]:
     """``data`` as a JSON array of objects (what `ps --json` and `ls --json` print)."""
     if not isinstance(data, list):
-        raise LmsOutputError(f"`{' '.join(argv)}`: expected a JSON array, got {type(data).__name__}",
-                             list(argv))
+        raise LmsOutputError(f"`{' '.join(argv)}`: expected a JSON array, got {type(data).__name__}", list(argv))
     if not all(isinstance(item, dict) for item in data):
         raise LmsOutputError(f"`{' '.join(argv)}`: expected objects in the array", list(argv))
     return data
@@ -102,13 +105,18 @@ def parse_ps(data: Any, argv: Sequence[str] = ("lms", "ps", "--json")) -> list[L
     out = []
     for item in _objects(data, argv):
         key = _field(item, "modelKey", str, argv)
-        out.append(LoadedModel(
-            identifier=_field(item, "identifier", str, argv), model_key=key,
-            path=_str_or(item.get("path"), key),
-            type=str(item.get("type", "llm")), status=str(item.get("status", "idle")),
-            context_length=_opt_int(item.get("contextLength")), ttl_ms=_opt_int(item.get("ttlMs")),
-            size_bytes=_opt_int(item.get("sizeBytes")) or 0,
-        ))
+        out.append(
+            LoadedModel(
+                identifier=_field(item, "identifier", str, argv),
+                model_key=key,
+                path=_str_or(item.get("path"), key),
+                type=str(item.get("type", "llm")),
+                status=str(item.get("status", "idle")),
+                context_length=_opt_int(item.get("contextLength")),
+                ttl_ms=_opt_int(item.get("ttlMs")),
+                size_bytes=_opt_int(item.get("sizeBytes")) or 0,
+            )
+        )
     return out
 
 
@@ -117,29 +125,30 @@ def parse_ls(data: Any, argv: Sequence[str] = ("lms", "ls", "--json")) -> list[D
     out = []
     for item in _objects(data, argv):
         key = _field(item, "modelKey", str, argv)
-        out.append(DownloadedModel(
-            model_key=key, path=_str_or(item.get("path"), key),
-            type=str(item.get("type", "llm")), size_bytes=_opt_int(item.get("sizeBytes")) or 0,
-            display_name=str(item.get("displayName") or key),
-        ))
+        out.append(
+            DownloadedModel(
+                model_key=key,
+                path=_str_or(item.get("path"), key),
+                type=str(item.get("type", "llm")),
+                size_bytes=_opt_int(item.get("sizeBytes")) or 0,
+                display_name=str(item.get("displayName") or key),
+            )
+        )
     return out
 
 
 def parse_daemon_status(data: Any, argv: Sequence[str]) -> DaemonStatus:
     if not isinstance(data, dict) or not isinstance(data.get("status"), str):
-        raise LmsOutputError(f"`{' '.join(argv)}`: expected {{\"status\": ...}}, got {data!r}",
-                             list(argv))
+        raise LmsOutputError(f'`{" ".join(argv)}`: expected {{"status": ...}}, got {data!r}', list(argv))
     if data["status"] != "running":
         return DaemonStatus(running=False)
     is_daemon = data.get("isDaemon")
-    return DaemonStatus(True, _opt_int(data.get("pid")),
-                        is_daemon if isinstance(is_daemon, bool) else None)
+    return DaemonStatus(True, _opt_int(data.get("pid")), is_daemon if isinstance(is_daemon, bool) else None)
 
 
 def parse_server_status(data: Any, argv: Sequence[str]) -> ServerStatus:
     if not isinstance(data, dict) or not isinstance(data.get("running"), bool):
-        raise LmsOutputError(f"`{' '.join(argv)}`: expected {{\"running\": bool}}, got {data!r}",
-                             list(argv))
+        raise LmsOutputError(f'`{" ".join(argv)}`: expected {{"running": bool}}, got {data!r}', list(argv))
     return ServerStatus(data["running"], _opt_int(data.get("port")))
 
 
@@ -152,8 +161,9 @@ class LmsRunner(Protocol):
 class Lms:
     """Runs `lms` at ``path`` with ``env`` (default: this process's environment)."""
 
-    def __init__(self, path: Path, env: Mapping[str, str] | None = None,
-                 default_timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, path: Path, env: Mapping[str, str] | None = None, default_timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         self.path = path
         self.env = dict(os.environ if env is None else env)
         self.default_timeout = default_timeout
@@ -176,12 +186,19 @@ class Lms:
             kwargs["start_new_session"] = True
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self.env, **kwargs,
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self.env,
+                **kwargs,
             )
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
-            raise LmsNotFoundError(f"cannot run {self.path}: {exc.strerror}", list(argv),
-                                   hint="set lmstudio.lms to LM Studio's lms, or run LM Studio once") from exc
+            raise LmsNotFoundError(
+                f"cannot run {self.path}: {exc.strerror}",
+                list(argv),
+                hint="set lmstudio.lms to LM Studio's lms, or run LM Studio once",
+            ) from exc
         try:
             stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
         except TimeoutError:
@@ -189,17 +206,25 @@ class Lms:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-            raise LmsTimeoutError(f"`lms {' '.join(args)}` did not finish within {timeout:g} s",
-                                  list(argv), timeout,
-                                  hint="LM Studio may be hung; lmsupervisor escalates") from None
+            raise LmsTimeoutError(
+                f"`lms {' '.join(args)}` did not finish within {timeout:g} s",
+                list(argv),
+                timeout,
+                hint="LM Studio may be hung; lmsupervisor escalates",
+            ) from None
         except asyncio.CancelledError:
             _kill_group(proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             raise
         _kill_group(proc.pid)
-        return LmsResult(tuple(argv), proc.returncode or 0, stdout.decode(errors="replace"),
-                         stderr.decode(errors="replace"), (time.monotonic() - started) * 1000)
+        return LmsResult(
+            tuple(argv),
+            proc.returncode or 0,
+            stdout.decode(errors="replace"),
+            stderr.decode(errors="replace"),
+            (time.monotonic() - started) * 1000,
+        )
 
 
 def _kill_group(pgid: int) -> None:
@@ -221,8 +246,14 @@ class LmsClient:
         result = await self.runner.run(*args, timeout=timeout)
         if result.returncode != 0:
             line = error_line(result.stderr) or error_line(result.stdout) or "no message"
-            raise LmsExitError(f"`lms {' '.join(args)}` exited {result.returncode}: {line}",
-                               list(result.argv), result.returncode, result.stdout, result.stderr, line)
+            raise LmsExitError(
+                f"`lms {' '.join(args)}` exited {result.returncode}: {line}",
+                list(result.argv),
+                result.returncode,
+                result.stdout,
+                result.stderr,
+                line,
+            )
         return result
 
     async def _json(self, *args: str, timeout: float | None = None) -> Any:
@@ -242,8 +273,14 @@ class LmsClient:
             if "unknown command" in result.stderr:
                 return DaemonStatus(running=False, supported=False)
             line = error_line(result.stderr) or "no message"
-            raise LmsExitError(f"`lms daemon status --json` exited {result.returncode}: {line}",
-                               list(result.argv), result.returncode, result.stdout, result.stderr, line)
+            raise LmsExitError(
+                f"`lms daemon status --json` exited {result.returncode}: {line}",
+                list(result.argv),
+                result.returncode,
+                result.stdout,
+                result.stderr,
+                line,
+            )
         return parse_daemon_status(parse_json(result.stdout, result.argv), result.argv)
 
     async def daemon_up(self, timeout: float | None = None) -> DaemonStatus:
@@ -271,12 +308,25 @@ class LmsClient:
         if "not running" in result.stderr:
             return False
         line = error_line(result.stderr) or "no message"
-        raise LmsExitError(f"`lms server stop` exited {result.returncode}: {line}",
-                           list(result.argv), result.returncode, result.stdout, result.stderr, line)
+        raise LmsExitError(
+            f"`lms server stop` exited {result.returncode}: {line}",
+            list(result.argv),
+            result.returncode,
+            result.stdout,
+            result.stderr,
+            line,
+        )
 
-    async def load(self, path: str, *, identifier: str | None = None, context_length: int | None = None,
-                   gpu: str | float | None = None, ttl: float | None = None,
-                   timeout: float | None = None) -> None:
+    async def load(
+        self,
+        path: str,
+        *,
+        identifier: str | None = None,
+        context_length: int | None = None,
+        gpu: str | float | None = None,
+        ttl: float | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """`lms load <path> --exact --yes [...]`: never prompts, never fuzzy-matches."""
         args = ["load", path, "--exact", "--yes"]
         if identifier:
@@ -299,6 +349,7 @@ class LmsClient:
         """`lms version --json` -> ``{"version": "<commit>"}`` (a semver on 0.3.x)."""
         data = await self._json("version", "--json", timeout=timeout)
         if not isinstance(data, dict) or not isinstance(data.get("version"), str):
-            raise LmsOutputError(f"`lms version --json`: expected {{\"version\": str}}, got {data!r}",
-                                 ["lms", "version", "--json"])
+            raise LmsOutputError(
+                f'`lms version --json`: expected {{"version": str}}, got {data!r}', ["lms", "version", "--json"]
+            )
         return str(data["version"])

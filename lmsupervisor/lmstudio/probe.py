@@ -42,14 +42,20 @@ def base_url(bind: str, port: int) -> str:
 class Prober:
     """Probes LM Studio's HTTP server; ``timeout`` is seconds per probe."""
 
-    def __init__(self, timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None,
-                 token: str | None = None) -> None:
+    def __init__(
+        self, timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None, token: str | None = None
+    ) -> None:
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # No keep-alive: each probe connects afresh, as a new client would, so a server
         # that stopped accepting is noticed even if an old connection still answers.
-        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, headers=headers, trust_env=False,
-                                         limits=httpx.Limits(max_keepalive_connections=0))
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=timeout,
+            headers=headers,
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -80,16 +86,18 @@ class Prober:
         if response.status_code == 200 and isinstance(body, dict) and body.get("lmstudio") is True:
             return ProbeResult(True, ms, 200)
         snippet = response.text[:120].replace("\n", " ")
-        return ProbeResult(False, ms, response.status_code,
-                           f"{url} answered {response.status_code} {snippet!r}, not LM Studio's "
-                           'greeting {"lmstudio":true}')
+        return ProbeResult(
+            False,
+            ms,
+            response.status_code,
+            f'{url} answered {response.status_code} {snippet!r}, not LM Studio\'s greeting {{"lmstudio":true}}',
+        )
 
     async def models(self, url: str, timeout: float | None = None) -> list[str]:
         """Model ids from ``GET {url}/v1/models`` (``data[].id``); raises :class:`ProbeError`."""
         response, _ = await self._get(f"{url}/v1/models", timeout)
         body = _json(response)
-        if response.status_code != 200 or not isinstance(body, dict) or not isinstance(
-                body.get("data"), list):
+        if response.status_code != 200 or not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise ProbeError(f"{url}/v1/models answered {response.status_code} without a model list")
         return [str(m["id"]) for m in body["data"] if isinstance(m, dict) and "id" in m]
 

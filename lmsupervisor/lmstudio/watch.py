@@ -71,6 +71,7 @@ class OsPidWatcher:
             except OSError:
                 fd = -1
             if fd >= 0:
+
                 def readable() -> None:
                     loop.remove_reader(fd)
                     os.close(fd)

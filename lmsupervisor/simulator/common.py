@@ -111,11 +111,7 @@ def is_downloaded(home: Path, model: dict[str, Any]) -> bool:
 
 def downloaded_models(home: Path) -> list[dict[str, Any]]:
     """The catalogue entries on disk, in `lms ls --json` shape (facts §3)."""
-    return [
-        {k: v for k, v in m.items() if k != "downloaded"}
-        for m in catalog(home)
-        if is_downloaded(home, m)
-    ]
+    return [{k: v for k, v in m.items() if k != "downloaded"} for m in catalog(home) if is_downloaded(home, m)]
 
 
 def scaled(config: dict[str, Any], simulated_seconds: float) -> float:

@@ -113,8 +113,10 @@ class Daemon:
         cfg = self.server_config()
         if cfg.get("autoStartOnLaunch") is True:
             self.start_http(
-                int(cfg.get("port", 1234)), bool(cfg.get("cors", False)),
-                str(cfg.get("networkInterface", "127.0.0.1")), persist=False,
+                int(cfg.get("port", 1234)),
+                bool(cfg.get("cors", False)),
+                str(cfg.get("networkInterface", "127.0.0.1")),
+                persist=False,
             )
         threading.Thread(target=self._ttl_loop, daemon=True).start()
 
@@ -140,9 +142,7 @@ class Daemon:
                     ttl = inst.get("ttlMs")
                     if ttl is not None and now_ms - inst["lastUsedTime"] > ttl * scale:
                         self.instances.remove(inst)
-                        self.server_log(
-                            f"Unloading model {inst['modelKey']} due to TTL expiration."
-                        )
+                        self.server_log(f"Unloading model {inst['modelKey']} due to TTL expiration.")
 
     # -- HTTP server ---------------------------------------------------------
     def start_http(self, port: int, cors: bool, bind: str, persist: bool = True) -> str | None:
@@ -202,9 +202,7 @@ class Daemon:
             taken = {i["identifier"] for i in self.instances}
             if wanted and wanted in taken:
                 return {"error": f'An instance with identifier "{wanted}" already exists.'}
-        seconds = self.config["load_s_base"] + self.config["load_s_per_gb"] * (
-            model["sizeBytes"] / 1e9
-        )
+        seconds = self.config["load_s_base"] + self.config["load_s_per_gb"] * (model["sizeBytes"] / 1e9)
         started = time.monotonic()
         common.sleep_simulated(self.config, seconds)
         failing = common.load_faults(self.home).get("fail_load", {})
@@ -221,15 +219,17 @@ class Daemon:
                 n += 1
             ttl = params.get("ttl")
             inst = dict(model)
-            inst.update({
-                "identifier": ident,
-                "ttlMs": int(ttl) * 1000 if ttl else None,
-                "lastUsedTime": int(time.time() * 1000),
-                "contextLength": int(params.get("contextLength") or min(4096, model["maxContextLength"])),
-                "status": "idle",
-                "queued": 0,
-                "parallel": 4,
-            })
+            inst.update(
+                {
+                    "identifier": ident,
+                    "ttlMs": int(ttl) * 1000 if ttl else None,
+                    "lastUsedTime": int(time.time() * 1000),
+                    "contextLength": int(params.get("contextLength") or min(4096, model["maxContextLength"])),
+                    "status": "idle",
+                    "queued": 0,
+                    "parallel": 4,
+                }
+            )
             if model["type"] == "embedding":
                 for k in ("parallel",):
                     inst.pop(k)
@@ -261,9 +261,7 @@ class Daemon:
         if method == "info":
             return {"pid": os.getpid(), "isDaemon": not self.is_app, "version": self.version()}
         if method == "server_start":
-            error = self.start_http(
-                int(params["port"]), bool(params["cors"]), str(params["networkInterface"])
-            )
+            error = self.start_http(int(params["port"]), bool(params["cors"]), str(params["networkInterface"]))
             return {"error": error} if error else {"ok": True}
         if method == "server_stop":
             port = self.stop_http()
@@ -300,9 +298,7 @@ class Daemon:
             if name in (m["modelKey"], m["path"]):
                 if common.is_downloaded(self.home, m):
                     return {"status": "already_downloaded", "modelKey": m["modelKey"]}
-                common.sleep_simulated(
-                    self.config, self.config["download_s_per_gb"] * m["sizeBytes"] / 1e9
-                )
+                common.sleep_simulated(self.config, self.config["download_s_per_gb"] * m["sizeBytes"] / 1e9)
                 folder = common.models_dir(self.home) / m["path"]
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / "model.sim").write_text(m["modelKey"])
@@ -353,9 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _unexpected(self) -> None:
         # Facts §4: unknown routes answer HTTP 200 with an error body (BT#618, BT#1323).
-        self._send_json(
-            200, {"error": f"Unexpected endpoint or method. ({self.command} {self.path})"}
-        )
+        self._send_json(200, {"error": f"Unexpected endpoint or method. ({self.command} {self.path})"})
 
     def do_GET(self) -> None:
         if self._maybe_hang():
@@ -420,10 +414,11 @@ class _Handler(BaseHTTPRequestHandler):
             data = []
             for m in downloaded:
                 item = {
-                    "id": m["modelKey"], "object": "model",
-                    "type": "embeddings" if m["type"] == "embedding"
-                    else ("vlm" if m.get("vision") else "llm"),
-                    "publisher": m["publisher"], "arch": m["architecture"],
+                    "id": m["modelKey"],
+                    "object": "model",
+                    "type": "embeddings" if m["type"] == "embedding" else ("vlm" if m.get("vision") else "llm"),
+                    "publisher": m["publisher"],
+                    "arch": m["architecture"],
                     "compatibility_type": "mlx" if m["format"] == "safetensors" else "gguf",
                     "quantization": m["quantization"]["name"],
                     "state": "loaded" if m["modelKey"] in loaded_keys else "not-loaded",
@@ -437,19 +432,29 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/v1/models" and d.config["profile"] != "0.3":
             models = []
             for m in downloaded:
-                models.append({
-                    "type": m["type"], "publisher": m["publisher"], "key": m["modelKey"],
-                    "display_name": m["displayName"], "architecture": m["architecture"],
-                    "quantization": {"name": m["quantization"]["name"],
-                                     "bits_per_weight": m["quantization"]["bits"]},
-                    "size_bytes": m["sizeBytes"], "params_string": m["paramsString"],
-                    "max_context_length": m["maxContextLength"], "format": m["format"],
-                    "capabilities": ["tool_use"] if m.get("trainedForToolUse") else [],
-                    "loaded_instances": [
-                        {"id": i["identifier"], "config": {"context_length": i["contextLength"]}}
-                        for i in loaded if i["modelKey"] == m["modelKey"]
-                    ],
-                })
+                models.append(
+                    {
+                        "type": m["type"],
+                        "publisher": m["publisher"],
+                        "key": m["modelKey"],
+                        "display_name": m["displayName"],
+                        "architecture": m["architecture"],
+                        "quantization": {
+                            "name": m["quantization"]["name"],
+                            "bits_per_weight": m["quantization"]["bits"],
+                        },
+                        "size_bytes": m["sizeBytes"],
+                        "params_string": m["paramsString"],
+                        "max_context_length": m["maxContextLength"],
+                        "format": m["format"],
+                        "capabilities": ["tool_use"] if m.get("trainedForToolUse") else [],
+                        "loaded_instances": [
+                            {"id": i["identifier"], "config": {"context_length": i["contextLength"]}}
+                            for i in loaded
+                            if i["modelKey"] == m["modelKey"]
+                        ],
+                    }
+                )
             self._send_json(200, {"models": models})
         else:
             self._unexpected()
@@ -463,16 +468,32 @@ class _Handler(BaseHTTPRequestHandler):
             inst["lastUsedTime"] = int(time.time() * 1000)
             return inst, None
         if not d.jit_enabled() or not isinstance(name, str):
-            return None, (404, {"error": {
-                "message": "No models loaded. Please load a model in the developer page or "
-                           "use the 'lms load' command.",
-                "type": "invalid_request_error", "param": "model", "code": None}})
+            return None, (
+                404,
+                {
+                    "error": {
+                        "message": "No models loaded. Please load a model in the developer page or "
+                        "use the 'lms load' command.",
+                        "type": "invalid_request_error",
+                        "param": "model",
+                        "code": None,
+                    }
+                },
+            )
         if d.find_downloaded(name) is None:
             names = ", ".join(m["modelKey"] for m in common.downloaded_models(d.home)[:2])
-            return None, (400, {"error": {
-                "message": f'Invalid model identifier "{name}". Please specify a valid '
-                           f"downloaded model (e.g., {names}).",
-                "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
+            return None, (
+                400,
+                {
+                    "error": {
+                        "message": f'Invalid model identifier "{name}". Please specify a valid '
+                        f"downloaded model (e.g., {names}).",
+                        "type": "invalid_request_error",
+                        "param": "model",
+                        "code": "model_not_found",
+                    }
+                },
+            )
         settings = common.read_json(d.home / "settings.json", {})
         ttl = body.get("ttl") or 3600
         if isinstance(settings, dict):
@@ -483,8 +504,10 @@ class _Handler(BaseHTTPRequestHandler):
             d.unload(d.last_jit)
         result = d.load({"modelKey": name, "ttl": ttl}, jit=True)
         if "error" in result:
-            return None, (400, {"error": {"message": result["error"], "type": "model_load_failed",
-                                          "code": "model_load_failed"}})
+            return None, (
+                400,
+                {"error": {"message": result["error"], "type": "model_load_failed", "code": "model_load_failed"}},
+            )
         return result["instance"], None
 
     def _http_post(self, path: str, body: dict[str, Any]) -> None:
@@ -503,46 +526,83 @@ class _Handler(BaseHTTPRequestHandler):
             if body.get("stream"):
                 events = [
                     ("response.created", {"type": "response.created", "response": {"id": rid}}),
-                    *[("response.output_text.delta",
-                       {"type": "response.output_text.delta", "delta": w + " "})
-                      for w in reply.split()],
-                    ("response.completed", {"type": "response.completed",
-                                            "response": {"id": rid, "status": "completed"}}),
+                    *[
+                        ("response.output_text.delta", {"type": "response.output_text.delta", "delta": w + " "})
+                        for w in reply.split()
+                    ],
+                    (
+                        "response.completed",
+                        {"type": "response.completed", "response": {"id": rid, "status": "completed"}},
+                    ),
                 ]
                 self._sse([f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in events])
                 return
-            self._send_json(200, {
-                "id": rid, "object": "response", "created_at": created, "status": "completed",
-                "model": inst["identifier"],
-                "output": [{"type": "message", "role": "assistant", "content": [
-                    {"type": "output_text", "text": reply, "annotations": []}]}],
-            })
+            self._send_json(
+                200,
+                {
+                    "id": rid,
+                    "object": "response",
+                    "created_at": created,
+                    "status": "completed",
+                    "model": inst["identifier"],
+                    "output": [
+                        {
+                            "type": "message",
+                            "role": "assistant",
+                            "content": [{"type": "output_text", "text": reply, "annotations": []}],
+                        }
+                    ],
+                },
+            )
             return
         cid = "chatcmpl-" + uuid.uuid4().hex[:21]
         if body.get("stream"):
             chunks = []
             for n, word in enumerate(reply.split()):
-                delta = {"role": "assistant", "content": word + " "} if n == 0 else {
-                    "content": " " + word}
-                chunks.append({"id": cid, "object": "chat.completion.chunk", "created": created,
-                               "model": inst["identifier"], "system_fingerprint": inst["identifier"],
-                               "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                            "finish_reason": None}]})
-            chunks.append({"id": cid, "object": "chat.completion.chunk", "created": created,
-                           "model": inst["identifier"], "system_fingerprint": inst["identifier"],
-                           "choices": [{"index": 0, "delta": {}, "logprobs": None,
-                                        "finish_reason": "stop"}]})
+                delta = {"role": "assistant", "content": word + " "} if n == 0 else {"content": " " + word}
+                chunks.append(
+                    {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": inst["identifier"],
+                        "system_fingerprint": inst["identifier"],
+                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
+                    }
+                )
+            chunks.append(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": inst["identifier"],
+                    "system_fingerprint": inst["identifier"],
+                    "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
+                }
+            )
             self._sse([f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"])
             return
         words = len(reply.split())
-        self._send_json(200, {
-            "id": cid, "object": "chat.completion", "created": created,
-            "model": inst["identifier"],
-            "choices": [{"index": 0, "logprobs": None, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": reply}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": words, "total_tokens": 10 + words},
-            "stats": {}, "system_fingerprint": inst["identifier"],
-        })
+        self._send_json(
+            200,
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": inst["identifier"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": reply},
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": words, "total_tokens": 10 + words},
+                "stats": {},
+                "system_fingerprint": inst["identifier"],
+            },
+        )
 
     def _sse(self, frames: list[str]) -> None:
         self.send_response(200)

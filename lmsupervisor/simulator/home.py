@@ -46,14 +46,20 @@ from lmsupervisor.simulator.catalog import default_catalog
 
 DEFAULT_SERVER_CONFIG: dict[str, Any] = {
     # The key set seen in 4+ public configs (facts §2), with LM Studio's defaults.
-    "autoStartOnLaunch": False, "port": 1234, "cors": False, "logSensitiveData": True,
-    "logIncomingTokens": False, "verbose": True, "logLinesLimit": 500,
-    "networkInterface": "127.0.0.1", "justInTimeModelLoading": True, "fileLoggingMode": "succinct",
+    "autoStartOnLaunch": False,
+    "port": 1234,
+    "cors": False,
+    "logSensitiveData": True,
+    "logIncomingTokens": False,
+    "verbose": True,
+    "logLinesLimit": 500,
+    "networkInterface": "127.0.0.1",
+    "justInTimeModelLoading": True,
+    "fileLoggingMode": "succinct",
 }
 DEFAULT_SETTINGS: dict[str, Any] = {
     "enableLocalService": True,
-    "developer": {"unloadPreviousJITModelOnLoad": True,
-                  "jitModelTTL": {"enabled": True, "ttlSeconds": 3600}},
+    "developer": {"unloadPreviousJITModelOnLoad": True, "jitModelTTL": {"enabled": True, "ttlSeconds": 3600}},
     "defaultContextLength": {"type": "custom", "value": 4096},
     "modelLoadingGuardrails": {"mode": "high", "alwaysAllowLoadAnyway": False},
     "cliInstalled": True,
@@ -101,8 +107,12 @@ class SimInstall:
     def lms(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the simulated `lms` with ``args``; stdout and stderr captured as text."""
         return subprocess.run(
-            [str(self.lms_path), *args], env=self.env(), capture_output=True, text=True,
-            timeout=timeout, check=False,
+            [str(self.lms_path), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     @property
@@ -127,7 +137,8 @@ class SimInstall:
 
         req = urllib.request.Request(
             f"http://127.0.0.1:{self.api_port}/sim/rpc",
-            data=json.dumps({"method": method, "params": params}).encode(), method="POST",
+            data=json.dumps({"method": method, "params": params}).encode(),
+            method="POST",
         )
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             found: dict[str, Any] = json.loads(resp.read())
@@ -257,8 +268,7 @@ def create_install(
         ports = api_ports or [common.free_port()]
         port = http_port or common.free_port()
     version = "0.3.31" if profile == "0.3" else "0.4.12"
-    sim_config = dict(common.DEFAULT_CONFIG, profile=profile, version=version,
-                      time_scale=time_scale, api_ports=ports)
+    sim_config = dict(common.DEFAULT_CONFIG, profile=profile, version=version, time_scale=time_scale, api_ports=ports)
     common.write_json(common.sim_dir(home) / "config.json", sim_config)
     models = default_catalog()
     if downloaded is not None:
@@ -272,8 +282,9 @@ def create_install(
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "model.sim").write_text(m["modelKey"], encoding="utf-8")
 
-    common.write_json(internal / "http-server-config.json",
-                      {**DEFAULT_SERVER_CONFIG, "port": port, **(server_config or {})})
+    common.write_json(
+        internal / "http-server-config.json", {**DEFAULT_SERVER_CONFIG, "port": port, **(server_config or {})}
+    )
     common.write_json(home / "settings.json", {**DEFAULT_SETTINGS, **(settings or {})})
     (home / "mcp.json").write_text('{"mcpServers":{}}', encoding="utf-8")
 
@@ -283,8 +294,10 @@ def create_install(
     if profile == "0.4":
         llmster = home / "llmster" / "0.0.14-2" / ("llmster.exe" if layout == "windows" else "llmster")
         _write_exe(llmster, daemon_script)
-        common.write_json(internal / "llmster-install-location.json",
-                          {"path": str(llmster), "argv": [str(llmster)], "cwd": str(llmster.parent)})
+        common.write_json(
+            internal / "llmster-install-location.json",
+            {"path": str(llmster), "argv": [str(llmster)], "cwd": str(llmster.parent)},
+        )
     else:
         if layout == "darwin":
             app = root / "Applications" / "LM Studio.app" / "Contents" / "MacOS" / "LM Studio"
@@ -293,8 +306,9 @@ def create_install(
         else:
             app = root / "Applications" / "LM-Studio-0.3.31-x64.AppImage"
         _write_exe(app, daemon_script)
-        common.write_json(internal / "app-install-location.json",
-                          {"path": str(app), "argv": [str(app)], "cwd": str(app.parent)})
+        common.write_json(
+            internal / "app-install-location.json", {"path": str(app), "argv": [str(app)], "cwd": str(app.parent)}
+        )
 
     rc = root / ".bashrc"
     rc.write_text("# ~/.bashrc\n", encoding="utf-8")

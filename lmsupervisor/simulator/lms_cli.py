@@ -64,8 +64,9 @@ def fail(line: str, code: int = 1) -> NoReturn:
 COMMON_FLAGS = {"--quiet": False, "--verbose": False, "--log-level": True}
 
 
-def parse(args: list[str], spec: dict[str, bool], aliases: dict[str, str] | None = None,
-          max_positional: int = 1) -> tuple[dict[str, Any], list[str]]:
+def parse(
+    args: list[str], spec: dict[str, bool], aliases: dict[str, str] | None = None, max_positional: int = 1
+) -> tuple[dict[str, Any], list[str]]:
     """Parse ``args`` against ``spec`` (flag -> takes a value), Commander's way.
 
     Unknown options: ``error: unknown option '--x'`` and exit 1, as Commander does.
@@ -96,8 +97,10 @@ def parse(args: list[str], spec: dict[str, bool], aliases: dict[str, str] | None
             positional.append(a)
         i += 1
     if len(positional) > max_positional:
-        fail(f"error: too many arguments. Expected {max_positional} "
-             f"argument{'s' if max_positional != 1 else ''} but got {len(positional)}.")
+        fail(
+            f"error: too many arguments. Expected {max_positional} "
+            f"argument{'s' if max_positional != 1 else ''} but got {len(positional)}."
+        )
     return opts, positional
 
 
@@ -120,7 +123,9 @@ class Service:
     def rpc(self, method: str, timeout: float = 600.0, **params: Any) -> dict[str, Any]:
         body = json.dumps({"method": method, "params": params}).encode()
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/sim/rpc", data=body, method="POST",
+            f"http://127.0.0.1:{self.port}/sim/rpc",
+            data=body,
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -142,8 +147,7 @@ class Cli:
             reply = _get(f"http://127.0.0.1:{port}/lmstudio-greeting", PROBE_TIMEOUT)
             return reply == {"lmstudio": True}
         status = _get(f"http://127.0.0.1:{port}/lms-status", PROBE_TIMEOUT)
-        return status is not None and isinstance(status.get("package"), str) and isinstance(
-            status.get("version"), str)
+        return status is not None and isinstance(status.get("package"), str) and isinstance(status.get("version"), str)
 
     def preferred_port(self) -> int | None:
         info_path = os.environ.get("LMS_API_SERVER_INFO_PATH")
@@ -172,15 +176,15 @@ class Cli:
             return found
         internal = self.home / ".internal"
         is_app = False
-        for name, is_app in (("llmster-install-location.json", False),  # noqa: B007 - used after break
-                             ("app-install-location.json", True)):
+        for name, is_app in (  # noqa: B007 - is_app is used after the break
+            ("llmster-install-location.json", False),
+            ("app-install-location.json", True),
+        ):
             loc = common.read_json(internal / name, None)
-            if isinstance(loc, dict) and isinstance(loc.get("path"), str) and Path(
-                    loc["path"]).exists():
+            if isinstance(loc, dict) and isinstance(loc.get("path"), str) and Path(loc["path"]).exists():
                 break
         else:
-            err("LM Studio daemon is not running and no valid installation could be found "
-                "or installed.")
+            err("LM Studio daemon is not running and no valid installation could be found or installed.")
             fail("Error: Failed to start or connect to local LM Studio API server.")
         argv = [loc["path"]]
         if isinstance(loc.get("argv"), list) and loc["argv"][1:2] == ["."]:
@@ -191,8 +195,13 @@ class Cli:
         if sys.platform.startswith("linux"):
             env.setdefault("DISPLAY", ":0")
         child = subprocess.Popen(
-            argv, cwd=loc.get("cwd") or None, env=env, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            argv,
+            cwd=loc.get("cwd") or None,
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + SPAWN_WAIT
         while time.monotonic() < deadline:
@@ -205,8 +214,7 @@ class Cli:
         else:
             err("Timed out waiting for LM Studio daemon to start.")
             fail("Error: Failed to start or connect to local LM Studio API server.")
-        err("LM Studio daemon is not running and no valid installation could be found or "
-            "installed.")
+        err("LM Studio daemon is not running and no valid installation could be found or installed.")
         fail("Error: Failed to start or connect to local LM Studio API server.")
 
     # -- commands ------------------------------------------------------------
@@ -218,9 +226,14 @@ class Cli:
             out(f"CLI commit: {self.config['cli_commit']}")
             return
         commands = {
-            "server": self.cmd_server, "ps": self.cmd_ps, "ls": self.cmd_ls,
-            "load": self.cmd_load, "unload": self.cmd_unload, "get": self.cmd_get,
-            "version": self.cmd_version, "bootstrap": self.cmd_bootstrap,
+            "server": self.cmd_server,
+            "ps": self.cmd_ps,
+            "ls": self.cmd_ls,
+            "load": self.cmd_load,
+            "unload": self.cmd_unload,
+            "get": self.cmd_get,
+            "version": self.cmd_version,
+            "bootstrap": self.cmd_bootstrap,
             "status": self.cmd_status,
         }
         if not self.legacy:
@@ -246,8 +259,7 @@ class Cli:
                 return
             info = svc.rpc("info", timeout=PROBE_TIMEOUT)
             if as_json:
-                out_json({"status": "running", "pid": info["pid"],
-                                "isDaemon": info["isDaemon"]})
+                out_json({"status": "running", "pid": info["pid"], "isDaemon": info["isDaemon"]})
             elif info["isDaemon"]:
                 err(f"llmster v{info['version']} is running (PID: {info['pid']})")
             else:
@@ -260,11 +272,11 @@ class Cli:
                 svc = self.connect()
             info = svc.rpc("info", timeout=PROBE_TIMEOUT)
             if as_json:
-                out_json({"status": "running", "pid": info["pid"],
-                                "isDaemon": info["isDaemon"], "version": info["version"]})
+                out_json(
+                    {"status": "running", "pid": info["pid"], "isDaemon": info["isDaemon"], "version": info["version"]}
+                )
             elif not info["isDaemon"]:
-                err(f"LM Studio is already running (PID: {info['pid']}); "
-                    "not starting a second daemon.")
+                err(f"LM Studio is already running (PID: {info['pid']}); not starting a second daemon.")
             elif started:
                 err(f"llmster started (PID: {info['pid']}).")
             else:
@@ -319,11 +331,11 @@ class Cli:
                 fail(reply["error"])
             err(f"Stopped the server on port {reply['port']}.")
             return
-        opts, _ = parse(rest, {"--port": True, "--bind": True, "--cors": False},
-                        aliases={"-p": "--port"}, max_positional=0)
+        opts, _ = parse(
+            rest, {"--port": True, "--bind": True, "--cors": False}, aliases={"-p": "--port"}, max_positional=0
+        )
         try:
-            port = int(opts["--port"]) if "--port" in opts else int(
-                (cfg or {}).get("port", 1234))
+            port = int(opts["--port"]) if "--port" in opts else int((cfg or {}).get("port", 1234))
         except (TypeError, ValueError):
             fail(f"error: option '-p, --port <port>' argument '{opts.get('--port')}' is invalid.")
         bind = str(opts.get("--bind") or os.environ.get("LMS_SERVER_HOST") or "127.0.0.1")
@@ -356,13 +368,14 @@ class Cli:
         out("IDENTIFIER  MODEL  STATUS  SIZE  CONTEXT  PARALLEL  DEVICE  TTL")
         for m in models:
             ttl = f"{m['ttlMs'] // 1000}s" if m.get("ttlMs") else ""
-            out(f"{m['identifier']}  {m['modelKey']}  {m['status'].upper()}  "
+            out(
+                f"{m['identifier']}  {m['modelKey']}  {m['status'].upper()}  "
                 f"{common.format_size(m['sizeBytes'])}  {m['contextLength']}  "
-                f"{m.get('parallel', '')}  Local  {ttl}")
+                f"{m.get('parallel', '')}  Local  {ttl}"
+            )
 
     def cmd_ls(self, args: list[str]) -> None:
-        opts, pos = parse(args, {"--json": False, "--llm": False, "--embedding": False,
-                                 "--variants": False})
+        opts, pos = parse(args, {"--json": False, "--llm": False, "--embedding": False, "--variants": False})
         models = self.connect().rpc("list_downloaded")["models"]
         if opts.get("--llm"):
             models = [m for m in models if m["type"] == "llm"]
@@ -378,15 +391,25 @@ class Cli:
         out("")
         out("LLM  PARAMS  ARCH  SIZE")
         for m in models:
-            out(f"{m['modelKey']}  {m.get('paramsString') or ''}  {m['architecture']}  "
-                f"{common.format_size(m['sizeBytes'])}")
+            out(
+                f"{m['modelKey']}  {m.get('paramsString') or ''}  {m['architecture']}  "
+                f"{common.format_size(m['sizeBytes'])}"
+            )
 
     def cmd_load(self, args: list[str]) -> None:
         opts, pos = parse(
             args,
-            {"--gpu": True, "--context-length": True, "--parallel": True, "--ttl": True,
-             "--identifier": True, "--estimate-only": False, "--yes": False, "--exact": False,
-             "--local": False},
+            {
+                "--gpu": True,
+                "--context-length": True,
+                "--parallel": True,
+                "--ttl": True,
+                "--identifier": True,
+                "--estimate-only": False,
+                "--yes": False,
+                "--exact": False,
+                "--local": False,
+            },
             aliases={"-c": "--context-length", "-y": "--yes"},
         )
         if "--gpu" in opts:
@@ -395,11 +418,12 @@ class Cli:
                 try:
                     ratio = float(gpu)
                 except ValueError:
-                    fail(f"error: option '--gpu <offload-ratio>' argument '{opts['--gpu']}' "
-                         "is invalid. Not a number")
+                    fail(f"error: option '--gpu <offload-ratio>' argument '{opts['--gpu']}' is invalid. Not a number")
                 if not 0 <= ratio <= 1:
-                    fail(f"error: option '--gpu <offload-ratio>' argument '{opts['--gpu']}' "
-                         "is invalid. Number out of range, must be between 0 and 1")
+                    fail(
+                        f"error: option '--gpu <offload-ratio>' argument '{opts['--gpu']}' "
+                        "is invalid. Number out of range, must be between 0 and 1"
+                    )
         for flag in ("--context-length", "--ttl", "--parallel"):
             if flag in opts:
                 try:
@@ -407,22 +431,24 @@ class Cli:
                 except ValueError:
                     ok = False
                 if not ok:
-                    fail(f"error: option '{flag}' argument '{opts[flag]}' is invalid. "
-                         "Expected an integer of at least 1")
+                    fail(
+                        f"error: option '{flag}' argument '{opts[flag]}' is invalid. Expected an integer of at least 1"
+                    )
         svc = self.connect()
         models = svc.rpc("list_downloaded")["models"]
         path = pos[0] if pos else None
         if opts.get("--exact"):
             if path is None:
-                fail("Path not provided\n\n    The parameter [path] is required when using "
-                     "the --exact flag.")
+                fail("Path not provided\n\n    The parameter [path] is required when using the --exact flag.")
             model = next((m for m in models if m["path"] == path), None)
             if model is None:
                 shortest = min((m["path"] for m in models), key=len, default="")
-                fail(f'Model not found\n\n    No model found with path being exactly "{path}".'
-                     "\n\n    To disable exact matching, remove the --exact flag.\n\n"
-                     f"    Note, you need to provide the full model path. For example:\n\n"
-                     f"       lms load --exact {shortest}")
+                fail(
+                    f'Model not found\n\n    No model found with path being exactly "{path}".'
+                    "\n\n    To disable exact matching, remove the --exact flag.\n\n"
+                    f"    Note, you need to provide the full model path. For example:\n\n"
+                    f"       lms load --exact {shortest}"
+                )
         else:
             matches = [m for m in models if _fuzzy(path or "", m["path"])]
             if not opts.get("--yes"):
@@ -438,13 +464,15 @@ class Cli:
             return
         started = time.monotonic()
         reply = svc.rpc(
-            "load", modelKey=model["modelKey"], identifier=opts.get("--identifier"),
+            "load",
+            modelKey=model["modelKey"],
+            identifier=opts.get("--identifier"),
             ttl=int(opts["--ttl"]) if "--ttl" in opts else None,
             contextLength=int(opts["--context-length"]) if "--context-length" in opts else None,
             gpu=opts.get("--gpu"),
         )
         if "error" in reply:
-            fail(f"Error: Failed to load model \"{model['modelKey']}\".\n{reply['error']}")
+            fail(f'Error: Failed to load model "{model["modelKey"]}".\n{reply["error"]}')
         inst = reply["instance"]
         err(f"Model loaded successfully in {time.monotonic() - started:.2f}s.")
         err(f"({common.format_size(model['sizeBytes'])})")
@@ -468,9 +496,11 @@ class Cli:
             err("Model Not Found")  # facts §3: exits 0 all the same
 
     def cmd_get(self, args: list[str]) -> None:
-        _, pos = parse(args, {"--yes": False, "--mlx": False, "--gguf": False,
-                                 "--select": False, "--always-show-all-results": False},
-                          aliases={"-y": "--yes"})
+        _, pos = parse(
+            args,
+            {"--yes": False, "--mlx": False, "--gguf": False, "--select": False, "--always-show-all-results": False},
+            aliases={"-y": "--yes"},
+        )
         if not pos:
             fail("Error: the simulated lms needs a model name.")
         name = pos[0].split("@", 1)[0]
@@ -496,8 +526,7 @@ class Cli:
         if not bin_dir.is_dir():
             fail("Cannot find LM Studio installation. Please run LM Studio at least once.")
         user_home = Path.home()
-        rc_files = [".profile", ".bashrc", ".bash_profile", ".zshrc", ".config/fish/config.fish",
-                    ".cshrc", ".tcshrc"]
+        rc_files = [".profile", ".bashrc", ".bash_profile", ".zshrc", ".config/fish/config.fish", ".cshrc", ".tcshrc"]
         existing = [user_home / r for r in rc_files if (user_home / r).is_file()]
         if not existing:
             fail("Unable to find any shell configuration files.")
@@ -544,8 +573,6 @@ def _fuzzy(pattern: str, text: str) -> bool:
     """``fuzzy.filter``'s rule: the pattern's characters appear in order (case-insensitive)."""
     it = iter(text.lower())
     return all(ch in it for ch in pattern.lower())
-
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,10 +25,15 @@ ORNITH = "jedisct1/Ornith-1.0-35B-MLX-oQ8"
 
 
 def doctor(root: Path, *args: str) -> tuple[int, Any, str]:
-    env = {**os.environ, "HOME": str(root), "PATH": "/usr/bin:/bin",
-           "LMSUPERVISOR_CONFIG": str(root / "none.toml")}
-    proc = subprocess.run([sys.executable, "-m", "lmsupervisor", "doctor", "--json", *args],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    env = {**os.environ, "HOME": str(root), "PATH": "/usr/bin:/bin", "LMSUPERVISOR_CONFIG": str(root / "none.toml")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmsupervisor", "doctor", "--json", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
 
@@ -109,7 +114,10 @@ def test_legacy_cache_home(make_sim: Any) -> None:
     code, report, _ = doctor(sim.root)
     # lms wrote the pointer file on its first run, as LM Studio does; the home stays in ~/.cache.
     assert (code, report["lmstudio"]["home"], report["server"]["running"]) == (
-        0, str(sim.root / ".cache" / "lm-studio"), True)
+        0,
+        str(sim.root / ".cache" / "lm-studio"),
+        True,
+    )
     assert "home_in_cache" in codes(report)
 
 
@@ -136,8 +144,13 @@ def test_bad_config_exits_78(tmp_path: Path) -> None:
     """A broken --config exits 78 with the key named."""
     cfg = tmp_path / "c.toml"
     cfg.write_text("[health]\ninterval = 'often'\n")
-    proc = subprocess.run([sys.executable, "-m", "lmsupervisor", "doctor", "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=30, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmsupervisor", "doctor", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert (proc.returncode, "health.interval" in proc.stderr) == (78, True)
 
 
@@ -157,8 +170,9 @@ async def test_macos_layout(make_sim: Any) -> None:
     sim = make_sim(layout="darwin", profile="0.3")
     sim.lms("server", "start")
     sim.lms("load", ORNITH, "--exact", "--yes")
-    diag = await diagnose(Config(models=(ModelConfig("ornith-1.0-35b-mlx-oq8"),)),
-                          Platform("darwin", sim.root, sim.env()))
+    diag = await diagnose(
+        Config(models=(ModelConfig("ornith-1.0-35b-mlx-oq8"),)), Platform("darwin", sim.root, sim.env())
+    )
     assert diag.install.kind == "app" and diag.ok, diag.problems
     assert str(diag.install.service_path).endswith("LM Studio.app/Contents/MacOS/LM Studio")
     assert [m.identifier for m in diag.loaded or []] == ["ornith-1.0-35b-mlx-oq8"]

@@ -54,8 +54,12 @@ class Running:
         self.log = config.with_suffix(".log")
         env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)}
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)],
-                                         env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def status(self) -> dict[str, Any] | None:
         try:
@@ -120,14 +124,21 @@ def test_cold_start_to_ready_with_two_models(sim: SimInstall, start: Callable[..
     run = start(sim)
     snap = run.wait_state("ready")
     assert [(m["key"], m["state"]) for m in snap["models"]] == [
-        ("openai/gpt-oss-20b", "loaded"), ("qwen/qwen3-4b", "loaded")]
+        ("openai/gpt-oss-20b", "loaded"),
+        ("qwen/qwen3-4b", "loaded"),
+    ]
     assert (snap["server"]["running"], snap["lmstudio"]["daemon_pid"]) == (True, sim.daemon_pid())
     assert loaded_ids(sim) == ["openai/gpt-oss-20b", "qwen"]  # no `:2` duplicates
     assert (snap["restarts"]["count"], snap["problems"]) == (0, [])
     assert oct(run.sock.stat().st_mode & 0o777) == "0o600"
     assert oct(run.sock.parent.stat().st_mode & 0o777) == "0o700"
-    cli = subprocess.run([sys.executable, "-m", "lmsupervisor", "status", "--socket", str(run.sock)],
-                         capture_output=True, text=True, timeout=30, check=False)
+    cli = subprocess.run(
+        [sys.executable, "-m", "lmsupervisor", "status", "--socket", str(run.sock)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert (cli.returncode, "qwen/qwen3-4b as qwen: loaded" in cli.stdout) == (0, True), cli
 
 
@@ -174,8 +185,7 @@ def test_hung_daemon_is_replaced(sim: SimInstall, start: Callable[..., Running])
     sim.hang_daemon()
     failing = run.wait_for(lambda s: s["state"] == "backoff", timeout=20)
     assert "3 probes" in failing["restarts"]["last_reason"]
-    snap = run.wait_for(lambda s: s["state"] == "ready" and s["lmstudio"]["daemon_pid"] not in (None, old),
-                        timeout=45)
+    snap = run.wait_for(lambda s: s["state"] == "ready" and s["lmstudio"]["daemon_pid"] not in (None, old), timeout=45)
     assert snap["restarts"]["count"] >= 1
     assert loaded_ids(sim) == ["openai/gpt-oss-20b", "qwen"]
 
@@ -188,8 +198,13 @@ def test_failing_model_degrades_with_lmstudio_text(sim: SimInstall, start: Calla
     qwen = next(m for m in snap["models"] if m["key"] == "qwen/qwen3-4b")
     assert (qwen["state"], "insufficient system resources" in qwen["error"]) == ("failed", True)
     assert (snap["server"]["running"], snap["ready"]) == (True, False)
-    cli = subprocess.run([sys.executable, "-m", "lmsupervisor", "status", "--socket", str(run.sock)],
-                         capture_output=True, text=True, timeout=30, check=False)
+    cli = subprocess.run(
+        [sys.executable, "-m", "lmsupervisor", "status", "--socket", str(run.sock)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert cli.returncode == 1
     sim.clear_faults()  # retried under backoff: it recovers by itself
     run.wait_state("ready")
@@ -220,8 +235,14 @@ def test_bad_config_exits_78(sim: SimInstall, tmp_path: Path) -> None:
     """A config error exits 78 and names the TOML key."""
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[[models]]\nkey = "a"\nttl = "10m"\n')
-    proc = subprocess.run([sys.executable, "-m", "lmsupervisor", "run", "--config", str(cfg)], env=sim.env(),
-                          capture_output=True, text=True, timeout=30, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmsupervisor", "run", "--config", str(cfg)],
+        env=sim.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert (proc.returncode, "models[0].ttl" in proc.stderr) == (78, True), proc.stderr
 
 
@@ -232,8 +253,13 @@ def test_sigterm_leaves_lmstudio_running(sim: SimInstall, start: Callable[..., R
     pid = sim.daemon_pid()
     assert run.stop() == 0
     assert (run.sock.exists(), sim.daemon_pid(), loaded_ids(sim)) == (False, pid, ["openai/gpt-oss-20b", "qwen"])
-    gone = subprocess.run([sys.executable, "-m", "lmsupervisor", "status", "--socket", str(run.sock)],
-                          capture_output=True, text=True, timeout=30, check=False)
+    gone = subprocess.run(
+        [sys.executable, "-m", "lmsupervisor", "status", "--socket", str(run.sock)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert gone.returncode == 3
 
 
@@ -248,8 +274,13 @@ def test_sighup_reload(sim: SimInstall, start: Callable[..., Running]) -> None:
     assert snap["state"] == "ready"
     run.config.write_text(BASE_CONFIG + '[[models]]\nkey = "google/gemma-3-1b"\n')
     run.proc.send_signal(signal.SIGHUP)
-    run.wait_for(lambda s: s["supervisor"]["config_error"] is None and s["state"] == "ready"
-                 and [m["state"] for m in s["models"]] == ["loaded"])
+    run.wait_for(
+        lambda s: (
+            s["supervisor"]["config_error"] is None
+            and s["state"] == "ready"
+            and [m["state"] for m in s["models"]] == ["loaded"]
+        )
+    )
     assert loaded_ids(sim) == ["google/gemma-3-1b"]
 
 
@@ -258,11 +289,17 @@ def test_restart_endpoint_and_wait(sim: SimInstall, start: Callable[..., Running
     run = start(sim, "")
     run.wait_state("ready")
     cli = [sys.executable, "-m", "lmsupervisor"]
-    restart = subprocess.run([*cli, "restart", "--socket", str(run.sock)], capture_output=True, text=True,
-                             timeout=30, check=False)
+    restart = subprocess.run(
+        [*cli, "restart", "--socket", str(run.sock)], capture_output=True, text=True, timeout=30, check=False
+    )
     assert restart.returncode == 0, restart.stderr
-    waited = subprocess.run([*cli, "wait", "--timeout", "30", "--socket", str(run.sock)], capture_output=True,
-                            text=True, timeout=60, check=False)
+    waited = subprocess.run(
+        [*cli, "wait", "--timeout", "30", "--socket", str(run.sock)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert waited.returncode == 0
     snap = run.wait_state("ready")
     assert (snap["restarts"]["count"], snap["restarts"]["last_reason"]) == (1, "restart requested on the socket")
@@ -277,8 +314,13 @@ def test_http_api_of_the_socket(sim: SimInstall, start: Callable[..., Running]) 
     assert request(run.sock, "GET", "/v1/restart")[0] == 405
     curl = shutil.which("curl")
     if curl:  # the contract's own example, where curl exists
-        out = subprocess.run([curl, "-s", "--unix-socket", str(run.sock), "http://lms/metrics"],
-                             capture_output=True, text=True, timeout=30, check=False).stdout
+        out = subprocess.run(
+            [curl, "-s", "--unix-socket", str(run.sock), "http://lms/metrics"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
         assert "lmsupervisor_ready 1" in out
 
 

@@ -56,84 +56,191 @@ def up(sim: SimInstall, state: str) -> None:
 
 # (id, profile, state, argv, exit code, stdout: JSON value or shape check or regex, stderr regex)
 ROWS: list[tuple[str, str, str, list[str], int, Any, str]] = [
-    ("daemon-status-down-json", "0.4", "none", ["daemon", "status", "--json"], 0,
-     {"status": "not-running"}, r"^$"),
+    ("daemon-status-down-json", "0.4", "none", ["daemon", "status", "--json"], 0, {"status": "not-running"}, r"^$"),
     ("daemon-status-down-text", "0.4", "none", ["daemon", "status"], 0, "", r"^LM Studio is not running\n$"),
-    ("daemon-status-up-json", "0.4", "daemon", ["daemon", "status", "--json"], 0,
-     {"status": "running", "pid": "int", "isDaemon": True}, r"^$"),
-    ("daemon-status-up-text", "0.4", "daemon", ["daemon", "status"], 0, "",
-     r"^llmster v[\d.]+ is running \(PID: \d+\)\n$"),
+    (
+        "daemon-status-up-json",
+        "0.4",
+        "daemon",
+        ["daemon", "status", "--json"],
+        0,
+        {"status": "running", "pid": "int", "isDaemon": True},
+        r"^$",
+    ),
+    (
+        "daemon-status-up-text",
+        "0.4",
+        "daemon",
+        ["daemon", "status"],
+        0,
+        "",
+        r"^llmster v[\d.]+ is running \(PID: \d+\)\n$",
+    ),
     ("daemon-up-started", "0.4", "none", ["daemon", "up"], 0, "", r"^llmster started \(PID: \d+\)\.\n$"),
-    ("daemon-up-already", "0.4", "daemon", ["daemon", "up"], 0, "",
-     r"^The daemon is already running \(PID: \d+\)\.\n$"),
-    ("daemon-up-json", "0.4", "none", ["daemon", "up", "--json"], 0,
-     {"status": "running", "pid": "int", "isDaemon": True, "version": "str"}, r"^$"),
+    (
+        "daemon-up-already",
+        "0.4",
+        "daemon",
+        ["daemon", "up"],
+        0,
+        "",
+        r"^The daemon is already running \(PID: \d+\)\.\n$",
+    ),
+    (
+        "daemon-up-json",
+        "0.4",
+        "none",
+        ["daemon", "up", "--json"],
+        0,
+        {"status": "running", "pid": "int", "isDaemon": True, "version": "str"},
+        r"^$",
+    ),
     ("daemon-down", "0.4", "daemon", ["daemon", "down"], 0, "", r"^Shutting down llmster\.\.\.\nDone\.\n$"),
     ("daemon-down-not-running", "0.4", "none", ["daemon", "down"], 1, "", r"^Daemon is not running\.\n$"),
-    ("server-status-off-json", "0.4", "daemon", ["server", "status", "--json"], 0,
-     {"running": False, "port": "int"}, r"^$"),
-    ("server-status-on-json", "0.4", "server", ["server", "status", "--json"], 0,
-     {"running": True, "port": "int"}, r"^$"),
+    (
+        "server-status-off-json",
+        "0.4",
+        "daemon",
+        ["server", "status", "--json"],
+        0,
+        {"running": False, "port": "int"},
+        r"^$",
+    ),
+    (
+        "server-status-on-json",
+        "0.4",
+        "server",
+        ["server", "status", "--json"],
+        0,
+        {"running": True, "port": "int"},
+        r"^$",
+    ),
     ("server-status-off-text", "0.4", "none", ["server", "status"], 0, "", r"^The server is not running\.\n$"),
-    ("server-status-on-text", "0.4", "server", ["server", "status"], 0, "",
-     r"^The server is running on port \d+\.\n$"),
-    ("server-start", "0.4", "daemon", ["server", "start"], 0, "",
-     r"^Success! Server is now running on port \d+\n$"),
-    ("server-start-wakes-daemon", "0.4", "none", ["server", "start"], 0, "",
-     r"^Success! Server is now running on port \d+\n$"),
+    ("server-status-on-text", "0.4", "server", ["server", "status"], 0, "", r"^The server is running on port \d+\.\n$"),
+    ("server-start", "0.4", "daemon", ["server", "start"], 0, "", r"^Success! Server is now running on port \d+\n$"),
+    (
+        "server-start-wakes-daemon",
+        "0.4",
+        "none",
+        ["server", "start"],
+        0,
+        "",
+        r"^Success! Server is now running on port \d+\n$",
+    ),
     ("server-stop", "0.4", "server", ["server", "stop"], 0, "", r"^Stopped the server on port \d+\.\n$"),
     ("server-stop-not-running", "0.4", "daemon", ["server", "stop"], 1, "", r"^The server is not running\.\n$"),
     ("ps-empty-json", "0.4", "daemon", ["ps", "--json"], 0, [], r"^$"),
     ("ps-empty-text", "0.4", "daemon", ["ps"], 0, "", r"^No models are currently loaded\.\n$"),
     ("ps-json", "0.4", "model", ["ps", "--json"], 0, [shape(REAL_PS_LINE)], r"^$"),
-    ("ps-text", "0.4", "model", ["ps"], 0,
-     re.compile(r"^IDENTIFIER\s+MODEL\s+STATUS\s+SIZE\s+CONTEXT\s+PARALLEL\s+DEVICE\s+TTL\n"), r"^$"),
-    ("ls-json", "0.4", "daemon", ["ls", "--json"], 0,
-     "ls-shape", r"^$"),
-    ("ls-text", "0.4", "daemon", ["ls"], 0,
-     re.compile(r"^You have \d+ models, taking up [\d.]+ GB of disk space\."), r"^$"),
-    ("load-exact", "0.4", "daemon", ["load", ORNITH_PATH, "--exact", "--yes"], 0, "",
-     r"^Model loaded successfully in [\d.]+s\.\n\(37\.73 GB\)\nTo use the model in the API/SDK, use the "
-     r'identifier "ornith-1\.0-35b-mlx-oq8"\.\n$'),
-    ("load-duplicate-makes-:2", "0.4", "model", ["load", ORNITH_PATH, "--exact", "--yes"], 0, "",
-     r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"'),
-    ("load-exact-needs-path-not-key", "0.4", "daemon",
-     ["load", "ornith-1.0-35b-mlx-oq8", "--exact", "--yes"], 1, "", r"^Model not found\n"),
+    (
+        "ps-text",
+        "0.4",
+        "model",
+        ["ps"],
+        0,
+        re.compile(r"^IDENTIFIER\s+MODEL\s+STATUS\s+SIZE\s+CONTEXT\s+PARALLEL\s+DEVICE\s+TTL\n"),
+        r"^$",
+    ),
+    ("ls-json", "0.4", "daemon", ["ls", "--json"], 0, "ls-shape", r"^$"),
+    (
+        "ls-text",
+        "0.4",
+        "daemon",
+        ["ls"],
+        0,
+        re.compile(r"^You have \d+ models, taking up [\d.]+ GB of disk space\."),
+        r"^$",
+    ),
+    (
+        "load-exact",
+        "0.4",
+        "daemon",
+        ["load", ORNITH_PATH, "--exact", "--yes"],
+        0,
+        "",
+        r"^Model loaded successfully in [\d.]+s\.\n\(37\.73 GB\)\nTo use the model in the API/SDK, use the "
+        r'identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
+    ),
+    (
+        "load-duplicate-makes-:2",
+        "0.4",
+        "model",
+        ["load", ORNITH_PATH, "--exact", "--yes"],
+        0,
+        "",
+        r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"',
+    ),
+    (
+        "load-exact-needs-path-not-key",
+        "0.4",
+        "daemon",
+        ["load", "ornith-1.0-35b-mlx-oq8", "--exact", "--yes"],
+        1,
+        "",
+        r"^Model not found\n",
+    ),
     ("load-yes-unknown", "0.4", "daemon", ["load", "zzzz-no-such", "--yes"], 1, "", r"^Model not found\n"),
-    ("load-gpu-auto-rejected", "0.4", "daemon", ["load", ORNITH_PATH, "--gpu", "auto"], 1, "",
-     r"Not a number"),
-    ("unload-known", "0.4", "model", ["unload", "ornith-1.0-35b-mlx-oq8"], 0, "",
-     r'^Model "ornith-1\.0-35b-mlx-oq8" unloaded\.\n$'),
+    ("load-gpu-auto-rejected", "0.4", "daemon", ["load", ORNITH_PATH, "--gpu", "auto"], 1, "", r"Not a number"),
+    (
+        "unload-known",
+        "0.4",
+        "model",
+        ["unload", "ornith-1.0-35b-mlx-oq8"],
+        0,
+        "",
+        r'^Model "ornith-1\.0-35b-mlx-oq8" unloaded\.\n$',
+    ),
     ("unload-unknown-exits-0", "0.4", "daemon", ["unload", "nope"], 0, "", r"^Model Not Found\n$"),
     ("unload-all", "0.4", "model", ["unload", "--all"], 0, "", r"^Unloaded 1 models\.\n$"),
     ("unload-all-none", "0.4", "daemon", ["unload", "-a"], 0, "", r"^No models to unload\.\n$"),
     ("unload-no-arg-none-loaded", "0.4", "daemon", ["unload"], 1, "", r"No models to unload"),
-    ("get-already", "0.4", "daemon", ["get", "openai/gpt-oss-20b", "--yes"], 0, "",
-     r"^Model already downloaded\. To use, run: lms load openai/gpt-oss-20b\n$"),
+    (
+        "get-already",
+        "0.4",
+        "daemon",
+        ["get", "openai/gpt-oss-20b", "--yes"],
+        0,
+        "",
+        r"^Model already downloaded\. To use, run: lms load openai/gpt-oss-20b\n$",
+    ),
     ("get-downloads", "0.4", "daemon", ["get", "ibm/granite-4-micro", "--yes"], 0, "", r"lms load ibm/granite-4-micro"),
     ("get-unknown", "0.4", "daemon", ["get", "nobody/nothing", "--yes"], 1, "", r"^Error: "),
     ("version-json", "0.4", "none", ["version", "--json"], 0, {"version": "str"}, r"^$"),
     ("dash-v", "0.4", "none", ["-v"], 0, re.compile(r"^CLI commit: \w+\n$"), r"^$"),
     ("status-off", "0.4", "daemon", ["status"], 0, re.compile(r"^Server:  OFF \n"), r"^$"),
-    ("status-on", "0.4", "model", ["status"], 0,
-     re.compile(r"^Server: ON \(port: \d+\)\n\nLoaded Models\n  · ornith-1\.0-35b-mlx-oq8 - 37\.73 GB\n$"),
-     r"^$"),
+    (
+        "status-on",
+        "0.4",
+        "model",
+        ["status"],
+        0,
+        re.compile(r"^Server: ON \(port: \d+\)\n\nLoaded Models\n  · ornith-1\.0-35b-mlx-oq8 - 37\.73 GB\n$"),
+        r"^$",
+    ),
     ("unknown-command", "0.4", "none", ["frobnicate"], 1, "", r"^error: unknown command 'frobnicate'\n$"),
     ("unknown-option", "0.4", "none", ["ps", "--bogus"], 1, "", r"^error: unknown option '--bogus'\n$"),
     # Profile 0.3: no daemon command; `server start` wakes the app itself.
-    ("legacy-no-daemon", "0.3", "none", ["daemon", "status", "--json"], 1, "",
-     r"^error: unknown command 'daemon'\n$"),
-    ("legacy-server-start-wakes-app", "0.3", "none", ["server", "start"], 0, "",
-     r"^Success! Server is now running on port \d+\n$"),
+    ("legacy-no-daemon", "0.3", "none", ["daemon", "status", "--json"], 1, "", r"^error: unknown command 'daemon'\n$"),
+    (
+        "legacy-server-start-wakes-app",
+        "0.3",
+        "none",
+        ["server", "start"],
+        0,
+        "",
+        r"^Success! Server is now running on port \d+\n$",
+    ),
     ("legacy-ps", "0.3", "server", ["ps", "--json"], 0, [], r"^$"),
     ("legacy-version-semver", "0.3", "none", ["version", "--json"], 0, {"version": "0.3.31"}, r"^$"),
 ]
 
 
-@pytest.mark.parametrize(("profile", "state", "argv", "code", "stdout", "stderr"),
-                         [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
-def test_lms_command(make_sim: Any, profile: str, state: str, argv: list[str], code: int,
-                     stdout: Any, stderr: str) -> None:
+@pytest.mark.parametrize(
+    ("profile", "state", "argv", "code", "stdout", "stderr"), [r[1:] for r in ROWS], ids=[r[0] for r in ROWS]
+)
+def test_lms_command(
+    make_sim: Any, profile: str, state: str, argv: list[str], code: int, stdout: Any, stderr: str
+) -> None:
     """Each `lms` command prints what the facts sheet says, on the right stream, with its exit code."""
     sim = make_sim(profile=profile)
     up(sim, state)
@@ -154,8 +261,10 @@ def test_lms_command(make_sim: Any, profile: str, state: str, argv: list[str], c
         if isinstance(stdout, list):
             assert shape(value) == stdout
         else:  # a type name stands for "any value of that type", anything else is literal
-            seen = {k: shape(v) if isinstance(stdout.get(k), str) and stdout[k] in TYPE_NAMES else v
-                    for k, v in value.items()}
+            seen = {
+                k: shape(v) if isinstance(stdout.get(k), str) and stdout[k] in TYPE_NAMES else v
+                for k, v in value.items()
+            }
             assert seen == stdout
 
 
@@ -213,8 +322,12 @@ def _get(sim: SimInstall, path: str) -> tuple[int, Any]:
 
 
 def _post(sim: SimInstall, path: str, body: dict[str, Any]) -> tuple[int, bytes, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{sim.http_port}{path}", method="POST",
-                                 data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{sim.http_port}{path}",
+        method="POST",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, resp.read(), resp.headers.get("Content-Type", "")
@@ -239,8 +352,7 @@ def test_http_endpoints(sim: SimInstall) -> None:
     by_key = {m["key"]: m for m in v1native["models"]}
     assert [i["id"] for i in by_key["ornith-1.0-35b-mlx-oq8"]["loaded_instances"]] == ["ornith-1.0-35b-mlx-oq8"]
     assert by_key["openai/gpt-oss-20b"]["loaded_instances"] == []
-    assert _get(sim, "/chat/completions") == (
-        200, {"error": "Unexpected endpoint or method. (GET /chat/completions)"})
+    assert _get(sim, "/chat/completions") == (200, {"error": "Unexpected endpoint or method. (GET /chat/completions)"})
     status, body, _ = _post(sim, "/v1/nothing", {})
     assert (status, json.loads(body)) == (200, {"error": "Unexpected endpoint or method. (POST /v1/nothing)"})
 
@@ -300,6 +412,7 @@ def test_jit_load_and_ttl_expiry(sim: SimInstall) -> None:
     assert [m["identifier"] for m in sim.loaded()] == ["google/gemma-3-1b"]
     assert sim.lms("load", ORNITH_PATH, "--exact", "--yes", "--ttl", "5").returncode == 0
     import time
+
     deadline = time.monotonic() + 5  # TTL 5 simulated s = 0.1 wall s at the test scale
     while time.monotonic() < deadline and any(m["modelKey"] == "ornith-1.0-35b-mlx-oq8" for m in sim.loaded()):
         time.sleep(0.02)

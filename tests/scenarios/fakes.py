@@ -67,8 +67,10 @@ async def settle(rounds: int = 30) -> None:
 class FakeLmStudio:
     """LM Studio's state and the `lms` commands the supervisor runs, answered instantly."""
 
-    MODELS = [{"modelKey": "a/one", "path": "a/one", "type": "llm", "sizeBytes": 1},
-              {"modelKey": "b/two", "path": "hf/b-two-GGUF/two.gguf", "type": "llm", "sizeBytes": 2}]
+    MODELS = [
+        {"modelKey": "a/one", "path": "a/one", "type": "llm", "sizeBytes": 1},
+        {"modelKey": "b/two", "path": "hf/b-two-GGUF/two.gguf", "type": "llm", "sizeBytes": 2},
+    ]
 
     def __init__(self) -> None:
         self.daemon_pid: int | None = None
@@ -101,8 +103,11 @@ class FakeLmStudio:
             case ("daemon", "up", "--json"):
                 if self.daemon_pid is None:
                     self.daemon_pid = next(self._pids)
-                return json.dumps({"status": "running", "pid": self.daemon_pid, "isDaemon": True,
-                                   "version": "0.4"}), "", 0
+                return (
+                    json.dumps({"status": "running", "pid": self.daemon_pid, "isDaemon": True, "version": "0.4"}),
+                    "",
+                    0,
+                )
             case ("daemon", "down"):
                 if self.daemon_pid is None:
                     return "", "Daemon is not running.", 1
@@ -160,17 +165,34 @@ class FakeLmStudio:
 
 
 def make_install(installed: bool = True) -> Install:
-    return Install(home=Path("/h/.lmstudio"), home_source="pointer", home_exists=installed,
-                   lms=Path("/h/.lmstudio/bin/lms") if installed else None, lms_source="home",
-                   bootstrapped=installed, kind="llmster" if installed else None, service_path=None,
-                   server=ServerSettings(found=True), local_service_enabled=True, api_server=None, problems=())
+    return Install(
+        home=Path("/h/.lmstudio"),
+        home_source="pointer",
+        home_exists=installed,
+        lms=Path("/h/.lmstudio/bin/lms") if installed else None,
+        lms_source="home",
+        bootstrapped=installed,
+        kind="llmster" if installed else None,
+        service_path=None,
+        server=ServerSettings(found=True),
+        local_service_enabled=True,
+        api_server=None,
+        problems=(),
+    )
 
 
-def make_supervisor(config: Config, lm: FakeLmStudio, clock: FakeClock,
-                    installed: Callable[[], bool] = lambda: True) -> Supervisor:
+def make_supervisor(
+    config: Config, lm: FakeLmStudio, clock: FakeClock, installed: Callable[[], bool] = lambda: True
+) -> Supervisor:
     prober = Prober(timeout=1.0, transport=httpx.MockTransport(lm.http))
     return Supervisor(
-        config, clock=clock, lms_factory=lambda p: LmsClient(lm), prober=prober,
-        detect=lambda c: make_install(installed()), pids=lm, processes=lm,
-        config_loader=None, pid=1,
+        config,
+        clock=clock,
+        lms_factory=lambda p: LmsClient(lm),
+        prober=prober,
+        detect=lambda c: make_install(installed()),
+        pids=lm,
+        processes=lm,
+        config_loader=None,
+        pid=1,
     )

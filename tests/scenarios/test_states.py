@@ -14,8 +14,9 @@ from lmsupervisor.core.policy import Backoff, Step, step_for
 from lmsupervisor.core.states import TRANSITIONS, IllegalTransition, State, Trigger, next_state
 
 
-@pytest.mark.parametrize(("edge", "target"), list(TRANSITIONS.items()),
-                         ids=[f"{s.value}-{t.value}" for s, t in TRANSITIONS])
+@pytest.mark.parametrize(
+    ("edge", "target"), list(TRANSITIONS.items()), ids=[f"{s.value}-{t.value}" for s, t in TRANSITIONS]
+)
 def test_transition(edge: tuple[State, Trigger], target: State) -> None:
     """Each edge of the table leads where the table says."""
     assert next_state(*edge) == target
@@ -38,8 +39,14 @@ def test_every_state_can_stop_and_is_reachable() -> None:
 
 def test_ladder() -> None:
     """Rungs by consecutive failures: start, restart server, restart daemon, kill daemon, and stay there."""
-    assert [step_for(n) for n in range(6)] == [Step.START, Step.RESTART_SERVER, Step.RESTART_DAEMON,
-                                               Step.KILL_DAEMON, Step.KILL_DAEMON, Step.KILL_DAEMON]
+    assert [step_for(n) for n in range(6)] == [
+        Step.START,
+        Step.RESTART_SERVER,
+        Step.RESTART_DAEMON,
+        Step.KILL_DAEMON,
+        Step.KILL_DAEMON,
+        Step.KILL_DAEMON,
+    ]
 
 
 @given(st.floats(0.01, 10), st.floats(1.0, 4.0), st.floats(0.0, 0.99), st.integers(1, 2000), st.integers(0, 2**32))

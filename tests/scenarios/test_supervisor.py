@@ -56,8 +56,10 @@ async def test_cold_start_to_ready(world: World) -> None:
     await world.clock.advance(0)
     assert world.states == ["starting", "loading_models", "ready"]
     loads = [c for c in world.lm.calls if c[0] == "load"]
-    assert loads == [("load", "a/one", "--exact", "--yes"),
-                     ("load", "hf/b-two-GGUF/two.gguf", "--exact", "--yes", "--identifier", "two")]
+    assert loads == [
+        ("load", "a/one", "--exact", "--yes"),
+        ("load", "hf/b-two-GGUF/two.gguf", "--exact", "--yes", "--identifier", "two"),
+    ]
     assert sorted(m["identifier"] for m in world.lm.loaded) == ["a/one", "two"]
 
 
@@ -168,13 +170,16 @@ async def test_model_drift_is_reloaded(world: World) -> None:
 
 async def test_failed_model_degrades_and_is_retried(world: World) -> None:
     """LOADING_MODELS -> DEGRADED with LM Studio's words; DEGRADED -> LOADING_MODELS on the retry timer."""
-    world.lm.fail[("load", "a/one")] = (1, "Error: Failed to load model.\nModel loading was stopped due to "
-                                           "insufficient system resources.")
+    world.lm.fail[("load", "a/one")] = (
+        1,
+        "Error: Failed to load model.\nModel loading was stopped due to insufficient system resources.",
+    )
     world.lm.exit_daemon()
     await world.clock.advance(1)
     assert world.sup.state is State.DEGRADED
     assert world.sup.models["a/one"].error == (
-        "Failed to load model. Model loading was stopped due to insufficient system resources.")
+        "Failed to load model. Model loading was stopped due to insufficient system resources."
+    )
     del world.lm.fail[("load", "a/one")]
     await world.clock.advance(1)
     assert world.sup.state is State.READY

@@ -29,8 +29,7 @@ def test_home_legacy_cache_before_default(tmp_path: Path) -> None:
     """Rule 2: without a pointer, an existing ~/.cache/lm-studio is the home."""
     (tmp_path / ".cache" / "lm-studio").mkdir(parents=True)
     (tmp_path / ".lmstudio").mkdir()
-    assert (resolve_home(tmp_path).home, resolve_home(tmp_path).source) == (
-        tmp_path / ".cache" / "lm-studio", "legacy")
+    assert (resolve_home(tmp_path).home, resolve_home(tmp_path).source) == (tmp_path / ".cache" / "lm-studio", "legacy")
 
 
 def test_home_default(tmp_path: Path) -> None:
@@ -52,9 +51,18 @@ def test_linux_llmster_install(tmp_path: Path) -> None:
     sim = create_install(tmp_path)
     found = detect(linux(sim.root))
     assert (found.installed, found.bootstrapped, found.kind, found.lms, found.lms_source) == (
-        True, True, "llmster", sim.lms_path, "home")
+        True,
+        True,
+        "llmster",
+        sim.lms_path,
+        "home",
+    )
     assert (found.server.port, found.server.bind, found.server.cors, found.server.jit) == (
-        sim.http_port, "127.0.0.1", False, True)
+        sim.http_port,
+        "127.0.0.1",
+        False,
+        True,
+    )
     assert (found.local_service_enabled, found.problems) == (True, ())
 
 
@@ -95,8 +103,9 @@ def test_server_config_wrong_types(tmp_path: Path) -> None:
     """A port that is not 1..65535 falls back to 1234 with a warning; odd values are ignored."""
     internal = tmp_path / ".internal"
     internal.mkdir()
-    (internal / "http-server-config.json").write_text(json.dumps(
-        {"port": "1234", "cors": "yes", "networkInterface": 7, "justInTimeModelLoading": False}))
+    (internal / "http-server-config.json").write_text(
+        json.dumps({"port": "1234", "cors": "yes", "networkInterface": 7, "justInTimeModelLoading": False})
+    )
     settings = read_server_settings(tmp_path)
     assert (settings.port, settings.cors, settings.bind, settings.jit) == (1234, False, "127.0.0.1", False)
 
@@ -129,8 +138,7 @@ def test_windows_layout_user_path(tmp_path: Path) -> None:
     """Windows: lms.exe, and bootstrap means <home>\\bin in the User PATH (registry)."""
     sim = create_install(tmp_path, layout="windows", bootstrapped=False)
     not_yet = Platform("windows", sim.root, {"PATH": r"C:\Windows"}, windows_user_path=r"C:\Tools")
-    done = Platform("windows", sim.root, {"PATH": r"C:\Windows"},
-                    windows_user_path=rf"C:\Tools;{sim.home / 'bin'}")
+    done = Platform("windows", sim.root, {"PATH": r"C:\Windows"}, windows_user_path=rf"C:\Tools;{sim.home / 'bin'}")
     assert (detect(not_yet).lms, detect(not_yet).bootstrapped) == (sim.home / "bin" / "lms.exe", False)
     assert detect(done).bootstrapped is True
 
@@ -139,7 +147,8 @@ def test_stale_install_location(tmp_path: Path) -> None:
     """An install-location file naming a missing binary is a warning, not a crash."""
     sim = create_install(tmp_path)
     (sim.home / ".internal" / "llmster-install-location.json").write_text(
-        json.dumps({"path": str(tmp_path / "gone" / "llmster"), "argv": [], "cwd": "/"}))
+        json.dumps({"path": str(tmp_path / "gone" / "llmster"), "argv": [], "cwd": "/"})
+    )
     found = detect(linux(sim.root))
     assert (found.kind, "install_location_stale" in codes(found)) == (None, True)
 

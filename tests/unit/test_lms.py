@@ -46,12 +46,17 @@ async def test_missing_executable(tmp_path: Path) -> None:
 
 async def test_exit_error_carries_lmstudio_message(tmp_path: Path) -> None:
     """A non-zero exit becomes LmsExitError whose error_line is LM Studio's text."""
-    lms = script(tmp_path, "echo 'Error: Failed to load model \"x\".' >&2\n"
-                 "echo 'Model loading was stopped due to insufficient system resources.' >&2\nexit 1\n")
+    lms = script(
+        tmp_path,
+        "echo 'Error: Failed to load model \"x\".' >&2\n"
+        "echo 'Model loading was stopped due to insufficient system resources.' >&2\nexit 1\n",
+    )
     with pytest.raises(LmsExitError) as info:
         await LmsClient(Lms(lms)).load("x")
     assert (info.value.returncode, info.value.error_line) == (
-        1, 'Failed to load model "x". Model loading was stopped due to insufficient system resources.')
+        1,
+        'Failed to load model "x". Model loading was stopped due to insufficient system resources.',
+    )
 
 
 async def test_garbage_output(tmp_path: Path) -> None:
@@ -86,8 +91,20 @@ async def test_load_arguments(tmp_path: Path) -> None:
     argfile = tmp_path / "args"
     lms = script(tmp_path, f'printf "%s\\n" "$@" > {argfile}\n')
     await LmsClient(Lms(lms)).load("a/b", identifier="x", context_length=8192, gpu=0.5, ttl=3600.0)
-    assert argfile.read_text().split() == ["load", "a/b", "--exact", "--yes", "--identifier", "x",
-                                           "--context-length", "8192", "--gpu", "0.5", "--ttl", "3600"]
+    assert argfile.read_text().split() == [
+        "load",
+        "a/b",
+        "--exact",
+        "--yes",
+        "--identifier",
+        "x",
+        "--context-length",
+        "8192",
+        "--gpu",
+        "0.5",
+        "--ttl",
+        "3600",
+    ]
 
 
 def test_parse_ps_rejects_wrong_shapes() -> None:
@@ -101,8 +118,9 @@ def test_parse_ps_rejects_wrong_shapes() -> None:
 
 def test_error_line_without_prefix() -> None:
     """Without an Error: line, the whole stderr is the message, on one line."""
-    assert error_line("Model not found\n\n    No model found with path being exactly \"x\".\n") == (
-        'Model not found No model found with path being exactly "x".')
+    assert error_line('Model not found\n\n    No model found with path being exactly "x".\n') == (
+        'Model not found No model found with path being exactly "x".'
+    )
 
 
 def test_runner_uses_given_env(tmp_path: Path) -> None:

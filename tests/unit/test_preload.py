@@ -6,8 +6,10 @@ from lmsupervisor.config import ModelConfig
 from lmsupervisor.core.observed import DownloadedModel, LoadedModel
 from lmsupervisor.core.preload import Action, plan
 
-DL = [DownloadedModel("openai/gpt-oss-20b", "openai/gpt-oss-20b", "llm", 1, "g"),
-      DownloadedModel("qwen/qwen3-4b", "lmstudio-community/Qwen3-4B-GGUF/q.gguf", "llm", 1, "q")]
+DL = [
+    DownloadedModel("openai/gpt-oss-20b", "openai/gpt-oss-20b", "llm", 1, "g"),
+    DownloadedModel("qwen/qwen3-4b", "lmstudio-community/Qwen3-4B-GGUF/q.gguf", "llm", 1, "q"),
+]
 
 
 def inst(ident: str, key: str, path: str | None = None) -> LoadedModel:

@@ -22,12 +22,15 @@ async def test_greeting_ok() -> None:
     assert (result.ok, result.status, result.latency_ms >= 0) == (True, 200, True)
 
 
-@pytest.mark.parametrize("response", [
-    httpx.Response(200, json={"error": "Unexpected endpoint or method. (GET /lmstudio-greeting)"}),
-    httpx.Response(200, text="<html>nginx</html>"),
-    httpx.Response(200, json={"lmstudio": "yes"}),
-    httpx.Response(500, json={"lmstudio": True}),
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, json={"error": "Unexpected endpoint or method. (GET /lmstudio-greeting)"}),
+        httpx.Response(200, text="<html>nginx</html>"),
+        httpx.Response(200, json={"lmstudio": "yes"}),
+        httpx.Response(500, json={"lmstudio": True}),
+    ],
+)
 async def test_greeting_rejects_impostors(response: httpx.Response) -> None:
     """Any other body or status is not LM Studio, even with HTTP 200 (BT#618)."""
     result = await prober(lambda req: response).greeting("http://127.0.0.1:1234")
@@ -37,6 +40,7 @@ async def test_greeting_rejects_impostors(response: httpx.Response) -> None:
 
 async def test_greeting_refused() -> None:
     """A refused connection is a failed probe with a reason, not an exception."""
+
     def refuse(req: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=req)
 
@@ -46,6 +50,7 @@ async def test_greeting_refused() -> None:
 
 async def test_hard_deadline_on_a_hung_server() -> None:
     """A server that never answers fails the probe after the timeout."""
+
     async def hang(req: httpx.Request) -> httpx.Response:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -65,4 +70,7 @@ async def test_models_list() -> None:
 def test_base_url_for_wildcard_binds() -> None:
     """A server bound to 0.0.0.0 or :: is reached on loopback."""
     assert [base_url("0.0.0.0", 1), base_url("::", 2), base_url("10.0.0.5", 3)] == [
-        "http://127.0.0.1:1", "http://[::1]:2", "http://10.0.0.5:3"]
+        "http://127.0.0.1:1",
+        "http://[::1]:2",
+        "http://10.0.0.5:3",
+    ]
