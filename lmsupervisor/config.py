@@ -12,6 +12,7 @@ the others). No file at all is valid: all defaults.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from lmsupervisor.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
+MAX_SECONDS = 86_400.0  # upper bound of every duration: a day (a larger value is a typo, not a wish)
+MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,11 @@ class StatusConfig:
 
 
 @dataclass(frozen=True)
+class ReconcileConfig:
+    unload_removed: bool = False  # unload a model removed from the config, if we loaded it
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "auto"
@@ -87,6 +95,7 @@ class Config:
     models: tuple[ModelConfig, ...] = ()
     status: StatusConfig = field(default_factory=StatusConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
 
 
 # -- typed readers: each names the key and what it expected -------------------------
@@ -107,12 +116,24 @@ def _fail(key: str, expected: str, value: Any) -> ConfigError:
 
 
 def _number(
-    key: str, value: Any, *, minimum: float = 0.0, positive: bool = False, what: str = "seconds as a number"
+    key: str,
+    value: Any,
+    *,
+    minimum: float = 0.0,
+    maximum: float = MAX_SECONDS,
+    positive: bool = False,
+    what: str = "seconds as a number",
 ) -> float:
+    """A finite number in ``[minimum, maximum]`` (``> 0`` with ``positive``); NaN and
+    infinity are refused, since they silently turn timers off or into busy loops."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(key, what, value)
+    if not math.isfinite(value):
+        raise _fail(key, f"a finite {what}", value)
     if value < minimum or (positive and value <= 0):
         raise _fail(key, f"{what} {'> 0' if positive else f'>= {minimum:g}'}", value)
+    if value > maximum:
+        raise _fail(key, f"{what} <= {maximum:g}", value)
     return float(value)
 
 
@@ -127,6 +148,8 @@ def _int(key: str, value: Any, lo: int, hi: int | None = None) -> int:
 def _str(key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
     if not isinstance(value, str):
         raise _fail(key, "a string", value)
+    if "\x00" in value:
+        raise ConfigError(f"{key}: expected text without NUL bytes, got {value!r}", key=key)
     if choices is not None and value not in choices:
         raise _fail(key, "one of " + ", ".join(f'"{c}"' for c in choices), value)
     return value
@@ -139,10 +162,14 @@ def _bool(key: str, value: Any) -> bool:
 
 
 def _path(key: str, value: Any) -> Path:
+    """An absolute path (``~`` expanded); a relative one would depend on the service's cwd."""
     text = _str(key, value)
     if not text:
         raise _fail(key, "a path", value)
-    return Path(os.path.expanduser(text))
+    path = Path(os.path.expanduser(text))
+    if not path.is_absolute():
+        raise _fail(key, "an absolute path (or one starting with ~)", value)
+    return path
 
 
 def _table(key: str, value: Any, allowed: set[str]) -> Mapping[str, Any]:
@@ -185,9 +212,9 @@ def _model(key: str, raw: Any) -> ModelConfig:
     return ModelConfig(
         key=model_key,
         identifier=_str(f"{key}.identifier", ident) if ident is not None else None,
-        context_length=_int(f"{key}.context_length", ctx, 1) if ctx is not None else None,
+        context_length=_int(f"{key}.context_length", ctx, 1, 16_777_216) if ctx is not None else None,
         gpu=_gpu(f"{key}.gpu", table["gpu"]) if "gpu" in table else None,
-        ttl=_number(f"{key}.ttl", ttl, minimum=1) if ttl is not None else None,
+        ttl=_number(f"{key}.ttl", ttl, minimum=1, maximum=MAX_TTL) if ttl is not None else None,
         download=_bool(f"{key}.download", table.get("download", False)),
     )
 
@@ -208,17 +235,22 @@ def parse(data: Mapping[str, Any]) -> Config:
         bind=_str("server.bind", sv["bind"]) if "bind" in sv else None,
         port=_int("server.port", sv["port"], 1, 65535) if "port" in sv else None,
         cors=_bool("server.cors", sv["cors"]) if "cors" in sv else None,
-        start_timeout=_number("server.start_timeout", sv.get("start_timeout", d.server.start_timeout), positive=True),
+        start_timeout=_number(
+            "server.start_timeout", sv.get("start_timeout", d.server.start_timeout), positive=True, maximum=3600
+        ),
     )
     if server.bind is not None and not server.bind.strip():
         raise _fail("server.bind", "an address such as 127.0.0.1", server.bind)
 
     hc = _table("health", top.get("health", {}), _keys(HealthConfig))
     health = HealthConfig(
-        interval=_number("health.interval", hc.get("interval", d.health.interval), positive=True),
-        timeout=_number("health.timeout", hc.get("timeout", d.health.timeout), positive=True),
+        interval=_number("health.interval", hc.get("interval", d.health.interval), positive=True, maximum=3600),
+        timeout=_number("health.timeout", hc.get("timeout", d.health.timeout), positive=True, maximum=600),
         failures_before_restart=_int(
-            "health.failures_before_restart", hc.get("failures_before_restart", d.health.failures_before_restart), 1
+            "health.failures_before_restart",
+            hc.get("failures_before_restart", d.health.failures_before_restart),
+            1,
+            1000,
         ),
     )
 
@@ -227,7 +259,11 @@ def parse(data: Mapping[str, Any]) -> Config:
         initial_delay=_number("restart.initial_delay", rc.get("initial_delay", d.restart.initial_delay)),
         max_delay=_number("restart.max_delay", rc.get("max_delay", d.restart.max_delay)),
         multiplier=_number(
-            "restart.multiplier", rc.get("multiplier", d.restart.multiplier), minimum=1.0, what="a number"
+            "restart.multiplier",
+            rc.get("multiplier", d.restart.multiplier),
+            minimum=1.0,
+            maximum=100.0,
+            what="a number",
         ),
         jitter=_number("restart.jitter", rc.get("jitter", d.restart.jitter), what="a fraction"),
         reset_after=_number("restart.reset_after", rc.get("reset_after", d.restart.reset_after)),
@@ -263,7 +299,9 @@ def parse(data: Mapping[str, Any]) -> Config:
         level=_str("log.level", lg.get("level", "info"), LOG_LEVELS),
         format=_str("log.format", lg.get("format", "auto"), LOG_FORMATS),
     )
-    return Config(lmstudio, server, health, restart, models, status, log)
+    rcn = _table("reconcile", top.get("reconcile", {}), _keys(ReconcileConfig))
+    reconcile = ReconcileConfig(unload_removed=_bool("reconcile.unload_removed", rcn.get("unload_removed", False)))
+    return Config(lmstudio, server, health, restart, models, status, log, reconcile)
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -293,6 +331,8 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> tuple[Confi
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    except RecursionError:  # tomllib recurses per nesting level
+        raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
     try:
         return parse(data), path
     except ConfigError as exc:

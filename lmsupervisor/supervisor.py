@@ -26,13 +26,12 @@ import structlog
 from lmsupervisor import __version__
 from lmsupervisor.clock import Clock, iso
 from lmsupervisor.config import Config, ModelConfig
-from lmsupervisor.core.observed import LoadedModel
+from lmsupervisor.core.observed import Install, LoadedModel, ServerSettings, effective_server
 from lmsupervisor.core.policy import Backoff, Step, step_for
 from lmsupervisor.core.preload import Action, plan
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.states import State, Trigger, accepts, next_state
 from lmsupervisor.errors import ConfigError, LmsError, LmsExitError, LmsNotFoundError, LmSupervisorError
-from lmsupervisor.lmstudio.install import Install, ServerSettings, effective_server
 from lmsupervisor.lmstudio.lms import LmsClient
 from lmsupervisor.lmstudio.probe import Prober, ProbeResult, base_url
 from lmsupervisor.lmstudio.watch import PidWatcher, ProcessTable

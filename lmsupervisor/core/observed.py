@@ -8,6 +8,14 @@ parses them, the core plans with them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmsupervisor.core.problems import Problem
+
+# LM Studio's defaults ([docs] headless.md): port 1234, bind 127.0.0.1, CORS off, JIT on.
+DEFAULT_PORT = 1234
+DEFAULT_BIND = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -54,3 +62,74 @@ class ServerStatus:
 
     running: bool
     port: int | None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """LM Studio's HTTP server settings from ``.internal/http-server-config.json`` (§2).
+
+    ``found`` is False when the file is missing or corrupt; the values are then LM
+    Studio's defaults. ``jit`` and ``auto_start`` are None when the key is absent.
+    """
+
+    port: int = DEFAULT_PORT
+    bind: str = DEFAULT_BIND
+    cors: bool = False
+    jit: bool | None = None
+    auto_start: bool | None = None
+    found: bool = False
+
+
+@dataclass(frozen=True)
+class Install:
+    """What :func:`detect` found. Paths are absolute; ``None`` means not found.
+
+    ``kind`` is ``"llmster"`` (0.4 headless daemon), ``"app"`` (the GUI app, headless via
+    ``--run-as-service``) or ``None``. ``api_server`` is ``.internal/http-server.json``
+    ``{"host","pid","port"}`` (2026+), a hint that may name a dead PID.
+    """
+
+    home: Path
+    home_source: str
+    home_exists: bool
+    lms: Path | None
+    lms_source: str | None
+    bootstrapped: bool
+    kind: str | None
+    service_path: Path | None
+    server: ServerSettings
+    local_service_enabled: bool | None
+    api_server: dict[str, Any] | None
+    problems: tuple[Problem, ...]
+
+    @property
+    def installed(self) -> bool:
+        return self.home_exists and (self.lms is not None or self.kind is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "installed": self.installed,
+            "bootstrapped": self.bootstrapped,
+            "home": str(self.home),
+            "home_source": self.home_source,
+            "lms": str(self.lms) if self.lms else None,
+            "kind": self.kind,
+            "service_path": str(self.service_path) if self.service_path else None,
+            "local_service_enabled": self.local_service_enabled,
+        }
+
+
+def effective_server(bind: str | None, port: int | None, cors: bool | None, found: ServerSettings) -> ServerSettings:
+    """The server settings to run with: the declared ones, else LM Studio's own
+    ``http-server-config.json`` (``found``), else LM Studio's defaults (design §4).
+
+    This is what keeps a restart from resetting the user's CORS/LAN choice (BT#1334).
+    """
+    return ServerSettings(
+        port=port if port is not None else found.port,
+        bind=bind if bind is not None else found.bind,
+        cors=cors if cors is not None else found.cors,
+        jit=found.jit,
+        auto_start=found.auto_start,
+        found=found.found,
+    )

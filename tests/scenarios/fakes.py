@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from lmsupervisor.config import Config
-from lmsupervisor.lmstudio.install import Install, ServerSettings
+from lmsupervisor.core.observed import Install, ServerSettings
 from lmsupervisor.lmstudio.lms import LmsClient, LmsResult
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.supervisor import Supervisor

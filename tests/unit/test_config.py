@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmsupervisor import config
@@ -86,7 +86,9 @@ def test_load_prefixes_the_file(tmp_path: Path) -> None:
 
 
 @given(
-    st.integers(min_value=1, max_value=65535), st.booleans(), st.floats(min_value=0.001, max_value=1e6, allow_nan=False)
+    st.integers(min_value=1, max_value=65535),
+    st.booleans(),
+    st.floats(min_value=0.001, max_value=3600, allow_nan=False),
 )
 def test_valid_values_round_trip(port: int, cors: bool, interval: float) -> None:
     """Any valid port, CORS flag and interval survives parse -> to_toml -> parse."""
@@ -104,3 +106,91 @@ def test_socket_path_precedence(tmp_path: Path) -> None:
     assert config.socket_path(config.Config(), None, {"XDG_RUNTIME_DIR": str(tmp_path)}) == (
         tmp_path / "lmsupervisor" / "status.sock"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[health]\ninterval = nan", "health.interval"),
+        ("[health]\ninterval = inf", "health.interval"),
+        ("[health]\ninterval = 1e308", "health.interval"),
+        ("[health]\ntimeout = nan", "health.timeout"),
+        ("[restart]\ninitial_delay = nan", "restart.initial_delay"),
+        ("[restart]\nmax_delay = inf", "restart.max_delay"),
+        ("[restart]\nmultiplier = inf", "restart.multiplier"),
+        ("[restart]\njitter = nan", "restart.jitter"),
+        ("[server]\nstart_timeout = -inf", "server.start_timeout"),
+        ("[[models]]\nkey = 'a/b'\nttl = inf", "models[0].ttl"),
+        ("[[models]]\nkey = 'a/b'\ngpu = nan", "models[0].gpu"),
+    ],
+)
+def test_non_finite_and_huge_numbers_are_rejected(text: str, key: str) -> None:
+    """NaN, infinity and absurd durations are errors naming the key (they used to turn timers off)."""
+    with pytest.raises(ConfigError) as info:
+        parse_toml(text)
+    assert (info.value.key, info.value.message.startswith(f"{key}: expected")) == (key, True)
+
+
+def test_deeply_nested_toml_is_a_config_error(tmp_path: Path) -> None:
+    """A file nested past Python's recursion limit is a ConfigError, not a RecursionError."""
+    path = tmp_path / "deep.toml"
+    path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        config.load(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[lmstudio]\nhome = "relative/home"', "lmstudio.home"),
+        ('[lmstudio]\nlms = "a\\u0000b"', "lmstudio.lms"),
+        ('[status]\nsocket = "status.sock"', "status.socket"),
+    ],
+)
+def test_paths_must_be_absolute_text(text: str, key: str) -> None:
+    """Relative paths (they would depend on a service's cwd) and NUL bytes are refused by key."""
+    with pytest.raises(ConfigError) as info:
+        parse_toml(text)
+    assert info.value.key == key
+
+
+def test_reconcile_unload_removed() -> None:
+    """[reconcile] unload_removed parses as a bool and defaults to false."""
+    assert (parse_toml("").reconcile.unload_removed, parse_toml("[reconcile]\nunload_removed = true").reconcile) == (
+        False,
+        config.ReconcileConfig(unload_removed=True),
+    )
+
+
+_leaf = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+)
+_section = st.dictionaries(
+    st.sampled_from(
+        ["interval", "timeout", "port", "bind", "cors", "max_delay", "jitter", "key", "ttl", "gpu", "level", "x"]
+    ),
+    st.one_of(_leaf, st.lists(_leaf, max_size=2)),
+    max_size=4,
+)
+_configs = st.dictionaries(
+    st.sampled_from(["lmstudio", "server", "health", "restart", "status", "log", "reconcile", "models", "bogus"]),
+    st.one_of(_section, st.lists(_section, max_size=2), _leaf),
+    max_size=5,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_configs)
+def test_generated_configs_are_accepted_or_rejected_by_key(data: dict[str, object]) -> None:
+    """Any TOML-shaped document parses or raises ConfigError with a key; nothing else escapes."""
+    error: ConfigError | None = None
+    try:
+        config.parse(data)
+    except ConfigError as exc:
+        error = exc
+    if error is not None:
+        assert error.key, error.message
+        assert error.message.startswith(error.key), (error.key, error.message)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lmsupervisor.core.observed import effective_server
 from lmsupervisor.lmstudio.homedir import resolve_home
-from lmsupervisor.lmstudio.install import Platform, detect, effective_server, read_server_settings
+from lmsupervisor.lmstudio.install import Platform, detect, read_server_settings
 from lmsupervisor.simulator.home import create_install
 
 
