@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from typing import Protocol
+
+from lmsupervisor.core.timefmt import iso
+
+__all__ = ["Clock", "SystemClock", "iso", "within"]
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -29,12 +37,23 @@ class SystemClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
-def iso(wall: float | None) -> str | None:
-    """UTC ISO-8601 with milliseconds and ``Z``: ``2026-11-21T10:00:00.000Z``."""
-    if wall is None:
-        return None
-    secs = int(wall)
-    ms = round((wall - secs) * 1000)
-    if ms == 1000:
-        secs, ms = secs + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"
+async def within(clock: Clock, awaitable: Awaitable[T], seconds: float) -> T:
+    """Await ``awaitable`` for at most ``seconds`` of ``clock`` time.
+
+    Unlike :func:`asyncio.wait_for` the deadline runs on the injected clock, so a fake
+    clock drives it in tests. Raises :class:`TimeoutError` (the awaitable is cancelled
+    and awaited) when the time runs out; cancelling the caller cancels both.
+    """
+    work = asyncio.ensure_future(awaitable)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+    if work.cancelled():
+        raise TimeoutError(f"no result within {seconds:g} s")
+    return work.result()

@@ -61,7 +61,7 @@ async def _demo(sim: SimInstall) -> int:
     try:
         await asyncio.wait_for(ready.wait(), DEADLINE)
         ready.clear()
-        pid = sup.daemon_pid or sim.daemon_pid()
+        pid = sup.snapshot()["lmstudio"]["daemon_pid"] or sim.daemon_pid()
         _say(started, f"ready. Now: kill -9 of LM Studio's daemon (PID {pid})")
         if pid:
             os.kill(pid, signal.SIGKILL)

@@ -14,12 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from lmsupervisor.config import Config
-from lmsupervisor.core.observed import DaemonStatus, Install, LoadedModel, ServerSettings, effective_server
+from lmsupervisor.core.observed import (
+    DaemonStatus,
+    Install,
+    LoadedModel,
+    ProbeResult,
+    ServerSettings,
+    base_url,
+    effective_server,
+)
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.errors import LmsError
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
-from lmsupervisor.lmstudio.probe import Prober, ProbeResult, base_url
+from lmsupervisor.lmstudio.probe import Prober
 
 LMS_TIMEOUT = 15.0  # seconds for each `lms` call doctor makes
 

@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 
 import filelock
+import platformdirs
 import structlog
 
 from lmsupervisor import config as configmod
@@ -26,7 +27,7 @@ from lmsupervisor.lmstudio.install import Platform, detect
 from lmsupervisor.lmstudio.lms import Lms, LmsClient
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.watch import OsPidWatcher, OsProcessTable
-from lmsupervisor.supervisor import Supervisor
+from lmsupervisor.supervisor import ServerMemory, Supervisor
 
 STAGE_TIMEOUT = 5.0  # seconds for each shutdown stage
 
@@ -52,6 +53,7 @@ def build_supervisor(
         config_loader=loader,
         config_path=config_path,
         pid=os.getpid(),
+        memory=ServerMemory(Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False)) / "server.json"),
     )
     return sup, prober
 

@@ -133,3 +133,40 @@ def effective_server(bind: str | None, port: int | None, cors: bool | None, foun
         auto_start=found.auto_start,
         found=found.found,
     )
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The outcome of one probe. ``latency_ms`` is wall milliseconds; ``error`` is a
+    one-line reason when ``ok`` is False (refused, timed out, wrong body)."""
+
+    ok: bool
+    latency_ms: float
+    status: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DaemonProcess:
+    """LM Studio's daemon (llmster) or app process, pinned by PID *and* create time.
+
+    The PID comes only from LM Studio's own sources (`lms daemon status --json`,
+    ``.internal/http-server.json``). ``verified`` is True when the process's executable or
+    command line names the detected install's service path: only a verified process is
+    ever signalled, and only while its create time (seconds since the epoch, from psutil)
+    still matches, so a recycled PID is never touched. ``is_daemon`` is LM Studio's
+    ``isDaemon`` (False: the GUI app holds the service).
+    """
+
+    pid: int
+    create_time: float
+    verified: bool
+    is_daemon: bool | None = None
+
+
+def base_url(bind: str, port: int) -> str:
+    """The URL to reach a server bound to ``bind``: a wildcard bind is reached on loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(bind, bind)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

@@ -9,7 +9,6 @@ not retry in lockstep. The attempt count resets once the service has been health
 from __future__ import annotations
 
 import enum
-import random
 
 from lmsupervisor.config import RestartConfig
 
@@ -28,33 +27,18 @@ def step_for(attempt: int) -> Step:
     return Step(min(max(attempt, 0), Step.KILL_DAEMON))
 
 
-class Backoff:
-    """Capped exponential backoff with jitter; ``rng`` is injected for determinism."""
+def retry_delay(config: RestartConfig, attempt: int, jitter_sample: float = 0.0) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based; 0 waits nothing).
 
-    def __init__(self, config: RestartConfig, rng: random.Random | None = None) -> None:
-        self.config = config
-        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self.attempt = 0
-
-    def base_delay(self, attempt: int) -> float:
-        """The un-jittered delay in seconds before retry number ``attempt`` (1-based)."""
-        c = self.config
-        if attempt <= 0:
-            return 0.0
-        # Exponent capped so huge attempt counts cannot overflow a float.
-        exponent = min(attempt - 1, 1024)
-        try:
-            raw = c.initial_delay * c.multiplier**exponent
-        except OverflowError:
-            raw = c.max_delay
-        return min(c.max_delay, raw)
-
-    def next_delay(self) -> float:
-        """Count a failure and return how long to wait (seconds, jittered, >= 0)."""
-        self.attempt += 1
-        base = self.base_delay(self.attempt)
-        spread = base * self.config.jitter
-        return max(0.0, base + self.rng.uniform(-spread, spread))
-
-    def reset(self) -> None:
-        self.attempt = 0
+    ``jitter_sample`` in ``[-1, 1]`` picks the point in the ``+/- jitter`` spread: the
+    caller draws it (the reducer gets it with each message), so this stays pure.
+    """
+    if attempt <= 0:
+        return 0.0
+    exponent = min(attempt - 1, 1024)  # capped so huge attempt counts cannot overflow a float
+    try:
+        raw = config.initial_delay * config.multiplier**exponent
+    except OverflowError:
+        raw = config.max_delay
+    base = min(config.max_delay, raw)
+    return max(0.0, base + base * config.jitter * max(-1.0, min(1.0, jitter_sample)))

@@ -47,14 +47,35 @@ class LmsResult:
     duration_ms: float
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+ERROR_MAX = 500  # characters of LM Studio's message kept in the status
+
+
 def error_line(stderr: str) -> str:
-    """LM Studio's own message from stderr, on one line, without the ``Error: `` prefix."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    """LM Studio's own message from stderr, on one line: ANSI codes stripped, ``at ...``
+    stack frames dropped, the cause after the last ``- Caused By:`` when there is one
+    (load failures print an SDK stack, facts §8), without the ``Error: `` prefix, capped
+    at :data:`ERROR_MAX` characters."""
+    text = _ANSI.sub("", stderr)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("at ")]
+    caused = [i for i, ln in enumerate(lines) if ln.startswith("- Caused By:")]
+    if caused:
+        lines = [lines[caused[-1]][len("- Caused By:") :].strip(), *lines[caused[-1] + 1 :]]
+        lines = [ln for ln in lines if not ln.startswith("- ")]
     for i, line in enumerate(lines):
         if line.startswith("Error: "):
             lines = [line[len("Error: ") :], *lines[i + 1 :]]
             break
-    return re.sub(r"\s+", " ", " ".join(lines)).strip()
+    one = re.sub(r"\s+", " ", " ".join(lines)).strip()
+    return one if len(one) <= ERROR_MAX else one[: ERROR_MAX - 1] + "\u2026"
+
+
+NO_SUCH_COMMAND = ("unknown command", "Not a valid subcommand")  # Commander / cmd-ts (facts §8)
+
+
+def no_such_command(stderr: str) -> bool:
+    """True when `lms` rejected the command itself (an `lms` without ``daemon``, 0.3.x)."""
+    return any(marker in stderr for marker in NO_SUCH_COMMAND)
 
 
 def parse_json(stdout: str, argv: Sequence[str]) -> Any:
@@ -270,7 +291,7 @@ class LmsClient:
         """`lms daemon status --json`; ``supported=False`` on an `lms` without `daemon`."""
         result = await self.runner.run("daemon", "status", "--json", timeout=timeout)
         if result.returncode != 0:
-            if "unknown command" in result.stderr:
+            if no_such_command(result.stderr):
                 return DaemonStatus(running=False, supported=False)
             line = error_line(result.stderr) or "no message"
             raise LmsExitError(

@@ -12,31 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from lmsupervisor.core.observed import ProbeResult
 from lmsupervisor.errors import ProbeError
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """The outcome of one probe. ``latency_ms`` is wall milliseconds; ``error`` is a
-    one-line reason when ``ok`` is False (refused, timed out, wrong body)."""
-
-    ok: bool
-    latency_ms: float
-    status: int | None = None
-    error: str | None = None
-
-
-def base_url(bind: str, port: int) -> str:
-    """The URL to reach a server bound to ``bind``: a wildcard bind is reached on loopback."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(bind, bind)
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
 
 
 class Prober:

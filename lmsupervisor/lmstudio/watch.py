@@ -3,7 +3,9 @@
 On Linux a pidfd (``os.pidfd_open``) registered with the event loop's reader reports
 the exit within milliseconds, including a process left as an unreaped zombie. Elsewhere
 psutil is polled. Also the process table operations of the escalation ladder
-(terminate, wait, kill) and finding the 0.3 app's PID by its executable path.
+(terminate, wait, kill) on processes pinned by PID and create time, signalled only when
+verified as running the detected install's executable (issue: an unrelated process whose
+command line merely mentioned the app's path was once adopted and SIGTERMed).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Protocol
 import psutil
 
 from lmsupervisor.clock import Clock
+from lmsupervisor.core.observed import DaemonProcess
 
 POLL_INTERVAL = 0.5  # seconds, psutil fallback
 
@@ -29,12 +32,25 @@ class PidWatcher(Protocol):
 
 
 class ProcessTable(Protocol):
-    def alive(self, pid: int) -> bool: ...
+    """The process operations of the escalation ladder, on pinned processes only."""
 
-    async def terminate(self, pid: int, grace: float) -> bool:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; True if it is gone."""
+    def identify(self, pid: int, service_path: Path | None, is_daemon: bool | None = None) -> DaemonProcess | None:
+        """Pin ``pid`` (PID + create time); ``verified`` if it runs ``service_path``.
+        None when no such process is alive."""
 
-    def find_by_executable(self, path: Path) -> int | None: ...
+    def alive(self, proc: DaemonProcess) -> bool:
+        """True while ``proc`` runs (same PID *and* create time)."""
+
+    def find_running(self, service_path: Path) -> DaemonProcess | None:
+        """The process that runs ``service_path`` itself (see :func:`runs`), verified;
+        for LM Studio 0.3, whose `lms` names no PID. None when there is none."""
+
+    async def wait_exit(self, proc: DaemonProcess, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``proc`` to exit; True if it is gone."""
+
+    async def terminate(self, proc: DaemonProcess, grace: float) -> bool:
+        """SIGTERM ``proc`` and its children, wait ``grace`` seconds, then SIGKILL; True if
+        gone. Does nothing (False) for an unverified process or a recycled PID."""
 
 
 def _alive(pid: int) -> bool:
@@ -100,31 +116,80 @@ class OsPidWatcher:
         return cancel_poll
 
 
+_INTERPRETERS = ("python", "node", "bun", "sh", "bash")
+
+
+def runs(cmdline: list[str], exe: str | None, service_path: Path) -> bool:
+    """Whether a process with ``cmdline``/``exe`` runs ``service_path``: as its executable,
+    its ``argv[0]``, or the script an interpreter (python, node, bun, sh) was given. An
+    argument elsewhere on the command line (an editor opening the file) does not count."""
+    target = os.path.realpath(service_path)
+    candidates = [exe or "", *cmdline[:1]]
+    if cmdline and os.path.basename(cmdline[0]).startswith(_INTERPRETERS):
+        script = next((a for a in cmdline[1:] if not a.startswith("-")), "")
+        candidates.append(script)
+    return any(c and os.path.realpath(c) == target for c in candidates)
+
+
 class OsProcessTable:
+    """:class:`ProcessTable` over psutil; the clock paces the waits."""
+
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
 
-    def alive(self, pid: int) -> bool:
-        return _alive(pid)
+    def identify(self, pid: int, service_path: Path | None, is_daemon: bool | None = None) -> DaemonProcess | None:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                return None
+            created = proc.create_time()
+            try:
+                cmdline, exe = proc.cmdline(), proc.exe()
+            except psutil.AccessDenied:
+                cmdline, exe = [], None
+        except psutil.Error:
+            return None
+        verified = service_path is not None and runs(cmdline, exe, service_path)
+        return DaemonProcess(pid, created, verified, is_daemon)
 
-    async def terminate(self, pid: int, grace: float) -> bool:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-            deadline = self.clock.monotonic() + wait
-            while self.clock.monotonic() < deadline:
-                if not _alive(pid):
-                    return True
-                await self.clock.sleep(0.02)
-        return not _alive(pid)
-
-    def find_by_executable(self, path: Path) -> int | None:
-        """The PID of a process whose executable or script is ``path`` (the 0.3 app)."""
-        target = str(path)
-        for proc in psutil.process_iter(["cmdline", "status"]):
-            with contextlib.suppress(psutil.Error):
-                if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                    continue
-                if target in (proc.info["cmdline"] or []):
-                    return int(proc.pid)
+    def find_running(self, service_path: Path) -> DaemonProcess | None:
+        for proc in psutil.process_iter(["cmdline", "exe", "status", "create_time"]):
+            info = proc.info
+            if info["status"] == psutil.STATUS_ZOMBIE or not info["create_time"]:
+                continue
+            if runs(info["cmdline"] or [], info["exe"], service_path):
+                return DaemonProcess(int(proc.pid), float(info["create_time"]), True)
         return None
+
+    def alive(self, proc: DaemonProcess) -> bool:
+        try:
+            p = psutil.Process(proc.pid)
+            return p.create_time() == proc.create_time and p.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.Error:
+            return True  # it exists; we may not look at it
+
+    async def wait_exit(self, proc: DaemonProcess, timeout: float) -> bool:
+        deadline = self.clock.monotonic() + timeout
+        while self.alive(proc):
+            if self.clock.monotonic() >= deadline:
+                return False
+            await self.clock.sleep(0.05)
+        return True
+
+    async def terminate(self, proc: DaemonProcess, grace: float) -> bool:
+        if not proc.verified or not self.alive(proc):
+            return not self.alive(proc)
+        try:
+            root = psutil.Process(proc.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return not self.alive(proc)
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            for p in tree:
+                with contextlib.suppress(psutil.Error):
+                    p.send_signal(sig)  # psutil checks the create time: a recycled PID is not signalled
+            if await self.wait_exit(proc, wait):
+                return True
+        return not self.alive(proc)

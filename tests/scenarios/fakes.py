@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from lmsupervisor.config import Config
-from lmsupervisor.core.observed import Install, ServerSettings
+from lmsupervisor.core.observed import DaemonProcess, Install, ServerSettings
 from lmsupervisor.lmstudio.lms import LmsClient, LmsResult
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.supervisor import Supervisor
@@ -81,6 +81,8 @@ class FakeLmStudio:
         self.fail: dict[tuple[str, ...], tuple[int, str]] = {}  # argv prefix -> (code, stderr)
         self.watchers: dict[int, list[Callable[[], None]]] = {}
         self.terminated: list[int] = []
+        self.signalled: list[DaemonProcess] = []
+        self.verified = True
         self._pids = itertools.count(1000)
 
     # -- the lms runner ---------------------------------------------------------
@@ -150,18 +152,29 @@ class FakeLmStudio:
             for cb in self.watchers.pop(pid, []):
                 cb()
 
-    def alive(self, pid: int) -> bool:
-        return pid == self.daemon_pid
+    def identify(self, pid: int, service_path: Path | None, is_daemon: bool | None = None) -> DaemonProcess | None:
+        if pid != self.daemon_pid:
+            return None
+        return DaemonProcess(pid, float(pid), verified=self.verified, is_daemon=is_daemon)
 
-    async def terminate(self, pid: int, grace: float) -> bool:
-        self.terminated.append(pid)
-        if pid == self.daemon_pid:
+    def alive(self, proc: DaemonProcess) -> bool:
+        return proc.pid == self.daemon_pid
+
+    def find_running(self, service_path: Path) -> DaemonProcess | None:
+        return None
+
+    async def wait_exit(self, proc: DaemonProcess, timeout: float) -> bool:
+        return not self.alive(proc)
+
+    async def terminate(self, proc: DaemonProcess, grace: float) -> bool:
+        self.signalled.append(proc)
+        if not proc.verified:
+            return False
+        self.terminated.append(proc.pid)
+        if proc.pid == self.daemon_pid:
             self.exit_daemon()
             self.hung = False
         return True
-
-    def find_by_executable(self, path: Path) -> int | None:
-        return None
 
 
 def make_install(installed: bool = True) -> Install:

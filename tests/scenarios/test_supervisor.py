@@ -70,7 +70,7 @@ async def test_adopt_without_restart() -> None:
     w.lm.loaded = [{**FakeLmStudio.MODELS[0], "identifier": "a/one"}]
     runner = asyncio.create_task(w.sup.run())
     await w.clock.advance(0)
-    assert (w.sup.state, w.sup.daemon_pid) == (State.READY, 7)
+    assert (w.sup.state, w.sup.snapshot()["lmstudio"]["daemon_pid"]) == (State.READY, 7)
     assert not [c for c in w.lm.calls if c[:2] == ("server", "start")]
     assert [c[1] for c in w.lm.calls if c[0] == "load"] == ["hf/b-two-GGUF/two.gguf"]
     w.sup.post("stop")
@@ -90,7 +90,7 @@ async def test_daemon_exit_backs_off_then_recovers(world: World) -> None:
     assert world.sup.state is State.BACKOFF  # not a moment early
     await world.clock.advance(0.001)
     assert world.sup.state is State.READY
-    assert (world.sup.restart_count, len(world.lm.loaded)) == (1, 2)
+    assert (world.sup.snap.restart_count, len(world.lm.loaded)) == (1, 2)
     assert world.states[-4:] == ["backoff", "starting", "loading_models", "ready"]
 
 
@@ -99,7 +99,7 @@ async def test_probe_failures_trigger_restart(world: World) -> None:
     await world.clock.advance(0)
     world.lm.server = False
     await world.clock.advance(10)
-    assert (world.sup.state, world.sup.consecutive_failures) == (State.READY, 2)
+    assert (world.sup.state, world.sup.snap.consecutive_failures) == (State.READY, 2)
     await world.clock.advance(5)
     assert world.sup.state is State.BACKOFF
     await world.clock.advance(1)
@@ -122,7 +122,7 @@ async def test_backoff_sequence_never_gives_up(world: World) -> None:
         await world.clock.advance(delays[-1])
     assert delays == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
     assert world.sup.snapshot()["restarts"]["attempt"] == 13  # the 12th retry failed too
-    assert "Failed to verify" in (world.sup.last_restart_reason or "")
+    assert "Failed to verify" in (world.sup.snap.last_restart_reason or "")
     assert ("daemon", "down") in world.lm.calls  # rung 2 was tried
     world.lm.fail.clear()
     await world.clock.advance(300)
@@ -141,7 +141,7 @@ async def test_backoff_resets_after_healthy_period(world: World) -> None:
     await world.clock.advance(61)  # healthy for longer than reset_after
     world.lm.exit_daemon()
     await settle()
-    assert (world.sup.backoff.attempt, world.clock.next_deadline()) == (1, world.clock.now + 1)
+    assert (world.sup.snap.attempt, world.clock.next_deadline()) == (1, world.clock.now + 1)
 
 
 async def test_hung_daemon_is_terminated(world: World) -> None:
@@ -177,7 +177,7 @@ async def test_failed_model_degrades_and_is_retried(world: World) -> None:
     world.lm.exit_daemon()
     await world.clock.advance(1)
     assert world.sup.state is State.DEGRADED
-    assert world.sup.models["a/one"].error == (
+    assert world.sup.snapshot()["models"][0]["error"] == (
         "Failed to load model. Model loading was stopped due to insufficient system resources."
     )
     del world.lm.fail[("load", "a/one")]
@@ -205,7 +205,7 @@ async def test_restart_request(world: World) -> None:
     await world.clock.advance(0)
     world.sup.post("restart", daemon=False, reason="asked")
     await world.clock.advance(0)
-    assert (world.sup.state, world.sup.restart_count) == (State.READY, 1)
+    assert (world.sup.state, world.sup.snap.restart_count) == (State.READY, 1)
     assert world.states[-3:] == ["starting", "loading_models", "ready"]
     assert [c for c in world.lm.calls if c[:2] == ("server", "stop")] == [("server", "stop")]
 

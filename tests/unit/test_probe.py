@@ -7,8 +7,9 @@ import asyncio
 import httpx
 import pytest
 
+from lmsupervisor.core.observed import base_url
 from lmsupervisor.errors import ProbeError
-from lmsupervisor.lmstudio.probe import Prober, base_url
+from lmsupervisor.lmstudio.probe import Prober
 
 
 def prober(handler: object, timeout: float = 1.0) -> Prober:

@@ -1,0 +1,898 @@
+"""The reconcile core: ``reduce(snapshot, message, now) -> (snapshot, effects)``. Pure.
+
+This is the only code that changes the supervisor's state, the whole of it: lifecycle,
+models, problems, server settings, install, restarts. Messages come in (typed, frozen:
+:class:`ServerUp`, :class:`BringUpFailed`, :class:`ModelsDone`, :class:`Probed`,
+:class:`DaemonExited`, :class:`RestartRequested`, :class:`ConfigChanged`,
+:class:`TimerFired` ...); a new :class:`Snapshot` and a tuple of effects come out
+(:class:`BringUp`, :class:`LoadModels`, :class:`Schedule`, :class:`Watch`,
+:class:`Publish` ...). The runner (:mod:`lmsupervisor.supervisor`) performs the effects
+and turns whatever happens, exceptions included, into the next messages.
+
+It is level-triggered (design §6): a bring-up adopts what runs and a load pass plans
+from what LM Studio reports, so any pass may be repeated after any crash without harm.
+Stale messages (from a cancelled action, an older timer, a previous server epoch) are
+recognised by their ids and ignored. ``now`` carries the clock readings and a jitter
+sample, so the function stays deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lmsupervisor.config import Config, ModelConfig
+from lmsupervisor.core.configdiff import ConfigDiff, config_diff, model_name
+from lmsupervisor.core.observed import (
+    DaemonProcess,
+    Install,
+    LoadedModel,
+    ProbeResult,
+    ServerSettings,
+    base_url,
+)
+from lmsupervisor.core.policy import Step, retry_delay, step_for
+from lmsupervisor.core.preload import Action, plan
+from lmsupervisor.core.problems import Problem
+from lmsupervisor.core.states import ON_ENTER, Entry, State, Trigger, accepts, next_state
+from lmsupervisor.core.timefmt import iso
+
+LOAD_DEADLINE = 900.0  # seconds a load we started may take to show up in `lms ps`
+MODEL_STATES = ("pending", "downloading", "loading", "loaded", "failed", "idle_unloaded")
+
+
+# -- the state ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelStatus:
+    """One declared model in the snapshot; ``state`` is one of :data:`MODEL_STATES`."""
+
+    key: str
+    identifier: str | None
+    state: str = "pending"
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The identifier, else the key (how the config and the status name it)."""
+        return self.identifier or self.key
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A load we started that LM Studio may still finish even if we stopped waiting for it
+    (killing `lms load` does not stop LM Studio). ``deadline`` is monotonic seconds."""
+
+    name: str
+    deadline: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the supervisor knows; ``GET /v1/status`` is rendered from it.
+
+    Times: ``since``, ``started_at``, ``last_restart_at``, ``next_attempt_at`` are wall
+    seconds (shown to people); ``healthy_since`` is monotonic seconds. ``attempt`` counts
+    consecutive failed bring-ups (the rung is :func:`step_for` of it); ``action`` is the id
+    of the running action (bring-up or load pass), ``timer`` of the armed timer and
+    ``epoch`` of the current server bring-up (probe results of an older one are ignored).
+    ``ours`` are the instance identifiers this supervisor loaded; ``last_good_server`` the
+    last settings read from a sound ``http-server-config.json`` (never replaced by defaults).
+    """
+
+    config: Config
+    state: State = State.STOPPED
+    since: float = 0.0
+    started_at: float = 0.0
+    config_error: str | None = None
+    pending_config: Config | None = None
+    install: Install | None = None
+    problems: tuple[Problem, ...] = ()
+    server: ServerSettings = field(default_factory=ServerSettings)
+    server_running: bool = False
+    last_probe_ms: float | None = None
+    consecutive_failures: int = 0
+    daemon: DaemonProcess | None = None
+    lms_version: str | None = None
+    models: tuple[ModelStatus, ...] = ()
+    restart_count: int = 0
+    last_restart_reason: str | None = None
+    last_restart_at: float | None = None
+    next_attempt_at: float | None = None
+    attempt: int = 0
+    model_attempt: int = 0
+    healthy_since: float | None = None
+    action: int = 0
+    timer: int = 0
+    epoch: int = 0
+    in_flight: tuple[InFlight, ...] = ()
+    ours: frozenset[str] = frozenset()
+    unload_next: tuple[str, ...] = ()
+    last_good_server: ServerSettings | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True in ``ready`` only (design §5 ``ready``)."""
+        return self.state is State.READY
+
+    def model(self, name: str) -> ModelStatus | None:
+        """The status of the declared model called ``name`` (identifier, else key)."""
+        return next((m for m in self.models if m.name == name), None)
+
+
+def initial(config: Config, wall: float, last_good_server: ServerSettings | None = None) -> Snapshot:
+    """The snapshot before ``Start``: stopped, every declared model pending."""
+    return Snapshot(
+        config=config,
+        since=wall,
+        started_at=wall,
+        models=_statuses(config.models, ()),
+        last_good_server=last_good_server,
+    )
+
+
+@dataclass(frozen=True)
+class Now:
+    """Clock readings for one message: ``mono`` and ``wall`` seconds, and ``jitter`` in
+    ``[-1, 1]`` (drawn by the runner) for the backoff spread."""
+
+    mono: float
+    wall: float
+    jitter: float = 0.0
+
+
+# -- messages -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Start:
+    """The supervisor begins."""
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    """SIGTERM/SIGINT: stop supervising, leave LM Studio running."""
+
+    reason: str = "stop requested"
+
+
+@dataclass(frozen=True)
+class ServerUp:
+    """Bring-up ``action`` ended with the server answering its greeting at ``server``."""
+
+    action: int
+    install: Install
+    server: ServerSettings
+    daemon: DaemonProcess | None
+    reason: str
+    version: str | None = None
+    adopted: bool = False
+    settings_source_ok: bool = True  # http-server-config.json was sound (remember it)
+
+
+@dataclass(frozen=True)
+class NotInstalled:
+    """Bring-up ``action`` found no usable LM Studio."""
+
+    action: int
+    install: Install
+    reason: str
+
+
+@dataclass(frozen=True)
+class BringUpFailed:
+    """Bring-up ``action`` failed; ``reason`` is for people (LM Studio's words)."""
+
+    action: int
+    reason: str
+    install: Install | None = None
+
+
+@dataclass(frozen=True)
+class LoadStarted:
+    """An `lms load` for declared model ``name`` was launched (accepted from any action:
+    LM Studio may finish it whatever happens to us)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class LoadSettled:
+    """The `lms load` for ``name`` ended with LM Studio's own failure: not in flight."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ModelChanged:
+    """Load pass ``action`` moved model ``name`` to ``state``."""
+
+    action: int
+    name: str
+    state: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelsDone:
+    """Load pass ``action`` ended; ``loaded`` is what `lms ps --json` listed at its end,
+    ``ours`` the instance identifiers this pass loaded."""
+
+    action: int
+    loaded: tuple[LoadedModel, ...]
+    ours: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadPassFailed:
+    """Load pass ``action`` could not list models (`lms ps`/`ls` failed): ``reason``."""
+
+    action: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Probed:
+    """A greeting probe of server ``epoch`` finished."""
+
+    epoch: int
+    result: ProbeResult
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A drift check of server ``epoch``: the instances LM Studio lists as loaded."""
+
+    epoch: int
+    loaded: tuple[LoadedModel, ...]
+
+
+@dataclass(frozen=True)
+class DaemonExited:
+    """The watched daemon process ``pid`` exited."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """Timer ``gen`` ran out."""
+
+    gen: int
+
+
+@dataclass(frozen=True)
+class RestartRequested:
+    """``POST /v1/restart`` (``daemon``: the daemon rung) or `lmsupervisor restart`."""
+
+    daemon: bool = False
+    reason: str = "restart requested"
+
+
+@dataclass(frozen=True)
+class ReloadRequested:
+    """SIGHUP, a config file change or ``POST /v1/reload``: read the config again."""
+
+
+@dataclass(frozen=True)
+class ConfigChanged:
+    """The config was read again and is valid."""
+
+    config: Config
+
+
+@dataclass(frozen=True)
+class ConfigRejected:
+    """The config was read again and is invalid; the old one keeps running."""
+
+    error: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ActionCrashed:
+    """An effect raised something unexpected. ``action`` is its action id (-1 for the
+    health loop, -2 for reading the config); ``error`` the exception, ``effect`` its name."""
+
+    action: int
+    effect: str
+    error: str
+
+
+Message = (
+    Start
+    | StopRequested
+    | ServerUp
+    | NotInstalled
+    | BringUpFailed
+    | LoadStarted
+    | LoadSettled
+    | ModelChanged
+    | ModelsDone
+    | LoadPassFailed
+    | Probed
+    | Observed
+    | DaemonExited
+    | TimerFired
+    | RestartRequested
+    | ReloadRequested
+    | ConfigChanged
+    | ConfigRejected
+    | ActionCrashed
+)
+
+HEALTH_ACTION = -1  # ActionCrashed.action of the health loop
+CONFIG_ACTION = -2  # ActionCrashed.action of reading the config
+
+
+# -- effects --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BringUp:
+    """Detect LM Studio, then adopt it or climb to ``step``; answers with ServerUp,
+    NotInstalled or BringUpFailed carrying ``action``."""
+
+    action: int
+    step: Step
+    config: Config
+    daemon: DaemonProcess | None
+    last_good_server: ServerSettings | None
+    lms_version: str | None
+
+
+@dataclass(frozen=True)
+class LoadModels:
+    """Unload ``unload`` (identifiers we loaded), wait for ``in_flight`` loads to show up,
+    then load what ``models`` still lack; answers with ModelChanged.. and ModelsDone."""
+
+    action: int
+    models: tuple[ModelConfig, ...]
+    in_flight: tuple[InFlight, ...]
+    unload: tuple[str, ...] = ()
+    lms: Path | None = None
+
+
+@dataclass(frozen=True)
+class CancelAction:
+    """Cancel the running action (its late messages carry an old id and are ignored)."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Arm timer ``gen`` to fire after ``delay`` seconds (replacing any armed one)."""
+
+    gen: int
+    delay: float
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the health loop does from now on: greeting probes, drift checks, for ``epoch``."""
+
+    probe: bool
+    drift: bool
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Watch ``daemon``'s PID for its exit (None: stop watching)."""
+
+    daemon: DaemonProcess | None
+
+
+@dataclass(frozen=True)
+class Unload:
+    """Unload instance ``identifier`` (a duplicate we created)."""
+
+    identifier: str
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """Read the config file again; answers with ConfigChanged or ConfigRejected."""
+
+
+@dataclass(frozen=True)
+class Relog:
+    """Apply ``[log]`` settings live."""
+
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
+class Remember:
+    """Persist ``server``: the last good settings of LM Studio's server config."""
+
+    server: ServerSettings
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Send ``event`` (design §5 event shape, without ``time``) to every subscriber."""
+
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Log:
+    """Log ``event`` (snake_case, past tense) at ``level`` with ``fields``."""
+
+    level: str
+    event: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+Effect = (
+    BringUp
+    | LoadModels
+    | CancelAction
+    | Schedule
+    | Health
+    | Watch
+    | Unload
+    | ReadConfig
+    | Relog
+    | Remember
+    | Publish
+    | Log
+)
+
+
+# -- the reducer ----------------------------------------------------------------------
+class _Step:
+    """One reduction in progress: the snapshot so far and the effects collected."""
+
+    def __init__(self, snap: Snapshot, now: Now) -> None:
+        self.snap = snap
+        self.now = now
+        self.effects: list[Effect] = []
+
+    def set(self, **changes: Any) -> None:
+        self.snap = replace(self.snap, **changes)
+
+    def emit(self, *effects: Effect) -> None:
+        self.effects.extend(effects)
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        self.effects.append(Log(level, event, fields))
+
+    # -- the one place the lifecycle state changes ----------------------------------
+    def fire(self, trigger: Trigger, reason: str, step: Step = Step.START) -> None:
+        previous = self.snap.state
+        state = next_state(previous, trigger)  # raises IllegalTransition
+        self.set(state=state, since=self.now.wall)
+        if state is not State.BACKOFF:
+            self.set(next_attempt_at=None)
+        self.log("info", "state_changed", state=state.value, previous=previous.value, trigger=trigger.value,
+                 reason=reason)  # fmt: skip
+        self.emit(Publish({"type": "state", "state": state.value, "previous": previous.value, "reason": reason}))
+        pending = self.snap.pending_config
+        held = None
+        if pending is not None and state not in (State.LOADING_MODELS, State.STOPPING, State.STOPPED):
+            held = self.replace_config(pending)  # the next stable point: before the entry actions
+        for entry in ON_ENTER[state]:
+            self.enter(entry, step)
+        if held is not None and held.reconcile_models and state in (State.READY, State.DEGRADED):
+            self.fire(Trigger.RECONFIGURE_MODELS, "declared models changed while loading")
+
+    def enter(self, entry: Entry, step: Step) -> None:
+        s = self.snap
+        if entry is Entry.CANCEL_WORK:
+            self.emit(CancelAction())
+        elif entry is Entry.QUIET:
+            self.emit(Health(probe=False, drift=False, epoch=s.epoch))
+        elif entry is Entry.PROBE:
+            self.emit(Health(probe=True, drift=False, epoch=s.epoch))
+        elif entry is Entry.CHECK_DRIFT:
+            self.emit(Health(probe=True, drift=True, epoch=s.epoch))
+        elif entry is Entry.BRING_UP:
+            self.set(action=s.action + 1, epoch=s.epoch + 1, server_running=False, consecutive_failures=0)
+            s = self.snap
+            self.emit(BringUp(s.action, step, s.config, s.daemon, s.last_good_server, s.lms_version))
+        elif entry is Entry.LOAD_MODELS:
+            in_flight = tuple(f for f in s.in_flight if f.deadline > self.now.mono)
+            self.set(action=s.action + 1, unload_next=(), in_flight=in_flight)
+            self.emit(
+                LoadModels(s.action + 1, self.wanted(), in_flight, s.unload_next, s.install.lms if s.install else None)
+            )
+        elif entry is Entry.MARK_HEALTHY:
+            if s.healthy_since is None:
+                self.set(healthy_since=self.now.mono)
+        elif entry is Entry.RETRY_LATER:
+            # A failure after a long healthy period starts the backoff over.
+            attempt = 1 if self.healthy_long_enough() else s.attempt + 1
+            delay = retry_delay(s.config.restart, attempt, self.now.jitter)
+            self.set(attempt=attempt, healthy_since=None, next_attempt_at=self.now.wall + delay)
+            self.arm(delay)
+            self.log("warning", "retry_scheduled", attempt=attempt, retry_in=round(delay, 3),
+                     step=step_for(attempt).name.lower())  # fmt: skip
+        elif entry is Entry.RECHECK_LATER:
+            attempt = s.attempt + 1
+            delay = retry_delay(s.config.restart, attempt, self.now.jitter)
+            self.set(attempt=attempt, next_attempt_at=self.now.wall + delay)
+            self.arm(delay)
+        elif entry is Entry.RETRY_MODELS_LATER:
+            attempt = s.model_attempt + 1
+            self.set(model_attempt=attempt)
+            self.arm(retry_delay(s.config.restart, attempt, self.now.jitter))
+        elif entry is Entry.UNWATCH:
+            self.emit(Watch(None))
+
+    def arm(self, delay: float) -> None:
+        self.set(timer=self.snap.timer + 1)
+        self.emit(Schedule(self.snap.timer, delay))
+
+    def healthy_long_enough(self) -> bool:
+        since = self.snap.healthy_since
+        return since is not None and self.now.mono - since >= self.snap.config.restart.reset_after
+
+    def wanted(self) -> tuple[ModelConfig, ...]:
+        """Declared models to load now: not the TTL-unloaded ones (they wait for a restart)."""
+        idle = {m.name for m in self.snap.models if m.state == "idle_unloaded"}
+        return tuple(m for m in self.snap.config.models if model_name(m) not in idle)
+
+    # -- models ------------------------------------------------------------------------
+    def set_model(self, name: str, state: str, error: str | None = None) -> None:
+        current = self.snap.model(name)
+        if current is None or (current.state, current.error) == (state, error):
+            return
+        new = replace(current, state=state, error=error)
+        self.set(models=tuple(new if m.name == name else m for m in self.snap.models))
+        fields: dict[str, Any] = {"model": name, "key": new.key, "state": state}
+        if error:
+            fields["error"] = error
+        self.log("warning" if state == "failed" else "info", f"model_{_MODEL_EVENTS[state]}", **fields)
+        self.emit(Publish({"type": "model", "key": new.key, "identifier": new.identifier, "state": state,
+                           "error": error}))  # fmt: skip
+
+    def models_pending(self, keep_failed: bool = True) -> None:
+        """LM Studio lost (or may have lost) its models: nothing is reported loaded."""
+        for m in self.snap.models:
+            if m.state in ("loaded", "loading", "downloading") or (not keep_failed and m.state == "failed"):
+                self.set_model(m.name, "pending")
+
+    def forget_in_flight(self, loaded: tuple[LoadedModel, ...]) -> None:
+        """In-flight loads that LM Studio now lists are done; expired ones are dropped."""
+        declared = {model_name(m): m for m in self.snap.config.models}
+        still = []
+        for f in self.snap.in_flight:
+            m = declared.get(f.name)
+            shown = m is not None and plan([m], loaded, [])[0].action is Action.KEEP
+            if not shown and f.deadline > self.now.mono:
+                still.append(f)
+        self.set(in_flight=tuple(still))
+
+    def duplicates(self, loaded: tuple[LoadedModel, ...]) -> None:
+        """Unload ``<name>:N`` instances of models we loaded while ``<name>`` itself is loaded."""
+        ids = {i.identifier for i in loaded}
+        for inst in loaded:
+            base, sep, n = inst.identifier.rpartition(":")
+            if sep and n.isdigit() and base in ids and base in self.snap.ours:
+                self.log("warning", "duplicate_unloaded", identifier=inst.identifier, model=base)
+                self.emit(Unload(inst.identifier))
+
+    # -- failure -----------------------------------------------------------------------
+    def fail(self, reason: str, daemon_gone: bool = False) -> None:
+        """A failure in an active state: back off, then climb the ladder."""
+        self.set(server_running=False, last_restart_reason=reason)
+        if daemon_gone:
+            self.set(in_flight=())
+        self.models_pending()
+        self.log("warning", "supervision_failed", reason=reason)
+        self.fire(Trigger.FAILED, reason)
+
+    def count_restart(self, reason: str, step: Step) -> None:
+        s = self.snap
+        self.set(restart_count=s.restart_count + 1, last_restart_at=self.now.wall, last_restart_reason=reason)
+        self.emit(Publish({"type": "restart", "count": s.restart_count + 1, "reason": reason,
+                           "step": step.name.lower()}))  # fmt: skip
+
+    # -- configuration -----------------------------------------------------------------
+    def replace_config(self, new: Config) -> ConfigDiff:
+        """Make ``new`` the config: model statuses, unloads we owe, log settings."""
+        old = self.snap.config
+        diff = config_diff(old, new)
+        ours = self.snap.ours
+        unload = list(self.snap.unload_next)
+        if new.reconcile.unload_removed:
+            unload += [n for n in diff.removed if n in ours]
+        unload += [n for n in diff.rekeyed if n in ours]
+        kept = tuple(m for m in self.snap.models if m.name not in diff.rekeyed)
+        self.set(
+            config=new,
+            pending_config=None,
+            models=_statuses(new.models, kept),
+            unload_next=tuple(dict.fromkeys(unload)),
+            ours=ours - set(unload),
+            in_flight=tuple(f for f in self.snap.in_flight if f.name not in diff.removed),
+        )
+        if diff.relog:
+            self.emit(Relog(new.log.level, new.log.format))
+        if diff.needs_restart:
+            keys = ", ".join(diff.needs_restart)
+            self.set(config_error=f"{keys}: changed; applies when lmsupervisor restarts (the socket stays as is)")
+        self.log("info", "config_applied", restart_server=diff.restart_server, models=diff.reconcile_models)
+        return diff
+
+    def apply_config(self, new: Config) -> None:
+        """Replace the config now and do what the difference requires in this state."""
+        diff = self.replace_config(new)
+        state = self.snap.state
+        if diff.restart_server and accepts(state, Trigger.RECONFIGURE_SERVER):
+            self.fire(Trigger.RECONFIGURE_SERVER, "server settings changed", Step.RESTART_SERVER)
+        elif (diff.reconcile_models or self.snap.unload_next) and state in (State.READY, State.DEGRADED):
+            self.set(model_attempt=0)
+            self.fire(Trigger.RECONFIGURE_MODELS, "declared models changed")
+
+    def config_changed(self, new: Config) -> None:
+        self.set(config_error=None)
+        self.emit(Publish({"type": "config", "error": None}))
+        self.log("info", "config_reloaded")
+        state = self.snap.state
+        if state in (State.STOPPING, State.STOPPED):
+            return
+        diff = config_diff(self.snap.config, new)
+        if state is State.LOADING_MODELS and diff.reconcile_models and not diff.restart_server:
+            self.set(pending_config=new)  # applied when this load pass ends
+            self.log("info", "config_held", until="the load pass ends")
+            return
+        self.apply_config(new)
+
+
+_MODEL_EVENTS = {
+    "loaded": "loaded",
+    "failed": "load_failed",
+    "loading": "loading",
+    "downloading": "downloading",
+    "pending": "pending",
+    "idle_unloaded": "idle_unloaded",
+}
+
+
+def _statuses(models: tuple[ModelConfig, ...], old: tuple[ModelStatus, ...]) -> tuple[ModelStatus, ...]:
+    by_name = {m.name: m for m in old}
+    return tuple(by_name.get(model_name(m)) or ModelStatus(m.key, m.identifier) for m in models)
+
+
+def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effect, ...]]:
+    """The next snapshot and the effects to perform, for ``msg`` arriving at ``now``.
+
+    Pure and total: a message that does not apply in the current state (a stale id, a
+    probe during a bring-up) returns the snapshot unchanged. Raises
+    :class:`~lmsupervisor.core.states.IllegalTransition` only on a bug in this module.
+    """
+    r = _Step(snap, now)
+    _dispatch(r, msg)
+    return r.snap, tuple(r.effects)
+
+
+def _dispatch(r: _Step, msg: Message) -> None:
+    s = r.snap
+    state = s.state
+    match msg:
+        case Start():
+            if state is State.STOPPED:
+                r.fire(Trigger.START, "supervisor started")  # STOPPED -> STARTING
+        case StopRequested(reason=reason):
+            if accepts(state, Trigger.STOP):
+                r.fire(Trigger.STOP, reason)  # * -> STOPPING
+                # LM Studio is left running on purpose: a supervisor restart must not
+                # take the models down (design §6).
+                r.fire(Trigger.STOPPED, "supervisor stopped; LM Studio left running")
+        case ServerUp() if msg.action == s.action and state is State.STARTING:
+            new_daemon = msg.daemon is not None and (s.daemon is None or s.daemon.pid != msg.daemon.pid)
+            r.set(
+                install=msg.install,
+                problems=msg.install.problems,
+                server=msg.server,
+                server_running=True,
+                consecutive_failures=0,
+                daemon=msg.daemon,
+                lms_version=msg.version or s.lms_version,
+                in_flight=() if new_daemon and not msg.adopted else s.in_flight,
+            )
+            if msg.settings_source_ok and msg.install.server.found and msg.install.server != s.last_good_server:
+                r.set(last_good_server=msg.install.server)
+                r.emit(Remember(msg.install.server))
+            r.emit(Watch(msg.daemon))
+            r.log("info", "server_adopted" if msg.adopted else "server_started", reason=msg.reason,
+                  daemon_pid=msg.daemon.pid if msg.daemon else None)  # fmt: skip
+            r.fire(Trigger.SERVER_UP, msg.reason)  # STARTING -> LOADING_MODELS
+        case NotInstalled() if msg.action == s.action and state is State.STARTING:
+            r.set(install=msg.install, problems=msg.install.problems, server_running=False)
+            r.fire(Trigger.NOT_INSTALLED, msg.reason)  # STARTING -> NOT_INSTALLED
+        case BringUpFailed() if msg.action == s.action and state is State.STARTING:
+            if msg.install is not None:
+                r.set(install=msg.install, problems=msg.install.problems)
+            r.log("warning", "bring_up_failed", reason=msg.reason)
+            r.fail(msg.reason)  # STARTING -> BACKOFF
+        case LoadStarted(name=name):
+            if r.snap.model(name) is not None:
+                others = tuple(f for f in s.in_flight if f.name != name)
+                r.set(in_flight=(*others, InFlight(name, r.now.mono + LOAD_DEADLINE)))
+        case LoadSettled(name=name):
+            r.set(in_flight=tuple(f for f in s.in_flight if f.name != name))
+        case ModelChanged() if msg.action == s.action and state is State.LOADING_MODELS:
+            if msg.state in MODEL_STATES:
+                r.set_model(msg.name, msg.state, msg.error)
+        case LoadPassFailed() if msg.action == s.action and state is State.LOADING_MODELS:
+            for m in s.models:
+                if m.state in ("pending", "loading", "downloading"):
+                    r.set_model(m.name, "failed", msg.reason)
+            r.fire(Trigger.MODEL_FAILED, msg.reason)  # LOADING_MODELS -> DEGRADED, retried later
+        case ModelsDone() if msg.action == s.action and state is State.LOADING_MODELS:
+            r.set(ours=s.ours | set(msg.ours))
+            r.forget_in_flight(msg.loaded)
+            r.duplicates(msg.loaded)
+            _verify_models(r, msg.loaded)
+            pending = r.snap.pending_config
+            if pending is not None:
+                r.apply_config(pending)
+                if r.snap.state is State.LOADING_MODELS:  # still here: reconcile the new models now
+                    r.fire(Trigger.RECONFIGURE_MODELS, "declared models changed while loading")
+                return
+            failed = [m.name for m in r.snap.models if m.state == "failed"]
+            if failed:
+                r.fire(Trigger.MODEL_FAILED, f"model failed: {', '.join(failed)}")  # -> DEGRADED
+            else:
+                r.set(model_attempt=0)
+                r.fire(Trigger.MODELS_LOADED, "all declared models are loaded")  # -> READY
+        case Probed() if msg.epoch == s.epoch and state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
+            _probed(r, msg.result)
+        case Observed() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
+            _observed(r, msg.loaded)
+        case DaemonExited(pid=pid) if s.daemon is not None and pid == s.daemon.pid:
+            r.set(daemon=None, in_flight=(), server_running=False)
+            r.models_pending()
+            reason = f"LM Studio's daemon (PID {pid}) exited"
+            r.log("warning", "daemon_exited", pid=pid)
+            if state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
+                r.fail(reason, daemon_gone=True)  # -> BACKOFF
+        case TimerFired(gen=gen) if gen == s.timer:
+            _timer(r)
+        case RestartRequested(daemon=daemon, reason=reason):
+            if accepts(state, Trigger.RESTART):
+                step = Step.RESTART_DAEMON if daemon else Step.RESTART_SERVER
+                for m in s.models:
+                    if m.state == "idle_unloaded":
+                        r.set_model(m.name, "pending")  # an explicit restart reloads them
+                r.count_restart(reason, step)
+                r.models_pending()
+                r.fire(Trigger.RESTART, reason, step)  # * -> STARTING
+        case ReloadRequested():
+            r.emit(ReadConfig())
+        case ConfigChanged(config=new):
+            r.config_changed(new)
+        case ConfigRejected(error=error, key=key):
+            r.set(config_error=error)
+            r.log("error", "config_rejected", error=error, key=key)
+            r.emit(Publish({"type": "config", "error": error}))
+        case ActionCrashed():
+            _crashed(r, msg)
+        case _:
+            return  # stale or not applicable in this state
+
+
+def _verify_models(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
+    """After a load pass, `lms ps --json` is the truth (a zero exit is not proof, facts §3)."""
+    wanted = {model_name(m) for m in r.wanted()}
+    for item in plan(r.snap.config.models, loaded, []):
+        name = model_name(item.model)
+        status = r.snap.model(name)
+        if status is None:
+            continue
+        if item.action is Action.KEEP:
+            r.set_model(name, "loaded")
+        elif name in wanted and status.state not in ("failed", "idle_unloaded"):
+            if any(f.name == name for f in r.snap.in_flight):
+                r.set_model(name, "failed", "still loading in LM Studio (a load started earlier has not finished)")
+            else:
+                r.set_model(name, "failed", "not listed by `lms ps --json` after loading")
+
+
+def _probed(r: _Step, result: ProbeResult) -> None:
+    s = r.snap
+    r.set(last_probe_ms=result.latency_ms)
+    if result.ok:
+        r.set(consecutive_failures=0, server_running=True)
+        if s.state is State.READY and s.attempt and r.healthy_long_enough():
+            r.log("info", "backoff_reset", after_attempts=s.attempt)
+            r.set(attempt=0)
+        return
+    failures = s.consecutive_failures + 1
+    r.set(consecutive_failures=failures)
+    r.log("warning", "probe_failed", error=result.error, consecutive=failures)
+    if failures >= s.config.health.failures_before_restart:
+        r.fail(f"server failed {failures} probes: {result.error}")  # -> BACKOFF
+
+
+def _observed(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
+    r.forget_in_flight(loaded)
+    r.duplicates(loaded)
+    gone = []
+    for m in r.snap.config.models:
+        status = r.snap.model(model_name(m))
+        if status is None or status.state != "loaded":
+            continue
+        if plan([m], loaded, [])[0].action is Action.KEEP:
+            continue
+        if m.ttl is not None:
+            # TTL is not drift: LM Studio unloaded it after its idle time (facts §8).
+            r.set_model(status.name, "idle_unloaded")
+        else:
+            r.set_model(status.name, "pending")
+            gone.append(status.name)
+    if gone:
+        names = ", ".join(gone)
+        r.log("warning", "model_drifted", models=names)
+        r.fire(Trigger.DRIFT, f"declared model no longer loaded: {names}")  # -> LOADING_MODELS
+
+
+def _timer(r: _Step) -> None:
+    s = r.snap
+    if s.state is State.BACKOFF:
+        step = step_for(s.attempt)
+        r.count_restart(s.last_restart_reason or "retry", step)
+        r.fire(Trigger.TIMER, f"retry {s.attempt}: {step.name.lower()}", step)  # BACKOFF -> STARTING
+    elif s.state is State.NOT_INSTALLED:
+        r.fire(Trigger.TIMER, "checking for LM Studio again")  # NOT_INSTALLED -> STARTING
+    elif s.state is State.DEGRADED:
+        r.fire(Trigger.TIMER, "retrying the failed models")  # DEGRADED -> LOADING_MODELS
+
+
+def _crashed(r: _Step, msg: ActionCrashed) -> None:
+    s = r.snap
+    r.log("error", "action_crashed", effect=msg.effect, error=msg.error)
+    if msg.action == CONFIG_ACTION:
+        r.set(config_error=f"reading the config failed: {msg.error}")
+        r.emit(Publish({"type": "config", "error": r.snap.config_error}))
+    elif msg.action == HEALTH_ACTION:
+        if s.state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
+            _probed(r, ProbeResult(False, 0.0, None, f"{msg.effect} crashed: {msg.error}"))
+    elif msg.action == s.action and s.state in (State.STARTING, State.LOADING_MODELS):
+        r.fail(f"{msg.effect} crashed: {msg.error}")  # -> BACKOFF
+
+
+def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -> dict[str, Any]:
+    """The status document of design §5 (``GET /v1/status``); times as UTC ISO-8601."""
+    inst = snap.install
+    server = snap.server
+    return {
+        "state": snap.state.value,
+        "ready": snap.ready,
+        "since": iso(snap.since),
+        "supervisor": {
+            "version": version,
+            "pid": pid,
+            "started_at": iso(snap.started_at),
+            "config_path": config_path,
+            "config_error": snap.config_error,
+        },
+        "lmstudio": {
+            "installed": bool(inst and inst.installed),
+            "bootstrapped": bool(inst and inst.bootstrapped),
+            "home": str(inst.home) if inst else None,
+            "lms": str(inst.lms) if inst and inst.lms else None,
+            "version": snap.lms_version,
+            "daemon_pid": snap.daemon.pid if snap.daemon else None,
+            "local_service_enabled": inst.local_service_enabled if inst else None,
+            "kind": inst.kind if inst else None,
+        },
+        "server": {
+            "running": snap.server_running,
+            "bind": server.bind,
+            "port": server.port,
+            "cors": server.cors,
+            "api_endpoint": base_url(server.bind, server.port),
+            "last_probe_ms": None if snap.last_probe_ms is None else round(snap.last_probe_ms, 3),
+            "consecutive_failures": snap.consecutive_failures,
+        },
+        "models": [{"key": m.key, "identifier": m.identifier, "state": m.state, "error": m.error} for m in snap.models],
+        "restarts": {
+            "count": snap.restart_count,
+            "last_reason": snap.last_restart_reason,
+            "last_at": iso(snap.last_restart_at),
+            "next_attempt_at": iso(snap.next_attempt_at),
+            "attempt": snap.attempt,
+        },
+        "problems": [p.to_json() for p in snap.problems],
+    }
