@@ -14,6 +14,7 @@ waited for, never started twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -262,19 +263,24 @@ class Actions:
                     return False
             self.post(LoadStarted(name))  # before the load: LM Studio may finish it whatever happens to us
             self.post(ModelChanged(eff.action, name, "loading"))
-            await lms.load(
-                path,
-                identifier=m.identifier,
-                context_length=m.context_length,
-                gpu=m.gpu,
-                ttl=m.ttl,
-                timeout=LOAD_TIMEOUT,
-            )
+            try:
+                await lms.load(
+                    path,
+                    identifier=m.identifier,
+                    context_length=m.context_length,
+                    gpu=m.gpu,
+                    ttl=m.ttl,
+                    timeout=LOAD_TIMEOUT,
+                )
+            except (LmsTimeoutError, asyncio.CancelledError):
+                raise  # LM Studio may still finish it: it stays in flight
+            except BaseException:
+                self.post(LoadSettled(name))  # refused, or never spawned: nothing in flight
+                raise
         except LmsExitError as exc:
-            self.post(LoadSettled(name))  # LM Studio refused it: nothing in flight
             self.post(ModelChanged(eff.action, name, "failed", exc.error_line))
             return False
-        except LmsTimeoutError as exc:  # LM Studio may still finish it: stays in flight
+        except LmsTimeoutError as exc:
             self.post(ModelChanged(eff.action, name, "failed", exc.message))
             return False
         except LmsError as exc:

@@ -247,9 +247,9 @@ class Supervisor:
             case Publish(event=event):
                 self._publish(event)
             case BringUp():
-                self._start_action(effect.action, "bring_up", self.actions.bring_up(effect))
+                self._start_action(effect.action, "bring_up", lambda: self.actions.bring_up(effect))
             case LoadModels():
-                self._start_action(effect.action, "load_models", self._load(effect))
+                self._start_action(effect.action, "load_models", lambda: self._load(effect))
             case CancelAction():
                 _cancel(self._action)
             case Schedule(gen=gen, delay=delay):
@@ -274,12 +274,12 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _start_action(self, action: int, name: str, work: Coroutine[Any, Any, Message]) -> None:
+    def _start_action(self, action: int, name: str, work: Callable[[], Coroutine[Any, Any, Message]]) -> None:
         _cancel(self._action)
 
         async def guarded() -> None:
             try:
-                msg = await work
+                msg = await work()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

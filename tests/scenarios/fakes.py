@@ -7,6 +7,7 @@ import asyncio
 import heapq
 import itertools
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,22 @@ class FakeLmStudio:
         self.watchers: dict[int, list[Callable[[], None]]] = {}
         self.terminated: list[int] = []
         self.signalled: list[DaemonProcess] = []
+        self.raises: dict[tuple[str, ...], BaseException] = {}  # argv prefix -> exception from spawning
+        self.stalled: set[tuple[str, ...]] = set()  # first words of `lms` calls that never answer
+        self.http_stalled = False  # the HTTP server accepts and never answers
+        self.http_raises: BaseException | None = None
+        self.clock: FakeClock | None = None
         self.verified = True
         self._pids = itertools.count(1000)
 
     # -- the lms runner ---------------------------------------------------------
     async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
         self.calls.append(args)
+        for prefix, exc in self.raises.items():
+            if args[: len(prefix)] == prefix:
+                raise exc
+        if self.stalled and self.clock is not None and args[:1] in self.stalled:
+            await self.clock.sleep(1e9)  # a hung daemon: `lms` never answers
         for prefix, (code, stderr) in self.fail.items():
             if args[: len(prefix)] == prefix:
                 return LmsResult(("lms", *args), code, "", stderr, 1.0)
@@ -133,7 +144,11 @@ class FakeLmStudio:
         return "", f"error: unknown command '{args[0]}'", 1
 
     # -- the HTTP server, for httpx.MockTransport ---------------------------------
-    def http(self, request: httpx.Request) -> httpx.Response:
+    async def http(self, request: httpx.Request) -> httpx.Response:
+        if self.http_raises is not None:
+            raise self.http_raises
+        if self.http_stalled and self.clock is not None:
+            await self.clock.sleep(1e9)
         if not self.server or self.hung:
             raise httpx.ConnectError("refused" if not self.hung else "timed out", request=request)
         if request.url.path == "/lmstudio-greeting":
@@ -195,17 +210,24 @@ def make_install(installed: bool = True) -> Install:
 
 
 def make_supervisor(
-    config: Config, lm: FakeLmStudio, clock: FakeClock, installed: Callable[[], bool] = lambda: True
+    config: Config,
+    lm: FakeLmStudio,
+    clock: FakeClock,
+    installed: Callable[[], bool] = lambda: True,
+    detect: Callable[[Config], Install] | None = None,
+    config_loader: Callable[[], Config] | None = None,
 ) -> Supervisor:
+    lm.clock = clock
     prober = Prober(timeout=1.0, transport=httpx.MockTransport(lm.http))
     return Supervisor(
         config,
         clock=clock,
         lms_factory=lambda p: LmsClient(lm),
         prober=prober,
-        detect=lambda c: make_install(installed()),
+        detect=detect or (lambda c: make_install(installed())),
         pids=lm,
         processes=lm,
-        config_loader=None,
+        config_loader=config_loader,
         pid=1,
+        rng=random.Random(0),
     )

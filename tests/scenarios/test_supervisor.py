@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import errno
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from lmsupervisor.config import Config, HealthConfig, ModelConfig, RestartConfig
+from lmsupervisor.core.observed import Install
 from lmsupervisor.core.states import State
+from lmsupervisor.lmstudio.lms import LmsResult
 from lmsupervisor.supervisor import Supervisor
-from tests.scenarios.fakes import FakeClock, FakeLmStudio, make_supervisor, settle
+from tests.scenarios.fakes import FakeClock, FakeLmStudio, make_install, make_supervisor, settle
 
 CONFIG = Config(
     health=HealthConfig(interval=5, timeout=1, failures_before_restart=3),
@@ -218,3 +222,121 @@ async def test_stop_leaves_lmstudio_running(world: World) -> None:
     assert world.sup.state is State.STOPPED
     assert not [c for c in world.lm.calls if c[:2] in (("daemon", "down"), ("server", "stop"))]
     assert world.lm.daemon_pid is not None
+
+
+FAULTS: list[BaseException] = [
+    OSError(errno.EMFILE, "Too many open files"),
+    OSError(errno.ENOEXEC, "Exec format error"),
+    RuntimeError("a bug"),
+    httpx.InvalidURL("Invalid port: 'localhost:1234'"),
+    PermissionError(errno.EACCES, "Permission denied"),
+]
+SEAMS = ["detect", "lms version", "lms daemon", "lms server", "lms ps", "lms ls", "lms load", "http", "watch"]
+
+
+@pytest.mark.parametrize("seam", SEAMS)
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda e: type(e).__name__ + str(getattr(e, "errno", "") or ""))
+async def test_any_exception_at_any_seam_backs_off_then_recovers(seam: str, fault: BaseException) -> None:
+    """An exception outside our error tree from any I/O dependency, at any step of a cold start,
+    becomes a failure: the supervisor reaches backoff, and ready once the fault is gone."""
+    faulty = {"on": True}
+    clock, lm = FakeClock(), FakeLmStudio()
+
+    def detect(_: Config) -> Install:
+        if seam == "detect" and faulty["on"]:
+            raise fault
+        return make_install()
+
+    if seam.startswith("lms "):
+        lm.raises[(seam.removeprefix("lms "),)] = fault
+    elif seam == "http":
+        lm.http_raises = fault
+    watch = lm.watch
+
+    def faulty_watch(pid: int, on_exit: Callable[[], None]) -> Callable[[], None]:
+        if seam == "watch" and faulty["on"]:
+            raise fault
+        return watch(pid, on_exit)
+
+    lm.watch = faulty_watch  # type: ignore[method-assign]
+    sup = make_supervisor(CONFIG, lm, clock, detect=detect)
+    states: list[str] = []
+    queue = sup.subscribe()
+    runner = asyncio.create_task(sup.run())
+    await clock.advance(0)
+    await clock.advance(2)
+    faulty["on"] = False
+    lm.raises.clear()
+    lm.http_raises = None
+    for _ in range(6):
+        await clock.advance(5)
+    while not queue.empty():
+        event = queue.get_nowait()
+        if event is not None and event["type"] == "state":
+            states.append(event["state"])
+    assert ("backoff" in states, sup.state) == (True, State.READY), states
+    sup.post("stop")
+    await asyncio.wait_for(runner, 5)
+    await sup.prober.aclose()
+
+
+async def test_hang_is_detected_within_failures_times_interval_plus_timeout(world: World) -> None:
+    """A hang that lands while a drift check waits on `lms ps` still enters the ladder within
+    failures_before_restart * interval + timeout (3 * 5 + 1 = 16 s), not after the `lms` timeout."""
+    await world.clock.advance(0)
+    await world.clock.advance(2.5)  # between two probes
+    world.lm.stalled = {("ps",), ("daemon",), ("server",)}
+    world.lm.http_stalled = True
+    hung_at = world.clock.now
+    while world.sup.state is State.READY and world.clock.now - hung_at < 60:
+        await world.clock.advance(0.5)
+    assert (world.sup.state, world.clock.now - hung_at <= 3 * 5 + 1) == (State.BACKOFF, True)
+
+
+async def test_restart_mid_load_creates_no_duplicate() -> None:
+    """A restart that lands while `lms load` runs: LM Studio finishes that load, and the next
+    pass waits for it instead of loading the model again (no `:2`)."""
+    w = World()
+    slow = asyncio.Event()
+    background: list[asyncio.Task[None]] = []
+    real_run = w.lm.run
+
+    async def run(*args: str, timeout: float | None = None) -> Any:
+        if args[:1] == ("load",) and args[1] == "hf/b-two-GGUF/two.gguf" and not slow.is_set():
+            slow.set()
+            w.lm.calls.append(args)
+
+            async def lmstudio_loads() -> None:  # LM Studio's side: it finishes even if `lms load` is killed
+                await w.clock.sleep(30)
+                w.lm.loaded.append({**FakeLmStudio.MODELS[1], "identifier": "two"})
+
+            background.append(asyncio.create_task(lmstudio_loads()))
+            await asyncio.shield(background[-1])
+            return LmsResult(("lms", *args), 0, "", "", 1.0)
+        return await real_run(*args, timeout=timeout)
+
+    w.lm.run = run  # type: ignore[method-assign]
+    runner = asyncio.create_task(w.sup.run())
+    await w.clock.advance(0)
+    assert (w.sup.state, slow.is_set()) == (State.LOADING_MODELS, True)
+    w.sup.post("restart", reason="systemctl restart")
+    for _ in range(10):
+        await w.clock.advance(5)
+    identifiers = sorted(m["identifier"] for m in w.lm.loaded)
+    assert (w.sup.state, identifiers) == (State.READY, ["a/one", "two"])
+    w.sup.post("stop")
+    await asyncio.wait_for(runner, 5)
+    await w.sup.prober.aclose()
+
+
+async def test_unverified_daemon_is_never_signalled(world: World) -> None:
+    """The kill rung never signals a process that is not verified as LM Studio's."""
+    await world.clock.advance(0)
+    world.lm.verified = False
+    world.sup.post("restart", reason="re-pin as unverified")
+    await world.clock.advance(0)
+    world.lm.hung = True
+    world.lm.fail[("daemon", "up")] = (1, "Error: Failed to start or connect to local LM Studio API server.")
+    for _ in range(20):
+        await world.clock.advance(5)
+    assert (world.lm.terminated, [p.verified for p in world.lm.signalled]) == ([], [False] * len(world.lm.signalled))
