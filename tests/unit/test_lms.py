@@ -127,3 +127,18 @@ def test_runner_uses_given_env(tmp_path: Path) -> None:
     """The runner passes its env (HOME points the simulated lms at its install)."""
     runner = Lms(tmp_path / "lms", env={"HOME": "/x"})
     assert (runner.env, os.environ.get("HOME") != "/x") == ({"HOME": "/x"}, True)
+
+
+def test_error_line_keeps_the_cause_without_the_stack() -> None:
+    """A load failure's SDK stack becomes the cause after the last `- Caused By:`, no frames, no ANSI."""
+    stderr = (
+        "\x1b[31mError: Channel Error\x1b[0m\n"
+        "    at Object.<anonymous> (/snapshot/lms/dist/index.js:1:2)\n"
+        "    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)\n"
+        "- Caused By: Error: Failed to load model\n"
+        "    at lmstudio (/app/x.js:3:4)\n"
+        "- Caused By: Error: Model loading was stopped due to insufficient system resources.\n"
+        "    at y (/app/y.js:5:6)\n"
+    )
+    assert error_line(stderr) == "Model loading was stopped due to insufficient system resources."
+    assert len(error_line("Error: " + "x" * 5000)) == 500
