@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import signal
 from pathlib import Path
@@ -109,8 +111,44 @@ def run_main(config_path: Path | None) -> None:
             hint="stop it first, or give this one another status.socket",
         ) from None
     try:
+        home_lock = lock_home(cfg, Platform.current(), sock)
+    except BaseException:
+        lock.release()
+        raise
+    try:
         asyncio.run(serve(cfg, path, config_path is not None, sock))
     except StatusSocketError as exc:
         raise InstanceLockedError(exc.message, exc.hint) from exc
     finally:
+        home_lock.release()
         lock.release()
+
+
+def lock_home(cfg: Config, platform: Platform, sock: Path, state_dir: Path | None = None) -> filelock.FileLock:
+    """Take the one-supervisor-per-LM-Studio-home lock (two supervisors with different
+    sockets would otherwise fight over one LM Studio and create ``:2`` duplicates).
+
+    The lock is ``<state dir>/homes/<sha256 of the home's real path>.lock`` beside a JSON
+    note ``{"pid", "socket", "home"}`` naming its holder. Raises
+    :class:`InstanceLockedError` (exit 69) naming the other supervisor's socket and PID.
+    """
+    home = detect(platform, cfg.lmstudio.home, cfg.lmstudio.lms).home
+    folder = (state_dir or Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))) / "homes"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    digest = hashlib.sha256(os.path.realpath(home).encode()).hexdigest()[:24]
+    lock = filelock.FileLock(str(folder / f"{digest}.lock"))
+    note = folder / f"{digest}.json"
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        try:
+            holder = json.loads(note.read_text(encoding="utf-8"))
+            who = f"PID {holder.get('pid')}, socket {holder.get('socket')}"
+        except (OSError, ValueError, AttributeError):
+            who = "another lmsupervisor"
+        raise InstanceLockedError(
+            f"LM Studio at {home} is already supervised ({who})",
+            hint="one supervisor per LM Studio home: stop the other one, or point this one at another home",
+        ) from None
+    note.write_text(json.dumps({"pid": os.getpid(), "socket": str(sock), "home": str(home)}), encoding="utf-8")
+    return lock

@@ -334,3 +334,40 @@ def test_stale_socket_is_replaced(sim: SimInstall, start: Callable[..., Running]
     run = start(sim, "")
     run.wait_state("ready")
     assert os.path.exists(run.sock)
+
+
+def test_second_supervisor_of_the_same_home_exits_69(
+    sim: SimInstall, start: Callable[..., Running], short_dir: Path, tmp_path: Path
+) -> None:
+    """Another socket does not make another supervisor welcome: one per LM Studio home (exit 69,
+    naming the first one's socket and PID), and the first keeps LM Studio as it was."""
+    first = start(sim)
+    first.wait_state("ready")
+    config = tmp_path / "other.toml"
+    config.write_text(BASE_CONFIG + TWO_MODELS)
+    second = Running(sim, short_dir / "other.sock", config)
+    try:
+        assert second.proc.wait(30) == 69
+    finally:
+        second.stop()
+    text = second.log.read_text()
+    assert (str(first.sock) in text, f"PID {first.proc.pid}" in text) == (True, True), text
+    assert loaded_ids(sim) == ["openai/gpt-oss-20b", "qwen"]
+
+
+def test_corrupt_server_config_keeps_the_users_settings(
+    make_sim: Callable[..., SimInstall], start: Callable[..., Running]
+) -> None:
+    """A corrupt http-server-config.json during a restart never resets port and CORS to defaults:
+    the last good settings are used and a problem says so."""
+    sim = make_sim(server_config={"cors": True})
+    run = start(sim)
+    snap = run.wait_state("ready")
+    port = snap["server"]["port"]
+    assert snap["server"]["cors"] is True
+    sim.corrupt("http-server-config.json", '{"port": 12')
+    assert request(run.sock, "POST", "/v1/restart")[0] == 202
+    snap = run.wait_for(lambda s: s["restarts"]["count"] >= 1 and s["state"] == "ready")
+    assert (snap["server"]["port"], snap["server"]["cors"]) == (port, True)
+    assert "server_config_remembered" in [p["code"] for p in snap["problems"]]
+    assert json.loads(sim.server_config_path.read_text())["cors"] is True  # what LM Studio runs with, persisted
