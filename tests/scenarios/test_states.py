@@ -63,3 +63,22 @@ def test_retry_delays_double_to_the_cap() -> None:
     """Without jitter the delays are 1, 2, 4, ... capped at max_delay; attempt 0 waits nothing."""
     cfg = RestartConfig(initial_delay=1, max_delay=300, jitter=0)
     assert [retry_delay(cfg, n) for n in range(11)] == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
+
+
+def test_readme_state_diagram_is_current() -> None:
+    """The README's diagram is the one generated from TRANSITIONS and ON_ENTER (regenerate with
+    `python -m lmsupervisor.core.states` when the tables change)."""
+    from pathlib import Path
+
+    from lmsupervisor.core.states import diagram
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    begin, end = "<!-- state-diagram:begin -->\n", "\n<!-- state-diagram:end -->"
+    assert readme[readme.index(begin) + len(begin) : readme.index(end)] == diagram()
+
+
+def test_every_state_has_entry_actions_listed() -> None:
+    """ON_ENTER names every state, so entering one is never silently a no-op by omission."""
+    from lmsupervisor.core.states import ON_ENTER
+
+    assert set(ON_ENTER) == set(State)
