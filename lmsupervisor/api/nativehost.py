@@ -255,6 +255,10 @@ class NativeHost:
             trust_env=False,
             headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=httpx.Timeout(CHAT_TIMEOUT, connect=config.health.timeout),
+            # A fresh loopback connection costs about a millisecond; a kept-alive one can
+            # stall 40 ms per request on a server that writes head and body apart (Nagle
+            # against delayed ACK: the simulator does, on every request).
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
         self.clock = clock
         self.actions: dict[str, Callable[[dict[str, Any]], AsyncGenerator[dict[str, Any], None]]] = {
