@@ -77,7 +77,7 @@ HEADER = struct.Struct("=I")  # 32-bit unsigned, native byte order, no padding
 SUPERVISOR_TIMEOUT = 2.0  # seconds for one status-socket request
 LMS_TIMEOUT = 15.0  # seconds for `lms` status and stop calls
 CHAT_TIMEOUT = 300.0  # seconds: a cold JIT load can delay the first token for long
-WAIT_INTERVAL = 0.25  # seconds between /v1/health checks while waiting for the supervisor
+WAIT_INTERVAL = 0.25  # seconds between /v1/status reads while waiting for the supervisor
 CHAT_SETTINGS = frozenset(
     {"model", "temperature", "max_tokens", "stream", "top_p", "top_k", "stop", "seed", "presence_penalty",
      "frequency_penalty", "repeat_penalty", "ttl"}
