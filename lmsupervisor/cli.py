@@ -70,6 +70,26 @@ def _parser() -> argparse.ArgumentParser:
     cs = cfs.add_parser("show", help="print the effective config as TOML")
     cs.add_argument("--config", type=Path)
     sub.add_parser("demo", help="the whole loop against a simulated LM Studio")
+    nh = sub.add_parser(
+        "native-host",
+        help="the browser native-messaging host (browsers start it; install registers it)",
+        description="Without an action: serve a browser extension on stdin/stdout (the browser starts this).",
+    )
+    nh.add_argument("--config", type=Path)
+    sock(nh)
+    nhs = nh.add_subparsers(dest="native_command", metavar="ACTION")
+    browsers = ("chrome", "chromium", "edge", "firefox")
+    ni = nhs.add_parser("install", help="write the host manifest where the browser looks for it")
+    ni.add_argument("--browser", choices=browsers, required=True)
+    ni.add_argument(
+        "--extension-id", dest="extension_ids", action="append", required=True, help="repeat for several extensions"
+    )
+    ni.add_argument("--name", default="org.lmsupervisor.host", help="host name the extension connects to")
+    ni.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config the host will read")
+    ni.add_argument("--socket", type=Path, default=argparse.SUPPRESS, help="status socket the host will ask")
+    nu = nhs.add_parser("uninstall", help="remove the host manifest and its launcher")
+    nu.add_argument("--browser", choices=browsers, required=True)
+    nu.add_argument("--name", default="org.lmsupervisor.host")
     return p
 
 
@@ -112,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "doctor": cmd_doctor,
         "config": cmd_config,
         "demo": cmd_demo,
+        "native-host": cmd_native_host,
     }[args.command]
     from lmsupervisor.errors import ConfigError, InstanceLockedError
 
@@ -220,3 +241,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from lmsupervisor.demo import demo_main
 
     return demo_main()
+
+
+def cmd_native_host(args: argparse.Namespace) -> int:
+    if args.native_command is None:
+        from lmsupervisor.api.nativehost import host_main
+
+        return host_main(args.config, args.socket)
+    from lmsupervisor.api import nativehost_install as nhi
+    from lmsupervisor.lmstudio.install import Platform
+
+    platform = Platform.current()
+    try:
+        if args.native_command == "install":
+            plan = nhi.plan_install(
+                args.browser,
+                args.extension_ids,
+                platform,
+                nhi.console_script(),
+                name=args.name,
+                config=args.config.resolve() if args.config else None,
+                socket=args.socket.resolve() if args.socket else None,
+            )
+        else:
+            plan = nhi.plan_uninstall(args.browser, platform, name=args.name)
+    except nhi.NativeHostInstallError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    try:
+        changed = nhi.apply(plan)
+    except OSError as exc:
+        _err(f"{exc.filename}: {exc.strerror}")
+        return 1
+    if args.native_command == "install":
+        print(f"wrote {plan.manifest}\nwrote {plan.launcher}")
+    else:
+        print("\n".join(f"removed {p}" for p in changed) or f"nothing to remove for {args.browser}")
+    if plan.registry_key is not None:
+        verb = "register" if args.native_command == "install" else "unregister"
+        print(f"Windows: {verb} it under {plan.registry_key}:")
+        print(f"  {plan.registry_command(adding=args.native_command == 'install')}")
+    return EXIT_OK

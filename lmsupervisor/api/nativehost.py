@@ -1,0 +1,709 @@
+"""The browser native-messaging host: `lmsupervisor native-host` (issue 10 item 2).
+
+A browser extension talks to it through ``runtime.connectNative()`` /
+``runtime.sendNativeMessage()``; the browser starts this process and speaks on its
+stdin/stdout. Wire format (Chrome "Native messaging protocol", MDN "Native messaging"):
+each message is UTF-8 JSON preceded by its length as a 32-bit unsigned integer in
+native byte order. Limits, from the same documents and the browsers' sources:
+
+- host -> browser: at most 1 MiB (Chromium ``kMaximumNativeMessageSize``, Firefox
+  ``MAX_READ = 1024 * 1024``); a larger answer would make the browser drop the
+  connection, so it is replaced by an error answer (:data:`MAX_OUTGOING`).
+- browser -> host: Chrome sends at most 64 MiB (its documented limit; Firefox allows up
+  to 4 GiB). Anything larger is read, discarded and answered with an error, and the loop
+  goes on (:data:`MAX_INCOMING`).
+
+One message at a time, until stdin closes. Requests are JSON objects with ``"action"``;
+an ``"id"`` (string or number) is echoed in every answer to it. Answers:
+``{"status": "success", "payload": {...}}`` or ``{"status": "error", "error": "...",
+"code": "..."}``. Actions:
+
+``check_lmstudio``
+    payload ``{"installed", "bootstrapped", "server_running", "api_endpoint",
+    "current_model", "loaded_models", "supervisor": {"running", "socket", "state",
+    "ready", ...}, "config_error"}``.
+``start_lmstudio`` (``"timeout"`` seconds, default ``server.start_timeout``)
+    asks the running supervisor (waits for ``ready``; in ``backoff`` it posts
+    ``/v1/restart`` so the attempt happens now), else starts LM Studio itself
+    (``lms daemon up`` where the install has it, then ``lms server start`` with the
+    declared server settings, else LM Studio's own, so CORS/LAN choices survive).
+``stop_lmstudio`` (``"daemon": true`` also runs ``lms daemon down``)
+    refused with code ``supervised`` while a supervisor runs: it would start LM Studio
+    again at its next health check, and the status socket has no stop verb. Without a
+    supervisor: ``lms server stop``.
+``chat_completion``
+    ``{"messages": [...], "settings": {"model", "temperature", "max_tokens", "stream",
+    ...}}`` forwarded to LM Studio's ``/v1/chat/completions``. Without ``stream``: one
+    answer, payload ``{"id", "model", "content", "message", "finish_reason", "usage"}``.
+    With ``stream``: one answer per delta, payload ``{"type": "delta", "done": false,
+    "delta": "..."}``, then ``{"type": "done", "done": true, "finish_reason", "usage",
+    "id", "model"}`` (``usage`` is null when LM Studio does not report it).
+
+Every external call has a deadline: the status socket :data:`SUPERVISOR_TIMEOUT`, each
+``lms`` call its own, HTTP probes ``health.timeout``, chat ``"timeout"`` (default
+:data:`CHAT_TIMEOUT`; for streams, the longest silence between two events). No error
+ends the host: a malformed or failing request gets an error answer and the loop goes
+on. Logs go to stderr (the browser keeps stdout for the protocol).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import struct
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import httpx
+import structlog
+from httpx_sse import SSEError, aconnect_sse
+
+from lmsupervisor.config import Config
+from lmsupervisor.core.observed import Install, base_url, effective_server
+from lmsupervisor.errors import LmsError, LmsExitError, LmSupervisorError, StatusSocketError
+from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
+from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
+from lmsupervisor.lmstudio.probe import Prober
+
+log = structlog.get_logger("lmsupervisor.nativehost")
+
+MAX_OUTGOING = 1024 * 1024  # bytes of JSON, host -> browser (Chrome and Firefox)
+MAX_INCOMING = 64 * 1024 * 1024  # bytes of JSON, browser -> host (Chrome's documented maximum)
+HEADER = struct.Struct("=I")  # 32-bit unsigned, native byte order, no padding
+SUPERVISOR_TIMEOUT = 2.0  # seconds for one status-socket request
+LMS_TIMEOUT = 15.0  # seconds for `lms` status and stop calls
+CHAT_TIMEOUT = 300.0  # seconds: a cold JIT load can delay the first token for long
+WAIT_INTERVAL = 0.25  # seconds between /v1/status reads while waiting for the supervisor
+CHAT_SETTINGS = frozenset(
+    {"model", "temperature", "max_tokens", "stream", "top_p", "top_k", "stop", "seed", "presence_penalty",
+     "frequency_penalty", "repeat_penalty", "ttl"}
+)  # fmt: skip
+UP_STATES = frozenset({"ready", "degraded"})  # server healthy (degraded: a declared model failed)
+GONE_STATES = frozenset({"stopping", "stopped"})  # the supervisor is leaving: it no longer restarts anything
+
+
+class NativeHostError(LmSupervisorError):
+    """A request failed; ``message`` is the ``error`` answered, ``code`` its kind.
+
+    Codes: ``bad_request``, ``too_large``, ``not_installed``, ``unreachable``,
+    ``lmstudio_error``, ``timeout``, ``supervised``, ``internal``.
+    """
+
+    def __init__(self, message: str, code: str = "bad_request", hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.code = code
+
+
+class TruncatedFrameError(NativeHostError):
+    """stdin ended inside a frame: the browser is gone, nothing more can be read."""
+
+
+class OversizedFrameError(NativeHostError):
+    """An incoming message over :data:`MAX_INCOMING`; its bytes were read and discarded."""
+
+
+# -- framing ------------------------------------------------------------------------
+def _read_exactly(stream: BinaryIO, n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(stream: BinaryIO, limit: int = MAX_INCOMING) -> bytes | None:
+    """Read one message body from ``stream`` (blocking); None when it ended cleanly.
+
+    Raises :class:`TruncatedFrameError` if it ends inside a frame and
+    :class:`OversizedFrameError` for a body over ``limit`` bytes (after discarding it,
+    in 64 KiB pieces, so the next frame is read from the right place).
+    """
+    head = _read_exactly(stream, HEADER.size)
+    if not head:
+        return None
+    if len(head) < HEADER.size:
+        raise TruncatedFrameError(f"stdin ended inside a length prefix ({len(head)} of {HEADER.size} bytes)")
+    (length,) = HEADER.unpack(head)
+    if length > limit:
+        left = length
+        while left:
+            chunk = stream.read(min(left, 65536))
+            if not chunk:
+                raise TruncatedFrameError(f"stdin ended inside an oversized message of {length} bytes")
+            left -= len(chunk)
+        raise OversizedFrameError(
+            f"message of {length} bytes refused: browsers send at most {limit} bytes", code="too_large"
+        )
+    body = _read_exactly(stream, length)
+    if len(body) < length:
+        raise TruncatedFrameError(f"stdin ended inside a message ({len(body)} of {length} bytes)")
+    return body
+
+
+def encode_frame(message: Mapping[str, Any], limit: int = MAX_OUTGOING) -> bytes:
+    """Length prefix + UTF-8 JSON. An answer over ``limit`` bytes (the browsers' 1 MiB) is
+    replaced by an error answer saying so, so the browser never drops the connection."""
+    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if len(body) > limit:
+        small = {
+            "status": "error",
+            "error": f"the answer is {len(body)} bytes, over the {limit} bytes a browser accepts from a native host"
+            + ("; ask with settings.stream = true" if message.get("status") == "success" else ""),
+            "code": "too_large",
+        }
+        if "id" in message:
+            small["id"] = message["id"]
+        body = json.dumps(small, separators=(",", ":")).encode("utf-8")
+    return HEADER.pack(len(body)) + body
+
+
+def success(payload: Mapping[str, Any]) -> dict[str, Any]:
+    return {"status": "success", "payload": dict(payload)}
+
+
+def failure(message: str, code: str = "internal") -> dict[str, Any]:
+    return {"status": "error", "error": message, "code": code}
+
+
+# -- the running supervisor --------------------------------------------------------
+class SupervisorLink(Protocol):
+    """What the host asks of a running supervisor (a fake implements it in tests)."""
+
+    socket: str
+
+    async def status(self) -> dict[str, Any] | None:
+        """The snapshot (design §5), or None when no supervisor answers."""
+        ...
+
+    async def restart(self) -> None:
+        """``POST /v1/restart``; raises :class:`NativeHostError` if refused."""
+        ...
+
+
+class SocketSupervisor:
+    """The supervisor behind the status socket ``socket``, through :mod:`lmsupervisor.api.client`."""
+
+    def __init__(self, socket: str, timeout: float = SUPERVISOR_TIMEOUT) -> None:
+        self.socket = socket
+        self.timeout = timeout
+
+    async def _request(self, method: str, target: str) -> tuple[int, Any]:
+        from lmsupervisor.api.client import request  # noqa: PLC0415 - client.py is being rewritten; call late
+
+        return await asyncio.to_thread(request, self.socket, method, target, self.timeout)
+
+    async def status(self) -> dict[str, Any] | None:
+        try:
+            code, body = await self._request("GET", "/v1/status")
+        except StatusSocketError:
+            return None
+        return body if code == 200 and isinstance(body, dict) else None
+
+    async def restart(self) -> None:
+        try:
+            code, body = await self._request("POST", "/v1/restart")
+        except StatusSocketError as exc:
+            raise NativeHostError(f"the supervisor did not take the restart: {exc}", code="unreachable") from exc
+        if code != 202:
+            reason = body.get("error") if isinstance(body, dict) else None
+            raise NativeHostError(f"the supervisor refused the restart ({code}: {reason})", code="supervised")
+
+
+# -- the host ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Clock:
+    """Monotonic time and sleeping, passed in so waits are testable without real time."""
+
+    now: Callable[[], float]
+    sleep: Callable[[float], Awaitable[None]]
+
+
+REAL_CLOCK = Clock(lambda: asyncio.get_running_loop().time(), asyncio.sleep)
+
+
+class NativeHost:
+    """Answers native messages. Every I/O seam is an argument: ``supervisor`` (the status
+    socket), ``runner_factory`` (`lms`), ``transport`` (httpx, for probes and chat)."""
+
+    def __init__(
+        self,
+        config: Config,
+        platform: Platform,
+        supervisor: SupervisorLink,
+        *,
+        config_error: str | None = None,
+        runner_factory: Callable[[Path], LmsRunner] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock = REAL_CLOCK,
+    ) -> None:
+        self.config = config
+        self.platform = platform
+        self.supervisor = supervisor
+        self.config_error = config_error
+        self.runner_factory = runner_factory or (lambda p: Lms(p, env=platform.env))
+        token = platform.env.get("LM_API_TOKEN") or None
+        self.prober = Prober(timeout=config.health.timeout, transport=transport, token=token)
+        self.http = httpx.AsyncClient(
+            transport=transport,
+            trust_env=False,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            timeout=httpx.Timeout(CHAT_TIMEOUT, connect=config.health.timeout),
+            # A fresh loopback connection costs about a millisecond; a kept-alive one can
+            # stall 40 ms per request on a server that writes head and body apart (Nagle
+            # against delayed ACK: the simulator does, on every request).
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
+        self.clock = clock
+        self.actions: dict[str, Callable[[dict[str, Any]], AsyncGenerator[dict[str, Any], None]]] = {
+            "check_lmstudio": self.check_lmstudio,
+            "start_lmstudio": self.start_lmstudio,
+            "stop_lmstudio": self.stop_lmstudio,
+            "chat_completion": self.chat_completion,
+        }
+
+    async def aclose(self) -> None:
+        await self.prober.aclose()
+        await self.http.aclose()
+
+    # -- dispatch ------------------------------------------------------------------
+    async def handle(self, raw: bytes) -> AsyncGenerator[dict[str, Any], None]:
+        """The answers to one raw message, in order; never raises (errors are answers)."""
+        request_id: Any = None
+        try:
+            try:
+                msg = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise NativeHostError(f"the message is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            except ValueError as exc:
+                raise NativeHostError(f"the message is not JSON ({exc})") from None
+            if not isinstance(msg, dict):
+                raise NativeHostError(f"expected a JSON object with an action, got {type(msg).__name__}")
+            if isinstance(msg.get("id"), str | int) and not isinstance(msg.get("id"), bool):
+                request_id = msg["id"]
+            action = msg.get("action")
+            handler = self.actions.get(action) if isinstance(action, str) else None
+            if handler is None:
+                raise NativeHostError(f"action: expected one of {', '.join(self.actions)}, got {action!r}")
+            async with contextlib.aclosing(handler(msg)) as answers:
+                async for answer in answers:
+                    yield _with_id(answer, request_id)
+        except NativeHostError as exc:
+            yield _with_id(failure(str(exc), exc.code), request_id)
+        except Exception as exc:  # the host must survive anything one request does
+            log.error("native_message_failed", error=repr(exc), exc_info=True)
+            yield _with_id(failure(f"internal error: {exc.__class__.__name__}: {exc}"), request_id)
+
+    # -- what LM Studio looks like ----------------------------------------------------
+    def _install(self) -> Install:
+        return detect(self.platform, self.config.lmstudio.home, self.config.lmstudio.lms)
+
+    def _endpoint(self, install: Install, snap: Mapping[str, Any] | None) -> str:
+        """The supervisor's endpoint when one runs (it knows its config), else ours."""
+        server = snap.get("server") if snap else None
+        if isinstance(server, dict) and isinstance(server.get("api_endpoint"), str):
+            return str(server["api_endpoint"])
+        cfg = self.config.server
+        eff = effective_server(cfg.bind, cfg.port, cfg.cors, install.server)
+        return base_url(eff.bind, eff.port)
+
+    async def _loaded_models(self, url: str) -> list[str] | None:
+        """API identifiers of the loaded models: REST v1 (0.4), else v0 (0.3.6+); None if unknown."""
+        limit = self.config.health.timeout
+        try:
+            resp = await asyncio.wait_for(self.http.get(f"{url}/api/v1/models", timeout=limit), limit)
+            body = _json(resp)
+            if resp.status_code == 200 and isinstance(body, dict) and isinstance(body.get("models"), list):
+                return [
+                    str(inst["id"])
+                    for m in body["models"]
+                    if isinstance(m, dict)
+                    for inst in m.get("loaded_instances") or []
+                    if isinstance(inst, dict) and "id" in inst
+                ]
+            resp = await asyncio.wait_for(self.http.get(f"{url}/api/v0/models", timeout=limit), limit)
+            body = _json(resp)
+            if resp.status_code == 200 and isinstance(body, dict) and isinstance(body.get("data"), list):
+                return [
+                    str(m["id"])
+                    for m in body["data"]
+                    if isinstance(m, dict) and m.get("state") == "loaded" and "id" in m
+                ]
+        except (httpx.HTTPError, TimeoutError):
+            return None
+        return None
+
+    async def _payload(self, snap: dict[str, Any] | None) -> dict[str, Any]:
+        install = self._install()
+        url = self._endpoint(install, snap)
+        probe = await self.prober.greeting(url)
+        loaded = await self._loaded_models(url) if probe.ok else []
+        if loaded is None and snap is not None:  # the server answers but lists nothing we can read
+            loaded = [
+                str(m.get("identifier") or m.get("key"))
+                for m in snap.get("models") or []
+                if isinstance(m, dict) and m.get("state") == "loaded"
+            ]
+        lm = snap.get("lmstudio") if snap else None
+        lm = lm if isinstance(lm, dict) else {}
+        return {
+            "installed": bool(lm.get("installed", install.installed)),
+            "bootstrapped": bool(lm.get("bootstrapped", install.bootstrapped)),
+            "server_running": probe.ok,
+            "api_endpoint": url,
+            "current_model": loaded[0] if loaded else None,
+            "loaded_models": loaded or [],
+            "server_error": None if probe.ok else probe.error,
+            "supervisor": _supervisor_view(self.supervisor.socket, snap),
+            "config_error": self.config_error,
+        }
+
+    # -- actions ----------------------------------------------------------------
+    async def check_lmstudio(self, msg: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """``check_lmstudio``: one answer with the installation, server and supervisor."""
+        yield success(await self._payload(await self.supervisor.status()))
+
+    async def start_lmstudio(self, msg: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """``start_lmstudio``: through the running supervisor, else by ourselves."""
+        timeout = _seconds(msg, "timeout", self.config.server.start_timeout)
+        snap = await self.supervisor.status()
+        if snap is not None and snap.get("state") not in GONE_STATES:
+            state = snap.get("state")
+            if state == "not_installed":
+                raise NativeHostError(
+                    f"the supervisor finds no LM Studio: install it from {DOWNLOAD_URL}", code="not_installed"
+                )
+            how = "already_running"
+            if state not in UP_STATES:
+                if state == "backoff":  # waiting for its next attempt: ask for it now
+                    await self.supervisor.restart()
+                    how = "restart_requested"
+                else:
+                    how = "waited"
+                snap = await self._wait_up(timeout)
+            payload = await self._payload(snap)
+            yield success({**payload, "started_by": "supervisor", "how": how})
+            return
+        how = await self._start_ourselves(timeout)
+        yield success({**(await self._payload(snap)), "started_by": "native_host", "how": how})
+
+    async def _wait_up(self, timeout: float) -> dict[str, Any]:
+        """Poll the supervisor (its snapshot) until ready/degraded; the status socket is
+        local and answers in about a millisecond, so a 250 ms poll costs nothing."""
+        deadline = self.clock.now() + timeout
+        last: dict[str, Any] | None = None
+        while True:
+            last = await self.supervisor.status()
+            if last is not None and last.get("state") in UP_STATES:
+                return last
+            if last is None or last.get("state") in GONE_STATES:
+                raise NativeHostError("the supervisor stopped while LM Studio was starting", code="unreachable")
+            if self.clock.now() >= deadline:
+                raise NativeHostError(
+                    f"the supervisor is still in state {last.get('state')!r} after {timeout:g} s "
+                    "(it keeps trying; check_lmstudio shows its progress)",
+                    code="timeout",
+                )
+            await self.clock.sleep(WAIT_INTERVAL)
+
+    async def _start_ourselves(self, timeout: float) -> str:
+        install = self._install()
+        if not install.installed:
+            raise NativeHostError(f"LM Studio is not installed: get it from {DOWNLOAD_URL}", code="not_installed")
+        url = self._endpoint(install, None)
+        if (await self.prober.greeting(url)).ok:
+            return "already_running"
+        if install.lms is None:
+            raise NativeHostError(
+                f"LM Studio's lms CLI was not found (looked on PATH and in {install.home / 'bin'})",
+                code="not_installed",
+                hint="run LM Studio once, or set lmstudio.lms in lmsupervisor's config",
+            )
+        client = LmsClient(self.runner_factory(install.lms))
+        cfg = self.config.server
+        eff = effective_server(cfg.bind, cfg.port, cfg.cors, install.server)
+        try:
+            daemon = await client.daemon_status(timeout=LMS_TIMEOUT)
+            if daemon.supported and not daemon.running:
+                await client.daemon_up(timeout=timeout)
+            try:
+                await client.server_start(eff.port, eff.bind, eff.cors, timeout=timeout)
+            except LmsExitError as exc:  # BT#1720: fails its own check while serving; the probe decides
+                log.warning("server_start_failed", error=exc.error_line)
+                start_error: str | None = exc.error_line
+            else:
+                start_error = None
+        except LmsError as exc:
+            raise NativeHostError(f"could not start LM Studio: {exc.message}", code="lmstudio_error") from exc
+        probe = await self.prober.greeting(url)
+        if not probe.ok:
+            detail = f" (lms said: {start_error})" if start_error else ""
+            raise NativeHostError(f"LM Studio's server does not answer at {url}: {probe.error}{detail}", "unreachable")
+        return "started"
+
+    async def stop_lmstudio(self, msg: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """``stop_lmstudio``: refused under a supervisor; else ``lms server stop`` (and
+        ``lms daemon down`` with ``"daemon": true``)."""
+        snap = await self.supervisor.status()
+        if snap is not None and snap.get("state") not in GONE_STATES:
+            pid = (snap.get("supervisor") or {}).get("pid")
+            raise NativeHostError(
+                f"lmsupervisor (pid {pid}) keeps LM Studio running and would start it again at its next "
+                "health check; stop the supervisor first (its service, or Ctrl-C on `lmsupervisor run`), "
+                "then stop LM Studio",
+                code="supervised",
+            )
+        install = self._install()
+        if install.lms is None:
+            raise NativeHostError("LM Studio's lms CLI was not found; nothing to stop with", code="not_installed")
+        client = LmsClient(self.runner_factory(install.lms))
+        try:
+            was_running = await client.server_stop(timeout=LMS_TIMEOUT)
+            if msg.get("daemon") is True:
+                await client.daemon_down(timeout=LMS_TIMEOUT)
+        except LmsError as exc:
+            raise NativeHostError(f"could not stop LM Studio: {exc.message}", code="lmstudio_error") from exc
+        payload = await self._payload(None)
+        yield success({**payload, "stopped": was_running, "daemon_stopped": msg.get("daemon") is True})
+
+    async def chat_completion(self, msg: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """``chat_completion``: LM Studio's ``/v1/chat/completions``, plain or streamed."""
+        messages = msg.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise NativeHostError("messages: expected a non-empty array of {role, content} objects")
+        settings = msg.get("settings", {})
+        if not isinstance(settings, dict):
+            raise NativeHostError(f"settings: expected an object, got {type(settings).__name__}")
+        unknown = sorted(set(settings) - CHAT_SETTINGS)
+        if unknown:
+            raise NativeHostError(f"settings: unknown key {unknown[0]!r}; known: {', '.join(sorted(CHAT_SETTINGS))}")
+        timeout = _seconds(msg, "timeout", CHAT_TIMEOUT)
+        snap = await self.supervisor.status()
+        url = self._endpoint(self._install(), snap)
+        body: dict[str, Any] = {**settings, "messages": messages, "stream": settings.get("stream") is True}
+        if not body.get("model"):
+            model = await self._default_model(url)
+            if model:
+                body["model"] = model
+        if body["stream"]:
+            body["stream_options"] = {"include_usage": True}  # LM Studio 0.3.18+ (facts §4)
+            async for answer in self._stream(url, body, timeout):
+                yield answer
+            return
+        try:
+            resp = await asyncio.wait_for(
+                self.http.post(f"{url}/v1/chat/completions", json=body, timeout=self._timeout(timeout)), timeout
+            )
+        except (TimeoutError, httpx.TimeoutException):
+            raise NativeHostError(f"LM Studio did not answer within {timeout:g} s", code="timeout") from None
+        except httpx.HTTPError as exc:
+            raise _unreachable(url, exc) from exc
+        data = _json(resp)
+        _raise_lmstudio_error(resp.status_code, data, resp.text)
+        choice = (data.get("choices") or [{}])[0] if isinstance(data, dict) else {}
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(data, dict) or not isinstance(message, dict):
+            raise NativeHostError(f"LM Studio answered without a message: {resp.text[:200]!r}", "lmstudio_error")
+        yield success(
+            {
+                "id": data.get("id"),
+                "model": data.get("model"),
+                "content": message.get("content"),
+                "message": message,
+                "finish_reason": choice.get("finish_reason"),
+                "usage": data.get("usage"),
+            }
+        )
+
+    def _timeout(self, seconds: float) -> httpx.Timeout:
+        return httpx.Timeout(seconds, connect=min(seconds, self.config.health.timeout))
+
+    async def _default_model(self, url: str) -> str | None:
+        """The model a request without one goes to: the first loaded, else the first declared."""
+        loaded = await self._loaded_models(url)
+        if loaded:
+            return loaded[0]
+        if self.config.models:
+            return self.config.models[0].identifier or self.config.models[0].key
+        return None
+
+    async def _stream(self, url: str, body: dict[str, Any], timeout: float) -> AsyncGenerator[dict[str, Any], None]:
+        """One answer per delta, then the ``done`` answer; ``timeout`` is the longest silence."""
+        finish: str | None = None
+        usage: Any = None
+        cid: Any = None
+        model: Any = None
+        target = f"{url}/v1/chat/completions"
+        try:
+            async with aconnect_sse(self.http, "POST", target, json=body, timeout=self._timeout(timeout)) as source:
+                resp = source.response
+                if resp.status_code != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
+                    await resp.aread()
+                    _raise_lmstudio_error(resp.status_code, _json(resp), resp.text)
+                    raise NativeHostError(
+                        f"LM Studio answered {resp.status_code} without an event stream: {resp.text[:200]!r}",
+                        "lmstudio_error",
+                    )
+                async for event in source.aiter_sse():
+                    if event.data.strip() == "[DONE]":
+                        break
+                    try:
+                        chunk = json.loads(event.data)
+                    except ValueError:
+                        msg = f"LM Studio sent a broken event: {event.data[:200]!r}"
+                        raise NativeHostError(msg, "lmstudio_error") from None
+                    _raise_lmstudio_error(200, chunk, event.data)
+                    if not isinstance(chunk, dict):
+                        continue
+                    cid, model = chunk.get("id", cid), chunk.get("model", model)
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        if not isinstance(choice, dict):
+                            continue
+                        delta = choice.get("delta") or {}
+                        piece: dict[str, Any] = {"type": "delta", "done": False, "index": choice.get("index", 0)}
+                        if isinstance(delta, dict):
+                            for key in ("content", "reasoning", "reasoning_content"):
+                                if delta.get(key):
+                                    piece["delta" if key == "content" else "reasoning"] = delta[key]
+                        if len(piece) > 3:
+                            yield success(piece)
+                        finish = choice.get("finish_reason") or finish
+        except (TimeoutError, httpx.TimeoutException):
+            raise NativeHostError(f"LM Studio sent nothing for {timeout:g} s", code="timeout") from None
+        except SSEError as exc:
+            raise NativeHostError(f"LM Studio's stream is not an event stream: {exc}", "lmstudio_error") from exc
+        except httpx.HTTPError as exc:
+            raise _unreachable(url, exc) from exc
+        yield success(
+            {"type": "done", "done": True, "finish_reason": finish, "usage": usage, "id": cid, "model": model}
+        )
+
+
+def _with_id(answer: dict[str, Any], request_id: Any) -> dict[str, Any]:
+    return answer if request_id is None else {**answer, "id": request_id}
+
+
+def _seconds(msg: Mapping[str, Any], key: str, default: float) -> float:
+    value = msg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise NativeHostError(f"{key}: expected seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def _unreachable(url: str, exc: Exception) -> NativeHostError:
+    return NativeHostError(
+        f"LM Studio's server does not answer at {url} ({exc.__class__.__name__}); send start_lmstudio first",
+        code="unreachable",
+    )
+
+
+def _raise_lmstudio_error(status: int, data: Any, text: str) -> None:
+    """LM Studio's own error message, from ``{"error": {"message"}}`` or ``{"error": "..."}``
+    (unknown routes answer 200 with the latter, facts §4)."""
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        error = error.get("message") or json.dumps(error)
+    if error:
+        raise NativeHostError(f"LM Studio: {error}", code="lmstudio_error")
+    if status != 200:
+        raise NativeHostError(f"LM Studio answered {status}: {text[:200]!r}", code="lmstudio_error")
+
+
+def _supervisor_view(socket: str, snap: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The supervisor part of ``check_lmstudio``: whether it runs, and its state."""
+    if snap is None:
+        return {"running": False, "socket": socket}
+    sup = snap.get("supervisor")
+    sup = sup if isinstance(sup, dict) else {}
+    return {
+        "running": snap.get("state") not in GONE_STATES,
+        "socket": socket,
+        "state": snap.get("state"),
+        "ready": snap.get("ready"),
+        "since": snap.get("since"),
+        "pid": sup.get("pid"),
+        "version": sup.get("version"),
+        "models": snap.get("models", []),
+        "restarts": snap.get("restarts"),
+        "problems": snap.get("problems", []),
+    }
+
+
+# -- the process ---------------------------------------------------------------------
+async def serve(host: NativeHost, stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """Read, answer, repeat, until stdin closes (or the browser stops reading stdout)."""
+
+    def write(answer: Mapping[str, Any]) -> None:
+        stdout.write(encode_frame(answer))
+        stdout.flush()
+
+    while True:
+        try:
+            raw = await asyncio.to_thread(read_frame, stdin)
+        except OversizedFrameError as exc:
+            write(failure(str(exc), exc.code))
+            continue
+        except TruncatedFrameError as exc:
+            log.warning("native_input_truncated", error=exc.message)
+            return
+        if raw is None:
+            return
+        async with contextlib.aclosing(host.handle(raw)) as answers:
+            async for answer in answers:
+                write(answer)
+
+
+def host_main(config_path: Path | None, socket_cli: str | os.PathLike[str] | None) -> int:
+    """`lmsupervisor native-host`: serve the browser on stdin/stdout; 0 when stdin closes.
+
+    stdout is the protocol channel: it is duplicated for the answers, and file
+    descriptor 1 is pointed at stderr so a stray print (ours or a library's) cannot
+    corrupt a frame.
+    """
+    from lmsupervisor import config, logs  # noqa: PLC0415
+    from lmsupervisor.api.client import resolve_socket  # noqa: PLC0415
+    from lmsupervisor.errors import ConfigError  # noqa: PLC0415
+
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    logs.configure(os.environ.get("LMSUPERVISOR_NATIVE_LOG_LEVEL", "warning"), "json", sys.stderr)
+    config_error = None
+    try:
+        cfg, _ = config.load(config_path)
+    except ConfigError as exc:
+        cfg, config_error = Config(), str(exc)
+    if config_path is None:  # exactly as the CLI finds it
+        socket = resolve_socket(socket_cli)
+    else:  # the named config's status.socket, unless --socket or $LMSUPERVISOR_SOCKET says otherwise
+        socket = str(config.socket_path(cfg, None if socket_cli is None else Path(socket_cli)))
+
+    async def main() -> None:
+        host = NativeHost(cfg, Platform.current(), SocketSupervisor(socket), config_error=config_error)
+        try:
+            await serve(host, sys.stdin.buffer, out)
+        finally:
+            await host.aclose()
+
+    try:
+        asyncio.run(main())
+    except BrokenPipeError:  # the browser closed our stdout: it is gone
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            out.close()
+    return 0

@@ -1,0 +1,423 @@
+"""The native-messaging host without processes: framing, dispatch, and each action
+against fakes (status socket, `lms`, MockTransport for LM Studio's HTTP server)."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lmsupervisor.api.nativehost import (
+    MAX_INCOMING,
+    MAX_OUTGOING,
+    Clock,
+    NativeHost,
+    OversizedFrameError,
+    TruncatedFrameError,
+    encode_frame,
+    read_frame,
+)
+from lmsupervisor.config import Config, ServerConfig
+from lmsupervisor.lmstudio.install import Platform
+from lmsupervisor.lmstudio.lms import LmsResult
+from lmsupervisor.simulator.home import create_install
+
+URL = "http://127.0.0.1:1234"
+
+
+def frame(body: bytes) -> bytes:
+    return struct.pack("=I", len(body)) + body
+
+
+# -- framing -------------------------------------------------------------------------
+def test_frames_round_trip_in_native_byte_order() -> None:
+    """A frame is a native-order 32-bit byte length, then the UTF-8 JSON; length counts bytes."""
+    data = encode_frame({"status": "success", "payload": {"text": "héllo ✓"}})
+    (length,) = struct.unpack("=I", data[:4])
+    assert length == len(data) - 4 == len(data[4:].decode("utf-8").encode("utf-8"))
+    assert json.loads(read_frame(io.BytesIO(data)) or b"") == {"status": "success", "payload": {"text": "héllo ✓"}}
+
+
+def test_clean_end_of_input_is_none() -> None:
+    """stdin closed between frames ends the host cleanly."""
+    assert read_frame(io.BytesIO(b"")) is None
+
+
+@pytest.mark.parametrize("data", [b"\x05\x00", frame(b'{"action": "check_lmstudio"}')[:-3]])
+def test_input_ending_inside_a_frame_is_truncated(data: bytes) -> None:
+    """stdin ending inside a length prefix or a body is reported, not taken as a message."""
+    with pytest.raises(TruncatedFrameError):
+        read_frame(io.BytesIO(data))
+
+
+def test_oversized_message_is_discarded_and_the_next_one_read() -> None:
+    """A message over the limit is refused after its bytes are skipped, so the stream stays in step."""
+    stream = io.BytesIO(frame(b"x" * 100) + frame(b'{"action":"check_lmstudio"}'))
+    with pytest.raises(OversizedFrameError) as info:
+        read_frame(stream, limit=50)
+    assert info.value.code == "too_large"
+    assert read_frame(stream, limit=50) == b'{"action":"check_lmstudio"}'
+
+
+def test_incoming_limit_is_chromes_64_mib() -> None:
+    """Browser-to-host messages up to Chrome's documented 64 MiB are read; one byte more is refused."""
+    assert MAX_INCOMING == 64 * 1024 * 1024
+    header_only = io.BytesIO(struct.pack("=I", MAX_INCOMING + 1))
+    with pytest.raises(TruncatedFrameError, match="oversized"):  # refused on the header, then skipped
+        read_frame(header_only)
+
+
+def test_answer_over_one_mib_becomes_an_error_answer() -> None:
+    """An answer over the browsers' 1 MiB is replaced by a small error that keeps the request id."""
+    data = encode_frame({"status": "success", "payload": {"content": "x" * MAX_OUTGOING}, "id": 9})
+    answer = json.loads(data[4:])
+    assert (answer["status"], answer["code"], answer["id"]) == ("error", "too_large", 9)
+    assert len(data) - 4 < 1000
+    at_limit = encode_frame({"s": "x" * (MAX_OUTGOING - 8)})  # {"s":"..."} is exactly 1 MiB
+    assert len(at_limit) - 4 == MAX_OUTGOING
+
+
+# -- fakes ---------------------------------------------------------------------------
+class FakeSupervisor:
+    """Scripted snapshots (the last one repeats); records restarts."""
+
+    socket = "/run/test/status.sock"
+
+    def __init__(self, *snaps: dict[str, Any] | None, fail: Exception | None = None) -> None:
+        self.snaps = list(snaps) or [None]
+        self.restarts = 0
+        self.fail = fail
+
+    async def status(self) -> dict[str, Any] | None:
+        if self.fail is not None:
+            raise self.fail
+        return self.snaps.pop(0) if len(self.snaps) > 1 else self.snaps[0]
+
+    async def restart(self) -> None:
+        self.restarts += 1
+
+
+def snap(state: str, url: str = URL) -> dict[str, Any]:
+    return {
+        "state": state,
+        "ready": state == "ready",
+        "supervisor": {"pid": 4242, "version": "0.1.0"},
+        "lmstudio": {"installed": True, "bootstrapped": True},
+        "server": {"running": state in ("ready", "degraded"), "api_endpoint": url},
+        "models": [{"key": "qwen/qwen3-4b", "identifier": "qwen", "state": "loaded"}],
+        "problems": [],
+    }
+
+
+class FakeLms:
+    """An lms runner answering from a table of ``args -> (code, stdout, stderr)``."""
+
+    def __init__(self, answers: dict[tuple[str, ...], tuple[int, str, str]]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, ...]] = []
+
+    async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
+        self.calls.append(args)
+        key = next((k for k in self.answers if args[: len(k)] == k), None)
+        code, out, err = self.answers[key] if key else (0, "", "")
+        return LmsResult(("lms", *args), code, out, err, 1.0)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class LmStudio:
+    """A MockTransport handler standing in for LM Studio's HTTP server."""
+
+    def __init__(self, up: bool = True, loaded: tuple[str, ...] = ("qwen",)) -> None:
+        self.up = up
+        self.loaded = loaded
+        self.chat: Callable[[dict[str, Any]], httpx.Response] = lambda body: httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-1",
+                "model": body.get("model"),
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            },
+        )
+        self.bodies: list[dict[str, Any]] = []
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        if not self.up:
+            raise httpx.ConnectError("connection refused", request=req)
+        if req.url.path == "/lmstudio-greeting":
+            return httpx.Response(200, json={"lmstudio": True})
+        if req.url.path == "/api/v1/models":
+            return httpx.Response(
+                200, json={"models": [{"key": "k", "loaded_instances": [{"id": i} for i in self.loaded]}]}
+            )
+        if req.url.path == "/v1/chat/completions":
+            body = json.loads(req.content)
+            self.bodies.append(body)
+            return self.chat(body)
+        return httpx.Response(200, json={"error": f"Unexpected endpoint or method. ({req.method} {req.url.path})"})
+
+
+def make_host(
+    tmp_path: Path,
+    supervisor: FakeSupervisor | None = None,
+    server: LmStudio | None = None,
+    lms: FakeLms | None = None,
+    installed: bool = True,
+    clock: Clock | None = None,
+) -> NativeHost:
+    if installed:
+        sim = create_install(tmp_path / "home", http_port=1234)  # files only: nothing is started
+        root = sim.root
+    else:
+        root = tmp_path / "empty"
+        root.mkdir()
+    platform = Platform("linux", root, {"HOME": str(root), "PATH": ""})
+    fake_lms = lms or FakeLms({})
+    fake_clock = FakeClock()
+    return NativeHost(
+        Config(server=ServerConfig(start_timeout=5)),
+        platform,
+        supervisor or FakeSupervisor(None),
+        runner_factory=lambda _path: fake_lms,
+        transport=httpx.MockTransport(server or LmStudio()),
+        clock=clock or Clock(fake_clock.now, fake_clock.sleep),
+    )
+
+
+async def answers(host: NativeHost, msg: dict[str, Any] | bytes) -> list[dict[str, Any]]:
+    raw = msg if isinstance(msg, bytes) else json.dumps(msg).encode()
+    try:
+        return [a async for a in host.handle(raw)]
+    finally:
+        await host.aclose()
+
+
+# -- dispatch --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"action": "reboot_the_world"}', "expected one of check_lmstudio"),
+        (b'{"noaction": 1}', "got None"),
+    ],
+)
+async def test_malformed_messages_get_an_error_answer(tmp_path: Path, raw: bytes, says: str) -> None:
+    """Broken JSON, bad UTF-8, a non-object or an unknown action: one error answer, no exception."""
+    [answer] = await answers(make_host(tmp_path), raw)
+    assert (answer["status"], answer["code"]) == ("error", "bad_request")
+    assert says in answer["error"]
+
+
+async def test_an_unexpected_exception_is_an_error_answer(tmp_path: Path) -> None:
+    """Whatever an action raises is answered as an internal error; the request id is kept."""
+    host = make_host(tmp_path, FakeSupervisor(fail=RuntimeError("socket exploded")))
+    [answer] = await answers(host, {"action": "check_lmstudio", "id": "r1"})
+    assert answer == {
+        "status": "error",
+        "error": "internal error: RuntimeError: socket exploded",
+        "code": "internal",
+        "id": "r1",
+    }
+
+
+# -- check_lmstudio ------------------------------------------------------------------
+async def test_check_without_supervisor(tmp_path: Path) -> None:
+    """Installed, server answering, the loaded model from REST v1, and no supervisor."""
+    [answer] = await answers(make_host(tmp_path), {"action": "check_lmstudio"})
+    p = answer["payload"]
+    assert (p["installed"], p["bootstrapped"], p["server_running"], p["api_endpoint"]) == (True, True, True, URL)
+    assert (p["current_model"], p["loaded_models"]) == ("qwen", ["qwen"])
+    assert p["supervisor"] == {"running": False, "socket": FakeSupervisor.socket}
+
+
+async def test_check_not_installed_server_down(tmp_path: Path) -> None:
+    """No LM Studio at all: installed false, server not running, with the probe's reason."""
+    host = make_host(tmp_path, server=LmStudio(up=False), installed=False)
+    [answer] = await answers(host, {"action": "check_lmstudio"})
+    p = answer["payload"]
+    assert (p["installed"], p["server_running"], p["current_model"]) == (False, False, None)
+    assert "cannot connect" in p["server_error"]
+
+
+async def test_check_reports_the_supervisor_and_its_endpoint(tmp_path: Path) -> None:
+    """With a supervisor, its state and its api_endpoint are what check_lmstudio reports."""
+    host = make_host(tmp_path, FakeSupervisor(snap("degraded", "http://127.0.0.1:4321")))
+    [answer] = await answers(host, {"action": "check_lmstudio"})
+    p = answer["payload"]
+    assert p["api_endpoint"] == "http://127.0.0.1:4321"
+    assert (p["supervisor"]["running"], p["supervisor"]["state"], p["supervisor"]["pid"]) == (True, "degraded", 4242)
+
+
+# -- start_lmstudio ------------------------------------------------------------------
+async def test_start_when_supervisor_is_ready_does_nothing(tmp_path: Path) -> None:
+    """A ready supervisor: start answers at once, no restart, no lms call."""
+    sup, lms = FakeSupervisor(snap("ready")), FakeLms({})
+    [answer] = await answers(make_host(tmp_path, sup, lms=lms), {"action": "start_lmstudio"})
+    assert (answer["payload"]["started_by"], answer["payload"]["how"]) == ("supervisor", "already_running")
+    assert (sup.restarts, lms.calls) == (0, [])
+
+
+async def test_start_in_backoff_asks_the_supervisor_then_waits(tmp_path: Path) -> None:
+    """In backoff the host posts a restart (try now) and answers once the supervisor is ready."""
+    sup = FakeSupervisor(snap("backoff"), snap("starting"), snap("loading_models"), snap("ready"))
+    [answer] = await answers(make_host(tmp_path, sup), {"action": "start_lmstudio"})
+    assert (answer["status"], answer["payload"]["how"], sup.restarts) == ("success", "restart_requested", 1)
+    assert answer["payload"]["supervisor"]["state"] == "ready"
+
+
+async def test_start_times_out_when_the_supervisor_never_gets_ready(tmp_path: Path) -> None:
+    """Still starting after the timeout (fake clock): an error naming the state, code timeout."""
+    host = make_host(tmp_path, FakeSupervisor(snap("starting")))
+    [answer] = await answers(host, {"action": "start_lmstudio", "timeout": 3})
+    assert (answer["status"], answer["code"]) == ("error", "timeout")
+    assert "'starting' after 3 s" in answer["error"]
+
+
+async def test_start_without_supervisor_runs_lms(tmp_path: Path) -> None:
+    """No supervisor and no server: daemon up, then server start with LM Studio's own settings."""
+    server = LmStudio(up=False)
+    lms = FakeLms(
+        {
+            ("daemon", "status"): (0, '{"status":"not-running"}', ""),
+            ("daemon", "up"): (0, '{"status":"running","pid":7,"isDaemon":true}', ""),
+        }
+    )
+    host = make_host(tmp_path, server=server, lms=lms)
+    real_run = lms.run
+
+    async def run(*args: str, timeout: float | None = None) -> LmsResult:
+        if args[:2] == ("server", "start"):
+            server.up = True
+        return await real_run(*args, timeout=timeout)
+
+    lms.run = run  # type: ignore[method-assign]
+    [answer] = await answers(host, {"action": "start_lmstudio"})
+    assert (answer["status"], answer["payload"]["how"], answer["payload"]["server_running"]) == (
+        "success",
+        "started",
+        True,
+    )
+    assert [c[:2] for c in lms.calls] == [("daemon", "status"), ("daemon", "up"), ("server", "start")]
+    assert lms.calls[-1] == ("server", "start", "--port", "1234", "--bind", "127.0.0.1")
+
+
+async def test_start_not_installed(tmp_path: Path) -> None:
+    """Nothing installed and no supervisor: an error with the download link."""
+    host = make_host(tmp_path, server=LmStudio(up=False), installed=False)
+    [answer] = await answers(host, {"action": "start_lmstudio"})
+    assert (answer["status"], answer["code"]) == ("error", "not_installed")
+    assert "lmstudio.ai/download" in answer["error"]
+
+
+# -- stop_lmstudio -------------------------------------------------------------------
+async def test_stop_is_refused_under_a_supervisor(tmp_path: Path) -> None:
+    """A running supervisor would undo the stop: refused with code supervised, and lms is never run."""
+    lms = FakeLms({})
+    [answer] = await answers(make_host(tmp_path, FakeSupervisor(snap("ready")), lms=lms), {"action": "stop_lmstudio"})
+    assert (answer["status"], answer["code"]) == ("error", "supervised")
+    assert "pid 4242" in answer["error"]
+    assert lms.calls == []
+
+
+async def test_stop_without_supervisor_stops_the_server(tmp_path: Path) -> None:
+    """Without a supervisor: `lms server stop` (and `daemon down` when asked)."""
+    lms = FakeLms({})
+    msg = {"action": "stop_lmstudio", "daemon": True}
+    [answer] = await answers(make_host(tmp_path, lms=lms), msg)
+    assert (answer["payload"]["stopped"], answer["payload"]["daemon_stopped"]) == (True, True)
+    assert lms.calls == [("server", "stop"), ("daemon", "down")]
+
+
+# -- chat_completion -----------------------------------------------------------------
+CHAT = {"action": "chat_completion", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_chat_plain(tmp_path: Path) -> None:
+    """Settings are forwarded; without a model the loaded one is used; one answer with the message."""
+    server = LmStudio()
+    msg = {**CHAT, "settings": {"temperature": 0.2, "max_tokens": 5}}
+    [answer] = await answers(make_host(tmp_path, server=server), msg)
+    assert server.bodies == [
+        {"temperature": 0.2, "max_tokens": 5, "messages": CHAT["messages"], "stream": False, "model": "qwen"}
+    ]
+    p = answer["payload"]
+    assert (p["content"], p["finish_reason"], p["usage"]["total_tokens"], p["model"]) == ("hi", "stop", 4, "qwen")
+
+
+async def test_chat_stream_each_delta_then_done(tmp_path: Path) -> None:
+    """A stream: one answer per delta, then done with finish_reason and usage (include_usage asked)."""
+    chunks = [
+        {"id": "c1", "model": "qwen", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]},
+        {"id": "c1", "model": "qwen", "choices": [{"index": 0, "delta": {"content": "lo"}}]},
+        {"id": "c1", "model": "qwen", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"id": "c1", "model": "qwen", "choices": [], "usage": {"total_tokens": 7}},
+    ]
+    sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    server = LmStudio()
+    server.chat = lambda body: httpx.Response(200, text=sse, headers={"content-type": "text/event-stream"})
+    out = await answers(make_host(tmp_path, server=server), {**CHAT, "settings": {"model": "qwen", "stream": True}})
+    assert [a["payload"].get("delta") for a in out] == ["Hel", "lo", None]
+    assert out[-1]["payload"] == {
+        "type": "done",
+        "done": True,
+        "finish_reason": "stop",
+        "usage": {"total_tokens": 7},
+        "id": "c1",
+        "model": "qwen",
+    }
+    assert server.bodies[0]["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_chat_lmstudio_error_is_passed_on(tmp_path: Path, stream: bool) -> None:
+    """LM Studio's own error message (no model loaded, 404) becomes the answer, plain or streamed."""
+    server = LmStudio()
+    server.chat = lambda body: httpx.Response(404, json={"error": {"message": "No models loaded.", "code": None}})
+    [answer] = await answers(make_host(tmp_path, server=server), {**CHAT, "settings": {"stream": stream}})
+    assert (answer["status"], answer["code"], answer["error"]) == (
+        "error",
+        "lmstudio_error",
+        "LM Studio: No models loaded.",
+    )
+
+
+async def test_chat_server_down(tmp_path: Path) -> None:
+    """No server: an unreachable error that says to send start_lmstudio."""
+    [answer] = await answers(make_host(tmp_path, server=LmStudio(up=False)), CHAT)
+    assert (answer["status"], answer["code"]) == ("error", "unreachable")
+    assert "start_lmstudio" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("msg", "says"),
+    [
+        ({"action": "chat_completion"}, "messages: expected"),
+        ({**CHAT, "settings": {"modle": "x"}}, "unknown key 'modle'"),
+        ({**CHAT, "settings": []}, "settings: expected an object"),
+        ({**CHAT, "timeout": -1}, "timeout: expected seconds > 0"),
+    ],
+)
+async def test_chat_bad_requests(tmp_path: Path, msg: dict[str, Any], says: str) -> None:
+    """Missing messages, unknown settings and bad timeouts are refused before LM Studio is asked."""
+    server = LmStudio()
+    [answer] = await answers(make_host(tmp_path, server=server), msg)
+    assert (answer["code"], server.bodies) == ("bad_request", [])
+    assert says in answer["error"]
