@@ -44,6 +44,7 @@ MAX_CONNECTIONS = 256
 IDLE_TIMEOUT = 10.0  # seconds a connection may wait before a request begins (keep-alive too)
 REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its last
 WRITE_TIMEOUT = 10.0  # seconds a client may take to read what we send
+LINGER = 1.0  # seconds we read and drop input after refusing a request, so the client sees why
 READ_SIZE = 64 * 1024
 
 GET = ("GET", "HEAD")
@@ -121,11 +122,12 @@ class _Refused(Exception):
 class _Conn:
     """One client connection: ``busy`` while a request of it is being answered."""
 
-    __slots__ = ("busy", "writer")
+    __slots__ = ("busy", "linger", "writer")
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         self.busy = False
+        self.linger = False  # refused mid-request: drain the rest before closing
 
 
 class StatusServer:
@@ -297,10 +299,22 @@ class StatusServer:
             self.log.exception("status_connection_failed")
         finally:
             self._conns.pop(conn, None)
-            await self._hang_up(writer)
+            await self._hang_up(reader, writer, conn.linger)
 
-    async def _hang_up(self, writer: asyncio.StreamWriter) -> None:
-        """Close once what we sent is flushed; abort a client that does not read it."""
+    async def _hang_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, linger: bool) -> None:
+        """Close once what we sent is flushed; abort a client that does not read it.
+
+        After a refusal the unread rest of the request is read and dropped for up to
+        :data:`LINGER` s (and :data:`MAX_BODY` bytes): closing with unread input resets the
+        connection, and the client would lose the answer that says why.
+        """
+        if linger and not writer.transport.is_closing():
+            with contextlib.suppress(OSError, TimeoutError, asyncio.CancelledError):
+                writer.write_eof()
+                async with asyncio.timeout(LINGER):
+                    dropped = 0
+                    while dropped <= MAX_BODY and (data := await reader.read(READ_SIZE)):
+                        dropped += len(data)
         writer.close()
         try:
             async with asyncio.timeout(self.write_timeout):
@@ -331,9 +345,11 @@ class StatusServer:
                 conn.busy = True
                 await self._read_body(h, reader, event, loop.time() + self.request_timeout)
             except h11.RemoteProtocolError as exc:
+                conn.linger = True
                 await self._refuse(h, writer, exc.error_status_hint, str(exc) or "malformed request")
                 return
             except _Refused as exc:
+                conn.linger = True
                 await self._refuse(h, writer, exc.status, str(exc))
                 return
             keep = await self._respond(h, event, reader, writer)
@@ -348,7 +364,10 @@ class StatusServer:
     async def _read_body(
         self, h: h11.Connection, reader: asyncio.StreamReader, req: h11.Request, deadline: float
     ) -> None:
-        """Read and drop the body (nothing here takes one); 411/413 where it cannot be."""
+        """Read and drop the body (nothing here takes one); 431/411/413 where it cannot be."""
+        head_size = len(req.target) + sum(len(name) + len(value) + 4 for name, value in req.headers)
+        if head_size > MAX_HEAD:  # h11 caps only heads that arrive in pieces
+            raise _Refused(431, f"request headers may have at most {MAX_HEAD} bytes")
         headers = dict(req.headers)
         length = headers.get(b"content-length")
         if length is not None and int(length) > MAX_BODY:
