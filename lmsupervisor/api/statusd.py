@@ -45,7 +45,7 @@ IDLE_TIMEOUT = 10.0  # seconds a connection may wait before a request begins (ke
 REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its last
 WRITE_TIMEOUT = 10.0  # seconds a client may take to read what we send
 LINGER = 1.0  # seconds we read and drop input after refusing a request, so the client sees why
-READ_SIZE = 64 * 1024
+READ_SIZE = 16 * 1024  # bytes read at a time, and each connection's buffer limits
 
 GET = ("GET", "HEAD")
 ROUTES: dict[str, tuple[str, ...]] = {
@@ -264,7 +264,7 @@ class StatusServer:
         self.path.chmod(0o660 if self.gid is not None else 0o600)
         info = self.path.lstat()
         self._bound = (info.st_dev, info.st_ino)
-        self._server = await asyncio.start_unix_server(self._serve, sock=sock, backlog=128)
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock, backlog=128, limit=READ_SIZE)
 
     # -- connections -----------------------------------------------------------
     def _admit(self) -> bool:
@@ -289,6 +289,7 @@ class StatusServer:
             self._count_refused()
             writer.transport.abort()
             return
+        writer.transport.set_write_buffer_limits(high=READ_SIZE)  # drain() waits past it: memory per client stays small
         conn = _Conn(writer)
         self._conns[conn] = asyncio.current_task()
         try:
