@@ -188,7 +188,10 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return EXIT_OK
     if args.config_command == "check":
-        _, path = config.load(args.path)
+        from lmsupervisor.api.socketdir import check_config
+
+        cfg, path = config.load(args.path)
+        check_config(cfg)  # status.group exists, status.socket is usable: what `run` would refuse
         print(f"{path}: ok" if path.exists() else f"{path}: no file (all defaults)")
         return EXIT_OK
     cfg, path = config.load(args.config)

@@ -26,14 +26,20 @@ def default_config_file(env: Mapping[str, str]) -> str:
 
 
 def default_socket(env: Mapping[str, str]) -> str:
-    """``$XDG_RUNTIME_DIR/lmsupervisor/status.sock`` (``/run/user/<uid>/...``), the platformdirs
-    runtime dir on macOS, else ``/tmp/lmsupervisor-<uid>/status.sock`` (a 0700 folder)."""
+    """``$XDG_RUNTIME_DIR/lmsupervisor/status.sock`` (``/run/user/<uid>/...``); else the per-user
+    state folder, ``$XDG_STATE_HOME`` or ``~/.local/state`` + ``lmsupervisor/status.sock`` (what
+    ``platformdirs.user_state_dir`` gives on Linux, computed here without importing it); the
+    platformdirs runtime dir on macOS. Never a guessable shared ``/tmp`` name: anyone can
+    pre-create or plant a symlink there (issue 7)."""
     runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime:
+    if runtime and os.path.isabs(runtime):
         return os.path.join(runtime, "lmsupervisor", "status.sock")
-    if sys.platform == "darwin":
-        import platformdirs  # noqa: PLC0415
+    if sys.platform.startswith(("darwin", "win")):
+        import platformdirs  # noqa: PLC0415 - only off Linux
 
         return os.path.join(platformdirs.user_runtime_dir("lmsupervisor", appauthor=False), "status.sock")
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return os.path.join("/tmp", f"lmsupervisor-{uid}", "status.sock")  # noqa: S108 - 0700 dir, checked
+    state = env.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):
+        home = env.get("HOME") or os.path.expanduser("~")
+        state = os.path.join(home, ".local", "state")
+    return os.path.join(state, "lmsupervisor", "status.sock")

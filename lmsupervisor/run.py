@@ -15,13 +15,13 @@ import os
 import signal
 from pathlib import Path
 
-import filelock
 import platformdirs
 import structlog
 
 from lmsupervisor import config as configmod
 from lmsupervisor import logs
-from lmsupervisor.api.statusd import StatusServer, prepare_socket_dir
+from lmsupervisor.api.socketdir import InstanceLock, check_config, prepare_socket_dir, resolve_group
+from lmsupervisor.api.statusd import StatusServer
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.config import Config
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
@@ -69,15 +69,33 @@ async def _watch_config(path: Path, sup: Supervisor) -> None:
             sup.post("reload")
 
 
-async def serve(cfg: Config, config_path: Path, explicit: bool, sock: Path, platform: Platform | None = None) -> None:
+async def serve(
+    cfg: Config,
+    config_path: Path,
+    explicit: bool,
+    sock: Path,
+    platform: Platform | None = None,
+    lock: InstanceLock | None = None,
+) -> None:
     log = structlog.get_logger("lmsupervisor")
     sup, prober = build_supervisor(cfg, platform or Platform.current(), config_path, explicit)
-    server = StatusServer(sup, sock, cfg.status.group)
+    server = StatusServer(
+        sup,
+        sock,
+        gid=resolve_group(cfg.status.group),
+        check_interval=cfg.health.interval,
+        on_recreated=lock.ensure if lock is not None else None,
+    )
     await server.start()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: sup.post("stop", reason="SIGTERM"))
     loop.add_signal_handler(signal.SIGINT, lambda: sup.post("stop", reason="SIGINT"))
-    loop.add_signal_handler(signal.SIGHUP, lambda: sup.post("reload"))
+
+    def on_sighup() -> None:
+        sup.post("reload")
+        server.check_soon()  # a tmp cleaner may have taken the socket: SIGHUP brings it back at once
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     watcher = asyncio.create_task(_watch_config(config_path, sup)) if config_path.parent.is_dir() else None
     log.info("supervisor_started", config=str(config_path), socket=str(sock), pid=os.getpid())
     try:
@@ -92,31 +110,52 @@ async def serve(cfg: Config, config_path: Path, explicit: bool, sock: Path, plat
         log.info("supervisor_exited")
 
 
+def raise_fd_limit() -> tuple[int, int] | None:
+    """Raise our soft RLIMIT_NOFILE to the hard limit (services often start at 1024).
+
+    Returns (old soft, new soft), or None where nothing changed or ``resource`` is missing.
+    Many status clients and LM Studio's own child processes must never starve each other.
+    """
+    try:
+        import resource  # noqa: PLC0415 - Unix only
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    for want in (target, 10240):  # macOS refuses more than OPEN_MAX with an infinite hard limit
+        if want <= soft and soft != resource.RLIM_INFINITY:
+            return None
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            continue
+        return soft, want
+    return None
+
+
 def run_main(config_path: Path | None) -> None:
     """Run until SIGTERM/SIGINT. Raises :class:`ConfigError` (the CLI exits 78) for a bad
-    config or socket folder, :class:`InstanceLockedError` (exit 69) if another instance runs."""
+    config, group or socket folder, :class:`InstanceLockedError` (exit 69) if another instance runs."""
     cfg, path = configmod.load(config_path)
     logs.configure(cfg.log.level, cfg.log.format)
+    check_config(cfg)
     sock = configmod.socket_path(cfg)
     try:
-        prepare_socket_dir(sock)
-    except (StatusSocketError, OSError) as exc:
+        prepare_socket_dir(sock, resolve_group(cfg.status.group))
+    except OSError as exc:
         raise ConfigError(f"status.socket: cannot prepare {sock.parent}: {exc}", key="status.socket") from exc
-    lock = filelock.FileLock(str(sock) + ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise InstanceLockedError(
-            f"another instance is running for {sock} (lock {lock.lock_file})",
-            hint="stop it first, or give this one another status.socket",
-        ) from None
+    lock = InstanceLock(Path(str(sock) + ".lock"))
+    lock.acquire()
+    raised = raise_fd_limit()
+    if raised is not None:
+        structlog.get_logger("lmsupervisor").info("fd_limit_raised", soft=raised[0], new_soft=raised[1])
     try:
         home_lock = lock_home(cfg, Platform.current(), sock)
     except BaseException:
         lock.release()
         raise
     try:
-        asyncio.run(serve(cfg, path, config_path is not None, sock))
+        asyncio.run(serve(cfg, path, config_path is not None, sock, lock=lock))
     except StatusSocketError as exc:
         raise InstanceLockedError(exc.message, exc.hint) from exc
     finally:
@@ -124,7 +163,7 @@ def run_main(config_path: Path | None) -> None:
         lock.release()
 
 
-def lock_home(cfg: Config, platform: Platform, sock: Path, state_dir: Path | None = None) -> filelock.FileLock:
+def lock_home(cfg: Config, platform: Platform, sock: Path, state_dir: Path | None = None) -> InstanceLock:
     """Take the one-supervisor-per-LM-Studio-home lock (two supervisors with different
     sockets would otherwise fight over one LM Studio and create ``:2`` duplicates).
 
@@ -136,11 +175,11 @@ def lock_home(cfg: Config, platform: Platform, sock: Path, state_dir: Path | Non
     folder = (state_dir or Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))) / "homes"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     digest = hashlib.sha256(os.path.realpath(home).encode()).hexdigest()[:24]
-    lock = filelock.FileLock(str(folder / f"{digest}.lock"))
+    lock = InstanceLock(folder / f"{digest}.lock")
     note = folder / f"{digest}.json"
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
+        lock.acquire()
+    except InstanceLockedError:
         try:
             holder = json.loads(note.read_text(encoding="utf-8"))
             who = f"PID {holder.get('pid')}, socket {holder.get('socket')}"

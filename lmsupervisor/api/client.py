@@ -1,10 +1,23 @@
-"""A client of the status socket for the CLI and other tools. Stdlib only, on purpose.
+"""The client of the status socket: the public API (``lmsupervisor.client``) and the CLI's.
 
-Other tools run ``lmsupervisor status`` in loops, so this path imports neither httpx
-nor structlog nor asyncio: a plain ``socket`` speaking HTTP/1.0 (the server closes after
-each answer) and ``json``.
+:class:`Client` (blocking) and :class:`AsyncClient` (asyncio) offer ``status()``,
+``health()``, ``events()`` (typed events, see :mod:`lmsupervisor.api.events`),
+``wait_ready(timeout)``, ``restart(daemon=False)`` and ``reload()``. Both find the socket
+as the CLI does (:func:`resolve_socket`: argument, ``$LMSUPERVISOR_SOCKET``, the config's
+``status.socket``, the default) and speak HTTP/1.1, one request a connection, with
+answers (``Content-Length`` or chunked) parsed by httptools (llhttp).
 
-Exit codes (LSB): 0 ready, 1 reachable but not ready, 3 supervisor not running.
+The server is verified before anything it says is believed: the socket must belong to
+our own uid or root (or to the user named in ``$LMSUPERVISOR_SOCKET_OWNER``, for members
+of ``status.group``), and so must the process answering on it (``SO_PEERCRED``, Linux).
+Every failure (nobody there, refused, reset, timeout, not HTTP, not JSON, a spoofed
+socket) raises :class:`~lmsupervisor.errors.StatusSocketError` with the reason.
+
+``lmsupervisor status`` runs in loops in other tools, so the blocking path imports
+neither asyncio nor structlog: :class:`AsyncClient` imports asyncio when first used.
+
+CLI exit codes (LSB): 0 ready, 1 reachable but not ready, 3 supervisor not running (or
+not to be trusted).
 """
 
 from __future__ import annotations
@@ -12,18 +25,25 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import sys
 import time
-from collections.abc import Iterator
+
+import httptools
 
 from lmsupervisor.errors import StatusSocketError
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~3 ms on every `status`
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the name costs nothing this way
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
     from typing import Any
+
+    from lmsupervisor.api.events import Event
 
 EXIT_READY, EXIT_NOT_READY, EXIT_NOT_RUNNING = 0, 1, 3
 TIMEOUT = 5.0  # seconds for one request
+MAX_ANSWER = 16 * 1024 * 1024  # bytes: a bigger answer is not the supervisor's
+OWNER_ENV = "LMSUPERVISOR_SOCKET_OWNER"
 
 
 def resolve_socket(cli: str | os.PathLike[str] | None) -> str:
@@ -46,96 +66,539 @@ def resolve_socket(cli: str | os.PathLike[str] | None) -> str:
     return str(config.socket_path(cfg))
 
 
-def _connect(path: str | os.PathLike[str], timeout: float | None) -> socket.socket:
+# -- trust ---------------------------------------------------------------------
+def trusted_uids(env: dict[str, str] | os._Environ[str] | None = None) -> set[int]:
+    """Our uid, root, and the user named (or numbered) in ``$LMSUPERVISOR_SOCKET_OWNER``."""
+    env = os.environ if env is None else env
+    uids = {0, os.getuid()} if hasattr(os, "getuid") else set()
+    owner = env.get(OWNER_ENV, "").strip()
+    if owner.isdigit():
+        uids.add(int(owner))
+    elif owner:
+        import pwd  # noqa: PLC0415 - only when someone asked for it
+
+        try:
+            uids.add(pwd.getpwnam(owner).pw_uid)
+        except KeyError:
+            raise StatusSocketError(f"${OWNER_ENV} names no user: {owner!r}") from None
+    return uids
+
+
+def check_socket_owner(path: str, trusted: set[int] | None = None) -> None:
+    """Refuse a socket file that is not a socket or not owned by a trusted uid (a spoof)."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise StatusSocketError(f"no supervisor answers on {path}", hint="start `lmsupervisor run`") from exc
+    except OSError as exc:
+        raise StatusSocketError(f"cannot reach {path}: {exc.strerror}") from exc
+    if not stat.S_ISSOCK(info.st_mode):
+        raise StatusSocketError(f"{path} is not a socket", hint="check status.socket / --socket")
+    trusted = trusted_uids() if trusted is None else trusted
+    if trusted and info.st_uid not in trusted:
+        raise StatusSocketError(
+            f"refusing {path}: it belongs to uid {info.st_uid}, not to you or root; "
+            "another user may be impersonating the supervisor",
+            hint=f"use a socket in a folder only you control, or set {OWNER_ENV} to the supervisor's user",
+        )
+
+
+def check_peer(sock: socket.socket, path: str, trusted: set[int] | None = None) -> None:
+    """Refuse a peer process whose uid is not trusted (``SO_PEERCRED``; a no-op elsewhere)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    except OSError:
+        return
+    uid = int.from_bytes(creds[4:8], sys.byteorder)
+    trusted = trusted_uids() if trusted is None else trusted
+    if trusted and uid not in trusted:
+        raise StatusSocketError(f"refusing {path}: the process answering runs as uid {uid}, not as you or root")
+
+
+# -- HTTP ----------------------------------------------------------------------
+def _request_bytes(method: str, target: str) -> bytes:
+    if not target.startswith("/") or any(c in target for c in " \r\n\t"):
+        raise ValueError(f"not a request target: {target!r}")
+    length = "Content-Length: 0\r\n" if method == "POST" else ""
+    return f"{method} {target} HTTP/1.1\r\nHost: lmsupervisor\r\nConnection: close\r\n{length}\r\n".encode()
+
+
+class Response:
+    """One answer: ``status`` (int), ``headers`` (lower-case name -> value), ``body`` (bytes)."""
+
+    __slots__ = ("body", "headers", "status", "target")
+
+    def __init__(self, target: str, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.target, self.status, self.headers, self.body = target, status, headers, body
+
+    def json(self) -> Any:
+        """The body as JSON; raises :class:`StatusSocketError` if it is not."""
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise StatusSocketError(f"{self.target} answered {self.status} without JSON") from exc
+
+    def error(self) -> str:
+        """The server's ``{"error": ...}`` text, or a description of the status."""
+        try:
+            value = json.loads(self.body)
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and isinstance(value.get("error"), str):
+            return str(value["error"])
+        return f"{self.target} answered {self.status}"
+
+
+class _Parser:
+    """httptools callbacks collecting one answer; ``lines()`` splits a streamed body."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.headers: dict[str, str] = {}
+        self.body = bytearray()
+        self.head_done = False
+        self.done = False
+        self._parser = httptools.HttpResponseParser(self)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            self._eof()
+            return
+        if self.done:
+            return  # anything after the answer is not for us
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            raise StatusSocketError(f"{self.target}: not an HTTP answer ({exc})") from exc
+        if len(self.body) > MAX_ANSWER:
+            raise StatusSocketError(f"{self.target}: an answer over {MAX_ANSWER} bytes is not the supervisor's")
+
+    def _eof(self) -> None:
+        framed = "content-length" in self.headers or "chunked" in self.headers.get("transfer-encoding", "")
+        if self.head_done and not framed:
+            self.done = True  # a body delimited by the end of the connection
+        if not self.done:
+            raise StatusSocketError(f"{self.target}: the connection closed mid-answer")
+
+    def response(self) -> Response:
+        return Response(self.target, self._parser.get_status_code(), self.headers, bytes(self.body))
+
+    def lines(self) -> list[bytes]:
+        """Complete lines of the body received so far (removed from it)."""
+        if b"\n" not in self.body:
+            return []
+        *lines, rest = bytes(self.body).split(b"\n")
+        self.body = bytearray(rest)
+        return [line for line in lines if line.strip()]
+
+
+def _connect(path: str, timeout: float | None, trusted: set[int]) -> socket.socket:
+    check_socket_owner(path, trusted)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(os.fspath(path))
+        sock.connect(path)
+        check_peer(sock, path, trusted)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         sock.close()
         raise StatusSocketError(f"no supervisor answers on {path}", hint="start `lmsupervisor run`") from exc
+    except TimeoutError as exc:
+        sock.close()
+        raise StatusSocketError(f"{path} did not accept within {timeout:g} s") from exc
     except OSError as exc:
         sock.close()
         raise StatusSocketError(f"cannot connect to {path}: {exc.strerror}") from exc
+    except StatusSocketError:
+        sock.close()
+        raise
     return sock
 
 
-def _send(sock: socket.socket, method: str, target: str) -> None:
-    sock.sendall(f"{method} {target} HTTP/1.0\r\nHost: lms\r\nContent-Length: 0\r\n\r\n".encode())
-
-
-def _split_head(data: bytes) -> tuple[int, bytes]:
-    head, _, body = data.partition(b"\r\n\r\n")
+def _recv(sock: socket.socket, path: str, parser: _Parser) -> None:
     try:
-        status = int(head.split(b" ", 2)[1])
-    except (IndexError, ValueError) as exc:
-        raise StatusSocketError(f"not an HTTP answer: {head[:80]!r}") from exc
-    return status, body
+        chunk = sock.recv(65536)
+    except TimeoutError as exc:
+        raise StatusSocketError(f"{path} did not answer {parser.target} in time") from exc
+    except OSError as exc:  # a reset, typically: the supervisor is shutting down
+        raise StatusSocketError(f"{path}: connection lost ({exc.strerror or type(exc).__name__})") from exc
+    parser.feed(chunk)
+
+
+class EventStream:
+    """Blocking iterator of raw event dicts from ``/v1/events``; subscribed once constructed.
+
+    Iteration ends when the server ends the stream or ``timeout`` s pass without data
+    (None: never). A connection lost mid-stream raises :class:`StatusSocketError`.
+    """
+
+    def __init__(self, path: str, timeout: float | None = None, trusted: set[int] | None = None) -> None:
+        self.path = path
+        self._parser = _Parser("/v1/events")
+        self._sock = _connect(path, TIMEOUT, trusted_uids() if trusted is None else trusted)
+        try:
+            self._sock.sendall(_request_bytes("GET", "/v1/events"))
+            while not self._parser.head_done:
+                _recv(self._sock, path, self._parser)
+            status = self._parser.response().status
+            if status != 200:
+                raise StatusSocketError(f"/v1/events answered {status}")
+            self._sock.settimeout(timeout)
+        except BaseException:
+            self._sock.close()
+            raise
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with self._sock:
+            while True:
+                for line in self._parser.lines():
+                    try:
+                        value = json.loads(line)
+                    except ValueError:
+                        continue  # not a line of ours; the stream goes on
+                    yield value if isinstance(value, dict) else {"type": "unknown", "value": value}
+                if self._parser.done:
+                    return
+                try:
+                    _recv(self._sock, self.path, self._parser)
+                except StatusSocketError as exc:
+                    if isinstance(exc.__cause__, TimeoutError):
+                        return
+                    raise
+
+    def close(self) -> None:
+        """Leave the stream (the server drops the subscription)."""
+        self._sock.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TypedEventStream(EventStream):
+    """:class:`EventStream` yielding :class:`~lmsupervisor.api.events.Event` objects."""
+
+    def __iter__(self) -> Iterator[Event]:  # type: ignore[override]
+        from lmsupervisor.api.events import parse_event  # noqa: PLC0415 - not on the `status` path
+
+        for raw in super().__iter__():
+            yield parse_event(raw)
 
 
 def request(path: str | os.PathLike[str], method: str, target: str, timeout: float = TIMEOUT) -> tuple[int, Any]:
     """One request; returns (HTTP status, parsed JSON body). Raises :class:`StatusSocketError`."""
-    with _connect(path, timeout) as sock:
-        _send(sock, method, target)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except TimeoutError as exc:
-            raise StatusSocketError(f"{path} did not answer within {timeout:g} s") from exc
-    status, body = _split_head(b"".join(chunks))
-    try:
-        return status, json.loads(body)
-    except ValueError as exc:
-        raise StatusSocketError(f"{target} answered {status} without JSON") from exc
+    answer = Client(path, timeout=timeout).request(method, target)
+    return answer.status, answer.json()
 
 
-def open_events(path: str | os.PathLike[str], timeout: float | None = None) -> Iterator[dict[str, Any]]:
+def open_events(path: str | os.PathLike[str], timeout: float | None = None) -> EventStream:
     """Subscribe now (connected, head read: no later event is missed), iterate later."""
-    sock = _connect(path, TIMEOUT)
-    _send(sock, "GET", "/v1/events")
-    buf = b""
-    try:
-        while b"\r\n\r\n" not in buf:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise StatusSocketError("/v1/events closed before answering")
-            buf += chunk
-    except (TimeoutError, StatusSocketError):
-        sock.close()
-        raise
-    status, rest = _split_head(buf)
-    if status != 200:
-        sock.close()
-        raise StatusSocketError(f"/v1/events answered {status}")
-    return _event_lines(sock, rest, timeout)
+    return EventStream(os.fspath(path), timeout)
 
 
-def _event_lines(sock: socket.socket, buf: bytes, timeout: float | None) -> Iterator[dict[str, Any]]:
-    with sock:
-        sock.settimeout(timeout)
-        while True:
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if line.strip():
-                    yield json.loads(line)
+def _health(answer: Response) -> dict[str, Any]:
+    value = answer.json()
+    if answer.status not in (200, 503) or not isinstance(value, dict):
+        raise StatusSocketError(f"/v1/health answered {answer.status}: {answer.error()}")
+    return {"ready": value.get("ready") is True, "state": str(value.get("state", "unknown"))}
+
+
+def _snapshot(answer: Response) -> dict[str, Any]:
+    value = answer.json()
+    if answer.status != 200 or not isinstance(value, dict):
+        raise StatusSocketError(f"/v1/status answered {answer.status}: {answer.error()}")
+    return value
+
+
+def _accepted(answer: Response) -> None:
+    if answer.status != 202:
+        raise StatusSocketError(answer.error())
+
+
+def _is_ready_event(event: dict[str, Any]) -> bool:
+    return event.get("type") == "state" and event.get("state") == "ready"
+
+
+class Client:
+    """Blocking client of a running supervisor's status socket.
+
+    ``socket``: a path, else resolved as the CLI does; ``timeout``: seconds for one
+    request. Every method raises :class:`StatusSocketError` when the supervisor cannot
+    be reached or trusted, or answers with something unexpected.
+
+    >>> from lmsupervisor.client import Client
+    >>> Client().health()
+    {'ready': True, 'state': 'ready'}
+    """
+
+    def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = TIMEOUT) -> None:
+        self.path = resolve_socket(socket)
+        self.timeout = timeout
+        self._trusted: set[int] | None = None
+
+    @property
+    def trusted(self) -> set[int]:
+        """The uids a socket and its server may run as (see :func:`trusted_uids`)."""
+        if self._trusted is None:
+            self._trusted = trusted_uids()
+        return self._trusted
+
+    def request(self, method: str, target: str) -> Response:
+        """One HTTP request on a fresh connection; any status is returned, not raised."""
+        parser = _Parser(target)
+        with _connect(self.path, self.timeout, self.trusted) as sock:
             try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                return
-            if not chunk:
-                return
-            buf += chunk
+                sock.sendall(_request_bytes(method, target))
+            except OSError as exc:
+                raise StatusSocketError(f"{self.path}: connection lost ({exc.strerror})") from exc
+            while not parser.done:
+                _recv(sock, self.path, parser)
+        return parser.response()
+
+    def status(self) -> dict[str, Any]:
+        """The snapshot of design §5 (``GET /v1/status``), as a dict."""
+        return _snapshot(self.request("GET", "/v1/status"))
+
+    def health(self) -> dict[str, Any]:
+        """``{"ready": bool, "state": str}`` (``GET /v1/health``; 503 is an answer, not an error)."""
+        return _health(self.request("GET", "/v1/health"))
+
+    def events(self, timeout: float | None = None) -> TypedEventStream:
+        """Typed events (:mod:`lmsupervisor.api.events`) as they happen, until the supervisor
+        stops or ``timeout`` s pass without one. Subscribed when this returns; use it in a
+        ``with`` block (or call ``close()``) to leave early."""
+        return TypedEventStream(self.path, timeout, self.trusted)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until ready (True), or False once ``timeout`` s pass while it is not.
+
+        Keeps retrying while no supervisor answers yet (boot order); raises
+        :class:`StatusSocketError` if none answered by the deadline. No polling: it
+        subscribes to events first, then checks health, then reads the stream.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reached = False
+        while True:
+            remaining = None if deadline is None else max(0.01, deadline - time.monotonic())
+            try:
+                with EventStream(self.path, remaining, self.trusted) as events:
+                    reached = True
+                    if self.health()["ready"]:
+                        return True
+                    for event in events:
+                        if _is_ready_event(event):
+                            return True
+                        if deadline is not None and time.monotonic() >= deadline:
+                            break
+            except StatusSocketError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    if reached:
+                        return False
+                    raise
+                time.sleep(0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic())))
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def restart(self, daemon: bool = False) -> None:
+        """Ask for a restart of LM Studio's server (and daemon): 202, else StatusSocketError
+        (a 403 for another uid carries the server's reason)."""
+        _accepted(self.request("POST", "/v1/restart" + ("?daemon=1" if daemon else "")))
+
+    def reload(self) -> None:
+        """Ask the supervisor to reread its config (like SIGHUP)."""
+        _accepted(self.request("POST", "/v1/reload"))
 
 
+class AsyncClient:
+    """The asyncio twin of :class:`Client`: same methods, awaited; ``events()`` is an
+    async iterator of typed events."""
+
+    def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = TIMEOUT) -> None:
+        self.path = resolve_socket(socket)
+        self.timeout = timeout
+        self.trusted = trusted_uids()
+
+    async def _open(self, target: str, method: str = "GET") -> tuple[Any, Any, _Parser]:
+        import asyncio  # noqa: PLC0415 - never on the blocking path
+
+        check_socket_owner(self.path, self.trusted)
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_unix_connection(self.path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise StatusSocketError(f"no supervisor answers on {self.path}", hint="start `lmsupervisor run`") from exc
+        except TimeoutError as exc:
+            raise StatusSocketError(f"{self.path} did not accept within {self.timeout:g} s") from exc
+        except OSError as exc:
+            raise StatusSocketError(f"cannot connect to {self.path}: {exc.strerror}") from exc
+        try:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                check_peer(sock, self.path, self.trusted)
+            writer.write(_request_bytes(method, target))
+            parser = _Parser(target)
+            while not parser.head_done:
+                await self._recv(reader, parser, self.timeout)
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer, parser
+
+    async def _recv(self, reader: Any, parser: _Parser, timeout: float | None) -> None:
+        import asyncio  # noqa: PLC0415
+
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await reader.read(65536)
+        except TimeoutError as exc:
+            raise StatusSocketError(f"{self.path} did not answer {parser.target} in time") from exc
+        except OSError as exc:
+            raise StatusSocketError(f"{self.path}: connection lost ({exc.strerror or type(exc).__name__})") from exc
+        parser.feed(chunk)
+
+    async def request(self, method: str, target: str) -> Response:
+        """One HTTP request on a fresh connection; any status is returned, not raised."""
+        reader, writer, parser = await self._open(target, method)
+        try:
+            while not parser.done:
+                await self._recv(reader, parser, self.timeout)
+        finally:
+            writer.close()
+        return parser.response()
+
+    async def status(self) -> dict[str, Any]:
+        """See :meth:`Client.status`."""
+        return _snapshot(await self.request("GET", "/v1/status"))
+
+    async def health(self) -> dict[str, Any]:
+        """See :meth:`Client.health`."""
+        return _health(await self.request("GET", "/v1/health"))
+
+    async def subscribe(self, timeout: float | None = None) -> AsyncEventStream:
+        """Subscribe now (connected, head read); iterate the raw event dicts later."""
+        reader, writer, parser = await self._open("/v1/events")
+        status = parser.response().status
+        if status != 200:
+            writer.close()
+            raise StatusSocketError(f"/v1/events answered {status}")
+        return AsyncEventStream(self, reader, writer, parser, timeout)
+
+    async def events(self, timeout: float | None = None) -> AsyncIterator[Event]:
+        """Typed events as they happen, until the supervisor stops or ``timeout`` s pass
+        without one. Subscribed at the first ``anext``."""
+        from lmsupervisor.api.events import parse_event  # noqa: PLC0415
+
+        async with await self.subscribe(timeout) as stream:
+            async for raw in stream:
+                yield parse_event(raw)
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """See :meth:`Client.wait_ready`."""
+        import asyncio  # noqa: PLC0415
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        reached = False
+        while True:
+            remaining = None if deadline is None else max(0.01, deadline - loop.time())
+            try:
+                async with await self.subscribe(remaining) as stream:
+                    reached = True
+                    if (await self.health())["ready"]:
+                        return True
+                    async for event in stream:
+                        if _is_ready_event(event):
+                            return True
+                        if deadline is not None and loop.time() >= deadline:
+                            break
+            except StatusSocketError:
+                if deadline is not None and loop.time() >= deadline:
+                    if reached:
+                        return False
+                    raise
+                await asyncio.sleep(0.2 if deadline is None else min(0.2, max(0.0, deadline - loop.time())))
+                continue
+            if deadline is not None and loop.time() >= deadline:
+                return False
+
+    async def restart(self, daemon: bool = False) -> None:
+        """See :meth:`Client.restart`."""
+        _accepted(await self.request("POST", "/v1/restart" + ("?daemon=1" if daemon else "")))
+
+    async def reload(self) -> None:
+        """See :meth:`Client.reload`."""
+        _accepted(await self.request("POST", "/v1/reload"))
+
+
+class AsyncEventStream:
+    """Async iterator of raw event dicts on an open ``/v1/events`` connection."""
+
+    def __init__(self, client: AsyncClient, reader: Any, writer: Any, parser: _Parser, timeout: float | None) -> None:
+        self._client, self._reader, self._writer, self._parser = client, reader, writer, parser
+        self._timeout = timeout
+        self._pending: list[dict[str, Any]] = []
+
+    def __aiter__(self) -> AsyncEventStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        while not self._pending:
+            for line in self._parser.lines():
+                try:
+                    value = json.loads(line)
+                except ValueError:
+                    continue
+                self._pending.append(value if isinstance(value, dict) else {"type": "unknown", "value": value})
+            if self._pending:
+                break
+            if self._parser.done:
+                await self.aclose()
+                raise StopAsyncIteration
+            try:
+                await self._client._recv(self._reader, self._parser, self._timeout)
+            except StatusSocketError as exc:
+                await self.aclose()
+                if isinstance(exc.__cause__, TimeoutError):
+                    raise StopAsyncIteration from None
+                raise
+        return self._pending.pop(0)
+
+    async def aclose(self) -> None:
+        """Leave the stream (the server drops the subscription)."""
+        self._writer.close()
+
+    async def __aenter__(self) -> AsyncEventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+# -- the CLI's commands ----------------------------------------------------------
 def _err(message: str) -> None:
     sys.stderr.write(f"lmsupervisor: {message}\n")
 
 
 def status_main(socket_path: str | os.PathLike[str] | None, as_json: bool) -> int:
-    path = resolve_socket(socket_path)
+    """`lmsupervisor status`: 0 ready, 1 reachable but not ready, 3 not running or not trusted."""
     try:
-        _, snap = request(path, "GET", "/v1/status")
+        snap = Client(socket_path).status()
     except StatusSocketError as exc:
         _err(str(exc))
         return EXIT_NOT_RUNNING
@@ -144,45 +607,31 @@ def status_main(socket_path: str | os.PathLike[str] | None, as_json: bool) -> in
     else:
         from lmsupervisor.api.status import summary  # noqa: PLC0415
 
-        sys.stdout.write(summary(snap) + "\n")
-    return EXIT_READY if snap.get("ready") else EXIT_NOT_READY
+        try:
+            text = summary(snap)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):  # a newer or odd shape
+            _err("the status has a shape this version does not know; showing it as JSON")
+            text = json.dumps(snap, indent=2)
+        sys.stdout.write(text + "\n")
+    return EXIT_READY if snap.get("ready") is True else EXIT_NOT_READY
 
 
 def wait_main(socket_path: str | os.PathLike[str] | None, timeout: float | None) -> int:
-    """Block until ready: subscribe to events, check health once, then read the stream (no polling).
-
-    Subscribing first matters: a ``ready`` that happens between the check and the
-    subscription would otherwise be missed, and the wait would last until its timeout.
-    """
-    path = resolve_socket(socket_path)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        try:
-            remaining = None if deadline is None else max(0.01, deadline - time.monotonic())
-            events = open_events(path, remaining)
-            _, health = request(path, "GET", "/v1/health")
-            if health.get("ready"):
-                return EXIT_READY
-            for event in events:
-                if event.get("type") == "state" and event.get("state") == "ready":
-                    return EXIT_READY
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-        except StatusSocketError as exc:
-            if deadline is None or time.monotonic() >= deadline:
-                _err(str(exc))
-                return EXIT_NOT_RUNNING
-            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))  # not up yet: boot order
-            continue
-        if deadline is not None and time.monotonic() >= deadline:
-            _err(f"not ready after {timeout:g} s")
-            return EXIT_NOT_READY
+    """`lmsupervisor wait`: 0 once ready, 1 if still not ready at the timeout, 3 if nobody answered."""
+    try:
+        if Client(socket_path).wait_ready(timeout):
+            return EXIT_READY
+    except StatusSocketError as exc:
+        _err(str(exc))
+        return EXIT_NOT_RUNNING
+    _err(f"not ready after {timeout:g} s")
+    return EXIT_NOT_READY
 
 
 def events_main(socket_path: str | os.PathLike[str] | None) -> int:
-    path = resolve_socket(socket_path)
+    """`lmsupervisor events`: the raw NDJSON stream on stdout until the supervisor stops."""
     try:
-        for event in open_events(path):
+        for event in EventStream(Client(socket_path).path):
             sys.stdout.write(json.dumps(event) + "\n")
             sys.stdout.flush()
     except StatusSocketError as exc:
@@ -192,14 +641,14 @@ def events_main(socket_path: str | os.PathLike[str] | None) -> int:
 
 
 def post_main(socket_path: str | os.PathLike[str] | None, target: str) -> int:
-    path = resolve_socket(socket_path)
+    """`lmsupervisor restart|reload`: 0 accepted, 1 refused (the server's reason), 3 not running."""
     try:
-        status, body = request(path, "POST", target)
+        answer = Client(socket_path).request("POST", target)
     except StatusSocketError as exc:
         _err(str(exc))
         return EXIT_NOT_RUNNING
-    if status != 202:
-        _err(body.get("error", f"answered {status}") if isinstance(body, dict) else f"answered {status}")
-        return 1
+    if answer.status != 202:
+        _err(answer.error())
+        return EXIT_NOT_READY
     sys.stdout.write("accepted\n")
     return 0
