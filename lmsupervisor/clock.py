@@ -16,6 +16,12 @@ T = TypeVar("T")
 
 
 class Clock(Protocol):
+    """What the supervisor needs of time: monotonic and wall seconds, and a sleep.
+
+    Every value is seconds as a float. :class:`SystemClock` is the real clock; tests pass
+    a fake one that they advance by hand instead of sleeping.
+    """
+
     def monotonic(self) -> float:
         """Seconds on a monotonic clock: for intervals and deadlines."""
 
@@ -27,13 +33,18 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """The real :class:`Clock`: :func:`time.monotonic`, :func:`time.time` and :func:`asyncio.sleep`."""
+
     def monotonic(self) -> float:
+        """Seconds on :func:`time.monotonic`: only differences between two readings mean anything."""
         return time.monotonic()
 
     def wall(self) -> float:
+        """Seconds since the epoch (UTC), from :func:`time.time`."""
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` with :func:`asyncio.sleep`; a negative value waits not at all."""
         await asyncio.sleep(max(0.0, seconds))
 
 

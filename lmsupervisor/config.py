@@ -31,12 +31,26 @@ MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
 
 @dataclass(frozen=True)
 class LmStudioConfig:
+    """``[lmstudio]``: where LM Studio lives (design §4); both paths default to discovery.
+
+    ``home`` is the LM Studio home, found as LM Studio does when None (lmstudio-facts.md §1);
+    ``lms`` is the CLI, found on PATH then in ``<home>/bin`` when None.
+    """
+
     home: Path | None = None  # None: resolved exactly as LM Studio does
     lms: Path | None = None  # None: PATH, then <home>/bin/lms(.exe)
 
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """``[server]``: the HTTP server lmsupervisor keeps running (design §4).
+
+    ``bind``, ``port`` and ``cors`` are passed to `lms server start`; None inherits LM
+    Studio's ``http-server-config.json``, else its default (127.0.0.1, 1234, off), see
+    :func:`lmsupervisor.core.observed.effective_server`. ``start_timeout`` is seconds
+    (0 < t <= 3600) allowed to `lms server start` and to a cold `lms daemon up`.
+    """
+
     bind: str | None = None
     port: int | None = None
     cors: bool | None = None
@@ -45,6 +59,13 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
+    """``[health]``: the HTTP health probe (design §4).
+
+    ``interval`` is seconds between probes (0 < t <= 3600), ``timeout`` seconds for one
+    probe (0 < t <= 600); ``failures_before_restart`` consecutive failed probes (1..1000)
+    count as a failure: the supervisor backs off, then restarts the server.
+    """
+
     interval: float = 5.0  # seconds between probes
     timeout: float = 5.0  # seconds, hard limit of one probe
     failures_before_restart: int = 3
@@ -52,6 +73,13 @@ class HealthConfig:
 
 @dataclass(frozen=True)
 class RestartConfig:
+    """``[restart]``: the backoff between restart attempts (design §4, :mod:`lmsupervisor.core.policy`).
+
+    Delays are seconds: ``initial_delay * multiplier ** (attempt - 1)`` capped at
+    ``max_delay`` (which must be >= ``initial_delay``), spread by ``+/- jitter`` (a
+    fraction of the delay). ``reset_after`` healthy seconds reset the attempt count.
+    """
+
     initial_delay: float = 1.0  # seconds
     max_delay: float = 300.0  # seconds
     multiplier: float = 2.0
@@ -61,6 +89,14 @@ class RestartConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """One ``[[models]]`` entry: a model to preload, keep loaded and reload after restarts.
+
+    ``key`` is a model key (``modelKey`` of `lms ls --json`) or its path; ``identifier``,
+    ``context_length``, ``gpu`` (``"off"``, ``"max"`` or 0.0..1.0) and ``ttl`` (seconds,
+    None: never unloaded) become the flags of `lms load` (lmstudio-facts.md §3).
+    ``download`` runs `lms get --yes` when the model is missing.
+    """
+
     key: str  # model key (`lms ls --json` modelKey) or its path
     identifier: str | None = None
     context_length: int | None = None
@@ -71,23 +107,42 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class StatusConfig:
+    """``[status]``: the status socket (design §5, §6).
+
+    ``socket`` is its path (None: :func:`default_socket_path`); ``group`` is an optional
+    group name or gid that may read it (mode 0660 in a 0750 folder), empty for none.
+    """
+
     socket: Path | None = None  # None: the platform default (see default_socket_path)
     group: str = ""
 
 
 @dataclass(frozen=True)
 class ReconcileConfig:
+    """``[reconcile]``: what happens to models that leave the config on a reload."""
+
     unload_removed: bool = False  # unload a model removed from the config, if we loaded it
 
 
 @dataclass(frozen=True)
 class LogConfig:
+    """``[log]``: ``level`` is one of :data:`LOG_LEVELS`, ``format`` one of :data:`LOG_FORMATS`.
+
+    ``"auto"`` logs for people on a TTY and JSON lines otherwise (:mod:`lmsupervisor.logs`).
+    """
+
     level: str = "info"
     format: str = "auto"
 
 
 @dataclass(frozen=True)
 class Config:
+    """The whole configuration file (design §4): one frozen field per TOML table.
+
+    ``Config()`` is the all-defaults configuration, what a missing file means; build one
+    from TOML with :func:`parse` or :func:`load`.
+    """
+
     lmstudio: LmStudioConfig = field(default_factory=LmStudioConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     health: HealthConfig = field(default_factory=HealthConfig)

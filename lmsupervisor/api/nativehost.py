@@ -166,10 +166,12 @@ def encode_frame(message: Mapping[str, Any], limit: int = MAX_OUTGOING) -> bytes
 
 
 def success(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A success answer: ``{"status": "success", "payload": {...}}`` (a copy of ``payload``)."""
     return {"status": "success", "payload": dict(payload)}
 
 
 def failure(message: str, code: str = "internal") -> dict[str, Any]:
+    """An error answer: ``{"status": "error", "error": message, "code": code}`` (codes: :class:`NativeHostError`)."""
     return {"status": "error", "error": message, "code": code}
 
 
@@ -201,6 +203,11 @@ class SocketSupervisor:
         return await asyncio.to_thread(request, self.socket, method, target, self.timeout)
 
     async def status(self) -> dict[str, Any] | None:
+        """``GET /v1/status`` within ``timeout`` seconds: the snapshot (design §5).
+
+        None when nobody answers on the socket, it answers badly, or with a status other
+        than 200; never raises for that.
+        """
         try:
             code, body = await self._request("GET", "/v1/status")
         except StatusSocketError:
@@ -208,6 +215,11 @@ class SocketSupervisor:
         return body if code == 200 and isinstance(body, dict) else None
 
     async def restart(self) -> None:
+        """``POST /v1/restart`` within ``timeout`` seconds; the supervisor answers 202.
+
+        Raises :class:`NativeHostError` with code ``unreachable`` when the socket does not
+        answer, ``supervised`` when it answers anything but 202.
+        """
         try:
             code, body = await self._request("POST", "/v1/restart")
         except StatusSocketError as exc:
@@ -270,6 +282,7 @@ class NativeHost:
         }
 
     async def aclose(self) -> None:
+        """Close the prober's and the chat's HTTP clients; the host is unusable afterwards."""
         await self.prober.aclose()
         await self.http.aclose()
 

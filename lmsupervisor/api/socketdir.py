@@ -179,6 +179,12 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        """Open ``<socket>.lock`` (0600, O_NOFOLLOW) and take a non-blocking exclusive ``flock``.
+
+        Raises :class:`InstanceLockedError` when another process holds it and
+        :class:`ConfigError` (key ``status.socket``) when the path is a symlink or cannot
+        be opened. Unix only.
+        """
         import fcntl  # noqa: PLC0415 - Unix only, like the socket
 
         try:
@@ -218,6 +224,7 @@ class InstanceLock:
         return True
 
     def release(self) -> None:
+        """Close the lock file, which drops the lock; the file stays. Safe to call twice."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

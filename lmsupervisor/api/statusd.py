@@ -62,13 +62,24 @@ class Supervised(Protocol):
     """What the server needs of :class:`lmsupervisor.supervisor.Supervisor`."""
 
     @property
-    def state(self) -> State: ...
+    def state(self) -> State:
+        """The lifecycle state, shown by ``/v1/health``."""
+
     @property
-    def ready(self) -> bool: ...
-    def post(self, kind: str, **data: Any) -> None: ...
-    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]: ...
-    def events(self, q: asyncio.Queue[dict[str, Any] | None] | None = None) -> AsyncIterator[dict[str, Any]]: ...
-    def snapshot(self) -> dict[str, Any]: ...
+    def ready(self) -> bool:
+        """True in ``ready``: ``/v1/health`` answers 200 then, 503 otherwise."""
+
+    def post(self, kind: str, **data: Any) -> None:
+        """Enqueue a request by name; the server posts ``"restart"`` (``daemon``, ``reason``) and ``"reload"``."""
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+        """A queue of every event from now on, None at shutdown (``/v1/events``)."""
+
+    def events(self, q: asyncio.Queue[dict[str, Any] | None] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Event dicts as they happen until shutdown, from ``q`` (see :meth:`subscribe`) or a new queue."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """The status document of design §5, served as ``GET /v1/status`` and read by ``/metrics``."""
 
 
 def remove_stale_socket(path: Path) -> None:

@@ -104,9 +104,15 @@ class Install:
 
     @property
     def installed(self) -> bool:
+        """True when the LM Studio home exists and `lms` or a service (app or llmster) was found."""
         return self.home_exists and (self.lms is not None or self.kind is not None)
 
     def to_json(self) -> dict[str, Any]:
+        """The install as JSON for ``doctor --json``: paths as strings, None when not found.
+
+        Keys: ``installed``, ``bootstrapped``, ``home``, ``home_source``, ``lms``, ``kind``,
+        ``service_path``, ``local_service_enabled``.
+        """
         return {
             "installed": self.installed,
             "bootstrapped": self.bootstrapped,

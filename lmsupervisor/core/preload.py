@@ -17,6 +17,14 @@ from lmsupervisor.core.observed import DownloadedModel, LoadedModel
 
 
 class Action(enum.StrEnum):
+    """What :func:`plan` decides for one declared model; the value is its JSON spelling.
+
+    ``KEEP``: a loaded instance satisfies it. ``LOAD``: downloaded, `lms load` it.
+    ``DOWNLOAD_AND_LOAD``: `lms get` it first (``download = true``). ``MISSING``: not
+    downloaded and ``download = false``. ``CONFLICT``: its identifier is taken by another
+    model.
+    """
+
     KEEP = "keep"  # already loaded
     LOAD = "load"
     DOWNLOAD_AND_LOAD = "download_and_load"

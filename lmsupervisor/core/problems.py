@@ -20,4 +20,5 @@ class Problem:
     severity: str = "error"
 
     def to_json(self) -> dict[str, Any]:
+        """``{"code", "message", "fix", "severity"}``, as in the status ``problems`` list (design §5)."""
         return asdict(self)

@@ -46,6 +46,11 @@ class Platform:
 
     @classmethod
     def current(cls, env: Mapping[str, str] | None = None) -> Platform:
+        """This machine's platform; ``env`` defaults to :data:`os.environ`.
+
+        The user home is ``HOME``, else ``USERPROFILE``, else :meth:`Path.home`; on Windows
+        the User ``PATH`` is read from the registry (None when it cannot be read).
+        """
         system = {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux")
         env = dict(os.environ if env is None else env)
         user_home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
@@ -53,13 +58,16 @@ class Platform:
 
     @property
     def exe(self) -> str:
+        """The executable suffix: ``".exe"`` on Windows, else ``""``."""
         return ".exe" if self.system == "windows" else ""
 
     @property
     def path_sep(self) -> str:
+        """The ``PATH`` separator: ``";"`` on Windows, else ``":"``."""
         return ";" if self.system == "windows" else ":"
 
     def path_entries(self, value: str | None = None) -> list[str]:
+        """The non-empty entries of ``value`` split on :attr:`path_sep` (default: ``env["PATH"]``)."""
         raw = self.env.get("PATH", "") if value is None else value
         return [p for p in raw.split(self.path_sep) if p]
 

@@ -159,6 +159,13 @@ def parse_ls(data: Any, argv: Sequence[str] = ("lms", "ls", "--json")) -> list[D
 
 
 def parse_daemon_status(data: Any, argv: Sequence[str]) -> DaemonStatus:
+    """Parse the JSON of `lms daemon status --json` or `lms daemon up --json` (facts §3).
+
+    ``{"status":"running","pid":n,"isDaemon":bool}`` gives a running :class:`DaemonStatus`,
+    any other ``status`` (``"not-running"``) a stopped one; a missing or odd ``pid`` or
+    ``isDaemon`` becomes None. Raises :class:`LmsOutputError` (naming ``argv``) when
+    ``data`` is not an object with a string ``status``.
+    """
     if not isinstance(data, dict) or not isinstance(data.get("status"), str):
         raise LmsOutputError(f'`{" ".join(argv)}`: expected {{"status": ...}}, got {data!r}', list(argv))
     if data["status"] != "running":
@@ -168,6 +175,11 @@ def parse_daemon_status(data: Any, argv: Sequence[str]) -> DaemonStatus:
 
 
 def parse_server_status(data: Any, argv: Sequence[str]) -> ServerStatus:
+    """Parse the JSON of `lms server status --json` (facts §3): ``{"running":bool,"port":int}``.
+
+    ``port`` is None when absent (``{"running":false}`` before LM Studio has a server
+    config). Raises :class:`LmsOutputError` (naming ``argv``) when ``running`` is not a bool.
+    """
     if not isinstance(data, dict) or not isinstance(data.get("running"), bool):
         raise LmsOutputError(f'`{" ".join(argv)}`: expected {{"running": bool}}, got {data!r}', list(argv))
     return ServerStatus(data["running"], _opt_int(data.get("port")))
@@ -176,7 +188,12 @@ def parse_server_status(data: Any, argv: Sequence[str]) -> ServerStatus:
 class LmsRunner(Protocol):
     """What the supervisor needs of `lms` (a fake implements it in tests)."""
 
-    async def run(self, *args: str, timeout: float | None = None) -> LmsResult: ...
+    async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
+        """Run ``lms *args`` within ``timeout`` seconds (None: the runner's default).
+
+        Returns the result whatever the exit code; raises :class:`LmsNotFoundError` when
+        there is no executable and :class:`LmsTimeoutError` when time runs out.
+        """
 
 
 class Lms:
@@ -282,9 +299,21 @@ class LmsClient:
         return parse_json(result.stdout, result.argv)
 
     async def ps(self, timeout: float | None = None) -> list[LoadedModel]:
+        """The loaded model instances, from `lms ps --json` (facts §3); ``[]`` when none.
+
+        ``timeout`` is seconds (None: the runner's default). Raises :class:`LmsExitError`
+        on a non-zero exit and :class:`LmsOutputError` when the output is not a JSON array
+        of objects with ``identifier`` and ``modelKey``.
+        """
         return parse_ps(await self._json("ps", "--json", timeout=timeout))
 
     async def ls(self, timeout: float | None = None) -> list[DownloadedModel]:
+        """The downloaded models, from `lms ls --json` (facts §3, ``ModelInfo[]``).
+
+        ``timeout`` is seconds (None: the runner's default). Raises :class:`LmsExitError`
+        on a non-zero exit and :class:`LmsOutputError` when the output is not a JSON array
+        of objects with ``modelKey``.
+        """
         return parse_ls(await self._json("ls", "--json", timeout=timeout))
 
     async def daemon_status(self, timeout: float | None = None) -> DaemonStatus:
@@ -305,17 +334,41 @@ class LmsClient:
         return parse_daemon_status(parse_json(result.stdout, result.argv), result.argv)
 
     async def daemon_up(self, timeout: float | None = None) -> DaemonStatus:
+        """Start llmster, or find the daemon or app that already runs: `lms daemon up --json` (facts §3).
+
+        Returns ``{"status":"running","pid","isDaemon"}`` as a :class:`DaemonStatus`.
+        ``timeout`` is seconds (None: the runner's default). Raises :class:`LmsExitError`
+        when `lms` exits 1 (discovery failed) and :class:`LmsOutputError` on other output.
+        """
         data = await self._json("daemon", "up", "--json", timeout=timeout)
         return parse_daemon_status(data, ("lms", "daemon", "up", "--json"))
 
     async def daemon_down(self, timeout: float | None = None) -> None:
+        """Stop llmster with `lms daemon down` (facts §3); ``timeout`` is seconds.
+
+        Raises :class:`LmsExitError` on exit 1: "Daemon is not running.", or the GUI app
+        holds the service (`daemon down` does not stop the app).
+        """
         await self.check("daemon", "down", timeout=timeout)
 
     async def server_status(self, timeout: float | None = None) -> ServerStatus:
+        """Whether the HTTP server runs, and on which port: `lms server status --json` (facts §3).
+
+        The command always exits 0, so only its JSON counts. ``timeout`` is seconds (None:
+        the runner's default). Raises :class:`LmsExitError` on a non-zero exit anyway and
+        :class:`LmsOutputError` when the JSON has no boolean ``running``.
+        """
         data = await self._json("server", "status", "--json", timeout=timeout)
         return parse_server_status(data, ("lms", "server", "status", "--json"))
 
     async def server_start(self, port: int, bind: str, cors: bool, timeout: float | None = None) -> None:
+        """`lms server start --port <port> --bind <bind> [--cors]` (facts §3).
+
+        Every setting is passed explicitly because a plain `server start` resets CORS and
+        the bind address (BT#1334). `lms` itself verifies the server (up to 5 tries, 1 s
+        apart) before it exits. ``timeout`` is seconds (None: the runner's default).
+        Raises :class:`LmsExitError` on exit 1 ("Failed to verify the server is running").
+        """
         args = ["server", "start", "--port", str(port), "--bind", bind]
         if cors:
             args.append("--cors")
@@ -361,9 +414,19 @@ class LmsClient:
         await self.check(*args, timeout=timeout)
 
     async def unload(self, identifier: str, timeout: float | None = None) -> None:
+        """Unload one instance with `lms unload <identifier>` (facts §3); ``timeout`` is seconds.
+
+        An unknown identifier is *not* an error: `lms` prints "Model Not Found" and exits 0,
+        so callers verify with :meth:`ps`. Raises :class:`LmsExitError` on a non-zero exit.
+        """
         await self.check("unload", identifier, timeout=timeout)
 
     async def get(self, key: str, timeout: float | None = None) -> None:
+        """Download a model with `lms get <key> --yes` (facts §3); no prompt, a no-op when present.
+
+        ``timeout`` is seconds (None: the runner's default; a download needs a long one).
+        Raises :class:`LmsExitError` on exit 1.
+        """
         await self.check("get", key, "--yes", timeout=timeout)
 
     async def version(self, timeout: float | None = None) -> str:

@@ -39,6 +39,7 @@ class Prober:
         )
 
     async def aclose(self) -> None:
+        """Close the underlying :class:`httpx.AsyncClient`; the prober is unusable afterwards."""
         await self._client.aclose()
 
     async def _get(self, url: str, timeout: float | None) -> tuple[httpx.Response, float]:

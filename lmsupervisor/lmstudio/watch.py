@@ -27,6 +27,8 @@ POLL_INTERVAL = 0.5  # seconds, psutil fallback
 
 
 class PidWatcher(Protocol):
+    """Reports the exit of a process that is not our child (LM Studio's daemon or app)."""
+
     def watch(self, pid: int, on_exit: Callable[[], None]) -> Callable[[], None]:
         """Call ``on_exit`` once when ``pid`` exits; returns a function that cancels the watch."""
 
@@ -69,6 +71,13 @@ class OsPidWatcher:
         self.clock = clock
 
     def watch(self, pid: int, on_exit: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_exit`` once, on the running loop, when ``pid`` exits or is a zombie.
+
+        Uses a pidfd on Linux; elsewhere (or when the pidfd cannot be opened) polls psutil
+        every :data:`POLL_INTERVAL` seconds of clock time. A PID that is already gone fires
+        on the next loop iteration. Returns a function that cancels the watch. Must be
+        called from a running event loop (:class:`RuntimeError` otherwise).
+        """
         loop = asyncio.get_running_loop()
         fired = False
 
@@ -138,6 +147,11 @@ class OsProcessTable:
         self.clock = clock
 
     def identify(self, pid: int, service_path: Path | None, is_daemon: bool | None = None) -> DaemonProcess | None:
+        """Pin ``pid`` by its psutil create time; ``verified`` when it :func:`runs` ``service_path``.
+
+        None when the process is gone, a zombie, or cannot be read at all; a process whose
+        command line we may not read (:class:`psutil.AccessDenied`) is pinned but unverified.
+        """
         try:
             proc = psutil.Process(pid)
             if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
@@ -153,6 +167,7 @@ class OsProcessTable:
         return DaemonProcess(pid, created, verified, is_daemon)
 
     def find_running(self, service_path: Path) -> DaemonProcess | None:
+        """The first live process in the table that :func:`runs` ``service_path``, verified; else None."""
         for proc in psutil.process_iter(["cmdline", "exe", "status", "create_time"]):
             info = proc.info
             if info["status"] == psutil.STATUS_ZOMBIE or not info["create_time"]:
@@ -162,6 +177,10 @@ class OsProcessTable:
         return None
 
     def alive(self, proc: DaemonProcess) -> bool:
+        """True while ``proc.pid`` runs with the same create time and is no zombie.
+
+        A process we may not inspect counts as alive: it exists.
+        """
         try:
             p = psutil.Process(proc.pid)
             return p.create_time() == proc.create_time and p.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
@@ -171,6 +190,7 @@ class OsProcessTable:
             return True  # it exists; we may not look at it
 
     async def wait_exit(self, proc: DaemonProcess, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds of clock time, checking every 0.05 s; True if ``proc`` is gone."""
         deadline = self.clock.monotonic() + timeout
         while self.alive(proc):
             if self.clock.monotonic() >= deadline:
@@ -179,6 +199,12 @@ class OsProcessTable:
         return True
 
     async def terminate(self, proc: DaemonProcess, grace: float) -> bool:
+        """SIGTERM ``proc`` and its children, wait ``grace`` seconds, then SIGKILL and wait 5 s.
+
+        Returns True once the process is gone. An unverified process or a recycled PID is
+        never signalled: the result then only says whether it is already gone. Never raises
+        for a process that vanishes midway.
+        """
         if not proc.verified or not self.alive(proc):
             return not self.alive(proc)
         try:
