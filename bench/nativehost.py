@@ -95,8 +95,11 @@ def main() -> None:
         print(f"check_lmstudio on one port: median {statistics.median(rtt):.1f} ms, p95 {pct(rtt, 0.95):.1f} ms")
 
         first, done = [], []
-        msg = {"action": "chat_completion", "messages": [{"role": "user", "content": "hi"}]}
-        msg["settings"] = {"model": "qwen/qwen3-4b", "stream": True}
+        msg: dict[str, object] = {
+            "action": "chat_completion",
+            "messages": [{"role": "user", "content": "hi"}],
+            "settings": {"model": "qwen/qwen3-4b", "stream": True},
+        }
         for _ in range(args.n):
             t = time.perf_counter()
             port.send(msg)

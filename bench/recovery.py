@@ -107,7 +107,7 @@ def main() -> int:
                     break
             else:
                 raise SystemExit("no ready event after a kill")
-            events.close()  # type: ignore[attr-defined]
+            events.close()
             notice.append(((noticed_at or killed) - killed) * 1000)
         snap = request(sock, "GET", "/v1/status")[1]
         status_cmd = [sys.executable, "-m", "lmsupervisor", "status", "--socket", str(sock)]

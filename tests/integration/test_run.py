@@ -63,7 +63,8 @@ class Running:
 
     def status(self) -> dict[str, Any] | None:
         try:
-            return request(self.sock, "GET", "/v1/status", timeout=5)[1]
+            snap: dict[str, Any] = request(self.sock, "GET", "/v1/status", timeout=5)[1]
+            return snap
         except StatusSocketError:
             return None
 

@@ -175,13 +175,14 @@ def test_backoff_to_starting_climbs_the_ladder() -> None:
 
 def test_stale_messages_change_nothing() -> None:
     """Results of a cancelled action, an old timer or an old server epoch are ignored."""
-    for snap, msg in [
+    cases: list[tuple[Snapshot, Message]] = [
         (at(S.LOADING_MODELS), ModelsDone(4, (ONE, TWO))),
         (at(S.BACKOFF), TimerFired(2)),
         (at(S.READY, consecutive_failures=2), Probed(1, ProbeResult(False, 1.0, None, "x"))),
         (at(S.STARTING), ServerUp(4, INSTALL, ServerSettings(), DAEMON, "late")),
         (at(S.READY), DaemonExited(78)),
-    ]:
+    ]
+    for snap, msg in cases:
         assert step(snap, msg) == (snap, ())
 
 

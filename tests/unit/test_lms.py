@@ -109,7 +109,8 @@ async def test_load_arguments(tmp_path: Path) -> None:
 
 def test_parse_ps_rejects_wrong_shapes() -> None:
     """ps output must be an array of objects with string identifier and modelKey."""
-    for bad in ({"models": []}, [1], [{"identifier": 3, "modelKey": "a"}]):
+    shapes: list[object] = [{"models": []}, [1], [{"identifier": 3, "modelKey": "a"}]]
+    for bad in shapes:
         with pytest.raises(LmsOutputError):
             parse_ps(bad)
     [model] = parse_ps([{"identifier": "a:2", "modelKey": "a", "ttlMs": None, "contextLength": 4096}])
