@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ class SimInstall:
     home: Path
     profile: str
     lms_path: Path
+    _launched: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False, compare=False)
 
     # -- environment ---------------------------------------------------------
     def env(self, base: dict[str, str] | None = None, lms_on_path: bool = False) -> dict[str, str]:
@@ -167,6 +168,7 @@ class SimInstall:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        self._launched.append(proc)  # reaped by stop()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = self.daemon_pid()
@@ -278,6 +280,14 @@ class SimInstall:
 
     def stop(self) -> None:
         """Kill the daemon, if any, and wait until it is gone (test teardown)."""
+        self._stop_daemon()
+        for proc in self._launched:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=5)
+        self._launched.clear()
+
+    def _stop_daemon(self) -> None:
         pid = self.daemon_pid()
         if pid is None:
             info = common.read_json(self.home / ".internal" / "http-server.json", {})

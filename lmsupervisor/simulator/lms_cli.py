@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -127,13 +125,33 @@ def parse(
 
 
 # -- talking to the service --------------------------------------------------------
-def _get(url: str, timeout: float) -> dict[str, Any] | None:
+def _request(host: str, port: int, method: str, path: str, body: bytes, timeout: float) -> Any:
+    """One HTTP/1.0 exchange over a plain socket; the JSON body of a 200, else None.
+
+    Not urllib: importing it (http.client, email, ssl) costs more than the whole rest
+    of a call, and every `lms` call pays its imports. Raises OSError and ValueError.
+    """
+    head = (
+        f"{method} {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        conn.sendall(head.encode() + body)
+        chunks = []
+        while data := conn.recv(65536):
+            chunks.append(data)
+    status_line, _, rest = b"".join(chunks).partition(b"\r\n")
+    if status_line.split(b" ", 2)[1:2] != [b"200"]:
+        return None
+    return json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def _get(host: str, port: int, path: str, timeout: float) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
-            found = json.loads(resp.read())
-            return found if isinstance(found, dict) else None
+        found = _request(host, port, "GET", path, b"", timeout)
     except (OSError, ValueError):
         return None
+    return found if isinstance(found, dict) else None
 
 
 class Service:
@@ -144,15 +162,8 @@ class Service:
 
     def rpc(self, method: str, timeout: float = 600.0, **params: Any) -> dict[str, Any]:
         body = json.dumps({"method": method, "params": params}).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/sim/rpc",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-                found = json.loads(resp.read())
+            found = _request("127.0.0.1", self.port, "POST", "/sim/rpc", body, timeout)
         except (OSError, ValueError) as exc:
             fail(f"Error: Lost connection to LM Studio: {exc}")
         return found if isinstance(found, dict) else {}
@@ -166,9 +177,9 @@ class Cli:
 
     def _valid_reply(self, port: int) -> bool:
         if self.profile.probe == "greeting":  # before 2025-11 the probe was /lmstudio-greeting
-            reply = _get(f"http://127.0.0.1:{port}/lmstudio-greeting", PROBE_TIMEOUT)
+            reply = _get("127.0.0.1", port, "/lmstudio-greeting", PROBE_TIMEOUT)
             return reply == {"lmstudio": True}
-        status = _get(f"http://127.0.0.1:{port}/lms-status", PROBE_TIMEOUT)
+        status = _get("127.0.0.1", port, "/lms-status", PROBE_TIMEOUT)
         return status is not None and isinstance(status.get("package"), str) and isinstance(status.get("version"), str)
 
     def preferred_port(self) -> int | None:
@@ -225,6 +236,8 @@ class Cli:
         env = dict(os.environ)
         if sys.platform.startswith("linux"):
             env.setdefault("DISPLAY", ":0")
+        import subprocess  # only when waking the service: it costs every call otherwise
+
         child = subprocess.Popen(
             argv,
             cwd=loc.get("cwd") or None,
@@ -364,7 +377,7 @@ class Cli:
         if host == "0.0.0.0":  # BT#1720: the literal bind address is not reachable
             return False
         host = common.socket_host(host)
-        return _get(f"http://{host}:{port}/lmstudio-greeting", timeout) == {"lmstudio": True}
+        return _get(host, port, "/lmstudio-greeting", timeout) == {"lmstudio": True}
 
     def cmd_server(self, args: list[str]) -> None:
         if not args or args[0] not in ("start", "stop", "status"):
