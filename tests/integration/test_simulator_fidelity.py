@@ -691,7 +691,7 @@ def test_rest_v1_load_unload_download(sim: SimInstall) -> None:
     )
 
     def completed() -> bool:
-        return _request(sim, "GET", f"/api/v1/models/download/status/{job['job_id']}")[1]["status"] == "completed"
+        return bool(_request(sim, "GET", f"/api/v1/models/download/status/{job['job_id']}")[1]["status"] == "completed")
 
     assert eventually(completed)
     _, done = _request(sim, "GET", f"/api/v1/models/download/status/{job['job_id']}")
