@@ -59,7 +59,7 @@ def start_simulate(*args: str) -> Simulate:
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Simulate]:
     """A `simulate` on a free port with its home in tmp_path; interrupted and reaped at teardown."""
-    sim = start_simulate("--home", str(tmp_path / "home"), "--port", str(common.free_port()))
+    sim = start_simulate("--home", str(tmp_path / "home"), "--port", str(common.free_port()), "--load", "qwen/qwen3-4b")
     yield sim
     if sim.proc.poll() is None:
         sim.proc.send_signal(signal.SIGINT)
@@ -81,8 +81,9 @@ def fault(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_prints_the_environment_and_serves_real_clients(running: Simulate, tmp_path: Path) -> None:
-    """It prints HOME, PATH and the endpoint; the openai client chats through that endpoint."""
+    """It prints HOME, PATH and the endpoint, loads --load models; the openai client chats there."""
     home = tmp_path / "home"
+    assert [m["identifier"] for m in open_install(home).loaded()] == ["qwen/qwen3-4b"]
     assert (running.env["HOME"], running.env["PATH"].startswith(str(home / ".lmstudio" / "bin"))) == (str(home), True)
     assert running.env["OPENAI_BASE_URL"] == f"{running.endpoint}/v1"
     with openai.OpenAI(base_url=running.env["OPENAI_BASE_URL"], api_key="x", max_retries=0) as client:
