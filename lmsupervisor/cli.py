@@ -90,6 +90,26 @@ def _parser() -> argparse.ArgumentParser:
     nu = nhs.add_parser("uninstall", help="remove the host manifest and its launcher")
     nu.add_argument("--browser", choices=browsers, required=True)
     nu.add_argument("--name", default="org.lmsupervisor.host")
+    sm = sub.add_parser(
+        "simulate",
+        help="run a simulated LM Studio in the foreground (or send a fault to one)",
+        description="Run a simulated LM Studio until Ctrl-C, printing the environment to use; "
+        "with --fault, inject a fault into the one running under --home.",
+    )
+    sm.add_argument("--profile", default="0.4", help="release line: 0.4, 0.4-app, 0.3.31, 0.3-cmdts, 0.3.10, 0.3")
+    sm.add_argument("--home", type=Path, help="folder standing in for HOME (default: a temporary one)")
+    sm.add_argument("--port", type=int, default=1234, help="LM Studio's HTTP port (default 1234)")
+    sm.add_argument("--time-scale", type=float, default=1.0, help="multiplies simulated durations (default 1)")
+    sm.add_argument("--api-token", help="require this API token (sk-lm-...), as 'Require Authentication'")
+    sm.add_argument("--load", action="append", default=[], metavar="KEY", help="load this model at start")
+    sm.add_argument(
+        "--fault",
+        choices=["crash", "hang", "hang-http", "stop-server", "slow-start", "fail-load", "clear"],
+        help="send this fault to the simulator running under --home, then exit",
+    )
+    sm.add_argument("--seconds", type=float, default=5.0, help="slow-start: extra wall seconds per start")
+    sm.add_argument("--model", help="fail-load: the model key whose loads fail")
+    sm.add_argument("--message", help="fail-load: the error text (default: the version's guardrail)")
     return p
 
 
@@ -133,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": cmd_config,
         "demo": cmd_demo,
         "native-host": cmd_native_host,
+        "simulate": cmd_simulate,
     }[args.command]
     from lmsupervisor.errors import ConfigError, InstanceLockedError
 
@@ -284,4 +305,29 @@ def cmd_native_host(args: argparse.Namespace) -> int:
         verb = "register" if args.native_command == "install" else "unregister"
         print(f"Windows: {verb} it under {plan.registry_key}:")
         print(f"  {plan.registry_command(adding=args.native_command == 'install')}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from lmsupervisor.simulator.tool import SimulateError, send_fault, serve
+
+    try:
+        if args.fault:
+            if args.home is None:
+                _err("--fault needs --home: the folder a running `lmsupervisor simulate` printed as HOME")
+                return EXIT_USAGE
+            print(send_fault(args.home, args.fault, seconds=args.seconds, model=args.model, message=args.message))
+            return EXIT_OK
+        serve(
+            sys.stdout,
+            home=args.home,
+            profile=args.profile,
+            port=args.port,
+            time_scale=args.time_scale,
+            api_token=args.api_token,
+            load=tuple(args.load),
+        )
+    except SimulateError as exc:
+        _err(f"{exc.message} ({exc.hint})")
+        return EXIT_NOT_READY
     return EXIT_OK

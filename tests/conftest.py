@@ -20,6 +20,7 @@ def make_sim(tmp_path: Path) -> Iterator[Callable[..., SimInstall]]:
 
     def make(name: str = "home", **kwargs: Any) -> SimInstall:
         kwargs.setdefault("time_scale", FAST)
+        kwargs.setdefault("lms_cost", (0.0, 0.0))  # benchmarks keep the default Node-like cost
         sim = create_install(tmp_path / name, **kwargs)
         made.append(sim)
         return sim

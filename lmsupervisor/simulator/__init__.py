@@ -9,7 +9,11 @@ the module that makes it.
   stands in for the user's ``HOME``;
 - :class:`lmsupervisor.simulator.home.SimInstall` drives it and injects faults;
 - ``lmsupervisor.simulator.lms_cli`` is the `lms` CLI (``bin/lms`` runs it);
-- ``lmsupervisor.simulator.daemon`` is llmster (profile 0.4) or the app (profile 0.3).
+- ``lmsupervisor.simulator.daemon`` is llmster or the GUI app, serving LM Studio's HTTP
+  API (bodies of the OpenAI-compatible answers in ``openai_api``);
+- ``lmsupervisor.simulator.profiles`` is the table of release lines (facts §8) that both
+  read their capabilities and wordings from;
+- ``lmsupervisor.simulator.tool`` is ``lmsupervisor simulate`` (foreground run, faults).
 
 This package imports nothing outside the standard library, so the simulated `lms`
 starts about as fast as an interpreter can.

@@ -2,10 +2,13 @@
 
 The simulator keeps its own settings in ``<home>/.sim/`` (nothing of LM Studio's):
 
-- ``config.json``: ``{"profile": "0.4"|"0.3", "version": str, "time_scale": float,
-  "api_ports": [int], "daemon_start_s": float, "load_s_base": float, "load_s_per_gb": float,
-  "download_s_per_gb": float}``; durations are *simulated* seconds, multiplied by
-  ``time_scale`` to get wall seconds (1.0 = about as slow as a real machine);
+- ``config.json``: ``{"profile": <a name in profiles.PROFILES>, "version": str,
+  "time_scale": float, "api_ports": [int], "daemon_start_s": float, "daemon_stop_s": float,
+  "load_s_base": float, "load_s_per_gb": float, "download_s_per_gb": float,
+  "lms_cost": {"cpu_s": float, "sleep_s": float}, "api_token": str | null}``; durations
+  are *simulated* seconds, multiplied by ``time_scale`` to get wall seconds (1.0 = about
+  as slow as a real machine), except ``lms_cost``, which is real CPU and wall seconds
+  that every `lms` call spends before it starts (what a Node/bun CLI costs, facts §8);
 - ``catalog.json``: every model the simulated hub knows, in `lms ls --json` shape plus
   ``"downloaded": bool`` (the daemon lists those whose marker folder exists);
 - ``faults.json``: persistent faults (see :mod:`lmsupervisor.simulator.home`);
@@ -42,10 +45,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "time_scale": 1.0,
     "api_ports": REAL_API_PORTS,
     "daemon_start_s": 1.5,
+    "daemon_stop_s": 1.0,
     "server_start_s": 0.2,
     "load_s_base": 0.5,
     "load_s_per_gb": 1.2,
     "download_s_per_gb": 1.0,
+    "lms_cost": {"cpu_s": 0.15, "sleep_s": 0.05},
+    "api_token": None,
 }
 
 
@@ -159,3 +165,27 @@ def pid_alive(pid: int) -> bool:
         return True  # no procfs (macOS): kill(0) is all we have
     state: str = stat.rsplit(")", 1)[-1].split()[0]
     return state not in ("Z", "X")
+
+
+def socket_host(bind: str) -> str:
+    """The address the simulator really binds for LM Studio's ``networkInterface`` ``bind``.
+
+    House rule: everything stays on this machine. A loopback address is bound as given;
+    anything else (``0.0.0.0``, a LAN IP) is bound on 127.0.0.1 while the daemon still
+    reports and persists the address it was asked for.
+    """
+    return bind if bind.startswith("127.") or bind == "localhost" else "127.0.0.1"
+
+
+def burn(cost: Any) -> None:
+    """Spend ``cost`` = ``{"cpu_s": s, "sleep_s": s}`` (real seconds): CPU first, then idle."""
+    if not isinstance(cost, dict):
+        return
+    cpu_s, sleep_s = float(cost.get("cpu_s") or 0), float(cost.get("sleep_s") or 0)
+    if cpu_s > 0:
+        end = time.process_time() + cpu_s
+        n = 0
+        while time.process_time() < end:
+            n = (n * 1103515245 + 12345) & 0x7FFFFFFF  # busy work, as a JS engine's startup
+    if sleep_s > 0:
+        time.sleep(sleep_s)

@@ -1,4 +1,4 @@
-"""The simulated LM Studio service: llmster (profile 0.4) or the headless app (0.3).
+"""The simulated LM Studio service: llmster or the headless GUI app, per the install's profile.
 
 Run as ``python -m lmsupervisor.simulator.daemon [--run-as-service]`` with ``HOME`` set;
 `lms` spawns it detached, as [js] ``findOrStartLlmster.ts`` spawns the real one.
@@ -9,9 +9,17 @@ It owns the state (HTTP server on/off, loaded instances) and serves two listener
   41343, 52993, ...): ``GET /lms-status`` (0.4 only) -> ``{"package","version"}``,
   ``GET /lmstudio-greeting`` -> ``{"lmstudio":true}``, and ``POST /sim/rpc``, the
   simulator's private stand-in for LM Studio's websocket RPC, used by the simulated `lms`;
-- LM Studio's **HTTP server**, once started, on the configured bind/port (facts §4).
+- LM Studio's **HTTP server**, once started, on the configured bind/port (facts §4):
+  the greeting, ``/v1/models``, ``/v1/chat/completions`` (plain and SSE),
+  ``/v1/completions``, ``/v1/embeddings``, ``/v1/responses``, REST v0, and on profiles
+  with ``rest_v1`` the native ``/api/v1/models``, ``/load``, ``/unload``, ``/download``
+  and ``/download/status/<job_id>`` (facts §4), behind an API token when
+  ``config.json`` ``api_token`` is set (the greeting stays open: `lms` probes it without
+  a token). A non-loopback bind is really bound on 127.0.0.1 (see
+  :func:`lmsupervisor.simulator.common.socket_host`).
 
-Profile 0.4 publishes ``.internal/http-server.json`` ``{"host","pid","port"}`` (the API
+Capabilities come from the profile row (:mod:`lmsupervisor.simulator.profiles`).
+Profiles with ``publishes_server_info`` publish ``.internal/http-server.json`` ``{"host","pid","port"}`` (the API
 port). Whether real LM Studio deletes that file on a clean exit is UNCONFIRMED; the
 simulator leaves it behind, the harder case (a stale file naming a dead PID).
 
@@ -27,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -36,9 +45,66 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from lmsupervisor.simulator import common
+from lmsupervisor.simulator import common, openai_api, profiles
 
 _FOREVER = threading.Event()  # never set: a hung handler waits on it
+_TOKEN_RE = re.compile(r"sk-lm-[A-Za-z0-9]{8}:[A-Za-z0-9]{20}")  # [py] token regex, facts §4
+
+
+def _iso(t: float) -> str:
+    """``2025-10-03T15:33:23.496Z``, as REST v1 writes times."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def _v1_error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"type": "invalid_request", "code": code, "message": message}}
+
+
+def _v0_item(m: dict[str, Any], loaded: list[dict[str, Any]]) -> dict[str, Any]:
+    """A REST v0 model (facts §4): ``state`` loaded / not-loaded, no instance ids."""
+    item = {
+        "id": m["modelKey"],
+        "object": "model",
+        "type": "embeddings" if m["type"] == "embedding" else ("vlm" if m.get("vision") else "llm"),
+        "publisher": m["publisher"],
+        "arch": m["architecture"],
+        "compatibility_type": "mlx" if m["format"] == "safetensors" else "gguf",
+        "quantization": m["quantization"]["name"],
+        "state": "loaded" if any(i["modelKey"] == m["modelKey"] for i in loaded) else "not-loaded",
+        "max_context_length": m["maxContextLength"],
+    }
+    for inst in loaded:
+        if inst["modelKey"] == m["modelKey"]:
+            item["loaded_context_length"] = inst["contextLength"]
+    return item
+
+
+def _v1_item(m: dict[str, Any], loaded: list[dict[str, Any]]) -> dict[str, Any]:
+    """A REST v1 model (facts §4): non-empty ``loaded_instances`` means loaded."""
+    instances = []
+    for i in loaded:
+        if i["modelKey"] == m["modelKey"]:
+            config = {"context_length": i["contextLength"]}
+            if m["type"] == "llm":
+                config["parallel"] = i.get("parallel", 4)
+            instances.append({"id": i["identifier"], "config": config})
+    item = {
+        "type": m["type"],
+        "publisher": m["publisher"],
+        "key": m["modelKey"],
+        "display_name": m["displayName"],
+        "architecture": m["architecture"],
+        "quantization": {"name": m["quantization"]["name"], "bits_per_weight": m["quantization"]["bits"]},
+        "size_bytes": m["sizeBytes"],
+        "params_string": m["paramsString"],
+        "max_context_length": m["maxContextLength"],
+        "format": m["format"],
+        "capabilities": ["tool_use"] if m.get("trainedForToolUse") else [],
+        "loaded_instances": instances,
+    }
+    if m["type"] == "embedding":  # [docs] list.md: architecture is absent for embedding models
+        item.pop("architecture")
+    return item
 
 
 class _Server(ThreadingHTTPServer):
@@ -58,6 +124,7 @@ class Daemon:
         self.home = home
         self.is_app = is_app
         self.config = common.load_config(home)
+        self.profile = profiles.get(str(self.config["profile"]))
         self.lock = threading.RLock()
         self.instances: list[dict[str, Any]] = []
         self.http: _Server | None = None
@@ -66,6 +133,7 @@ class Daemon:
         self.hang_http = False
         self.last_jit: str | None = None
         self.api: _Server | None = None
+        self.jobs: dict[str, dict[str, Any]] = {}  # REST v1 download jobs by job_id
         self.log_path = common.sim_dir(home) / "daemon.log"
 
     # -- helpers -------------------------------------------------------------
@@ -104,7 +172,7 @@ class Daemon:
             self.log(f"no free API port in {self.config['api_ports']}; exiting")
             sys.exit(1)
         api_port = self.api.server_address[1]
-        if not self.is_app and self.config["profile"] != "0.3":
+        if self.profile.publishes_server_info:
             common.write_json(
                 self.home / ".internal" / "http-server.json",
                 {"host": "127.0.0.1", "pid": os.getpid(), "port": api_port},
@@ -123,6 +191,10 @@ class Daemon:
     def serve(self) -> None:
         assert self.api is not None  # noqa: S101 - start() exits when it has no port
         self.api.serve_forever(poll_interval=0.05)
+
+    def request_shutdown(self) -> None:
+        """`requestShutdown()`: answer now, exit ``daemon_stop_s`` simulated seconds later."""
+        threading.Timer(max(0.05, common.scaled(self.config, self.config["daemon_stop_s"])), self.shutdown).start()
 
     def shutdown(self) -> None:
         self.log("shutting down")
@@ -145,8 +217,14 @@ class Daemon:
                         self.server_log(f"Unloading model {inst['modelKey']} due to TTL expiration.")
 
     # -- HTTP server ---------------------------------------------------------
-    def start_http(self, port: int, cors: bool, bind: str, persist: bool = True) -> str | None:
-        """Start (or restart) the HTTP server; returns an error message or None."""
+    def start_http(self, port: int, cors: bool, bind: str | None, persist: bool = True) -> str | None:
+        """Start (or restart) the HTTP server; returns an error message or None.
+
+        ``bind`` None: the `lms` predates ``--bind`` and sent no ``networkInterface``, so the
+        saved one is kept (facts §8).
+        """
+        if bind is None:
+            bind = str(self.server_config().get("networkInterface") or "127.0.0.1")
         with self.lock:
             if self.http is not None:
                 self.http.shutdown()
@@ -155,7 +233,7 @@ class Daemon:
             self.hang_http = False
             common.sleep_simulated(self.config, self.config["server_start_s"])
             try:
-                server = _Server((bind, port), "http", self)
+                server = _Server((common.socket_host(bind), port), "http", self)
             except OSError as exc:
                 self.log(f"http server failed: {exc}")
                 return f"listen EADDRINUSE: address already in use {bind}:{port}"
@@ -207,7 +285,7 @@ class Daemon:
         common.sleep_simulated(self.config, seconds)
         failing = common.load_faults(self.home).get("fail_load", {})
         if isinstance(failing, dict) and model["modelKey"] in failing:
-            message = failing[model["modelKey"]] or common.GUARDRAIL_ERROR
+            message = failing[model["modelKey"]] or profiles.guardrail_text(self.profile, int(model["sizeBytes"]))
             self.log(f"load failed: {model['modelKey']}: {message}")
             return {"error": str(message)}
         with self.lock:
@@ -247,13 +325,15 @@ class Daemon:
                     return True
         return False
 
-    def resolve_instance(self, name: str | None) -> dict[str, Any] | None:
+    def resolve_instance(self, name: str | None, kind: str = "llm") -> dict[str, Any] | None:
+        """The loaded ``kind`` instance called ``name`` (identifier or key), or the only one."""
         with self.lock:
-            for inst in self.instances:
+            candidates = [i for i in self.instances if i["type"] == kind]
+            for inst in candidates:
                 if name in (inst["identifier"], inst["modelKey"]):
                     return inst
-            if len(self.instances) == 1:  # BT#619: with one model loaded, `model` is ignored
-                return self.instances[0]
+            if len(candidates) == 1:  # BT#619: with one model loaded, `model` is ignored
+                return candidates[0]
         return None
 
     # -- the private RPC (stand-in for LM Studio's websocket) ----------------
@@ -261,7 +341,8 @@ class Daemon:
         if method == "info":
             return {"pid": os.getpid(), "isDaemon": not self.is_app, "version": self.version()}
         if method == "server_start":
-            error = self.start_http(int(params["port"]), bool(params["cors"]), str(params["networkInterface"]))
+            bind = params.get("networkInterface")
+            error = self.start_http(int(params["port"]), bool(params["cors"]), str(bind) if bind else None)
             return {"error": error} if error else {"ok": True}
         if method == "server_stop":
             port = self.stop_http()
@@ -283,7 +364,7 @@ class Daemon:
         if method == "download":
             return self.download(str(params["model"]))
         if method == "shutdown":
-            threading.Timer(0.05, self.shutdown).start()
+            self.request_shutdown()
             return {"ok": True}
         if method == "fault":
             self.hang_all = bool(params.get("hang", self.hang_all))
@@ -293,15 +374,63 @@ class Daemon:
             return {"ok": True}
         return {"error": f"unknown method {method}"}
 
+    def start_download(self, name: str) -> dict[str, Any] | None:
+        """REST v1 ``/download``: a job that completes after the simulated download time."""
+        model = next((m for m in common.catalog(self.home) if name in (m["modelKey"], m["path"])), None)
+        if model is None:
+            return None
+        if common.is_downloaded(self.home, model):
+            return {"status": "already_downloaded"}
+        job_id = f"job_{uuid.uuid4().hex[:10]}"
+        seconds = common.scaled(self.config, self.config["download_s_per_gb"] * model["sizeBytes"] / 1e9)
+        job: dict[str, Any] = {"model": model, "started": time.time(), "seconds": seconds, "completed": None}
+        with self.lock:
+            self.jobs[job_id] = job
+
+        def finish() -> None:
+            self._mark_downloaded(model)
+            job["completed"] = time.time()
+
+        threading.Timer(seconds, finish).start()
+        return {
+            "job_id": job_id,
+            "status": "downloading",
+            "total_size_bytes": model["sizeBytes"],
+            "started_at": _iso(job["started"]),
+        }
+
+    def job_status(self, job_id: str) -> dict[str, Any] | None:
+        """REST v1 ``/download/status/:job_id`` with bytes, rate and ETA (wall time)."""
+        with self.lock:
+            job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        total = int(job["model"]["sizeBytes"])
+        status: dict[str, Any] = {"job_id": job_id, "total_size_bytes": total, "started_at": _iso(job["started"])}
+        if job["completed"] is not None:
+            return {**status, "status": "completed", "downloaded_bytes": total, "completed_at": _iso(job["completed"])}
+        seconds = max(float(job["seconds"]), 1e-6)
+        done = min(total, int(total * (time.time() - job["started"]) / seconds))
+        return {
+            **status,
+            "status": "downloading",
+            "downloaded_bytes": done,
+            "bytes_per_second": round(total / seconds),
+            "estimated_completion": _iso(job["started"] + seconds),
+        }
+
+    def _mark_downloaded(self, model: dict[str, Any]) -> None:
+        folder = common.models_dir(self.home) / model["path"]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.sim").write_text(model["modelKey"])
+
     def download(self, name: str) -> dict[str, Any]:
         for m in common.catalog(self.home):
             if name in (m["modelKey"], m["path"]):
                 if common.is_downloaded(self.home, m):
                     return {"status": "already_downloaded", "modelKey": m["modelKey"]}
                 common.sleep_simulated(self.config, self.config["download_s_per_gb"] * m["sizeBytes"] / 1e9)
-                folder = common.models_dir(self.home) / m["path"]
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / "model.sim").write_text(m["modelKey"])
+                self._mark_downloaded(m)
                 return {"status": "completed", "modelKey": m["modelKey"]}
         return {"error": f"No model found matching {name!r} on the hub."}
 
@@ -384,7 +513,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- API port ------------------------------------------------------------
     def _api_get(self, path: str) -> None:
         d = self.server.daemon
-        if path == "/lms-status" and d.config["profile"] != "0.3":
+        if path == "/lms-status" and d.profile.probe == "lms-status":
             package = "lmstudio" if d.is_app else "daemon"
             self._send_json(200, {"package": package, "version": d.version()})
         elif path == "/lmstudio-greeting":
@@ -393,15 +522,45 @@ class _Handler(BaseHTTPRequestHandler):
             self._unexpected()
 
     # -- LM Studio's HTTP server ---------------------------------------------
+    def _authorized(self) -> bool:
+        """API-token mode (facts §4): without the right ``Bearer`` token, answer 401 and False.
+
+        Bodies as users quote them: a missing token names the header; a wrong one is
+        "Malformed" when it does not look like ``sk-lm-<8>:<20>`` ([py] regex), "Invalid"
+        otherwise (that second wording is the simulator's).
+        """
+        d = self.server.daemon
+        token = d.config.get("api_token")
+        if not token or not d.profile.api_tokens:
+            return True
+        header = self.headers.get("Authorization") or ""
+        given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if given == token:
+            return True
+        if not given:
+            message = (
+                "An LM Studio API token is required to make requests to this server, but none was provided "
+                "using the Authorization header using the 'Bearer' scheme. You can create a token in the "
+                "Developer page of LM Studio."
+            )
+        elif not _TOKEN_RE.fullmatch(given):
+            message = f"Malformed LM Studio API token provided: {given[:10]}... Ensure you are using a valid token."
+        else:
+            message = f"Invalid LM Studio API token provided: {given[:10]}... Ensure you are using a valid token."
+        self._send_json(401, {"error": {"type": "invalid_request", "code": "invalid_api_key", "message": message}})
+        return False
+
     def _http_get(self, path: str) -> None:
         d = self.server.daemon
+        if path == "/lmstudio-greeting":  # open even with a token: `lms server start` probes it
+            self._send_json(200, {"lmstudio": True})
+            return
+        if not self._authorized():
+            return
         with d.lock:
             loaded = [dict(i) for i in d.instances]
         downloaded = common.downloaded_models(d.home)
-        loaded_keys = {i["modelKey"] for i in loaded}
-        if path == "/lmstudio-greeting":
-            self._send_json(200, {"lmstudio": True})
-        elif path == "/v1/models":
+        if path == "/v1/models":
             # Facts §4: JIT on lists every downloaded model, JIT off only the loaded ones.
             if d.jit_enabled():
                 ids = [m["modelKey"] for m in downloaded]
@@ -411,76 +570,39 @@ class _Handler(BaseHTTPRequestHandler):
             data = [{"id": i, "object": "model", "owned_by": "organization_owner"} for i in ids]
             self._send_json(200, {"data": data, "object": "list"})
         elif path == "/api/v0/models":
-            data = []
-            for m in downloaded:
-                item = {
-                    "id": m["modelKey"],
-                    "object": "model",
-                    "type": "embeddings" if m["type"] == "embedding" else ("vlm" if m.get("vision") else "llm"),
-                    "publisher": m["publisher"],
-                    "arch": m["architecture"],
-                    "compatibility_type": "mlx" if m["format"] == "safetensors" else "gguf",
-                    "quantization": m["quantization"]["name"],
-                    "state": "loaded" if m["modelKey"] in loaded_keys else "not-loaded",
-                    "max_context_length": m["maxContextLength"],
-                }
-                for inst in loaded:
-                    if inst["modelKey"] == m["modelKey"]:
-                        item["loaded_context_length"] = inst["contextLength"]
-                data.append(item)
-            self._send_json(200, {"object": "list", "data": data})
-        elif path == "/api/v1/models" and d.config["profile"] != "0.3":
-            models = []
-            for m in downloaded:
-                models.append(
-                    {
-                        "type": m["type"],
-                        "publisher": m["publisher"],
-                        "key": m["modelKey"],
-                        "display_name": m["displayName"],
-                        "architecture": m["architecture"],
-                        "quantization": {
-                            "name": m["quantization"]["name"],
-                            "bits_per_weight": m["quantization"]["bits"],
-                        },
-                        "size_bytes": m["sizeBytes"],
-                        "params_string": m["paramsString"],
-                        "max_context_length": m["maxContextLength"],
-                        "format": m["format"],
-                        "capabilities": ["tool_use"] if m.get("trainedForToolUse") else [],
-                        "loaded_instances": [
-                            {"id": i["identifier"], "config": {"context_length": i["contextLength"]}}
-                            for i in loaded
-                            if i["modelKey"] == m["modelKey"]
-                        ],
-                    }
-                )
-            self._send_json(200, {"models": models})
+            self._send_json(200, {"object": "list", "data": [_v0_item(m, loaded) for m in downloaded]})
+        elif path.startswith("/api/v0/models/"):
+            name = path.removeprefix("/api/v0/models/")
+            found = next((m for m in downloaded if name in (m["modelKey"], m["path"])), None)
+            if found is None:
+                self._send_json(404, {"error": f"Model {name} not found"})
+            else:
+                self._send_json(200, _v0_item(found, loaded))
+        elif path == "/api/v1/models" and d.profile.rest_v1:
+            self._send_json(200, {"models": [_v1_item(m, loaded) for m in downloaded]})
+        elif path.startswith("/api/v1/models/download/status/") and d.profile.rest_v1:
+            job = d.job_status(path.rsplit("/", 1)[-1])
+            if job is None:
+                self._send_json(404, _v1_error("not_found", f"No download job with id {path.rsplit('/', 1)[-1]}"))
+            else:
+                self._send_json(200, job)
         else:
             self._unexpected()
 
-    def _model_for(self, body: dict[str, Any]) -> tuple[dict[str, Any] | None, tuple[int, Any] | None]:
-        """The instance a request addresses, JIT-loading it if allowed; or an error reply."""
+    def _model_for(
+        self, body: dict[str, Any], kind: str = "llm"
+    ) -> tuple[dict[str, Any] | None, tuple[int, Any] | None]:
+        """The ``kind`` instance a request addresses, JIT-loading it if allowed; or an error reply."""
         d = self.server.daemon
         name = body.get("model")
-        inst = d.resolve_instance(name if isinstance(name, str) else None)
+        inst = d.resolve_instance(name if isinstance(name, str) else None, kind)
         if inst is not None:
             inst["lastUsedTime"] = int(time.time() * 1000)
             return inst, None
         if not d.jit_enabled() or not isinstance(name, str):
-            return None, (
-                404,
-                {
-                    "error": {
-                        "message": "No models loaded. Please load a model in the developer page or "
-                        "use the 'lms load' command.",
-                        "type": "invalid_request_error",
-                        "param": "model",
-                        "code": None,
-                    }
-                },
-            )
-        if d.find_downloaded(name) is None:
+            return None, (404, {"error": dict(d.profile.no_models_error)})
+        model = d.find_downloaded(name)
+        if model is None:
             names = ", ".join(m["modelKey"] for m in common.downloaded_models(d.home)[:2])
             return None, (
                 400,
@@ -491,6 +613,18 @@ class _Handler(BaseHTTPRequestHandler):
                         "type": "invalid_request_error",
                         "param": "model",
                         "code": "model_not_found",
+                    }
+                },
+            )
+        if model["type"] != kind:  # the simulator's wording: the real one is UNCONFIRMED
+            return None, (
+                400,
+                {
+                    "error": {
+                        "message": f'Model "{name}" is an {model["type"]} model; this endpoint needs an {kind} model.',
+                        "type": "invalid_request_error",
+                        "param": "model",
+                        "code": None,
                     }
                 },
             )
@@ -511,98 +645,92 @@ class _Handler(BaseHTTPRequestHandler):
         return result["instance"], None
 
     def _http_post(self, path: str, body: dict[str, Any]) -> None:
-        if path not in ("/v1/chat/completions", "/v1/responses", "/api/v0/chat/completions"):
+        if not self._authorized():
+            return
+        d = self.server.daemon
+        if path.startswith("/api/v1/models/") and d.profile.rest_v1:
+            self._rest_v1_post(path.removeprefix("/api/v1/models/"), body)
+            return
+        endpoints = {
+            "/v1/chat/completions": "chat",
+            "/api/v0/chat/completions": "chat",
+            "/v1/completions": "completion",
+            "/api/v0/completions": "completion",
+            "/v1/embeddings": "embedding",
+            "/api/v0/embeddings": "embedding",
+            "/v1/responses": "response",
+        }
+        kind = endpoints.get(path)
+        if kind is None:
             self._unexpected()
             return
-        inst, error = self._model_for(body)
+        inst, error = self._model_for(body, "embedding" if kind == "embedding" else "llm")
         if error is not None:
             self._send_json(*error)
             return
         assert inst is not None  # noqa: S101 - _model_for returns one or the other
-        reply = f"Simulated reply from {inst['identifier']}."
-        created = int(time.time())
-        if path == "/v1/responses":
-            rid = f"resp_{uuid.uuid4().hex[:24]}"
-            if body.get("stream"):
-                events = [
-                    ("response.created", {"type": "response.created", "response": {"id": rid}}),
-                    *[
-                        ("response.output_text.delta", {"type": "response.output_text.delta", "delta": w + " "})
-                        for w in reply.split()
-                    ],
-                    (
-                        "response.completed",
-                        {"type": "response.completed", "response": {"id": rid, "status": "completed"}},
-                    ),
-                ]
-                self._sse([f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in events])
-                return
-            self._send_json(
-                200,
-                {
-                    "id": rid,
-                    "object": "response",
-                    "created_at": created,
-                    "status": "completed",
-                    "model": inst["identifier"],
-                    "output": [
-                        {
-                            "type": "message",
-                            "role": "assistant",
-                            "content": [{"type": "output_text", "text": reply, "annotations": []}],
-                        }
-                    ],
-                },
+        ident, stream = str(inst["identifier"]), bool(body.get("stream"))
+        if kind == "embedding":
+            answer = openai_api.embeddings(ident, body)
+            if answer is None:
+                self._send_json(400, {"error": {"message": "'input' must be a string or an array of strings."}})
+            else:
+                self._send_json(200, answer)
+        elif kind == "response" and stream:
+            self._sse(
+                [f"event: {e}\ndata: {json.dumps(data)}\n\n" for e, data in openai_api.response_events(ident, body)]
             )
-            return
-        cid = "chatcmpl-" + uuid.uuid4().hex[:21]
-        if body.get("stream"):
-            chunks = []
-            for n, word in enumerate(reply.split()):
-                delta = {"role": "assistant", "content": word + " "} if n == 0 else {"content": " " + word}
-                chunks.append(
-                    {
-                        "id": cid,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": inst["identifier"],
-                        "system_fingerprint": inst["identifier"],
-                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
-                    }
-                )
-            chunks.append(
-                {
-                    "id": cid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": inst["identifier"],
-                    "system_fingerprint": inst["identifier"],
-                    "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
-                }
-            )
+        elif kind == "response":
+            self._send_json(200, openai_api.response(ident, body))
+        elif stream:
+            chunks = (openai_api.chat_chunks if kind == "chat" else openai_api.completion_chunks)(ident, body)
             self._sse([f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"])
-            return
-        words = len(reply.split())
-        self._send_json(
-            200,
-            {
-                "id": cid,
-                "object": "chat.completion",
-                "created": created,
-                "model": inst["identifier"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "logprobs": None,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": reply},
-                    }
-                ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": words, "total_tokens": 10 + words},
-                "stats": {},
-                "system_fingerprint": inst["identifier"],
-            },
-        )
+        else:
+            self._send_json(200, (openai_api.chat_completion if kind == "chat" else openai_api.completion)(ident, body))
+
+    def _rest_v1_post(self, action: str, body: dict[str, Any]) -> None:
+        """``POST /api/v1/models/{load,unload,download}`` (facts §4, [docs] 2_rest/*).
+
+        The documented load parameters are ``model``, ``context_length`` and
+        ``echo_load_config`` (plus engine settings); anything else (``identifier``,
+        ``ttl``) is ignored, so the instance id is the key, then ``key:2``... Error bodies
+        are the simulator's, in the shape of LM Studio's token error.
+        """
+        d = self.server.daemon
+        name = body.get("model")
+        if action == "load":
+            if not isinstance(name, str) or d.find_downloaded(name) is None:
+                self._send_json(404, _v1_error("model_not_found", f'Model "{name}" not found.'))
+                return
+            context = body.get("context_length")
+            result = d.load({"modelKey": name, "contextLength": context if isinstance(context, int) else None})
+            if "error" in result:
+                self._send_json(500, _v1_error("model_load_failed", str(result["error"])))
+                return
+            inst = result["instance"]
+            reply: dict[str, Any] = {
+                "type": inst["type"],
+                "instance_id": inst["identifier"],
+                "load_time_seconds": round(float(result["seconds"]), 3),
+                "status": "loaded",
+            }
+            if body.get("echo_load_config"):
+                reply["load_config"] = {"context_length": inst["contextLength"]}
+            self._send_json(200, reply)
+        elif action == "unload":
+            instance_id = body.get("instance_id")
+            if isinstance(instance_id, str) and d.unload(instance_id):
+                self._send_json(200, {"instance_id": instance_id})
+            else:
+                self._send_json(404, _v1_error("model_not_found", f'No loaded model instance "{instance_id}".'))
+        elif action == "download":
+            job = d.start_download(name) if isinstance(name, str) else None
+            if job is None:
+                self._send_json(404, _v1_error("model_not_found", f"No model found matching {name!r} on the hub."))
+            else:
+                self._send_json(200, job)
+        else:
+            self._unexpected()
 
     def _sse(self, frames: list[str]) -> None:
         self.send_response(200)
@@ -620,7 +748,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the simulated llmster / app process."""
     args = sys.argv[1:] if argv is None else argv
     home = common.lmstudio_home()
-    daemon = Daemon(home, is_app="--run-as-service" in args)
+    profile = profiles.get(str(common.load_config(home)["profile"]))
+    # Spawned by lms from app-install-location.json (--run-as-service) or launched by the
+    # user: either way the GUI app of an app profile.
+    daemon = Daemon(home, is_app="--run-as-service" in args or profile.is_app)
     signal.signal(signal.SIGTERM, lambda *_: daemon.shutdown())
     daemon.start()
     daemon.serve()

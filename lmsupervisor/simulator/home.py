@@ -7,10 +7,17 @@ following facts §1-§2::
     root/.bashrc                           with the PATH line when bootstrapped
     <home>/bin/lms  (lms.exe for the windows layout)
     <home>/.internal/http-server-config.json, llmster- or app-install-location.json
-    <home>/settings.json, <home>/models/<path>/, <home>/llmster/<ver>/llmster (0.4)
+    <home>/settings.json, <home>/models/<path>/, <home>/llmster/<ver>/llmster (llmster profiles)
+    root/Applications/... the GUI app (app profiles; where depends on ``layout``)
     <home>/.sim/{config,catalog,faults}.json   the simulator's own settings
 
 ``<home>`` is ``root/.lmstudio``, or ``root/.cache/lm-studio`` with ``legacy_home=True``.
+The release line (``profile``) is a row of :data:`lmsupervisor.simulator.profiles.PROFILES`.
+
+``layout="appimage"`` is a Linux GUI install run from an AppImage (lms#97, BT#1068):
+``app-install-location.json`` names ``/tmp/.mount_LM-Stu<random>/lm-studio``, the mount
+of a past run, which no longer exists, so `lms` cannot wake the app;
+:meth:`SimInstall.launch_app` starts it as the user would (from the ``.AppImage`` file).
 
 Faults, the documented interface (:class:`SimInstall`):
 
@@ -36,12 +43,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lmsupervisor
-from lmsupervisor.simulator import common
+from lmsupervisor.simulator import common, profiles
 from lmsupervisor.simulator.catalog import default_catalog
 
 DEFAULT_SERVER_CONFIG: dict[str, Any] = {
@@ -93,6 +100,7 @@ class SimInstall:
     home: Path
     profile: str
     lms_path: Path
+    _launched: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False, compare=False)
 
     # -- environment ---------------------------------------------------------
     def env(self, base: dict[str, str] | None = None, lms_on_path: bool = False) -> dict[str, str]:
@@ -118,6 +126,58 @@ class SimInstall:
     @property
     def config(self) -> dict[str, Any]:
         return common.load_config(self.home)
+
+    @property
+    def release(self) -> profiles.Profile:
+        """This install's row of the release-line table (capabilities and wordings)."""
+        return profiles.get(self.profile)
+
+    @property
+    def api_token(self) -> str | None:
+        """The token LM Studio's HTTP server requires, or None (authentication off)."""
+        token = self.config.get("api_token")
+        return str(token) if token else None
+
+    @property
+    def http_url(self) -> str:
+        """``http://127.0.0.1:<port>``: where LM Studio's HTTP server answers once started."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def configure(self, **changes: Any) -> None:
+        """Change simulator settings in ``.sim/config.json`` (``lms_cost``, ``time_scale``, ...).
+
+        The `lms` reads them on its next call; a running daemon on its next start.
+        """
+        path = common.sim_dir(self.home) / "config.json"
+        common.write_json(path, {**common.read_json(path, {}), **changes})
+
+    def launch_app(self, timeout: float = 30) -> int:
+        """Start the GUI app as its user would (app profiles); returns its PID once it answers.
+
+        Raises LookupError on an llmster profile, TimeoutError if it does not answer.
+        """
+        if not self.release.is_app:
+            raise LookupError(f"profile {self.profile} has no GUI app")
+        exe = str(self.config["executable"])
+        proc = subprocess.Popen(
+            [exe],
+            env=self.env(),
+            cwd=str(Path(exe).parent),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._launched.append(proc)  # reaped by stop()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.daemon_pid()
+            if pid is not None:
+                return pid
+            if proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise TimeoutError(f"the simulated app {exe} did not answer within {timeout} s")
 
     @property
     def server_config_path(self) -> Path:
@@ -187,9 +247,9 @@ class SimInstall:
         self._update_faults(daemon_start_delay=seconds)
 
     def fail_load(self, key: str, message: str | None = None) -> None:
-        """Loading ``key`` fails; ``message`` defaults to the guardrail refusal (BT#1038)."""
+        """Loading ``key`` fails; ``message`` defaults to the profile's guardrail refusal (BT#1038)."""
         failing = dict(common.load_faults(self.home).get("fail_load", {}))
-        failing[key] = message or common.GUARDRAIL_ERROR
+        failing[key] = message or ""
         self._update_faults(fail_load=failing)
 
     def clear_faults(self) -> None:
@@ -210,8 +270,24 @@ class SimInstall:
             s.listen(1)
             yield port
 
+    def crash_and_wait(self, timeout: float = 5) -> int:
+        """:meth:`crash_daemon`, then wait until the process is gone; returns its PID."""
+        pid = self.crash_daemon()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and common.pid_alive(pid):
+            time.sleep(0.01)
+        return pid
+
     def stop(self) -> None:
         """Kill the daemon, if any, and wait until it is gone (test teardown)."""
+        self._stop_daemon()
+        for proc in self._launched:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=5)
+        self._launched.clear()
+
+    def _stop_daemon(self) -> None:
         pid = self.daemon_pid()
         if pid is None:
             info = common.read_json(self.home / ".internal" / "http-server.json", {})
@@ -223,6 +299,9 @@ class SimInstall:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and common.pid_alive(pid):
             time.sleep(0.01)
+
+
+DEFAULT_LMS_COST = (0.15, 0.05)  # (CPU s, sleep s) per `lms` call: a Node/bun CLI start, facts §8
 
 
 def create_install(
@@ -240,19 +319,28 @@ def create_install(
     settings: dict[str, Any] | None = None,
     downloaded: list[str] | None = None,
     real_ports: bool = False,
+    api_token: str | None = None,
+    lms_cost: tuple[float, float] = DEFAULT_LMS_COST,
 ) -> SimInstall:
     """Make a simulated LM Studio under ``root`` and return its driver.
 
-    ``profile`` ``"0.4"`` (llmster, ``lms daemon``) or ``"0.3"`` (the app, no daemon
-    command). ``time_scale`` multiplies every simulated duration (1.0 about real). Ports:
-    by default a free HTTP port and a free API port are picked so that parallel installs
-    never meet; ``real_ports=True`` uses 1234 and LM Studio's API ports.
-    ``layout`` ``"linux"``, ``"darwin"`` or ``"windows"`` only changes file names (``lms.exe``,
-    where the app lives); the processes are always this machine's.
-    ``downloaded`` lists the model keys on disk (default: the catalogue's choice).
+    ``profile`` names a release line in :data:`lmsupervisor.simulator.profiles.PROFILES`
+    (``"0.4"`` llmster, ``"0.4-app"``, ``"0.3.31"``, ``"0.3-cmdts"``, ``"0.3.10"``, ``"0.3"``);
+    an unknown name raises ValueError. ``time_scale`` multiplies every simulated duration
+    (1.0 about real). Ports: by default a free HTTP port and a free API port are picked
+    so that parallel installs never meet; ``real_ports=True`` uses 1234 and LM Studio's
+    API ports. ``layout`` ``"linux"``, ``"darwin"``, ``"windows"`` or ``"appimage"`` (app
+    profiles only) changes file names and where the app lives; the processes are always
+    this machine's. ``downloaded`` lists the model keys on disk (default: the catalogue's
+    choice). ``api_token`` turns on "Require Authentication" (profiles with API tokens).
+    ``lms_cost`` is ``(cpu_s, sleep_s)`` that every `lms` call spends first (real seconds,
+    not scaled); tests pass ``(0, 0)``.
     """
-    if profile not in ("0.4", "0.3"):
-        raise ValueError(f"profile: expected '0.4' or '0.3', got {profile!r}")
+    release = profiles.get(profile)
+    if layout not in ("linux", "darwin", "windows", "appimage"):
+        raise ValueError(f"layout: expected 'linux', 'darwin', 'windows' or 'appimage', got {layout!r}")
+    if layout == "appimage" and not release.is_app:
+        raise ValueError(f"layout 'appimage' is a GUI app install; profile {profile!r} is llmster")
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     home = root / (".cache/lm-studio" if legacy_home else ".lmstudio")
@@ -267,9 +355,6 @@ def create_install(
     else:
         ports = api_ports or [common.free_port()]
         port = http_port or common.free_port()
-    version = "0.3.31" if profile == "0.3" else "0.4.12"
-    sim_config = dict(common.DEFAULT_CONFIG, profile=profile, version=version, time_scale=time_scale, api_ports=ports)
-    common.write_json(common.sim_dir(home) / "config.json", sim_config)
     models = default_catalog()
     if downloaded is not None:
         for m in models:
@@ -291,24 +376,39 @@ def create_install(
     lms_path = home / "bin" / ("lms.exe" if layout == "windows" else "lms")
     _write_exe(lms_path, _script("lmsupervisor.simulator.lms_cli"))
     daemon_script = _script("lmsupervisor.simulator.daemon")
-    if profile == "0.4":
-        llmster = home / "llmster" / "0.0.14-2" / ("llmster.exe" if layout == "windows" else "llmster")
-        _write_exe(llmster, daemon_script)
+    if not release.is_app:
+        exe = home / "llmster" / "0.0.14-2" / ("llmster.exe" if layout == "windows" else "llmster")
+        _write_exe(exe, daemon_script)
         common.write_json(
             internal / "llmster-install-location.json",
-            {"path": str(llmster), "argv": [str(llmster)], "cwd": str(llmster.parent)},
+            {"path": str(exe), "argv": [str(exe)], "cwd": str(exe.parent)},
         )
     else:
         if layout == "darwin":
-            app = root / "Applications" / "LM Studio.app" / "Contents" / "MacOS" / "LM Studio"
+            exe = root / "Applications" / "LM Studio.app" / "Contents" / "MacOS" / "LM Studio"
         elif layout == "windows":
-            app = root / "AppData" / "Local" / "Programs" / "LM Studio" / "LM Studio.exe"
+            exe = root / "AppData" / "Local" / "Programs" / "LM Studio" / "LM Studio.exe"
         else:
-            app = root / "Applications" / "LM-Studio-0.3.31-x64.AppImage"
-        _write_exe(app, daemon_script)
+            exe = root / "Applications" / f"LM-Studio-{release.version}-x64.AppImage"
+        _write_exe(exe, daemon_script)
+        recorded = exe
+        if layout == "appimage":  # the mount of a past run: gone (lms#97, BT#1068)
+            recorded = Path(f"/tmp/.mount_LM-Stu{os.urandom(3).hex()}/lm-studio")  # noqa: S108
         common.write_json(
-            internal / "app-install-location.json", {"path": str(app), "argv": [str(app)], "cwd": str(app.parent)}
+            internal / "app-install-location.json",
+            {"path": str(recorded), "argv": [str(recorded)], "cwd": str(recorded.parent)},
         )
+    sim_config = dict(
+        common.DEFAULT_CONFIG,
+        profile=profile,
+        version=release.version,
+        time_scale=time_scale,
+        api_ports=ports,
+        api_token=api_token,
+        lms_cost={"cpu_s": lms_cost[0], "sleep_s": lms_cost[1]},
+        executable=str(exe),
+    )
+    common.write_json(common.sim_dir(home) / "config.json", sim_config)
 
     rc = root / ".bashrc"
     rc.write_text("# ~/.bashrc\n", encoding="utf-8")
@@ -316,3 +416,18 @@ def create_install(
         with rc.open("a") as f:
             f.write(f'\n# Added by LM Studio CLI tool (lms)\nexport PATH="$PATH:{home / "bin"}"\n')
     return SimInstall(root=root, home=home, profile=profile, lms_path=lms_path)
+
+
+def open_install(root: Path) -> SimInstall:
+    """The simulated install made earlier under ``root`` (for another process to drive it).
+
+    Raises FileNotFoundError if ``root`` holds no simulated install.
+    """
+    root = root.resolve()
+    for home in (root / ".lmstudio", root / ".cache" / "lm-studio"):
+        config_path = common.sim_dir(home) / "config.json"
+        if config_path.is_file():
+            config = common.load_config(home)
+            name = "lms.exe" if (home / "bin" / "lms.exe").exists() else "lms"
+            return SimInstall(root=root, home=home, profile=str(config["profile"]), lms_path=home / "bin" / name)
+    raise FileNotFoundError(f"{root}: no simulated LM Studio here (expected .lmstudio/.sim/config.json)")

@@ -9,29 +9,33 @@ exit codes, quirks included:
 - loading a loaded model adds an instance ``<key>:2``;
 - a plain ``server start`` starts with CORS off and bind 127.0.0.1 (and the daemon
   persists them), resetting the user's choice (BT#1334);
-- profile 0.3 has no ``daemon`` command (``error: unknown command 'daemon'``) and prints
-  a semver from ``version``.
+- what differs per release line (argument-error dialect, which ``daemon`` subcommands
+  exist, ``--bind``, JSON shapes, BT#1720, ``daemon down`` returning before the exit,
+  stack-shaped load errors and their guardrail text) is read from the install's row in
+  :mod:`lmsupervisor.simulator.profiles`, never from version strings here.
 
 Discovery follows [lms] ``createClient.ts``: probe the preferred API port
 (``$LMS_API_SERVER_INFO_PATH`` or ``.internal/http-server.json``), then the simulator's
 ``api_ports`` list; failing that, spawn the install named in
-``.internal/llmster-install-location.json`` (preferred) or ``app-install-location.json``
-and poll (60 s in all, as the real one does).
+``.internal/llmster-install-location.json`` (if that file exists, its path must too: no
+fall-back to the app, facts §8) or ``app-install-location.json``, and poll (60 s in all,
+as the real one does).
+
+Every call first spends ``config.json`` ``lms_cost`` (CPU, then sleep): the price of
+starting the real Node/bun binary, so benchmarks count what users pay.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
+import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lmsupervisor.simulator import common
+from lmsupervisor.simulator import common, profiles
 
 PROBE_TIMEOUT = 3.0  # s, as [lms] createClient.ts
 SPAWN_WAIT = 60.0  # s, 60 polls of 1 s in the real CLI; we poll faster, same deadline
@@ -60,16 +64,32 @@ def fail(line: str, code: int = 1) -> NoReturn:
     raise _Exit(code)
 
 
+class _UsageError(Exception):
+    """An argument the CLI's parser rejects; worded by the profile's dialect in :meth:`Cli.run`.
+
+    ``kind`` is ``"command"`` (an unknown subcommand) or ``"option"``; ``path`` the command
+    words before it (``["server", "start"]``).
+    """
+
+    def __init__(self, kind: str, arg: str, path: list[str]) -> None:
+        self.kind, self.arg, self.path = kind, arg, path
+
+
 # -- arguments, Commander style -------------------------------------------------
 COMMON_FLAGS = {"--quiet": False, "--verbose": False, "--log-level": True}
 
 
 def parse(
-    args: list[str], spec: dict[str, bool], aliases: dict[str, str] | None = None, max_positional: int = 1
+    args: list[str],
+    spec: dict[str, bool],
+    aliases: dict[str, str] | None = None,
+    max_positional: int = 1,
+    path: list[str] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Parse ``args`` against ``spec`` (flag -> takes a value), Commander's way.
 
-    Unknown options: ``error: unknown option '--x'`` and exit 1, as Commander does.
+    Unknown options raise :class:`_UsageError` (``path`` names the command, for cmd-ts's
+    box); :meth:`Cli.run` prints them in the profile's dialect and exits 1.
     """
     spec = {**spec, **COMMON_FLAGS}
     aliases = aliases or {}
@@ -82,7 +102,7 @@ def parse(
             name, _, inline = a.partition("=")
             name = aliases.get(name, name)
             if name not in spec:
-                fail(f"error: unknown option '{a}'")
+                raise _UsageError("option", a, path or [])
             if spec[name]:
                 if inline:
                     opts[name] = inline
@@ -105,13 +125,33 @@ def parse(
 
 
 # -- talking to the service --------------------------------------------------------
-def _get(url: str, timeout: float) -> dict[str, Any] | None:
+def _request(host: str, port: int, method: str, path: str, body: bytes, timeout: float) -> Any:
+    """One HTTP/1.0 exchange over a plain socket; the JSON body of a 200, else None.
+
+    Not urllib: importing it (http.client, email, ssl) costs more than the whole rest
+    of a call, and every `lms` call pays its imports. Raises OSError and ValueError.
+    """
+    head = (
+        f"{method} {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        conn.sendall(head.encode() + body)
+        chunks = []
+        while data := conn.recv(65536):
+            chunks.append(data)
+    status_line, _, rest = b"".join(chunks).partition(b"\r\n")
+    if status_line.split(b" ", 2)[1:2] != [b"200"]:
+        return None
+    return json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def _get(host: str, port: int, path: str, timeout: float) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
-            found = json.loads(resp.read())
-            return found if isinstance(found, dict) else None
+        found = _request(host, port, "GET", path, b"", timeout)
     except (OSError, ValueError):
         return None
+    return found if isinstance(found, dict) else None
 
 
 class Service:
@@ -122,15 +162,8 @@ class Service:
 
     def rpc(self, method: str, timeout: float = 600.0, **params: Any) -> dict[str, Any]:
         body = json.dumps({"method": method, "params": params}).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/sim/rpc",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-                found = json.loads(resp.read())
+            found = _request("127.0.0.1", self.port, "POST", "/sim/rpc", body, timeout)
         except (OSError, ValueError) as exc:
             fail(f"Error: Lost connection to LM Studio: {exc}")
         return found if isinstance(found, dict) else {}
@@ -140,13 +173,13 @@ class Cli:
     def __init__(self) -> None:
         self.home = common.lmstudio_home()
         self.config = common.load_config(self.home)
-        self.legacy = self.config["profile"] == "0.3"
+        self.profile = profiles.get(str(self.config["profile"]))
 
     def _valid_reply(self, port: int) -> bool:
-        if self.legacy:  # before 2025-11 the probe was /lmstudio-greeting
-            reply = _get(f"http://127.0.0.1:{port}/lmstudio-greeting", PROBE_TIMEOUT)
+        if self.profile.probe == "greeting":  # before 2025-11 the probe was /lmstudio-greeting
+            reply = _get("127.0.0.1", port, "/lmstudio-greeting", PROBE_TIMEOUT)
             return reply == {"lmstudio": True}
-        status = _get(f"http://127.0.0.1:{port}/lms-status", PROBE_TIMEOUT)
+        status = _get("127.0.0.1", port, "/lms-status", PROBE_TIMEOUT)
         return status is not None and isinstance(status.get("package"), str) and isinstance(status.get("version"), str)
 
     def preferred_port(self) -> int | None:
@@ -169,23 +202,32 @@ class Cli:
                 return Service(int(port))
         return None
 
+    def _install_location(self) -> tuple[dict[str, Any], bool] | None:
+        """``(location, is_app)`` of the install to spawn, or None (facts §1 step 2, §8).
+
+        ``llmster-install-location.json`` wins when it exists, even if its path is gone
+        (lms then errors out; it does not fall back to the app).
+        """
+        internal = self.home / ".internal"
+        for name, is_app in (("llmster-install-location.json", False), ("app-install-location.json", True)):
+            if not (internal / name).exists():
+                continue
+            loc = common.read_json(internal / name, None)
+            if isinstance(loc, dict) and isinstance(loc.get("path"), str) and Path(loc["path"]).exists():
+                return loc, is_app
+            return None
+        return None
+
     def connect(self) -> Service:
         """Discovery that wakes the daemon/app, as every real client command does."""
         found = self.find()
         if found is not None:
             return found
-        internal = self.home / ".internal"
-        is_app = False
-        for name, is_app in (  # noqa: B007 - is_app is used after the break
-            ("llmster-install-location.json", False),
-            ("app-install-location.json", True),
-        ):
-            loc = common.read_json(internal / name, None)
-            if isinstance(loc, dict) and isinstance(loc.get("path"), str) and Path(loc["path"]).exists():
-                break
-        else:
+        located = self._install_location()
+        if located is None:
             err("LM Studio daemon is not running and no valid installation could be found or installed.")
             fail("Error: Failed to start or connect to local LM Studio API server.")
+        loc, is_app = located
         argv = [loc["path"]]
         if isinstance(loc.get("argv"), list) and loc["argv"][1:2] == ["."]:
             argv.append(".")
@@ -194,6 +236,8 @@ class Cli:
         env = dict(os.environ)
         if sys.platform.startswith("linux"):
             env.setdefault("DISPLAY", ":0")
+        import subprocess  # only when waking the service: it costs every call otherwise
+
         child = subprocess.Popen(
             argv,
             cwd=loc.get("cwd") or None,
@@ -219,6 +263,21 @@ class Cli:
 
     # -- commands ------------------------------------------------------------
     def run(self, argv: list[str]) -> None:
+        try:
+            self._dispatch(argv)
+        except _UsageError as exc:
+            self._usage_error(argv, exc)
+
+    def _usage_error(self, argv: list[str], exc: _UsageError) -> NoReturn:
+        """Print ``exc`` as Commander (``error: unknown ...``) or cmd-ts (an error box) would."""
+        if self.profile.dialect == "cmdts":
+            start = len(exc.path)
+            bad = argv.index(exc.arg, start) if exc.arg in argv[start:] else start
+            message = "Not a valid subcommand name" if exc.kind == "command" else "Unknown arguments"
+            fail(profiles.cmdts_error(argv, bad, message, ["lms", *exc.path]))
+        fail(f"error: unknown {exc.kind} '{exc.arg}'")
+
+    def _dispatch(self, argv: list[str]) -> None:
         if not argv:
             out("lms - LM Studio CLI (simulated)")
             return
@@ -236,34 +295,37 @@ class Cli:
             "bootstrap": self.cmd_bootstrap,
             "status": self.cmd_status,
         }
-        if not self.legacy:
+        if self.profile.daemon:
             commands["daemon"] = self.cmd_daemon
         handler = commands.get(argv[0])
         if handler is None:
-            fail(f"error: unknown command '{argv[0]}'")
+            raise _UsageError("command", argv[0], [])
         handler(argv[1:])
 
     def cmd_daemon(self, args: list[str]) -> None:
-        if not args or args[0] not in ("up", "down", "status", "update"):
-            fail(f"error: unknown command '{args[0] if args else ''}'")
+        if not args or args[0] not in self.profile.daemon:
+            raise _UsageError("command", args[0] if args else "", ["daemon"])
         sub, rest = args[0], args[1:]
-        opts, _ = parse(rest, {"--json": False, "--beta": False, "--channel": True}, max_positional=0)
+        opts, _ = parse(
+            rest, {"--json": False, "--beta": False, "--channel": True}, max_positional=0, path=["daemon", sub]
+        )
         as_json = bool(opts.get("--json"))
+        # [lms] src/subcommands/daemon/*.ts: `console.info` (stdout) for up/status, the
+        # logger (stderr) for down.
         if sub == "status":
             svc = self.find()
             if svc is None:
                 if as_json:
                     out_json({"status": "not-running"})
                 else:
-                    err("LM Studio is not running")
+                    out("LM Studio is not running")
                 return
             info = svc.rpc("info", timeout=PROBE_TIMEOUT)
             if as_json:
                 out_json({"status": "running", "pid": info["pid"], "isDaemon": info["isDaemon"]})
-            elif info["isDaemon"]:
-                err(f"llmster v{info['version']} is running (PID: {info['pid']})")
             else:
-                err(f"LM Studio is running (PID: {info['pid']})")
+                name = "llmster" if info["isDaemon"] else "LM Studio"
+                out(f"{name} v{info['version']} is running (PID: {info['pid']})")
             return
         if sub == "up":
             svc = self.find()
@@ -275,12 +337,12 @@ class Cli:
                 out_json(
                     {"status": "running", "pid": info["pid"], "isDaemon": info["isDaemon"], "version": info["version"]}
                 )
-            elif not info["isDaemon"]:
-                err(f"LM Studio is already running (PID: {info['pid']}); not starting a second daemon.")
             elif started:
-                err(f"llmster started (PID: {info['pid']}).")
+                out(f"{'llmster' if info['isDaemon'] else 'LM Studio'} started (PID: {info['pid']}).")
+            elif info["isDaemon"]:
+                out(f"The daemon is already running (PID: {info['pid']}).")
             else:
-                err(f"The daemon is already running (PID: {info['pid']}).")
+                out(f"LM Studio is already running (PID: {info['pid']}); not starting a second daemon.")
             return
         if sub == "down":
             svc = self.find()
@@ -288,79 +350,103 @@ class Cli:
                 fail("Daemon is not running.")
             info = svc.rpc("info", timeout=PROBE_TIMEOUT)
             if not info["isDaemon"]:
-                fail("Error: LM Studio (the app) is running the service; quit it from the app.")
+                fail("The daemon is currently running as part of LM Studio. Please exit LM Studio to stop it.")
             err("Shutting down llmster...")
             svc.rpc("shutdown", timeout=PROBE_TIMEOUT)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and common.pid_alive(int(info["pid"])):
-                time.sleep(0.02)
-            err("Done.")
+            if self.profile.daemon_down_waits:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and common.pid_alive(int(info["pid"])):
+                    time.sleep(0.02)
+            err("Done.")  # facts §8: on 0.4 this is printed while the daemon is still exiting
             return
         fail("Error: llmster update is not available in the simulator.")
 
+    def _server_running(self, cfg: dict[str, Any] | None) -> tuple[bool, int | None]:
+        """`checkHttpServer` as ``server stop``/``status`` call it: at the saved address.
+
+        With ``verify_at_bind`` (BT#1720) a saved ``0.0.0.0`` is probed literally and fails,
+        so both report "not running" while the server serves.
+        """
+        if not isinstance(cfg, dict):
+            return False, None
+        port = int(cfg.get("port", 1234))
+        host = str(cfg.get("networkInterface") or "127.0.0.1") if self.profile.verify_at_bind else "127.0.0.1"
+        return self._greets(host, port, 1.0), port
+
+    def _greets(self, host: str, port: int, timeout: float) -> bool:
+        if host == "0.0.0.0":  # BT#1720: the literal bind address is not reachable
+            return False
+        host = common.socket_host(host)
+        return _get(host, port, "/lmstudio-greeting", timeout) == {"lmstudio": True}
+
     def cmd_server(self, args: list[str]) -> None:
         if not args or args[0] not in ("start", "stop", "status"):
-            fail(f"error: unknown command '{args[0] if args else ''}'")
+            raise _UsageError("command", args[0] if args else "", ["server"])
         sub, rest = args[0], args[1:]
         cfg_path = self.home / ".internal" / "http-server-config.json"
         cfg = common.read_json(cfg_path, None)
+        path = ["server", sub]
         if sub == "status":
-            opts, _ = parse(rest, {"--json": False}, max_positional=0)
-            if not isinstance(cfg, dict):
-                if opts.get("--json"):
-                    out_json({"running": False})
-                else:
-                    err("The server is not running.")
-                return
-            port = int(cfg.get("port", 1234))
-            host = str(cfg.get("networkInterface", "127.0.0.1"))
-            host = "127.0.0.1" if host == "0.0.0.0" else host
-            running = _get(f"http://{host}:{port}/lmstudio-greeting", 1.0) == {"lmstudio": True}
+            opts, _ = parse(rest, {"--json": False}, max_positional=0, path=path)
+            running, port = self._server_running(cfg)
             if opts.get("--json"):
-                out_json({"running": running, "port": port})
+                out_json({"running": running, "port": port} if port is not None else {"running": running})
             elif running:
                 err(f"The server is running on port {port}.")
             else:
                 err("The server is not running.")
             return
         if sub == "stop":
-            parse(rest, {}, max_positional=0)
+            parse(rest, {}, max_positional=0, path=path)
+            if not self._server_running(cfg)[0]:
+                fail("Error: The server is not running.")
             svc = self.connect()
             reply = svc.rpc("server_stop")
             if "error" in reply:
-                fail(reply["error"])
+                fail(f"Error: {reply['error']}")
             err(f"Stopped the server on port {reply['port']}.")
             return
-        opts, _ = parse(
-            rest, {"--port": True, "--bind": True, "--cors": False}, aliases={"-p": "--port"}, max_positional=0
-        )
+        spec = {"--port": True, "--cors": False}
+        if self.profile.bind_flag:
+            spec["--bind"] = True
+        opts, _ = parse(rest, spec, aliases={"-p": "--port"}, max_positional=0, path=path)
         try:
             port = int(opts["--port"]) if "--port" in opts else int((cfg or {}).get("port", 1234))
         except (TypeError, ValueError):
             fail(f"error: option '-p, --port <port>' argument '{opts.get('--port')}' is invalid.")
-        bind = str(opts.get("--bind") or os.environ.get("LMS_SERVER_HOST") or "127.0.0.1")
+        bind: str | None = None
+        if self.profile.bind_flag:
+            bind = str(opts.get("--bind") or os.environ.get("LMS_SERVER_HOST") or "127.0.0.1")
         cors = bool(opts.get("--cors", False))
         svc = self.connect()
+        if cors:
+            err("W CORS is enabled. This means any website you visit can use the LM Studio server.")
+        if bind is not None and bind != "127.0.0.1":
+            err("W Server will accept connections from the network. Only use this if you know what you are doing!")
+        # Before --bind (facts §8) networkInterface was not sent: the saved one is kept.
         reply = svc.rpc("server_start", port=port, cors=cors, networkInterface=bind)
-        host = "127.0.0.1" if bind == "0.0.0.0" else bind
+        host = bind if bind is not None and self.profile.verify_at_bind else "127.0.0.1"
         verified = "error" not in reply
         if verified:
             for attempt in range(5):  # 500 ms timeout, up to 5 times, 1 s apart
-                if _get(f"http://{host}:{port}/lmstudio-greeting", 0.5) == {"lmstudio": True}:
+                if self._greets(host, port, 0.5):
                     break
                 if attempt < 4:
-                    time.sleep(1)
+                    common.sleep_simulated(self.config, 1.0)
             else:
                 verified = False
         if not verified:
-            fail("Failed to verify the server is running. Please try to use another port.")
+            fail("Error: Failed to verify the server is running. Please try to use another port.")
         err(f"Success! Server is now running on port {port}")
 
     def cmd_ps(self, args: list[str]) -> None:
-        opts, _ = parse(args, {"--json": False}, max_positional=0)
+        opts, _ = parse(args, {"--json": False}, max_positional=0, path=["ps"])
         models = self.connect().rpc("list_loaded")["models"]
         if opts.get("--json"):
-            out_json(models)
+            if self.profile.ps_json == "legacy":  # before ≈0.3.11 (facts §8)
+                out_json([{"identifier": m["identifier"], "path": m["path"]} for m in models])
+            else:
+                out_json(models)
             return
         if not models:
             err("No models are currently loaded.")
@@ -375,7 +461,9 @@ class Cli:
             )
 
     def cmd_ls(self, args: list[str]) -> None:
-        opts, pos = parse(args, {"--json": False, "--llm": False, "--embedding": False, "--variants": False})
+        opts, pos = parse(
+            args, {"--json": False, "--llm": False, "--embedding": False, "--variants": False}, path=["ls"]
+        )
         models = self.connect().rpc("list_downloaded")["models"]
         if opts.get("--llm"):
             models = [m for m in models if m["type"] == "llm"]
@@ -384,6 +472,8 @@ class Cli:
         if pos:
             models = [m for m in models if pos[0] in (m["modelKey"], m["path"])]
         if opts.get("--json"):
+            if not self.profile.ls_model_key:  # before [js] 52ff1cbe (2025-01-28)
+                models = [{k: v for k, v in m.items() if k != "modelKey"} for m in models]
             out_json(models)
             return
         total = sum(m["sizeBytes"] for m in models)
@@ -411,6 +501,7 @@ class Cli:
                 "--local": False,
             },
             aliases={"-c": "--context-length", "-y": "--yes"},
+            path=["load"],
         )
         if "--gpu" in opts:
             gpu = str(opts["--gpu"]).strip().lower()
@@ -471,15 +562,15 @@ class Cli:
             contextLength=int(opts["--context-length"]) if "--context-length" in opts else None,
             gpu=opts.get("--gpu"),
         )
-        if "error" in reply:
-            fail(f'Error: Failed to load model "{model["modelKey"]}".\n{reply["error"]}')
+        if "error" in reply:  # an uncaught SDK error: its stack and cause chain (facts §8)
+            fail(profiles.load_error_stack(str(reply["error"])))
         inst = reply["instance"]
         err(f"Model loaded successfully in {time.monotonic() - started:.2f}s.")
         err(f"({common.format_size(model['sizeBytes'])})")
         err(f'To use the model in the API/SDK, use the identifier "{inst["identifier"]}".')
 
     def cmd_unload(self, args: list[str]) -> None:
-        opts, pos = parse(args, {"--all": False}, aliases={"-a": "--all"})
+        opts, pos = parse(args, {"--all": False}, aliases={"-a": "--all"}, path=["unload"])
         svc = self.connect()
         if opts.get("--all"):
             count = svc.rpc("unload_all")["count"]
@@ -500,6 +591,7 @@ class Cli:
             args,
             {"--yes": False, "--mlx": False, "--gguf": False, "--select": False, "--always-show-all-results": False},
             aliases={"-y": "--yes"},
+            path=["get"],
         )
         if not pos:
             fail("Error: the simulated lms needs a model name.")
@@ -513,15 +605,15 @@ class Cli:
             err(f"Download completed. To use, run: lms load {reply['modelKey']}")
 
     def cmd_version(self, args: list[str]) -> None:
-        opts, _ = parse(args, {"--json": False}, max_positional=0)
-        version = self.config["version"] if self.legacy else self.config["cli_commit"]
+        opts, _ = parse(args, {"--json": False}, max_positional=0, path=["version"])
+        version = self.profile.cli_version  # a commit on 0.4, the CLI's own semver on 0.3 (facts §8)
         if opts.get("--json"):
             out_json({"version": version})
         else:
-            out(f"lms - LM Studio CLI - v{version}" if self.legacy else f"CLI commit: {version}")
+            out(f"lms - LM Studio CLI - v{version}" if "." in version else f"CLI commit: {version}")
 
     def cmd_bootstrap(self, args: list[str]) -> None:
-        opts, _ = parse(args, {"--yes": False}, aliases={"-y": "--yes"}, max_positional=0)
+        opts, _ = parse(args, {"--yes": False}, aliases={"-y": "--yes"}, max_positional=0, path=["bootstrap"])
         bin_dir = self.home / "bin"
         if not bin_dir.is_dir():
             fail("Cannot find LM Studio installation. Please run LM Studio at least once.")
@@ -548,13 +640,11 @@ class Cli:
         err("✓ Added LM Studio CLI tool (lms) to PATH. Open a new terminal window to use it.")
 
     def cmd_status(self, args: list[str]) -> None:
-        parse(args, {}, max_positional=0)
+        parse(args, {}, max_positional=0, path=["status"])
         svc = self.connect()
         cfg = common.read_json(self.home / ".internal" / "http-server-config.json", {})
         port = int(cfg.get("port", 1234)) if isinstance(cfg, dict) else 1234
-        host = str(cfg.get("networkInterface", "127.0.0.1")) if isinstance(cfg, dict) else ""
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        running = _get(f"http://{host}:{port}/lmstudio-greeting", 1.0) == {"lmstudio": True}
+        running = self._greets("127.0.0.1", port, 1.0)
         if running:
             out(f"Server: ON (port: {port})")
         else:
@@ -578,7 +668,9 @@ def _fuzzy(pattern: str, text: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Run one `lms` command; returns its exit code."""
     try:
-        Cli().run(sys.argv[1:] if argv is None else argv)
+        cli = Cli()
+        common.burn(cli.config.get("lms_cost"))
+        cli.run(sys.argv[1:] if argv is None else argv)
     except _Exit as exc:
         return exc.code
     except KeyboardInterrupt:

@@ -7,14 +7,21 @@ samples quoted from the sheet, so a drift in field names or types fails here.
 from __future__ import annotations
 
 import json
+import os
 import re
+import resource
+import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lmsupervisor.simulator import common
 from lmsupervisor.simulator.home import SimInstall
+from lmsupervisor.simulator.profiles import PROFILES
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -42,230 +49,439 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
+ALL_PROFILES = list(PROFILES)
+GEMMA_PATH = "lmstudio-community/gemma-3-1b-it-GGUF/gemma-3-1b-it-Q4_K_M.gguf"
+LLMSTER = ("0.4",)
+APP_04 = ("0.4-app",)
+HAS_DAEMON_STATUS = ("0.4", "0.4-app", "0.3.31")
+CMDTS = ("0.3-cmdts", "0.3.10")
+BIND_FLAG = ("0.4", "0.4-app", "0.3")
+
+
 def up(sim: SimInstall, state: str) -> None:
     """Bring ``sim`` to ``state``: none, daemon, server, or model (server + one model)."""
     if state == "none":
         return
-    # 0.3 has no `daemon` command: any client command wakes the app (facts §1).
-    assert sim.lms(*(["daemon", "up"] if sim.profile == "0.4" else ["ps"])).returncode == 0
+    # Without `daemon up`, any client command wakes the service (facts §1).
+    has_up = "up" in sim.release.daemon
+    assert sim.lms(*(["daemon", "up"] if has_up else ["ps"])).returncode == 0
     if state in ("server", "model"):
         assert sim.lms("server", "start").returncode == 0
     if state == "model":
         assert sim.lms("load", ORNITH_PATH, "--exact", "--yes").returncode == 0
 
 
-# (id, profile, state, argv, exit code, stdout: JSON value or shape check or regex, stderr regex)
-ROWS: list[tuple[str, str, str, list[str], int, Any, str]] = [
-    ("daemon-status-down-json", "0.4", "none", ["daemon", "status", "--json"], 0, {"status": "not-running"}, r"^$"),
-    ("daemon-status-down-text", "0.4", "none", ["daemon", "status"], 0, "", r"^LM Studio is not running\n$"),
+def cmdts_box(shown: str, caret: int, message: str, command: str) -> str:
+    """cmd-ts's error box as a regex ([cmd-ts] errorBox.ts, no colours when piped)."""
+    return re.escape(
+        f"error: found 1 error\n\n  {shown}\n  {' ' * caret} ^ {message}\n\n\n"
+        f"hint: for more information, try '{command} --help'\n"
+    )
+
+
+def by_profile(default: Any, groups: dict[tuple[str, ...], Any]) -> Any:
+    """An expectation that differs by release line: ``groups`` maps tuples of names to it."""
+    return ("by-profile", default, groups)
+
+
+# The error each dialect prints for `lms daemon ...` where `daemon` does not exist.
+NO_DAEMON = {
+    CMDTS: (1, "", cmdts_box("{argv}", 0, "Not a valid subcommand name", "lms")),
+    ("0.3",): (1, "", r"^error: unknown command 'daemon'\n$"),
+}
+
+# One session per release line, in order: (id, argv, exit code, stdout, stderr regex).
+# stdout: "" (nothing), a regex, "ls-shape"/"ps-shape", or a JSON value in which a type
+# name ("int", "str", "bool") stands for any value of that type. `{argv}` in a regex is
+# the command line as cmd-ts echoes it. Sources: facts §3 (wordings), §8 (release lines).
+SESSION: list[tuple[str, list[str], Any]] = [
+    (
+        "version-json",
+        ["version", "--json"],
+        by_profile(
+            (0, {"version": "0.3.31"}, r"^$"),
+            {
+                ("0.4", "0.4-app"): (0, {"version": "str"}, r"^$"),
+                ("0.3-cmdts",): (0, {"version": "0.3.23"}, r"^$"),
+                ("0.3.10",): (0, {"version": "0.3.10"}, r"^$"),
+            },
+        ),
+    ),
+    ("dash-v", ["-v"], (0, re.compile(r"^CLI commit: \w+\n$"), r"^$")),
+    (
+        "daemon-status-down-json",
+        ["daemon", "status", "--json"],
+        by_profile((0, {"status": "not-running"}, r"^$"), NO_DAEMON),
+    ),
+    (
+        "daemon-status-down-text",
+        ["daemon", "status"],
+        by_profile((0, re.compile(r"^LM Studio is not running\n$"), r"^$"), NO_DAEMON),
+    ),
+    ("server-status-off-json", ["server", "status", "--json"], (0, {"running": False, "port": "int"}, r"^$")),
+    ("server-status-off-text", ["server", "status"], (0, "", r"^The server is not running\.\n$")),
+    ("server-start-wakes-service", ["server", "start"], (0, "", r"^Success! Server is now running on port \d+\n$")),
     (
         "daemon-status-up-json",
-        "0.4",
-        "daemon",
         ["daemon", "status", "--json"],
-        0,
-        {"status": "running", "pid": "int", "isDaemon": True},
-        r"^$",
+        by_profile(
+            (0, {"status": "running", "pid": "int", "isDaemon": False}, r"^$"),
+            {**NO_DAEMON, LLMSTER: (0, {"status": "running", "pid": "int", "isDaemon": True}, r"^$")},
+        ),
     ),
     (
         "daemon-status-up-text",
-        "0.4",
-        "daemon",
         ["daemon", "status"],
-        0,
-        "",
-        r"^llmster v[\d.]+ is running \(PID: \d+\)\n$",
+        by_profile(
+            (0, re.compile(r"^LM Studio v0\.3\.31 is running \(PID: \d+\)\n$"), r"^$"),
+            {
+                **NO_DAEMON,
+                LLMSTER: (0, re.compile(r"^llmster v0\.4\.12 is running \(PID: \d+\)\n$"), r"^$"),
+                APP_04: (0, re.compile(r"^LM Studio v0\.4\.12 is running \(PID: \d+\)\n$"), r"^$"),
+            },
+        ),
     ),
-    ("daemon-up-started", "0.4", "none", ["daemon", "up"], 0, "", r"^llmster started \(PID: \d+\)\.\n$"),
     (
         "daemon-up-already",
-        "0.4",
-        "daemon",
         ["daemon", "up"],
-        0,
-        "",
-        r"^The daemon is already running \(PID: \d+\)\.\n$",
+        by_profile(
+            (1, "", r"^error: unknown command 'up'\n$"),
+            {
+                **NO_DAEMON,
+                LLMSTER: (0, re.compile(r"^The daemon is already running \(PID: \d+\)\.\n$"), r"^$"),
+                APP_04: (
+                    0,
+                    re.compile(r"^LM Studio is already running \(PID: \d+\); not starting a second daemon\.\n$"),
+                    r"^$",
+                ),
+            },
+        ),
     ),
     (
         "daemon-up-json",
-        "0.4",
-        "none",
         ["daemon", "up", "--json"],
-        0,
-        {"status": "running", "pid": "int", "isDaemon": True, "version": "str"},
-        r"^$",
-    ),
-    ("daemon-down", "0.4", "daemon", ["daemon", "down"], 0, "", r"^Shutting down llmster\.\.\.\nDone\.\n$"),
-    ("daemon-down-not-running", "0.4", "none", ["daemon", "down"], 1, "", r"^Daemon is not running\.\n$"),
-    (
-        "server-status-off-json",
-        "0.4",
-        "daemon",
-        ["server", "status", "--json"],
-        0,
-        {"running": False, "port": "int"},
-        r"^$",
+        by_profile(
+            (1, "", r"^error: unknown command 'up'\n$"),
+            {
+                **NO_DAEMON,
+                LLMSTER: (0, {"status": "running", "pid": "int", "isDaemon": True, "version": "0.4.12"}, r"^$"),
+                APP_04: (0, {"status": "running", "pid": "int", "isDaemon": False, "version": "0.4.12"}, r"^$"),
+            },
+        ),
     ),
     (
-        "server-status-on-json",
-        "0.4",
-        "server",
-        ["server", "status", "--json"],
-        0,
-        {"running": True, "port": "int"},
-        r"^$",
+        "server-start-bind-loopback",
+        ["server", "start", "--bind", "127.0.0.1"],
+        by_profile(
+            (0, "", r"^Success! Server is now running on port \d+\n$"),
+            {
+                ("0.3.31",): (1, "", r"^error: unknown option '--bind'\n$"),
+                CMDTS: (1, "", cmdts_box("{argv}", len("server start"), "Unknown arguments", "lms server start")),
+            },
+        ),
     ),
-    ("server-status-off-text", "0.4", "none", ["server", "status"], 0, "", r"^The server is not running\.\n$"),
-    ("server-status-on-text", "0.4", "server", ["server", "status"], 0, "", r"^The server is running on port \d+\.\n$"),
-    ("server-start", "0.4", "daemon", ["server", "start"], 0, "", r"^Success! Server is now running on port \d+\n$"),
-    (
-        "server-start-wakes-daemon",
-        "0.4",
-        "none",
-        ["server", "start"],
-        0,
-        "",
-        r"^Success! Server is now running on port \d+\n$",
-    ),
-    ("server-stop", "0.4", "server", ["server", "stop"], 0, "", r"^Stopped the server on port \d+\.\n$"),
-    ("server-stop-not-running", "0.4", "daemon", ["server", "stop"], 1, "", r"^The server is not running\.\n$"),
-    ("ps-empty-json", "0.4", "daemon", ["ps", "--json"], 0, [], r"^$"),
-    ("ps-empty-text", "0.4", "daemon", ["ps"], 0, "", r"^No models are currently loaded\.\n$"),
-    ("ps-json", "0.4", "model", ["ps", "--json"], 0, [shape(REAL_PS_LINE)], r"^$"),
-    (
-        "ps-text",
-        "0.4",
-        "model",
-        ["ps"],
-        0,
-        re.compile(r"^IDENTIFIER\s+MODEL\s+STATUS\s+SIZE\s+CONTEXT\s+PARALLEL\s+DEVICE\s+TTL\n"),
-        r"^$",
-    ),
-    ("ls-json", "0.4", "daemon", ["ls", "--json"], 0, "ls-shape", r"^$"),
-    (
-        "ls-text",
-        "0.4",
-        "daemon",
-        ["ls"],
-        0,
-        re.compile(r"^You have \d+ models, taking up [\d.]+ GB of disk space\."),
-        r"^$",
-    ),
+    ("server-status-on-json", ["server", "status", "--json"], (0, {"running": True, "port": "int"}, r"^$")),
+    ("server-status-on-text", ["server", "status"], (0, "", r"^The server is running on port \d+\.\n$")),
+    ("ps-empty-json", ["ps", "--json"], (0, [], r"^$")),
+    ("ps-empty-text", ["ps"], (0, "", r"^No models are currently loaded\.\n$")),
+    ("ls-json", ["ls", "--json"], (0, "ls-shape", r"^$")),
+    ("ls-text", ["ls"], (0, re.compile(r"^You have \d+ models, taking up [\d.]+ GB of disk space\."), r"^$")),
     (
         "load-exact",
-        "0.4",
-        "daemon",
         ["load", ORNITH_PATH, "--exact", "--yes"],
-        0,
-        "",
-        r"^Model loaded successfully in [\d.]+s\.\n\(37\.73 GB\)\nTo use the model in the API/SDK, use the "
-        r'identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
+        (
+            0,
+            "",
+            r"^Model loaded successfully in [\d.]+s\.\n\(37\.73 GB\)\nTo use the model in the API/SDK, use the "
+            r'identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
+        ),
+    ),
+    ("ps-json", ["ps", "--json"], (0, "ps-shape", r"^$")),
+    (
+        "ps-text",
+        ["ps"],
+        (0, re.compile(r"^IDENTIFIER\s+MODEL\s+STATUS\s+SIZE\s+CONTEXT\s+PARALLEL\s+DEVICE\s+TTL\n"), r"^$"),
     ),
     (
         "load-duplicate-makes-:2",
-        "0.4",
-        "model",
         ["load", ORNITH_PATH, "--exact", "--yes"],
-        0,
-        "",
-        r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"',
+        (0, "", r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"'),
     ),
-    (
-        "load-exact-needs-path-not-key",
-        "0.4",
-        "daemon",
-        ["load", "ornith-1.0-35b-mlx-oq8", "--exact", "--yes"],
-        1,
-        "",
-        r"^Model not found\n",
-    ),
-    ("load-yes-unknown", "0.4", "daemon", ["load", "zzzz-no-such", "--yes"], 1, "", r"^Model not found\n"),
-    ("load-gpu-auto-rejected", "0.4", "daemon", ["load", ORNITH_PATH, "--gpu", "auto"], 1, "", r"Not a number"),
-    (
-        "unload-known",
-        "0.4",
-        "model",
-        ["unload", "ornith-1.0-35b-mlx-oq8"],
-        0,
-        "",
-        r'^Model "ornith-1\.0-35b-mlx-oq8" unloaded\.\n$',
-    ),
-    ("unload-unknown-exits-0", "0.4", "daemon", ["unload", "nope"], 0, "", r"^Model Not Found\n$"),
-    ("unload-all", "0.4", "model", ["unload", "--all"], 0, "", r"^Unloaded 1 models\.\n$"),
-    ("unload-all-none", "0.4", "daemon", ["unload", "-a"], 0, "", r"^No models to unload\.\n$"),
-    ("unload-no-arg-none-loaded", "0.4", "daemon", ["unload"], 1, "", r"No models to unload"),
-    (
-        "get-already",
-        "0.4",
-        "daemon",
-        ["get", "openai/gpt-oss-20b", "--yes"],
-        0,
-        "",
-        r"^Model already downloaded\. To use, run: lms load openai/gpt-oss-20b\n$",
-    ),
-    ("get-downloads", "0.4", "daemon", ["get", "ibm/granite-4-micro", "--yes"], 0, "", r"lms load ibm/granite-4-micro"),
-    ("get-unknown", "0.4", "daemon", ["get", "nobody/nothing", "--yes"], 1, "", r"^Error: "),
-    ("version-json", "0.4", "none", ["version", "--json"], 0, {"version": "str"}, r"^$"),
-    ("dash-v", "0.4", "none", ["-v"], 0, re.compile(r"^CLI commit: \w+\n$"), r"^$"),
-    ("status-off", "0.4", "daemon", ["status"], 0, re.compile(r"^Server:  OFF \n"), r"^$"),
     (
         "status-on",
-        "0.4",
-        "model",
         ["status"],
-        0,
-        re.compile(r"^Server: ON \(port: \d+\)\n\nLoaded Models\n  · ornith-1\.0-35b-mlx-oq8 - 37\.73 GB\n$"),
-        r"^$",
+        (
+            0,
+            re.compile(
+                r"^Server: ON \(port: \d+\)\n\nLoaded Models\n  · ornith-1\.0-35b-mlx-oq8 - 37\.73 GB\n"
+                r"  · ornith-1\.0-35b-mlx-oq8:2 - 37\.73 GB\n$"
+            ),
+            r"^$",
+        ),
     ),
-    ("unknown-command", "0.4", "none", ["frobnicate"], 1, "", r"^error: unknown command 'frobnicate'\n$"),
-    ("unknown-option", "0.4", "none", ["ps", "--bogus"], 1, "", r"^error: unknown option '--bogus'\n$"),
-    # Profile 0.3: no daemon command; `server start` wakes the app itself.
-    ("legacy-no-daemon", "0.3", "none", ["daemon", "status", "--json"], 1, "", r"^error: unknown command 'daemon'\n$"),
     (
-        "legacy-server-start-wakes-app",
-        "0.3",
-        "none",
-        ["server", "start"],
-        0,
-        "",
-        r"^Success! Server is now running on port \d+\n$",
+        "unload-known",
+        ["unload", "ornith-1.0-35b-mlx-oq8:2"],
+        (0, "", r'^Model "ornith-1\.0-35b-mlx-oq8:2" unloaded\.\n$'),
     ),
-    ("legacy-ps", "0.3", "server", ["ps", "--json"], 0, [], r"^$"),
-    ("legacy-version-semver", "0.3", "none", ["version", "--json"], 0, {"version": "0.3.31"}, r"^$"),
+    ("unload-unknown-exits-0", ["unload", "nope"], (0, "", r"^Model Not Found\n$")),
+    (
+        "load-exact-needs-path-not-key",
+        ["load", "ornith-1.0-35b-mlx-oq8", "--exact", "--yes"],
+        (1, "", r"^Model not found\n"),
+    ),
+    ("load-yes-unknown", ["load", "zzzz-no-such", "--yes"], (1, "", r"^Model not found\n")),
+    (
+        "get-already",
+        ["get", "openai/gpt-oss-20b", "--yes"],
+        (0, "", r"^Model already downloaded\. To use, run: lms load openai/gpt-oss-20b\n$"),
+    ),
+    ("get-downloads", ["get", "ibm/granite-4-micro", "--yes"], (0, "", r"lms load ibm/granite-4-micro")),
+    ("get-unknown", ["get", "nobody/nothing", "--yes"], (1, "", r"^Error: ")),
+    (
+        "unknown-option",
+        ["ps", "--bogus"],
+        by_profile(
+            (1, "", r"^error: unknown option '--bogus'\n$"),
+            {CMDTS: (1, "", cmdts_box("ps --bogus", len("ps"), "Unknown arguments", "lms ps"))},
+        ),
+    ),
+    (
+        "unknown-command",
+        ["frobnicate"],
+        by_profile(
+            (1, "", r"^error: unknown command 'frobnicate'\n$"),
+            {CMDTS: (1, "", cmdts_box("frobnicate", 0, "Not a valid subcommand name", "lms"))},
+        ),
+    ),
+    (
+        # facts §8: an uncaught SDK error, its stack, the cause after the last "- Caused By:",
+        # with the version's guardrail wording (0.89 GB = 0.81 GB x 1.1)
+        "load-guardrail-stack",
+        ["load", GEMMA_PATH, "--exact", "--yes"],
+        by_profile(
+            (
+                1,
+                "",
+                r"^Error: Channel Error\n(    at .*\n)+(- Caused By: Error: .*\n(    at .*\n)*)*"
+                r"- Caused By: Error: Model loading was stopped due to insufficient system resources\. Under the "
+                r"current settings, this model requires approximately 0\.89 GB of memory, .*\n(    at .*\n)+$",
+            ),
+            {
+                CMDTS: (
+                    1,
+                    "",
+                    r"^Error: Channel Error\n(    at .*\n)+(- Caused By: Error: .*\n(    at .*\n)*)*"
+                    r"- Caused By: Error: Model loading aborted due to insufficient system resources\. .*\n"
+                    r"(    at .*\n)+$",
+                )
+            },
+        ),
+    ),
+    ("unload-all", ["unload", "--all"], (0, "", r"^Unloaded 1 models\.\n$")),
+    ("unload-all-none", ["unload", "-a"], (0, "", r"^No models to unload\.\n$")),
+    ("unload-no-arg-none-loaded", ["unload"], (1, "", r"No models to unload")),
+    ("server-stop", ["server", "stop"], (0, "", r"^Stopped the server on port \d+\.\n$")),
+    ("server-stop-not-running", ["server", "stop"], (1, "", r"^Error: The server is not running\.\n$")),
+    ("status-off", ["status"], (0, re.compile(r"^Server:  OFF \n"), r"^$")),
+    (
+        "daemon-down",
+        ["daemon", "down"],
+        by_profile(
+            (1, "", r"^error: unknown command 'down'\n$"),
+            {
+                **NO_DAEMON,
+                LLMSTER: (0, "", r"^Shutting down llmster\.\.\.\nDone\.\n$"),
+                APP_04: (
+                    1,
+                    "",
+                    r"^The daemon is currently running as part of LM Studio\. Please exit LM Studio to stop it\.\n$",
+                ),
+            },
+        ),
+    ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("profile", "state", "argv", "code", "stdout", "stderr"), [r[1:] for r in ROWS], ids=[r[0] for r in ROWS]
-)
-def test_lms_command(
-    make_sim: Any, profile: str, state: str, argv: list[str], code: int, stdout: Any, stderr: str
-) -> None:
-    """Each `lms` command prints what the facts sheet says, on the right stream, with its exit code."""
-    sim = make_sim(profile=profile)
-    up(sim, state)
-    result = sim.lms(*argv)
-    assert (result.returncode, bool(re.search(stderr, result.stderr))) == (code, True), result
-    if isinstance(stdout, re.Pattern):
-        assert stdout.search(result.stdout), result.stdout
-    elif stdout == "ls-shape":
-        items = json.loads(result.stdout)
+def expected_for(profile: str, expectation: Any) -> tuple[int, Any, str]:
+    """The (code, stdout, stderr) a release line should show for one session step."""
+    if expectation[0] != "by-profile":
+        return expectation  # type: ignore[no-any-return]
+    _, default, groups = expectation
+    for names, value in groups.items():
+        if profile in names:
+            return value  # type: ignore[no-any-return]
+    return default  # type: ignore[no-any-return]
+
+
+def check_stdout(profile: str, stdout: str, expected: Any) -> None:
+    """``stdout`` matches ``expected`` (see SESSION); JSON must be compact as JSON.stringify writes it."""
+    if isinstance(expected, re.Pattern):
+        assert expected.search(stdout), stdout
+        return
+    if expected == "":
+        assert stdout == ""
+        return
+    value = json.loads(stdout)
+    assert stdout.endswith("\n") and ", " not in stdout  # JSON.stringify: compact
+    if expected == "ls-shape":
         real_ls = {k: v for k, v in shape(REAL_PS_LINE).items() if k not in INSTANCE_FIELDS}
-        assert shape(items[3]) == real_ls  # the Ornith model, as the facts sheet shows it
-        assert all("identifier" not in i for i in items)
-    elif stdout == "":
-        assert result.stdout == ""
-    else:
-        value = json.loads(result.stdout)
-        assert result.stdout.endswith("\n") and ", " not in result.stdout  # JSON.stringify: compact
-        if isinstance(stdout, list):
-            assert shape(value) == stdout
-        else:  # a type name stands for "any value of that type", anything else is literal
-            seen = {
-                k: shape(v) if isinstance(stdout.get(k), str) and stdout[k] in TYPE_NAMES else v
-                for k, v in value.items()
-            }
-            assert seen == stdout
+        if profile == "0.3.10":  # before [js] 52ff1cbe (2025-01-28): no modelKey (facts §8)
+            real_ls.pop("modelKey")
+        assert shape(value[3]) == real_ls  # the Ornith model, as the facts sheet shows it
+        assert all("identifier" not in i for i in value)
+    elif expected == "ps-shape":
+        if profile == "0.3.10":  # before ≈0.3.11: {identifier, path} only (facts §8)
+            assert value == [{"identifier": "ornith-1.0-35b-mlx-oq8", "path": ORNITH_PATH}]
+        else:
+            assert shape(value) == [shape(REAL_PS_LINE)]
+    elif isinstance(expected, list):
+        assert shape(value) == expected
+    else:  # a type name stands for "any value of that type", anything else is literal
+        seen = {
+            k: shape(v) if isinstance(expected.get(k), str) and expected[k] in TYPE_NAMES else v
+            for k, v in value.items()
+        }
+        assert seen == expected
+
+
+@pytest.mark.parametrize("profile", ALL_PROFILES)
+def test_lms_session(make_sim: Any, profile: str) -> None:
+    """A whole `lms` session prints, on each release line, what facts §3 and §8 say: streams,
+    wordings, JSON shapes and exit codes, from nothing running to the daemon going down."""
+    sim = make_sim(profile=profile, time_scale=0.005)  # two 37 GB loads in about 0.25 s each
+    sim.fail_load("google/gemma-3-1b")  # only the guardrail step loads it
+    for step, argv, expectation in SESSION:
+        code, stdout, stderr = expected_for(profile, expectation)
+        result = sim.lms(*argv)
+        stderr = stderr.replace(re.escape("{argv}"), re.escape(" ".join(argv)))
+        assert (result.returncode, bool(re.search(stderr, result.stderr))) == (code, True), (step, result)
+        try:
+            check_stdout(profile, result.stdout, stdout)
+        except AssertionError as exc:
+            raise AssertionError(f"{step}: {result}") from exc
+
+
+def test_load_gpu_auto_is_rejected(sim: SimInstall) -> None:
+    """facts §3: `--gpu` takes off, max or a ratio; `auto` is refused by Commander's parser."""
+    result = sim.lms("load", ORNITH_PATH, "--gpu", "auto")
+    assert (result.returncode, "Not a number" in result.stderr) == (1, True)
+
+
+def test_daemon_status_and_down_when_nothing_runs(sim: SimInstall) -> None:
+    """0.4: `daemon down` with no daemon says so and exits 1; `daemon up` starts llmster."""
+    down = sim.lms("daemon", "down")
+    assert (down.returncode, down.stderr) == (1, "Daemon is not running.\n")
+    started = sim.lms("daemon", "up")
+    assert (started.returncode, bool(re.fullmatch(r"llmster started \(PID: \d+\)\.\n", started.stdout))) == (0, True)
+
+
+def test_daemon_down_returns_before_the_process_exits(make_sim: Any) -> None:
+    """facts §8: 0.4 `daemon down` requests the shutdown and prints Done. while llmster still runs."""
+    sim = make_sim()
+    sim.configure(daemon_stop_s=100)  # 2 s wall at the test scale: the window is wide open
+    up(sim, "daemon")
+    pid = sim.daemon_pid()
+    assert sim.lms("daemon", "down").returncode == 0
+    assert (pid is not None, common.pid_alive(pid or 0)) == (True, True)
+    assert eventually(lambda: not common.pid_alive(pid or 0), timeout=10)
+
+
+def test_app_holding_the_service_refuses_daemon_down(make_sim: Any) -> None:
+    """0.4-app: the GUI app holds the service, `daemon down` refuses (exit 1) and the app lives on."""
+    sim = make_sim(profile="0.4-app")
+    up(sim, "daemon")
+    pid = sim.daemon_pid()
+    result = sim.lms("daemon", "down")
+    assert (result.returncode, "Please exit LM Studio to stop it." in result.stderr) == (1, True)
+    assert sim.daemon_pid() == pid
+
+
+@pytest.mark.parametrize("profile", ["0.4", "0.4-app"])
+def test_bind_all_fails_verification_while_serving(make_sim: Any, profile: str) -> None:
+    """BT#1720: `server start --bind 0.0.0.0` exits 1 with the verify error while the server
+    answers on loopback, and `server status` says it is not running."""
+    sim = make_sim(profile=profile)
+    result = sim.lms("server", "start", "--bind", "0.0.0.0")
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        1,
+        "Error: Failed to verify the server is running. Please try to use another port.",
+    )
+    assert _get(sim, "/lmstudio-greeting") == (200, {"lmstudio": True})
+    assert json.loads(sim.server_config_path.read_text())["networkInterface"] == "0.0.0.0"
+    status = sim.lms("server", "status", "--json")
+    assert json.loads(status.stdout)["running"] is False
+
+
+@pytest.mark.parametrize("profile", ["0.3.31", "0.3-cmdts"])
+def test_without_bind_the_saved_interface_is_kept(make_sim: Any, profile: str) -> None:
+    """facts §8: before --bind, `server start` sent no networkInterface: the saved LAN
+    setting is kept, CORS is still reset, and verification at loopback succeeds."""
+    sim = make_sim(profile=profile)
+    cfg = json.loads(sim.server_config_path.read_text())
+    cfg.update(cors=True, networkInterface="0.0.0.0")
+    sim.server_config_path.write_text(json.dumps(cfg))
+    assert sim.lms("server", "start").returncode == 0
+    after = json.loads(sim.server_config_path.read_text())
+    assert (after["cors"], after["networkInterface"]) == (False, "0.0.0.0")
+
+
+def test_lms_server_host_is_read_by_bind_capable_lms(make_sim: Any) -> None:
+    """facts §3: LMS_SERVER_HOST sets the bind when --bind is absent (0.4)."""
+    sim = make_sim()
+    env = {**sim.env(), "LMS_SERVER_HOST": "127.0.0.1"}
+    proc = subprocess.run(
+        [str(sim.lms_path), "server", "start"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_appimage_install_cannot_be_woken(make_sim: Any) -> None:
+    """lms#97/BT#1068: an AppImage app records a /tmp/.mount_* path that is gone; lms fails
+    with LM Studio's words until the user launches the app, then works."""
+    sim = make_sim(profile="0.3.31", layout="appimage")
+    location = json.loads((sim.home / ".internal" / "app-install-location.json").read_text())
+    assert (location["path"].startswith("/tmp/.mount_LM-Stu"), os.path.exists(location["path"])) == (True, False)
+    result = sim.lms("server", "start")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "LM Studio daemon is not running and no valid installation could be found or installed.\n"
+        "Error: Failed to start or connect to local LM Studio API server.\n",
+    )
+    sim.launch_app()
+    assert sim.lms("server", "start").returncode == 0
+
+
+def test_dangling_llmster_location_does_not_fall_back_to_the_app(make_sim: Any) -> None:
+    """facts §8: llmster-install-location.json naming a missing path is an error, even with an app installed."""
+    sim = make_sim()
+    llmster = Path(json.loads((sim.home / ".internal" / "llmster-install-location.json").read_text())["path"])
+    app = sim.root / "Applications" / "LM-Studio-0.4.12-x64.AppImage"
+    app.parent.mkdir(parents=True)
+    llmster.rename(app)
+    (sim.home / ".internal" / "app-install-location.json").write_text(json.dumps({"path": str(app)}))
+    result = sim.lms("ps")
+    assert (result.returncode, "no valid installation" in result.stderr, sim.daemon_pid()) == (1, True, None)
+
+
+@pytest.mark.parametrize("profile", ALL_PROFILES)
+def test_ttl_unloads_idle_models(make_sim: Any, profile: str) -> None:
+    """facts §8: a model loaded with --ttl is unloaded by LM Studio after that many idle seconds."""
+    sim = make_sim(profile=profile)
+    up(sim, "daemon")
+    assert sim.lms("load", ORNITH_PATH, "--exact", "--yes", "--ttl", "5").returncode == 0
+    assert sim.lms("load", GEMMA_PATH, "--exact", "--yes").returncode == 0
+    # TTL 5 simulated s = 0.1 wall s at the test scale
+    assert eventually(lambda: [m["modelKey"] for m in sim.loaded()] == ["google/gemma-3-1b"])
+
+
+def test_lms_call_cost_is_spent(make_sim: Any) -> None:
+    """Every `lms` call first spends its configured CPU (what a Node CLI start costs)."""
+    sim = make_sim(lms_cost=(0.2, 0.0))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert sim.lms("version").returncode == 0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) >= 0.2
 
 
 def test_plain_server_start_resets_cors_and_bind(sim: SimInstall) -> None:
@@ -417,3 +633,108 @@ def test_jit_load_and_ttl_expiry(sim: SimInstall) -> None:
     while time.monotonic() < deadline and any(m["modelKey"] == "ornith-1.0-35b-mlx-oq8" for m in sim.loaded()):
         time.sleep(0.02)
     assert [m["modelKey"] for m in sim.loaded()] == ["google/gemma-3-1b"]
+
+
+def _request(sim: SimInstall, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{sim.http_url}{path}", method=method, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("profile", ALL_PROFILES)
+def test_rest_v1_only_on_04(make_sim: Any, profile: str) -> None:
+    """facts §8: /api/v1/models exists from 0.4.0; older releases answer it as an unknown route."""
+    sim = make_sim(profile=profile)
+    up(sim, "server")
+    status, body = _request(sim, "GET", "/api/v1/models")
+    if profile.startswith("0.4"):
+        assert (status, {m["key"] for m in body["models"]} >= {"openai/gpt-oss-20b"}) == (200, True)
+    else:
+        assert (status, body) == (200, {"error": "Unexpected endpoint or method. (GET /api/v1/models)"})
+
+
+def test_rest_v1_load_unload_download(sim: SimInstall) -> None:
+    """facts §4: load (not idempotent: :2), loaded_instances, unload, download job and its status."""
+    up(sim, "server")
+    status, loaded = _request(sim, "POST", "/api/v1/models/load", {"model": "qwen/qwen3-4b", "echo_load_config": True})
+    assert (status, loaded["instance_id"], loaded["status"], loaded["type"]) == (200, "qwen/qwen3-4b", "loaded", "llm")
+    assert set(loaded) == {"type", "instance_id", "load_time_seconds", "status", "load_config"}
+    _, again = _request(sim, "POST", "/api/v1/models/load", {"model": "qwen/qwen3-4b", "context_length": 8192})
+    assert (again["instance_id"], "load_config" in again) == ("qwen/qwen3-4b:2", False)
+    _, listed = _request(sim, "GET", "/api/v1/models")
+    qwen = next(m for m in listed["models"] if m["key"] == "qwen/qwen3-4b")
+    assert [(i["id"], i["config"]["context_length"]) for i in qwen["loaded_instances"]] == [
+        ("qwen/qwen3-4b", 4096),
+        ("qwen/qwen3-4b:2", 8192),
+    ]
+    assert _request(sim, "POST", "/api/v1/models/unload", {"instance_id": "qwen/qwen3-4b:2"}) == (
+        200,
+        {"instance_id": "qwen/qwen3-4b:2"},
+    )
+    assert _request(sim, "POST", "/api/v1/models/unload", {"instance_id": "qwen/qwen3-4b:2"})[0] == 404
+    assert _request(sim, "POST", "/api/v1/models/download", {"model": "openai/gpt-oss-20b"}) == (
+        200,
+        {"status": "already_downloaded"},
+    )
+    status, job = _request(sim, "POST", "/api/v1/models/download", {"model": "ibm/granite-4-micro"})
+    assert (status, job["status"], set(job)) == (
+        200,
+        "downloading",
+        {"job_id", "status", "total_size_bytes", "started_at"},
+    )
+
+    def completed() -> bool:
+        return bool(_request(sim, "GET", f"/api/v1/models/download/status/{job['job_id']}")[1]["status"] == "completed")
+
+    assert eventually(completed)
+    _, done = _request(sim, "GET", f"/api/v1/models/download/status/{job['job_id']}")
+    assert (done["downloaded_bytes"], "completed_at" in done) == (done["total_size_bytes"], True)
+    assert "ibm/granite-4-micro" in {m["modelKey"] for m in json.loads(sim.lms("ls", "--json").stdout)}
+
+
+def test_rest_v1_load_failure_is_model_load_failed(sim: SimInstall) -> None:
+    """BT#2295: a failed REST load answers an error with code model_load_failed and LM Studio's cause."""
+    up(sim, "server")
+    sim.fail_load("qwen/qwen3-4b")
+    status, body = _request(sim, "POST", "/api/v1/models/load", {"model": "qwen/qwen3-4b"})
+    assert (status, body["error"]["code"], "insufficient system resources" in body["error"]["message"]) == (
+        500,
+        "model_load_failed",
+        True,
+    )
+
+
+def test_api_token_mode(make_sim: Any) -> None:
+    """facts §4: with a token set, requests without it or with a wrong one get 401 invalid_api_key;
+    the greeting stays open (lms probes it without a token) and the right token passes."""
+    token = "sk-lm-Abcd1234:Abcdefghij0123456789"
+    sim = make_sim(api_token=token)
+    up(sim, "server")  # `lms server start` verifies through the greeting
+    missing = _request(sim, "GET", "/api/v1/models")
+    wrong = _request(sim, "GET", "/v1/models", token="sk-lm-Abcd1234:Xbcdefghij0123456789")  # noqa: S106
+    malformed = _request(sim, "POST", "/v1/chat/completions", {"model": "qwen/qwen3-4b"}, token="nope")  # noqa: S106
+    for status, body in (missing, wrong, malformed):
+        assert (status, body["error"]["code"], body["error"]["type"]) == (401, "invalid_api_key", "invalid_request")
+    assert missing[1]["error"]["message"].startswith("An LM Studio API token is required")
+    assert malformed[1]["error"]["message"].startswith("Malformed LM Studio API token provided: nope")
+    assert _get(sim, "/lmstudio-greeting") == (200, {"lmstudio": True})
+    assert _request(sim, "GET", "/api/v1/models", token=token)[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("profile", "quote", "code"), [("0.4", "'lms load'", None), ("0.3.31", "`lms load`", "model_not_found")]
+)
+def test_no_models_loaded_wording_by_version(make_sim: Any, profile: str, quote: str, code: str | None) -> None:
+    """facts §4: "No models loaded" quotes `lms load` with code model_not_found on 0.3 (lms#107),
+    'lms load' with code null on 0.4 (BT#1730)."""
+    sim = make_sim(profile=profile, server_config={"justInTimeModelLoading": False})
+    up(sim, "server")
+    status, body = _request(sim, "POST", "/v1/chat/completions", {"model": "x", "messages": []})
+    assert (status, quote in body["error"]["message"], body["error"]["code"]) == (404, True, code)

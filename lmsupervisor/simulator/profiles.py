@@ -1,0 +1,213 @@
+"""LM Studio release lines as data: what each simulated install can do and how it words things.
+
+Facts §8 (release lines and quirks) as one table, :data:`PROFILES`, so the simulated `lms`
+and daemon read capabilities from a row instead of branching on version strings. A
+profile is chosen by name at :func:`lmsupervisor.simulator.home.create_install`; the name
+is written to ``<home>/.sim/config.json`` and looked up here by every `lms` call.
+
+=============  =========================================================================
+``0.4``        llmster 0.4.x with today's `lms` (HEAD 07b7252): Commander, ``daemon
+               up/down/status``, ``--bind``, REST v1, API tokens, BT#1720, a ``daemon
+               down`` that returns before the exit
+``0.4-app``    the same CLI, but the GUI app holds the service (``isDaemon: false``);
+               ``daemon down`` refuses
+``0.3.31``     the GUI app with a Commander `lms` that has ``daemon status`` only and no
+               ``--bind`` (releases of about 2025-10/11)
+``0.3-cmdts``  the GUI app with a cmd-ts `lms` (``Not a valid subcommand name``,
+               ``Unknown arguments``): no ``daemon``, no ``--bind`` (about <= 0.3.23)
+``0.3.10``     ``0.3-cmdts`` with the JSON shapes of early 2025: ``ps --json`` items are
+               ``{identifier, path}``, ``ls --json`` items have no ``modelKey``
+``0.3``        the simulator's historical legacy profile, kept for existing tests: the
+               app, Commander, no ``daemon`` command but ``--bind`` accepted (a mix no
+               real release had; prefer ``0.3.31`` or ``0.3-cmdts``)
+=============  =========================================================================
+
+Stdlib only: `bin/lms` imports this on every call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+# Facts §8, guardrail refusals by version. The 0.3.27-0.3.31 text is quoted from users'
+# logs up to "and continuing"; the tail is the 0.3.x text users quote after it.
+GUARDRAIL_ABORTED = (
+    "Model loading aborted due to insufficient system resources. Overloading the system will "
+    "likely cause it to freeze. If you believe this is a mistake, you can try to change the "
+    "model loading guardrails in the settings."
+)
+GUARDRAIL_STOPPED = (
+    "Model loading was stopped due to insufficient system resources. Under the current settings, "
+    "this model requires approximately {gb} GB of memory, and continuing to load the model will "
+    "likely overload your system and cause it to freeze. If you believe this is a mistake, you "
+    "can try to change the model loading guardrails in the settings."
+)
+
+# Facts §4: the 404 when nothing is loaded and JIT cannot help. lms#107 (0.3.5) vs BT#1730 (0.4.8).
+NO_MODELS_03 = {
+    "message": "No models loaded. Please load a model in the developer page or use the `lms load` command.",
+    "type": "invalid_request_error",
+    "param": "model",
+    "code": "model_not_found",
+}
+NO_MODELS_04 = {
+    "message": "No models loaded. Please load a model in the developer page or use the 'lms load' command.",
+    "type": "invalid_request_error",
+    "param": "model",
+    "code": None,
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One release line. Every field is a capability or a wording from facts §3, §4 or §8.
+
+    ``version`` is the app/llmster version (``/lms-status``, ``daemon up --json``);
+    ``cli_version`` what ``lms version --json`` prints (a commit on 0.4, the CLI's semver
+    on 0.3). ``service`` is who holds the API server: ``"llmster"`` (``isDaemon: true``)
+    or ``"app"`` (the GUI app, woken with ``--run-as-service``).
+    """
+
+    name: str
+    version: str
+    cli_version: str
+    service: str
+    # `lms` argument errors: "commander" (`error: unknown command 'x'`) or "cmdts" (an error box)
+    dialect: str
+    # subcommands of `lms daemon`; empty: no `daemon` command at all
+    daemon: frozenset[str]
+    bind_flag: bool  # `server start --bind` (and LMS_SERVER_HOST)
+    # discovery probe on the API ports: "lms-status" (2025-11+) or "greeting" (/lmstudio-greeting)
+    probe: str
+    publishes_server_info: bool  # the daemon writes .internal/http-server.json
+    ps_json: str  # "instance" (ModelInstanceInfo) or "legacy" ({identifier, path})
+    ls_model_key: bool  # `ls --json` items carry modelKey
+    rest_v1: bool  # /api/v1/models, /load, /unload, /download (0.4.0+)
+    api_tokens: bool  # "Require Authentication" exists (0.4.0+)
+    # BT#1720: `server start` verifies at the bind address literally, so 0.0.0.0 "fails"
+    verify_at_bind: bool
+    daemon_down_waits: bool  # False: `daemon down` prints Done. before the process exits
+    guardrail: str  # the load refusal; ``{gb}`` is replaced by the model's estimate
+    no_models_error: dict[str, object] = field(default_factory=lambda: dict(NO_MODELS_04))
+
+    @property
+    def is_app(self) -> bool:
+        return self.service == "app"
+
+
+_LLMSTER = Profile(
+    name="0.4",
+    version="0.4.12",
+    cli_version="07b7252",
+    service="llmster",
+    dialect="commander",
+    daemon=frozenset({"status", "up", "down", "update"}),
+    bind_flag=True,
+    probe="lms-status",
+    publishes_server_info=True,
+    ps_json="instance",
+    ls_model_key=True,
+    rest_v1=True,
+    api_tokens=True,
+    verify_at_bind=True,
+    daemon_down_waits=False,
+    # the 0.4 CLI's wording is unconfirmed (facts §8); the last confirmed CLI text is kept
+    guardrail=GUARDRAIL_STOPPED,
+)
+_CMDTS_APP = Profile(
+    name="0.3-cmdts",
+    version="0.3.23",
+    cli_version="0.3.23",
+    service="app",
+    dialect="cmdts",
+    daemon=frozenset(),
+    bind_flag=False,
+    probe="greeting",
+    publishes_server_info=False,
+    ps_json="instance",
+    ls_model_key=True,
+    rest_v1=False,
+    api_tokens=False,
+    verify_at_bind=False,
+    daemon_down_waits=True,
+    guardrail=GUARDRAIL_ABORTED,
+    no_models_error=dict(NO_MODELS_03),
+)
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        _LLMSTER,
+        replace(_LLMSTER, name="0.4-app", service="app"),
+        replace(
+            _CMDTS_APP,
+            name="0.3.31",
+            version="0.3.31",
+            cli_version="0.3.31",
+            dialect="commander",
+            daemon=frozenset({"status"}),
+            guardrail=GUARDRAIL_STOPPED,
+        ),
+        _CMDTS_APP,
+        replace(
+            _CMDTS_APP, name="0.3.10", version="0.3.10", cli_version="0.3.10", ps_json="legacy", ls_model_key=False
+        ),
+        replace(
+            _CMDTS_APP,
+            name="0.3",
+            version="0.3.31",
+            cli_version="0.3.31",
+            dialect="commander",
+            bind_flag=True,
+            guardrail=GUARDRAIL_STOPPED,
+            no_models_error=dict(NO_MODELS_04),
+        ),
+    )
+}
+
+
+def get(name: str) -> Profile:
+    """The profile called ``name``; raises ValueError naming the known ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(repr(n) for n in PROFILES)
+        raise ValueError(f"profile: expected one of {known}, got {name!r}") from None
+
+
+def guardrail_text(profile: Profile, size_bytes: int) -> str:
+    """The version's guardrail refusal for a model of ``size_bytes`` (estimate: size x 1.1)."""
+    return profile.guardrail.format(gb=f"{size_bytes * 1.1 / 1e9:.2f}")
+
+
+def load_error_stack(cause: str) -> str:
+    """How `lms load` prints a failed load (facts §8): an uncaught SDK error with its chain.
+
+    Shape from users' logs: ``Error: Channel Error``, ``    at ...`` frames, then one
+    ``- Caused By: Error: ...`` per wrapped error; the real cause is after the last one.
+    """
+    return "\n".join(
+        [
+            "Error: Channel Error",
+            "    at _0x403dc9.<computed> (/$bunfs/root/lms:1158:10550)",
+            "    at process.processTicksAndRejections (node:internal/process/task_queues:105:5)",
+            "- Caused By: Error: Channel Error",
+            "    at _0x15ff04.FacadeClientPort.createChannel (/$bunfs/root/lms:241:35165)",
+            f"- Caused By: Error: {cause}",
+            "    at _0x30f530.<computed> (/$bunfs/root/lms:245:93126)",
+        ]
+    )
+
+
+def cmdts_error(argv: list[str], bad: int, message: str, breadcrumbs: list[str], count: int = 1) -> str:
+    """cmd-ts's error box ([cmd-ts] ``errorBox.ts``, colours off as when piped).
+
+    ``argv`` is what followed ``lms``; ``bad`` the index of the first offending argument;
+    the caret sits ``len(" ".join(argv[:bad]))`` columns in, as cmd-ts computes it.
+    """
+    pad = " " * len(" ".join(argv[:bad]))
+    lines = [f"error: found {count} error{'s' if count > 1 else ''}", "", f"  {' '.join(argv)}"]
+    for i, line in enumerate(message.split("\n")):
+        lines.append(f"  {pad} {'^' if i == 0 else ' '} {line}")
+    lines += ["", "", f"hint: for more information, try '{' '.join(breadcrumbs)} --help'"]
+    return "\n".join(lines)
