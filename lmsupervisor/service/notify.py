@@ -121,14 +121,14 @@ class Progress:
 
 
 def status_line(state: str, snap: dict[str, Any], reason: str | None = None) -> str:
-    """One line for ``STATUS=``: ``ready: 2/2 models, http://127.0.0.1:1234``; states other
-    than ready add the reason in parentheses. Newlines are flattened (one datagram holds
+    """One line for ``STATUS=``: ``ready: 2/2 models, http://127.0.0.1:1234``, then
+    ``reason`` in parentheses when given. Newlines are flattened (one datagram holds
     newline-separated fields) and the line is cut at :data:`MAX_STATUS` characters."""
     models = snap.get("models") or []
     loaded = sum(1 for m in models if m.get("state") == "loaded")
     endpoint = (snap.get("server") or {}).get("api_endpoint") or "no server"
     line = f"{state}: {loaded}/{len(models)} models, {endpoint}"
-    if reason and state not in ("ready", "stopped"):
+    if reason:
         line += f" ({reason})"
     line = " ".join(line.split())
     return line if len(line) <= MAX_STATUS else line[: MAX_STATUS - 1] + "…"
@@ -139,7 +139,8 @@ def on_event(p: Progress, event: dict[str, Any], snap: dict[str, Any]) -> tuple[
     kind = event.get("type")
     if kind == "state":
         state = str(event.get("state"))
-        lines = [f"STATUS={status_line(state, snap, event.get('reason'))}"]
+        reason = None if state in ("ready", "stopped") else event.get("reason")
+        lines = [f"STATUS={status_line(state, snap, reason)}"]
         if state in ("stopping", "stopped"):
             if not p.stopping:
                 return replace(p, stopping=True), ["STOPPING=1", *lines]
