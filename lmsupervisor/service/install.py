@@ -372,7 +372,7 @@ class Installer:
         if state.loaded:
             for argv in plan.stop:
                 self._run(plan, argv, dry_run)
-        for f in present:
+        for f in sorted(present, key=lambda f: f.shared):  # our own drop-in first, then the shared template
             path = host_path(self.root, f.path)
             if f.shared and self._still_used(path):
                 self.out(f"kept       {f.path} (other instances use it)")
