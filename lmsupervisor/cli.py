@@ -287,7 +287,7 @@ def _linger_note(linger: tuple[str, ...]) -> None:
     elif res.returncode == 0:
         print(f"note: lingering is off: the unit starts at your first login, not at boot; to start it at boot: `{fix}`")
     else:
-        why = (res.stderr or res.stdout).strip() or f"exit {res.returncode}"
+        why = " ".join((res.stderr or res.stdout).split()) or f"exit {res.returncode}"
         print(f"note: could not ask logind whether lingering is on ({why}); to start the unit at boot: `{fix}`")
 
 
@@ -324,7 +324,7 @@ def _service_status(args: argparse.Namespace) -> int:
     lines: list[tuple[str, str]] = []
     for st in states:
         if not st.installed and not st.loaded:
-            lines.append(("service", f"not installed ({st.manager} {st.unit}); `lmsupervisor service install`"))
+            lines.append(("lmsupervisor", f"not installed ({st.manager} {st.unit}); `lmsupervisor service install`"))
             continue
         lines += rows(st)
     if snap is not None:

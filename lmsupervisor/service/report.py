@@ -30,7 +30,7 @@ def boot_line(st: UnitState) -> str:
 
 def rows(st: UnitState) -> list[tuple[str, str]]:
     """Label/value rows for one unit."""
-    out = [("service", describe(st))]
+    out = [("lmsupervisor", describe(st))]
     if st.error:
         out.append(("manager", st.error))
     restarts = [] if st.restarts is None else [f"{st.restarts} restarts"]
