@@ -315,3 +315,28 @@ def test_missing_tool_is_exit_127() -> None:
     res = run_command(("lmsupervisor-no-such-tool",))
     assert (res.returncode, "not found" in res.stderr) == (127, True)
     assert isinstance(res, Result)
+
+
+def test_cli_dry_run_prints_the_unit_and_the_linger_fix(tools: Tools, capsys: pytest.CaptureFixture[str]) -> None:
+    """`service install --user --dry-run`: the unit with this installation's path, the commands, and how to linger."""
+    from lmsupervisor.cli import main
+    from lmsupervisor.service.install import find_program
+
+    assert main(["service", "install", "--user", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"    ExecStart={find_program()[0]} run" in out
+    assert "would run  systemctl --user enable --now lmsupervisor.service" in out
+    assert "note: lingering is off: the unit starts at your first login, not at boot" in out
+    assert "`loginctl enable-linger " in out
+    assert [c for c in tools.calls if c[1:2] == ["--user"] and c[2] != "show"] == []  # nothing was changed
+
+
+def test_cli_system_needs_root_unless_dry_run(
+    tools: Tools, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--system without root exits 1 and says to use sudo; nothing is written."""
+    from lmsupervisor.cli import main
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert main(["service", "install", "--system"]) == 1
+    assert "run it with sudo" in capsys.readouterr().err
