@@ -303,19 +303,19 @@ def _service_status(args: argparse.Namespace) -> int:
         states = [query(plan_for(args.scope, args.config))]
     else:
         states = installed_services() or [query(plan_for("user", args.config))]
-    socket_path = resolve_socket(None)
-    if args.scope == "system" or (not args.scope and any(s.unit.startswith("lmsupervisor@") for s in states)):
-        import os
+    import os
 
-        socket_path = os.environ.get("LMSUPERVISOR_SOCKET") or socket_path
-        for st in states:
-            if st.unit.startswith("lmsupervisor@") and st.active:
-                user = st.unit.removeprefix("lmsupervisor@").removesuffix(".service")
-                socket_path = f"/run/lmsupervisor/{user}/status.sock"
+    socket_path = resolve_socket(None)
+    system = next((st for st in states if st.unit.startswith("lmsupervisor@")), None)
+    if system is not None and not os.environ.get("LMSUPERVISOR_SOCKET") and (system.active or args.scope):
+        user = system.unit.removeprefix("lmsupervisor@").removesuffix(".service")
+        socket_path = f"/run/lmsupervisor/{user}/status.sock"  # the system unit's RuntimeDirectory
     try:
         snap = request(socket_path, "GET", "/v1/status")[1]
     except StatusSocketError as exc:
         snap, reach = None, str(exc)
+    else:
+        reach = ""
     active = any(s.active for s in states)
     code = EXIT_NOT_RUNNING if not active else (EXIT_OK if snap and snap.get("ready") else EXIT_NOT_READY)
     if args.json:
@@ -327,16 +327,11 @@ def _service_status(args: argparse.Namespace) -> int:
             lines.append(("lmsupervisor", f"not installed ({st.manager} {st.unit}); `lmsupervisor service install`"))
             continue
         lines += rows(st)
+    lines.append(("supervisor", f"answering on {socket_path}" if snap is not None else reach))
+    width = max(len(k) for k, _ in lines)
+    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in lines))
     if snap is not None:
         from lmsupervisor.api.status import summary
 
-        lines.append(("supervisor", f"answering on {socket_path}"))
-        width = max(len(k) for k, _ in lines)
-        out = [f"{k.ljust(width)}  {v}" for k, v in lines]
-        print("\n".join(out))
         print(summary(snap))
-    else:
-        lines.append(("supervisor", reach))
-        width = max(len(k) for k, _ in lines)
-        print("\n".join(f"{k.ljust(width)}  {v}" for k, v in lines))
     return code

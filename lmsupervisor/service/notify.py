@@ -206,8 +206,8 @@ class ServiceNotifier:
         """Apply one event (synchronously: tests call it directly)."""
         self.progress, lines = on_event(self.progress, event, sup.snapshot())
         self._send(lines)
-        if lines and lines[0] == "READY=1" and not self.progress.reloading:
-            log.info("service_ready_notified", state=event.get("state") or sup.snapshot().get("state"))
+        if lines and lines[0] == "READY=1" and event.get("type") == "state":
+            log.info("service_ready_notified", state=event.get("state"))
 
     async def follow(self, sup: Observed, events: asyncio.Queue[dict[str, Any] | None]) -> None:
         """Consume ``events`` (from ``sup.subscribe()``, taken before ``sup.run()`` starts,
