@@ -110,6 +110,18 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--seconds", type=float, default=5.0, help="slow-start: extra wall seconds per start")
     sm.add_argument("--model", help="fail-load: the model key whose loads fail")
     sm.add_argument("--message", help="fail-load: the error text (default: the version's guardrail)")
+    sv = sub.add_parser("service", help="install, remove or inspect the system service (systemd, launchd, Windows)")
+    sv.add_argument("action", choices=("install", "uninstall", "status"))
+    scope = sv.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--user", dest="scope", action="store_const", const="user", help="per-user unit, starts at login (default)"
+    )
+    scope.add_argument(
+        "--system", dest="scope", action="store_const", const="system", help="starts at boot as you; needs root"
+    )
+    sv.add_argument("--dry-run", action="store_true", help="print the files and commands, change nothing")
+    sv.add_argument("--config", type=Path, help="config file the service runs with (default: the usual lookup)")
+    sv.add_argument("--json", action="store_true", help="status as JSON")
     return p
 
 
@@ -154,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": cmd_demo,
         "native-host": cmd_native_host,
         "simulate": cmd_simulate,
+        "service": cmd_service,
     }[args.command]
     from lmsupervisor.errors import ConfigError, InstanceLockedError
 
@@ -331,3 +344,105 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         _err(f"{exc.message} ({exc.hint})")
         return EXIT_NOT_READY
     return EXIT_OK
+
+
+# -- service -----------------------------------------------------------------------------
+def cmd_service(args: argparse.Namespace) -> int:
+    import os
+
+    from lmsupervisor.service.install import Installer, ServiceError, plan_for
+
+    if args.action == "status":
+        return _service_status(args)
+    scope = args.scope or "user"
+    if args.config is not None and not args.config.exists():
+        _err(f"--config {args.config}: no such file (write one with `lmsupervisor config init {args.config}`)")
+        return EXIT_USAGE
+    plan = plan_for(scope, args.config)
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if scope == "system" and plan.manager != "schtasks" and not root and not args.dry_run:
+        _err(f"--system writes {plan.files[0].path}: run it with sudo (or look first with --dry-run)")
+        return EXIT_NOT_READY
+    print(f"lmsupervisor service {args.action} --{scope}: {plan.manager} {plan.unit}")
+    owner = None
+    if scope == "system" and plan.manager == "launchd" and root:  # the log folder belongs to the job's user
+        import pwd
+
+        entry = pwd.getpwnam(plan.unit.rsplit(".", 1)[-1])
+        owner = (entry.pw_uid, entry.pw_gid)
+    installer = Installer(out=print, owner=owner)
+    try:
+        if args.action == "install":
+            installer.install(plan, dry_run=args.dry_run)
+        else:
+            installer.uninstall(plan, dry_run=args.dry_run)
+    except ServiceError as exc:
+        _err(str(exc))
+        return EXIT_NOT_READY
+    if args.action == "install":
+        for note in plan.notes if plan.linger is None else ():
+            print(f"note: {note}")
+        if plan.linger is not None:
+            _linger_note(plan.linger)
+    return EXIT_OK
+
+
+def _linger_note(linger: tuple[str, ...]) -> None:
+    """Linux user units start at boot only with lingering: say whether it is on, and how."""
+    from lmsupervisor.service.install import run_command
+
+    fix = f"loginctl enable-linger {linger[2]}"
+    res = run_command(linger)
+    if res.returncode == 0 and "Linger=yes" in res.stdout:
+        print("lingering is on: the unit starts at boot, before anyone logs in")
+    elif res.returncode == 0:
+        print(f"note: lingering is off: the unit starts at your first login, not at boot; to start it at boot: `{fix}`")
+    else:
+        why = " ".join((res.stderr or res.stdout).split()) or f"exit {res.returncode}"
+        print(f"note: could not ask logind whether lingering is on ({why}); to start the unit at boot: `{fix}`")
+
+
+def _service_status(args: argparse.Namespace) -> int:
+    import json
+
+    from lmsupervisor.api.client import request, resolve_socket
+    from lmsupervisor.errors import StatusSocketError
+    from lmsupervisor.service.install import installed_services, plan_for, query
+    from lmsupervisor.service.report import rows
+
+    if args.scope:
+        states = [query(plan_for(args.scope, args.config))]
+    else:
+        states = installed_services() or [query(plan_for("user", args.config))]
+    import os
+
+    socket_path = resolve_socket(None)
+    system = next((st for st in states if st.unit.startswith("lmsupervisor@")), None)
+    if system is not None and not os.environ.get("LMSUPERVISOR_SOCKET") and (system.active or args.scope):
+        user = system.unit.removeprefix("lmsupervisor@").removesuffix(".service")
+        socket_path = f"/run/lmsupervisor/{user}/status.sock"  # the system unit's RuntimeDirectory
+    try:
+        snap = request(socket_path, "GET", "/v1/status")[1]
+    except StatusSocketError as exc:
+        snap, reach = None, str(exc)
+    else:
+        reach = ""
+    active = any(s.active for s in states)
+    code = EXIT_NOT_RUNNING if not active else (EXIT_OK if snap and snap.get("ready") else EXIT_NOT_READY)
+    if args.json:
+        print(json.dumps({"services": [s.to_json() for s in states], "supervisor": snap}, indent=2))
+        return code
+    lines: list[tuple[str, str]] = []
+    for st in states:
+        if not st.installed and not st.loaded:
+            lines.append(("lmsupervisor", f"not installed ({st.manager} {st.unit}); `lmsupervisor service install`"))
+            continue
+        lines += rows(st)
+    lines.append(("supervisor", f"answering on {socket_path}" if snap is not None else reach))
+    width = max(len(k) for k, _ in lines)
+    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in lines))
+    if snap is not None:
+        from lmsupervisor.api.status import summary
+
+        print(summary(snap))
+    return code

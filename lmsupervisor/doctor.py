@@ -4,10 +4,16 @@ It changes nothing: it reads LM Studio's files (:func:`lmsupervisor.lmstudio.ins
 asks `lms daemon status --json` (which never starts anything), probes the HTTP server's
 greeting, and lists loaded models with `lms ps --json` only when the daemon or server is
 already up (other `lms` commands would wake LM Studio, facts §1).
+
+It also reports lmsupervisor's own service (which manager, enabled, active, whether it
+starts before login) and warns when LM Studio's own autostart would start a second copy
+at boot: the app's "Enable Local LLM Service" (``settings.json`` ``enableLocalService``),
+or a unit like LM Studio's documented oneshot one (``lms daemon up`` / ``lms server start``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +34,8 @@ from lmsupervisor.errors import LmsError
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
 from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.service.install import UnitState, installed_services
+from lmsupervisor.service.report import rows as service_rows
 
 LMS_TIMEOUT = 15.0  # seconds for each `lms` call doctor makes
 
@@ -43,6 +51,7 @@ class Diagnosis:
     probe: ProbeResult | None = None
     loaded: list[LoadedModel] | None = None
     problems: list[Problem] = field(default_factory=list)
+    services: list[UnitState] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +82,7 @@ class Diagnosis:
                 {"identifier": m.identifier, "key": m.model_key, "path": m.path, "status": m.status}
                 for m in self.loaded
             ],
+            "services": [st.to_json() for st in self.services],
             "problems": [p.to_json() for p in self.problems],
         }
 
@@ -82,12 +92,22 @@ async def diagnose(
     platform: Platform,
     runner_factory: Callable[[Path], LmsRunner] | None = None,
     prober: Prober | None = None,
+    services: Callable[[], list[UnitState]] | None = None,
+    unit_dirs: list[Path] | None = None,
 ) -> Diagnosis:
-    """Diagnose this machine; never raises for what it finds (it becomes a problem)."""
+    """Diagnose this machine; never raises for what it finds (it becomes a problem).
+
+    ``services`` lists lmsupervisor's installed units (default: ask the service managers
+    about the units under ``platform.user_home``); ``unit_dirs`` are the folders searched
+    for LM Studio's own systemd units (default: the user's and /etc/systemd/system)."""
     install = detect(platform, config.lmstudio.home, config.lmstudio.lms)
     server = effective_server(config.server.bind, config.server.port, config.server.cors, install.server)
     url = base_url(server.bind, server.port)
     diag = Diagnosis(install, server, url, problems=list(install.problems))
+    diag.services = services() if services is not None else installed_services(home=platform.user_home)
+    if unit_dirs is None:
+        unit_dirs = [platform.user_home / ".config/systemd/user", Path("/etc/systemd/system")]
+    _service_problems(diag, install, unit_dirs)
     if not install.installed:
         return diag
 
@@ -172,6 +192,72 @@ async def diagnose(
     return diag
 
 
+_LMS_AUTOSTART = re.compile(r"\b(lms(\.exe)?\s+(daemon\s+up|server\s+start)|llmster)\b")
+
+
+def lmstudio_units(dirs: list[Path]) -> list[Path]:
+    """systemd units in ``dirs`` that start LM Studio themselves (LM Studio's documented
+    oneshot unit runs ``lms daemon up`` and ``lms server start``); ours are skipped."""
+    found = []
+    for folder in dirs:
+        try:
+            candidates = sorted(folder.glob("*.service"))
+        except OSError:
+            continue
+        for unit in candidates:
+            if unit.name.startswith("lmsupervisor"):
+                continue
+            try:
+                text = unit.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            if _LMS_AUTOSTART.search(text):
+                found.append(unit)
+    return found
+
+
+def _service_problems(diag: Diagnosis, install: Install, unit_dirs: list[Path]) -> None:
+    """Warnings about starting at boot: LM Studio's own autostart next to ours, lingering."""
+    if not diag.services:
+        return
+    # lmsupervisor starts LM Studio itself: the app's headless toggle being off is no problem then
+    diag.problems = [p for p in diag.problems if p.code != "local_service_disabled"]
+    if install.local_service_enabled:
+        settings = install.home / "settings.json"
+        diag.problems.append(
+            Problem(
+                "lmstudio_autostart",
+                "LM Studio's own 'Enable Local LLM Service' (enableLocalService in "
+                f"{settings}) starts it at login too: it races lmsupervisor's service at boot and can "
+                "start a second copy or load `:2` duplicates",
+                "turn off LM Studio's 'Enable Local LLM Service' / run-on-login setting (or set "
+                f'"enableLocalService": false in {settings} while LM Studio is stopped); lmsupervisor starts it',
+                "warning",
+            )
+        )
+    for unit in lmstudio_units(unit_dirs):
+        user = "/etc/" not in str(unit)
+        cmd = f"systemctl {'--user ' if user else ''}disable --now {unit.name}"
+        diag.problems.append(
+            Problem(
+                "lmstudio_unit",
+                f"{unit} starts LM Studio at boot too (lms daemon up / server start), next to lmsupervisor",
+                f"`{'' if user else 'sudo '}{cmd}`: lmsupervisor starts and watches LM Studio itself",
+                "warning",
+            )
+        )
+    for st in diag.services:
+        if st.linger is False:
+            diag.problems.append(
+                Problem(
+                    "service_not_before_login",
+                    "lmsupervisor's user unit starts only at your first login (lingering is off)",
+                    f"`{st.linger_fix}` starts it at boot, before anyone logs in",
+                    "warning",
+                )
+            )
+
+
 def render(diag: Diagnosis) -> str:
     """A compact human table, then the problems with their fixes."""
     inst = diag.install
@@ -205,6 +291,10 @@ def render(diag: Diagnosis) -> str:
             rows.append(("server", f"not responding at {diag.api_endpoint}"))
     if diag.loaded is not None:
         rows.append(("models", ", ".join(m.identifier for m in diag.loaded) or "none loaded"))
+    for st in diag.services:
+        rows += service_rows(st)
+    if not diag.services:
+        rows.append(("lmsupervisor", "not installed as a service (`lmsupervisor service install`)"))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     if diag.problems:

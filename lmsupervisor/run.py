@@ -29,6 +29,7 @@ from lmsupervisor.lmstudio.install import Platform, detect
 from lmsupervisor.lmstudio.lms import Lms, LmsClient
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.watch import OsPidWatcher, OsProcessTable
+from lmsupervisor.service.notify import Notifier, ServiceNotifier
 from lmsupervisor.supervisor import ServerMemory, Supervisor
 
 STAGE_TIMEOUT = 5.0  # seconds for each shutdown stage
@@ -76,9 +77,15 @@ async def serve(
     sock: Path,
     platform: Platform | None = None,
     lock: InstanceLock | None = None,
+    notifier: Notifier | None = None,
 ) -> None:
+    """Serve until stopped. ``notifier`` tells systemd (sd_notify) about us; build it with
+    :meth:`Notifier.from_environ` before ``platform``, so children never inherit
+    ``NOTIFY_SOCKET``. READY=1 comes once the socket serves (it is started first) and the
+    first reconcile ran (:mod:`lmsupervisor.service.notify`)."""
     log = structlog.get_logger("lmsupervisor")
     sup, prober = build_supervisor(cfg, platform or Platform.current(), config_path, explicit)
+    service = ServiceNotifier(notifier or Notifier(None), SystemClock())
     server = StatusServer(
         sup,
         sock,
@@ -87,20 +94,25 @@ async def serve(
         on_recreated=lock.ensure if lock is not None else None,
     )
     await server.start()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, lambda: sup.post("stop", reason="SIGTERM"))
-    loop.add_signal_handler(signal.SIGINT, lambda: sup.post("stop", reason="SIGINT"))
+    events = sup.subscribe()  # before run(): the first state change must not be missed
+    notifying = asyncio.create_task(service.run(sup, events))
 
-    def on_sighup() -> None:
+    def on_hup() -> None:
+        service.reloading()  # RELOADING=1 now, READY=1 when the "config" event comes
         sup.post("reload")
         server.check_soon()  # a tmp cleaner may have taken the socket: SIGHUP brings it back at once
 
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: sup.post("stop", reason="SIGTERM"))
+    loop.add_signal_handler(signal.SIGINT, lambda: sup.post("stop", reason="SIGINT"))
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     watcher = asyncio.create_task(_watch_config(config_path, sup)) if config_path.parent.is_dir() else None
     log.info("supervisor_started", config=str(config_path), socket=str(sock), pid=os.getpid())
     try:
         await sup.run()
     finally:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(notifying, STAGE_TIMEOUT)  # STOPPING=1 goes out here
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -136,6 +148,7 @@ def raise_fd_limit() -> tuple[int, int] | None:
 def run_main(config_path: Path | None) -> None:
     """Run until SIGTERM/SIGINT. Raises :class:`ConfigError` (the CLI exits 78) for a bad
     config, group or socket folder, :class:`InstanceLockedError` (exit 69) if another instance runs."""
+    notifier = Notifier.from_environ(os.environ)  # first: children must not inherit NOTIFY_SOCKET
     cfg, path = configmod.load(config_path)
     logs.configure(cfg.log.level, cfg.log.format)
     check_config(cfg)
@@ -155,7 +168,7 @@ def run_main(config_path: Path | None) -> None:
         lock.release()
         raise
     try:
-        asyncio.run(serve(cfg, path, config_path is not None, sock, lock=lock))
+        asyncio.run(serve(cfg, path, config_path is not None, sock, lock=lock, notifier=notifier))
     except StatusSocketError as exc:
         raise InstanceLockedError(exc.message, exc.hint) from exc
     finally:
