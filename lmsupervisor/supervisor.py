@@ -145,6 +145,7 @@ class Supervisor:
         self._probes: set[asyncio.Task[None]] = set()
         self._unwatch: Callable[[], None] | None = None
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._observers: list[Callable[[Message, Snapshot], None]] = []
 
     # -- public interface ------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -190,6 +191,11 @@ class Supervisor:
                 with contextlib.suppress(asyncio.QueueFull):
                     q.put_nowait(None)
 
+    def observe(self, observer: Callable[[Message, Snapshot], None]) -> None:
+        """Call ``observer(message, new_snapshot)`` after every message is reduced (metrics,
+        tests). An observer that raises is logged and never disturbs supervision."""
+        self._observers.append(observer)
+
     def dispatch(self, msg: Message) -> None:
         """Reduce one message and perform its effects."""
         now = Now(self.clock.monotonic(), self.clock.wall(), self.rng.uniform(-1.0, 1.0))
@@ -198,6 +204,11 @@ class Supervisor:
         except Exception:  # a bug in the reducer: keep the last good state, keep running
             self.log.exception("reducer_crashed", message=type(msg).__name__)
             return
+        for observer in self._observers:
+            try:
+                observer(msg, self.snap)
+            except Exception:
+                self.log.exception("observer_failed", message=type(msg).__name__)
         for effect in effects:
             try:
                 self._perform(effect)
