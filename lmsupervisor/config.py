@@ -25,6 +25,7 @@ from lmsupervisor.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
+TRANSPORTS = ("unix", "tcp")  # status.transport: a Unix socket, or loopback TCP with a bearer token
 MAX_SECONDS = 86_400.0  # upper bound of every duration: a day (a larger value is a typo, not a wish)
 MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
 
@@ -111,10 +112,14 @@ class StatusConfig:
 
     ``socket`` is its path (None: :func:`default_socket_path`); ``group`` is an optional
     group name or gid that may read it (mode 0660 in a 0750 folder), empty for none.
+    ``transport`` is one of :data:`TRANSPORTS` (None: the platform's, see
+    :func:`status_transport`); with ``"tcp"`` the port and token go to a file beside
+    ``socket`` (:mod:`lmsupervisor.api.tokenfile`).
     """
 
     socket: Path | None = None  # None: the platform default (see default_socket_path)
     group: str = ""
+    transport: str | None = None  # None: "tcp" on Windows, "unix" elsewhere (status_transport)
 
 
 @dataclass(frozen=True)
@@ -348,6 +353,7 @@ def parse(data: Mapping[str, Any]) -> Config:
     status = StatusConfig(
         socket=_path("status.socket", st["socket"]) if "socket" in st else None,
         group=_str("status.group", st.get("group", "")),
+        transport=_str("status.transport", st["transport"], TRANSPORTS) if "transport" in st else None,
     )
     lg = _table("log", top.get("log", {}), _keys(LogConfig))
     log = LogConfig(
@@ -407,6 +413,14 @@ def socket_path(config: Config, cli: Path | None = None, env: Mapping[str, str] 
     if env.get("LMSUPERVISOR_SOCKET"):
         return Path(env["LMSUPERVISOR_SOCKET"])
     return config.status.socket or default_socket_path(env)
+
+
+def status_transport(config: Config, os_name: str = os.name) -> str:
+    """``status.transport``, else the platform's: ``"tcp"`` on Windows (``os.name == "nt"``,
+    where asyncio has no Unix socket server), ``"unix"`` elsewhere."""
+    if config.status.transport is not None:
+        return config.status.transport
+    return "tcp" if os_name == "nt" else "unix"
 
 
 def to_toml(config: Config) -> dict[str, Any]:
