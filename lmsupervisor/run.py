@@ -20,6 +20,7 @@ import structlog
 
 from lmsupervisor import config as configmod
 from lmsupervisor import logs
+from lmsupervisor.api.metrics import Metrics
 from lmsupervisor.api.socketdir import InstanceLock, check_config, prepare_socket_dir, resolve_group
 from lmsupervisor.api.statusd import StatusServer
 from lmsupervisor.clock import SystemClock
@@ -36,19 +37,28 @@ STAGE_TIMEOUT = 5.0  # seconds for each shutdown stage
 
 
 def build_supervisor(
-    cfg: Config, platform: Platform, config_path: Path | None, explicit_config: bool
+    cfg: Config,
+    platform: Platform,
+    config_path: Path | None,
+    explicit_config: bool,
+    metrics: Metrics | None = None,
 ) -> tuple[Supervisor, Prober]:
-    """A Supervisor with the real clock, lms, prober and process watching."""
+    """A Supervisor with the real clock, lms, prober and process watching. With ``metrics``,
+    every `lms` call is counted there and it observes every reduced message."""
     clock = SystemClock()
     prober = Prober(timeout=cfg.health.timeout)
 
     def loader() -> Config:
         return configmod.load(config_path if explicit_config else None)[0]
 
+    def lms_client(path: Path) -> LmsClient:
+        runner = Lms(path, env=platform.env)
+        return LmsClient(metrics.runner(runner) if metrics is not None else runner)
+
     sup = Supervisor(
         cfg,
         clock=clock,
-        lms_factory=lambda p: LmsClient(Lms(p, env=platform.env)),
+        lms_factory=lms_client,
         prober=prober,
         detect=lambda c: detect(platform, c.lmstudio.home, c.lmstudio.lms),
         pids=OsPidWatcher(clock),
@@ -58,6 +68,9 @@ def build_supervisor(
         pid=os.getpid(),
         memory=ServerMemory(Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False)) / "server.json"),
     )
+    if metrics is not None:
+        metrics.snapshot = sup.snapshot
+        sup.observe(metrics.observe)
     return sup, prober
 
 
@@ -84,12 +97,15 @@ async def serve(
     ``NOTIFY_SOCKET``. READY=1 comes once the socket serves (it is started first) and the
     first reconcile ran (:mod:`lmsupervisor.service.notify`)."""
     log = structlog.get_logger("lmsupervisor")
-    sup, prober = build_supervisor(cfg, platform or Platform.current(), config_path, explicit)
+    metrics = Metrics(None, SystemClock())
+    sup, prober = build_supervisor(cfg, platform or Platform.current(), config_path, explicit, metrics)
     service = ServiceNotifier(notifier or Notifier(None), SystemClock())
     server = StatusServer(
         sup,
         sock,
         gid=resolve_group(cfg.status.group),
+        transport=configmod.status_transport(cfg),
+        metrics=metrics,
         check_interval=cfg.health.interval,
         on_recreated=lock.ensure if lock is not None else None,
     )
