@@ -1,8 +1,14 @@
-"""The status socket: HTTP/1.1 + JSON over a Unix domain socket (design §5), on h11.
+"""The status socket: HTTP/1.1 + JSON over a Unix domain socket or loopback TCP (design §5), on h11.
 
-Read endpoints answer whoever can connect (the socket is 0600 in a 0700 folder, or
-0660 in a 0750 folder for ``status.group``); POST endpoints also check the peer's uid with
-``SO_PEERCRED`` (Linux): only the same uid or root may restart or reload.
+How it listens is a :mod:`~lmsupervisor.api.transport`: on a Unix socket, read endpoints
+answer whoever can connect (the socket is 0600 in a 0700 folder, or 0660 in a 0750 folder
+for ``status.group``) and POST endpoints also check the peer's uid (``SO_PEERCRED`` on
+Linux, ``LOCAL_PEERCRED`` on macOS): only the same uid or root may restart or reload. On
+TCP (``status.transport = "tcp"``) every request needs the bearer token (401 without it).
+
+``/v1/status`` is encoded once per change of the supervisor's snapshot, not per request:
+the JSON body is cached, keyed by the identity of ``supervisor.snap`` (a new frozen object
+after every change). ``/metrics`` is rendered by :class:`~lmsupervisor.api.metrics.Metrics`.
 
 Hostile clients are bounded (issue 7): at most ``max_connections`` at once (past it the
 oldest connection not being answered is dropped, else the new one is closed at once, so
@@ -13,7 +19,8 @@ is dropped after ``write_timeout`` s. Every HTTP shape is answered (bodies with 
 chunked, HEAD, pipelining) or refused with a status and ``{"error": ...}``; a failing
 handler answers 500 and logs ``status_request_failed`` with its traceback. The socket file
 is checked every ``check_interval`` s (and on :meth:`StatusServer.check_soon`): a missing or
-replaced socket is bound again (``status_socket_recreated``).
+replaced socket is bound again, a missing TCP endpoint file written again
+(``status_socket_recreated``).
 """
 
 from __future__ import annotations
@@ -22,9 +29,7 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
-import stat
-import struct
+import sys
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -33,10 +38,21 @@ from typing import Any, Protocol
 import h11
 import structlog
 
-from lmsupervisor.api.socketdir import prepare_socket_dir
-from lmsupervisor.api.status import metrics
+from lmsupervisor.api.metrics import CONTENT_TYPE as METRICS_TYPE
+from lmsupervisor.api.metrics import Metrics
+from lmsupervisor.api.transport import (
+    READ_SIZE,
+    TcpTransport,
+    Transport,
+    UnixTransport,
+    peer_uid,
+    remove_stale_socket,
+)
+from lmsupervisor.clock import SystemClock
 from lmsupervisor.core.states import State
-from lmsupervisor.errors import ConfigError, StatusSocketError
+from lmsupervisor.errors import ConfigError
+
+__all__ = ["ROUTES", "StatusServer", "Supervised", "peer_uid", "remove_stale_socket"]
 
 MAX_HEAD = 16 * 1024  # bytes: request line + headers (431 past it)
 MAX_BODY = 1024 * 1024  # bytes: request bodies are read and dropped (413 past it)
@@ -45,7 +61,6 @@ IDLE_TIMEOUT = 10.0  # seconds a connection may wait before a request begins (ke
 REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its last
 WRITE_TIMEOUT = 10.0  # seconds a client may take to read what we send
 LINGER = 1.0  # seconds we read and drop input after refusing a request, so the client sees why
-READ_SIZE = 16 * 1024  # bytes read at a time, and each connection's buffer limits
 
 GET = ("GET", "HEAD")
 ROUTES: dict[str, tuple[str, ...]] = {
@@ -81,45 +96,17 @@ class Supervised(Protocol):
     def snapshot(self) -> dict[str, Any]:
         """The status document of design §5, served as ``GET /v1/status`` and read by ``/metrics``."""
 
-
-def remove_stale_socket(path: Path) -> None:
-    """Remove a socket left by a crashed run: one nobody answers on.
-
-    Raises :class:`ConfigError` (exit 78) for a path that is not a socket, and
-    :class:`StatusSocketError` (exit 69) when another process answers on it.
-    """
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise ConfigError(
-            f"status.socket: {path} exists and is not a socket",
-            key="status.socket",
-            hint="move it away, or choose another status.socket",
-        )
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink(missing_ok=True)
-            return
-    raise StatusSocketError(
-        f"another process answers on {path}", hint="stop the other lmsupervisor, or choose another status.socket"
-    )
+    @property
+    def snap(self) -> object:
+        """The supervisor's state: a new object after every change (keys the cached ``/v1/status``)."""
 
 
-def peer_uid(sock: socket.socket | None) -> int | None:
-    """The connecting process's uid (SO_PEERCRED), or None where it cannot be read."""
-    if sock is None or not hasattr(socket, "SO_PEERCRED"):
-        return None
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+def _header(req: h11.Request, name: bytes) -> bytes | None:
+    """The value of header ``name`` (lower case), None when absent."""
+    for key, value in req.headers:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 class _Refused(Exception):
@@ -142,7 +129,13 @@ class _Conn:
 
 
 class StatusServer:
-    """The status socket server; :meth:`start`, then :meth:`close` at shutdown."""
+    """The status server; :meth:`start`, then :meth:`close` at shutdown.
+
+    ``path`` is the socket path (with ``transport="tcp"`` the endpoint file goes beside it,
+    see :mod:`lmsupervisor.api.transport`); ``gid`` the group of ``status.group``;
+    ``metrics`` what ``/metrics`` serves (default: the snapshot's metrics only);
+    ``platform`` is ``sys.platform`` (how the peer's uid is read).
+    """
 
     def __init__(
         self,
@@ -150,39 +143,47 @@ class StatusServer:
         path: Path,
         gid: int | None = None,
         *,
+        transport: str = "unix",
+        metrics: Metrics | None = None,
         check_interval: float = 5.0,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
         write_timeout: float = WRITE_TIMEOUT,
         on_recreated: Callable[[], object] | None = None,
+        platform: str = sys.platform,
     ) -> None:
         self.supervisor = supervisor
         self.path = path
         self.gid = gid
+        self.transport: Transport = TcpTransport(path, os.getpid()) if transport == "tcp" else UnixTransport(path, gid)
+        self.metrics = metrics or Metrics(supervisor.snapshot, SystemClock())
         self.check_interval = check_interval
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
         self.write_timeout = write_timeout
         self.on_recreated = on_recreated
+        self.platform = platform
         self.log = structlog.get_logger("lmsupervisor.api.statusd")
         self._server: asyncio.AbstractServer | None = None
-        self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we listen on
         self._conns: dict[_Conn, asyncio.Task[Any] | None] = {}  # oldest first
         self._tasks: set[asyncio.Task[Any]] = set()
         self._check_lock = asyncio.Lock()
         self._refused = 0
         self._refused_logged_at = -1e9
+        self._status_key: object = None  # the supervisor.snap the cached body was rendered from
+        self._status_body = b""
+        self.status_encodings = 0  # how many times /v1/status was encoded (tests, the bench)
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
         """Bind and listen. Raises :class:`ConfigError` (bad path or folder) or
         :class:`StatusSocketError` (another process answers on the path)."""
-        prepare_socket_dir(self.path, self.gid)
-        remove_stale_socket(self.path)
-        await self._bind()
-        self.log.info("status_socket_listening", path=str(self.path))
+        self.transport.prepare()
+        self._server = await self.transport.listen(self._serve)
+        extra = {"port": self.transport.port} if isinstance(self.transport, TcpTransport) else {}
+        self.log.info("status_socket_listening", path=str(self.transport.file), transport=self.transport.kind, **extra)
         if self.check_interval > 0:
             self._spawn(self._watch())
 
@@ -199,9 +200,7 @@ class StatusServer:
             _, pending = await asyncio.wait(conns, timeout=timeout)
             if pending:
                 self.log.warning("status_socket_close_overran", timeout=timeout, connections=len(pending))
-        if self._is_ours():
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+        self.transport.remove()
 
     @property
     def connections(self) -> int:
@@ -213,26 +212,26 @@ class StatusServer:
         self._spawn(self.ensure_socket())
 
     async def ensure_socket(self) -> bool:
-        """Bind again if the socket file is missing or is not ours any more; True if it was.
+        """Bind again (or rewrite the TCP endpoint file) if the file is missing or is not
+        ours any more; True if it was.
 
         Logs ``status_socket_recreated`` (reason ``missing`` or ``replaced``), or
         ``status_socket_recreate_failed`` and tries again at the next check.
         """
         async with self._check_lock:
-            reason = self._socket_state()
+            reason = self.transport.state()
             if self._server is None or reason == "ours":
                 return False
+            path = str(self.transport.file)
             try:
-                prepare_socket_dir(self.path, self.gid)
-                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                    self.path.unlink()  # only we may write in our folder: whatever is there is stale
-                old = self._server
-                await self._bind()
-                old.close()  # the old listening socket; its open connections go on
+                new = await self.transport.restore(self._serve)
             except (OSError, ConfigError) as exc:
-                self.log.error("status_socket_recreate_failed", path=str(self.path), reason=reason, error=str(exc))
+                self.log.error("status_socket_recreate_failed", path=path, reason=reason, error=str(exc))
                 return False
-            self.log.warning("status_socket_recreated", path=str(self.path), reason=reason)
+            if new is not None:
+                old, self._server = self._server, new
+                old.close()  # the old listening socket; its open connections go on
+            self.log.warning("status_socket_recreated", path=path, reason=reason)
             if self.on_recreated is not None:
                 self.on_recreated()
             return True
@@ -246,36 +245,6 @@ class StatusServer:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _socket_state(self) -> str:
-        """``ours`` (the socket we listen on), ``missing``, or ``replaced`` (anything else there)."""
-        try:
-            info = self.path.lstat()
-        except FileNotFoundError:
-            return "missing"
-        except OSError:  # the folder itself is gone or unreadable
-            return "missing"
-        return "ours" if stat.S_ISSOCK(info.st_mode) and (info.st_dev, info.st_ino) == self._bound else "replaced"
-
-    def _is_ours(self) -> bool:
-        return self._socket_state() == "ours"
-
-    async def _bind(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o117 if self.gid is not None else 0o177)
-        try:
-            sock.bind(str(self.path))
-        except OSError:
-            sock.close()
-            raise
-        finally:
-            os.umask(old)
-        if self.gid is not None:
-            os.chown(self.path, -1, self.gid)
-        self.path.chmod(0o660 if self.gid is not None else 0o600)
-        info = self.path.lstat()
-        self._bound = (info.st_dev, info.st_ino)
-        self._server = await asyncio.start_unix_server(self._serve, sock=sock, backlog=128, limit=READ_SIZE)
 
     # -- connections -----------------------------------------------------------
     def _admit(self) -> bool:
@@ -448,6 +417,12 @@ class StatusServer:
         """Answer one request; False when the connection must close after it."""
         method = req.method.decode("latin-1")
         path, _, query = req.target.decode("latin-1").partition("?")
+        refusal = self.transport.refusal(_header(req, b"authorization"))
+        if refusal is not None:
+            body = json.dumps({"error": refusal}).encode() + b"\n"
+            extra = [("WWW-Authenticate", 'Bearer realm="lmsupervisor"'), ("Connection", "close")]
+            await self._send(h, writer, 401, body, extra=extra, head_only=method == "HEAD")
+            return False
         try:
             return await self._route(h, method, path, query, reader, writer)
         except (ConnectionError, TimeoutError, asyncio.CancelledError):
@@ -476,7 +451,7 @@ class StatusServer:
             await self._send(h, writer, 405, body, extra=[("Allow", ", ".join(ROUTES[path]))], head_only=head)
             return True
         if method == "POST":
-            uid = peer_uid(writer.get_extra_info("socket"))
+            uid = peer_uid(writer.get_extra_info("socket"), self.platform) if self.transport.checks_peer else None
             if uid is not None and uid not in (0, os.getuid()):
                 await self._json(h, writer, 403, {"error": f"uid {uid} may read but not control"})
                 return True
@@ -487,16 +462,24 @@ class StatusServer:
             await self._json(h, writer, 202, {"accepted": True})
             return True
         if path == "/v1/status":
-            await self._json(h, writer, 200, sup.snapshot(), head)
+            await self._send(h, writer, 200, self.status_body(), head_only=head)
         elif path == "/v1/health":
             ready = sup.ready
             await self._json(h, writer, 200 if ready else 503, {"ready": ready, "state": sup.state.value}, head)
         elif path == "/metrics":
-            text = metrics(sup.snapshot()).encode()
-            await self._send(h, writer, 200, text, "text/plain; version=0.0.4; charset=utf-8", head_only=head)
+            await self._send(h, writer, 200, self.metrics.render(), METRICS_TYPE, head_only=head)
         else:
             return await self._stream_events(h, reader, writer, head)
         return True
+
+    def status_body(self) -> bytes:
+        """The JSON of ``/v1/status``, encoded again only when ``supervisor.snap`` changed."""
+        key = self.supervisor.snap
+        if key is not self._status_key or not self._status_body:
+            self._status_body = json.dumps(self.supervisor.snapshot()).encode() + b"\n"
+            self._status_key = key
+            self.status_encodings += 1
+        return self._status_body
 
     async def _stream_events(
         self, h: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head_only: bool

@@ -35,6 +35,7 @@ class FakeSupervisor:
         self.state = State.READY
         self.ready = True
         self.posts: list[tuple[str, dict[str, Any]]] = []
+        self.snap: object = object()  # a new object after every change, as Supervisor.snap
         self.subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.fail = False
 
