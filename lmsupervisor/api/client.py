@@ -7,9 +7,14 @@ as the CLI does (:func:`resolve_socket`: argument, ``$LMSUPERVISOR_SOCKET``, the
 ``status.socket``, the default) and speak HTTP/1.1, one request a connection, with
 answers (``Content-Length`` or chunked) parsed by httptools (llhttp).
 
-The server is verified before anything it says is believed: the socket must belong to
-our own uid or root (or to the user named in ``$LMSUPERVISOR_SOCKET_OWNER``, for members
-of ``status.group``), and so must the process answering on it (``SO_PEERCRED``, Linux).
+Where no socket is at that path but the TCP transport's endpoint file is beside it
+(``<socket>.tcp.json``, :mod:`lmsupervisor.api.tokenfile`), they connect to
+``127.0.0.1:<port>`` and send ``Authorization: Bearer <token>`` instead, transparently.
+
+The server is verified before anything it says is believed: the socket (or endpoint file)
+must belong to our own uid or root (or to the user named in ``$LMSUPERVISOR_SOCKET_OWNER``,
+for members of ``status.group``), and so must the process answering on a socket
+(``SO_PEERCRED`` on Linux, ``LOCAL_PEERCRED`` on macOS).
 Every failure (nobody there, refused, reset, timeout, not HTTP, not JSON, a spoofed
 socket) raises :class:`~lmsupervisor.errors.StatusSocketError` with the reason.
 
@@ -31,6 +36,7 @@ import time
 
 import httptools
 
+from lmsupervisor.api import tokenfile
 from lmsupervisor.errors import StatusSocketError
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the name costs nothing this way
@@ -103,26 +109,57 @@ def check_socket_owner(path: str, trusted: set[int] | None = None) -> None:
         )
 
 
-def check_peer(sock: socket.socket, path: str, trusted: set[int] | None = None) -> None:
-    """Refuse a peer process whose uid is not trusted (``SO_PEERCRED``; a no-op elsewhere)."""
-    if not hasattr(socket, "SO_PEERCRED"):
-        return
+def socket_peer_uid(sock: socket.socket, platform: str = sys.platform) -> int | None:
+    """The uid of the process at the other end of a Unix socket: ``SO_PEERCRED`` (Linux),
+    ``LOCAL_PEERCRED`` (macOS, FreeBSD: ``struct xucred``, as ``getpeereid(3)``); None
+    elsewhere or when it cannot be read. ``platform`` is ``sys.platform``."""
     try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        if platform.startswith("linux"):
+            creds = sock.getsockopt(socket.SOL_SOCKET, getattr(socket, "SO_PEERCRED", 17), 12)
+            return int.from_bytes(creds[4:8], sys.byteorder, signed=True)
+        if platform.startswith(("darwin", "freebsd")):
+            # SOL_LOCAL 0, LOCAL_PEERCRED 1 (<sys/un.h>); struct xucred {u_int cr_version; uid_t cr_uid;
+            # short cr_ngroups; gid_t cr_groups[16]} is 76 bytes
+            creds = sock.getsockopt(getattr(socket, "SOL_LOCAL", 0), getattr(socket, "LOCAL_PEERCRED", 1), 76)
+            return int.from_bytes(creds[4:8], sys.byteorder)
     except OSError:
+        return None
+    return None
+
+
+def check_peer(sock: socket.socket, path: str, trusted: set[int] | None = None, platform: str = sys.platform) -> None:
+    """Refuse a peer process whose uid is not trusted (see :func:`socket_peer_uid`; a no-op
+    where the uid cannot be read)."""
+    uid = socket_peer_uid(sock, platform)
+    if uid is None:
         return
-    uid = int.from_bytes(creds[4:8], sys.byteorder)
     trusted = trusted_uids() if trusted is None else trusted
     if trusted and uid not in trusted:
         raise StatusSocketError(f"refusing {path}: the process answering runs as uid {uid}, not as you or root")
 
 
+def locate(path: str, trusted: set[int]) -> tuple[int, str] | None:
+    """Where the supervisor of ``path`` answers: None for the Unix socket at ``path``
+    (checked by :func:`check_socket_owner`), else ``(port, token)`` from the TCP endpoint
+    file beside it. Raises :class:`StatusSocketError` when neither is there or trusted."""
+    if not os.path.lexists(path):
+        try:
+            return tokenfile.read(tokenfile.token_path(path), trusted)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # neither: check_socket_owner says so
+        except OSError as exc:
+            raise StatusSocketError(f"cannot read {tokenfile.token_path(path)}: {exc.strerror}") from exc
+    check_socket_owner(path, trusted)
+    return None
+
+
 # -- HTTP ----------------------------------------------------------------------
-def _request_bytes(method: str, target: str) -> bytes:
+def _request_bytes(method: str, target: str, token: str | None = None) -> bytes:
     if not target.startswith("/") or any(c in target for c in " \r\n\t"):
         raise ValueError(f"not a request target: {target!r}")
     length = "Content-Length: 0\r\n" if method == "POST" else ""
-    return f"{method} {target} HTTP/1.1\r\nHost: lmsupervisor\r\nConnection: close\r\n{length}\r\n".encode()
+    auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
+    return f"{method} {target} HTTP/1.1\r\nHost: lmsupervisor\r\nConnection: close\r\n{auth}{length}\r\n".encode()
 
 
 class Response:
@@ -206,26 +243,35 @@ class _Parser:
         return [line for line in lines if line.strip()]
 
 
-def _connect(path: str, timeout: float | None, trusted: set[int]) -> socket.socket:
-    check_socket_owner(path, trusted)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connect(path: str, timeout: float | None, trusted: set[int]) -> tuple[socket.socket, str | None]:
+    """A connected socket, and the bearer token to send (None on a Unix socket)."""
+    tcp = locate(path, trusted)
+    where = path if tcp is None else f"{tokenfile.HOST}:{tcp[0]} (from {tokenfile.token_path(path)})"
+    if tcp is None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.settimeout(timeout)
     try:
-        sock.connect(path)
-        check_peer(sock, path, trusted)
+        if tcp is None:
+            sock.connect(path)
+            check_peer(sock, path, trusted)
+        else:
+            sock.connect((tokenfile.HOST, tcp[0]))
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         sock.close()
-        raise StatusSocketError(f"no supervisor answers on {path}", hint="start `lmsupervisor run`") from exc
+        raise StatusSocketError(f"no supervisor answers on {where}", hint="start `lmsupervisor run`") from exc
     except TimeoutError as exc:
         sock.close()
-        raise StatusSocketError(f"{path} did not accept within {timeout:g} s") from exc
+        raise StatusSocketError(f"{where} did not accept within {timeout:g} s") from exc
     except OSError as exc:
         sock.close()
-        raise StatusSocketError(f"cannot connect to {path}: {exc.strerror}") from exc
+        raise StatusSocketError(f"cannot connect to {where}: {exc.strerror}") from exc
     except StatusSocketError:
         sock.close()
         raise
-    return sock
+    return sock, None if tcp is None else tcp[1]
 
 
 def _recv(sock: socket.socket, path: str, parser: _Parser) -> None:
@@ -248,9 +294,9 @@ class EventStream:
     def __init__(self, path: str, timeout: float | None = None, trusted: set[int] | None = None) -> None:
         self.path = path
         self._parser = _Parser("/v1/events")
-        self._sock = _connect(path, TIMEOUT, trusted_uids() if trusted is None else trusted)
+        self._sock, token = _connect(path, TIMEOUT, trusted_uids() if trusted is None else trusted)
         try:
-            self._sock.sendall(_request_bytes("GET", "/v1/events"))
+            self._sock.sendall(_request_bytes("GET", "/v1/events", token))
             while not self._parser.head_done:
                 _recv(self._sock, path, self._parser)
             status = self._parser.response().status
@@ -361,9 +407,10 @@ class Client:
     def request(self, method: str, target: str) -> Response:
         """One HTTP request on a fresh connection; any status is returned, not raised."""
         parser = _Parser(target)
-        with _connect(self.path, self.timeout, self.trusted) as sock:
+        sock, token = _connect(self.path, self.timeout, self.trusted)
+        with sock:
             try:
-                sock.sendall(_request_bytes(method, target))
+                sock.sendall(_request_bytes(method, target, token))
             except OSError as exc:
                 raise StatusSocketError(f"{self.path}: connection lost ({exc.strerror})") from exc
             while not parser.done:
@@ -437,21 +484,25 @@ class AsyncClient:
     async def _open(self, target: str, method: str = "GET") -> tuple[Any, Any, _Parser]:
         import asyncio  # noqa: PLC0415 - never on the blocking path
 
-        check_socket_owner(self.path, self.trusted)
+        tcp = locate(self.path, self.trusted)
+        where = self.path if tcp is None else f"{tokenfile.HOST}:{tcp[0]} (from {tokenfile.token_path(self.path)})"
         try:
             async with asyncio.timeout(self.timeout):
-                reader, writer = await asyncio.open_unix_connection(self.path)
+                if tcp is None:
+                    reader, writer = await asyncio.open_unix_connection(self.path)
+                else:
+                    reader, writer = await asyncio.open_connection(tokenfile.HOST, tcp[0])
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise StatusSocketError(f"no supervisor answers on {self.path}", hint="start `lmsupervisor run`") from exc
+            raise StatusSocketError(f"no supervisor answers on {where}", hint="start `lmsupervisor run`") from exc
         except TimeoutError as exc:
-            raise StatusSocketError(f"{self.path} did not accept within {self.timeout:g} s") from exc
+            raise StatusSocketError(f"{where} did not accept within {self.timeout:g} s") from exc
         except OSError as exc:
-            raise StatusSocketError(f"cannot connect to {self.path}: {exc.strerror}") from exc
+            raise StatusSocketError(f"cannot connect to {where}: {exc.strerror}") from exc
         try:
             sock = writer.get_extra_info("socket")
-            if sock is not None:
+            if sock is not None and tcp is None:
                 check_peer(sock, self.path, self.trusted)
-            writer.write(_request_bytes(method, target))
+            writer.write(_request_bytes(method, target, None if tcp is None else tcp[1]))
             parser = _Parser(target)
             while not parser.head_done:
                 await self._recv(reader, parser, self.timeout)

@@ -45,6 +45,7 @@ from lmsupervisor.api.transport import (
     TcpTransport,
     Transport,
     UnixTransport,
+    control_refusal,
     peer_uid,
     remove_stale_socket,
 )
@@ -451,9 +452,11 @@ class StatusServer:
             await self._send(h, writer, 405, body, extra=[("Allow", ", ".join(ROUTES[path]))], head_only=head)
             return True
         if method == "POST":
-            uid = peer_uid(writer.get_extra_info("socket"), self.platform) if self.transport.checks_peer else None
-            if uid is not None and uid not in (0, os.getuid()):
-                await self._json(h, writer, 403, {"error": f"uid {uid} may read but not control"})
+            refusal = (
+                control_refusal(writer.get_extra_info("socket"), self.platform) if self.transport.checks_peer else None
+            )
+            if refusal is not None:
+                await self._json(h, writer, 403, {"error": refusal})
                 return True
             if path == "/v1/restart":
                 sup.post("restart", daemon="daemon=1" in query.split("&"), reason="restart requested on the socket")

@@ -26,24 +26,19 @@ import os
 import secrets
 import socket
 import stat
-import struct
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
 from lmsupervisor.api import tokenfile
+from lmsupervisor.api.client import socket_peer_uid
 from lmsupervisor.api.socketdir import prepare_socket_dir
 from lmsupervisor.errors import ConfigError, StatusSocketError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 READ_SIZE = 16 * 1024  # bytes: each connection's buffer limit
 BACKLOG = 128
-SOL_LOCAL = 0  # macOS/FreeBSD <sys/un.h>: the level of LOCAL_PEERCRED
-LOCAL_PEERCRED = 0x001  # macOS/FreeBSD <sys/un.h>
-XUCRED = struct.Struct("=Ii")  # struct xucred's head: cr_version (u_int), cr_uid (uid_t)
-XUCRED_SIZE = 76  # sizeof(struct xucred) with XU_NGROUPS 16 (the kernel fills at most this)
-PEERCRED = struct.Struct("3i")  # Linux struct ucred: pid, uid, gid
 
 
 def peer_uid(sock: socket.socket | None, platform: str = sys.platform) -> int | None:
@@ -51,22 +46,19 @@ def peer_uid(sock: socket.socket | None, platform: str = sys.platform) -> int | 
 
     Linux: ``SO_PEERCRED`` (``struct ucred``); macOS and FreeBSD: ``LOCAL_PEERCRED``
     (``struct xucred``, what ``getpeereid(3)`` reads). ``platform`` is ``sys.platform``,
-    passed in so every branch is testable anywhere.
+    passed in so every branch is testable anywhere (the client reads it the same way).
     """
-    if sock is None:
+    return None if sock is None else socket_peer_uid(sock, platform)
+
+
+def control_refusal(sock: socket.socket | None, platform: str = sys.platform, own_uid: int | None = None) -> str | None:
+    """Why the peer on ``sock`` may not use a control verb (POST), or None: only our own uid
+    and root may; a peer whose uid cannot be read is let through (the socket's mode guards it)."""
+    uid = peer_uid(sock, platform)
+    own = own_uid if own_uid is not None else os.getuid() if hasattr(os, "getuid") else None
+    if uid is None or uid in (0, own):
         return None
-    try:
-        if platform.startswith("linux"):
-            raw = sock.getsockopt(socket.SOL_SOCKET, getattr(socket, "SO_PEERCRED", 17), PEERCRED.size)
-            return int(PEERCRED.unpack(raw[: PEERCRED.size])[1])
-        if platform.startswith(("darwin", "freebsd")):
-            level = getattr(socket, "SOL_LOCAL", SOL_LOCAL)
-            raw = sock.getsockopt(level, getattr(socket, "LOCAL_PEERCRED", LOCAL_PEERCRED), XUCRED_SIZE)
-            _version, uid = XUCRED.unpack(raw[: XUCRED.size])
-            return int(uid)
-    except (OSError, struct.error):
-        return None
-    return None
+    return f"uid {uid} may read but not control"
 
 
 def remove_stale_socket(path: Path) -> None:
