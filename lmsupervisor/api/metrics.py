@@ -8,7 +8,8 @@ the process-global default registry leaks in). Two kinds of sources:
   ``lmsupervisor_restarts_total{reason}``, ``lmsupervisor_probes_total{result}``,
   ``lmsupervisor_probe_latency_seconds`` (histogram of successful greeting probes),
   ``lmsupervisor_lms_calls_total{command,result}`` and
-  ``lmsupervisor_lms_call_duration_seconds{command}`` (histogram).
+  ``lmsupervisor_lms_call_duration_seconds{command}`` (histogram), and
+  ``lmsupervisor_status_encodings_total`` (the status server's cache at work).
 - **Read from the status snapshot at each scrape** (design §5 dict): ``lmsupervisor_ready``,
   ``lmsupervisor_state{state}``, ``lmsupervisor_probe_failures`` (consecutive),
   ``lmsupervisor_model_loaded`` / ``lmsupervisor_model_failed`` /
@@ -130,6 +131,11 @@ class Metrics:
             "Wall time of `lms` calls, by command.",
             ["command"],
             buckets=LMS_BUCKETS,
+            registry=self.registry,
+        )
+        self.status_encodings = Counter(
+            "lmsupervisor_status_encodings",
+            "Times the /v1/status JSON was encoded (once per change of the snapshot, not per request).",
             registry=self.registry,
         )
         for reason in RESTART_REASONS:  # present at 0 from the start, so increase() sees the first one

@@ -482,6 +482,7 @@ class StatusServer:
             self._status_body = json.dumps(self.supervisor.snapshot()).encode() + b"\n"
             self._status_key = key
             self.status_encodings += 1
+            self.metrics.status_encodings.inc()
         return self._status_body
 
     async def _stream_events(
