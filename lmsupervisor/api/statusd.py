@@ -1,4 +1,6 @@
-"""The status socket: HTTP/1.1 + JSON over a Unix domain socket or loopback TCP (design §5), on h11.
+"""The status socket: HTTP/1.1 + JSON over a Unix domain socket or loopback TCP (design §5).
+
+Requests are parsed by httptools (llhttp) in :mod:`lmsupervisor.api.http1`.
 
 How it listens is a :mod:`~lmsupervisor.api.transport`: on a Unix socket, read endpoints
 answer whoever can connect (the socket is 0600 in a 0700 folder, or 0660 in a 0750 folder
@@ -28,16 +30,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
-from http import HTTPStatus
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import h11
 import structlog
 
+from lmsupervisor.api.broadcast import Broadcast, Stream
+from lmsupervisor.api.http1 import MAX_BODY, MAX_HEAD, HttpError, Request, RequestParser, chunk, response, stream_head
 from lmsupervisor.api.metrics import CONTENT_TYPE as METRICS_TYPE
 from lmsupervisor.api.metrics import Metrics
 from lmsupervisor.api.transport import (
@@ -53,10 +56,8 @@ from lmsupervisor.clock import SystemClock
 from lmsupervisor.core.states import State
 from lmsupervisor.errors import ConfigError
 
-__all__ = ["ROUTES", "StatusServer", "Supervised", "peer_uid", "remove_stale_socket"]
+__all__ = ["MAX_BODY", "MAX_HEAD", "ROUTES", "StatusServer", "Supervised", "peer_uid", "remove_stale_socket"]
 
-MAX_HEAD = 16 * 1024  # bytes: request line + headers (431 past it)
-MAX_BODY = 1024 * 1024  # bytes: request bodies are read and dropped (413 past it)
 MAX_CONNECTIONS = 256
 IDLE_TIMEOUT = 10.0  # seconds a connection may wait before a request begins (keep-alive too)
 REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its last
@@ -91,7 +92,7 @@ class Supervised(Protocol):
     def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
         """A queue of every event from now on, None at shutdown (``/v1/events``)."""
 
-    def events(self, q: asyncio.Queue[dict[str, Any] | None] | None = None) -> AsyncIterator[dict[str, Any]]:
+    def events(self, q: asyncio.Queue[dict[str, Any] | None] | None = None) -> AsyncGenerator[dict[str, Any], None]:
         """Event dicts as they happen until shutdown, from ``q`` (see :meth:`subscribe`) or a new queue."""
 
     def snapshot(self) -> dict[str, Any]:
@@ -100,22 +101,6 @@ class Supervised(Protocol):
     @property
     def snap(self) -> object:
         """The supervisor's state: a new object after every change (keys the cached ``/v1/status``)."""
-
-
-def _header(req: h11.Request, name: bytes) -> bytes | None:
-    """The value of header ``name`` (lower case), None when absent."""
-    for key, value in req.headers:
-        if key == name:
-            return bytes(value)
-    return None
-
-
-class _Refused(Exception):
-    """A request answered with an error status; the connection closes after it."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Conn:
@@ -127,6 +112,49 @@ class _Conn:
         self.writer = writer
         self.busy = False
         self.linger = False  # refused mid-request: drain the rest before closing
+
+
+class _Watchdog:
+    """Fails a connection's pending read with TimeoutError once :attr:`deadline` passes.
+
+    Moving the deadline is an attribute write; one timer per connection re-arms itself
+    only when it fires early, so a keep-alive request costs no timer operations.
+    """
+
+    __slots__ = ("_handle", "_loop", "_reader", "deadline")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader) -> None:
+        self._loop = loop
+        self._reader = reader
+        self._handle: asyncio.TimerHandle | None = None
+        self.deadline = math.inf
+
+    def arm(self, deadline: float) -> None:
+        """Time out the reads from now on at ``deadline`` (loop time)."""
+        self.deadline = deadline
+        if self._handle is None or self._handle.when() > deadline:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = self._loop.call_at(deadline, self._check)
+
+    def disarm(self) -> None:
+        """No deadline (while answering, or streaming events)."""
+        self.deadline = math.inf
+
+    def cancel(self) -> None:
+        """Drop the timer (the connection is over)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        if self.deadline == math.inf:
+            return
+        if self._loop.time() >= self.deadline:
+            self._reader.set_exception(TimeoutError())
+        else:
+            self._handle = self._loop.call_at(self.deadline, self._check)
 
 
 class StatusServer:
@@ -175,6 +203,8 @@ class StatusServer:
         self._refused_logged_at = -1e9
         self._status_key: object = None  # the supervisor.snap the cached body was rendered from
         self._status_body = b""
+        self._status_answers = (b"", b"")  # (keep-alive, close) answers of the cached body
+        self._broadcast: Broadcast | None = None  # while /v1/events streams are open
         self.status_encodings = 0  # how many times /v1/status was encoded (tests, the bench)
 
     # -- lifecycle -------------------------------------------------------------
@@ -201,6 +231,11 @@ class StatusServer:
             _, pending = await asyncio.wait(conns, timeout=timeout)
             if pending:
                 self.log.warning("status_socket_close_overran", timeout=timeout, connections=len(pending))
+        if self._broadcast is not None:
+            if not self._broadcast.closing:
+                self._broadcast.close()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._broadcast.task, timeout)
         self.transport.remove()
 
     @property
@@ -275,7 +310,7 @@ class StatusServer:
         self._conns[conn] = asyncio.current_task()
         try:
             await self._session(conn, reader, writer)
-        except (ConnectionError, TimeoutError, asyncio.CancelledError, h11.RemoteProtocolError):
+        except (ConnectionError, TimeoutError, asyncio.CancelledError):
             pass
         except Exception:  # any other failure is ours: say so, never let asyncio print it
             self.log.exception("status_connection_failed")
@@ -306,173 +341,137 @@ class StatusServer:
 
     async def _session(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
-        h = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        while True:
-            conn.busy = False
-            deadline = loop.time() + self.idle_timeout
-            started = False
-            try:
-                while True:
-                    event = h.next_event()
-                    if event is not h11.NEED_DATA:
-                        break
-                    if not started and h.trailing_data[0]:
-                        started, deadline = True, loop.time() + self.request_timeout
-                    data = await self._read(reader, deadline)
-                    if data and not started:
-                        started, deadline = True, loop.time() + self.request_timeout
-                    h.receive_data(data)
-                if not isinstance(event, h11.Request):
-                    return  # ConnectionClosed: the client is done
-                conn.busy = True
-                await self._read_body(h, reader, event, loop.time() + self.request_timeout)
-            except h11.RemoteProtocolError as exc:
-                conn.linger = True
-                await self._refuse(h, writer, exc.error_status_hint, str(exc) or "malformed request")
-                return
-            except _Refused as exc:
-                conn.linger = True
-                await self._refuse(h, writer, exc.status, str(exc))
-                return
-            keep = await self._respond(h, event, reader, writer)
-            if not keep or h.our_state is h11.MUST_CLOSE or h.their_state is not h11.DONE:
-                return
-            h.start_next_cycle()
-
-    async def _read(self, reader: asyncio.StreamReader, deadline: float) -> bytes:
-        async with asyncio.timeout_at(deadline):
-            return await reader.read(READ_SIZE)
-
-    async def _read_body(
-        self, h: h11.Connection, reader: asyncio.StreamReader, req: h11.Request, deadline: float
-    ) -> None:
-        """Read and drop the body (nothing here takes one); 431/411/413 where it cannot be."""
-        head_size = len(req.target) + sum(len(name) + len(value) + 4 for name, value in req.headers)
-        if head_size > MAX_HEAD:  # h11 caps only heads that arrive in pieces
-            raise _Refused(431, f"request headers may have at most {MAX_HEAD} bytes")
-        headers = dict(req.headers)
-        length = headers.get(b"content-length")
-        if length is not None and int(length) > MAX_BODY:
-            raise _Refused(413, f"a request body may have at most {MAX_BODY} bytes")
-        if req.method == b"POST" and req.http_version == b"1.0" and length is None:
-            raise _Refused(411, "an HTTP/1.0 POST needs a Content-Length")
-        size = 0
-        while True:
-            event = h.next_event()
-            if event is h11.NEED_DATA:
-                h.receive_data(await self._read(reader, deadline))
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_BODY:
-                    raise _Refused(413, f"a request body may have at most {MAX_BODY} bytes")
-            elif isinstance(event, h11.EndOfMessage):
-                return
-            else:  # ConnectionClosed mid-body
-                raise ConnectionResetError("closed mid-request")
+        parser = RequestParser(MAX_HEAD, MAX_BODY)
+        watchdog = _Watchdog(loop, reader)
+        request_deadline: float | None = None
+        try:
+            while True:
+                while parser.ready:  # pipelined requests are answered in order
+                    req = parser.ready.popleft()
+                    conn.busy = True
+                    keep = await self._respond(req, reader, writer)
+                    conn.busy = False
+                    if not keep or not req.keep_alive:
+                        return
+                request_deadline = None
+                if parser.error is not None:
+                    conn.linger = True
+                    await self._refuse(writer, parser.error)
+                    return
+                if parser.mid_request:
+                    conn.busy = True
+                    if request_deadline is None:
+                        request_deadline = loop.time() + self.request_timeout
+                    watchdog.arm(request_deadline)
+                else:
+                    watchdog.arm(loop.time() + self.idle_timeout)
+                data = await reader.read(READ_SIZE)
+                watchdog.disarm()
+                if not data:
+                    return  # the client is done (mid-request: it gave up)
+                parser.feed(data)
+                if parser.mid_request and request_deadline is None:
+                    request_deadline = loop.time() + self.request_timeout
+        finally:
+            watchdog.cancel()
 
     # -- answers ---------------------------------------------------------------
-    async def _write(self, writer: asyncio.StreamWriter, data: bytes | None) -> None:
-        if data:
-            writer.write(data)
-        async with asyncio.timeout(self.write_timeout):
-            await writer.drain()
+    async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Send ``data``; wait (at most ``write_timeout`` s) only when the client is not reading."""
+        if writer.transport.is_closing():
+            raise ConnectionResetError("the client left")
+        writer.write(data)
+        if writer.transport.get_write_buffer_size() > READ_SIZE:
+            async with asyncio.timeout(self.write_timeout):
+                await writer.drain()
 
     async def _send(
         self,
-        h: h11.Connection,
         writer: asyncio.StreamWriter,
         status: int,
         body: bytes,
         ctype: str = "application/json",
-        extra: list[tuple[str, str]] | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
         head_only: bool = False,
+        close: bool = False,
     ) -> None:
-        headers = [
-            ("Content-Type", ctype),
-            ("Content-Length", str(len(body))),
-            ("Server", "lmsupervisor"),
-            *(extra or []),
-        ]
-        out = h.send(h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase)) or b""
-        if not head_only and body:
-            out += h.send(h11.Data(data=body)) or b""
-        out += h.send(h11.EndOfMessage()) or b""
-        await self._write(writer, out)
+        await self._write(writer, response(status, body, ctype, extra, close, head_only))
 
     async def _json(
-        self, h: h11.Connection, writer: asyncio.StreamWriter, status: int, value: Any, head_only: bool = False
+        self, writer: asyncio.StreamWriter, status: int, value: Any, head_only: bool = False, close: bool = False
     ) -> None:
-        await self._send(h, writer, status, json.dumps(value).encode() + b"\n", head_only=head_only)
+        await self._send(writer, status, json.dumps(value).encode() + b"\n", head_only=head_only, close=close)
 
-    async def _refuse(self, h: h11.Connection, writer: asyncio.StreamWriter, status: int, message: str) -> None:
-        """Answer an error and close, where h11 still lets us answer."""
-        if h.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        body = json.dumps({"error": message}).encode() + b"\n"
-        with contextlib.suppress(h11.LocalProtocolError):
-            await self._send(h, writer, status, body, extra=[("Connection", "close")])
+    async def _refuse(self, writer: asyncio.StreamWriter, error: HttpError) -> None:
+        """Answer an error; the connection closes after it."""
+        body = json.dumps({"error": str(error)}).encode() + b"\n"
+        await self._send(writer, error.status, body, close=True)
 
-    async def _respond(
-        self, h: h11.Connection, req: h11.Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
+    async def _respond(self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection must close after it."""
-        method = req.method.decode("latin-1")
-        path, _, query = req.target.decode("latin-1").partition("?")
-        refusal = self.transport.refusal(_header(req, b"authorization"))
+        method = req.method
+        path, _, query = req.target.partition("?")
+        close = not req.keep_alive
+        refusal = self.transport.refusal(req.headers.get(b"authorization"))
         if refusal is not None:
             body = json.dumps({"error": refusal}).encode() + b"\n"
-            extra = [("WWW-Authenticate", 'Bearer realm="lmsupervisor"'), ("Connection", "close")]
-            await self._send(h, writer, 401, body, extra=extra, head_only=method == "HEAD")
+            extra = (("WWW-Authenticate", 'Bearer realm="lmsupervisor"'),)
+            await self._send(writer, 401, body, extra=extra, head_only=method == "HEAD", close=True)
             return False
         try:
-            return await self._route(h, method, path, query, reader, writer)
+            if method == "GET" and path == "/v1/status":  # the hot path: one write of cached bytes
+                await self._write(writer, self.status_response(close))
+                return True
+            return await self._route(method, path, query, req, reader, writer)
         except (ConnectionError, TimeoutError, asyncio.CancelledError):
             raise
         except Exception as exc:
             self.log.exception("status_request_failed", method=method, path=path)
-            await self._refuse(h, writer, 500, f"internal error: {type(exc).__name__}")
+            await self._refuse(writer, HttpError(500, f"internal error: {type(exc).__name__}"))
             return False
 
     async def _route(
         self,
-        h: h11.Connection,
         method: str,
         path: str,
         query: str,
+        req: Request,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> bool:
         sup = self.supervisor
         head = method == "HEAD"
+        close = not req.keep_alive
         if path not in ROUTES:
-            await self._json(h, writer, 404, {"error": f"no such endpoint: {path}"}, head)
+            await self._json(writer, 404, {"error": f"no such endpoint: {path}"}, head, close)
             return True
         if method not in ROUTES[path]:
             body = json.dumps({"error": f"{method} not allowed on {path}"}).encode() + b"\n"
-            await self._send(h, writer, 405, body, extra=[("Allow", ", ".join(ROUTES[path]))], head_only=head)
+            allow = (("Allow", ", ".join(ROUTES[path])),)
+            await self._send(writer, 405, body, extra=allow, head_only=head, close=close)
             return True
         if method == "POST":
             refusal = (
                 control_refusal(writer.get_extra_info("socket"), self.platform) if self.transport.checks_peer else None
             )
             if refusal is not None:
-                await self._json(h, writer, 403, {"error": refusal})
+                await self._json(writer, 403, {"error": refusal}, close=close)
                 return True
             if path == "/v1/restart":
                 sup.post("restart", daemon="daemon=1" in query.split("&"), reason="restart requested on the socket")
             else:
                 sup.post("reload")
-            await self._json(h, writer, 202, {"accepted": True})
+            await self._json(writer, 202, {"accepted": True}, close=close)
             return True
         if path == "/v1/status":
-            await self._send(h, writer, 200, self.status_body(), head_only=head)
+            await self._send(writer, 200, self.status_body(), head_only=head, close=close)
         elif path == "/v1/health":
             ready = sup.ready
-            await self._json(h, writer, 200 if ready else 503, {"ready": ready, "state": sup.state.value}, head)
+            await self._json(writer, 200 if ready else 503, {"ready": ready, "state": sup.state.value}, head, close)
         elif path == "/metrics":
-            await self._send(h, writer, 200, self.metrics.render(), METRICS_TYPE, head_only=head)
+            await self._send(writer, 200, self.metrics.render(), METRICS_TYPE, head_only=head, close=close)
         else:
-            return await self._stream_events(h, reader, writer, head)
+            return await self._stream_events(req, reader, writer, head)
         return True
 
     def status_body(self) -> bytes:
@@ -480,53 +479,47 @@ class StatusServer:
         key = self.supervisor.snap
         if key is not self._status_key or not self._status_body:
             self._status_body = json.dumps(self.supervisor.snapshot()).encode() + b"\n"
+            self._status_answers = (response(200, self._status_body), response(200, self._status_body, close=True))
             self._status_key = key
             self.status_encodings += 1
             self.metrics.status_encodings.inc()
         return self._status_body
 
-    async def _stream_events(
-        self, h: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head_only: bool
-    ) -> bool:
-        """NDJSON, one event a line, until the client leaves or the supervisor stops."""
-        headers = [("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-cache"), ("Server", "lmsupervisor")]
-        if head_only:
-            await self._write(writer, h.send(h11.Response(status_code=200, headers=headers, reason="OK")))
-            await self._write(writer, h.send(h11.EndOfMessage()))
-            return True
-        queue = self.supervisor.subscribe()  # before the head: a client that saw it misses nothing
-        events = self.supervisor.events(queue)
-        try:
-            await self._write(writer, h.send(h11.Response(status_code=200, headers=headers, reason="OK")))
-            pump = asyncio.ensure_future(self._pump(h, writer, events))
-            left = asyncio.ensure_future(self._until_eof(reader))
-            try:
-                done, _ = await asyncio.wait({pump, left}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                pump.cancel()
-                left.cancel()
-                await asyncio.gather(pump, left, return_exceptions=True)
-            return pump in done and not pump.cancelled() and pump.exception() is None and left not in done
-        finally:
-            await self._unsubscribe(queue, events)
+    def status_response(self, close: bool = False) -> bytes:
+        """The whole ``GET /v1/status`` answer, head included, cached with the body."""
+        self.status_body()
+        return self._status_answers[close]
 
-    async def _pump(
-        self, h: h11.Connection, writer: asyncio.StreamWriter, events: AsyncIterator[dict[str, Any]]
-    ) -> None:
-        async for event in events:
-            await self._write(writer, h.send(h11.Data(data=json.dumps(event).encode() + b"\n")))
-        await self._write(writer, h.send(h11.EndOfMessage()))
+    async def _stream_events(
+        self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head_only: bool
+    ) -> bool:
+        """NDJSON, one event a line, until the client leaves or the supervisor stops
+        (written by the :class:`~lmsupervisor.api.broadcast.Broadcast`)."""
+        chunked = req.version == "1.1"
+        if head_only:
+            await self._write(writer, stream_head("application/x-ndjson", chunked))
+            await self._write(writer, chunk(b"") if chunked else b"")
+            return chunked and req.keep_alive
+        if self._broadcast is None or self._broadcast.closing:
+            self._broadcast = Broadcast(self.supervisor)  # subscribed now: a client that saw the head misses nothing
+        broadcast = self._broadcast
+        stream = Stream(writer, chunked)
+        broadcast.streams.add(stream)
+        left = asyncio.ensure_future(self._until_eof(reader))
+        try:
+            await self._write(writer, stream_head("application/x-ndjson", chunked))
+            waiters: set[asyncio.Future[Any]] = {stream.done, left}
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+            await asyncio.gather(left, return_exceptions=True)
+            broadcast.streams.discard(stream)
+            if not broadcast.streams and not broadcast.closing:
+                broadcast.close()
+        clean = stream.done.done() and stream.done.result() and left not in done
+        return clean and chunked
 
     @staticmethod
     async def _until_eof(reader: asyncio.StreamReader) -> None:
         while await reader.read(READ_SIZE):
             pass  # anything a subscriber sends is ignored
-
-    @staticmethod
-    async def _unsubscribe(queue: asyncio.Queue[dict[str, Any] | None], events: AsyncIterator[dict[str, Any]]) -> None:
-        """End the subscription through its own generator (never ``aclose()`` one that may be running)."""
-        while not queue.empty():
-            queue.get_nowait()
-        queue.put_nowait(None)
-        async for _ in events:
-            pass

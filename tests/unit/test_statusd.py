@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,9 @@ class FakeSupervisor:
         self.subscribers.add(q)
         return q
 
-    async def events(self, q: asyncio.Queue[dict[str, Any] | None] | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def events(
+        self, q: asyncio.Queue[dict[str, Any] | None] | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         q = q or self.subscribe()
         try:
             while (event := await q.get()) is not None:

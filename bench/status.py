@@ -1,0 +1,292 @@
+"""How fast does the status socket answer? Editors and agents poll it; monitoring scrapes it.
+
+Starts a real `lmsupervisor run` against a simulated LM Studio (no models, health probes
+every 30 s so the snapshot stays still), and beside it a raw asyncio Unix-socket echo
+server (``asyncio.start_unix_server``, read then write back), each in its own process,
+so each server has one core. Then prints, in one run:
+
+- ``GET /v1/status`` over one keep-alive connection: p50/p99 round trip and requests/s;
+- the same with 32 concurrent keep-alive clients (closed loop, one asyncio client process);
+- the raw echo of the same request bytes measured the same two ways, and the ratio
+  status p99 / echo p99 (target <= 3);
+- 100 ``/v1/events`` subscribers and one state change (``POST /v1/restart``): the time
+  from the POST until the last subscriber read the ``state`` event, and the spread between
+  the first and the last (target: all within 10 ms), over a few rounds.
+
+Targets (issue 10): p99 <= 3x the raw echo, >= 10,000 requests/s on one core, 100
+subscribers within 10 ms. Latencies are milliseconds.
+
+Usage: python bench/status.py [--requests N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lmsupervisor.api.client import Client
+from lmsupervisor.errors import StatusSocketError
+from lmsupervisor.simulator.home import create_install
+
+REQUEST = b"GET /v1/status HTTP/1.1\r\nHost: lms\r\n\r\n"
+CLIENTS = 32
+SUBSCRIBERS = 100
+ECHO = """
+import asyncio, sys
+
+async def handle(reader, writer):
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_unix_server(handle, sys.argv[1], backlog=128)
+    print("ready", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+class Framer:
+    """Splits what a server sends into answers: HTTP (by Content-Length) or echoes (by size)."""
+
+    def __init__(self, echo: bool) -> None:
+        self.echo = echo
+        self.buf = b""
+
+    def feed(self, data: bytes) -> int:
+        """Add ``data``; the number of complete answers now read (and dropped)."""
+        self.buf += data
+        done = 0
+        while True:
+            if self.echo:
+                if len(self.buf) < len(REQUEST):
+                    return done
+                self.buf = self.buf[len(REQUEST) :]
+            else:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return done
+                start = self.buf.find(b"Content-Length: ", 0, end) + len(b"Content-Length: ")
+                length = int(self.buf[start : self.buf.index(b"\r\n", start)])
+                if len(self.buf) < end + 4 + length:
+                    return done
+                self.buf = self.buf[end + 4 + length :]
+            done += 1
+
+
+def one_connection(path: str, echo: bool, n: int) -> tuple[list[float], float]:
+    """``n`` sequential requests on one connection: round trips (ms) and wall seconds."""
+    framer = Framer(echo)
+    times = []
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        for _ in range(n // 10):  # warm-up
+            sock.sendall(REQUEST)
+            while not framer.feed(sock.recv(65536)):
+                pass
+        started = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            sock.sendall(REQUEST)
+            while not framer.feed(sock.recv(65536)):
+                pass
+            times.append((time.perf_counter() - t) * 1000)
+        wall = time.perf_counter() - started
+    return times, wall
+
+
+class ClosedLoop(asyncio.Protocol):
+    """One keep-alive client: sends the next request as soon as an answer is complete."""
+
+    def __init__(self, echo: bool, n: int, done: asyncio.Future[None], times: list[float]) -> None:
+        self.framer = Framer(echo)
+        self.left = n
+        self.done = done
+        self.times = times
+        self.sent = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def send(self) -> None:
+        assert self.transport is not None
+        self.sent = time.perf_counter()
+        self.transport.write(REQUEST)
+
+    def data_received(self, data: bytes) -> None:
+        for _ in range(self.framer.feed(data)):
+            self.times.append((time.perf_counter() - self.sent) * 1000)
+            self.left -= 1
+            if self.left == 0:
+                if not self.done.done():
+                    self.done.set_result(None)
+                return
+            self.send()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(f"lost after {len(self.times)} answers: {exc}"))
+
+
+async def concurrent(path: str, echo: bool, per_client: int) -> tuple[list[float], float]:
+    """:data:`CLIENTS` closed-loop clients, ``per_client`` requests each: round trips (ms), wall seconds."""
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+    clients = []
+    for _ in range(CLIENTS):
+        done: asyncio.Future[None] = loop.create_future()
+        _, proto = await loop.create_unix_connection(functools.partial(ClosedLoop, echo, per_client, done, times), path)
+        clients.append(proto)
+    started = time.perf_counter()
+    for proto in clients:
+        proto.send()
+    await asyncio.gather(*(p.done for p in clients))
+    wall = time.perf_counter() - started
+    for proto in clients:
+        assert proto.transport is not None
+        proto.transport.close()
+    return times, wall
+
+
+class Subscriber(asyncio.Protocol):
+    """A ``/v1/events`` reader noting when it first sees a ``state`` event after :attr:`armed`."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.head = asyncio.get_running_loop().create_future()
+        self.seen: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def arm(self) -> None:
+        self.buf = b""
+        self.seen = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if not self.head.done():
+            self.head.set_result(None)
+            return
+        self.buf += data
+        if b'"type": "state"' in self.buf and not self.seen.done():
+            self.seen.set_result(now)
+
+
+async def fan_out(path: str, rounds: int) -> list[tuple[float, float]]:
+    """(POST to last subscriber, first to last subscriber) in ms, per round."""
+    loop = asyncio.get_running_loop()
+    subs: list[Subscriber] = []
+    transports = []
+    for _ in range(SUBSCRIBERS):
+        transport, sub = await loop.create_unix_connection(Subscriber, path)
+        transport.write(b"GET /v1/events HTTP/1.1\r\nHost: lms\r\n\r\n")
+        subs.append(sub)
+        transports.append(transport)
+    await asyncio.gather(*(s.head for s in subs))
+    out = []
+    client = Client(path)
+    for _ in range(rounds):
+        await asyncio.to_thread(wait_ready, path)
+        await asyncio.sleep(0.5)  # let the bring-up's own events pass
+        for sub in subs:
+            sub.arm()
+        started = time.perf_counter()
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"POST /v1/restart HTTP/1.1\r\nHost: lms\r\nContent-Length: 0\r\n\r\n")
+        seen = await asyncio.wait_for(asyncio.gather(*(s.seen for s in subs)), 30)
+        writer.close()
+        out.append(((max(seen) - started) * 1000, (max(seen) - min(seen)) * 1000))
+        del reader
+    for transport in transports:
+        transport.close()
+    del client
+    return out
+
+
+def wait_ready(path: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Client(path).health()["ready"]:
+                return
+        except StatusSocketError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"nobody ready on {path} after {timeout} s")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def row(label: str, times: list[float], wall: float) -> tuple[float, float]:
+    rps = len(times) / wall
+    print(f"{label:44s} p50 {pct(times, 0.5):7.3f} ms   p99 {pct(times, 0.99):7.3f} ms   {rps:9,.0f} req/s")
+    return pct(times, 0.99), rps
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="state changes seen by the subscribers")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="lmsb", dir="/tmp"))
+    sim = create_install(tmp / "home", time_scale=0.02)
+    sock = tmp / "run" / "s.sock"
+    echo_path = str(tmp / "echo.sock")
+    config = tmp / "c.toml"
+    config.write_text('[health]\ninterval = 30\n[log]\nlevel = "warning"\n')
+    env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)}
+    run = [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)]
+    proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    echo = subprocess.Popen([sys.executable, "-c", ECHO, echo_path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert echo.stdout is not None
+        assert echo.stdout.readline().strip() == "ready"
+        wait_ready(str(sock))
+        n = args.requests
+        print(f"{os.cpu_count()} CPUs; each server a single-threaded process; {n} requests per row")
+        print("one keep-alive connection:")
+        echo_p99, _ = row("  raw asyncio Unix-socket echo", *one_connection(echo_path, True, n))
+        status_p99, rps1 = row("  GET /v1/status", *one_connection(str(sock), False, n))
+        print(f"  p99 status / echo: {status_p99 / echo_p99:.2f}x (target <= 3x)")
+        print(f"{CLIENTS} concurrent keep-alive clients:")
+        per = max(1, n // CLIENTS)
+        echo_p99c, _ = row("  raw asyncio Unix-socket echo", *asyncio.run(concurrent(echo_path, True, per)))
+        status_p99c, rps32 = row("  GET /v1/status", *asyncio.run(concurrent(str(sock), False, per)))
+        print(f"  p99 status / echo: {status_p99c / echo_p99c:.2f}x (target <= 3x)")
+        print(f"requests/s on the server's one core: {max(rps1, rps32):,.0f} (target >= 10,000)")
+        rounds = asyncio.run(fan_out(str(sock), args.rounds))
+        last = [r[0] for r in rounds]
+        spread = [r[1] for r in rounds]
+        print(
+            f"{SUBSCRIBERS} event subscribers, one state change, {len(rounds)} rounds: POST to last subscriber "
+            f"median {statistics.median(last):.2f} ms, max {max(last):.2f} ms; first to last subscriber "
+            f"median {statistics.median(spread):.2f} ms (target: all within 10 ms)"
+        )
+    finally:
+        for p in (proc, echo):
+            p.send_signal(signal.SIGTERM)
+            p.wait(15)
+        sim.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
