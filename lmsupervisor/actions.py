@@ -31,6 +31,7 @@ from lmsupervisor.core.policy import Step
 from lmsupervisor.core.preload import Action, plan
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.reducer import (
+    Answered,
     BringUp,
     BringUpFailed,
     LoadModels,
@@ -227,7 +228,28 @@ class Actions:
                 started.append(m)
         loaded = await lms.ps(timeout=QUICK_TIMEOUT)
         ours = tuple(i for m in started if (i := _instance_of(m, loaded)) is not None)
-        return ModelsDone(eff.action, tuple(loaded), ours)
+        answers = await self._ask_all(eff, loaded)
+        return ModelsDone(eff.action, tuple(loaded), ours, answers)
+
+    async def _ask_all(self, eff: LoadModels, loaded: list[LoadedModel]) -> tuple[Answered, ...]:
+        """Deep readiness after loading: each loaded model with probe = "answer" must answer
+        one 1-token request within ``eff.answer_timeout`` seconds."""
+        answers = []
+        for m in eff.models:
+            name = model_name(m)
+            inst = next((i for i in loaded if i.identifier == _instance_of(m, loaded)), None)
+            if name not in eff.ask or inst is None:
+                continue
+            result = await self.ask(eff.url, inst.identifier, inst.type, eff.answer_timeout)
+            answers.append(Answered(0, name, result.ok, result.latency_ms, result.error))
+        return tuple(answers)
+
+    async def ask(self, url: str, identifier: str, kind: str, timeout: float) -> ProbeResult:
+        """One answer probe of ``identifier`` bounded by ``timeout`` seconds of clock time."""
+        try:
+            return await within(self.clock, self.prober.ask(url, identifier, kind, timeout), timeout)
+        except TimeoutError:
+            return ProbeResult(False, timeout * 1000, None, f"{identifier} did not answer within {timeout:g} s")
 
     async def _await_in_flight(self, eff: LoadModels, lms: LmsClient, loaded: list[LoadedModel]) -> list[LoadedModel]:
         by_name = {model_name(m): m for m in eff.models}

@@ -25,6 +25,7 @@ from lmsupervisor.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
+MODEL_PROBES = ("none", "load", "answer")
 MAX_SECONDS = 86_400.0  # upper bound of every duration: a day (a larger value is a typo, not a wish)
 MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
 
@@ -69,6 +70,8 @@ class HealthConfig:
     interval: float = 5.0  # seconds between probes
     timeout: float = 5.0  # seconds, hard limit of one probe
     failures_before_restart: int = 3
+    answer_interval: float = 300.0  # seconds between answer probes of models with probe = "answer"
+    answer_timeout: float = 30.0  # seconds one answer probe may take
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class ModelConfig:
     gpu: str | float | None = None  # "off", "max" or 0.0..1.0
     ttl: float | None = None  # seconds; None: never unloaded
     download: bool = False
+    probe: str = "load"  # "none": load it, never check; "load": kept loaded; "answer": and answering
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,7 @@ def _model(key: str, raw: Any) -> ModelConfig:
         gpu=_gpu(f"{key}.gpu", table["gpu"]) if "gpu" in table else None,
         ttl=_number(f"{key}.ttl", ttl, minimum=1, maximum=MAX_TTL) if ttl is not None else None,
         download=_bool(f"{key}.download", table.get("download", False)),
+        probe=_str(f"{key}.probe", table.get("probe", "load"), MODEL_PROBES),
     )
 
 
@@ -306,6 +311,12 @@ def parse(data: Mapping[str, Any]) -> Config:
             hc.get("failures_before_restart", d.health.failures_before_restart),
             1,
             1000,
+        ),
+        answer_interval=_number(
+            "health.answer_interval", hc.get("answer_interval", d.health.answer_interval), positive=True
+        ),
+        answer_timeout=_number(
+            "health.answer_timeout", hc.get("answer_timeout", d.health.answer_timeout), positive=True, maximum=3600
         ),
     )
 

@@ -33,6 +33,7 @@ from lmsupervisor.core.reducer import (
     CONFIG_ACTION,
     HEALTH_ACTION,
     ActionCrashed,
+    Answered,
     BringUp,
     CancelAction,
     ConfigChanged,
@@ -146,6 +147,7 @@ class Supervisor:
         self._unwatch: Callable[[], None] | None = None
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._observers: list[Callable[[Message, Snapshot], None]] = []
+        self._asked_at: dict[str, float] = {}  # monotonic seconds of each model's last answer probe
 
     # -- public interface ------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -302,7 +304,11 @@ class Supervisor:
 
     async def _load(self, effect: LoadModels) -> Message:
         try:
-            return await self.actions.load_models(effect)
+            done = await self.actions.load_models(effect)
+            now = self.clock.monotonic()
+            for name in effect.ask:
+                self._asked_at[name] = now  # the pass asked them: the next ask is an interval away
+            return done
         except LmsError as exc:
             return LoadPassFailed(effect.action, f"listing models failed: {exc.message}")
 
@@ -372,6 +378,35 @@ class Supervisor:
             probe.add_done_callback(self._probes.discard)
             if mode.drift and self.snap.config.models and (self._drift is None or self._drift.done()):
                 self._drift = self._spawn(self._check_drift(mode.epoch, health.timeout))
+            if mode.drift:
+                self._ask_due(mode.epoch)
+
+    def _ask_due(self, epoch: int) -> None:
+        """Deep readiness: ask each loaded model with probe = "answer" whose last ask is
+        ``health.answer_interval`` seconds old (the load pass asked it first)."""
+        health = self.snap.config.health
+        now = self.clock.monotonic()
+        declared = {m.identifier or m.key: m for m in self.snap.config.models}
+        for status in self.snap.models:
+            m = declared.get(status.name)
+            if m is None or m.probe != "answer" or status.state != "loaded" or status.instance is None:
+                continue
+            if now - self._asked_at.get(status.name, now) < health.answer_interval:
+                self._asked_at.setdefault(status.name, now)
+                continue
+            self._asked_at[status.name] = now
+            self._spawn(self._ask(epoch, status.name, status.instance, status.kind, health.answer_timeout))
+
+    async def _ask(self, epoch: int, name: str, instance: str, kind: str, timeout: float) -> None:
+        try:
+            server = self.snap.server
+            result = await self.actions.ask(base_url(server.bind, server.port), instance, kind, timeout)
+            self.send(Answered(epoch, name, result.ok, result.latency_ms, result.error))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.log.exception("action_crashed", effect="ask")
+            self.send(ActionCrashed(HEALTH_ACTION, "ask", _describe(exc)))
 
     async def _probe(self, epoch: int, timeout: float) -> None:
         try:

@@ -51,6 +51,9 @@ class ModelStatus:
     identifier: str | None
     state: str = "pending"
     error: str | None = None
+    last_answer_ms: float | None = None  # deep readiness: latency of the last good answer
+    instance: str | None = None  # the identifier LM Studio serves it under, once loaded
+    kind: str = "llm"  # "llm" or "embedding" (from `lms ps --json` type), for the answer probe
 
     @property
     def name(self) -> str:
@@ -219,6 +222,19 @@ class ModelsDone:
     action: int
     loaded: tuple[LoadedModel, ...]
     ours: tuple[str, ...] = ()
+    answers: tuple[Answered, ...] = ()
+
+
+@dataclass(frozen=True)
+class Answered:
+    """Deep readiness: model ``name`` was asked for one token (server ``epoch``); ``ok``
+    with ``latency_ms``, else LM Studio's ``error``."""
+
+    epoch: int
+    name: str
+    ok: bool
+    latency_ms: float
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -308,6 +324,7 @@ Message = (
     | ModelChanged
     | ModelsDone
     | LoadPassFailed
+    | Answered
     | Probed
     | Observed
     | DaemonExited
@@ -347,6 +364,9 @@ class LoadModels:
     in_flight: tuple[InFlight, ...]
     unload: tuple[str, ...] = ()
     lms: Path | None = None
+    ask: tuple[str, ...] = ()  # names of models with probe = "answer": ask each once loaded
+    url: str = ""  # LM Studio's HTTP server, for the asks
+    answer_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -491,8 +511,18 @@ class _Step:
         elif entry is Entry.LOAD_MODELS:
             in_flight = tuple(f for f in s.in_flight if f.deadline > self.now.mono)
             self.set(action=s.action + 1, unload_next=(), in_flight=in_flight)
+            ask = tuple(model_name(m) for m in self.wanted() if m.probe == "answer")
             self.emit(
-                LoadModels(s.action + 1, self.wanted(), in_flight, s.unload_next, s.install.lms if s.install else None)
+                LoadModels(
+                    s.action + 1,
+                    self.wanted(),
+                    in_flight,
+                    s.unload_next,
+                    s.install.lms if s.install else None,
+                    ask,
+                    base_url(s.server.bind, s.server.port),
+                    s.config.health.answer_timeout,
+                )
             )
         elif entry is Entry.MARK_HEALTHY:
             if s.healthy_since is None:
@@ -724,6 +754,8 @@ def _dispatch(r: _Step, msg: Message) -> None:
             r.forget_in_flight(msg.loaded)
             r.duplicates(msg.loaded)
             _verify_models(r, msg.loaded)
+            for answer in msg.answers:
+                _answered(r, answer, reload=False)
             pending = r.snap.pending_config
             if pending is not None:
                 r.apply_config(pending)
@@ -740,6 +772,8 @@ def _dispatch(r: _Step, msg: Message) -> None:
             _probed(r, msg.result)
         case Observed() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
             _observed(r, msg.loaded)
+        case Answered() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
+            _answered(r, msg, reload=True)
         case DaemonExited(pid=pid) if s.daemon is not None and pid == s.daemon.pid:
             r.set(daemon=None, in_flight=(), server_running=False)
             r.models_pending()
@@ -782,11 +816,23 @@ def _verify_models(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
             continue
         if item.action is Action.KEEP:
             r.set_model(name, "loaded")
+            inst = _instance(item.model, loaded)
+            if inst is not None:
+                current = r.snap.model(name) or status
+                new = replace(current, instance=inst.identifier, kind=inst.type)
+                r.set(models=tuple(new if m.name == name else m for m in r.snap.models))
         elif name in wanted and status.state not in ("failed", "idle_unloaded"):
             if any(f.name == name for f in r.snap.in_flight):
                 r.set_model(name, "failed", "still loading in LM Studio (a load started earlier has not finished)")
             else:
                 r.set_model(name, "failed", "not listed by `lms ps --json` after loading")
+
+
+def _instance(m: ModelConfig, loaded: tuple[LoadedModel, ...]) -> LoadedModel | None:
+    """The loaded instance that satisfies declared model ``m``."""
+    if m.identifier:
+        return next((i for i in loaded if i.identifier == m.identifier), None)
+    return next((i for i in loaded if m.key in (i.model_key, i.path)), None)
 
 
 def _probed(r: _Step, result: ProbeResult) -> None:
@@ -811,7 +857,7 @@ def _observed(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
     gone = []
     for m in r.snap.config.models:
         status = r.snap.model(model_name(m))
-        if status is None or status.state != "loaded":
+        if status is None or status.state != "loaded" or m.probe == "none":
             continue
         if plan([m], loaded, [])[0].action is Action.KEEP:
             continue
@@ -825,6 +871,23 @@ def _observed(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
         names = ", ".join(gone)
         r.log("warning", "model_drifted", models=names)
         r.fire(Trigger.DRIFT, f"declared model no longer loaded: {names}")  # -> LOADING_MODELS
+
+
+def _answered(r: _Step, answer: Answered, reload: bool) -> None:
+    """A loaded model that cannot answer is failed with LM Studio's words, and reloaded
+    (unloaded first) by the next load pass, under the model backoff."""
+    status = r.snap.model(answer.name)
+    if status is None or status.state != "loaded":
+        return
+    if answer.ok:
+        new = replace(status, last_answer_ms=round(answer.latency_ms, 3))
+        r.set(models=tuple(new if m.name == answer.name else m for m in r.snap.models))
+        return
+    r.log("warning", "model_answer_failed", model=answer.name, error=answer.error)
+    r.set_model(answer.name, "failed", answer.error or "did not answer")
+    r.set(unload_next=tuple(dict.fromkeys((*r.snap.unload_next, answer.name))))
+    if reload and r.snap.state is State.READY:
+        r.fire(Trigger.DRIFT, f"declared model does not answer: {answer.name}")  # READY -> LOADING_MODELS
 
 
 def _timer(r: _Step) -> None:
@@ -886,7 +949,16 @@ def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -
             "last_probe_ms": None if snap.last_probe_ms is None else round(snap.last_probe_ms, 3),
             "consecutive_failures": snap.consecutive_failures,
         },
-        "models": [{"key": m.key, "identifier": m.identifier, "state": m.state, "error": m.error} for m in snap.models],
+        "models": [
+            {
+                "key": m.key,
+                "identifier": m.identifier,
+                "state": m.state,
+                "error": m.error,
+                "last_answer_ms": m.last_answer_ms,
+            }
+            for m in snap.models
+        ],
         "restarts": {
             "count": snap.restart_count,
             "last_reason": snap.last_restart_reason,

@@ -670,6 +670,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         assert inst is not None  # noqa: S101 - _model_for returns one or the other
         ident, stream = str(inst["identifier"]), bool(body.get("stream"))
+        broken = common.load_faults(d.home).get("fail_answer", {})
+        if isinstance(broken, dict) and ident in broken:  # loaded, but it cannot answer
+            message = str(broken[ident] or "Model crashed while generating (exit code 134)")
+            self._send_json(500, {"error": {"message": message, "type": "server_error", "code": None}})
+            return
         if kind == "embedding":
             answer = openai_api.embeddings(ident, body)
             if answer is None:

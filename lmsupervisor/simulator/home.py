@@ -252,6 +252,12 @@ class SimInstall:
         failing[key] = message or ""
         self._update_faults(fail_load=failing)
 
+    def fail_answer(self, identifier: str, message: str | None = None) -> None:
+        """Requests to the loaded instance ``identifier`` fail with HTTP 500 (it stays loaded)."""
+        broken = dict(common.load_faults(self.home).get("fail_answer", {}))
+        broken[identifier] = message or ""
+        self._update_faults(fail_answer=broken)
+
     def clear_faults(self) -> None:
         common.write_json(common.sim_dir(self.home) / "faults.json", {})
 

@@ -104,9 +104,9 @@ def short_dir() -> Iterator[Path]:
 def start(short_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Running]]:
     runs: list[Running] = []
 
-    def start_run(sim: SimInstall, extra: str = TWO_MODELS) -> Running:
+    def start_run(sim: SimInstall, extra: str = TWO_MODELS, base: str = BASE_CONFIG) -> Running:
         config = tmp_path / f"config{len(runs)}.toml"
-        config.write_text(BASE_CONFIG + extra)
+        config.write_text(base + extra)
         run = Running(sim, short_dir / "status.sock", config)
         runs.append(run)
         return run
@@ -372,3 +372,18 @@ def test_corrupt_server_config_keeps_the_users_settings(
     assert (snap["server"]["port"], snap["server"]["cors"]) == (port, True)
     assert "server_config_remembered" in [p["code"] for p in snap["problems"]]
     assert json.loads(sim.server_config_path.read_text())["cors"] is True  # what LM Studio runs with, persisted
+
+
+def test_a_model_that_cannot_answer_is_reloaded(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """Deep readiness: with probe = "answer" a loaded model must answer one token; when it stops
+    answering it is failed with LM Studio's words, unloaded and loaded again once it answers."""
+    base = BASE_CONFIG.replace("[health]\n", "[health]\nanswer_interval = 0.5\nanswer_timeout = 5\n")
+    run = start(sim, TWO_MODELS + 'probe = "answer"\n', base)
+    snap = run.wait_state("ready")
+    assert snap["models"][1]["last_answer_ms"] is not None
+    sim.fail_answer("qwen", "Model crashed while generating (exit code 134)")
+    snap = run.wait_for(lambda s: s["models"][1]["state"] == "failed")
+    assert snap["models"][1]["error"] == "qwen did not answer: Model crashed while generating (exit code 134)"
+    sim.clear_faults()
+    snap = run.wait_for(lambda s: s["state"] == "ready" and s["models"][1]["state"] == "loaded", timeout=60)
+    assert loaded_ids(sim) == ["openai/gpt-oss-20b", "qwen"]
