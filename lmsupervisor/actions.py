@@ -116,7 +116,7 @@ class Actions:
             except LmsNotFoundError:
                 raise
             except LmsError as exc:
-                log.info("lms_version_unknown", error=exc.message)
+                log.info("lms_version_failed", error=exc.message)
 
         def up(reason: str, daemon: DaemonProcess | None, adopted: bool) -> ServerUp:
             return ServerUp(eff.action, install, server, daemon, reason, version, adopted, sound)
@@ -131,7 +131,7 @@ class Actions:
 
         daemon = eff.daemon if eff.daemon is not None and self.processes.alive(eff.daemon) else None
         if eff.step >= Step.KILL_DAEMON and daemon is not None:
-            log.warning("daemon_terminating", pid=daemon.pid, verified=daemon.verified)
+            log.warning("daemon_termination_started", pid=daemon.pid, verified=daemon.verified)
             await self.processes.terminate(daemon, TERMINATE_GRACE)
         elif eff.step is Step.RESTART_DAEMON:
             try:
@@ -140,7 +140,7 @@ class Actions:
                 log.warning("daemon_down_failed", error=exc.message)
             # `lms daemon down` returns before the process has exited (facts §8).
             if daemon is not None and not await self.processes.wait_exit(daemon, EXIT_WAIT):
-                log.warning("daemon_terminating", pid=daemon.pid, verified=daemon.verified)
+                log.warning("daemon_termination_started", pid=daemon.pid, verified=daemon.verified)
                 await self.processes.terminate(daemon, TERMINATE_GRACE)
 
         live = daemon is not None and self.processes.alive(daemon)
@@ -150,7 +150,7 @@ class Actions:
         except LmsExitError as exc:
             if not no_such_command(exc.stderr):
                 raise
-            log.info("daemon_command_missing")  # LM Studio 0.3: `server start` wakes the app
+            log.info("daemon_command_rejected")  # LM Studio 0.3: `server start` wakes the app
         if eff.step >= Step.RESTART_SERVER:
             try:
                 await lms.server_stop(timeout=QUICK_TIMEOUT)

@@ -182,7 +182,7 @@ class StatusServer:
         prepare_socket_dir(self.path, self.gid)
         remove_stale_socket(self.path)
         await self._bind()
-        self.log.info("status_socket_listening", path=str(self.path))
+        self.log.info("status_socket_bound", path=str(self.path))
         if self.check_interval > 0:
             self._spawn(self._watch())
 

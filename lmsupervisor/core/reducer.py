@@ -668,12 +668,12 @@ class _Step:
         self.apply_config(new)
 
 
-_MODEL_EVENTS = {
+_MODEL_EVENTS = {  # log event names, past tense, per model state entered
     "loaded": "loaded",
     "failed": "load_failed",
-    "loading": "loading",
-    "downloading": "downloading",
-    "pending": "pending",
+    "loading": "load_started",
+    "downloading": "download_started",
+    "pending": "requeued",
     "idle_unloaded": "idle_unloaded",
 }
 
