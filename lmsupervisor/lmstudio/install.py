@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -328,20 +328,7 @@ def detect(platform: Platform, home: Path | None = None, lms: Path | None = None
                     "warning",
                 )
             )
-    return Install(
-        home,
-        source,
-        home_exists,
-        lms_path,
-        lms_source,
-        bootstrapped,
-        kind,
-        service_path,
-        server,
-        local_service,
-        api_server,
-        tuple(problems),
-    )
+    return replace(install, problems=tuple(problems))
 
 
 def _same_path(a: Path, b: Path) -> bool:
