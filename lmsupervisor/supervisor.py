@@ -373,9 +373,10 @@ class Supervisor:
             mode = self._health_mode
             if not mode.probe:
                 return
-            probe = self._spawn(self._probe(mode.epoch, health.timeout))
-            self._probes.add(probe)
-            probe.add_done_callback(self._probes.discard)
+            if len(self._probes) < health.failures_before_restart:  # a slow server: never a pile-up
+                probe = self._spawn(self._probe(mode.epoch, health.timeout))
+                self._probes.add(probe)
+                probe.add_done_callback(self._probes.discard)
             if mode.drift and self.snap.config.models and (self._drift is None or self._drift.done()):
                 self._drift = self._spawn(self._check_drift(mode.epoch, health.timeout))
             if mode.drift:
