@@ -55,9 +55,13 @@ class Diagnosis:
 
     @property
     def ok(self) -> bool:
+        """True when no problem has severity ``"error"`` (the CLI then exits 0)."""
         return not any(p.severity == "error" for p in self.problems)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``doctor --json`` dict: ``ok``, ``lmstudio`` (install plus ``daemon``), ``server``,
+        ``models`` (None when not listed), ``services`` and ``problems``.
+        """
         d = self.daemon
         return {
             "ok": self.ok,

@@ -92,6 +92,7 @@ class Profile:
 
     @property
     def is_app(self) -> bool:
+        """True when the GUI app holds the service (``daemon status --json`` ``isDaemon: false``, facts §8)."""
         return self.service == "app"
 
 
