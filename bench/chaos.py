@@ -33,7 +33,7 @@ def main() -> int:
     parser.add_argument("--time-limit", type=float, default=3600.0, help="no fault starts after this many seconds")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated fault kinds (default: all)")
-    parser.add_argument("--scale", type=float, default=0.04, help="simulator time_scale (default 0.04)")
+    parser.add_argument("--scale", type=float, default=0.12, help="simulator time_scale (default 0.12)")
     parser.add_argument("--wedge-after", type=float, default=30.0, help="seconds in one state that make a wedge")
     parser.add_argument("--recover-timeout", type=float, default=60.0, help="seconds to wait for ready per fault")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (the supervisor's log)")

@@ -123,6 +123,7 @@ DUPLICATE_ID = re.compile(r":\d+$")
 CRASH_MARKERS = ("Task exception was never retrieved", "Traceback")
 PHASE_POLL = 0.05  # seconds between two looks at the supervisor while waiting
 STEADY_BEFORE_FAULT = 0.6  # seconds steady before a fault: past restart.reset_after (0.5 s)
+PROBES_WITHIN = 3.0  # seconds: a steady supervisor probes (every 0.2 s) at least once in this time
 LOG_EXCERPT = 1500  # characters of log kept per crash
 
 Model = tuple[str, str | None]
@@ -136,7 +137,8 @@ class SoakConfig:
     ``faults`` and ``time_limit`` bound the soak: no fault starts past ``time_limit``; one in
     progress still finishes (each of its waits bounded by ``recover_timeout``) unless
     ``hard_limit`` cuts it short (it is then not counted and the soak ends).
-    ``time_scale`` is the simulator's (0.04: the slow model loads in 0.6 s).
+    ``time_scale`` is the simulator's (0.12: the slow model loads in 1.8 s, longer than a
+    restart takes to list the models again, so a restart during a load can make a duplicate).
     ``kinds`` restricts the catalogue (to reproduce one kind). ``workdir`` defaults to a
     new folder under /tmp (the socket path must stay short), removed at the end unless
     ``keep``.
@@ -146,7 +148,7 @@ class SoakConfig:
     seed: int = 0
     time_limit: float = 3600.0
     hard_limit: float | None = None
-    time_scale: float = 0.04
+    time_scale: float = 0.12
     recover_timeout: float = 60.0
     wedge_after: float = 30.0
     status_rate: float = 4.0  # /v1/status queries per second from the background thread
@@ -167,6 +169,7 @@ class Phase:
     last_state: str | None = None
     detail: str = ""
     cut: bool = False  # ended by the soak's hard time limit, no verdict
+    probe_ms: float | None = None  # the snapshot's server.last_probe_ms when steady
 
 
 @dataclass
@@ -617,8 +620,9 @@ class _Soak:
                 return Phase(label, False, time.monotonic() - since, crashed=True, detail="supervisor died")
             snap = self.status()
             now = time.monotonic()
-            if self.steady(snap, target, require):
-                return Phase(label, True, now - since, last_state="ready")
+            if snap is not None and self.steady(snap, target, require):
+                probe = snap["server"]["last_probe_ms"]
+                return Phase(label, True, now - since, last_state="ready", probe_ms=probe)
             last_state = None if snap is None else str(snap["state"])
             seen = ("no answer",) if snap is None else (snap["state"], snap["since"])
             if seen != mark:
@@ -631,6 +635,10 @@ class _Soak:
             if now >= deadline:
                 return Phase(label, False, now - since, last_state=last_state, detail=f"still {last_state}")
             time.sleep(PHASE_POLL)
+
+    def probing(self, last_probe_ms: float | None) -> bool:
+        """The health loop still runs: ``server.last_probe_ms`` changes within ``PROBES_WITHIN`` s."""
+        return self.wait_for(lambda s: s["server"]["last_probe_ms"] != last_probe_ms, PROBES_WITHIN) is not None
 
     def wait_for(self, check: Callable[[Snapshot], bool], timeout: float) -> Snapshot | None:
         """The first snapshot that passes ``check`` within ``timeout`` s, else None."""
@@ -653,9 +661,9 @@ class _Soak:
         except OSError:
             return False, "", 0
         self.log_offset += len(data)
-        text = data.decode("utf-8", errors="replace")
+        lines = data.decode("utf-8", errors="replace").splitlines()
         crash, excerpt, handled = False, "", 0
-        for line in text.splitlines():
+        for i, line in enumerate(lines):
             if not any(marker in line for marker in CRASH_MARKERS):
                 continue
             event = None
@@ -665,9 +673,9 @@ class _Soak:
             if event == "action_crashed":
                 handled += 1
                 continue
-            if not crash:
-                start = text.find(line)
-                excerpt = text[start : start + LOG_EXCERPT]
+            if not crash:  # the block up to the next JSON log line: the traceback, its error last
+                end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("{")), len(lines))
+                excerpt = "\n".join(lines[i:end])[-LOG_EXCERPT:]
             crash = True
         return crash, excerpt, handled
 
@@ -713,6 +721,8 @@ class _Soak:
 
         if self.wait_for(loading, timeout=10.0) is None:
             raise _Missed("the slow model was never seen loading")
+        # Past the start of `lms load` (its own start-up, `ls`), well before the load ends.
+        time.sleep(self.rng.uniform(0.2, 0.4) * self.slow_load_s)
 
     def reload(self, text: str, how: str) -> None:
         self.config.write_text(text, encoding="utf-8")
@@ -999,7 +1009,8 @@ def fault_order(seed: int, count: int, kinds: tuple[str, ...] = KINDS) -> list[s
 
 
 def _one_fault(s: _Soak, r: FaultResult) -> None:
-    """Inject ``r.kind``, wait for recovery, look for duplicates and crashes; fills ``r``."""
+    """Inject ``r.kind``, wait for recovery, check probing and duplicates; fills ``r``."""
+    started = time.monotonic()
     try:
         outcome = FAULTS[r.kind](s, r)
     except _Missed as exc:
@@ -1031,11 +1042,20 @@ def _one_fault(s: _Soak, r: FaultResult) -> None:
     r.wedge_state = phase.last_state if phase.wedged else None
     if phase.crashed:
         r.crashed = True
-    if phase.ok:
-        time.sleep(s.slow_load_s + 0.2)  # a load abandoned during the fault has finished by now
-        r.duplicates = s.duplicates(BASE_MODELS)
-        if r.duplicates:
-            s.unload(r.duplicates)
+    if not phase.ok:
+        return
+    # Steady for a moment (past restart.reset_after: the next fault is a first failure),
+    # and until a load abandoned during the fault has finished.
+    pause = STEADY_BEFORE_FAULT + s.rng.uniform(0.0, 0.3)
+    time.sleep(max(pause, started + s.slow_load_s + 0.3 - time.monotonic()))
+    if not s.probing(phase.probe_ms):
+        r.recovered, r.seconds = False, None
+        r.phases.append(
+            Phase("health probes", False, PROBES_WITHIN, last_state="ready", detail="ready but no longer probing")
+        )
+    r.duplicates = s.duplicates(BASE_MODELS)
+    if r.duplicates:
+        s.unload(r.duplicates)
 
 
 def run_soak(cfg: SoakConfig, progress: Callable[[FaultResult], None] | None = None) -> SoakReport:
@@ -1058,6 +1078,7 @@ def run_soak(cfg: SoakConfig, progress: Callable[[FaultResult], None] | None = N
         first = soak.await_steady("start", time.monotonic(), timeout=60.0, wedge=False)
         if not first.ok:
             raise RuntimeError(f"the supervisor never became steady: {first.detail}; log {soak.log}")
+        time.sleep(STEADY_BEFORE_FAULT)
         poller = _StatusPoller(soak.sock, cfg.status_rate)
         poller.start()
         for n, kind in enumerate(fault_order(cfg.seed, cfg.faults, cfg.kinds), 1):
@@ -1065,7 +1086,11 @@ def run_soak(cfg: SoakConfig, progress: Callable[[FaultResult], None] | None = N
                 break
             if not _ensure_steady(soak, report):
                 break
-            time.sleep(STEADY_BEFORE_FAULT + soak.rng.uniform(0.0, 0.4))
+            late = soak.duplicates(BASE_MODELS) if report.faults else []
+            if late:  # appeared after the last fault's check: still that fault's doing
+                report.faults[-1].duplicates += late
+                report.faults[-1].notes.append("duplicate seen late, before the next fault")
+                soak.unload(late)
             soak.scan_log()  # what came before this fault is not its fault
             result = FaultResult(n=n, kind=kind)
             _one_fault(soak, result)
@@ -1120,6 +1145,7 @@ def _reset(s: _Soak, report: SoakReport) -> bool:
         s.sock.unlink()
     s.start_supervisor()
     phase = s.await_steady("reset", time.monotonic(), timeout=60.0, wedge=False)
+    time.sleep(STEADY_BEFORE_FAULT)
     s.scan_log()
     if not phase.ok:
         report.aborted = f"the reset never became steady ({phase.detail}); log {s.log}"
