@@ -122,7 +122,8 @@ SLOW_LOAD_SIMULATED_S = 0.5 + 1.2 * 12.109565112  # common.DEFAULT_CONFIG load_s
 DUPLICATE_ID = re.compile(r":\d+$")
 CRASH_MARKERS = ("Task exception was never retrieved", "Traceback")
 PHASE_POLL = 0.05  # seconds between two looks at the supervisor while waiting
-STEADY_BEFORE_FAULT = 0.6  # seconds steady before a fault: past restart.reset_after (0.5 s)
+STEADY_BEFORE_FAULT = 0.4  # seconds steady before a fault: past restart.reset_after (0.3 s)
+LOAD_REACHES_DAEMON = 0.45  # seconds from the `loading` state to the simulator loading (lms start-up, ls)
 PROBES_WITHIN = 3.0  # seconds: a steady supervisor probes (every 0.2 s) at least once in this time
 LOG_EXCERPT = 1500  # characters of log kept per crash
 
@@ -362,7 +363,7 @@ def config_text(models: tuple[Model, ...] = BASE_MODELS, interval: str = "0.2", 
     text = (
         "[server]\nstart_timeout = 8\n"
         f"[health]\ninterval = {interval}\ntimeout = 1\nfailures_before_restart = 3\n"
-        "[restart]\ninitial_delay = 0.1\nmax_delay = 1\njitter = 0\nreset_after = 0.5\n"
+        "[restart]\ninitial_delay = 0.1\nmax_delay = 1\njitter = 0\nreset_after = 0.3\n"
         f'[log]\nlevel = "{level}"\nformat = "json"\n'
     )
     for key, ident in models:
@@ -539,7 +540,7 @@ class _Soak:
         self.expected_exit = True
         if self.run is not None:
             self.run.kill()
-        mine = str(self.root)
+        mine = str(self.root) + os.sep
         victims = []
         for proc in psutil.process_iter(["pid", "cmdline"]):
             cmdline = proc.info.get("cmdline") or []
@@ -721,8 +722,9 @@ class _Soak:
 
         if self.wait_for(loading, timeout=10.0) is None:
             raise _Missed("the slow model was never seen loading")
-        # Past the start of `lms load` (its own start-up, `ls`), well before the load ends.
-        time.sleep(self.rng.uniform(0.2, 0.4) * self.slow_load_s)
+        # Past the moment `lms load` reaches the daemon (its start-up and `ls` take about
+        # 0.4 s here), well before the load ends.
+        time.sleep(min(LOAD_REACHES_DAEMON + self.rng.uniform(0.0, 0.25), 0.5 * self.slow_load_s))
 
     def reload(self, text: str, how: str) -> None:
         self.config.write_text(text, encoding="utf-8")
@@ -1046,7 +1048,7 @@ def _one_fault(s: _Soak, r: FaultResult) -> None:
         return
     # Steady for a moment (past restart.reset_after: the next fault is a first failure),
     # and until a load abandoned during the fault has finished.
-    pause = STEADY_BEFORE_FAULT + s.rng.uniform(0.0, 0.3)
+    pause = STEADY_BEFORE_FAULT + s.rng.uniform(0.0, 0.2)
     time.sleep(max(pause, started + s.slow_load_s + 0.3 - time.monotonic()))
     if not s.probing(phase.probe_ms):
         r.recovered, r.seconds = False, None
