@@ -127,6 +127,7 @@ LOAD_REACHES_DAEMON = 0.45  # seconds from the `loading` state to the simulator 
 PROBES_WITHIN = 3.0  # seconds: a steady supervisor probes (every 0.2 s) at least once in this time
 LOG_EXCERPT = 1500  # characters of log kept per crash
 
+SNAPSHOT_KEYS = {"state", "since", "supervisor", "lmstudio", "server", "models", "restarts"}
 Model = tuple[str, str | None]
 Snapshot = dict[str, Any]
 
@@ -559,10 +560,14 @@ class _Soak:
 
     # -- looking ---------------------------------------------------------------------
     def status(self, timeout: float = 2.0) -> Snapshot | None:
+        """The snapshot, or None: no answer, or not a 200 with a design §5 document."""
         try:
-            return request(self.sock, "GET", "/v1/status", timeout=timeout)[1]  # type: ignore[no-any-return]
+            code, body = request(self.sock, "GET", "/v1/status", timeout=timeout)
         except (StatusSocketError, OSError, ValueError):
             return None
+        if code != 200 or not isinstance(body, dict) or not body.keys() >= SNAPSHOT_KEYS:
+            return None
+        return body
 
     def post(self, target: str) -> int | None:
         try:
@@ -1014,7 +1019,10 @@ def _one_fault(s: _Soak, r: FaultResult) -> None:
     """Inject ``r.kind``, wait for recovery, check probing and duplicates; fills ``r``."""
     started = time.monotonic()
     try:
-        outcome = FAULTS[r.kind](s, r)
+        try:
+            outcome = FAULTS[r.kind](s, r)
+        except (OSError, subprocess.SubprocessError) as exc:  # e.g. the daemon went away meanwhile
+            raise _Missed(f"{type(exc).__name__}: {exc}") from exc
     except _Missed as exc:
         if s.crashed():  # not a lost race: the supervisor died under the fault
             r.crashed = True
@@ -1097,6 +1105,8 @@ def run_soak(cfg: SoakConfig, progress: Callable[[FaultResult], None] | None = N
             result = FaultResult(n=n, kind=kind)
             _one_fault(soak, result)
             exit_code = soak.run.proc.poll() if soak.run else None
+            if soak.crashed() and result.missed is None:  # died after its last wait
+                result.crashed, result.recovered = True, False
             needs_reset = result.missed is None and (not result.recovered or result.crashed or result.wedged)
             if needs_reset:
                 stuck = soak.stop_gently()
