@@ -358,6 +358,32 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def scan_log_text(text: str) -> tuple[bool, str, int]:
+    """Look for crashes in the supervisor's output (JSON log lines and stray stderr).
+
+    Returns (crash seen, the first crash's block, the number of ``action_crashed`` events).
+    A crash is "Task exception was never retrieved" or a traceback outside an
+    ``action_crashed`` event; the block runs to the next JSON line, so it ends on the error.
+    """
+    lines = text.splitlines()
+    crash, excerpt, handled = False, "", 0
+    for i, line in enumerate(lines):
+        if not any(marker in line for marker in CRASH_MARKERS):
+            continue
+        event = None
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(line)
+            event = parsed.get("event") if isinstance(parsed, dict) else None
+        if event == "action_crashed":
+            handled += 1
+            continue
+        if not crash:
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("{")), len(lines))
+            excerpt = "\n".join(lines[i:end])[-LOG_EXCERPT:]
+        crash = True
+    return crash, excerpt, handled
+
+
 # -- the supervisor's config --------------------------------------------------------------
 def config_text(models: tuple[Model, ...] = BASE_MODELS, interval: str = "0.2", level: str = "info") -> str:
     """The soak's config: fast probes (0.2 s, 1 s timeout, 3 failures), backoff 0.1-1 s, starts 8 s."""
@@ -667,23 +693,7 @@ class _Soak:
         except OSError:
             return False, "", 0
         self.log_offset += len(data)
-        lines = data.decode("utf-8", errors="replace").splitlines()
-        crash, excerpt, handled = False, "", 0
-        for i, line in enumerate(lines):
-            if not any(marker in line for marker in CRASH_MARKERS):
-                continue
-            event = None
-            with contextlib.suppress(ValueError):
-                parsed = json.loads(line)
-                event = parsed.get("event") if isinstance(parsed, dict) else None
-            if event == "action_crashed":
-                handled += 1
-                continue
-            if not crash:  # the block up to the next JSON log line: the traceback, its error last
-                end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("{")), len(lines))
-                excerpt = "\n".join(lines[i:end])[-LOG_EXCERPT:]
-            crash = True
-        return crash, excerpt, handled
+        return scan_log_text(data.decode("utf-8", errors="replace"))
 
     # -- duplicates --------------------------------------------------------------
     def duplicates(self, target: tuple[Model, ...]) -> list[str]:

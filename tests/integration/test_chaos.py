@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmsupervisor.simulator.chaos import KINDS, SoakConfig, fault_order, run_soak
+from lmsupervisor.simulator.chaos import KINDS, SoakConfig, fault_order, run_soak, scan_log_text
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +31,29 @@ def test_the_soak_covers_every_fault_kind() -> None:
     """The faults come in shuffled rounds of the catalogue: 30 faults hold every kind at least once."""
     order = fault_order(SOAK.seed, SOAK.faults)
     assert (len(order), set(order)) == (SOAK.faults, set(KINDS))
+
+
+def test_a_task_that_died_counts_as_a_crash_and_a_handled_one_does_not() -> None:
+    """The log scan: a stray traceback is a crash ending on its error; `action_crashed` is only counted."""
+    log = "\n".join(
+        [
+            '{"event": "action_crashed", "exception": "Traceback (most recent call last): ...", "level": "error"}',
+            '{"event": "state_changed", "state": "ready"}',
+            "Task exception was never retrieved",
+            "Traceback (most recent call last):",
+            '  File "supervisor.py", line 530, in _set_model',
+            "KeyError: 'qwen'",
+            '{"event": "supervisor_exited"}',
+        ]
+    )
+    crash, excerpt, handled = scan_log_text(log)
+    assert (crash, excerpt.splitlines()[0], excerpt.splitlines()[-1], handled) == (
+        True,
+        "Task exception was never retrieved",
+        "KeyError: 'qwen'",
+        1,
+    )
+    assert scan_log_text('{"event": "action_crashed", "exception": "Traceback ..."}\n') == (False, "", 1)
 
 
 @pytest.mark.timeout(240)
