@@ -56,6 +56,14 @@ EXIT_WAIT = 10.0  # seconds to wait for the daemon to exit after `lms daemon dow
 IN_FLIGHT_POLL = 1.0  # seconds between `lms ps` checks while an earlier load finishes
 
 
+def ladder_timeout(config: Config) -> float:
+    """Seconds for an `lms` call that a live daemon answers at once (``daemon up`` on a
+    running daemon, ``daemon down``, ``server stop``, ``daemon status``): twice the probe
+    timeout, at least 3 s, at most :data:`QUICK_TIMEOUT`. A hung daemon fails its rung
+    quickly instead of holding the ladder for the full quick timeout."""
+    return min(QUICK_TIMEOUT, max(3.0, 2 * config.health.timeout))
+
+
 def rung_deadline(step: Step, config: Config) -> float:
     """Seconds a whole bring-up at ``step`` may take before it counts as failed."""
     budget = config.server.start_timeout * 2 + QUICK_TIMEOUT * 4 + config.health.timeout * 2
@@ -134,26 +142,28 @@ class Actions:
             log.warning("daemon_termination_started", pid=daemon.pid, verified=daemon.verified)
             await self.processes.terminate(daemon, TERMINATE_GRACE)
         elif eff.step is Step.RESTART_DAEMON:
+            down = True
             try:
-                await lms.daemon_down(timeout=QUICK_TIMEOUT)
+                await lms.daemon_down(timeout=ladder_timeout(cfg))
             except LmsError as exc:
+                down = False  # a hung daemon does not answer: no point waiting for its exit
                 log.warning("daemon_down_failed", error=exc.message)
             # `lms daemon down` returns before the process has exited (facts §8).
-            if daemon is not None and not await self.processes.wait_exit(daemon, EXIT_WAIT):
+            if daemon is not None and not await self.processes.wait_exit(daemon, EXIT_WAIT if down else 0.0):
                 log.warning("daemon_termination_started", pid=daemon.pid, verified=daemon.verified)
                 await self.processes.terminate(daemon, TERMINATE_GRACE)
 
         live = daemon is not None and self.processes.alive(daemon)
         try:
             # A live daemon answers at once; only a cold start may take start_timeout.
-            await lms.daemon_up(timeout=QUICK_TIMEOUT if live else cfg.server.start_timeout)
+            await lms.daemon_up(timeout=ladder_timeout(cfg) if live else cfg.server.start_timeout)
         except LmsExitError as exc:
             if not no_such_command(exc.stderr):
                 raise
             log.info("daemon_command_rejected")  # LM Studio 0.3: `server start` wakes the app
         if eff.step >= Step.RESTART_SERVER:
             try:
-                await lms.server_stop(timeout=QUICK_TIMEOUT)
+                await lms.server_stop(timeout=ladder_timeout(cfg))
             except LmsError as exc:
                 log.info("server_stop_failed", error=exc.message)
         start_error: str | None = None

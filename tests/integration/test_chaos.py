@@ -57,12 +57,6 @@ def test_a_task_that_died_counts_as_a_crash_and_a_handled_one_does_not() -> None
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 6: the supervisor before the core rewrite keeps `:2` duplicates after a restart during a load, "
-    "wedges on a reload during a load and when its socket is deleted, loses LM Studio's settings on a corrupt "
-    "http-server-config.json, accepts nan/inf numbers, and logs a traceback when stopped during a load",
-)
 def test_chaos_soak_recovers_from_every_fault() -> None:
     """At least 30 random faults, one at a time: every one recovered, no duplicate, no wedge, no crash."""
     report = run_soak(SOAK)
