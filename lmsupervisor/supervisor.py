@@ -69,6 +69,7 @@ from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.watch import PidWatcher, ProcessTable
 
 EVENT_BACKLOG = 256  # events buffered per subscriber before it is dropped
+STOP_GRACE = 3.0  # seconds cancelled tasks get to clean up (reap `lms`) at shutdown
 
 
 class ServerMemory:
@@ -189,6 +190,12 @@ class Supervisor:
                 self.dispatch(await self.queue.get())
         finally:
             self._cancel_all()
+            pending = [t for t in self._tasks if not t.done()]
+            if pending:  # let cancelled `lms` calls reap their processes before the loop closes
+                with contextlib.suppress(asyncio.CancelledError):
+                    _, late = await asyncio.wait(pending, timeout=STOP_GRACE)
+                    for task in late:
+                        self.log.warning("task_outlived_stop", task=task.get_name())
             for q in list(self._subscribers):
                 with contextlib.suppress(asyncio.QueueFull):
                     q.put_nowait(None)

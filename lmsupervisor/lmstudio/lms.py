@@ -254,6 +254,10 @@ class Lms:
             _kill_group(proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
+            # Reap it before the cancellation goes on: an unreaped child's transport would be
+            # closed by its finalizer after the loop, logging "Event loop is closed" (SIGTERM).
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(proc.wait(), 2.0)
             raise
         _kill_group(proc.pid)
         return LmsResult(

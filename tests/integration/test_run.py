@@ -387,3 +387,16 @@ def test_a_model_that_cannot_answer_is_reloaded(sim: SimInstall, start: Callable
     sim.clear_faults()
     snap = run.wait_for(lambda s: s["state"] == "ready" and s["models"][1]["state"] == "loaded", timeout=60)
     assert loaded_ids(sim) == ["openai/gpt-oss-20b", "qwen"]
+
+
+def test_sigterm_during_a_load_stops_cleanly(
+    make_sim: Callable[..., SimInstall], start: Callable[..., Running]
+) -> None:
+    """SIGTERM while `lms load` runs: exit 0, LM Studio left running, and no traceback (the
+    killed `lms` is reaped before the loop closes, no "Event loop is closed")."""
+    sim = make_sim(time_scale=0.5)  # the 20B model takes seconds to load
+    run = start(sim)
+    run.wait_for(lambda s: any(m["state"] == "loading" for m in s["models"]), timeout=60)
+    assert run.stop() == 0
+    log = run.log.read_text()
+    assert ("Traceback" in log, "Event loop is closed" in log, sim.daemon_pid() is not None) == (False, False, True)
