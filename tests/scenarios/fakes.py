@@ -79,6 +79,7 @@ class FakeLmStudio:
         self.hung = False
         self.loaded: list[dict[str, Any]] = []
         self.calls: list[tuple[str, ...]] = []
+        self.help_calls: list[tuple[str, ...]] = []
         self.fail: dict[tuple[str, ...], tuple[int, str]] = {}  # argv prefix -> (code, stderr)
         self.watchers: dict[int, list[Callable[[], None]]] = {}
         self.terminated: list[int] = []
@@ -90,9 +91,17 @@ class FakeLmStudio:
         self.clock: FakeClock | None = None
         self.verified = True
         self._pids = itertools.count(1000)
+        # What this `lms` can do (facts §8), answered to the capability detection's --help calls.
+        self.daemon_commands = ("status", "up", "down")
+        self.bind_flag = True
+        self.local_flag = False
 
     # -- the lms runner ---------------------------------------------------------
     async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
+        if "--help" in args:  # capability detection: counted apart from the commands tests look at
+            self.help_calls.append(args)
+            out, err, code = self._answer(args)
+            return LmsResult(("lms", *args), code, out, err, 1.0)
         self.calls.append(args)
         for prefix, exc in self.raises.items():
             if args[: len(prefix)] == prefix:
@@ -109,6 +118,21 @@ class FakeLmStudio:
         match args:
             case ("version", "--json"):
                 return '{"version":"abc"}', "", 0
+            case ("daemon", "--help"):
+                if not self.daemon_commands:
+                    return "", "error: unknown command 'daemon'", 1
+                listed = "".join(f"  {c} [options]\n" for c in self.daemon_commands)
+                return f"Usage: lms daemon [options] [command]\n\nCommands:\n{listed}", "", 0
+            case ("server", "start", "--help"):
+                return (
+                    "Usage: lms server start [options]\n  --port <port>\n"
+                    + ("  --bind <address>\n" if self.bind_flag else ""),
+                    "",
+                    0,
+                )
+            case ("load", "--help"):
+                local = "  --local\n" if self.local_flag else ""
+                return "Usage: lms load [options] [path]\n  --exact\n" + local, "", 0
             case ("daemon", "status", "--json"):
                 if self.daemon_pid is None:
                     return '{"status":"not-running"}', "", 0
