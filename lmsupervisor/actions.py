@@ -78,6 +78,12 @@ IN_FLIGHT_POLL = 1.0  # seconds between `lms ps` checks while an earlier load fi
 DOWNLOAD_POLL = 1.0  # seconds between REST v1 download status requests
 
 
+def quick(config: Config) -> float:
+    """Seconds for an `lms` call of the ladder that answers at once unless LM Studio hangs:
+    :data:`QUICK_TIMEOUT`, never more than ``server.start_timeout``."""
+    return min(QUICK_TIMEOUT, config.server.start_timeout)
+
+
 def rung_deadline(step: Step, config: Config) -> float:
     """Seconds a whole bring-up at ``step`` may take before it counts as failed."""
     budget = config.server.start_timeout * 2 + QUICK_TIMEOUT * 4 + config.health.timeout * 2
@@ -183,13 +189,16 @@ class Actions:
             log.warning("daemon_terminating", pid=daemon.pid, verified=daemon.verified)
             await self.processes.terminate(daemon, TERMINATE_GRACE)
         elif eff.step is Step.RESTART_DAEMON:
+            wait = EXIT_WAIT if "down" in caps.daemon else 0.0
             if "down" in caps.daemon:  # stops whatever daemon runs, known to us or not
                 try:
-                    await lms.daemon_down(timeout=QUICK_TIMEOUT)
+                    await lms.daemon_down(timeout=quick(cfg))
+                except LmsTimeoutError as exc:
+                    log.warning("daemon_down_failed", error=exc.message)
+                    wait = 0.0  # a daemon that does not answer `down` will not exit by itself
                 except LmsError as exc:
                     log.warning("daemon_down_failed", error=exc.message)
             # `lms daemon down` returns before the process has exited (facts §8).
-            wait = EXIT_WAIT if "down" in caps.daemon else 0.0
             if daemon is not None and not await self.processes.wait_exit(daemon, wait):
                 log.warning("daemon_terminating", pid=daemon.pid, verified=daemon.verified)
                 await self.processes.terminate(daemon, TERMINATE_GRACE)
@@ -207,7 +216,7 @@ class Actions:
             log.debug("daemon_command_missing")  # before 2025-11: `server start` wakes the app
         if (eff.step >= Step.RESTART_SERVER or differs) and not fresh:
             try:
-                await lms.server_stop(timeout=QUICK_TIMEOUT)
+                await lms.server_stop(timeout=quick(cfg))
             except LmsError as exc:
                 log.info("server_stop_failed", error=exc.message)
         start_error: str | None = None
@@ -216,6 +225,8 @@ class Actions:
             await lms.server_start(server.port, bind, server.cors, timeout=cfg.server.start_timeout)
         except LmsExitError as exc:
             start_error = exc.error_line  # the probe decides (BT#1720: exit 1 while serving)
+        except LmsTimeoutError as exc:
+            start_error = exc.message  # the probe decides here too
         probe = await self._probe(url, cfg.health.timeout)
         if not probe.ok:
             why = (
