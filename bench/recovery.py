@@ -13,6 +13,7 @@ Usage: python bench/recovery.py [--kills N] [--scale S] [--profile P]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+
+import psutil
 
 from lmsupervisor.api.client import open_events, request
 from lmsupervisor.errors import StatusSocketError
@@ -47,12 +51,34 @@ def timed(sim: SimInstall, *args: str) -> float:
     return (time.monotonic() - started) * 1000
 
 
+def rest_load(sim: SimInstall, key: str) -> float:
+    """``POST /api/v1/models/load`` (what the supervisor does on REST v1 lines), in ms."""
+    started = time.monotonic()
+    req = urllib.request.Request(  # noqa: S310 - http on loopback
+        f"{sim.http_url}/api/v1/models/load",
+        data=json.dumps({"model": key}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=PHASE_TIMEOUT) as resp:  # noqa: S310 - loopback
+        assert resp.status == 200
+    return (time.monotonic() - started) * 1000
+
+
 def simulator_baseline(sim: SimInstall) -> dict[str, float]:
-    """The simulator's own times (ms), measured through its lms without a supervisor."""
+    """The simulator's own times (ms) without a supervisor: `daemon up` and `server start`
+    through its lms (a supervisor runs them too, cost included), then each load the way the
+    supervisor loads on this release line (REST v1 on 0.4, `lms load` before)."""
     out = {"daemon up": timed(sim, "daemon", "up"), "server start": timed(sim, "server", "start")}
     for key, path in zip(MODELS, PATHS, strict=True):
-        out[f"load {key}"] = timed(sim, "load", path, "--exact", "--yes")
+        if sim.release.rest_v1:
+            out[f"load {key} (REST)"] = rest_load(sim, key)
+        else:
+            out[f"load {key}"] = timed(sim, "load", path, "--exact", "--yes")
+    pid = sim.daemon_pid()
     sim.lms("daemon", "down")
+    while pid is not None and psutil.pid_exists(pid):  # `daemon down` returns before the exit (facts §8)
+        time.sleep(0.02)
     return out
 
 

@@ -3,6 +3,7 @@ scenarios, LAN binds, CORS, REST v1 with API tokens, and what `lms` costs while 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -13,8 +14,10 @@ import psutil
 import pytest
 
 from lmsupervisor.api.client import open_events
+from lmsupervisor.lmstudio.capabilities import CapabilityCache
+from lmsupervisor.lmstudio.lms import Lms, LmsClient
 from lmsupervisor.simulator import profiles
-from lmsupervisor.simulator.home import SimInstall
+from lmsupervisor.simulator.home import SimInstall, create_install
 from tests.conftest import eventually
 from tests.integration.test_run import BASE_CONFIG, Running, loaded_ids
 
@@ -236,3 +239,20 @@ def test_rest_download_progress(make_sim: Callable[..., SimInstall], start: Call
     events.close()
     assert seen and seen[0]["total"] == 2_100_000_000
     assert loaded_ids(sim) == ["ibm/granite-4-micro"]
+
+
+@pytest.mark.parametrize("name", list(profiles.PROFILES))
+def test_every_profile_detected_as_its_row(name: str, tmp_path: Path) -> None:
+    """The simulated `lms` of every release line is detected as its row of the profile table."""
+    sim = create_install(tmp_path, profile=name, lms_cost=(0.0, 0.0))
+    caps = asyncio.run(CapabilityCache().get(sim.lms_path, LmsClient(Lms(sim.lms_path, env=sim.env()))))
+    row = sim.release
+    assert (caps.cli_version, caps.dialect, caps.daemon, caps.bind, caps.local, caps.ps_json, caps.ls_model_key) == (
+        row.cli_version,
+        row.dialect,
+        row.daemon & {"status", "up", "down"},
+        row.bind_flag,
+        row.load_local,
+        row.ps_json,
+        row.ls_model_key,
+    )
