@@ -80,10 +80,11 @@ class CountingRunner:
 
     async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
         self.calls.append(args)
-        out = {
+        answers: dict[tuple[str, ...], str] = {
             ("version", "--json"): '{"version":"07b7252"}',
             ("daemon", "--help"): COMMANDER_DAEMON,
-        }.get(args, "--bind --local")
+        }
+        out = answers.get(args, "--bind --local")
         return LmsResult(("lms", *args), 0, out, "", 1.0)
 
 
