@@ -44,9 +44,7 @@ class CapabilityCache:
 
     def cached(self, binary: Path) -> CliCapabilities | None:
         """The capabilities remembered for ``binary`` as it is now on disk, else None."""
-        stamp = stamp_of(binary)
-        if stamp is None:
-            return None
+        stamp = stamp_of(binary) or "0:0"  # unreadable: remembered in memory, as detected
         key = str(binary)
         hit = self._memory.get(key)
         if hit is not None and hit.stamp == stamp:
