@@ -35,10 +35,11 @@ def stamp_of(path: Path) -> str | None:
 
 class CapabilityCache:
     """Capabilities per `lms` binary, detected on first use; ``path`` is the JSON cache
-    file (None: memory only)."""
+    file (None: memory only); ``quiet`` logs nothing (doctor prints its own report)."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, quiet: bool = False) -> None:
         self.path = path
+        self.quiet = quiet
         self._memory: dict[str, CliCapabilities] = {}
         self.log = structlog.get_logger("lmsupervisor")
 
@@ -73,7 +74,8 @@ class CapabilityCache:
         except LmsNotFoundError:
             raise
         except LmsError as exc:
-            self.log.info("lms_version_unknown", error=exc.message)
+            if not self.quiet:
+                self.log.info("lms_version_unknown", error=exc.message)
         outputs = []
         for args in (("daemon", "--help"), ("server", "start", "--help"), ("load", "--help")):
             try:
@@ -84,7 +86,8 @@ class CapabilityCache:
             except LmsError as exc:
                 outputs.append(HelpOutput(1, "", exc.message))
         caps = parse_help(str(binary), stamp, version, *outputs)
-        self.log.info("lms_capabilities_detected", lms=str(binary), **caps.to_json())
+        if not self.quiet:
+            self.log.info("lms_capabilities_detected", lms=str(binary), **caps.to_json())
         self._memory[str(binary)] = caps
         self._write(caps)
         return caps
