@@ -125,3 +125,12 @@ async def test_no_daemon_command_means_no_daemon_calls() -> None:
         await settle()
         await line.clock.advance(10)
         assert [c for c in line.lm.calls if c[0] == "daemon"] == []
+
+
+@pytest.mark.parametrize("local_flag", [True, False])
+async def test_load_local_only_when_supported(local_flag: bool) -> None:
+    """`lms load --exact` gets `--local` (never a remote LM Link device's model) only from an
+    `lms` that has the flag; older ones would reject the whole command."""
+    async with Line(local_flag=local_flag) as line:
+        [load] = [c for c in line.lm.calls if c[0] == "load"]
+        assert ("--local" in load, line.sup.state) == (local_flag, State.READY)
