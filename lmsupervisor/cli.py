@@ -209,7 +209,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from lmsupervisor.lmstudio.install import Platform
 
     cfg, _ = config.load(args.config)
-    diag = asyncio.run(diagnose(cfg, Platform.current()))
+    import pathlib
+
+    import platformdirs
+
+    from lmsupervisor.lmstudio.capabilities import CapabilityCache
+
+    state = pathlib.Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))
+    diag = asyncio.run(
+        diagnose(cfg, Platform.current(), capabilities=CapabilityCache(state / "capabilities.json", quiet=True))
+    )
     if args.json:
         print(json.dumps(diag.to_json(), indent=2))
     else:

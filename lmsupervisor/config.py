@@ -35,11 +35,16 @@ class LmStudioConfig:
     """``[lmstudio]``: where LM Studio lives (design §4); both paths default to discovery.
 
     ``home`` is the LM Studio home, found as LM Studio does when None (lmstudio-facts.md §1);
-    ``lms`` is the CLI, found on PATH then in ``<home>/bin`` when None.
+    ``lms`` is the CLI, found on PATH then in ``<home>/bin`` when None. ``api_token`` (or
+    the first line of ``api_token_file``, never both) is sent as ``Authorization: Bearer``
+    to LM Studio's REST API when "Require Authentication" is on (0.4+, facts §4); with
+    neither, ``$LM_API_TOKEN`` is used.
     """
 
     home: Path | None = None  # None: resolved exactly as LM Studio does
     lms: Path | None = None  # None: PATH, then <home>/bin/lms(.exe)
+    api_token: str | None = field(default=None, repr=False)  # never in logs or reprs
+    api_token_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class RestartConfig:
     multiplier: float = 2.0
     jitter: float = 0.1  # fraction of the delay, +/-
     reset_after: float = 60.0  # healthy seconds that reset the backoff
+    kill_app: bool = False  # may the kill rung terminate the GUI app? (never by default)
 
 
 @dataclass(frozen=True)
@@ -285,10 +291,23 @@ def parse(data: Mapping[str, Any]) -> Config:
     d = Config()
 
     lm = _table("lmstudio", top.get("lmstudio", {}), _keys(LmStudioConfig))
+    token = _str("lmstudio.api_token", lm["api_token"]) if "api_token" in lm else None
+    if token is not None and (not token.strip() or any(c.isspace() for c in token)):
+        raise ConfigError(
+            "lmstudio.api_token: expected a token such as sk-lm-xxxxxxxx:xxxxxxxxxxxxxxxxxxxx (no spaces)",
+            key="lmstudio.api_token",
+        )
     lmstudio = LmStudioConfig(
         home=_path("lmstudio.home", lm["home"]) if "home" in lm else None,
         lms=_path("lmstudio.lms", lm["lms"]) if "lms" in lm else None,
+        api_token=token,
+        api_token_file=_path("lmstudio.api_token_file", lm["api_token_file"]) if "api_token_file" in lm else None,
     )
+    if lmstudio.api_token is not None and lmstudio.api_token_file is not None:
+        raise ConfigError(
+            "lmstudio.api_token_file: set either api_token or api_token_file, not both",
+            key="lmstudio.api_token_file",
+        )
 
     sv = _table("server", top.get("server", {}), _keys(ServerConfig))
     server = ServerConfig(
@@ -333,6 +352,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         ),
         jitter=_number("restart.jitter", rc.get("jitter", d.restart.jitter), what="a fraction"),
         reset_after=_number("restart.reset_after", rc.get("reset_after", d.restart.reset_after)),
+        kill_app=_bool("restart.kill_app", rc.get("kill_app", d.restart.kill_app)),
     )
     if restart.jitter >= 1:
         raise _fail("restart.jitter", "a fraction from 0 to below 1", restart.jitter)
@@ -421,7 +441,8 @@ def socket_path(config: Config, cli: Path | None = None, env: Mapping[str, str] 
 
 
 def to_toml(config: Config) -> dict[str, Any]:
-    """The config as a TOML-ready dict (``None`` values, meaning "inherit", left out)."""
+    """The config as a TOML-ready dict (``None`` values, meaning "inherit", left out; an
+    ``api_token`` shown as ``"(set)"``, never itself)."""
     from dataclasses import asdict  # noqa: PLC0415
 
     def clean(value: Any) -> Any:
@@ -434,4 +455,6 @@ def to_toml(config: Config) -> dict[str, Any]:
         return value
 
     result: dict[str, Any] = clean(asdict(config))
+    if config.lmstudio.api_token is not None:
+        result["lmstudio"]["api_token"] = "(set)"  # noqa: S105 - a mask, not a secret
     return result

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from lmsupervisor import __version__, logs
-from lmsupervisor.actions import QUICK_TIMEOUT, Actions
+from lmsupervisor.actions import QUICK_TIMEOUT, Actions, token_problem
 from lmsupervisor.clock import Clock, iso, within
 from lmsupervisor.config import Config
 from lmsupervisor.core import reducer as core
@@ -63,9 +63,11 @@ from lmsupervisor.core.reducer import (
     Watch,
 )
 from lmsupervisor.core.states import State
-from lmsupervisor.errors import ConfigError, LmsError
+from lmsupervisor.errors import ConfigError, LmsError, RestAuthError, RestError
+from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.lms import LmsClient
 from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.lmstudio.rest import RestClient
 from lmsupervisor.lmstudio.watch import PidWatcher, ProcessTable
 
 EVENT_BACKLOG = 256  # events buffered per subscriber before it is dropped
@@ -121,6 +123,8 @@ class Supervisor:
         rng: random.Random | None = None,
         pid: int = 0,
         memory: ServerMemory | None = None,
+        capabilities: CapabilityCache | None = None,
+        rest: RestClient | None = None,
     ) -> None:
         self.clock = clock
         self.lms_factory = lms_factory
@@ -135,8 +139,16 @@ class Supervisor:
         self.log = structlog.get_logger("lmsupervisor")
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.snap: Snapshot = core.initial(config, clock.wall(), self.memory.load())
+        self.rest = rest
         self.actions = Actions(
-            clock=clock, lms_factory=lms_factory, prober=prober, detect=detect, processes=processes, post=self.send
+            clock=clock,
+            lms_factory=lms_factory,
+            prober=prober,
+            detect=detect,
+            processes=processes,
+            post=self.send,
+            capabilities=capabilities,
+            rest=rest,
         )
         self._action: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
@@ -324,12 +336,13 @@ class Supervisor:
         self.send(TimerFired(gen))
 
     async def _unload(self, identifier: str) -> None:
-        install = self.snap.install
-        if install is None or install.lms is None:
-            return
+        install, server = self.snap.install, self.snap.server
         try:
-            await self.lms_factory(install.lms).unload(identifier, timeout=QUICK_TIMEOUT)
-        except LmsError as exc:
+            if self.rest is not None and self.snap.rest_drift:
+                await self.rest.unload(base_url(server.bind, server.port), identifier, timeout=QUICK_TIMEOUT)
+            elif install is not None and install.lms is not None:
+                await self.lms_factory(install.lms).unload(identifier, timeout=QUICK_TIMEOUT)
+        except (LmsError, RestError) as exc:
             self.log.warning("model_unload_failed", identifier=identifier, error=exc.message)
         except Exception:
             self.log.exception("action_crashed", effect="unload", identifier=identifier)
@@ -432,14 +445,26 @@ class Supervisor:
             self.send(ActionCrashed(HEALTH_ACTION, "probe", _describe(exc)))
 
     async def _check_drift(self, epoch: int, timeout: float) -> None:
-        install = self.snap.install
-        if install is None or install.lms is None:
-            return
+        """What LM Studio has loaded: ``GET /api/v1/models`` on 0.4 (one local HTTP request,
+        no `lms` process, facts §8), `lms ps --json` elsewhere or when REST refuses our token."""
+        install, server = self.snap.install, self.snap.server
+        limit = max(timeout, 1.0)
         try:
+            problem = None
+            if self.rest is not None and self.snap.rest_drift:
+                url = base_url(server.bind, server.port)
+                try:
+                    listing = await within(self.clock, self.rest.models(url, timeout=limit), limit)
+                    self.send(Observed(epoch, listing.loaded, rest=True))
+                    return
+                except RestAuthError as exc:
+                    problem = token_problem(exc)  # reported; `lms` answers meanwhile
+            if install is None or install.lms is None:
+                return
             lms = self.lms_factory(install.lms)
-            loaded = await within(self.clock, lms.ps(timeout=max(timeout, 1.0)), max(timeout, 1.0))
-            self.send(Observed(epoch, tuple(loaded)))
-        except (LmsError, TimeoutError) as exc:
+            loaded = await within(self.clock, lms.ps(timeout=limit), limit)
+            self.send(Observed(epoch, tuple(loaded), problem, rest=problem is not None))
+        except (LmsError, RestError, TimeoutError) as exc:
             self.log.info("drift_check_failed", error=str(exc))  # the greeting probe judges liveness
         except asyncio.CancelledError:
             raise

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from lmsupervisor.config import Config, ModelConfig
+from lmsupervisor.core.capabilities import CliCapabilities
 from lmsupervisor.core.configdiff import ConfigDiff, config_diff, model_name
 from lmsupervisor.core.observed import (
     DaemonProcess,
+    DownloadProgress,
     Install,
     LoadedModel,
     ProbeResult,
@@ -54,6 +56,7 @@ class ModelStatus:
     last_answer_ms: float | None = None  # deep readiness: latency of the last good answer
     instance: str | None = None  # the identifier LM Studio serves it under, once loaded
     kind: str = "llm"  # "llm" or "embedding" (from `lms ps --json` type), for the answer probe
+    download: DownloadProgress | None = None  # while ``downloading`` through REST v1
 
     @property
     def name(self) -> str:
@@ -81,6 +84,12 @@ class Snapshot:
     ``epoch`` of the current server bring-up (probe results of an older one are ignored).
     ``ours`` are the instance identifiers this supervisor loaded; ``last_good_server`` the
     last settings read from a sound ``http-server-config.json`` (never replaced by defaults).
+    ``lms_version`` is the app/llmster version; ``capabilities`` what the `lms` binary can
+    do (facts §8); ``rest`` whether the server has REST v1 (None: not known yet);
+    ``rest_drift`` whether drift checks read ``GET /api/v1/models`` instead of `lms ps`
+    (the last load pass found every declared model under its REST key); ``notes`` the
+    problems found while running (capabilities, the API token, a hung app), beside the
+    install's.
     """
 
     config: Config
@@ -112,6 +121,10 @@ class Snapshot:
     ours: frozenset[str] = frozenset()
     unload_next: tuple[str, ...] = ()
     last_good_server: ServerSettings | None = None
+    capabilities: CliCapabilities | None = None
+    rest: bool | None = None
+    rest_drift: bool = False
+    notes: tuple[Problem, ...] = ()
 
     @property
     def ready(self) -> bool:
@@ -169,6 +182,9 @@ class ServerUp:
     version: str | None = None
     adopted: bool = False
     settings_source_ok: bool = True  # http-server-config.json was sound (remember it)
+    capabilities: CliCapabilities | None = None
+    rest: bool | None = None  # the server has REST v1
+    problems: tuple[Problem, ...] = ()  # found on the way (bind unsupported, API token, CORS)
 
 
 @dataclass(frozen=True)
@@ -187,6 +203,8 @@ class BringUpFailed:
     action: int
     reason: str
     install: Install | None = None
+    problems: tuple[Problem, ...] = ()  # e.g. app_hung: the GUI app holds a hung service
+    capabilities: CliCapabilities | None = None
 
 
 @dataclass(frozen=True)
@@ -215,14 +233,25 @@ class ModelChanged:
 
 
 @dataclass(frozen=True)
+class ModelDownload:
+    """Load pass ``action``: REST v1 download progress of declared model ``name``."""
+
+    action: int
+    name: str
+    progress: DownloadProgress
+
+
+@dataclass(frozen=True)
 class ModelsDone:
-    """Load pass ``action`` ended; ``loaded`` is what `lms ps --json` listed at its end,
-    ``ours`` the instance identifiers this pass loaded."""
+    """Load pass ``action`` ended; ``loaded`` is what LM Studio listed at its end,
+    ``ours`` the instance identifiers this pass loaded; ``rest`` that REST v1 listed every
+    declared model by its key (drift checks may then use it instead of `lms ps`)."""
 
     action: int
     loaded: tuple[LoadedModel, ...]
     ours: tuple[str, ...] = ()
     answers: tuple[Answered, ...] = ()
+    rest: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,10 +284,14 @@ class Probed:
 
 @dataclass(frozen=True)
 class Observed:
-    """A drift check of server ``epoch``: the instances LM Studio lists as loaded."""
+    """A drift check of server ``epoch``: the instances LM Studio lists as loaded.
+    ``rest``: the REST API was asked; then ``problem`` is its refusal of our token (the
+    list came from `lms ps`), and None clears an earlier one."""
 
     epoch: int
     loaded: tuple[LoadedModel, ...]
+    problem: Problem | None = None
+    rest: bool = False
 
 
 @dataclass(frozen=True)
@@ -322,6 +355,7 @@ Message = (
     | LoadStarted
     | LoadSettled
     | ModelChanged
+    | ModelDownload
     | ModelsDone
     | LoadPassFailed
     | Answered
@@ -352,20 +386,25 @@ class BringUp:
     daemon: DaemonProcess | None
     last_good_server: ServerSettings | None
     lms_version: str | None
+    capabilities: CliCapabilities | None = None
 
 
 @dataclass(frozen=True)
 class LoadModels:
     """Unload ``unload`` (identifiers we loaded), wait for ``in_flight`` loads to show up,
-    then load what ``models`` still lack; answers with ModelChanged.. and ModelsDone."""
+    then load what ``models`` still lack; answers with ModelChanged.. and ModelsDone.
+    With ``rest`` (REST v1 at ``url``) it lists, loads and downloads over HTTP; `lms`
+    (its ``capabilities``) otherwise, and for what REST cannot express."""
 
     action: int
     models: tuple[ModelConfig, ...]
     in_flight: tuple[InFlight, ...]
     unload: tuple[str, ...] = ()
     lms: Path | None = None
+    url: str | None = None
+    rest: bool = False
+    capabilities: CliCapabilities | None = None
     ask: tuple[str, ...] = ()  # names of models with probe = "answer": ask each once loaded
-    url: str = ""  # LM Studio's HTTP server, for the asks
     answer_timeout: float = 30.0
 
 
@@ -507,7 +546,7 @@ class _Step:
         elif entry is Entry.BRING_UP:
             self.set(action=s.action + 1, epoch=s.epoch + 1, server_running=False, consecutive_failures=0)
             s = self.snap
-            self.emit(BringUp(s.action, step, s.config, s.daemon, s.last_good_server, s.lms_version))
+            self.emit(BringUp(s.action, step, s.config, s.daemon, s.last_good_server, s.lms_version, s.capabilities))
         elif entry is Entry.LOAD_MODELS:
             in_flight = tuple(f for f in s.in_flight if f.deadline > self.now.mono)
             self.set(action=s.action + 1, unload_next=(), in_flight=in_flight)
@@ -519,8 +558,10 @@ class _Step:
                     in_flight,
                     s.unload_next,
                     s.install.lms if s.install else None,
-                    ask,
                     base_url(s.server.bind, s.server.port),
+                    bool(s.rest),
+                    s.capabilities,
+                    ask,
                     s.config.health.answer_timeout,
                 )
             )
@@ -565,7 +606,7 @@ class _Step:
         current = self.snap.model(name)
         if current is None or (current.state, current.error) == (state, error):
             return
-        new = replace(current, state=state, error=error)
+        new = replace(current, state=state, error=error, download=current.download if state == "downloading" else None)
         self.set(models=tuple(new if m.name == name else m for m in self.snap.models))
         fields: dict[str, Any] = {"model": name, "key": new.key, "state": state}
         if error:
@@ -719,6 +760,10 @@ def _dispatch(r: _Step, msg: Message) -> None:
                 daemon=msg.daemon,
                 lms_version=msg.version or s.lms_version,
                 in_flight=() if new_daemon and not msg.adopted else s.in_flight,
+                capabilities=msg.capabilities or s.capabilities,
+                rest=msg.rest,
+                rest_drift=False,
+                notes=msg.problems,
             )
             if msg.settings_source_ok and msg.install.server.found and msg.install.server != s.last_good_server:
                 r.set(last_good_server=msg.install.server)
@@ -733,6 +778,7 @@ def _dispatch(r: _Step, msg: Message) -> None:
         case BringUpFailed() if msg.action == s.action and state is State.STARTING:
             if msg.install is not None:
                 r.set(install=msg.install, problems=msg.install.problems)
+            r.set(notes=msg.problems, capabilities=msg.capabilities or s.capabilities)
             r.log("warning", "bring_up_failed", reason=msg.reason)
             r.fail(msg.reason)  # STARTING -> BACKOFF
         case LoadStarted(name=name):
@@ -744,13 +790,15 @@ def _dispatch(r: _Step, msg: Message) -> None:
         case ModelChanged() if msg.action == s.action and state is State.LOADING_MODELS:
             if msg.state in MODEL_STATES:
                 r.set_model(msg.name, msg.state, msg.error)
+        case ModelDownload() if msg.action == s.action and state is State.LOADING_MODELS:
+            _download(r, msg.name, msg.progress)
         case LoadPassFailed() if msg.action == s.action and state is State.LOADING_MODELS:
             for m in s.models:
                 if m.state in ("pending", "loading", "downloading"):
                     r.set_model(m.name, "failed", msg.reason)
             r.fire(Trigger.MODEL_FAILED, msg.reason)  # LOADING_MODELS -> DEGRADED, retried later
         case ModelsDone() if msg.action == s.action and state is State.LOADING_MODELS:
-            r.set(ours=s.ours | set(msg.ours))
+            r.set(ours=s.ours | set(msg.ours), rest_drift=msg.rest)
             r.forget_in_flight(msg.loaded)
             r.duplicates(msg.loaded)
             _verify_models(r, msg.loaded)
@@ -771,6 +819,8 @@ def _dispatch(r: _Step, msg: Message) -> None:
         case Probed() if msg.epoch == s.epoch and state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
             _probed(r, msg.result)
         case Observed() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
+            if msg.rest:
+                _note(r, "api_token_", msg.problem)
             _observed(r, msg.loaded)
         case Answered() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
             _answered(r, msg, reload=True)
@@ -833,6 +883,25 @@ def _instance(m: ModelConfig, loaded: tuple[LoadedModel, ...]) -> LoadedModel | 
     if m.identifier:
         return next((i for i in loaded if i.identifier == m.identifier), None)
     return next((i for i in loaded if m.key in (i.model_key, i.path)), None)
+
+
+def _note(r: _Step, prefix: str, problem: Problem | None) -> None:
+    """Replace the notes whose code starts with ``prefix`` by ``problem`` (None: clear them)."""
+    kept = tuple(p for p in r.snap.notes if not p.code.startswith(prefix))
+    notes = (*kept, problem) if problem is not None else kept
+    if notes != r.snap.notes:
+        r.set(notes=notes)
+
+
+def _download(r: _Step, name: str, progress: DownloadProgress) -> None:
+    """REST v1 download progress: in ``models[].download`` and a ``model`` event."""
+    current = r.snap.model(name)
+    if current is None:
+        return
+    new = replace(current, state="downloading", error=None, download=progress)
+    r.set(models=tuple(new if m.name == name else m for m in r.snap.models))
+    r.emit(Publish({"type": "model", "key": new.key, "identifier": new.identifier, "state": "downloading",
+                    "error": None, "download": progress.to_json()}))  # fmt: skip
 
 
 def _probed(r: _Step, result: ProbeResult) -> None:
@@ -936,9 +1005,11 @@ def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -
             "home": str(inst.home) if inst else None,
             "lms": str(inst.lms) if inst and inst.lms else None,
             "version": snap.lms_version,
+            "cli_version": snap.capabilities.cli_version if snap.capabilities else None,
             "daemon_pid": snap.daemon.pid if snap.daemon else None,
             "local_service_enabled": inst.local_service_enabled if inst else None,
             "kind": inst.kind if inst else None,
+            "capabilities": _capabilities(snap),
         },
         "server": {
             "running": snap.server_running,
@@ -956,6 +1027,7 @@ def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -
                 "state": m.state,
                 "error": m.error,
                 "last_answer_ms": m.last_answer_ms,
+                "download": m.download.to_json() if m.download else None,
             }
             for m in snap.models
         ],
@@ -966,5 +1038,19 @@ def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -
             "next_attempt_at": iso(snap.next_attempt_at),
             "attempt": snap.attempt,
         },
-        "problems": [p.to_json() for p in snap.problems],
+        "problems": [p.to_json() for p in (*snap.problems, *snap.notes)],
+    }
+
+
+def _capabilities(snap: Snapshot) -> dict[str, Any] | None:
+    """``lmstudio.capabilities``: the `lms` binary's (facts §8), REST v1 and the install kind."""
+    if snap.capabilities is None and snap.rest is None:
+        return None
+    caps = snap.capabilities.to_json() if snap.capabilities else {}
+    caps.pop("cli_version", None)  # shown as lmstudio.cli_version
+    return {
+        **caps,
+        "rest_v1": snap.rest,
+        "rest_drift": snap.rest_drift,
+        "install_kind": snap.install.kind if snap.install else None,
     }

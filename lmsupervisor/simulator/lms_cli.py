@@ -83,6 +83,14 @@ class _UsageError(Exception):
         self.kind, self.arg, self.path = kind, arg, path
 
 
+class _Help(Exception):
+    """``--help``/``-h`` on a command: :meth:`Cli.run` prints its options in the profile's
+    dialect (Commander's ``Usage:``/``Options:``, cmd-ts's ``OPTIONS:``) and exits 0."""
+
+    def __init__(self, path: list[str], options: list[str]) -> None:
+        self.path, self.options = path, options
+
+
 # -- arguments, Commander style -------------------------------------------------
 COMMON_FLAGS = {"--quiet": False, "--verbose": False, "--log-level": True}
 
@@ -99,6 +107,8 @@ def parse(
     Unknown options raise :class:`_UsageError` (``path`` names the command, for cmd-ts's
     box); :meth:`Cli.run` prints them in the profile's dialect and exits 1.
     """
+    if "--help" in args or "-h" in args:
+        raise _Help(path or [], [f"{k} <value>" if v else k for k, v in spec.items()])
     spec = {**spec, **COMMON_FLAGS}
     aliases = aliases or {}
     opts: dict[str, Any] = {}
@@ -289,6 +299,28 @@ class Cli:
             self._dispatch(argv)
         except _UsageError as exc:
             self._usage_error(argv, exc)
+        except _Help as shown:
+            self._help(shown)
+
+    def _help(self, shown: _Help) -> None:
+        """Help on stdout, exit 0: the capability detection of a supervisor reads it (facts §8)."""
+        name = " ".join(["lms", *shown.path])
+        if self.profile.dialect == "cmdts":
+            out(name)
+            out("")
+            out("OPTIONS:")
+            for opt in shown.options:
+                out(f"  {opt} [optional]")
+            out("")
+            out("FLAGS:")
+            out("  --help, -h - show help")
+            return
+        out(f"Usage: {name} [options]")
+        out("")
+        out("Options:")
+        for opt in shown.options:
+            out(f"  {opt}")
+        out("  -h, --help  display help for command")
 
     def _usage_error(self, argv: list[str], exc: _UsageError) -> NoReturn:
         """Print ``exc`` as Commander (``error: unknown ...``) or cmd-ts (an error box) would."""
@@ -333,6 +365,15 @@ class Cli:
         runs or the GUI app holds the service, and on 0.4 prints ``Done.`` before the daemon has
         exited. ``update`` exits 1 (not simulated).
         """
+        if args[:1] in (["--help"], ["-h"]):
+            out("Usage: lms daemon [options] [command]")
+            out("")
+            out("Commands:")
+            for sub in ("status", "up", "down", "update"):
+                if sub in self.profile.daemon:
+                    out(f"  {sub} [options]")
+            out("  help [command]  display help for command")
+            return
         if not args or args[0] not in self.profile.daemon:
             raise _UsageError("command", args[0] if args else "", ["daemon"])
         sub, rest = args[0], args[1:]
@@ -553,7 +594,7 @@ class Cli:
                 "--estimate-only": False,
                 "--yes": False,
                 "--exact": False,
-                "--local": False,
+                **({"--local": False} if self.profile.load_local else {}),
             },
             aliases={"-c": "--context-length", "-y": "--yes"},
             path=["load"],

@@ -18,9 +18,7 @@ import pytest
 from lmsupervisor.client import Client
 from lmsupervisor.simulator.home import SimInstall
 from tests.conftest import eventually
-from tests.integration.test_run import Running, short_dir, start
-
-__all__ = ["short_dir", "start"]  # the fixtures, shared with test_run
+from tests.integration.test_run import Running
 
 pytestmark = pytest.mark.integration
 

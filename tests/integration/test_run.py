@@ -8,8 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,30 +89,6 @@ class Running:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         return self.proc.wait(5)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short folder for sockets (AF_UNIX paths are limited to about 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="lmsv", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def start(short_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Running]]:
-    runs: list[Running] = []
-
-    def start_run(sim: SimInstall, extra: str = TWO_MODELS, base: str = BASE_CONFIG) -> Running:
-        config = tmp_path / f"config{len(runs)}.toml"
-        config.write_text(base + extra)
-        run = Running(sim, short_dir / "status.sock", config)
-        runs.append(run)
-        return run
-
-    yield start_run
-    for run in runs:
-        run.stop()
 
 
 def loaded_ids(sim: SimInstall) -> list[str]:
