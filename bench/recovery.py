@@ -2,16 +2,18 @@
 
 Prints, over N kills (default 20): the median and p95 time from the kill to the
 supervisor noticing it (the ``backoff`` event on the status socket) and from the kill to
-``ready`` again with every model, next to the simulator's own daemon start, server start
-and model load times, so the supervisor's overhead is visible. Then times
-``lmsupervisor status`` against ``python -c pass`` (hyperfine when installed).
+``ready`` again with every model, and the `lms` calls each recovery made (counted by a
+wrapper that the config names as ``lmstudio.lms``), next to the simulator's own daemon
+start, server start and model load times, so the supervisor's overhead is visible. Then
+times ``lmsupervisor status`` against ``python -c pass`` (hyperfine when installed).
 
-Usage: python bench/recovery.py [--kills N] [--scale S]
+Usage: python bench/recovery.py [--kills N] [--scale S] [--profile P]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -20,7 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+
+import psutil
 
 from lmsupervisor.api.client import open_events, request
 from lmsupervisor.errors import StatusSocketError
@@ -46,26 +51,61 @@ def timed(sim: SimInstall, *args: str) -> float:
     return (time.monotonic() - started) * 1000
 
 
+def rest_load(sim: SimInstall, key: str) -> float:
+    """``POST /api/v1/models/load`` (what the supervisor does on REST v1 lines), in ms."""
+    started = time.monotonic()
+    req = urllib.request.Request(  # noqa: S310 - http on loopback
+        f"{sim.http_url}/api/v1/models/load",
+        data=json.dumps({"model": key}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=PHASE_TIMEOUT) as resp:  # noqa: S310 - loopback
+        assert resp.status == 200
+    return (time.monotonic() - started) * 1000
+
+
 def simulator_baseline(sim: SimInstall) -> dict[str, float]:
-    """The simulator's own times (ms), measured through its lms without a supervisor."""
+    """The simulator's own times (ms) without a supervisor: `daemon up` and `server start`
+    through its lms (a supervisor runs them too, cost included), then each load the way the
+    supervisor loads on this release line (REST v1 on 0.4, `lms load` before)."""
     out = {"daemon up": timed(sim, "daemon", "up"), "server start": timed(sim, "server", "start")}
     for key, path in zip(MODELS, PATHS, strict=True):
-        out[f"load {key}"] = timed(sim, "load", path, "--exact", "--yes")
+        if sim.release.rest_v1:
+            out[f"load {key} (REST)"] = rest_load(sim, key)
+        else:
+            out[f"load {key}"] = timed(sim, "load", path, "--exact", "--yes")
+    pid = sim.daemon_pid()
     sim.lms("daemon", "down")
+    while pid is not None and psutil.pid_exists(pid):  # `daemon down` returns before the exit (facts §8)
+        time.sleep(0.02)
     return out
+
+
+def counting_lms(sim: SimInstall, folder: Path) -> tuple[Path, Path]:
+    """A wrapper that logs each call to ``calls`` and execs the simulator's `lms`."""
+    calls = folder / "lms-calls.log"
+    calls.touch()
+    wrapper = folder / "lms"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{sim.lms_path}" "$@"\n', encoding="utf-8")
+    wrapper.chmod(0o755)
+    return wrapper, calls
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--scale", type=float, default=0.05, help="simulator time_scale")
+    parser.add_argument("--profile", default="0.4")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lmsb", dir="/tmp"))
-    sim = create_install(tmp / "home", time_scale=args.scale)
+    sim = create_install(tmp / "home", profile=args.profile, time_scale=args.scale)
     base = simulator_baseline(sim)
+    wrapper, calls = counting_lms(sim, tmp)
     sock = tmp / "s.sock"
     config = tmp / "c.toml"
     config.write_text(
+        f'[lmstudio]\nlms = "{wrapper}"\n'
         "[server]\nstart_timeout = 30\n[health]\ninterval = 1\ntimeout = 2\n"
         '[restart]\ninitial_delay = 0.1\nmax_delay = 2\njitter = 0\nreset_after = 0.5\n[log]\nlevel = "warning"\n'
         + "".join(f'[[models]]\nkey = "{k}"\n' for k in MODELS)
@@ -77,7 +117,9 @@ def main() -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    notice, ready = [], []
+    notice: list[float] = []
+    ready: list[float] = []
+    per_recovery: list[list[str]] = []
     try:
         deadline = time.monotonic() + PHASE_TIMEOUT
         while True:
@@ -93,6 +135,7 @@ def main() -> int:
             time.sleep(0.6)  # healthy past reset_after (0.5 s): every kill is a first failure
             events = open_events(sock, timeout=PHASE_TIMEOUT)
             pid = request(sock, "GET", "/v1/status")[1]["lmstudio"]["daemon_pid"]
+            n_before = len(calls.read_text().splitlines())
             killed = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             noticed_at = None
@@ -104,6 +147,7 @@ def main() -> int:
                     noticed_at = now
                 if event["state"] == "ready":
                     ready.append((now - killed) * 1000)
+                    per_recovery.append(calls.read_text().splitlines()[n_before:])
                     break
             else:
                 raise SystemExit("no ready event after a kill")
@@ -119,6 +163,11 @@ def main() -> int:
         print(
             f"kill -> ready with all models    median {statistics.median(ready):8.1f} ms   "
             f"p95 {pct(ready, 0.95):8.1f} ms"
+        )
+        counts = [len(c) for c in per_recovery]
+        print(
+            f"lms calls per recovery           median {statistics.median(counts):8.1f}      "
+            f"max {max(counts):8d}       ({'; '.join(per_recovery[-1])})"
         )
         own = sum(base.values())
         print("simulator's own times (through its lms, no supervisor):")

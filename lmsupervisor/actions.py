@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,13 +24,23 @@ import structlog
 
 from lmsupervisor.clock import Clock, within
 from lmsupervisor.config import Config, ModelConfig
+from lmsupervisor.core.capabilities import CliCapabilities, bind_problem
 from lmsupervisor.core.configdiff import model_name
-from lmsupervisor.core.observed import DaemonProcess, Install, LoadedModel, ProbeResult, ServerSettings, base_url
+from lmsupervisor.core.observed import (
+    DaemonProcess,
+    DownloadedModel,
+    Install,
+    LoadedModel,
+    ProbeResult,
+    ServerSettings,
+    base_url,
+)
 from lmsupervisor.core.observed import effective_server as effective
 from lmsupervisor.core.policy import Step
 from lmsupervisor.core.preload import Action, plan
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.reducer import (
+    Answered,
     BringUp,
     BringUpFailed,
     LoadModels,
@@ -38,13 +48,26 @@ from lmsupervisor.core.reducer import (
     LoadStarted,
     Message,
     ModelChanged,
+    ModelDownload,
     ModelsDone,
     NotInstalled,
     ServerUp,
 )
-from lmsupervisor.errors import LmsError, LmsExitError, LmsNotFoundError, LmsTimeoutError, LmSupervisorError
-from lmsupervisor.lmstudio.lms import LmsClient, no_such_command
+from lmsupervisor.errors import (
+    LmsError,
+    LmsExitError,
+    LmsNotFoundError,
+    LmsTimeoutError,
+    LmSupervisorError,
+    RestAuthError,
+    RestError,
+    RestTimeoutError,
+    RestUnsupportedError,
+)
+from lmsupervisor.lmstudio.capabilities import CapabilityCache
+from lmsupervisor.lmstudio.lms import LmsClient, error_line
 from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.lmstudio.rest import Listing, RestClient
 from lmsupervisor.lmstudio.watch import ProcessTable
 
 QUICK_TIMEOUT = 15.0  # seconds for `lms` calls that answer at once (status, stop, ps, version)
@@ -53,6 +76,15 @@ DOWNLOAD_TIMEOUT = 6 * 3600.0  # seconds for `lms get`
 TERMINATE_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a hung daemon
 EXIT_WAIT = 10.0  # seconds to wait for the daemon to exit after `lms daemon down` (it returns early)
 IN_FLIGHT_POLL = 1.0  # seconds between `lms ps` checks while an earlier load finishes
+DOWNLOAD_POLL = 1.0  # seconds between REST v1 download status requests
+
+
+def ladder_timeout(config: Config) -> float:
+    """Seconds for an `lms` call that a live daemon answers at once (``daemon up`` on a
+    running daemon, ``daemon down``, ``server stop``, ``daemon status``): twice the probe
+    timeout, at least 3 s, at most :data:`QUICK_TIMEOUT`. A hung daemon fails its rung
+    quickly instead of holding the ladder for the full quick timeout."""
+    return min(QUICK_TIMEOUT, max(3.0, 2 * config.health.timeout))
 
 
 def rung_deadline(step: Step, config: Config) -> float:
@@ -64,7 +96,11 @@ def rung_deadline(step: Step, config: Config) -> float:
 
 
 class Actions:
-    """Performs bring-ups and load passes with the injected I/O dependencies."""
+    """Performs bring-ups and load passes with the injected I/O dependencies.
+
+    ``capabilities`` caches what each `lms` binary can do (detected once per binary);
+    ``rest`` is LM Studio's REST v1 client (None: `lms` only).
+    """
 
     def __init__(
         self,
@@ -75,6 +111,8 @@ class Actions:
         detect: Callable[[Config], Install],
         processes: ProcessTable,
         post: Callable[[Message], None],
+        capabilities: CapabilityCache | None = None,
+        rest: RestClient | None = None,
     ) -> None:
         self.clock = clock
         self.lms_factory = lms_factory
@@ -82,6 +120,8 @@ class Actions:
         self.detect = detect
         self.processes = processes
         self.post = post
+        self.capabilities = capabilities or CapabilityCache()
+        self.rest = rest
         self.log = structlog.get_logger("lmsupervisor")
 
     # -- bring-up ---------------------------------------------------------------------
@@ -104,62 +144,92 @@ class Actions:
         if not install.installed or install.lms is None:
             reason = next((p.message for p in install.problems if p.severity == "error"), "LM Studio not found")
             return NotInstalled(eff.action, install, reason)
+        began = self.clock.wall()
         lms = self.lms_factory(install.lms)
+        caps = await self.capabilities.get(install.lms, lms)  # cached per binary: no call once known
         install, found, sound = _settings(install, eff.last_good_server)
         server = effective(cfg.server.bind, cfg.server.port, cfg.server.cors, found)
+        notes: list[Problem] = []
+        if not caps.bind:  # this lms cannot pass --bind: LM Studio keeps its saved interface (facts §8)
+            note = bind_problem(cfg.server.bind, found.bind, caps)
+            notes += [note] if note else []
+            server = replace(server, bind=found.bind)
         url = base_url(server.bind, server.port)
         version = eff.lms_version
-        if version is None:
-            try:
-                version = await lms.version(timeout=QUICK_TIMEOUT)
-            except LmsNotFoundError:
-                raise
-            except LmsError as exc:
-                log.info("lms_version_unknown", error=exc.message)
+        differs = (
+            server.bind != found.bind
+            or (cfg.server.cors is not None and cfg.server.cors != found.cors)
+            or server.port != found.port
+        )
 
-        def up(reason: str, daemon: DaemonProcess | None, adopted: bool) -> ServerUp:
-            return ServerUp(eff.action, install, server, daemon, reason, version, adopted, sound)
+        async def up(reason: str, daemon: DaemonProcess | None, adopted: bool) -> ServerUp:
+            rest, rest_notes = await self._rest_available(url, cfg.health.timeout)
+            known = version or await self._service_version(install, cfg.health.timeout)
+            return ServerUp(
+                eff.action, install, server, daemon, reason, known, adopted, sound, caps, rest,
+                (*notes, *rest_notes),
+            )  # fmt: skip
 
         if eff.step is Step.START:
             probe = await self._probe(url, cfg.health.timeout)
-            differs = (cfg.server.bind is not None and cfg.server.bind != found.bind) or (
-                cfg.server.cors is not None and cfg.server.cors != found.cors
-            )
             if probe.ok and not differs:
-                return up(f"adopted the running server at {url}", await self._find_daemon(lms, install), True)
+                daemon = await self._find_daemon(lms, install, caps)
+                return await up(f"adopted the running server at {url}", daemon, True)
+            if probe.ok:
+                log.info("server_settings_differ", declared=f"{server.bind}:{server.port} cors={server.cors}",
+                         running=f"{found.bind}:{found.port} cors={found.cors}")  # fmt: skip
 
         daemon = eff.daemon if eff.daemon is not None and self.processes.alive(eff.daemon) else None
-        if eff.step >= Step.KILL_DAEMON and daemon is not None:
-            log.warning("daemon_terminating", pid=daemon.pid, verified=daemon.verified)
+        is_app = daemon is not None and (
+            daemon.is_daemon is False or (daemon.is_daemon is None and install.kind in ("app", "appimage"))
+        )
+        spare_app = is_app and not cfg.restart.kill_app
+        if eff.step >= Step.RESTART_DAEMON and daemon is not None and spare_app:
+            # The GUI app is the user's interactive program: never killed unless kill_app (facts §8).
+            notes.append(_app_hung(daemon))
+            log.warning("app_spared", pid=daemon.pid)
+        elif eff.step >= Step.KILL_DAEMON and daemon is not None:
+            log.warning("daemon_termination_started", pid=daemon.pid, verified=daemon.verified)
             await self.processes.terminate(daemon, TERMINATE_GRACE)
         elif eff.step is Step.RESTART_DAEMON:
-            try:
-                await lms.daemon_down(timeout=QUICK_TIMEOUT)
-            except LmsError as exc:
-                log.warning("daemon_down_failed", error=exc.message)
+            wait = EXIT_WAIT if "down" in caps.daemon else 0.0
+            if "down" in caps.daemon:  # stops whatever daemon runs, known to us or not
+                try:
+                    await lms.daemon_down(timeout=ladder_timeout(cfg))
+                except LmsTimeoutError as exc:
+                    log.warning("daemon_down_failed", error=exc.message)
+                    wait = 0.0  # a daemon that does not answer `down` will not exit by itself
+                except LmsError as exc:
+                    log.warning("daemon_down_failed", error=exc.message)
             # `lms daemon down` returns before the process has exited (facts §8).
-            if daemon is not None and not await self.processes.wait_exit(daemon, EXIT_WAIT):
-                log.warning("daemon_terminating", pid=daemon.pid, verified=daemon.verified)
+            if daemon is not None and not await self.processes.wait_exit(daemon, wait):
+                log.warning("daemon_termination_started", pid=daemon.pid, verified=daemon.verified)
                 await self.processes.terminate(daemon, TERMINATE_GRACE)
 
         live = daemon is not None and self.processes.alive(daemon)
-        try:
-            # A live daemon answers at once; only a cold start may take start_timeout.
-            await lms.daemon_up(timeout=QUICK_TIMEOUT if live else cfg.server.start_timeout)
-        except LmsExitError as exc:
-            if not no_such_command(exc.stderr):
-                raise
-            log.info("daemon_command_missing")  # LM Studio 0.3: `server start` wakes the app
-        if eff.step >= Step.RESTART_SERVER:
+        fresh = False
+        if "up" in caps.daemon and not live:
+            status = await lms.daemon_up(timeout=cfg.server.start_timeout)
+            version = status.version or version
+            if status.pid:
+                daemon = self.processes.identify(status.pid, install.service_path, status.is_daemon)
+                # A daemon younger than this bring-up has no server to stop.
+                fresh = daemon is not None and daemon.create_time >= began - 1.0
+        elif not caps.daemon or "up" not in caps.daemon:
+            log.debug("daemon_command_skipped")  # before 2025-11: `server start` wakes the app
+        if (eff.step >= Step.RESTART_SERVER or differs) and not fresh:
             try:
-                await lms.server_stop(timeout=QUICK_TIMEOUT)
+                await lms.server_stop(timeout=ladder_timeout(cfg))
             except LmsError as exc:
                 log.info("server_stop_failed", error=exc.message)
         start_error: str | None = None
         try:
-            await lms.server_start(server.port, server.bind, server.cors, timeout=cfg.server.start_timeout)
+            bind = server.bind if caps.bind else None
+            await lms.server_start(server.port, bind, server.cors, timeout=cfg.server.start_timeout)
         except LmsExitError as exc:
             start_error = exc.error_line  # the probe decides (BT#1720: exit 1 while serving)
+        except LmsTimeoutError as exc:
+            start_error = exc.message  # the probe decides here too
         probe = await self._probe(url, cfg.health.timeout)
         if not probe.ok:
             why = (
@@ -167,10 +237,15 @@ class Actions:
                 if start_error
                 else f"after `lms server start`, {probe.error}"
             )
-            return BringUpFailed(eff.action, why, install)
+            return BringUpFailed(eff.action, why, install, tuple(notes), caps)
         if start_error:
             log.warning("server_start_exit_ignored", error=start_error, url=url)
-        return up(f"server started at {url}", await self._find_daemon(lms, install), False)
+        if cfg.server.cors is not None:
+            note = await self._check_cors(url, server.cors, cfg.health.timeout)
+            notes += [note] if note else []
+        if daemon is None or not self.processes.alive(daemon):
+            daemon = await self._find_daemon(lms, install, caps)
+        return await up(f"server started at {url}", daemon, False)
 
     async def _probe(self, url: str, timeout: float) -> ProbeResult:
         try:
@@ -178,44 +253,114 @@ class Actions:
         except TimeoutError:
             return ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
 
-    async def _find_daemon(self, lms: LmsClient, install: Install) -> DaemonProcess | None:
-        """LM Studio's daemon: from `lms daemon status --json`, else ``.internal/http-server.json``
-        (a hint, used only when verified), else (0.3) the process running the install's
-        executable itself. Never a process that merely mentions the path."""
+    async def _rest_available(self, url: str, timeout: float) -> tuple[bool | None, list[Problem]]:
+        """Whether the server at ``url`` has REST v1 (None: unknown), and a problem when it
+        refuses our token (v1 exists, `lms` is used meanwhile)."""
+        if self.rest is None:
+            return None, []
         try:
-            status = await lms.daemon_status(timeout=QUICK_TIMEOUT)
-            if status.running and status.pid:
-                return self.processes.identify(status.pid, install.service_path, status.is_daemon)
-        except LmsError as exc:
-            self.log.info("daemon_status_failed", error=exc.message)
+            await within(self.clock, self.rest.models(url, timeout=timeout), timeout)
+        except RestUnsupportedError:
+            return False, []
+        except RestAuthError as exc:
+            return True, [token_problem(exc)]
+        except (RestError, TimeoutError) as exc:
+            self.log.info("rest_check_failed", error=str(exc))
+            return None, []
+        return True, []
+
+    async def _check_cors(self, url: str, declared: bool, timeout: float) -> Problem | None:
+        """Verify the declared CORS with an ``Origin`` probe; a problem when LM Studio differs."""
+        if self.rest is None:
+            return None
+        try:
+            actual = await within(self.clock, self.rest.cors(url, timeout=timeout), timeout)
+        except (RestError, TimeoutError) as exc:
+            self.log.info("cors_check_failed", error=str(exc))
+            return None
+        if actual == declared:
+            return None
+        return Problem(
+            "cors_not_applied",
+            f"server.cors = {str(declared).lower()} is declared, but {url} "
+            f"{'does not answer' if declared else 'answers'} cross-origin requests",
+            "set CORS in LM Studio's Developer settings to match, or update LM Studio",
+            "warning",
+        )
+
+    async def _service_version(self, install: Install, timeout: float) -> str | None:
+        """The app/llmster version from ``/lms-status`` on the API port named in
+        ``.internal/http-server.json`` (2025-11+); None elsewhere."""
+        port = (install.api_server or {}).get("port")
+        if self.rest is None or not isinstance(port, int) or isinstance(port, bool):
+            return None
+        try:
+            return await within(self.clock, self.rest.service_version(port, timeout=timeout), timeout)
+        except TimeoutError:
+            return None
+
+    async def _find_daemon(self, lms: LmsClient, install: Install, caps: CliCapabilities) -> DaemonProcess | None:
+        """LM Studio's daemon: the verified PID of ``.internal/http-server.json`` (2026+, no
+        `lms` call), else `lms daemon status --json` where this `lms` has it, else (0.3) the
+        process running the install's executable itself. Never a process that merely
+        mentions the path."""
         pid = _api_server_pid(install.home)
         if pid is not None:
             proc = self.processes.identify(pid, install.service_path)
             if proc is not None and proc.verified:
                 return proc
+        if "status" in caps.daemon:
+            try:
+                status = await lms.daemon_status(timeout=QUICK_TIMEOUT)
+                if status.running and status.pid:
+                    return self.processes.identify(status.pid, install.service_path, status.is_daemon)
+            except LmsError as exc:
+                self.log.info("daemon_status_failed", error=exc.message)
         if install.service_path is not None:  # 0.3: the app that runs the install's executable itself
             return self.processes.find_running(install.service_path)
         return None
 
     # -- load pass --------------------------------------------------------------------
     async def load_models(self, eff: LoadModels) -> Message:
-        """Unload what we owe, wait for loads in flight, load what is missing, verify with
-        `lms ps --json`; returns ModelsDone (raises LmsError when `lms` cannot list)."""
-        if eff.lms is None:
+        """Unload what we owe, wait for loads in flight, load what is missing, verify by
+        listing again; returns ModelsDone (raises LmsError/RestError when nothing can list).
+
+        With REST v1 (``eff.rest``) listing, loads and downloads go over HTTP, one request
+        each; `lms` loads only what REST cannot express (an ``identifier``, a ``ttl``, a
+        ``gpu`` setting), and lists when a declared key is not a REST model key (a path).
+        """
+        lms = self.lms_factory(eff.lms) if eff.lms is not None else None
+        rest = self.rest if eff.rest and eff.url else None
+        listing = await self._rest_listing(rest, eff)
+        if listing is None and lms is None:
             raise LmsNotFoundError("no lms found", hint="run `lmsupervisor doctor`")
-        lms = self.lms_factory(eff.lms)
         for identifier in eff.unload:
             try:
-                await lms.unload(identifier, timeout=QUICK_TIMEOUT)
+                if listing is not None and rest is not None and eff.url:
+                    await rest.unload(eff.url, identifier, timeout=QUICK_TIMEOUT)
+                elif lms is not None:
+                    await lms.unload(identifier, timeout=QUICK_TIMEOUT)
                 self.log.info("model_unloaded", identifier=identifier)
-            except LmsError as exc:
+            except (LmsError, RestError) as exc:
                 self.log.warning("model_unload_failed", identifier=identifier, error=exc.message)
-        loaded = await lms.ps(timeout=QUICK_TIMEOUT)
+
+        async def list_loaded() -> list[LoadedModel]:
+            if listing is not None and rest is not None and eff.url:
+                return list((await rest.models(eff.url, timeout=QUICK_TIMEOUT)).loaded)
+            assert lms is not None  # noqa: S101 - checked above
+            return await lms.ps(timeout=QUICK_TIMEOUT)
+
+        loaded = list(listing.loaded) if listing is not None else await list_loaded()
         if not eff.models:
-            return ModelsDone(eff.action, tuple(loaded))
-        loaded = await self._await_in_flight(eff, lms, loaded)
+            return ModelsDone(eff.action, tuple(loaded), rest=listing is not None)
+        loaded = await self._await_in_flight(eff, list_loaded, loaded)
         items = plan(eff.models, loaded, [])
-        downloaded = [] if all(i.action is Action.KEEP for i in items) else await lms.ls(timeout=QUICK_TIMEOUT)
+        downloaded: list[DownloadedModel] = []
+        if listing is not None:
+            downloaded = list(listing.downloaded)
+        elif not all(i.action is Action.KEEP for i in items):
+            assert lms is not None  # noqa: S101 - checked above
+            downloaded = await lms.ls(timeout=QUICK_TIMEOUT)
         started: list[ModelConfig] = []
         for item in plan(eff.models, loaded, downloaded):
             m, name = item.model, model_name(item.model)
@@ -223,13 +368,51 @@ class Actions:
                 self.post(ModelChanged(eff.action, name, "loaded"))
             elif item.action in (Action.MISSING, Action.CONFLICT):
                 self.post(ModelChanged(eff.action, name, "failed", item.detail))
-            elif await self._load_one(eff, lms, m, item.path):
+            elif await self._load_one(eff, lms, rest if listing is not None else None, m, item.path):
                 started.append(m)
-        loaded = await lms.ps(timeout=QUICK_TIMEOUT)
+        loaded = await list_loaded()
         ours = tuple(i for m in started if (i := _instance_of(m, loaded)) is not None)
-        return ModelsDone(eff.action, tuple(loaded), ours)
+        answers = await self._ask_all(eff, loaded)
+        return ModelsDone(eff.action, tuple(loaded), ours, answers, rest=listing is not None)
 
-    async def _await_in_flight(self, eff: LoadModels, lms: LmsClient, loaded: list[LoadedModel]) -> list[LoadedModel]:
+    async def _ask_all(self, eff: LoadModels, loaded: list[LoadedModel]) -> tuple[Answered, ...]:
+        """Deep readiness after loading: each loaded model with probe = "answer" must answer
+        one 1-token request within ``eff.answer_timeout`` seconds."""
+        answers = []
+        for m in eff.models:
+            name = model_name(m)
+            inst = next((i for i in loaded if i.identifier == _instance_of(m, loaded)), None)
+            if name not in eff.ask or inst is None or not eff.url:
+                continue
+            result = await self.ask(eff.url, inst.identifier, inst.type, eff.answer_timeout)
+            answers.append(Answered(0, name, result.ok, result.latency_ms, result.error))
+        return tuple(answers)
+
+    async def ask(self, url: str, identifier: str, kind: str, timeout: float) -> ProbeResult:
+        """One answer probe of ``identifier`` bounded by ``timeout`` seconds of clock time."""
+        try:
+            return await within(self.clock, self.prober.ask(url, identifier, kind, timeout), timeout)
+        except TimeoutError:
+            return ProbeResult(False, timeout * 1000, None, f"{identifier} did not answer within {timeout:g} s")
+
+    async def _rest_listing(self, rest: RestClient | None, eff: LoadModels) -> Listing | None:
+        """``GET /api/v1/models`` when REST can stand in for `lms` for every declared model
+        (each key is a REST model key, or will be once downloaded); else None (use `lms`)."""
+        if rest is None or eff.url is None:
+            return None
+        try:
+            listing = await rest.models(eff.url, timeout=QUICK_TIMEOUT)
+        except RestError as exc:
+            self.log.info("rest_listing_failed", error=exc.message)  # a 401 is reported by the bring-up
+            return None
+        keys = {d.model_key for d in listing.downloaded}
+        if all(m.key in keys or m.download for m in eff.models):
+            return listing
+        return None
+
+    async def _await_in_flight(
+        self, eff: LoadModels, list_loaded: Callable[[], Awaitable[list[LoadedModel]]], loaded: list[LoadedModel]
+    ) -> list[LoadedModel]:
         by_name = {model_name(m): m for m in eff.models}
         waiting = {f.name: f.deadline for f in eff.in_flight if f.name in by_name}
 
@@ -244,35 +427,67 @@ class Actions:
             self.post(ModelChanged(eff.action, name, "loading"))
         while names:
             await self.clock.sleep(IN_FLIGHT_POLL)
-            loaded = await lms.ps(timeout=QUICK_TIMEOUT)
+            loaded = await list_loaded()
             names = missing(self.clock.monotonic())
         return loaded
 
-    async def _load_one(self, eff: LoadModels, lms: LmsClient, m: ModelConfig, path: str | None) -> bool:
-        """Download if needed, then `lms load --exact`; True when LM Studio accepted it."""
+    async def _download(self, eff: LoadModels, lms: LmsClient | None, rest: RestClient | None, m: ModelConfig) -> None:
+        """Download ``m``: REST v1 with progress (``ModelDownload`` messages), else `lms get`."""
         name = model_name(m)
+        self.post(ModelChanged(eff.action, name, "downloading"))
+        if rest is None or eff.url is None:
+            assert lms is not None  # noqa: S101 - the caller checked
+            await lms.get(m.key, timeout=DOWNLOAD_TIMEOUT)
+            return
+        job = await rest.download(eff.url, m.key, timeout=QUICK_TIMEOUT)
+        deadline = self.clock.monotonic() + DOWNLOAD_TIMEOUT
+        while job.status in ("downloading", "paused") and job.job_id:
+            self.post(ModelDownload(eff.action, name, job))
+            if self.clock.monotonic() > deadline:
+                raise RestTimeoutError(f"the download of {m.key} did not finish within {DOWNLOAD_TIMEOUT:g} s")
+            await self.clock.sleep(DOWNLOAD_POLL)
+            job = await rest.download_status(eff.url, job.job_id, timeout=QUICK_TIMEOUT)
+        if job.status == "failed":
+            raise RestError(f"LM Studio's download of {m.key} failed")
+        self.post(ModelDownload(eff.action, name, job))
+
+    async def _load_one(
+        self, eff: LoadModels, lms: LmsClient | None, rest: RestClient | None, m: ModelConfig, path: str | None
+    ) -> bool:
+        """Download if needed, then load (REST v1 ``/load`` when it can express ``m``, else
+        `lms load --exact`); True when LM Studio accepted it."""
+        name = model_name(m)
+        by_rest = rest is not None and eff.url is not None and m.identifier is None and m.ttl is None and m.gpu is None
         try:
             if path is None:  # DOWNLOAD_AND_LOAD
-                self.post(ModelChanged(eff.action, name, "downloading"))
-                await lms.get(m.key, timeout=DOWNLOAD_TIMEOUT)
+                await self._download(eff, lms, rest, m)
+                path = m.key if by_rest else None
+            if path is None or (not by_rest and rest is not None):
+                # `lms load --exact` needs the model's path, which REST v1 does not list.
+                assert lms is not None  # noqa: S101 - REST stands in only with a lms or by_rest
                 downloaded = await lms.ls(timeout=QUICK_TIMEOUT)
                 path = next((d.path for d in downloaded if m.key in (d.model_key, d.path)), None)
                 if path is None:
-                    msg = f"`lms get {m.key}` finished but `lms ls` does not list it"
+                    msg = f"{m.key} was downloaded but `lms ls` does not list it"
                     self.post(ModelChanged(eff.action, name, "failed", msg))
                     return False
             self.post(LoadStarted(name))  # before the load: LM Studio may finish it whatever happens to us
             self.post(ModelChanged(eff.action, name, "loading"))
             try:
-                await lms.load(
-                    path,
-                    identifier=m.identifier,
-                    context_length=m.context_length,
-                    gpu=m.gpu,
-                    ttl=m.ttl,
-                    timeout=LOAD_TIMEOUT,
-                )
-            except (LmsTimeoutError, asyncio.CancelledError):
+                if by_rest and rest is not None and eff.url is not None:
+                    await rest.load(eff.url, m.key, m.context_length, timeout=LOAD_TIMEOUT)
+                else:
+                    assert lms is not None  # noqa: S101
+                    await lms.load(
+                        path,
+                        identifier=m.identifier,
+                        context_length=m.context_length,
+                        gpu=m.gpu,
+                        ttl=m.ttl,
+                        local=bool(eff.capabilities and eff.capabilities.local),
+                        timeout=LOAD_TIMEOUT,
+                    )
+            except (LmsTimeoutError, RestTimeoutError, asyncio.CancelledError):
                 raise  # LM Studio may still finish it: it stays in flight
             except BaseException:
                 self.post(LoadSettled(name))  # refused, or never spawned: nothing in flight
@@ -280,14 +495,32 @@ class Actions:
         except LmsExitError as exc:
             self.post(ModelChanged(eff.action, name, "failed", exc.error_line))
             return False
-        except LmsTimeoutError as exc:
-            self.post(ModelChanged(eff.action, name, "failed", exc.message))
-            return False
-        except LmsError as exc:
-            self.post(ModelChanged(eff.action, name, "failed", exc.message))
+        except (LmsError, RestError) as exc:
+            self.post(ModelChanged(eff.action, name, "failed", error_line(exc.message)))
             return False
         self.post(ModelChanged(eff.action, name, "loaded"))
         return True
+
+
+def token_problem(exc: RestAuthError) -> Problem:
+    """The problem for a 401 from LM Studio's REST API ("Require Authentication" is on)."""
+    return Problem(
+        exc.code,
+        f"LM Studio's REST API refused lmsupervisor's request: {error_line(exc.message)}",
+        "create an API token in LM Studio's Developer page and set [lmstudio] api_token (or api_token_file, "
+        "or LM_API_TOKEN); meanwhile lmsupervisor uses lms",
+        "warning",
+    )
+
+
+def _app_hung(daemon: DaemonProcess) -> Problem:
+    return Problem(
+        "app_hung",
+        f"LM Studio's app (PID {daemon.pid}) holds the server and does not recover; lmsupervisor does not "
+        "kill the app, your interactive program",
+        "quit and reopen LM Studio; or set [restart] kill_app = true to let lmsupervisor restart it; "
+        "or install llmster for a headless service",
+    )
 
 
 def _settings(install: Install, last_good: ServerSettings | None) -> tuple[Install, ServerSettings, bool]:

@@ -150,6 +150,12 @@ def _fast_status(argv: list[str]) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``) and return its exit code.
+
+    ``status`` is answered by a fast path without argparse. Errors every command may raise
+    are mapped here: :class:`ConfigError` exits 78, :class:`InstanceLockedError` 69,
+    Ctrl-C 130, a closed stdout (``BrokenPipeError``) 0; a usage error exits 2 (argparse).
+    """
     fast = _fast_status(sys.argv[1:] if argv is None else argv)
     if fast is not None:
         return fast
@@ -190,6 +196,11 @@ def _err(message: str) -> None:
 
 # -- doctor and config -----------------------------------------------------------------
 def cmd_doctor(args: argparse.Namespace) -> int:
+    """`lmsupervisor doctor [--json] [--config PATH]`: print a one-shot diagnosis, changing nothing.
+
+    Text by default, or the :meth:`Diagnosis.to_json` dict with ``--json``. Exits 0 when no
+    problem has severity ``"error"``, 1 otherwise; 78 for a bad config (raised to :func:`main`).
+    """
     import asyncio
     import json
 
@@ -198,7 +209,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from lmsupervisor.lmstudio.install import Platform
 
     cfg, _ = config.load(args.config)
-    diag = asyncio.run(diagnose(cfg, Platform.current()))
+    import pathlib
+
+    import platformdirs
+
+    from lmsupervisor.lmstudio.capabilities import CapabilityCache
+
+    state = pathlib.Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))
+    diag = asyncio.run(
+        diagnose(cfg, Platform.current(), capabilities=CapabilityCache(state / "capabilities.json", quiet=True))
+    )
     if args.json:
         print(json.dumps(diag.to_json(), indent=2))
     else:
@@ -207,6 +227,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    """`lmsupervisor config init [PATH] | check [PATH] | show`.
+
+    ``init`` writes the commented ``config.example.toml`` to PATH (default: the per-user
+    config path) and exits 0, or 2 if the file exists. ``check`` parses PATH and checks what
+    ``run`` would refuse (``status.group``, ``status.socket``), exit 0. ``show`` prints the
+    effective config as TOML, exit 0. A bad config raises :class:`ConfigError` (exit 78).
+    """
     from pathlib import Path
 
     from lmsupervisor import config
@@ -238,6 +265,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 # -- filled in by the supervisor work ------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    """`lmsupervisor run [--config PATH]`: supervise in the foreground until SIGTERM/SIGINT.
+
+    Exits 0 on a clean stop; :func:`main` maps :class:`ConfigError` to 78 and
+    :class:`InstanceLockedError` (another supervisor holds the lock) to 69 (design §3).
+    """
     from lmsupervisor.run import run_main
 
     run_main(args.config)
@@ -245,42 +277,77 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """`lmsupervisor status [--json] [--socket PATH]`: print the supervisor's snapshot (design §5).
+
+    Exits 0 ready, 1 reachable but not ready, 3 not running or not trusted (LSB). Usually
+    answered by :func:`_fast_status` before argparse; this is the path for odd spellings.
+    """
     from lmsupervisor.api.client import status_main
 
     return status_main(args.socket, as_json=args.json)
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    """`lmsupervisor events [--socket PATH]`: print each event as one NDJSON line until the supervisor stops.
+
+    Exits 0 when the stream ends, 3 if no supervisor answers on the socket.
+    """
     from lmsupervisor.api.client import events_main
 
     return events_main(args.socket)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
+    """`lmsupervisor wait [--timeout S] [--socket PATH]`: block until the supervisor is ready.
+
+    ``--timeout`` is in seconds (default: forever). Exits 0 once ready, 1 if still not ready
+    at the timeout, 3 if no supervisor answers (design §3).
+    """
     from lmsupervisor.api.client import wait_main
 
     return wait_main(args.socket, args.timeout)
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
+    """`lmsupervisor restart [--daemon] [--socket PATH]`: ask for a restart of LM Studio's server.
+
+    Sends ``POST /v1/restart`` (``?daemon=1`` restarts the daemon too, design §5). Exits 0
+    when accepted (202), 1 when refused (the server's reason on stderr), 3 if not running.
+    """
     from lmsupervisor.api.client import post_main
 
     return post_main(args.socket, "/v1/restart" + ("?daemon=1" if args.daemon else ""))
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
+    """`lmsupervisor reload [--socket PATH]`: ask the supervisor to reread its config.
+
+    Sends ``POST /v1/reload`` (same as SIGHUP or a file change). Exits 0 when accepted (202),
+    1 when refused, 3 if no supervisor answers.
+    """
     from lmsupervisor.api.client import post_main
 
     return post_main(args.socket, "/v1/reload")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """`lmsupervisor demo`: the whole loop against a simulated LM Studio in a temporary folder.
+
+    Exits 0 when LM Studio came back ready after the simulated crash, 1 otherwise.
+    """
     from lmsupervisor.demo import demo_main
 
     return demo_main()
 
 
 def cmd_native_host(args: argparse.Namespace) -> int:
+    """`lmsupervisor native-host [install|uninstall]`: the browser native-messaging host.
+
+    Without an action, serve a browser extension on stdin/stdout (exit 0 when stdin
+    closes). ``install`` writes the host manifest and launcher for ``--browser``;
+    ``uninstall`` removes them. Exits 0 on success, 2 for a refused plan
+    (:class:`NativeHostInstallError`), 1 when writing or removing a file fails.
+    """
     if args.native_command is None:
         from lmsupervisor.api.nativehost import host_main
 
@@ -322,6 +389,12 @@ def cmd_native_host(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    """`lmsupervisor simulate`: run a simulated LM Studio in the foreground, or send it a fault.
+
+    Without ``--fault``, serves until Ctrl-C and prints the environment to use. With
+    ``--fault`` (needs ``--home``), injects it into the simulator running there and exits.
+    Exits 0 on success, 2 for ``--fault`` without ``--home``, 1 on :class:`SimulateError`.
+    """
     from lmsupervisor.simulator.tool import SimulateError, send_fault, serve
 
     try:
@@ -348,6 +421,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 # -- service -----------------------------------------------------------------------------
 def cmd_service(args: argparse.Namespace) -> int:
+    """`lmsupervisor service install|uninstall|status [--user|--system] [--dry-run] [--config PATH]`.
+
+    Renders the platform's unit (systemd, launchd, Windows task; design §8) and installs
+    or removes it with the platform's own tool; ``--dry-run`` prints files and commands
+    only. Exits 0 on success, 2 when ``--config`` names a missing file, 1 when ``--system``
+    needs root or the service manager fails (:class:`ServiceError`). ``status`` exits like
+    ``lmsupervisor status``: 0 ready, 1 not ready, 3 no active service.
+    """
     import os
 
     from lmsupervisor.service.install import Installer, ServiceError, plan_for

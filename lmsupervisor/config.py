@@ -25,6 +25,7 @@ from lmsupervisor.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
+MODEL_PROBES = ("none", "load", "answer")
 TRANSPORTS = ("unix", "tcp")  # status.transport: a Unix socket, or loopback TCP with a bearer token
 MAX_SECONDS = 86_400.0  # upper bound of every duration: a day (a larger value is a typo, not a wish)
 MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
@@ -35,11 +36,16 @@ class LmStudioConfig:
     """``[lmstudio]``: where LM Studio lives (design §4); both paths default to discovery.
 
     ``home`` is the LM Studio home, found as LM Studio does when None (lmstudio-facts.md §1);
-    ``lms`` is the CLI, found on PATH then in ``<home>/bin`` when None.
+    ``lms`` is the CLI, found on PATH then in ``<home>/bin`` when None. ``api_token`` (or
+    the first line of ``api_token_file``, never both) is sent as ``Authorization: Bearer``
+    to LM Studio's REST API when "Require Authentication" is on (0.4+, facts §4); with
+    neither, ``$LM_API_TOKEN`` is used.
     """
 
     home: Path | None = None  # None: resolved exactly as LM Studio does
     lms: Path | None = None  # None: PATH, then <home>/bin/lms(.exe)
+    api_token: str | None = field(default=None, repr=False)  # never in logs or reprs
+    api_token_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ class HealthConfig:
     interval: float = 5.0  # seconds between probes
     timeout: float = 5.0  # seconds, hard limit of one probe
     failures_before_restart: int = 3
+    answer_interval: float = 300.0  # seconds between answer probes of models with probe = "answer"
+    answer_timeout: float = 30.0  # seconds one answer probe may take
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class RestartConfig:
     multiplier: float = 2.0
     jitter: float = 0.1  # fraction of the delay, +/-
     reset_after: float = 60.0  # healthy seconds that reset the backoff
+    kill_app: bool = False  # may the kill rung terminate the GUI app? (never by default)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,7 @@ class ModelConfig:
     gpu: str | float | None = None  # "off", "max" or 0.0..1.0
     ttl: float | None = None  # seconds; None: never unloaded
     download: bool = False
+    probe: str = "load"  # "none": load it, never check; "load": kept loaded; "answer": and answering
 
 
 @dataclass(frozen=True)
@@ -276,6 +286,7 @@ def _model(key: str, raw: Any) -> ModelConfig:
         gpu=_gpu(f"{key}.gpu", table["gpu"]) if "gpu" in table else None,
         ttl=_number(f"{key}.ttl", ttl, minimum=1, maximum=MAX_TTL) if ttl is not None else None,
         download=_bool(f"{key}.download", table.get("download", False)),
+        probe=_str(f"{key}.probe", table.get("probe", "load"), MODEL_PROBES),
     )
 
 
@@ -285,10 +296,23 @@ def parse(data: Mapping[str, Any]) -> Config:
     d = Config()
 
     lm = _table("lmstudio", top.get("lmstudio", {}), _keys(LmStudioConfig))
+    token = _str("lmstudio.api_token", lm["api_token"]) if "api_token" in lm else None
+    if token is not None and (not token.strip() or any(c.isspace() for c in token)):
+        raise ConfigError(
+            "lmstudio.api_token: expected a token such as sk-lm-xxxxxxxx:xxxxxxxxxxxxxxxxxxxx (no spaces)",
+            key="lmstudio.api_token",
+        )
     lmstudio = LmStudioConfig(
         home=_path("lmstudio.home", lm["home"]) if "home" in lm else None,
         lms=_path("lmstudio.lms", lm["lms"]) if "lms" in lm else None,
+        api_token=token,
+        api_token_file=_path("lmstudio.api_token_file", lm["api_token_file"]) if "api_token_file" in lm else None,
     )
+    if lmstudio.api_token is not None and lmstudio.api_token_file is not None:
+        raise ConfigError(
+            "lmstudio.api_token_file: set either api_token or api_token_file, not both",
+            key="lmstudio.api_token_file",
+        )
 
     sv = _table("server", top.get("server", {}), _keys(ServerConfig))
     server = ServerConfig(
@@ -312,6 +336,12 @@ def parse(data: Mapping[str, Any]) -> Config:
             1,
             1000,
         ),
+        answer_interval=_number(
+            "health.answer_interval", hc.get("answer_interval", d.health.answer_interval), positive=True
+        ),
+        answer_timeout=_number(
+            "health.answer_timeout", hc.get("answer_timeout", d.health.answer_timeout), positive=True, maximum=3600
+        ),
     )
 
     rc = _table("restart", top.get("restart", {}), _keys(RestartConfig))
@@ -327,6 +357,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         ),
         jitter=_number("restart.jitter", rc.get("jitter", d.restart.jitter), what="a fraction"),
         reset_after=_number("restart.reset_after", rc.get("reset_after", d.restart.reset_after)),
+        kill_app=_bool("restart.kill_app", rc.get("kill_app", d.restart.kill_app)),
     )
     if restart.jitter >= 1:
         raise _fail("restart.jitter", "a fraction from 0 to below 1", restart.jitter)
@@ -424,7 +455,8 @@ def status_transport(config: Config, os_name: str = os.name) -> str:
 
 
 def to_toml(config: Config) -> dict[str, Any]:
-    """The config as a TOML-ready dict (``None`` values, meaning "inherit", left out)."""
+    """The config as a TOML-ready dict (``None`` values, meaning "inherit", left out; an
+    ``api_token`` shown as ``"(set)"``, never itself)."""
     from dataclasses import asdict  # noqa: PLC0415
 
     def clean(value: Any) -> Any:
@@ -437,4 +469,6 @@ def to_toml(config: Config) -> dict[str, Any]:
         return value
 
     result: dict[str, Any] = clean(asdict(config))
+    if config.lmstudio.api_token is not None:
+        result["lmstudio"]["api_token"] = "(set)"  # noqa: S105 - a mask, not a secret
     return result

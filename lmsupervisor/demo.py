@@ -81,6 +81,11 @@ async def _demo(sim: SimInstall) -> int:
 
 
 def demo_main() -> int:
+    """Run the demo (see the module docstring) in a temporary folder, removed afterwards.
+
+    Returns 0 when the simulated LM Studio came back ready with its models after the
+    ``kill -9``, 1 when a phase was not ready within :data:`DEADLINE` seconds.
+    """
     logs.configure("error", "console")  # the demo prints events; logs only for errors
     with tempfile.TemporaryDirectory(prefix="lmsupervisor-demo-") as tmp:
         sim = create_install(Path(tmp) / "home", time_scale=TIME_SCALE)

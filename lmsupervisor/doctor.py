@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmsupervisor.actions import token_problem
 from lmsupervisor.config import Config
+from lmsupervisor.core.capabilities import CliCapabilities, bind_problem
 from lmsupervisor.core.observed import (
     DaemonStatus,
     Install,
@@ -30,10 +32,12 @@ from lmsupervisor.core.observed import (
     effective_server,
 )
 from lmsupervisor.core.problems import Problem
-from lmsupervisor.errors import LmsError
+from lmsupervisor.errors import LmsError, RestAuthError, RestError, RestUnsupportedError
+from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
 from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.lmstudio.rest import RestClient, resolve_token
 from lmsupervisor.service.install import UnitState, installed_services
 from lmsupervisor.service.report import rows as service_rows
 
@@ -50,14 +54,20 @@ class Diagnosis:
     daemon: DaemonStatus | None = None
     probe: ProbeResult | None = None
     loaded: list[LoadedModel] | None = None
+    capabilities: CliCapabilities | None = None
+    rest_v1: bool | None = None
     problems: list[Problem] = field(default_factory=list)
     services: list[UnitState] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """True when no problem has severity ``"error"`` (the CLI then exits 0)."""
         return not any(p.severity == "error" for p in self.problems)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``doctor --json`` dict: ``ok``, ``lmstudio`` (install plus ``daemon``), ``server``,
+        ``models`` (None when not listed), ``services`` and ``problems``.
+        """
         d = self.daemon
         return {
             "ok": self.ok,
@@ -66,6 +76,9 @@ class Diagnosis:
                 "daemon": None
                 if d is None
                 else {"supported": d.supported, "running": d.running, "pid": d.pid, "is_daemon": d.is_daemon},
+                "capabilities": None
+                if self.capabilities is None
+                else {**self.capabilities.to_json(), "rest_v1": self.rest_v1, "install_kind": self.install.kind},
             },
             "server": {
                 "running": bool(self.probe and self.probe.ok),
@@ -94,12 +107,15 @@ async def diagnose(
     prober: Prober | None = None,
     services: Callable[[], list[UnitState]] | None = None,
     unit_dirs: list[Path] | None = None,
+    capabilities: CapabilityCache | None = None,
 ) -> Diagnosis:
     """Diagnose this machine; never raises for what it finds (it becomes a problem).
 
     ``services`` lists lmsupervisor's installed units (default: ask the service managers
     about the units under ``platform.user_home``); ``unit_dirs`` are the folders searched
-    for LM Studio's own systemd units (default: the user's and /etc/systemd/system)."""
+    for LM Studio's own systemd units (default: the user's and /etc/systemd/system).
+    ``capabilities`` caches what the `lms` binary can do (default: memory only; the CLI
+    passes the supervisor's cache file, so a known binary costs no call)."""
     install = detect(platform, config.lmstudio.home, config.lmstudio.lms)
     server = effective_server(config.server.bind, config.server.port, config.server.cors, install.server)
     url = base_url(server.bind, server.port)
@@ -118,6 +134,13 @@ async def diagnose(
             return Lms(p, env=platform.env)
 
         client = LmsClient((runner_factory or default_factory)(install.lms))
+        try:
+            diag.capabilities = await (capabilities or CapabilityCache(quiet=True)).get(install.lms, client)
+        except LmsError as exc:
+            diag.problems.append(Problem("lms_failed", f"`lms` cannot run: {exc.message}", exc.hint or "reinstall lms"))
+        if diag.capabilities is not None:
+            note = bind_problem(config.server.bind, install.server.bind, diag.capabilities)
+            diag.problems += [note] if note else []
         try:
             diag.daemon = await client.daemon_status(timeout=LMS_TIMEOUT)
         except LmsError as exc:
@@ -167,6 +190,21 @@ async def diagnose(
                     else f"Install LM Studio from {DOWNLOAD_URL} and run `lms server start`",
                 )
             )
+
+    if diag.probe.ok:
+        rest = RestClient(timeout=config.health.timeout, token=lambda: resolve_token(config, platform.env))
+        try:
+            await rest.models(url)
+            diag.rest_v1 = True
+        except RestUnsupportedError:
+            diag.rest_v1 = False
+        except RestAuthError as exc:
+            diag.rest_v1 = True
+            diag.problems.append(token_problem(exc))
+        except RestError:
+            pass
+        finally:
+            await rest.aclose()
 
     service_up = (diag.daemon is not None and diag.daemon.running) or diag.probe.ok
     if client is not None and service_up:
@@ -268,9 +306,19 @@ def render(diag: Diagnosis) -> str:
         rows.append(("LM Studio", "not installed"))
     rows.append(("lms", f"{inst.lms} (from {inst.lms_source})" if inst.lms else "not found"))
     rows.append(("bootstrapped", "yes" if inst.bootstrapped else "no"))
-    rows.append(
-        ("service", {"llmster": "llmster (headless daemon)", "app": "LM Studio app", None: "not found"}[inst.kind])
-    )
+    kinds = {"llmster": "llmster (headless daemon)", "app": "LM Studio app", "appimage": "LM Studio app (AppImage)"}
+    rows.append(("service", kinds.get(inst.kind or "", "not found")))
+    c = diag.capabilities
+    if c is not None:
+        rows.append(
+            (
+                "lms capabilities",
+                f"{c.cli_version or 'version unknown'}, {c.dialect} errors, daemon "
+                f"{'/'.join(sorted(c.daemon)) or 'none'}, --bind {'yes' if c.bind else 'no'}, "
+                f"--local {'yes' if c.local else 'no'}, ps --json {c.ps_json}, REST v1 "
+                f"{ {True: 'yes', False: 'no', None: 'unknown'}[diag.rest_v1] }",
+            )
+        )
     rows.append(("local service", {True: "enabled", False: "disabled", None: "unknown"}[inst.local_service_enabled]))
     d = diag.daemon
     if d is not None:

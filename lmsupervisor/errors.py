@@ -14,6 +14,10 @@ Every error carries a ``hint``: the next step that fixes it, shown to the user.
      |    +-- LmsOutputError          `lms` printed something we cannot parse
      +-- ProbeError                   the HTTP server did not prove it is LM Studio
      +-- StatusSocketError            the status socket is unreachable or answered badly
+     +-- RestError                    LM Studio's REST API v1 failed (refused, error body)
+          +-- RestTimeoutError        no answer in time (a load may still finish)
+          +-- RestUnsupportedError    no REST v1 here (0.3.x: "Unexpected endpoint")
+          +-- RestAuthError           401: the API token is missing or wrong
 """
 
 from __future__ import annotations
@@ -100,3 +104,24 @@ class ProbeError(LmSupervisorError):
 
 class StatusSocketError(LmSupervisorError):
     """The status socket could not be reached or answered with something unexpected."""
+
+
+class RestError(LmSupervisorError):
+    """LM Studio's REST API (``/api/v1/*``, facts §4) failed: refused, timed out, or an error body."""
+
+
+class RestTimeoutError(RestError):
+    """A REST request got no answer in time (a load may still finish in LM Studio)."""
+
+
+class RestUnsupportedError(RestError):
+    """This LM Studio has no REST v1: the route answered ``Unexpected endpoint`` (0.3.x)."""
+
+
+class RestAuthError(RestError):
+    """HTTP 401 from the REST API: "Require Authentication" is on and the token is missing or
+    wrong. ``code`` is ``api_token_missing`` or ``api_token_invalid`` (a problem code)."""
+
+    def __init__(self, message: str, code: str, hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.code = code

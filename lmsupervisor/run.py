@@ -26,9 +26,11 @@ from lmsupervisor.api.statusd import StatusServer
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.config import Config
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
+from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.install import Platform, detect
 from lmsupervisor.lmstudio.lms import Lms, LmsClient
 from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.lmstudio.rest import RestClient, resolve_token
 from lmsupervisor.lmstudio.watch import OsPidWatcher, OsProcessTable
 from lmsupervisor.service.notify import Notifier, ServiceNotifier
 from lmsupervisor.supervisor import ServerMemory, Supervisor
@@ -47,6 +49,14 @@ def build_supervisor(
     every `lms` call is counted there and it observes every reduced message."""
     clock = SystemClock()
     prober = Prober(timeout=cfg.health.timeout)
+    state_dir = Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))
+    holder: list[Supervisor] = []
+    env = dict(platform.env)
+
+    def token() -> str | None:  # the config in force at each request: a reload applies at once
+        return resolve_token(holder[0].config if holder else cfg, env)
+
+    rest = RestClient(timeout=max(cfg.health.timeout, 5.0), token=token)
 
     def loader() -> Config:
         return configmod.load(config_path if explicit_config else None)[0]
@@ -66,8 +76,11 @@ def build_supervisor(
         config_loader=loader,
         config_path=config_path,
         pid=os.getpid(),
-        memory=ServerMemory(Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False)) / "server.json"),
+        memory=ServerMemory(state_dir / "server.json"),
+        capabilities=CapabilityCache(state_dir / "capabilities.json"),
+        rest=rest,
     )
+    holder.append(sup)
     if metrics is not None:
         metrics.snapshot = sup.snapshot
         sup.observe(metrics.observe)
@@ -135,6 +148,8 @@ async def serve(
                 await asyncio.wait_for(watcher, STAGE_TIMEOUT)
         await server.close(STAGE_TIMEOUT)
         await prober.aclose()
+        if sup.rest is not None:
+            await sup.rest.aclose()
         log.info("supervisor_exited")
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from lmsupervisor import __version__, logs
-from lmsupervisor.actions import QUICK_TIMEOUT, Actions
+from lmsupervisor.actions import QUICK_TIMEOUT, Actions, token_problem
 from lmsupervisor.clock import Clock, iso, within
 from lmsupervisor.config import Config
 from lmsupervisor.core import reducer as core
@@ -33,6 +33,7 @@ from lmsupervisor.core.reducer import (
     CONFIG_ACTION,
     HEALTH_ACTION,
     ActionCrashed,
+    Answered,
     BringUp,
     CancelAction,
     ConfigChanged,
@@ -62,12 +63,15 @@ from lmsupervisor.core.reducer import (
     Watch,
 )
 from lmsupervisor.core.states import State
-from lmsupervisor.errors import ConfigError, LmsError
+from lmsupervisor.errors import ConfigError, LmsError, RestAuthError, RestError
+from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.lms import LmsClient
 from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.lmstudio.rest import RestClient
 from lmsupervisor.lmstudio.watch import PidWatcher, ProcessTable
 
 EVENT_BACKLOG = 256  # events buffered per subscriber before it is dropped
+STOP_GRACE = 3.0  # seconds cancelled tasks get to clean up (reap `lms`) at shutdown
 
 
 class ServerMemory:
@@ -119,6 +123,8 @@ class Supervisor:
         rng: random.Random | None = None,
         pid: int = 0,
         memory: ServerMemory | None = None,
+        capabilities: CapabilityCache | None = None,
+        rest: RestClient | None = None,
     ) -> None:
         self.clock = clock
         self.lms_factory = lms_factory
@@ -133,8 +139,16 @@ class Supervisor:
         self.log = structlog.get_logger("lmsupervisor")
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.snap: Snapshot = core.initial(config, clock.wall(), self.memory.load())
+        self.rest = rest
         self.actions = Actions(
-            clock=clock, lms_factory=lms_factory, prober=prober, detect=detect, processes=processes, post=self.send
+            clock=clock,
+            lms_factory=lms_factory,
+            prober=prober,
+            detect=detect,
+            processes=processes,
+            post=self.send,
+            capabilities=capabilities,
+            rest=rest,
         )
         self._action: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
@@ -146,6 +160,7 @@ class Supervisor:
         self._unwatch: Callable[[], None] | None = None
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._observers: list[Callable[[Message, Snapshot], None]] = []
+        self._asked_at: dict[str, float] = {}  # monotonic seconds of each model's last answer probe
 
     # -- public interface ------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -187,6 +202,12 @@ class Supervisor:
                 self.dispatch(await self.queue.get())
         finally:
             self._cancel_all()
+            pending = [t for t in self._tasks if not t.done()]
+            if pending:  # let cancelled `lms` calls reap their processes before the loop closes
+                with contextlib.suppress(asyncio.CancelledError):
+                    _, late = await asyncio.wait(pending, timeout=STOP_GRACE)
+                    for task in late:
+                        self.log.warning("task_outlived_stop", task=task.get_name())
             for q in list(self._subscribers):
                 with contextlib.suppress(asyncio.QueueFull):
                     q.put_nowait(None)
@@ -302,7 +323,11 @@ class Supervisor:
 
     async def _load(self, effect: LoadModels) -> Message:
         try:
-            return await self.actions.load_models(effect)
+            done = await self.actions.load_models(effect)
+            now = self.clock.monotonic()
+            for name in effect.ask:
+                self._asked_at[name] = now  # the pass asked them: the next ask is an interval away
+            return done
         except LmsError as exc:
             return LoadPassFailed(effect.action, f"listing models failed: {exc.message}")
 
@@ -311,12 +336,13 @@ class Supervisor:
         self.send(TimerFired(gen))
 
     async def _unload(self, identifier: str) -> None:
-        install = self.snap.install
-        if install is None or install.lms is None:
-            return
+        install, server = self.snap.install, self.snap.server
         try:
-            await self.lms_factory(install.lms).unload(identifier, timeout=QUICK_TIMEOUT)
-        except LmsError as exc:
+            if self.rest is not None and self.snap.rest_drift:
+                await self.rest.unload(base_url(server.bind, server.port), identifier, timeout=QUICK_TIMEOUT)
+            elif install is not None and install.lms is not None:
+                await self.lms_factory(install.lms).unload(identifier, timeout=QUICK_TIMEOUT)
+        except (LmsError, RestError) as exc:
             self.log.warning("model_unload_failed", identifier=identifier, error=exc.message)
         except Exception:
             self.log.exception("action_crashed", effect="unload", identifier=identifier)
@@ -367,11 +393,41 @@ class Supervisor:
             mode = self._health_mode
             if not mode.probe:
                 return
-            probe = self._spawn(self._probe(mode.epoch, health.timeout))
-            self._probes.add(probe)
-            probe.add_done_callback(self._probes.discard)
+            if len(self._probes) < health.failures_before_restart:  # a slow server: never a pile-up
+                probe = self._spawn(self._probe(mode.epoch, health.timeout))
+                self._probes.add(probe)
+                probe.add_done_callback(self._probes.discard)
             if mode.drift and self.snap.config.models and (self._drift is None or self._drift.done()):
                 self._drift = self._spawn(self._check_drift(mode.epoch, health.timeout))
+            if mode.drift:
+                self._ask_due(mode.epoch)
+
+    def _ask_due(self, epoch: int) -> None:
+        """Deep readiness: ask each loaded model with probe = "answer" whose last ask is
+        ``health.answer_interval`` seconds old (the load pass asked it first)."""
+        health = self.snap.config.health
+        now = self.clock.monotonic()
+        declared = {m.identifier or m.key: m for m in self.snap.config.models}
+        for status in self.snap.models:
+            m = declared.get(status.name)
+            if m is None or m.probe != "answer" or status.state != "loaded" or status.instance is None:
+                continue
+            if now - self._asked_at.get(status.name, now) < health.answer_interval:
+                self._asked_at.setdefault(status.name, now)
+                continue
+            self._asked_at[status.name] = now
+            self._spawn(self._ask(epoch, status.name, status.instance, status.kind, health.answer_timeout))
+
+    async def _ask(self, epoch: int, name: str, instance: str, kind: str, timeout: float) -> None:
+        try:
+            server = self.snap.server
+            result = await self.actions.ask(base_url(server.bind, server.port), instance, kind, timeout)
+            self.send(Answered(epoch, name, result.ok, result.latency_ms, result.error))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.log.exception("action_crashed", effect="ask")
+            self.send(ActionCrashed(HEALTH_ACTION, "ask", _describe(exc)))
 
     async def _probe(self, epoch: int, timeout: float) -> None:
         try:
@@ -389,14 +445,26 @@ class Supervisor:
             self.send(ActionCrashed(HEALTH_ACTION, "probe", _describe(exc)))
 
     async def _check_drift(self, epoch: int, timeout: float) -> None:
-        install = self.snap.install
-        if install is None or install.lms is None:
-            return
+        """What LM Studio has loaded: ``GET /api/v1/models`` on 0.4 (one local HTTP request,
+        no `lms` process, facts §8), `lms ps --json` elsewhere or when REST refuses our token."""
+        install, server = self.snap.install, self.snap.server
+        limit = max(timeout, 1.0)
         try:
+            problem = None
+            if self.rest is not None and self.snap.rest_drift:
+                url = base_url(server.bind, server.port)
+                try:
+                    listing = await within(self.clock, self.rest.models(url, timeout=limit), limit)
+                    self.send(Observed(epoch, listing.loaded, rest=True))
+                    return
+                except RestAuthError as exc:
+                    problem = token_problem(exc)  # reported; `lms` answers meanwhile
+            if install is None or install.lms is None:
+                return
             lms = self.lms_factory(install.lms)
-            loaded = await within(self.clock, lms.ps(timeout=max(timeout, 1.0)), max(timeout, 1.0))
-            self.send(Observed(epoch, tuple(loaded)))
-        except (LmsError, TimeoutError) as exc:
+            loaded = await within(self.clock, lms.ps(timeout=limit), limit)
+            self.send(Observed(epoch, tuple(loaded), problem, rest=problem is not None))
+        except (LmsError, RestError, TimeoutError) as exc:
             self.log.info("drift_check_failed", error=str(exc))  # the greeting probe judges liveness
         except asyncio.CancelledError:
             raise

@@ -93,6 +93,7 @@ class RequestParser:
 
     # -- httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
+        """httptools: a request begins."""
         self._cur = Request()
         self._target.clear()
         self._head = 0
@@ -100,12 +101,14 @@ class RequestParser:
         self._in_head = True
 
     def on_url(self, url: bytes) -> None:
+        """httptools: (a piece of) the request target."""
         self._target += url
         self._head += len(url)
         if self._head > self.max_head:
             self._fail(431, f"request headers may have at most {self.max_head} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools: one complete header."""
         self._head += len(name) + len(value) + 4
         if self._head > self.max_head:
             self._fail(431, f"request headers may have at most {self.max_head} bytes")
@@ -113,6 +116,7 @@ class RequestParser:
             self._cur.headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
+        """httptools: the head is complete: check it (400, 411, 413, 501)."""
         self._in_head, self._partial = False, 0
         req = self._cur
         if req is None or self.error is not None:
@@ -141,11 +145,13 @@ class RequestParser:
             self._fail(411, "an HTTP/1.0 POST needs a Content-Length")
 
     def on_body(self, body: bytes) -> None:
+        """httptools: a piece of the body, counted and dropped (413 past the cap)."""
         self._body += len(body)
         if self._body > self.max_body:
             self._fail(413, f"a request body may have at most {self.max_body} bytes")
 
     def on_message_complete(self) -> None:
+        """httptools: the request is complete: ready to answer, unless refused."""
         req, self._cur = self._cur, None
         if req is not None and self.error is None:
             self.ready.append(req)

@@ -214,7 +214,7 @@ class StatusServer:
         self.transport.prepare()
         self._server = await self.transport.listen(self._serve)
         extra = {"port": self.transport.port} if isinstance(self.transport, TcpTransport) else {}
-        self.log.info("status_socket_listening", path=str(self.transport.file), transport=self.transport.kind, **extra)
+        self.log.info("status_socket_bound", path=str(self.transport.file), transport=self.transport.kind, **extra)
         if self.check_interval > 0:
             self._spawn(self._watch())
 

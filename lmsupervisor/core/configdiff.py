@@ -16,7 +16,8 @@ class ConfigDiff:
     """The consequences of replacing one config by another.
 
     ``restart_server``: a server setting LM Studio runs with (bind, port, CORS) or where
-    LM Studio is (``[lmstudio]``) changed. ``reconcile_models``: ``[[models]]`` changed;
+    LM Studio is (``lmstudio.home``, ``lmstudio.lms``) changed; the API token applies at the
+    next request by itself. ``reconcile_models``: ``[[models]]`` changed;
     ``added``/``removed`` name models by identifier (else key), ``rekeyed`` the names whose
     model key changed under the same identifier. ``relog``: ``[log]`` changed (applied
     live). ``needs_restart``: keys that only a restart of lmsupervisor applies (``status.*``).
@@ -44,7 +45,8 @@ def model_name(model: ModelConfig) -> str:
 def config_diff(old: Config, new: Config) -> ConfigDiff:
     """Compare two configs; see :class:`ConfigDiff` for what each field means."""
     server = ("bind", "port", "cors")
-    restart_server = old.lmstudio != new.lmstudio or any(
+    where = ("home", "lms")
+    restart_server = any(getattr(old.lmstudio, k) != getattr(new.lmstudio, k) for k in where) or any(
         getattr(old.server, k) != getattr(new.server, k) for k in server
     )
     before = {model_name(m): m for m in old.models}

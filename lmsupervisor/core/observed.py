@@ -53,6 +53,7 @@ class DaemonStatus:
     pid: int | None = None
     is_daemon: bool | None = None
     supported: bool = True
+    version: str | None = None  # `daemon up --json` only: the app/llmster version
 
 
 @dataclass(frozen=True)
@@ -176,3 +177,30 @@ def base_url(bind: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """A REST v1 download job (``/api/v1/models/download/status/:job_id``, facts §4).
+
+    ``bytes`` and ``total`` are bytes, ``rate`` bytes per second and ``eta`` the
+    estimated completion as LM Studio writes it (ISO-8601), None when not given.
+    """
+
+    job_id: str | None
+    status: str
+    bytes: int = 0
+    total: int | None = None
+    rate: float | None = None
+    eta: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"job_id", "status", "bytes", "total", "rate", "eta"}`` (``models[].download``)."""
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "bytes": self.bytes,
+            "total": self.total,
+            "rate": self.rate,
+            "eta": self.eta,
+        }

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from lmsupervisor.config import Config, ModelConfig
+from lmsupervisor.core.capabilities import CliCapabilities
 from lmsupervisor.core.configdiff import ConfigDiff, config_diff, model_name
 from lmsupervisor.core.observed import (
     DaemonProcess,
+    DownloadProgress,
     Install,
     LoadedModel,
     ProbeResult,
@@ -51,6 +53,10 @@ class ModelStatus:
     identifier: str | None
     state: str = "pending"
     error: str | None = None
+    last_answer_ms: float | None = None  # deep readiness: latency of the last good answer
+    instance: str | None = None  # the identifier LM Studio serves it under, once loaded
+    kind: str = "llm"  # "llm" or "embedding" (from `lms ps --json` type), for the answer probe
+    download: DownloadProgress | None = None  # while ``downloading`` through REST v1
 
     @property
     def name(self) -> str:
@@ -78,6 +84,12 @@ class Snapshot:
     ``epoch`` of the current server bring-up (probe results of an older one are ignored).
     ``ours`` are the instance identifiers this supervisor loaded; ``last_good_server`` the
     last settings read from a sound ``http-server-config.json`` (never replaced by defaults).
+    ``lms_version`` is the app/llmster version; ``capabilities`` what the `lms` binary can
+    do (facts §8); ``rest`` whether the server has REST v1 (None: not known yet);
+    ``rest_drift`` whether drift checks read ``GET /api/v1/models`` instead of `lms ps`
+    (the last load pass found every declared model under its REST key); ``notes`` the
+    problems found while running (capabilities, the API token, a hung app), beside the
+    install's.
     """
 
     config: Config
@@ -109,6 +121,10 @@ class Snapshot:
     ours: frozenset[str] = frozenset()
     unload_next: tuple[str, ...] = ()
     last_good_server: ServerSettings | None = None
+    capabilities: CliCapabilities | None = None
+    rest: bool | None = None
+    rest_drift: bool = False
+    notes: tuple[Problem, ...] = ()
 
     @property
     def ready(self) -> bool:
@@ -166,6 +182,9 @@ class ServerUp:
     version: str | None = None
     adopted: bool = False
     settings_source_ok: bool = True  # http-server-config.json was sound (remember it)
+    capabilities: CliCapabilities | None = None
+    rest: bool | None = None  # the server has REST v1
+    problems: tuple[Problem, ...] = ()  # found on the way (bind unsupported, API token, CORS)
 
 
 @dataclass(frozen=True)
@@ -184,6 +203,8 @@ class BringUpFailed:
     action: int
     reason: str
     install: Install | None = None
+    problems: tuple[Problem, ...] = ()  # e.g. app_hung: the GUI app holds a hung service
+    capabilities: CliCapabilities | None = None
 
 
 @dataclass(frozen=True)
@@ -212,13 +233,37 @@ class ModelChanged:
 
 
 @dataclass(frozen=True)
+class ModelDownload:
+    """Load pass ``action``: REST v1 download progress of declared model ``name``."""
+
+    action: int
+    name: str
+    progress: DownloadProgress
+
+
+@dataclass(frozen=True)
 class ModelsDone:
-    """Load pass ``action`` ended; ``loaded`` is what `lms ps --json` listed at its end,
-    ``ours`` the instance identifiers this pass loaded."""
+    """Load pass ``action`` ended; ``loaded`` is what LM Studio listed at its end,
+    ``ours`` the instance identifiers this pass loaded; ``rest`` that REST v1 listed every
+    declared model by its key (drift checks may then use it instead of `lms ps`)."""
 
     action: int
     loaded: tuple[LoadedModel, ...]
     ours: tuple[str, ...] = ()
+    answers: tuple[Answered, ...] = ()
+    rest: bool = False
+
+
+@dataclass(frozen=True)
+class Answered:
+    """Deep readiness: model ``name`` was asked for one token (server ``epoch``); ``ok``
+    with ``latency_ms``, else LM Studio's ``error``."""
+
+    epoch: int
+    name: str
+    ok: bool
+    latency_ms: float
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -239,10 +284,14 @@ class Probed:
 
 @dataclass(frozen=True)
 class Observed:
-    """A drift check of server ``epoch``: the instances LM Studio lists as loaded."""
+    """A drift check of server ``epoch``: the instances LM Studio lists as loaded.
+    ``rest``: the REST API was asked; then ``problem`` is its refusal of our token (the
+    list came from `lms ps`), and None clears an earlier one."""
 
     epoch: int
     loaded: tuple[LoadedModel, ...]
+    problem: Problem | None = None
+    rest: bool = False
 
 
 @dataclass(frozen=True)
@@ -306,8 +355,10 @@ Message = (
     | LoadStarted
     | LoadSettled
     | ModelChanged
+    | ModelDownload
     | ModelsDone
     | LoadPassFailed
+    | Answered
     | Probed
     | Observed
     | DaemonExited
@@ -335,18 +386,26 @@ class BringUp:
     daemon: DaemonProcess | None
     last_good_server: ServerSettings | None
     lms_version: str | None
+    capabilities: CliCapabilities | None = None
 
 
 @dataclass(frozen=True)
 class LoadModels:
     """Unload ``unload`` (identifiers we loaded), wait for ``in_flight`` loads to show up,
-    then load what ``models`` still lack; answers with ModelChanged.. and ModelsDone."""
+    then load what ``models`` still lack; answers with ModelChanged.. and ModelsDone.
+    With ``rest`` (REST v1 at ``url``) it lists, loads and downloads over HTTP; `lms`
+    (its ``capabilities``) otherwise, and for what REST cannot express."""
 
     action: int
     models: tuple[ModelConfig, ...]
     in_flight: tuple[InFlight, ...]
     unload: tuple[str, ...] = ()
     lms: Path | None = None
+    url: str | None = None
+    rest: bool = False
+    capabilities: CliCapabilities | None = None
+    ask: tuple[str, ...] = ()  # names of models with probe = "answer": ask each once loaded
+    answer_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -487,12 +546,24 @@ class _Step:
         elif entry is Entry.BRING_UP:
             self.set(action=s.action + 1, epoch=s.epoch + 1, server_running=False, consecutive_failures=0)
             s = self.snap
-            self.emit(BringUp(s.action, step, s.config, s.daemon, s.last_good_server, s.lms_version))
+            self.emit(BringUp(s.action, step, s.config, s.daemon, s.last_good_server, s.lms_version, s.capabilities))
         elif entry is Entry.LOAD_MODELS:
             in_flight = tuple(f for f in s.in_flight if f.deadline > self.now.mono)
             self.set(action=s.action + 1, unload_next=(), in_flight=in_flight)
+            ask = tuple(model_name(m) for m in self.wanted() if m.probe == "answer")
             self.emit(
-                LoadModels(s.action + 1, self.wanted(), in_flight, s.unload_next, s.install.lms if s.install else None)
+                LoadModels(
+                    s.action + 1,
+                    self.wanted(),
+                    in_flight,
+                    s.unload_next,
+                    s.install.lms if s.install else None,
+                    base_url(s.server.bind, s.server.port),
+                    bool(s.rest),
+                    s.capabilities,
+                    ask,
+                    s.config.health.answer_timeout,
+                )
             )
         elif entry is Entry.MARK_HEALTHY:
             if s.healthy_since is None:
@@ -535,7 +606,7 @@ class _Step:
         current = self.snap.model(name)
         if current is None or (current.state, current.error) == (state, error):
             return
-        new = replace(current, state=state, error=error)
+        new = replace(current, state=state, error=error, download=current.download if state == "downloading" else None)
         self.set(models=tuple(new if m.name == name else m for m in self.snap.models))
         fields: dict[str, Any] = {"model": name, "key": new.key, "state": state}
         if error:
@@ -638,12 +709,12 @@ class _Step:
         self.apply_config(new)
 
 
-_MODEL_EVENTS = {
+_MODEL_EVENTS = {  # log event names, past tense, per model state entered
     "loaded": "loaded",
     "failed": "load_failed",
-    "loading": "loading",
-    "downloading": "downloading",
-    "pending": "pending",
+    "loading": "load_started",
+    "downloading": "download_started",
+    "pending": "requeued",
     "idle_unloaded": "idle_unloaded",
 }
 
@@ -689,6 +760,10 @@ def _dispatch(r: _Step, msg: Message) -> None:
                 daemon=msg.daemon,
                 lms_version=msg.version or s.lms_version,
                 in_flight=() if new_daemon and not msg.adopted else s.in_flight,
+                capabilities=msg.capabilities or s.capabilities,
+                rest=msg.rest,
+                rest_drift=False,
+                notes=msg.problems,
             )
             if msg.settings_source_ok and msg.install.server.found and msg.install.server != s.last_good_server:
                 r.set(last_good_server=msg.install.server)
@@ -703,6 +778,7 @@ def _dispatch(r: _Step, msg: Message) -> None:
         case BringUpFailed() if msg.action == s.action and state is State.STARTING:
             if msg.install is not None:
                 r.set(install=msg.install, problems=msg.install.problems)
+            r.set(notes=msg.problems, capabilities=msg.capabilities or s.capabilities)
             r.log("warning", "bring_up_failed", reason=msg.reason)
             r.fail(msg.reason)  # STARTING -> BACKOFF
         case LoadStarted(name=name):
@@ -714,16 +790,20 @@ def _dispatch(r: _Step, msg: Message) -> None:
         case ModelChanged() if msg.action == s.action and state is State.LOADING_MODELS:
             if msg.state in MODEL_STATES:
                 r.set_model(msg.name, msg.state, msg.error)
+        case ModelDownload() if msg.action == s.action and state is State.LOADING_MODELS:
+            _download(r, msg.name, msg.progress)
         case LoadPassFailed() if msg.action == s.action and state is State.LOADING_MODELS:
             for m in s.models:
                 if m.state in ("pending", "loading", "downloading"):
                     r.set_model(m.name, "failed", msg.reason)
             r.fire(Trigger.MODEL_FAILED, msg.reason)  # LOADING_MODELS -> DEGRADED, retried later
         case ModelsDone() if msg.action == s.action and state is State.LOADING_MODELS:
-            r.set(ours=s.ours | set(msg.ours))
+            r.set(ours=s.ours | set(msg.ours), rest_drift=msg.rest)
             r.forget_in_flight(msg.loaded)
             r.duplicates(msg.loaded)
             _verify_models(r, msg.loaded)
+            for answer in msg.answers:
+                _answered(r, answer, reload=False)
             pending = r.snap.pending_config
             if pending is not None:
                 r.apply_config(pending)
@@ -739,7 +819,11 @@ def _dispatch(r: _Step, msg: Message) -> None:
         case Probed() if msg.epoch == s.epoch and state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
             _probed(r, msg.result)
         case Observed() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
+            if msg.rest:
+                _note(r, "api_token_", msg.problem)
             _observed(r, msg.loaded)
+        case Answered() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
+            _answered(r, msg, reload=True)
         case DaemonExited(pid=pid) if s.daemon is not None and pid == s.daemon.pid:
             r.set(daemon=None, in_flight=(), server_running=False)
             r.models_pending()
@@ -782,11 +866,42 @@ def _verify_models(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
             continue
         if item.action is Action.KEEP:
             r.set_model(name, "loaded")
+            inst = _instance(item.model, loaded)
+            if inst is not None:
+                current = r.snap.model(name) or status
+                new = replace(current, instance=inst.identifier, kind=inst.type)
+                r.set(models=tuple(new if m.name == name else m for m in r.snap.models))
         elif name in wanted and status.state not in ("failed", "idle_unloaded"):
             if any(f.name == name for f in r.snap.in_flight):
                 r.set_model(name, "failed", "still loading in LM Studio (a load started earlier has not finished)")
             else:
                 r.set_model(name, "failed", "not listed by `lms ps --json` after loading")
+
+
+def _instance(m: ModelConfig, loaded: tuple[LoadedModel, ...]) -> LoadedModel | None:
+    """The loaded instance that satisfies declared model ``m``."""
+    if m.identifier:
+        return next((i for i in loaded if i.identifier == m.identifier), None)
+    return next((i for i in loaded if m.key in (i.model_key, i.path)), None)
+
+
+def _note(r: _Step, prefix: str, problem: Problem | None) -> None:
+    """Replace the notes whose code starts with ``prefix`` by ``problem`` (None: clear them)."""
+    kept = tuple(p for p in r.snap.notes if not p.code.startswith(prefix))
+    notes = (*kept, problem) if problem is not None else kept
+    if notes != r.snap.notes:
+        r.set(notes=notes)
+
+
+def _download(r: _Step, name: str, progress: DownloadProgress) -> None:
+    """REST v1 download progress: in ``models[].download`` and a ``model`` event."""
+    current = r.snap.model(name)
+    if current is None:
+        return
+    new = replace(current, state="downloading", error=None, download=progress)
+    r.set(models=tuple(new if m.name == name else m for m in r.snap.models))
+    r.emit(Publish({"type": "model", "key": new.key, "identifier": new.identifier, "state": "downloading",
+                    "error": None, "download": progress.to_json()}))  # fmt: skip
 
 
 def _probed(r: _Step, result: ProbeResult) -> None:
@@ -811,7 +926,7 @@ def _observed(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
     gone = []
     for m in r.snap.config.models:
         status = r.snap.model(model_name(m))
-        if status is None or status.state != "loaded":
+        if status is None or status.state != "loaded" or m.probe == "none":
             continue
         if plan([m], loaded, [])[0].action is Action.KEEP:
             continue
@@ -825,6 +940,23 @@ def _observed(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
         names = ", ".join(gone)
         r.log("warning", "model_drifted", models=names)
         r.fire(Trigger.DRIFT, f"declared model no longer loaded: {names}")  # -> LOADING_MODELS
+
+
+def _answered(r: _Step, answer: Answered, reload: bool) -> None:
+    """A loaded model that cannot answer is failed with LM Studio's words, and reloaded
+    (unloaded first) by the next load pass, under the model backoff."""
+    status = r.snap.model(answer.name)
+    if status is None or status.state != "loaded":
+        return
+    if answer.ok:
+        new = replace(status, last_answer_ms=round(answer.latency_ms, 3))
+        r.set(models=tuple(new if m.name == answer.name else m for m in r.snap.models))
+        return
+    r.log("warning", "model_answer_failed", model=answer.name, error=answer.error)
+    r.set_model(answer.name, "failed", answer.error or "did not answer")
+    r.set(unload_next=tuple(dict.fromkeys((*r.snap.unload_next, answer.name))))
+    if reload and r.snap.state is State.READY:
+        r.fire(Trigger.DRIFT, f"declared model does not answer: {answer.name}")  # READY -> LOADING_MODELS
 
 
 def _timer(r: _Step) -> None:
@@ -873,9 +1005,11 @@ def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -
             "home": str(inst.home) if inst else None,
             "lms": str(inst.lms) if inst and inst.lms else None,
             "version": snap.lms_version,
+            "cli_version": snap.capabilities.cli_version if snap.capabilities else None,
             "daemon_pid": snap.daemon.pid if snap.daemon else None,
             "local_service_enabled": inst.local_service_enabled if inst else None,
             "kind": inst.kind if inst else None,
+            "capabilities": _capabilities(snap),
         },
         "server": {
             "running": snap.server_running,
@@ -886,7 +1020,17 @@ def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -
             "last_probe_ms": None if snap.last_probe_ms is None else round(snap.last_probe_ms, 3),
             "consecutive_failures": snap.consecutive_failures,
         },
-        "models": [{"key": m.key, "identifier": m.identifier, "state": m.state, "error": m.error} for m in snap.models],
+        "models": [
+            {
+                "key": m.key,
+                "identifier": m.identifier,
+                "state": m.state,
+                "error": m.error,
+                "last_answer_ms": m.last_answer_ms,
+                "download": m.download.to_json() if m.download else None,
+            }
+            for m in snap.models
+        ],
         "restarts": {
             "count": snap.restart_count,
             "last_reason": snap.last_restart_reason,
@@ -894,5 +1038,19 @@ def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -
             "next_attempt_at": iso(snap.next_attempt_at),
             "attempt": snap.attempt,
         },
-        "problems": [p.to_json() for p in snap.problems],
+        "problems": [p.to_json() for p in (*snap.problems, *snap.notes)],
+    }
+
+
+def _capabilities(snap: Snapshot) -> dict[str, Any] | None:
+    """``lmstudio.capabilities``: the `lms` binary's (facts §8), REST v1 and the install kind."""
+    if snap.capabilities is None and snap.rest is None:
+        return None
+    caps = snap.capabilities.to_json() if snap.capabilities else {}
+    caps.pop("cli_version", None)  # shown as lmstudio.cli_version
+    return {
+        **caps,
+        "rest_v1": snap.rest,
+        "rest_drift": snap.rest_drift,
+        "install_kind": snap.install.kind if snap.install else None,
     }

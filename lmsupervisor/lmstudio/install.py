@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +45,19 @@ class Platform:
     windows_user_path: str | None = None
 
     @classmethod
-    def current(cls, env: Mapping[str, str] | None = None) -> Platform:
-        """This machine's platform; ``env`` defaults to :data:`os.environ`.
+    def current(cls, env: Mapping[str, str] | None = None, platform_name: str | None = None) -> Platform:
+        """This machine's platform; ``env`` defaults to :data:`os.environ`, ``platform_name``
+        (tests) to this machine's.
 
-        The user home is ``HOME``, else ``USERPROFILE``, else :meth:`Path.home`; on Windows
-        the User ``PATH`` is read from the registry (None when it cannot be read).
+        The user home is what LM Studio's ``os.homedir()`` gives: on Windows ``USERPROFILE``
+        even where ``HOME`` is set (Git Bash, Cygwin; facts §8), elsewhere ``HOME``; then the
+        other, then :meth:`Path.home`. On Windows the User ``PATH`` is read from the
+        registry (None when it cannot be read).
         """
-        system = {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux")
+        system = platform_name or {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux")
         env = dict(os.environ if env is None else env)
-        user_home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
+        order = ("USERPROFILE", "HOME") if system == "windows" else ("HOME", "USERPROFILE")
+        user_home = Path(next((env[k] for k in order if env.get(k)), None) or Path.home())
         return cls(system, user_home, env, _windows_user_path() if system == "windows" else None)
 
     @property
@@ -229,6 +233,33 @@ def detect(platform: Platform, home: Path | None = None, lms: Path | None = None
             if path.exists():
                 kind, service_path = this_kind, path
                 break
+            if this_kind == "app" and _is_appimage_mount(path):
+                # lms#97, BT#1068: the mount of a past AppImage run; lms cannot start the app.
+                kind = "appimage"
+                problems.append(
+                    Problem(
+                        "appimage_not_startable",
+                        f"LM Studio is an AppImage: {internal / name} names {path}, the mount of a past run, "
+                        "gone once the app exits, so lms cannot start LM Studio when it is not running",
+                        "start LM Studio yourself; or extract the AppImage (`./LM-Studio-*.AppImage "
+                        "--appimage-extract`) and run the extracted app once; or install llmster "
+                        "(`curl -fsSL https://lmstudio.ai/install.sh | bash`)",
+                    )
+                )
+                break
+            if this_kind == "llmster":
+                # lms does not fall back to the app when this file exists (facts §8).
+                kind = "llmster"
+                problems.append(
+                    Problem(
+                        "install_location_stale",
+                        f"{internal / name} names {path}, which does not exist; lms uses it and does not fall "
+                        "back to the app, so it cannot start LM Studio",
+                        "reinstall llmster (`curl -fsSL https://lmstudio.ai/install.sh | bash`), or delete "
+                        f"{internal / name} to let lms start the app",
+                    )
+                )
+                break
             problems.append(
                 Problem(
                     "install_location_stale",
@@ -328,20 +359,12 @@ def detect(platform: Platform, home: Path | None = None, lms: Path | None = None
                     "warning",
                 )
             )
-    return Install(
-        home,
-        source,
-        home_exists,
-        lms_path,
-        lms_source,
-        bootstrapped,
-        kind,
-        service_path,
-        server,
-        local_service,
-        api_server,
-        tuple(problems),
-    )
+    return replace(install, problems=tuple(problems))
+
+
+def _is_appimage_mount(path: Path) -> bool:
+    """A path inside an AppImage's runtime mount, ``/tmp/.mount_<name><random>/`` (BT#1492)."""
+    return any(part.startswith(".mount_") for part in path.parts)
 
 
 def _same_path(a: Path, b: Path) -> bool:

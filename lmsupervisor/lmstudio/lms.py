@@ -122,10 +122,17 @@ def _objects(data: Any, argv: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def parse_ps(data: Any, argv: Sequence[str] = ("lms", "ps", "--json")) -> list[LoadedModel]:
-    """Parse `lms ps --json` output (a JSON array); raises :class:`LmsOutputError`."""
+    """Parse `lms ps --json` output (a JSON array); raises :class:`LmsOutputError`.
+
+    Both shapes of facts §8: instance info with ``modelKey`` (≈0.3.11+), and the older
+    ``{identifier, path}`` items, whose model key is then taken to be the path.
+    """
     out = []
     for item in _objects(data, argv):
-        key = _field(item, "modelKey", str, argv)
+        if "modelKey" not in item and isinstance(item.get("path"), str):  # before ≈0.3.11: {identifier, path}
+            key = item["path"]
+        else:
+            key = _field(item, "modelKey", str, argv)
         out.append(
             LoadedModel(
                 identifier=_field(item, "identifier", str, argv),
@@ -142,10 +149,14 @@ def parse_ps(data: Any, argv: Sequence[str] = ("lms", "ps", "--json")) -> list[L
 
 
 def parse_ls(data: Any, argv: Sequence[str] = ("lms", "ls", "--json")) -> list[DownloadedModel]:
-    """Parse `lms ls --json` output; raises :class:`LmsOutputError`."""
+    """Parse `lms ls --json` output; raises :class:`LmsOutputError`. Items without
+    ``modelKey`` (before 2025-01-28, facts §8) are keyed by their ``path``."""
     out = []
     for item in _objects(data, argv):
-        key = _field(item, "modelKey", str, argv)
+        if "modelKey" not in item and isinstance(item.get("path"), str):  # before [js] 52ff1cbe (2025-01)
+            key = item["path"]
+        else:
+            key = _field(item, "modelKey", str, argv)
         out.append(
             DownloadedModel(
                 model_key=key,
@@ -171,7 +182,13 @@ def parse_daemon_status(data: Any, argv: Sequence[str]) -> DaemonStatus:
     if data["status"] != "running":
         return DaemonStatus(running=False)
     is_daemon = data.get("isDaemon")
-    return DaemonStatus(True, _opt_int(data.get("pid")), is_daemon if isinstance(is_daemon, bool) else None)
+    version = data.get("version")  # `daemon up --json` only: the app/llmster version (facts §8)
+    return DaemonStatus(
+        True,
+        _opt_int(data.get("pid")),
+        is_daemon if isinstance(is_daemon, bool) else None,
+        version=version if isinstance(version, str) else None,
+    )
 
 
 def parse_server_status(data: Any, argv: Sequence[str]) -> ServerStatus:
@@ -197,13 +214,16 @@ class LmsRunner(Protocol):
 
 
 class Lms:
-    """Runs `lms` at ``path`` with ``env`` (default: this process's environment)."""
+    """Runs `lms` at ``path`` with ``env`` (default: this process's environment), minus
+    ``LMS_SERVER_HOST``: the bind is the supervisor's decision, passed as ``--bind``."""
 
     def __init__(
         self, path: Path, env: Mapping[str, str] | None = None, default_timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         self.path = path
         self.env = dict(os.environ if env is None else env)
+        # The supervisor decides the bind (`--bind`); `server start` would otherwise read it here.
+        self.env.pop("LMS_SERVER_HOST", None)
         self.default_timeout = default_timeout
 
     async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
@@ -254,6 +274,10 @@ class Lms:
             _kill_group(proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
+            # Reap it before the cancellation goes on: an unreaped child's transport would be
+            # closed by its finalizer after the loop, logging "Event loop is closed" (SIGTERM).
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(proc.wait(), 2.0)
             raise
         _kill_group(proc.pid)
         return LmsResult(
@@ -361,15 +385,19 @@ class LmsClient:
         data = await self._json("server", "status", "--json", timeout=timeout)
         return parse_server_status(data, ("lms", "server", "status", "--json"))
 
-    async def server_start(self, port: int, bind: str, cors: bool, timeout: float | None = None) -> None:
-        """`lms server start --port <port> --bind <bind> [--cors]` (facts §3).
+    async def server_start(self, port: int, bind: str | None, cors: bool, timeout: float | None = None) -> None:
+        """`lms server start --port <port> [--bind <bind>] [--cors]` (facts §3).
 
         Every setting is passed explicitly because a plain `server start` resets CORS and
-        the bind address (BT#1334). `lms` itself verifies the server (up to 5 tries, 1 s
-        apart) before it exits. ``timeout`` is seconds (None: the runner's default).
-        Raises :class:`LmsExitError` on exit 1 ("Failed to verify the server is running").
+        the bind address (BT#1334); ``bind`` None leaves ``--bind`` out, for an `lms` that
+        rejects it (before late 2025-11, facts §8: the saved interface is then kept). `lms`
+        itself verifies the server (up to 5 tries, 1 s apart) before it exits; its verdict
+        is wrong for 0.0.0.0 (BT#1720), so callers probe. ``timeout`` is seconds (None: the
+        runner's default). Raises :class:`LmsExitError` on exit 1.
         """
-        args = ["server", "start", "--port", str(port), "--bind", bind]
+        args = ["server", "start", "--port", str(port)]
+        if bind is not None:
+            args += ["--bind", bind]
         if cors:
             args.append("--cors")
         await self.check(*args, timeout=timeout)
@@ -399,10 +427,14 @@ class LmsClient:
         context_length: int | None = None,
         gpu: str | float | None = None,
         ttl: float | None = None,
+        local: bool = False,
         timeout: float | None = None,
     ) -> None:
-        """`lms load <path> --exact --yes [...]`: never prompts, never fuzzy-matches."""
+        """`lms load <path> --exact --yes [...]`: never prompts, never fuzzy-matches.
+        ``local`` adds ``--local`` (LM Link builds, 2026-02+: never a remote device's model)."""
         args = ["load", path, "--exact", "--yes"]
+        if local:
+            args.append("--local")
         if identifier:
             args += ["--identifier", identifier]
         if context_length:

@@ -75,6 +75,36 @@ class Prober:
             f'{url} answered {response.status_code} {snippet!r}, not LM Studio\'s greeting {{"lmstudio":true}}',
         )
 
+    async def ask(self, url: str, model: str, kind: str, timeout: float) -> ProbeResult:
+        """Deep readiness: one request with a 1-token budget to ``model`` (an instance
+        identifier): ``POST {url}/v1/chat/completions`` with ``max_tokens: 1`` for an LLM,
+        ``POST {url}/v1/embeddings`` when ``kind`` is ``"embedding"`` (facts §4). ``ok``
+        only for a 200 carrying ``choices`` (or ``data``); otherwise ``error`` is LM
+        Studio's own message. Never raises; ``timeout`` is seconds."""
+        started = time.monotonic()
+        body: dict[str, Any]
+        if kind == "embedding":
+            target, body, field = "/v1/embeddings", {"model": model, "input": "ping"}, "data"
+        else:
+            messages = [{"role": "user", "content": "ping"}]
+            target, field = "/v1/chat/completions", "choices"
+            body = {"model": model, "messages": messages, "max_tokens": 1, "stream": False}
+        try:
+            response = await asyncio.wait_for(self._client.post(f"{url}{target}", json=body, timeout=timeout), timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            return ProbeResult(False, timeout * 1000, None, f"{model} did not answer within {timeout:g} s")
+        except httpx.HTTPError as exc:
+            return ProbeResult(False, (time.monotonic() - started) * 1000, None, f"{url}{target}: {exc}")
+        ms = (time.monotonic() - started) * 1000
+        data = _json(response)
+        if response.status_code == 200 and isinstance(data, dict) and isinstance(data.get(field), list):
+            return ProbeResult(True, ms, 200)
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            error = error.get("message")
+        text = str(error) if error else response.text[:200].replace("\n", " ")
+        return ProbeResult(False, ms, response.status_code, f"{model} did not answer: {text}")
+
     async def models(self, url: str, timeout: float | None = None) -> list[str]:
         """Model ids from ``GET {url}/v1/models`` (``data[].id``); raises :class:`ProbeError`."""
         response, _ = await self._get(f"{url}/v1/models", timeout)

@@ -44,6 +44,8 @@ class Result:
 
 
 class Runner(Protocol):
+    """How the installer runs a command: :func:`run_command` for real, a fake in tests (style.md habit 3)."""
+
     def __call__(self, argv: Command) -> Result:
         """Run ``argv`` (found on PATH) to completion. Raises nothing for a non-zero exit;
         a missing program is exit code 127 with the reason in ``stderr``."""
@@ -67,6 +69,7 @@ def show(argv: Command) -> str:
 
 # -- the running installation ---------------------------------------------------------------
 def current_platform() -> str:
+    """This interpreter's platform as the renderers name it: ``"windows"``, ``"darwin"``, else ``"linux"``."""
     return {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux")
 
 
@@ -172,6 +175,7 @@ class UnitState:
     fields: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
+        """The ``service status --json`` dict for this unit: every field but ``fields`` and ``linger_fix``."""
         return {
             "manager": self.manager,
             "unit": self.unit,

@@ -88,6 +88,7 @@ class Notifier:
 
     @property
     def enabled(self) -> bool:
+        """True when ``NOTIFY_SOCKET`` gave an address, so datagrams are sent."""
         return self.address is not None
 
     def send(self, *lines: str) -> bool:
@@ -105,6 +106,7 @@ class Notifier:
         return True
 
     def close(self) -> None:
+        """Close the datagram socket, if one was opened; :meth:`send` opens a new one when needed."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -186,7 +188,9 @@ def heartbeat_period(watchdog_usec: int | None) -> float:
 class Observed(Protocol):
     """What the runner needs of :class:`lmsupervisor.supervisor.Supervisor`."""
 
-    def snapshot(self) -> dict[str, Any]: ...
+    def snapshot(self) -> dict[str, Any]:
+        """The status snapshot (design §5 shape), read for each ``STATUS=`` line."""
+        ...
 
 
 class ServiceNotifier:

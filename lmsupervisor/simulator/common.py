@@ -66,6 +66,7 @@ def lmstudio_home() -> Path:
 
 
 def sim_dir(home: Path) -> Path:
+    """The simulator's own folder, ``<home>/.sim`` (nothing of LM Studio's lives there)."""
     return home / SIM_DIR
 
 
@@ -86,6 +87,10 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def load_config(home: Path) -> dict[str, Any]:
+    """``<home>/.sim/config.json`` over :data:`DEFAULT_CONFIG` (shape in the module docstring).
+
+    A missing or corrupt file gives the defaults; never raises.
+    """
     config = dict(DEFAULT_CONFIG)
     found = read_json(sim_dir(home) / "config.json", {})
     if isinstance(found, dict):
@@ -94,6 +99,7 @@ def load_config(home: Path) -> dict[str, Any]:
 
 
 def load_faults(home: Path) -> dict[str, Any]:
+    """The persistent faults in ``<home>/.sim/faults.json``; ``{}`` when missing or corrupt."""
     found = read_json(sim_dir(home) / "faults.json", {})
     return found if isinstance(found, dict) else {}
 
@@ -107,11 +113,17 @@ def models_dir(home: Path) -> Path:
 
 
 def catalog(home: Path) -> list[dict[str, Any]]:
+    """Every model the simulated hub knows (``<home>/.sim/catalog.json``), in `lms ls --json`
+    shape plus ``"downloaded"`` (facts §3); ``[]`` when missing or corrupt.
+    """
     found = read_json(sim_dir(home) / "catalog.json", [])
     return found if isinstance(found, list) else []
 
 
 def is_downloaded(home: Path, model: dict[str, Any]) -> bool:
+    """True when ``model``'s ``path`` folder exists under :func:`models_dir`, as LM Studio
+    decides what is downloaded.
+    """
     return (models_dir(home) / str(model["path"])).is_dir()
 
 
@@ -126,6 +138,7 @@ def scaled(config: dict[str, Any], simulated_seconds: float) -> float:
 
 
 def sleep_simulated(config: dict[str, Any], simulated_seconds: float) -> None:
+    """Sleep ``simulated_seconds`` times the configured ``time_scale`` (wall seconds)."""
     time.sleep(scaled(config, simulated_seconds))
 
 

@@ -138,6 +138,7 @@ class Daemon:
 
     # -- helpers -------------------------------------------------------------
     def log(self, line: str) -> None:
+        """Append ``line`` to ``<home>/.sim/daemon.log`` with the time and PID; never raises (an OSError is dropped)."""
         with contextlib.suppress(OSError), self.log_path.open("a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%H:%M:%S')} [{os.getpid()}] {line}\n")
 
@@ -151,14 +152,24 @@ class Daemon:
                 f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S', now)}][INFO] {line}\n")
 
     def server_config(self) -> dict[str, Any]:
+        """``<home>/.internal/http-server-config.json`` as a dict (facts §2); ``{}`` when missing or corrupt."""
         found = common.read_json(self.home / ".internal" / "http-server-config.json", None)
         return found if isinstance(found, dict) else {}
 
     def version(self) -> str:
+        """The app/llmster version this install reports (``/lms-status``, ``daemon up --json``; facts §3, §8)."""
         return str(self.config["version"])
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
+        """Bind the API port and start the service, as llmster or the app does when spawned (facts §1).
+
+        Sleeps ``daemon_start_s`` simulated seconds plus the ``daemon_start_delay`` fault (wall
+        seconds), binds the first free port of ``api_ports``, writes
+        ``.internal/http-server.json`` ``{"host","pid","port"}`` on profiles that publish it,
+        starts the HTTP server when ``autoStartOnLaunch`` is true, and starts the TTL thread.
+        Exits the process with 1 (``SystemExit``) when no API port is free.
+        """
         faults = common.load_faults(self.home)
         common.sleep_simulated(self.config, self.config["daemon_start_s"])
         time.sleep(float(faults.get("daemon_start_delay", 0)))  # wall seconds
@@ -189,6 +200,7 @@ class Daemon:
         threading.Thread(target=self._ttl_loop, daemon=True).start()
 
     def serve(self) -> None:
+        """Answer the API port until the process exits (blocks; :meth:`start` first)."""
         assert self.api is not None  # noqa: S101 - start() exits when it has no port
         self.api.serve_forever(poll_interval=0.05)
 
@@ -197,6 +209,7 @@ class Daemon:
         threading.Timer(max(0.05, common.scaled(self.config, self.config["daemon_stop_s"])), self.shutdown).start()
 
     def shutdown(self) -> None:
+        """Stop the HTTP server and exit the process with 0 at once (``os._exit``); the loaded models go with it."""
         self.log("shutting down")
         with self.lock:
             if self.http is not None:
@@ -251,6 +264,7 @@ class Daemon:
             return None
 
     def stop_http(self) -> int | None:
+        """`lms server stop` (facts §3): stop the HTTP server; the port it served, or None when it was not running."""
         with self.lock:
             if self.http is None:
                 return None
@@ -261,10 +275,12 @@ class Daemon:
             return port
 
     def jit_enabled(self) -> bool:
+        """True unless ``http-server-config.json`` sets ``justInTimeModelLoading`` to false (default on, facts §2)."""
         return self.server_config().get("justInTimeModelLoading", True) is not False
 
     # -- models --------------------------------------------------------------
     def find_downloaded(self, key_or_path: str) -> dict[str, Any] | None:
+        """The downloaded model whose ``modelKey`` or ``path`` is ``key_or_path``, in `lms ls --json` shape, or None."""
         for m in common.downloaded_models(self.home):
             if key_or_path in (m["modelKey"], m["path"]):
                 return m
@@ -318,6 +334,9 @@ class Daemon:
         return {"instance": inst, "seconds": time.monotonic() - started}
 
     def unload(self, identifier: str) -> bool:
+        """`lms unload <id>`: remove the instance called ``identifier``; False when there is none.
+
+        `lms` then prints "Model Not Found" and still exits 0 (facts §3)."""
         with self.lock:
             for inst in self.instances:
                 if identifier in (inst["identifier"],):
@@ -338,6 +357,15 @@ class Daemon:
 
     # -- the private RPC (stand-in for LM Studio's websocket) ----------------
     def rpc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Answer one call of ``POST /sim/rpc``, the simulator's stand-in for LM Studio's websocket RPC.
+
+        ``method`` is one of ``info`` (``{"pid","isDaemon","version"}``, as ``client.system.getInfo()``,
+        facts §5), ``server_start``, ``server_stop``, ``list_downloaded``, ``list_loaded`` (``{"models":
+        [...]}`` in `ls`/`ps --json` shape, facts §3), ``load``, ``unload``, ``unload_all``,
+        ``download``, ``shutdown`` (``requestShutdown()``) and ``fault`` (``hang``, ``http_hang``,
+        ``crash``: the test driver's faults). Failures come back as ``{"error": message}``, never
+        raised; ``crash`` exits the process with 1 instead of answering.
+        """
         if method == "info":
             return {"pid": os.getpid(), "isDaemon": not self.is_app, "version": self.version()}
         if method == "server_start":
@@ -425,6 +453,12 @@ class Daemon:
         (folder / "model.sim").write_text(model["modelKey"])
 
     def download(self, name: str) -> dict[str, Any]:
+        """`lms get <name>` (facts §3): download ``name`` (a ``modelKey`` or ``path`` of the hub catalogue).
+
+        Blocks for ``download_s_per_gb`` simulated seconds per GB, then returns ``{"status":
+        "completed", "modelKey"}``; ``{"status": "already_downloaded", "modelKey"}`` when on disk,
+        ``{"error": message}`` when the hub has no such model.
+        """
         for m in common.catalog(self.home):
             if name in (m["modelKey"], m["path"]):
                 if common.is_downloaded(self.home, m):
@@ -670,6 +704,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         assert inst is not None  # noqa: S101 - _model_for returns one or the other
         ident, stream = str(inst["identifier"]), bool(body.get("stream"))
+        broken = common.load_faults(d.home).get("fail_answer", {})
+        if isinstance(broken, dict) and ident in broken:  # loaded, but it cannot answer
+            message = str(broken[ident] or "Model crashed while generating (exit code 134)")
+            self._send_json(500, {"error": {"message": message, "type": "server_error", "code": None}})
+            return
         if kind == "embedding":
             answer = openai_api.embeddings(ident, body)
             if answer is None:

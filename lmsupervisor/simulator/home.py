@@ -125,6 +125,9 @@ class SimInstall:
 
     @property
     def config(self) -> dict[str, Any]:
+        """The simulator's settings: ``.sim/config.json`` over the defaults, read anew on each access.
+
+        Shape and units in :mod:`lmsupervisor.simulator.common`."""
         return common.load_config(self.home)
 
     @property
@@ -181,15 +184,18 @@ class SimInstall:
 
     @property
     def server_config_path(self) -> Path:
+        """``<home>/.internal/http-server-config.json``, LM Studio's HTTP server settings (facts §2)."""
         return self.home / ".internal" / "http-server-config.json"
 
     @property
     def http_port(self) -> int:
+        """LM Studio's HTTP port: ``port`` in ``http-server-config.json``, 1234 when absent or corrupt (facts §2)."""
         cfg = common.read_json(self.server_config_path, {})
         return int(cfg.get("port", 1234)) if isinstance(cfg, dict) else 1234
 
     @property
     def api_port(self) -> int:
+        """The daemon's API port: the first of ``api_ports`` in ``.sim/config.json`` (the one it binds when free)."""
         return int(self.config["api_ports"][0])
 
     def _rpc(self, method: str, timeout: float = 5.0, **params: Any) -> dict[str, Any]:
@@ -252,7 +258,17 @@ class SimInstall:
         failing[key] = message or ""
         self._update_faults(fail_load=failing)
 
+    def fail_answer(self, identifier: str, message: str | None = None) -> None:
+        """Requests to the loaded instance ``identifier`` fail with HTTP 500 (it stays loaded)."""
+        broken = dict(common.load_faults(self.home).get("fail_answer", {}))
+        broken[identifier] = message or ""
+        self._update_faults(fail_answer=broken)
+
     def clear_faults(self) -> None:
+        """Remove every persistent fault (``.sim/faults.json`` becomes ``{}``).
+
+        Hangs from :meth:`hang_daemon` and :meth:`hang_http` live in the running daemon, not
+        in that file: they last until it restarts (``server start`` also clears the HTTP hang)."""
         common.write_json(common.sim_dir(self.home) / "faults.json", {})
 
     def corrupt(self, name: str = "settings.json", content: str = '{"enableLocalService": tr') -> Path:

@@ -47,10 +47,14 @@ class _Exit(Exception):
 
 
 def err(line: str) -> None:
+    """Write ``line`` to stderr, where lms's logger writes (facts §3).
+
+    Info is unprefixed; the ``W `` and ``Error: `` prefixes are part of ``line``."""
     sys.stderr.write(line + "\n")
 
 
 def out(line: str) -> None:
+    """Write ``line`` to stdout, where lms writes JSON, the ``ls``/``ps`` tables and ``lms status`` (facts §3)."""
     sys.stdout.write(line + "\n")
 
 
@@ -60,6 +64,10 @@ def out_json(value: Any) -> None:
 
 
 def fail(line: str, code: int = 1) -> NoReturn:
+    """Print ``line`` on stderr and end the command with exit ``code`` (default 1), as an lms error does (facts §3).
+
+    Raises the private ``_Exit``, which :func:`main` turns into the exit code.
+    """
     err(line)
     raise _Exit(code)
 
@@ -73,6 +81,14 @@ class _UsageError(Exception):
 
     def __init__(self, kind: str, arg: str, path: list[str]) -> None:
         self.kind, self.arg, self.path = kind, arg, path
+
+
+class _Help(Exception):
+    """``--help``/``-h`` on a command: :meth:`Cli.run` prints its options in the profile's
+    dialect (Commander's ``Usage:``/``Options:``, cmd-ts's ``OPTIONS:``) and exits 0."""
+
+    def __init__(self, path: list[str], options: list[str]) -> None:
+        self.path, self.options = path, options
 
 
 # -- arguments, Commander style -------------------------------------------------
@@ -91,6 +107,8 @@ def parse(
     Unknown options raise :class:`_UsageError` (``path`` names the command, for cmd-ts's
     box); :meth:`Cli.run` prints them in the profile's dialect and exits 1.
     """
+    if "--help" in args or "-h" in args:
+        raise _Help(path or [], [f"{k} <value>" if v else k for k, v in spec.items()])
     spec = {**spec, **COMMON_FLAGS}
     aliases = aliases or {}
     opts: dict[str, Any] = {}
@@ -161,6 +179,12 @@ class Service:
         self.port = port
 
     def rpc(self, method: str, timeout: float = 600.0, **params: Any) -> dict[str, Any]:
+        """Call ``method`` of the daemon's ``POST /sim/rpc`` (the stand-in for LM Studio's websocket) with ``params``.
+
+        ``timeout`` is in seconds (a load can take long). Returns the reply dict (``{}`` for a
+        non-200 answer); a refused or dropped connection fails the command with
+        ``Error: Lost connection to LM Studio: ...`` and exit 1.
+        """
         body = json.dumps({"method": method, "params": params}).encode()
         try:
             found = _request("127.0.0.1", self.port, "POST", "/sim/rpc", body, timeout)
@@ -170,6 +194,8 @@ class Service:
 
 
 class Cli:
+    """One `lms` invocation: the home (found as lms finds it, facts §1), the settings and the release-line profile."""
+
     def __init__(self) -> None:
         self.home = common.lmstudio_home()
         self.config = common.load_config(self.home)
@@ -183,6 +209,9 @@ class Cli:
         return status is not None and isinstance(status.get("package"), str) and isinstance(status.get("version"), str)
 
     def preferred_port(self) -> int | None:
+        """The preferred API port (facts §1 step 1), or None when absent or unreadable.
+
+        ``port`` of the file ``$LMS_API_SERVER_INFO_PATH`` names, else of ``.internal/http-server.json``."""
         info_path = os.environ.get("LMS_API_SERVER_INFO_PATH")
         path = Path(info_path) if info_path else self.home / ".internal" / "http-server.json"
         info = common.read_json(path, None)
@@ -263,10 +292,35 @@ class Cli:
 
     # -- commands ------------------------------------------------------------
     def run(self, argv: list[str]) -> None:
+        """Run the command ``argv`` (without the program name).
+
+        Argument errors are printed in the profile's dialect and exit 1 (facts §3, §8)."""
         try:
             self._dispatch(argv)
         except _UsageError as exc:
             self._usage_error(argv, exc)
+        except _Help as shown:
+            self._help(shown)
+
+    def _help(self, shown: _Help) -> None:
+        """Help on stdout, exit 0: the capability detection of a supervisor reads it (facts §8)."""
+        name = " ".join(["lms", *shown.path])
+        if self.profile.dialect == "cmdts":
+            out(name)
+            out("")
+            out("OPTIONS:")
+            for opt in shown.options:
+                out(f"  {opt} [optional]")
+            out("")
+            out("FLAGS:")
+            out("  --help, -h - show help")
+            return
+        out(f"Usage: {name} [options]")
+        out("")
+        out("Options:")
+        for opt in shown.options:
+            out(f"  {opt}")
+        out("  -h, --help  display help for command")
 
     def _usage_error(self, argv: list[str], exc: _UsageError) -> NoReturn:
         """Print ``exc`` as Commander (``error: unknown ...``) or cmd-ts (an error box) would."""
@@ -303,6 +357,23 @@ class Cli:
         handler(argv[1:])
 
     def cmd_daemon(self, args: list[str]) -> None:
+        """`lms daemon up|down|status [--json]` (facts §3, §8), on profiles that have a ``daemon`` command.
+
+        ``status`` never wakes anything and always exits 0 (``{"status":"not-running"}`` or
+        ``{"status":"running","pid","isDaemon"}``); ``up`` wakes the service and prints
+        ``{"status","pid","isDaemon","version"}`` with ``--json``; ``down`` exits 1 when nothing
+        runs or the GUI app holds the service, and on 0.4 prints ``Done.`` before the daemon has
+        exited. ``update`` exits 1 (not simulated).
+        """
+        if args[:1] in (["--help"], ["-h"]):
+            out("Usage: lms daemon [options] [command]")
+            out("")
+            out("Commands:")
+            for sub in ("status", "up", "down", "update"):
+                if sub in self.profile.daemon:
+                    out(f"  {sub} [options]")
+            out("  help [command]  display help for command")
+            return
         if not args or args[0] not in self.profile.daemon:
             raise _UsageError("command", args[0] if args else "", ["daemon"])
         sub, rest = args[0], args[1:]
@@ -380,6 +451,14 @@ class Cli:
         return _get(host, port, "/lmstudio-greeting", timeout) == {"lmstudio": True}
 
     def cmd_server(self, args: list[str]) -> None:
+        """`lms server start|stop|status` (facts §3, §8).
+
+        ``status`` always exits 0 (``{"running","port"}`` with ``--json``); ``stop`` exits 1 with
+        ``The server is not running.``; ``start [-p N] [--bind addr] [--cors]`` sends CORS off
+        and bind 127.0.0.1 unless given (BT#1334), verifies with ``/lmstudio-greeting`` (500 ms,
+        up to 5 times, 1 s apart) and exits 1 with ``Failed to verify the server is running``,
+        also for ``--bind 0.0.0.0`` on profiles with ``verify_at_bind`` (BT#1720).
+        """
         if not args or args[0] not in ("start", "stop", "status"):
             raise _UsageError("command", args[0] if args else "", ["server"])
         sub, rest = args[0], args[1:]
@@ -440,6 +519,10 @@ class Cli:
         err(f"Success! Server is now running on port {port}")
 
     def cmd_ps(self, args: list[str]) -> None:
+        """`lms ps [--json]` (facts §3): the loaded instances; always exit 0.
+
+        With ``--json`` the `ps --json` array (``{identifier, path}`` items on ``legacy``
+        profiles, facts §8), else the table; when empty, stderr ``No models are currently loaded.``"""
         opts, _ = parse(args, {"--json": False}, max_positional=0, path=["ps"])
         models = self.connect().rpc("list_loaded")["models"]
         if opts.get("--json"):
@@ -461,6 +544,10 @@ class Cli:
             )
 
     def cmd_ls(self, args: list[str]) -> None:
+        """`lms ls [key] [--llm] [--embedding] [--json]` (facts §3): the downloaded models; always exit 0.
+
+        With ``--json`` the `ls --json` array (no ``modelKey`` on profiles before 2025-01,
+        facts §8), else ``You have N models, ...`` and the table."""
         opts, pos = parse(
             args, {"--json": False, "--llm": False, "--embedding": False, "--variants": False}, path=["ls"]
         )
@@ -487,6 +574,15 @@ class Cli:
             )
 
     def cmd_load(self, args: list[str]) -> None:
+        """`lms load [key] [--exact] [--yes] [--ttl s] [--identifier id] ...` (facts §3, §8).
+
+        ``--exact`` matches ``path`` exactly; otherwise a fuzzy subsequence match, which needs
+        ``--yes`` (the simulator has no interactive prompt).
+
+        Loading a loaded model adds ``<key>:2``. Exits 1 for an invalid ``--gpu``/``--context-length``/
+        ``--ttl``/``--parallel``, no match, or a failed load, which prints an uncaught-error stack
+        whose last ``- Caused By:`` is the cause (facts §8); prints the success lines on stderr.
+        """
         opts, pos = parse(
             args,
             {
@@ -498,7 +594,7 @@ class Cli:
                 "--estimate-only": False,
                 "--yes": False,
                 "--exact": False,
-                "--local": False,
+                **({"--local": False} if self.profile.load_local else {}),
             },
             aliases={"-c": "--context-length", "-y": "--yes"},
             path=["load"],
@@ -570,6 +666,9 @@ class Cli:
         err(f'To use the model in the API/SDK, use the identifier "{inst["identifier"]}".')
 
     def cmd_unload(self, args: list[str]) -> None:
+        """`lms unload <id> | --all` (facts §3).
+
+        An unknown id prints ``Model Not Found`` and exits 0; no argument with nothing loaded exits 1."""
         opts, pos = parse(args, {"--all": False}, aliases={"-a": "--all"}, path=["unload"])
         svc = self.connect()
         if opts.get("--all"):
@@ -587,6 +686,9 @@ class Cli:
             err("Model Not Found")  # facts §3: exits 0 all the same
 
     def cmd_get(self, args: list[str]) -> None:
+        """`lms get <name[@quant]>` (facts §3): download from the simulated hub, ``@quant`` ignored.
+
+        Exits 1 without a name or when the hub has no such model."""
         _, pos = parse(
             args,
             {"--yes": False, "--mlx": False, "--gguf": False, "--select": False, "--always-show-all-results": False},
@@ -605,6 +707,7 @@ class Cli:
             err(f"Download completed. To use, run: lms load {reply['modelKey']}")
 
     def cmd_version(self, args: list[str]) -> None:
+        """`lms version [--json]` (facts §3, §8): the CLI's commit (0.4) or semver (0.3), not the app's; exit 0."""
         opts, _ = parse(args, {"--json": False}, max_positional=0, path=["version"])
         version = self.profile.cli_version  # a commit on 0.4, the CLI's own semver on 0.3 (facts §8)
         if opts.get("--json"):
@@ -613,6 +716,11 @@ class Cli:
             out(f"lms - LM Studio CLI - v{version}" if "." in version else f"CLI commit: {version}")
 
     def cmd_bootstrap(self, args: list[str]) -> None:
+        """`lms bootstrap [-y]` (facts §1): append the PATH line to the shell rc files that exist and lack it.
+
+        Exits 1 when ``<home>/bin`` is missing, no rc file exists, or on Linux without ``--yes``;
+        prints ``✓ Already Installed`` when every rc file has it.
+        """
         opts, _ = parse(args, {"--yes": False}, aliases={"-y": "--yes"}, max_positional=0, path=["bootstrap"])
         bin_dir = self.home / "bin"
         if not bin_dir.is_dir():
@@ -640,6 +748,9 @@ class Cli:
         err("✓ Added LM Studio CLI tool (lms) to PATH. Open a new terminal window to use it.")
 
     def cmd_status(self, args: list[str]) -> None:
+        """`lms status` (facts §3): server on/off and the loaded models on stdout; exit 0.
+
+        ``Server: ON (port: N)``, or ``Server:  OFF `` with a ``lms server start`` hint."""
         parse(args, {}, max_positional=0, path=["status"])
         svc = self.connect()
         cfg = common.read_json(self.home / ".internal" / "http-server-config.json", {})

@@ -88,10 +88,12 @@ class Profile:
     verify_at_bind: bool
     daemon_down_waits: bool  # False: `daemon down` prints Done. before the process exits
     guardrail: str  # the load refusal; ``{gb}`` is replaced by the model's estimate
+    load_local: bool = False  # `load --local` (LM Link builds, 2026-02+)
     no_models_error: dict[str, object] = field(default_factory=lambda: dict(NO_MODELS_04))
 
     @property
     def is_app(self) -> bool:
+        """True when the GUI app holds the service (``daemon status --json`` ``isDaemon: false``, facts §8)."""
         return self.service == "app"
 
 
@@ -113,6 +115,7 @@ _LLMSTER = Profile(
     daemon_down_waits=False,
     # the 0.4 CLI's wording is unconfirmed (facts §8); the last confirmed CLI text is kept
     guardrail=GUARDRAIL_STOPPED,
+    load_local=True,
 )
 _CMDTS_APP = Profile(
     name="0.3-cmdts",

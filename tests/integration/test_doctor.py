@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from lmsupervisor.config import Config, ModelConfig
+from lmsupervisor.config import Config, ModelConfig, ServerConfig
 from lmsupervisor.doctor import diagnose, render
 from lmsupervisor.lmstudio.install import Platform
 from lmsupervisor.simulator.home import SimInstall
@@ -176,3 +176,24 @@ async def test_macos_layout(make_sim: Any) -> None:
     assert diag.install.kind == "app" and diag.ok, diag.problems
     assert str(diag.install.service_path).endswith("LM Studio.app/Contents/MacOS/LM Studio")
     assert [m.identifier for m in diag.loaded or []] == ["ornith-1.0-35b-mlx-oq8"]
+
+
+async def test_capabilities_and_bind_problem(make_sim: Any) -> None:
+    """doctor shows what this lms can do (0.3.31: Commander, daemon status only, no --bind,
+    no REST v1) and that a declared LAN bind cannot be set from this CLI."""
+    sim = make_sim(profile="0.3.31")
+    sim.lms("server", "start")
+    diag = await diagnose(Config(server=ServerConfig(bind="0.0.0.0")), Platform("linux", sim.root, sim.env()))
+    caps = diag.to_json()["lmstudio"]["capabilities"]
+    assert (caps["dialect"], caps["daemon"], caps["bind"], caps["rest_v1"]) == ("commander", ["status"], False, False)
+    assert "bind_unsupported" in [p.code for p in diag.problems]
+    assert "--bind no" in render(diag)
+
+
+async def test_api_token_refused(make_sim: Any) -> None:
+    """On 0.4 with "Require Authentication" and no token, doctor reports api_token_missing."""
+    sim = make_sim(profile="0.4", api_token="sk-lm-abcd1234:abcdefghij0123456789")  # noqa: S106 - a test value
+    sim.lms("server", "start")
+    env = {k: v for k, v in sim.env().items() if k != "LM_API_TOKEN"}
+    diag = await diagnose(Config(), Platform("linux", sim.root, env))
+    assert (diag.rest_v1, "api_token_missing" in [p.code for p in diag.problems]) == (True, True)

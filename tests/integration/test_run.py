@@ -8,8 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,30 +89,6 @@ class Running:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         return self.proc.wait(5)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short folder for sockets (AF_UNIX paths are limited to about 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="lmsv", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def start(short_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Running]]:
-    runs: list[Running] = []
-
-    def start_run(sim: SimInstall, extra: str = TWO_MODELS) -> Running:
-        config = tmp_path / f"config{len(runs)}.toml"
-        config.write_text(BASE_CONFIG + extra)
-        run = Running(sim, short_dir / "status.sock", config)
-        runs.append(run)
-        return run
-
-    yield start_run
-    for run in runs:
-        run.stop()
 
 
 def loaded_ids(sim: SimInstall) -> list[str]:
@@ -372,3 +347,31 @@ def test_corrupt_server_config_keeps_the_users_settings(
     assert (snap["server"]["port"], snap["server"]["cors"]) == (port, True)
     assert "server_config_remembered" in [p["code"] for p in snap["problems"]]
     assert json.loads(sim.server_config_path.read_text())["cors"] is True  # what LM Studio runs with, persisted
+
+
+def test_a_model_that_cannot_answer_is_reloaded(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """Deep readiness: with probe = "answer" a loaded model must answer one token; when it stops
+    answering it is failed with LM Studio's words, unloaded and loaded again once it answers."""
+    base = BASE_CONFIG.replace("[health]\n", "[health]\nanswer_interval = 0.5\nanswer_timeout = 5\n")
+    run = start(sim, TWO_MODELS + 'probe = "answer"\n', base)
+    snap = run.wait_state("ready")
+    assert snap["models"][1]["last_answer_ms"] is not None
+    sim.fail_answer("qwen", "Model crashed while generating (exit code 134)")
+    snap = run.wait_for(lambda s: s["models"][1]["state"] == "failed")
+    assert snap["models"][1]["error"] == "qwen did not answer: Model crashed while generating (exit code 134)"
+    sim.clear_faults()
+    snap = run.wait_for(lambda s: s["state"] == "ready" and s["models"][1]["state"] == "loaded", timeout=60)
+    assert loaded_ids(sim) == ["openai/gpt-oss-20b", "qwen"]
+
+
+def test_sigterm_during_a_load_stops_cleanly(
+    make_sim: Callable[..., SimInstall], start: Callable[..., Running]
+) -> None:
+    """SIGTERM while `lms load` runs: exit 0, LM Studio left running, and no traceback (the
+    killed `lms` is reaped before the loop closes, no "Event loop is closed")."""
+    sim = make_sim(time_scale=0.5)  # the 20B model takes seconds to load
+    run = start(sim)
+    run.wait_for(lambda s: any(m["state"] == "loading" for m in s["models"]), timeout=60)
+    assert run.stop() == 0
+    log = run.log.read_text()
+    assert ("Traceback" in log, "Event loop is closed" in log, sim.daemon_pid() is not None) == (False, False, True)

@@ -17,9 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lmsupervisor.api import tokenfile
 from lmsupervisor.api.client import Client
 from lmsupervisor.simulator.home import SimInstall
-from tests.integration.test_run import Running, short_dir, start
-
-__all__ = ["short_dir", "start"]  # fixtures, imported for their names
+from tests.integration.test_run import Running
 
 pytestmark = pytest.mark.integration
 
@@ -69,9 +67,10 @@ def test_metrics_of_a_real_run_parse_and_count(sim: SimInstall, start: Callable[
     assert before[("lmsupervisor_ready", ())] == 1
     assert before[("lmsupervisor_state", (("state", "ready"),))] == 1
     assert before[("lmsupervisor_model_loaded", (("identifier", "qwen"), ("key", "qwen/qwen3-4b")))] == 1
-    assert before[("lmsupervisor_lms_calls_total", (("command", "load"), ("result", "ok")))] == 1
-    assert before[("lmsupervisor_lms_calls_total", (("command", "ps"), ("result", "ok")))] >= 1
-    assert before[("lmsupervisor_lms_call_duration_seconds_count", (("command", "load"),))] == 1
+    assert before[("lmsupervisor_lms_calls_total", (("command", "load"), ("result", "ok")))] >= 1
+    called = {dict(labels)["command"] for (name, labels), v in before.items() if name.endswith("calls_total") and v}
+    assert {"load", "server start"} <= called or {"load", "daemon up"} <= called, called
+    assert before[("lmsupervisor_lms_call_duration_seconds_count", (("command", "load"),))] >= 1
     assert before[("lmsupervisor_restarts_total", (("reason", "requested"),))] == 0
     info = next(labels for name, labels in before if name == "lmsupervisor_info")
     assert dict(info)["version"] and dict(info)["lmstudio_version"]

@@ -232,12 +232,15 @@ def cli() -> Iterator[Path]:
 
 
 @pytest.mark.timeout(150)
-def test_systemd_user_unit_life_cycle(user_manager: UserManager, cli: Path) -> None:
+def test_systemd_user_unit_life_cycle(user_manager: UserManager, cli: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Installed, restarted after kill -9 and a hung loop, stopped without LM Studio, back after a reboot, removed."""
     try:
         sim = setup_user(user_manager, cli)
     except RuntimeError as exc:  # the manager itself would not start: this machine cannot run systemd
         pytest.skip(f"systemd --user did not start: {exc}")
+    # The test (root) reads that user's socket: the client trusts only its own uid, root and
+    # the owner named here (issue 7: clients verify the server).
+    monkeypatch.setenv("LMSUPERVISOR_SOCKET_OWNER", str(user_manager.uid))
     figures = scenario(user_manager, sim, cli)
     for name, value in figures.items():
         print(f"{name}: {value:.2f} s")

@@ -18,6 +18,7 @@ from lmsupervisor.config import Config
 from lmsupervisor.core.observed import DaemonProcess, Install, ServerSettings
 from lmsupervisor.lmstudio.lms import LmsClient, LmsResult
 from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.lmstudio.rest import RestClient
 from lmsupervisor.supervisor import Supervisor
 
 
@@ -79,6 +80,9 @@ class FakeLmStudio:
         self.hung = False
         self.loaded: list[dict[str, Any]] = []
         self.calls: list[tuple[str, ...]] = []
+        self.help_calls: list[tuple[str, ...]] = []
+        self.rest_calls: list[str] = []
+        self.created: dict[int, float] = {}  # pid -> create time (wall seconds), as psutil gives
         self.fail: dict[tuple[str, ...], tuple[int, str]] = {}  # argv prefix -> (code, stderr)
         self.watchers: dict[int, list[Callable[[], None]]] = {}
         self.terminated: list[int] = []
@@ -90,9 +94,20 @@ class FakeLmStudio:
         self.clock: FakeClock | None = None
         self.verified = True
         self._pids = itertools.count(1000)
+        # What this `lms` can do (facts §8), answered to the capability detection's --help calls.
+        self.daemon_commands = ("status", "up", "down")
+        self.is_daemon = True  # False: the GUI app holds the service (0.4-app)
+        self.rest_v1 = False  # REST v1 /api/v1/models (0.4)
+        self.token: str | None = None  # "Require Authentication": the token it wants
+        self.bind_flag = True
+        self.local_flag = False
 
     # -- the lms runner ---------------------------------------------------------
     async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
+        if "--help" in args:  # capability detection: counted apart from the commands tests look at
+            self.help_calls.append(args)
+            out, err, code = self._answer(args)
+            return LmsResult(("lms", *args), code, out, err, 1.0)
         self.calls.append(args)
         for prefix, exc in self.raises.items():
             if args[: len(prefix)] == prefix:
@@ -109,21 +124,41 @@ class FakeLmStudio:
         match args:
             case ("version", "--json"):
                 return '{"version":"abc"}', "", 0
+            case ("daemon", "--help"):
+                if not self.daemon_commands:
+                    return "", "error: unknown command 'daemon'", 1
+                listed = "".join(f"  {c} [options]\n" for c in self.daemon_commands)
+                return f"Usage: lms daemon [options] [command]\n\nCommands:\n{listed}", "", 0
+            case ("server", "start", "--help"):
+                return (
+                    "Usage: lms server start [options]\n  --port <port>\n"
+                    + ("  --bind <address>\n" if self.bind_flag else ""),
+                    "",
+                    0,
+                )
+            case ("load", "--help"):
+                local = "  --local\n" if self.local_flag else ""
+                return "Usage: lms load [options] [path]\n  --exact\n" + local, "", 0
             case ("daemon", "status", "--json"):
                 if self.daemon_pid is None:
                     return '{"status":"not-running"}', "", 0
-                return json.dumps({"status": "running", "pid": self.daemon_pid, "isDaemon": True}), "", 0
+                return json.dumps({"status": "running", "pid": self.daemon_pid, "isDaemon": self.is_daemon}), "", 0
             case ("daemon", "up", "--json"):
                 if self.daemon_pid is None:
                     self.daemon_pid = next(self._pids)
+                    self.created[self.daemon_pid] = self.clock.wall() if self.clock else 0.0
                 return (
-                    json.dumps({"status": "running", "pid": self.daemon_pid, "isDaemon": True, "version": "0.4"}),
+                    json.dumps(
+                        {"status": "running", "pid": self.daemon_pid, "isDaemon": self.is_daemon, "version": "0.4"}
+                    ),
                     "",
                     0,
                 )
             case ("daemon", "down"):
                 if self.daemon_pid is None:
                     return "", "Daemon is not running.", 1
+                if not self.is_daemon:  # facts §8: `daemon down` refuses while the app holds the service
+                    return "", "The daemon is currently running as part of LM Studio. Please exit LM Studio.", 1
                 self.exit_daemon(notify=True)
                 return "", "Done.", 0
             case ("server", "start", *_):
@@ -153,6 +188,32 @@ class FakeLmStudio:
             raise httpx.ConnectError("refused" if not self.hung else "timed out", request=request)
         if request.url.path == "/lmstudio-greeting":
             return httpx.Response(200, json={"lmstudio": True})
+        if self.rest_v1 and request.url.path.startswith("/api/v1/"):
+            return self._rest(request)
+        return httpx.Response(200, json={"error": "Unexpected endpoint or method."})
+
+    def _rest(self, request: httpx.Request) -> httpx.Response:
+        """REST v1 (facts §4): the list with loaded_instances, and /load (no identifier)."""
+        self.rest_calls.append(request.url.path)
+        if self.token is not None and request.headers.get("authorization") != f"Bearer {self.token}":
+            return httpx.Response(401, json={"error": {"code": "invalid_api_key", "message": "Invalid token"}})
+        if request.url.path == "/api/v1/models":
+            models = [
+                {
+                    "type": m["type"],
+                    "key": m["modelKey"],
+                    "loaded_instances": [
+                        {"id": i["identifier"]} for i in self.loaded if i["modelKey"] == m["modelKey"]
+                    ],
+                }
+                for m in self.MODELS
+            ]
+            return httpx.Response(200, json={"models": models})
+        if request.url.path == "/api/v1/models/load":
+            key = json.loads(request.content)["model"]
+            model = next(m for m in self.MODELS if m["modelKey"] == key)
+            self.loaded.append({**model, "identifier": key})
+            return httpx.Response(200, json={"instance_id": key, "status": "loaded"})
         return httpx.Response(200, json={"error": "Unexpected endpoint or method."})
 
     # -- processes ---------------------------------------------------------------
@@ -170,7 +231,7 @@ class FakeLmStudio:
     def identify(self, pid: int, service_path: Path | None, is_daemon: bool | None = None) -> DaemonProcess | None:
         if pid != self.daemon_pid:
             return None
-        return DaemonProcess(pid, float(pid), verified=self.verified, is_daemon=is_daemon)
+        return DaemonProcess(pid, self.created.get(pid, float(pid)), verified=self.verified, is_daemon=is_daemon)
 
     def alive(self, proc: DaemonProcess) -> bool:
         return proc.pid == self.daemon_pid
@@ -216,9 +277,11 @@ def make_supervisor(
     installed: Callable[[], bool] = lambda: True,
     detect: Callable[[Config], Install] | None = None,
     config_loader: Callable[[], Config] | None = None,
+    token: str | None = None,
 ) -> Supervisor:
     lm.clock = clock
     prober = Prober(timeout=1.0, transport=httpx.MockTransport(lm.http))
+    rest = RestClient(timeout=1.0, transport=httpx.MockTransport(lm.http), token=lambda: token)
     return Supervisor(
         config,
         clock=clock,
@@ -230,4 +293,5 @@ def make_supervisor(
         config_loader=config_loader,
         pid=1,
         rng=random.Random(0),
+        rest=rest,
     )

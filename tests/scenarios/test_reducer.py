@@ -14,6 +14,7 @@ from lmsupervisor.core.observed import ProbeResult, ServerSettings
 from lmsupervisor.core.policy import Step
 from lmsupervisor.core.reducer import (
     ActionCrashed,
+    Answered,
     BringUp,
     BringUpFailed,
     CancelAction,
@@ -297,3 +298,37 @@ def test_corrupt_server_config_keeps_the_last_good_settings_in_the_bring_up() ->
     good = ServerSettings(port=4321, bind="0.0.0.0", cors=True, found=True)
     _, effects = step(replace(initial(CFG, 0.0), last_good_server=good), Start())
     assert of(BringUp, effects)[0].last_good_server == good
+
+
+ANSWERING = replace(CFG, models=(ModelConfig("a/one"), ModelConfig("b/two", identifier="two", probe="answer")))
+
+
+def test_ready_to_loading_models_when_a_model_stops_answering() -> None:
+    """READY -> LOADING_MODELS: a loaded model that cannot answer is failed with LM Studio's
+    words and unloaded before it is loaded again; a good answer records its latency."""
+    snap = replace(at(S.READY, loaded=True), config=ANSWERING)
+    ok, _ = step(snap, Answered(2, "two", True, 12.3456))
+    assert (ok.state, ok.model("two").last_answer_ms) == (S.READY, 12.346)  # type: ignore[union-attr]
+    snap, effects = step(snap, Answered(2, "two", False, 30000.0, "Model crashed while generating"))
+    (load,) = of(LoadModels, effects)
+    assert (snap.state, snap.model("two").error, load.unload) == (  # type: ignore[union-attr]
+        S.LOADING_MODELS,
+        "Model crashed while generating",
+        ("two",),
+    )
+
+
+def test_loading_models_to_degraded_when_a_fresh_load_cannot_answer() -> None:
+    """LOADING_MODELS -> DEGRADED when the pass's own answer probe fails; the load pass asks it."""
+    snap = replace(at(S.STARTING), config=ANSWERING)
+    snap, effects = step(snap, ServerUp(5, INSTALL, ServerSettings(), DAEMON, "up"))
+    assert of(LoadModels, effects)[0].ask == ("two",)
+    snap, _ = step(snap, ModelsDone(6, (ONE, TWO), answers=(Answered(0, "two", False, 1.0, "boom"),)))
+    assert (snap.state, snap.model("two").state, snap.unload_next) == (S.DEGRADED, "failed", ("two",))  # type: ignore[union-attr]
+
+
+def test_probe_none_is_never_checked_for_drift() -> None:
+    """A model declared with probe = "none" that disappears is not reloaded as drift."""
+    cfg = replace(CFG, models=(ModelConfig("a/one", probe="none"), ModelConfig("b/two", identifier="two")))
+    snap, effects = step(replace(at(S.READY, loaded=True), config=cfg), Observed(2, (TWO,)))
+    assert (snap.state, of(LoadModels, effects)) == (S.READY, [])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
+import structlog.testing
 
 from lmsupervisor.config import Config, HealthConfig, ModelConfig, RestartConfig
 from lmsupervisor.core.observed import Install
@@ -340,3 +342,27 @@ async def test_unverified_daemon_is_never_signalled(world: World) -> None:
     for _ in range(20):
         await world.clock.advance(5)
     assert (world.lm.terminated, [p.verified for p in world.lm.signalled]) == ([], [False] * len(world.lm.signalled))
+
+
+PAST_TENSE = re.compile(r"^[a-z]+(_[a-z0-9]+)*_?(ed|held|reset|overran|bound|unloaded)$")
+
+
+async def test_log_events_are_past_tense_with_bound_context() -> None:
+    """Every event logged through a cold start, a drift and a crash is a snake_case past-tense
+    name with its context as fields (model=..., state=...), never an f-string."""
+    w = World()
+    with structlog.testing.capture_logs() as logs:
+        runner = asyncio.create_task(w.sup.run())
+        await w.clock.advance(0)
+        w.lm.loaded = [m for m in w.lm.loaded if m["identifier"] != "two"]
+        await w.clock.advance(5)
+        w.lm.exit_daemon()
+        await w.clock.advance(2)
+        w.sup.post("stop")
+        await asyncio.wait_for(runner, 5)
+    await w.sup.prober.aclose()
+    names = {entry["event"] for entry in logs}
+    assert [n for n in sorted(names) if not PAST_TENSE.match(n)] == []
+    loaded = [e for e in logs if e["event"] == "model_loaded"]
+    assert {e["model"] for e in loaded} == {"a/one", "two"}
+    assert {"state_changed", "model_drifted", "daemon_exited", "supervision_failed"} <= names

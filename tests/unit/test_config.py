@@ -194,3 +194,18 @@ def test_generated_configs_are_accepted_or_rejected_by_key(data: dict[str, objec
     if error is not None:
         assert error.key, error.message
         assert error.message.startswith(error.key), (error.key, error.message)
+
+
+def test_restart_kill_app_and_api_token() -> None:
+    """kill_app defaults to false; api_token and api_token_file are exclusive, the token is never
+    shown by `config show` (to_toml) nor in a repr."""
+    cfg = parse_toml('[lmstudio]\napi_token = "sk-lm-abcdefgh:abcdefghij0123456789"\n[restart]\nkill_app = true\n')
+    assert (config.Config().restart.kill_app, cfg.restart.kill_app) == (False, True)
+    assert config.to_toml(cfg)["lmstudio"]["api_token"] == "(set)"
+    assert "sk-lm" not in repr(cfg)
+    with pytest.raises(ConfigError, match=r"lmstudio\.api_token_file: set either"):
+        parse_toml('[lmstudio]\napi_token = "sk-lm-a"\napi_token_file = "/t"\n')
+    with pytest.raises(ConfigError, match=r"restart\.kill_app: expected true or false"):
+        parse_toml('[restart]\nkill_app = "yes"\n')
+    with pytest.raises(ConfigError, match=r"lmstudio\.api_token"):
+        parse_toml('[lmstudio]\napi_token = "two words"\n')

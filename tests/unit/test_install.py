@@ -145,13 +145,34 @@ def test_windows_layout_user_path(tmp_path: Path) -> None:
 
 
 def test_stale_install_location(tmp_path: Path) -> None:
-    """An install-location file naming a missing binary is a warning, not a crash."""
-    sim = create_install(tmp_path)
+    """A dangling llmster-install-location.json is an error with its fix, and never falls back
+    to the app (lms itself does not, facts §8), even when an app install is recorded too."""
+    sim = create_install(tmp_path, profile="0.3.31")  # an app install, recorded
     (sim.home / ".internal" / "llmster-install-location.json").write_text(
         json.dumps({"path": str(tmp_path / "gone" / "llmster"), "argv": [], "cwd": "/"})
     )
     found = detect(linux(sim.root))
-    assert (found.kind, "install_location_stale" in codes(found)) == (None, True)
+    stale = next(p for p in found.problems if p.code == "install_location_stale")
+    assert (found.kind, found.service_path, stale.severity) == ("llmster", None, "error")
+    assert "does not fall back" in stale.message
+
+
+def test_appimage_install_is_reported(tmp_path: Path) -> None:
+    """An AppImage GUI install (its recorded path is a /tmp/.mount_* of a past run) is reported
+    as such with the fix (lms#97, BT#1068), not as a generic stale file."""
+    sim = create_install(tmp_path, profile="0.3.31", layout="appimage")
+    found = detect(linux(sim.root))
+    problem = next(p for p in found.problems if p.code == "appimage_not_startable")
+    assert (found.kind, found.installed, problem.severity) == ("appimage", True, "error")
+    assert "--appimage-extract" in problem.fix and "install_location_stale" not in codes(found)
+
+
+def test_windows_home_is_userprofile_before_home(tmp_path: Path) -> None:
+    """On Windows the user home is USERPROFILE even where HOME is set (Git Bash, Cygwin:
+    LM Studio's os.homedir(), facts §8); elsewhere HOME comes first."""
+    env = {"HOME": "/c/Users/me-bash", "USERPROFILE": str(tmp_path / "me")}
+    assert Platform.current(env, platform_name="windows").user_home == tmp_path / "me"
+    assert Platform.current(env, platform_name="linux").user_home == Path("/c/Users/me-bash")
 
 
 def test_effective_server_inherits_lmstudio_settings(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lmsupervisor.errors import LmsExitError, LmsNotFoundError, LmsOutputError, LmsTimeoutError
-from lmsupervisor.lmstudio.lms import Lms, LmsClient, error_line, parse_ps
+from lmsupervisor.lmstudio.lms import Lms, LmsClient, error_line, parse_daemon_status, parse_ls, parse_ps
 from tests.conftest import eventually
 
 
@@ -143,3 +143,23 @@ def test_error_line_keeps_the_cause_without_the_stack() -> None:
     )
     assert error_line(stderr) == "Model loading was stopped due to insufficient system resources."
     assert len(error_line("Error: " + "x" * 5000)) == 500
+
+
+def test_lms_server_host_is_stripped(tmp_path: Path) -> None:
+    """The supervisor decides the bind: LMS_SERVER_HOST never reaches `lms server start`."""
+    runner = Lms(tmp_path / "lms", env={"HOME": "/x", "LMS_SERVER_HOST": "0.0.0.0"})
+    assert runner.env == {"HOME": "/x"}
+
+
+def test_legacy_json_shapes() -> None:
+    """Before ≈0.3.11 `ps --json` items are {identifier, path} and `ls --json` has no modelKey
+    (facts §8): both parse, keyed by their path."""
+    [inst] = parse_ps([{"identifier": "q", "path": "a/b/q.gguf"}])
+    [model] = parse_ls([{"path": "a/b/q.gguf", "type": "llm", "sizeBytes": 3}])
+    assert (inst.identifier, inst.model_key, model.model_key) == ("q", "a/b/q.gguf", "a/b/q.gguf")
+
+
+def test_daemon_up_json_gives_the_version() -> None:
+    """`daemon up --json` names the app/llmster version, not the CLI's commit (facts §8)."""
+    status = parse_daemon_status({"status": "running", "pid": 7, "isDaemon": True, "version": "0.4.12"}, ["x"])
+    assert (status.pid, status.version) == (7, "0.4.12")

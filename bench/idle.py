@@ -1,0 +1,130 @@
+"""Idle cost benchmark: what a supervisor that has nothing to do costs, per minute.
+
+For 2 and for 20 declared models, starts the real ``lmsupervisor run`` against the
+simulator (profile ``0.4`` by default, with the simulator's default per-call `lms` cost,
+which models a Node/bun CLI start), waits for ``ready``, then measures over ``--seconds``
+(default 60) at the default 5 s probe interval:
+
+- the supervisor's own CPU (user + system, % of one core) and its reaped children's CPU
+  (the `lms` processes it ran), from psutil's ``cpu_times()``;
+- its RSS (MiB) at the end;
+- `lms` calls per minute, counted by a wrapper script that the config names as
+  ``lmstudio.lms`` (it appends one line per call to a file, then execs the real `lms`).
+
+Usage: python bench/idle.py [--seconds 60] [--profile 0.4] [--models 2,20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from lmsupervisor.api.client import request
+from lmsupervisor.errors import StatusSocketError
+from lmsupervisor.simulator.home import SimInstall, create_install
+
+KEYS = ["qwen/qwen3-4b", "google/gemma-3-1b", "text-embedding-nomic-embed-text-v1.5", "openai/gpt-oss-20b"]
+READY_TIMEOUT = 300.0  # seconds for the first bring-up with 20 loads
+
+
+def counting_lms(sim: SimInstall, folder: Path) -> tuple[Path, Path]:
+    """A wrapper that logs each call to ``calls`` and execs the simulator's `lms`."""
+    calls = folder / "lms-calls.log"
+    calls.touch()
+    wrapper = folder / "lms"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{sim.lms_path}" "$@"\n', encoding="utf-8")
+    wrapper.chmod(0o755)
+    return wrapper, calls
+
+
+def models_toml(count: int) -> str:
+    """``count`` declared models: the first ones by key, the rest as extra identifiers."""
+    out = []
+    for i in range(count):
+        key = KEYS[i % len(KEYS)]
+        ident = "" if i < len(KEYS) else f'identifier = "m{i}"\n'
+        out.append(f'[[models]]\nkey = "{key}"\n{ident}')
+    return "".join(out)
+
+
+def wait_ready(sock: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if request(sock, "GET", "/v1/health")[1]["ready"]:
+                return
+        except StatusSocketError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"supervisor not ready within {timeout:g} s")
+
+
+def measure(count: int, seconds: float, profile: str, scale: float) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="lmsi", dir="/tmp"))
+    sim = create_install(tmp / "home", profile=profile, time_scale=scale)
+    wrapper, calls = counting_lms(sim, tmp)
+    sock = tmp / "s.sock"
+    config = tmp / "c.toml"
+    config.write_text(
+        f'[lmstudio]\nlms = "{wrapper}"\n[log]\nlevel = "warning"\n' + models_toml(count), encoding="utf-8"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)],
+        env={**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(sock, READY_TIMEOUT)
+        time.sleep(6)  # let the first health round pass: what is measured is the steady state
+        me = psutil.Process(proc.pid)
+        before, n_before, started = me.cpu_times(), len(calls.read_text().splitlines()), time.monotonic()
+        time.sleep(seconds)
+        after, n_after, elapsed = me.cpu_times(), len(calls.read_text().splitlines()), time.monotonic() - started
+        rss = me.memory_info().rss / 2**20
+        if not request(sock, "GET", "/v1/health")[1]["ready"]:
+            raise SystemExit("the supervisor left ready during the measurement")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        sim.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    own = (after.user - before.user) + (after.system - before.system)
+    kids = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {
+        "own": 100 * own / elapsed,
+        "children": 100 * kids / elapsed,
+        "rss": rss,
+        "calls": (n_after - n_before) * 60 / elapsed,
+        "seconds": elapsed,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--profile", default="0.4")
+    parser.add_argument("--models", default="2,20")
+    parser.add_argument("--scale", type=float, default=0.05, help="simulator time_scale (bring-up only)")
+    args = parser.parse_args()
+    print(f"profile {args.profile}, default lms cost, health.interval 5 s, {args.seconds:g} s per run")
+    print(f"{'models':>6}  {'supervisor %':>12}  {'children %':>10}  {'total %':>8}  {'RSS MiB':>8}  {'lms/min':>8}")
+    for count in (int(c) for c in args.models.split(",")):
+        r = measure(count, args.seconds, args.profile, args.scale)
+        print(
+            f"{count:>6}  {r['own']:>12.3f}  {r['children']:>10.3f}  {r['own'] + r['children']:>8.3f}  "
+            f"{r['rss']:>8.1f}  {r['calls']:>8.1f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The supervisor on a fake clock against fakes of other release lines (facts §8): what it
+runs comes from the detected capabilities, REST v1 replaces `lms` on 0.4, the app is spared."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lmsupervisor.config import Config, HealthConfig, ModelConfig, RestartConfig, ServerConfig
+from lmsupervisor.core.states import State
+from tests.scenarios.fakes import FakeClock, FakeLmStudio, make_supervisor, settle
+
+CONFIG = Config(
+    health=HealthConfig(interval=5, timeout=1, failures_before_restart=3),
+    restart=RestartConfig(initial_delay=1, max_delay=300, multiplier=2, jitter=0, reset_after=60),
+    models=(ModelConfig("a/one"),),
+)
+
+
+class Line:
+    """A fake LM Studio of one release line and a supervisor running against it."""
+
+    def __init__(self, config: Config = CONFIG, token: str | None = None, **lm: object) -> None:
+        self.clock = FakeClock()
+        self.lm = FakeLmStudio()
+        for name, value in lm.items():
+            setattr(self.lm, name, value)
+        self.sup = make_supervisor(config, self.lm, self.clock, token=token)
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Line:
+        self.task = asyncio.create_task(self.sup.run())
+        await self.clock.advance(0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.sup.post("stop")
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 5)
+        await self.sup.prober.aclose()
+
+    def problems(self) -> list[str]:
+        return [p["code"] for p in self.sup.snapshot()["problems"]]
+
+
+async def test_rest_v1_replaces_lms_when_idle_and_on_recovery() -> None:
+    """On 0.4 the load pass and every drift check use REST v1; a recovery after kill -9 runs
+    `daemon up` and `server start` and nothing else (version, status, ps, ls are known)."""
+    async with Line(rest_v1=True) as line:
+        assert line.sup.state is State.READY
+        assert line.sup.snapshot()["lmstudio"]["capabilities"]["rest_drift"] is True
+        line.lm.calls.clear()
+        await line.clock.advance(60)  # twelve health rounds
+        assert (line.lm.calls, line.lm.rest_calls.count("/api/v1/models") >= 12) == ([], True)
+        line.lm.exit_daemon()
+        await line.clock.advance(1)
+        assert line.sup.state is State.READY
+        assert [c[:2] for c in line.lm.calls] == [("daemon", "up"), ("server", "start")]
+
+
+async def test_drift_seen_through_rest_is_reloaded_through_rest() -> None:
+    """A model unloaded behind our back on 0.4 is noticed by GET /api/v1/models and loaded by
+    POST /api/v1/models/load, without `lms`."""
+    async with Line(rest_v1=True) as line:
+        line.lm.calls.clear()
+        line.lm.loaded.clear()
+        await line.clock.advance(5)
+        assert (line.sup.state, line.lm.calls) == (State.READY, [])
+        assert "/api/v1/models/load" in line.lm.rest_calls
+
+
+async def test_wrong_token_is_a_problem_not_a_restart_loop() -> None:
+    """A 401 from REST v1 is `api_token_invalid` with its fix; `lms` stands in, no restart."""
+    async with Line(token="sk-lm-wrong", rest_v1=True) as line:  # noqa: S106 - a test value
+        line.lm.token = "sk-lm-right"
+        await line.clock.advance(30)
+        snap = line.sup.snapshot()
+        assert (line.sup.state, snap["restarts"]["count"]) == (State.READY, 0)
+        problem = next(p for p in snap["problems"] if p["code"] == "api_token_invalid")
+        assert "api_token" in problem["fix"]
+
+
+async def test_hung_app_is_spared_and_reported() -> None:
+    """The GUI app (isDaemon false) holding a hung service is never terminated with
+    kill_app = false: every rung spares it and the status says app_hung."""
+    async with Line(is_daemon=False) as line:
+        line.lm.hung = True
+        await line.clock.advance(15)  # three failed probes
+        await line.clock.advance(30)  # rungs 1, 2, 3 and more
+        assert (line.lm.terminated, line.lm.signalled) == ([], [])
+        assert "app_hung" in line.problems()
+
+
+async def test_hung_app_is_restarted_with_kill_app() -> None:
+    """With [restart] kill_app = true the last rung terminates the hung app."""
+    config = Config(
+        health=CONFIG.health, restart=RestartConfig(initial_delay=1, jitter=0, kill_app=True), models=CONFIG.models
+    )
+    async with Line(config, is_daemon=False) as line:
+        pid = line.lm.daemon_pid
+        line.lm.hung = True
+        await line.clock.advance(15)
+        await line.clock.advance(30)
+        assert line.lm.terminated == [pid]
+        assert line.sup.state is State.READY
+
+
+@pytest.mark.parametrize("bind_flag", [True, False])
+async def test_bind_only_when_supported(bind_flag: bool) -> None:
+    """`--bind` is passed only to an `lms` that has it; without it a differing declared bind
+    is the bind_unsupported problem and the server keeps LM Studio's saved interface."""
+    config = Config(server=ServerConfig(bind="0.0.0.0"), health=CONFIG.health, restart=CONFIG.restart)
+    async with Line(config, bind_flag=bind_flag) as line:
+        [start] = [c for c in line.lm.calls if c[:2] == ("server", "start")]
+        assert ("--bind" in start, "bind_unsupported" in line.problems()) == (bind_flag, not bind_flag)
+        assert line.sup.snapshot()["server"]["bind"] == ("0.0.0.0" if bind_flag else "127.0.0.1")
+
+
+async def test_no_daemon_command_means_no_daemon_calls() -> None:
+    """An `lms` without `daemon` (cmd-ts, 0.3.x) is never asked `daemon up/down/status`."""
+    async with Line(daemon_commands=()) as line:
+        line.lm.daemon_pid = 5  # the app, woken by `server start`
+        line.lm.exit_daemon()
+        await settle()
+        await line.clock.advance(10)
+        assert [c for c in line.lm.calls if c[0] == "daemon"] == []
+
+
+@pytest.mark.parametrize("local_flag", [True, False])
+async def test_load_local_only_when_supported(local_flag: bool) -> None:
+    """`lms load --exact` gets `--local` (never a remote LM Link device's model) only from an
+    `lms` that has the flag; older ones would reject the whole command."""
+    async with Line(local_flag=local_flag) as line:
+        [load] = [c for c in line.lm.calls if c[0] == "load"]
+        assert ("--local" in load, line.sup.state) == (local_flag, State.READY)

@@ -1,0 +1,105 @@
+"""Capabilities of an `lms` binary (facts §8): parsed from its help, cached per binary."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from lmsupervisor.core.capabilities import CliCapabilities, HelpOutput, bind_problem, dialect_of, parse_help
+from lmsupervisor.lmstudio.capabilities import CapabilityCache
+from lmsupervisor.lmstudio.lms import LmsClient, LmsResult
+
+COMMANDER_DAEMON = "Usage: lms daemon [options] [command]\n\nCommands:\n  status [options]\n  up [options]\n"
+CMDTS_BOX = "error: found 1 error\n\n  daemon --help\n  ^ Not a valid subcommand name\n"
+
+
+def test_commander_with_daemon_up_and_bind() -> None:
+    """A Commander `lms` that lists `daemon status/up` and `--bind`: those, nothing more."""
+    caps = parse_help(
+        "/l",
+        "1:2",
+        "07b7252",
+        HelpOutput(0, COMMANDER_DAEMON, ""),
+        HelpOutput(0, "Options:\n  -p, --port <port>\n  --bind <address>\n  --cors\n", ""),
+        HelpOutput(0, "Options:\n  --exact\n", ""),
+    )
+    assert (caps.dialect, caps.daemon, caps.bind, caps.local) == ("commander", {"status", "up"}, True, False)
+
+
+def test_cmdts_without_daemon_and_legacy_json() -> None:
+    """cmd-ts's error box names the dialect; a CLI semver below 0.3.11 means the old JSON shapes."""
+    caps = parse_help(
+        "/l",
+        "1:2",
+        "0.3.10",
+        HelpOutput(1, "", CMDTS_BOX),
+        HelpOutput(0, "OPTIONS:\n  --port <value> [optional]\n", ""),
+        HelpOutput(0, "OPTIONS:\n  --exact [optional]\n", ""),
+    )
+    assert (caps.dialect, caps.daemon, caps.bind, caps.ps_json, caps.ls_model_key) == (
+        "cmdts",
+        frozenset(),
+        False,
+        "legacy",
+        False,
+    )
+
+
+def test_dialect_wordings() -> None:
+    """Commander's `error: unknown command` and cmd-ts's `Unknown arguments` are told apart."""
+    assert [dialect_of(t) for t in ("error: unknown command 'daemon'", "  ^ Unknown arguments", "???")] == [
+        "commander",
+        "cmdts",
+        "unknown",
+    ]
+
+
+def test_cache_round_trip_is_strict() -> None:
+    """The on-disk form reads back equal; a malformed entry is ignored, not trusted."""
+    caps = CliCapabilities("/l", "1:2", "abc", "commander", frozenset({"up"}), True, False)
+    assert CliCapabilities.from_json("/l", "1:2", caps.to_json()) == caps
+    assert CliCapabilities.from_json("/l", "1:2", {**caps.to_json(), "dialect": "bogus"}) is None
+    assert CliCapabilities.from_json("/l", "1:2", {"daemon": 3}) is None
+
+
+def test_bind_problem_only_when_it_matters() -> None:
+    """No --bind: a declared bind that differs from LM Studio's saved one is a warning with the fix."""
+    old = CliCapabilities("/l", "s", "0.3.31", "commander", frozenset({"status"}), False, False)
+    new = CliCapabilities("/l", "s", "07b7252", "commander", frozenset({"up"}), True, False)
+    problem = bind_problem("0.0.0.0", "127.0.0.1", old)
+    assert problem is not None and "Serve on Local Network" in problem.fix
+    assert [bind_problem("0.0.0.0", "127.0.0.1", new), bind_problem("127.0.0.1", "127.0.0.1", old)] == [None, None]
+
+
+class CountingRunner:
+    """An `lms` that answers as a 0.4 one and counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
+        self.calls.append(args)
+        answers: dict[tuple[str, ...], str] = {
+            ("version", "--json"): '{"version":"07b7252"}',
+            ("daemon", "--help"): COMMANDER_DAEMON,
+        }
+        out = answers.get(args, "--bind --local")
+        return LmsResult(("lms", *args), 0, out, "", 1.0)
+
+
+def test_detected_once_per_binary_and_again_when_it_changes(tmp_path: Path) -> None:
+    """Four calls the first time; none from memory or from the state file (a new supervisor);
+    four again once the binary's mtime changes (an LM Studio update)."""
+    binary = tmp_path / "lms"
+    binary.write_text("#!/bin/sh\n")
+    runner = CountingRunner()
+    state = tmp_path / "state" / "capabilities.json"
+    first = asyncio.run(CapabilityCache(state).get(binary, LmsClient(runner)))
+    cache = CapabilityCache(state)
+    again = asyncio.run(cache.get(binary, LmsClient(runner)))
+    assert (len(runner.calls), again) == (4, first)
+    st = binary.stat()
+    os.utime(binary, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    asyncio.run(cache.get(binary, LmsClient(runner)))
+    assert len(runner.calls) == 8
