@@ -65,13 +65,15 @@ MODEL_LABELS = ("key", "identifier")
 
 def lms_command(args: Iterable[str]) -> str:
     """The metric label of an `lms` call: ``("server", "start", "--port", "1234")`` ->
-    ``"server start"``, ``("load", "qwen/qwen3-4b", "--yes")`` -> ``"load"``."""
+    ``"server start"``, ``("load", "qwen/qwen3-4b", "--yes")`` -> ``"load"``; a capability
+    probe ``("load", "--help")`` -> ``"load --help"`` (not counted as a load)."""
     words = list(args)
     if not words:
         return "lms"
+    command = words[0]
     if words[0] in LMS_GROUPS and len(words) > 1 and not words[1].startswith("-"):
-        return f"{words[0]} {words[1]}"
-    return words[0]
+        command = f"{words[0]} {words[1]}"
+    return f"{command} --help" if "--help" in words or "-h" in words else command
 
 
 def _snake(name: str) -> str:

@@ -180,7 +180,8 @@ class FakeRunner:
         (("daemon", "status", "--json"), "daemon status"),
         (("load", "qwen/qwen3-4b", "--exact", "--yes"), "load"),
         (("ps", "--json"), "ps"),
-        (("server", "--help"), "server"),
+        (("server", "--help"), "server --help"),
+        (("load", "--help"), "load --help"),  # a capability probe is not a load
         ((), "lms"),
     ],
 )
