@@ -71,7 +71,7 @@ async def test_tcp_needs_the_right_bearer_token(sock_path: Path) -> None:
         assert stat.S_IMODE(os.stat(tokenfile.token_path(sock_path)).st_mode) == 0o600
         assert not sock_path.exists()  # no Unix socket with this transport
         missing = await tcp_exchange(info["port"], HEALTH % b"")
-        wrong_token = "x" + info["token"][1:]
+        wrong_token = ("y" if info["token"].startswith("x") else "x") + info["token"][1:]  # never the right one
         wrong = await tcp_exchange(info["port"], HEALTH % f"Authorization: Bearer {wrong_token}\r\n".encode())
         basic = await tcp_exchange(info["port"], HEALTH % b"Authorization: Basic Zm9vOmJhcg==\r\n")
         right = await tcp_exchange(info["port"], HEALTH % f"Authorization: Bearer {info['token']}\r\n".encode())
