@@ -49,3 +49,12 @@ def eventually(predicate: Callable[[], bool], timeout: float = 5.0, interval: fl
             return True
         time.sleep(interval)
     return predicate()
+
+
+SLOW_FIRST = ("test_chaos.py", "test_systemd_user.py", "test_hostile.py", "test_profiles.py", "test_static.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the longest files first: with several workers (pyproject's ``-n``) the long soak
+    overlaps everything else instead of starting last (longest-processing-time first)."""
+    items.sort(key=lambda item: 0 if item.nodeid.split("::")[0].endswith(SLOW_FIRST) else 1)
