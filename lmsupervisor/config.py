@@ -199,7 +199,7 @@ def _number(
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(key, what, value)
     if not math.isfinite(value):
-        raise _fail(key, f"a finite {what}", value)
+        raise _fail(key, f"{what} (finite)", value)
     if value < minimum or (positive and value <= 0):
         raise _fail(key, f"{what} {'> 0' if positive else f'>= {minimum:g}'}", value)
     if value > maximum:
