@@ -91,7 +91,9 @@ async def _watch_config(path: Path, sup: Supervisor) -> None:
     """Post ``reload`` when the config file changes (watchfiles: inotify/FSEvents, no polling)."""
     import watchfiles  # noqa: PLC0415 - its Rust extension loads only for `run`
 
-    async for changes in watchfiles.awatch(path.parent, debounce=200, recursive=False):
+    # step: how often the watcher thread wakes to check for changes and for stopping; the
+    # default 50 ms costs an idle supervisor more CPU than all of its probes (bench/idle.py).
+    async for changes in watchfiles.awatch(path.parent, debounce=200, step=500, recursive=False):
         if any(Path(p).name == path.name for _, p in changes):
             sup.post("reload")
 
