@@ -37,7 +37,7 @@ from lmsupervisor.core.observed import (
 )
 from lmsupervisor.core.observed import effective_server as effective
 from lmsupervisor.core.policy import Step
-from lmsupervisor.core.preload import Action, plan
+from lmsupervisor.core.preload import Action, instance_of, plan
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.reducer import (
     Answered,
@@ -371,7 +371,7 @@ class Actions:
             elif await self._load_one(eff, lms, rest if listing is not None else None, m, item.path):
                 started.append(m)
         loaded = await list_loaded()
-        ours = tuple(i for m in started if (i := _instance_of(m, loaded)) is not None)
+        ours = tuple(i.identifier for m in started if (i := instance_of(m, loaded)) is not None)
         answers = await self._ask_all(eff, loaded)
         return ModelsDone(eff.action, tuple(loaded), ours, answers, rest=listing is not None)
 
@@ -381,7 +381,7 @@ class Actions:
         answers = []
         for m in eff.models:
             name = model_name(m)
-            inst = next((i for i in loaded if i.identifier == _instance_of(m, loaded)), None)
+            inst = instance_of(m, loaded)
             if name not in eff.ask or inst is None or not eff.url:
                 continue
             result = await self.ask(eff.url, inst.identifier, inst.type, eff.answer_timeout)
@@ -552,10 +552,3 @@ def _api_server_pid(home: Path) -> int | None:
         return None
     pid = data.get("pid") if isinstance(data, dict) else None
     return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
-
-
-def _instance_of(m: ModelConfig, loaded: list[LoadedModel]) -> str | None:
-    """The identifier of the instance that satisfies declared model ``m``."""
-    if m.identifier:
-        return m.identifier if any(i.identifier == m.identifier for i in loaded) else None
-    return next((i.identifier for i in loaded if m.key in (i.model_key, i.path)), None)

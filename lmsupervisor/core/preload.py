@@ -47,6 +47,14 @@ def _matches(model: ModelConfig, key: str, path: str) -> bool:
     return model.key in (key, path)
 
 
+def instance_of(model: ModelConfig, loaded: Sequence[LoadedModel]) -> LoadedModel | None:
+    """The loaded instance that satisfies declared ``model``: the one holding its declared
+    identifier, else the first of that model (by ``modelKey`` or ``path``); None if none."""
+    if model.identifier:
+        return next((i for i in loaded if i.identifier == model.identifier), None)
+    return next((i for i in loaded if _matches(model, i.model_key, i.path)), None)
+
+
 def plan(
     desired: Sequence[ModelConfig], loaded: Sequence[LoadedModel], downloaded: Sequence[DownloadedModel]
 ) -> list[Planned]:

@@ -35,7 +35,7 @@ from lmsupervisor.core.observed import (
     base_url,
 )
 from lmsupervisor.core.policy import Step, retry_delay, step_for
-from lmsupervisor.core.preload import Action, plan
+from lmsupervisor.core.preload import Action, instance_of, plan
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.states import ON_ENTER, Entry, State, Trigger, accepts, next_state
 from lmsupervisor.core.timefmt import iso
@@ -866,7 +866,7 @@ def _verify_models(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
             continue
         if item.action is Action.KEEP:
             r.set_model(name, "loaded")
-            inst = _instance(item.model, loaded)
+            inst = instance_of(item.model, loaded)
             if inst is not None:
                 current = r.snap.model(name) or status
                 new = replace(current, instance=inst.identifier, kind=inst.type)
@@ -876,13 +876,6 @@ def _verify_models(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
                 r.set_model(name, "failed", "still loading in LM Studio (a load started earlier has not finished)")
             else:
                 r.set_model(name, "failed", "not listed by `lms ps --json` after loading")
-
-
-def _instance(m: ModelConfig, loaded: tuple[LoadedModel, ...]) -> LoadedModel | None:
-    """The loaded instance that satisfies declared model ``m``."""
-    if m.identifier:
-        return next((i for i in loaded if i.identifier == m.identifier), None)
-    return next((i for i in loaded if m.key in (i.model_key, i.path)), None)
 
 
 def _note(r: _Step, prefix: str, problem: Problem | None) -> None:
