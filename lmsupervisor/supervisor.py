@@ -18,6 +18,7 @@ import contextlib
 import json
 import random
 from collections.abc import AsyncGenerator, Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from lmsupervisor.actions import QUICK_TIMEOUT, Actions, token_problem
 from lmsupervisor.clock import Clock, iso, within
 from lmsupervisor.config import Config
 from lmsupervisor.core import reducer as core
+from lmsupervisor.core.configdiff import model_name
 from lmsupervisor.core.observed import DaemonProcess, Install, ProbeResult, ServerSettings, base_url
 from lmsupervisor.core.reducer import (
     CONFIG_ACTION,
@@ -394,11 +396,11 @@ class Supervisor:
             if not mode.probe:
                 return
             if len(self._probes) < health.failures_before_restart:  # a slow server: never a pile-up
-                probe = self._spawn(self._probe(mode.epoch, health.timeout))
+                probe = self._spawn_health("probe", partial(self._probe, mode.epoch, health.timeout))
                 self._probes.add(probe)
                 probe.add_done_callback(self._probes.discard)
             if mode.drift and self.snap.config.models and (self._drift is None or self._drift.done()):
-                self._drift = self._spawn(self._check_drift(mode.epoch, health.timeout))
+                self._drift = self._spawn_health("drift_check", partial(self._check_drift, mode.epoch, health.timeout))
             if mode.drift:
                 self._ask_due(mode.epoch)
 
@@ -407,7 +409,7 @@ class Supervisor:
         ``health.answer_interval`` seconds old (the load pass asked it first)."""
         health = self.snap.config.health
         now = self.clock.monotonic()
-        declared = {m.identifier or m.key: m for m in self.snap.config.models}
+        declared = {model_name(m): m for m in self.snap.config.models}
         for status in self.snap.models:
             m = declared.get(status.name)
             if m is None or m.probe != "answer" or status.state != "loaded" or status.instance is None:
@@ -416,33 +418,37 @@ class Supervisor:
                 self._asked_at.setdefault(status.name, now)
                 continue
             self._asked_at[status.name] = now
-            self._spawn(self._ask(epoch, status.name, status.instance, status.kind, health.answer_timeout))
+            self._spawn_health("ask", partial(self._ask, epoch, status.name, status.instance, status.kind))
 
-    async def _ask(self, epoch: int, name: str, instance: str, kind: str, timeout: float) -> None:
-        try:
-            server = self.snap.server
-            result = await self.actions.ask(base_url(server.bind, server.port), instance, kind, timeout)
-            self.send(Answered(epoch, name, result.ok, result.latency_ms, result.error))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.log.exception("action_crashed", effect="ask")
-            self.send(ActionCrashed(HEALTH_ACTION, "ask", _describe(exc)))
+    def _spawn_health(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+        """Run one health check; anything it raises becomes ``ActionCrashed`` of the health
+        loop (counted like a failed probe), never a dead task. ``work`` is a factory so a
+        check cancelled before it starts leaves no un-awaited coroutine behind."""
+
+        async def guarded() -> None:
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.exception("action_crashed", effect=name)
+                self.send(ActionCrashed(HEALTH_ACTION, name, _describe(exc)))
+
+        return self._spawn(guarded())
+
+    async def _ask(self, epoch: int, name: str, instance: str, kind: str) -> None:
+        server, timeout = self.snap.server, self.snap.config.health.answer_timeout
+        result = await self.actions.ask(base_url(server.bind, server.port), instance, kind, timeout)
+        self.send(Answered(epoch, name, result.ok, result.latency_ms, result.error))
 
     async def _probe(self, epoch: int, timeout: float) -> None:
+        server = self.snap.server
+        url = base_url(server.bind, server.port)
         try:
-            server = self.snap.server
-            url = base_url(server.bind, server.port)
-            try:
-                result = await within(self.clock, self.prober.greeting(url, timeout=timeout), timeout)
-            except TimeoutError:
-                result = ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
-            self.send(Probed(epoch, result))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.log.exception("action_crashed", effect="probe")
-            self.send(ActionCrashed(HEALTH_ACTION, "probe", _describe(exc)))
+            result = await within(self.clock, self.prober.greeting(url, timeout=timeout), timeout)
+        except TimeoutError:
+            result = ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
+        self.send(Probed(epoch, result))
 
     async def _check_drift(self, epoch: int, timeout: float) -> None:
         """What LM Studio has loaded: ``GET /api/v1/models`` on 0.4 (one local HTTP request,
@@ -466,11 +472,6 @@ class Supervisor:
             self.send(Observed(epoch, tuple(loaded), problem, rest=problem is not None))
         except (LmsError, RestError, TimeoutError) as exc:
             self.log.info("drift_check_failed", error=str(exc))  # the greeting probe judges liveness
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.log.exception("action_crashed", effect="drift_check")
-            self.send(ActionCrashed(HEALTH_ACTION, "drift_check", _describe(exc)))
 
     # -- events -------------------------------------------------------------------------
     def _publish(self, event: dict[str, Any]) -> None:
