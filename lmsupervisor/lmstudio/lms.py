@@ -289,6 +289,18 @@ class Lms:
         )
 
 
+def _exit_error(args: Sequence[str], result: LmsResult, line: str) -> LmsExitError:
+    """The :class:`LmsExitError` for `lms <args>` that exited non-zero with LM Studio's ``line``."""
+    return LmsExitError(
+        f"`lms {' '.join(args)}` exited {result.returncode}: {line}",
+        list(result.argv),
+        result.returncode,
+        result.stdout,
+        result.stderr,
+        line,
+    )
+
+
 def _kill_group(pgid: int) -> None:
     """SIGKILL what is left of the call's process group (nothing, normally)."""
     if os.name == "nt":  # pragma: no cover - Windows has no process groups to kill this way
@@ -307,15 +319,7 @@ class LmsClient:
         """Run and raise :class:`LmsExitError` (with LM Studio's message) on a non-zero exit."""
         result = await self.runner.run(*args, timeout=timeout)
         if result.returncode != 0:
-            line = error_line(result.stderr) or error_line(result.stdout) or "no message"
-            raise LmsExitError(
-                f"`lms {' '.join(args)}` exited {result.returncode}: {line}",
-                list(result.argv),
-                result.returncode,
-                result.stdout,
-                result.stderr,
-                line,
-            )
+            raise _exit_error(args, result, error_line(result.stderr) or error_line(result.stdout) or "no message")
         return result
 
     async def _json(self, *args: str, timeout: float | None = None) -> Any:
@@ -346,15 +350,7 @@ class LmsClient:
         if result.returncode != 0:
             if no_such_command(result.stderr):
                 return DaemonStatus(running=False, supported=False)
-            line = error_line(result.stderr) or "no message"
-            raise LmsExitError(
-                f"`lms daemon status --json` exited {result.returncode}: {line}",
-                list(result.argv),
-                result.returncode,
-                result.stdout,
-                result.stderr,
-                line,
-            )
+            raise _exit_error(("daemon", "status", "--json"), result, error_line(result.stderr) or "no message")
         return parse_daemon_status(parse_json(result.stdout, result.argv), result.argv)
 
     async def daemon_up(self, timeout: float | None = None) -> DaemonStatus:
@@ -409,15 +405,7 @@ class LmsClient:
             return True
         if "not running" in result.stderr:
             return False
-        line = error_line(result.stderr) or "no message"
-        raise LmsExitError(
-            f"`lms server stop` exited {result.returncode}: {line}",
-            list(result.argv),
-            result.returncode,
-            result.stdout,
-            result.stderr,
-            line,
-        )
+        raise _exit_error(("server", "stop"), result, error_line(result.stderr) or "no message")
 
     async def load(
         self,
