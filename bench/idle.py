@@ -29,20 +29,10 @@ import psutil
 
 from lmsupervisor.api.client import request
 from lmsupervisor.errors import StatusSocketError
-from lmsupervisor.simulator.home import SimInstall, create_install
+from lmsupervisor.simulator.home import create_install
 
 KEYS = ["qwen/qwen3-4b", "google/gemma-3-1b", "text-embedding-nomic-embed-text-v1.5", "openai/gpt-oss-20b"]
 READY_TIMEOUT = 300.0  # seconds for the first bring-up with 20 loads
-
-
-def counting_lms(sim: SimInstall, folder: Path) -> tuple[Path, Path]:
-    """A wrapper that logs each call to ``calls`` and execs the simulator's `lms`."""
-    calls = folder / "lms-calls.log"
-    calls.touch()
-    wrapper = folder / "lms"
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{sim.lms_path}" "$@"\n', encoding="utf-8")
-    wrapper.chmod(0o755)
-    return wrapper, calls
 
 
 def models_toml(count: int) -> str:
@@ -70,7 +60,7 @@ def wait_ready(sock: Path, timeout: float) -> None:
 def measure(count: int, seconds: float, profile: str, scale: float) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="lmsi", dir="/tmp"))
     sim = create_install(tmp / "home", profile=profile, time_scale=scale)
-    wrapper, calls = counting_lms(sim, tmp)
+    wrapper, calls = sim.counting_lms(tmp)
     sock = tmp / "s.sock"
     config = tmp / "c.toml"
     config.write_text(

@@ -82,16 +82,6 @@ def simulator_baseline(sim: SimInstall) -> dict[str, float]:
     return out
 
 
-def counting_lms(sim: SimInstall, folder: Path) -> tuple[Path, Path]:
-    """A wrapper that logs each call to ``calls`` and execs the simulator's `lms`."""
-    calls = folder / "lms-calls.log"
-    calls.touch()
-    wrapper = folder / "lms"
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{sim.lms_path}" "$@"\n', encoding="utf-8")
-    wrapper.chmod(0o755)
-    return wrapper, calls
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=20)
@@ -101,7 +91,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lmsb", dir="/tmp"))
     sim = create_install(tmp / "home", profile=args.profile, time_scale=args.scale)
     base = simulator_baseline(sim)
-    wrapper, calls = counting_lms(sim, tmp)
+    wrapper, calls = sim.counting_lms(tmp)
     sock = tmp / "s.sock"
     config = tmp / "c.toml"
     config.write_text(

@@ -258,6 +258,17 @@ class SimInstall:
         failing[key] = message or ""
         self._update_faults(fail_load=failing)
 
+    def counting_lms(self, folder: Path) -> tuple[Path, Path]:
+        """A wrapper ``<folder>/lms`` that appends each call's arguments (one line) to
+        ``<folder>/lms-calls.log`` and execs this install's `lms`: point ``lmstudio.lms``
+        at it to count the `lms` processes a supervisor spawns. Returns (wrapper, log)."""
+        calls = folder / "lms-calls.log"
+        calls.touch()
+        wrapper = folder / "lms"
+        wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{self.lms_path}" "$@"\n', encoding="utf-8")
+        wrapper.chmod(0o755)
+        return wrapper, calls
+
     def fail_answer(self, identifier: str, message: str | None = None) -> None:
         """Requests to the loaded instance ``identifier`` fail with HTTP 500 (it stays loaded)."""
         broken = dict(common.load_faults(self.home).get("fail_answer", {}))

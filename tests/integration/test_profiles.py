@@ -56,16 +56,6 @@ def declared(profile: str) -> str:
     return MODELS if profiles.get(profile).ls_model_key else LEGACY_MODELS
 
 
-def counting_lms(sim: SimInstall, folder: Path) -> tuple[Path, Path]:
-    """A wrapper `lms` that logs each call (one line) and execs the simulator's."""
-    calls = folder / "lms-calls.log"
-    calls.touch()
-    wrapper = folder / "lms-counting"
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{sim.lms_path}" "$@"\n', encoding="utf-8")
-    wrapper.chmod(0o755)
-    return wrapper, calls
-
-
 def expected_capabilities(name: str) -> dict[str, object]:
     """The capabilities a supervisor must detect for a profile: its row of the table."""
     row = profiles.get(name)
@@ -192,7 +182,7 @@ def test_idle_04_runs_no_lms(
     """On 0.4 with REST v1, recovery after kill -9 runs only `daemon up` and `server start`,
     and idle drift checks run no `lms` at all (GET /api/v1/models instead)."""
     sim = make_sim(profile="0.4")
-    wrapper, calls = counting_lms(sim, tmp_path)
+    wrapper, calls = sim.counting_lms(tmp_path)
     run = start(sim, f'[lmstudio]\nlms = "{wrapper}"\n' + MODELS.replace('identifier = "qwen"\n', ""))
     snap = run.wait_state("ready")
     assert snap["lmstudio"]["capabilities"]["rest_drift"] is True
