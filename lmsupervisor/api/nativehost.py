@@ -69,6 +69,7 @@ from lmsupervisor.errors import LmsError, LmsExitError, LmSupervisorError, Statu
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
 from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.lmstudio.rest import parse_models
 
 log = structlog.get_logger("lmsupervisor.nativehost")
 
@@ -334,13 +335,7 @@ class NativeHost:
             resp = await asyncio.wait_for(self.http.get(f"{url}/api/v1/models", timeout=limit), limit)
             body = _json(resp)
             if resp.status_code == 200 and isinstance(body, dict) and isinstance(body.get("models"), list):
-                return [
-                    str(inst["id"])
-                    for m in body["models"]
-                    if isinstance(m, dict)
-                    for inst in m.get("loaded_instances") or []
-                    if isinstance(inst, dict) and "id" in inst
-                ]
+                return [inst.identifier for inst in parse_models(body).loaded]  # the supervisor's parser
             resp = await asyncio.wait_for(self.http.get(f"{url}/api/v0/models", timeout=limit), limit)
             body = _json(resp)
             if resp.status_code == 200 and isinstance(body, dict) and isinstance(body.get("data"), list):
