@@ -472,6 +472,11 @@ class Daemon:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY on every connection, as LM Studio's Node/bun server has (Node's http
+    # `noDelay` defaults to true since v18, nodejs/node#42163). Without it a kept-alive
+    # request waits ~40 ms (Nagle against the client's delayed ACK: the head and the body
+    # are two writes), which a real server never adds.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         return
