@@ -37,6 +37,7 @@ PATHS = [
     "lmstudio-community/gemma-3-1b-it-GGUF/gemma-3-1b-it-Q4_K_M.gguf",
 ]
 PHASE_TIMEOUT = 60.0  # seconds: a recovery slower than this aborts the benchmark
+BACKOFF_MS = 100.0  # [restart] initial_delay of the config below, in ms
 
 
 def pct(values: list[float], q: float) -> float:
@@ -97,8 +98,8 @@ def main() -> int:
     config.write_text(
         f'[lmstudio]\nlms = "{wrapper}"\n'
         "[server]\nstart_timeout = 30\n[health]\ninterval = 1\ntimeout = 2\n"
-        '[restart]\ninitial_delay = 0.1\nmax_delay = 2\njitter = 0\nreset_after = 0.5\n[log]\nlevel = "warning"\n'
-        + "".join(f'[[models]]\nkey = "{k}"\n' for k in MODELS)
+        f"[restart]\ninitial_delay = {BACKOFF_MS / 1000:g}\nmax_delay = 2\njitter = 0\nreset_after = 0.5\n"
+        '[log]\nlevel = "warning"\n' + "".join(f'[[models]]\nkey = "{k}"\n' for k in MODELS)
     )
     env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)}
     proc = subprocess.Popen(
@@ -164,10 +165,13 @@ def main() -> int:
         for name, ms in base.items():
             print(f"  {name:28s} {ms:8.1f} ms")
         print(f"  {'sum':28s} {own:8.1f} ms")
+        overhead = statistics.median(ready) - own
         print(
-            f"supervisor overhead (median ready - sum): {statistics.median(ready) - own:8.1f} ms "
+            f"supervisor overhead (median ready - sum): {overhead:8.1f} ms = {100 * overhead / own:.1f}% of the sum "
             f"(includes backoff initial_delay 100 ms; reset_after 0.5 s, so each kill is a first failure)"
         )
+        beyond = overhead - BACKOFF_MS
+        print(f"  beyond the configured backoff delay:      {beyond:8.1f} ms = {100 * beyond / own:.1f}% of the sum")
         bench_status(status_cmd)
     finally:
         proc.send_signal(signal.SIGTERM)

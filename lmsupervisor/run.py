@@ -91,9 +91,13 @@ async def _watch_config(path: Path, sup: Supervisor) -> None:
     """Post ``reload`` when the config file changes (watchfiles: inotify/FSEvents, no polling)."""
     import watchfiles  # noqa: PLC0415 - its Rust extension loads only for `run`
 
-    # step: how often the watcher thread wakes to check for changes and for stopping; the
-    # default 50 ms costs an idle supervisor more CPU than all of its probes (bench/idle.py).
-    async for changes in watchfiles.awatch(path.parent, debounce=200, step=500, recursive=False):
+    # step: how often the watcher thread wakes (taking the GIL) to check for changes and for
+    # stopping; the default 50 ms costs an idle supervisor more CPU than all of its probes
+    # (bench/idle.py), 1 s keeps a reload within about a second. rust_timeout: how often the
+    # thread hands back to the event loop with nothing to report (default 5 s); stopping
+    # never waits for it (the stop event is checked every step).
+    changed = watchfiles.awatch(path.parent, debounce=200, step=1000, rust_timeout=60_000, recursive=False)
+    async for changes in changed:
         if any(Path(p).name == path.name for _, p in changes):
             sup.post("reload")
 

@@ -31,6 +31,7 @@ from lmsupervisor.config import Config
 from lmsupervisor.core import reducer as core
 from lmsupervisor.core.configdiff import model_name
 from lmsupervisor.core.observed import DaemonProcess, Install, ProbeResult, ServerSettings, base_url
+from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.reducer import (
     CONFIG_ACTION,
     HEALTH_ACTION,
@@ -65,7 +66,7 @@ from lmsupervisor.core.reducer import (
     Watch,
 )
 from lmsupervisor.core.states import State
-from lmsupervisor.errors import ConfigError, LmsError, RestAuthError, RestError
+from lmsupervisor.errors import ConfigError, LmsError, RestAuthError, RestError, RestTimeoutError
 from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.lms import LmsClient
 from lmsupervisor.lmstudio.probe import Prober
@@ -385,24 +386,33 @@ class Supervisor:
             self._health = self._spawn(self._health_loop())
 
     async def _health_loop(self) -> None:
-        """Every ``health.interval``: start a greeting probe (and a drift check when none is
+        """Every ``health.interval``: start a liveness check (and a drift check when none is
         running), each bounded by ``health.timeout``. Started on a fixed cadence, not one
         after another, so a hang is noticed within
-        ``failures_before_restart * interval + timeout`` whatever is in flight."""
+        ``failures_before_restart * interval + timeout`` whatever is in flight. On 0.4 with
+        models declared, one ``GET /api/v1/models`` is both (see :meth:`_probe_rest`)."""
         while True:
             health = self.snap.config.health  # read each round: a reload applies at the next one
             await self.clock.sleep(health.interval)
             mode = self._health_mode
             if not mode.probe:
                 return
+            drift = mode.drift and bool(self.snap.config.models)
+            rest = drift and self.rest is not None and self.snap.rest_drift
             if len(self._probes) < health.failures_before_restart:  # a slow server: never a pile-up
-                probe = self._spawn_health("probe", partial(self._probe, mode.epoch, health.timeout))
+                check = self._probe_rest if rest else self._probe
+                probe = self._spawn_health("probe", partial(check, mode.epoch, health.timeout))
                 self._probes.add(probe)
                 probe.add_done_callback(self._probes.discard)
-            if mode.drift and self.snap.config.models and (self._drift is None or self._drift.done()):
-                self._drift = self._spawn_health("drift_check", partial(self._check_drift, mode.epoch, health.timeout))
+            if drift and not rest:
+                self._start_drift_check(mode.epoch, health.timeout)
             if mode.drift:
                 self._ask_due(mode.epoch)
+
+    def _start_drift_check(self, epoch: int, timeout: float, problem: Problem | None = None) -> None:
+        """`lms ps --json` as a drift check, unless one is still running."""
+        if self._drift is None or self._drift.done():
+            self._drift = self._spawn_health("drift_check", partial(self._check_drift, epoch, timeout, problem))
 
     def _ask_due(self, epoch: int) -> None:
         """Deep readiness: ask each loaded model with probe = "answer" whose last ask is
@@ -450,28 +460,52 @@ class Supervisor:
             result = ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
         self.send(Probed(epoch, result))
 
-    async def _check_drift(self, epoch: int, timeout: float) -> None:
-        """What LM Studio has loaded: ``GET /api/v1/models`` on 0.4 (one local HTTP request,
-        no `lms` process, facts §8), `lms ps --json` elsewhere or when REST refuses our token."""
-        install, server = self.snap.install, self.snap.server
+    async def _probe_rest(self, epoch: int, timeout: float) -> None:
+        """On 0.4 (REST v1, facts §4, §8): one ``GET /api/v1/models`` is the liveness probe
+        *and* the drift check, so an idle round costs one local HTTP request and no `lms`
+        process. A 200 listing is ``Probed`` ok plus ``Observed``; no answer within
+        ``timeout`` seconds (or a refused connection) is a failed probe. An answer that is
+        not a listing is no verdict on liveness: a 401 (the server answered; our token is
+        refused) is reported and `lms ps` lists; any other error falls back to the greeting
+        probe and `lms ps` for this round."""
+        server = self.snap.server
+        url = base_url(server.bind, server.port)
+        if self.rest is None:
+            await self._probe(epoch, timeout)
+            return
+        started = self.clock.monotonic()
+        try:
+            listing = await within(self.clock, self.rest.models(url, timeout=timeout), timeout)
+        except (TimeoutError, RestTimeoutError):
+            self.send(
+                Probed(epoch, ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s"))
+            )
+            return
+        except RestAuthError as exc:
+            self.send(Probed(epoch, ProbeResult(True, (self.clock.monotonic() - started) * 1000, 401)))
+            self._start_drift_check(epoch, timeout, token_problem(exc))
+            return
+        except RestError as exc:
+            self.log.info("drift_check_failed", error=str(exc))
+            self._start_drift_check(epoch, timeout)
+            await self._probe(epoch, timeout)
+            return
+        self.send(Probed(epoch, ProbeResult(True, (self.clock.monotonic() - started) * 1000, 200)))
+        self.send(Observed(epoch, listing.loaded, rest=True))
+
+    async def _check_drift(self, epoch: int, timeout: float, problem: Problem | None = None) -> None:
+        """What LM Studio has loaded, from `lms ps --json` (releases without REST v1, or while
+        REST refuses our token: then ``problem`` is that refusal, reported with the list)."""
+        install = self.snap.install
+        if install is None or install.lms is None:
+            return
         limit = max(timeout, 1.0)
         try:
-            problem = None
-            if self.rest is not None and self.snap.rest_drift:
-                url = base_url(server.bind, server.port)
-                try:
-                    listing = await within(self.clock, self.rest.models(url, timeout=limit), limit)
-                    self.send(Observed(epoch, listing.loaded, rest=True))
-                    return
-                except RestAuthError as exc:
-                    problem = token_problem(exc)  # reported; `lms` answers meanwhile
-            if install is None or install.lms is None:
-                return
             lms = self.lms_factory(install.lms)
             loaded = await within(self.clock, lms.ps(timeout=limit), limit)
             self.send(Observed(epoch, tuple(loaded), problem, rest=problem is not None))
-        except (LmsError, RestError, TimeoutError) as exc:
-            self.log.info("drift_check_failed", error=str(exc))  # the greeting probe judges liveness
+        except (LmsError, TimeoutError) as exc:
+            self.log.info("drift_check_failed", error=str(exc))  # the liveness probe judges liveness
 
     # -- events -------------------------------------------------------------------------
     def _publish(self, event: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import httpx
 
 from lmsupervisor.config import Config
 from lmsupervisor.core.observed import DaemonProcess, Install, ServerSettings
+from lmsupervisor.core.states import State
 from lmsupervisor.lmstudio.lms import LmsClient, LmsResult
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient
@@ -66,6 +67,15 @@ async def settle(rounds: int = 30) -> None:
         await asyncio.sleep(0)
 
 
+async def seconds_in_ready(clock: FakeClock, sup: Supervisor, limit: float = 60.0, step: float = 0.5) -> float:
+    """Advance ``clock`` by ``step`` until ``sup`` leaves READY (or ``limit`` seconds pass);
+    the fake seconds it stayed, to compare with a detection bound."""
+    started = clock.now
+    while sup.state is State.READY and clock.now - started < limit:
+        await clock.advance(step)
+    return clock.now - started
+
+
 class FakeLmStudio:
     """LM Studio's state and the `lms` commands the supervisor runs, answered instantly."""
 
@@ -82,6 +92,8 @@ class FakeLmStudio:
         self.calls: list[tuple[str, ...]] = []
         self.help_calls: list[tuple[str, ...]] = []
         self.rest_calls: list[str] = []
+        self.http_paths: list[str] = []  # every HTTP request that reached the server, by path
+        self.answer_errors: dict[str, str] = {}  # instance identifier -> LM Studio's error for a chat request
         self.created: dict[int, float] = {}  # pid -> create time (wall seconds), as psutil gives
         self.fail: dict[tuple[str, ...], tuple[int, str]] = {}  # argv prefix -> (code, stderr)
         self.watchers: dict[int, list[Callable[[], None]]] = {}
@@ -186,8 +198,14 @@ class FakeLmStudio:
             await self.clock.sleep(1e9)
         if not self.server or self.hung:
             raise httpx.ConnectError("refused" if not self.hung else "timed out", request=request)
+        self.http_paths.append(request.url.path)
         if request.url.path == "/lmstudio-greeting":
             return httpx.Response(200, json={"lmstudio": True})
+        if request.url.path == "/v1/chat/completions":  # deep readiness's one-token request
+            model = json.loads(request.content)["model"]
+            if model in self.answer_errors:
+                return httpx.Response(500, json={"error": self.answer_errors[model]})
+            return httpx.Response(200, json={"choices": [{"message": {"content": "."}, "finish_reason": "length"}]})
         if self.rest_v1 and request.url.path.startswith("/api/v1/"):
             return self._rest(request)
         return httpx.Response(200, json={"error": "Unexpected endpoint or method."})
@@ -214,6 +232,10 @@ class FakeLmStudio:
             model = next(m for m in self.MODELS if m["modelKey"] == key)
             self.loaded.append({**model, "identifier": key})
             return httpx.Response(200, json={"instance_id": key, "status": "loaded"})
+        if request.url.path == "/api/v1/models/unload":
+            instance = json.loads(request.content)["instance_id"]
+            self.loaded = [i for i in self.loaded if i["identifier"] != instance]
+            return httpx.Response(200, json={"instance_id": instance})
         return httpx.Response(200, json={"error": "Unexpected endpoint or method."})
 
     # -- processes ---------------------------------------------------------------

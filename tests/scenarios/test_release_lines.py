@@ -9,7 +9,7 @@ import pytest
 
 from lmsupervisor.config import Config, HealthConfig, ModelConfig, RestartConfig, ServerConfig
 from lmsupervisor.core.states import State
-from tests.scenarios.fakes import FakeClock, FakeLmStudio, make_supervisor, settle
+from tests.scenarios.fakes import FakeClock, FakeLmStudio, make_supervisor, seconds_in_ready, settle
 
 CONFIG = Config(
     health=HealthConfig(interval=5, timeout=1, failures_before_restart=3),
@@ -59,6 +59,44 @@ async def test_rest_v1_replaces_lms_when_idle_and_on_recovery() -> None:
         assert [c[:2] for c in line.lm.calls] == [("daemon", "up"), ("server", "start")]
 
 
+async def test_idle_round_on_rest_is_one_request() -> None:
+    """On 0.4 with models declared, GET /api/v1/models is both the liveness probe and the
+    drift check: one HTTP request per health round, no greeting beside it (issue 9: idle cost)."""
+    async with Line(rest_v1=True) as line:
+        line.lm.http_paths.clear()
+        await line.clock.advance(60)  # twelve health rounds
+        assert line.lm.http_paths == ["/api/v1/models"] * 12
+        assert line.sup.state is State.READY
+
+
+@pytest.mark.parametrize("how", ["stalled", "refused"])
+async def test_rest_round_detects_a_hang_within_the_bound(how: str) -> None:
+    """The REST round judges liveness: a server that stops answering it (hung, or gone while
+    the daemon lives) enters the ladder within failures * interval + timeout (3 * 5 + 1 s)."""
+    async with Line(rest_v1=True) as line:
+        await line.clock.advance(2.5)  # between two rounds
+        if how == "stalled":
+            line.lm.http_stalled = True
+            line.lm.stalled = {("ps",), ("daemon",), ("server",)}
+        else:
+            line.lm.server = False
+        stayed = await seconds_in_ready(line.clock, line.sup)
+        assert (line.sup.state, stayed <= 3 * 5 + 1) == (State.BACKOFF, True)
+
+
+async def test_rest_error_body_falls_back_to_the_greeting() -> None:
+    """A REST error that is not a hang (here 0.3's "Unexpected endpoint" after a downgrade) is
+    no verdict on liveness: the greeting decides, `lms ps` lists, and nothing restarts."""
+    async with Line(rest_v1=True) as line:
+        line.lm.rest_v1 = False
+        line.lm.calls.clear()
+        line.lm.http_paths.clear()
+        await line.clock.advance(30)
+        assert (line.sup.state, line.sup.snapshot()["restarts"]["count"]) == (State.READY, 0)
+        assert "/lmstudio-greeting" in line.lm.http_paths
+        assert ("ps", "--json") in line.lm.calls
+
+
 async def test_drift_seen_through_rest_is_reloaded_through_rest() -> None:
     """A model unloaded behind our back on 0.4 is noticed by GET /api/v1/models and loaded by
     POST /api/v1/models/load, without `lms`."""
@@ -68,6 +106,24 @@ async def test_drift_seen_through_rest_is_reloaded_through_rest() -> None:
         await line.clock.advance(5)
         assert (line.sup.state, line.lm.calls) == (State.READY, [])
         assert "/api/v1/models/load" in line.lm.rest_calls
+
+
+async def test_a_model_that_cannot_answer_is_unloaded_then_loaded_through_rest() -> None:
+    """Deep readiness on 0.4: a model that stops answering is unloaded and loaded again in the
+    same pass, judged on what LM Studio lists after the unload (the listing taken before the
+    unload said it was still loaded: the pass kept it and then failed it as "not listed")."""
+    health = HealthConfig(interval=5, timeout=1, failures_before_restart=3, answer_interval=10)
+    config = Config(health=health, restart=CONFIG.restart, models=(ModelConfig("a/one", probe="answer"),))
+    async with Line(config, rest_v1=True) as line:
+        line.lm.answer_errors["a/one"] = "Model crashed while generating"
+        line.lm.rest_calls.clear()
+        await line.clock.advance(10)  # the next answer probe fails: unload, load, ask again
+        assert line.lm.rest_calls[-3:] == ["/api/v1/models/unload", "/api/v1/models/load", "/api/v1/models"]
+        [model] = line.sup.snapshot()["models"]
+        assert (model["state"], model["error"]) == ("failed", "a/one did not answer: Model crashed while generating")
+        del line.lm.answer_errors["a/one"]
+        await line.clock.advance(60)  # the model backoff retries: it answers now
+        assert (line.sup.state, line.sup.snapshot()["models"][0]["state"]) == (State.READY, "loaded")
 
 
 async def test_wrong_token_is_a_problem_not_a_restart_loop() -> None:
