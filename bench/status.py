@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import functools
 import os
+import selectors
 import shutil
 import signal
 import socket
@@ -164,56 +165,58 @@ async def concurrent(path: str, echo: bool, per_client: int) -> tuple[list[float
     return times, wall
 
 
-class Subscriber(asyncio.Protocol):
-    """A ``/v1/events`` reader noting when it first sees a ``state`` event after :attr:`armed`."""
+def fan_out(path: str, rounds: int) -> list[tuple[float, float]]:
+    """(POST to last subscriber, first to last subscriber) in ms, per round.
 
-    def __init__(self) -> None:
-        self.buf = b""
-        self.head = asyncio.get_running_loop().create_future()
-        self.seen: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-
-    def arm(self) -> None:
-        self.buf = b""
-        self.seen = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
-        if not self.head.done():
-            self.head.set_result(None)
-            return
-        self.buf += data
-        if b'"type": "state"' in self.buf and not self.seen.done():
-            self.seen.set_result(now)
-
-
-async def fan_out(path: str, rounds: int) -> list[tuple[float, float]]:
-    """(POST to last subscriber, first to last subscriber) in ms, per round."""
-    loop = asyncio.get_running_loop()
-    subs: list[Subscriber] = []
-    transports = []
+    The subscribers are plain non-blocking sockets on one epoll selector, the leanest reader
+    Python has: with an asyncio protocol per socket the bench's own callbacks added ~3 ms to
+    what it measured (the supervisor's side, from the POST to its last write, is ~2 ms).
+    """
+    subs = []
     for _ in range(SUBSCRIBERS):
-        transport, sub = await loop.create_unix_connection(Subscriber, path)
-        transport.write(b"GET /v1/events HTTP/1.1\r\nHost: lms\r\n\r\n")
+        sub = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sub.settimeout(30)
+        sub.connect(path)
+        sub.sendall(b"GET /v1/events HTTP/1.1\r\nHost: lms\r\n\r\n")
         subs.append(sub)
-        transports.append(transport)
-    await asyncio.gather(*(s.head for s in subs))
+    for sub in subs:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sub.recv(4096)
+        sub.setblocking(False)
+    selector = selectors.DefaultSelector()
+    for sub in subs:
+        selector.register(sub, selectors.EVENT_READ)
     out = []
-    client = Client(path)
-    for _ in range(rounds):
-        await asyncio.to_thread(wait_ready, path)
-        await asyncio.sleep(0.5)  # let the bring-up's own events pass
+    try:
+        for _ in range(rounds):
+            wait_ready(path)
+            time.sleep(0.5)  # let the bring-up's own events pass, then drop them
+            for key, _ in selector.select(timeout=0):
+                key.fileobj.recv(1 << 20)  # type: ignore[union-attr]
+            seen: dict[socket.socket, float] = {}
+            bufs = dict.fromkeys(subs, b"")
+            started = time.perf_counter()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as post:
+                post.connect(path)
+                post.sendall(b"POST /v1/restart HTTP/1.1\r\nHost: lms\r\nContent-Length: 0\r\n\r\n")
+                while len(seen) < SUBSCRIBERS and time.perf_counter() - started < 30:
+                    for key, _ in selector.select(timeout=1):
+                        sub = key.fileobj  # type: ignore[assignment]
+                        data = sub.recv(4096)
+                        now = time.perf_counter()
+                        if sub not in seen:
+                            bufs[sub] += data
+                            if b'"type": "state"' in bufs[sub]:
+                                seen[sub] = now
+            if len(seen) < SUBSCRIBERS:
+                raise SystemExit(f"only {len(seen)} of {SUBSCRIBERS} subscribers saw the state change")
+            first, last = min(seen.values()), max(seen.values())
+            out.append(((last - started) * 1000, (last - first) * 1000))
+    finally:
+        selector.close()
         for sub in subs:
-            sub.arm()
-        started = time.perf_counter()
-        reader, writer = await asyncio.open_unix_connection(path)
-        writer.write(b"POST /v1/restart HTTP/1.1\r\nHost: lms\r\nContent-Length: 0\r\n\r\n")
-        seen = await asyncio.wait_for(asyncio.gather(*(s.seen for s in subs)), 30)
-        writer.close()
-        out.append(((max(seen) - started) * 1000, (max(seen) - min(seen)) * 1000))
-        del reader
-    for transport in transports:
-        transport.close()
-    del client
+            sub.close()
     return out
 
 
@@ -243,7 +246,7 @@ def row(label: str, times: list[float], wall: float) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20_000, help="requests per measurement")
-    parser.add_argument("--rounds", type=int, default=5, help="state changes seen by the subscribers")
+    parser.add_argument("--rounds", type=int, default=20, help="state changes seen by the subscribers")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lmsb", dir="/tmp"))
     sim = create_install(tmp / "home", time_scale=0.02)
@@ -271,13 +274,15 @@ def main() -> int:
         status_p99c, rps32 = row("  GET /v1/status", *asyncio.run(concurrent(str(sock), False, per)))
         print(f"  p99 status / echo: {status_p99c / echo_p99c:.2f}x (target <= 3x)")
         print(f"requests/s on the server's one core: {max(rps1, rps32):,.0f} (target >= 10,000)")
-        rounds = asyncio.run(fan_out(str(sock), args.rounds))
+        rounds = fan_out(str(sock), args.rounds)
         last = [r[0] for r in rounds]
         spread = [r[1] for r in rounds]
+        within = sum(1 for ms in last if ms <= 10)
         print(
             f"{SUBSCRIBERS} event subscribers, one state change, {len(rounds)} rounds: POST to last subscriber "
-            f"median {statistics.median(last):.2f} ms, max {max(last):.2f} ms; first to last subscriber "
-            f"median {statistics.median(spread):.2f} ms (target: all within 10 ms)"
+            f"median {statistics.median(last):.2f} ms, p90 {pct(last, 0.9):.2f} ms, max {max(last):.2f} ms; "
+            f"first to last subscriber median {statistics.median(spread):.2f} ms; "
+            f"{within}/{len(rounds)} rounds within 10 ms (target: all within 10 ms)"
         )
     finally:
         for p in (proc, echo):
