@@ -10,6 +10,8 @@ import os
 import sys
 from collections.abc import Mapping
 
+SYSTEM_RUNTIME = "/run/lmsupervisor"  # RuntimeDirectory= of service-units/lmsupervisor@.service
+
 
 def default_config_file(env: Mapping[str, str]) -> str:
     """``$LMSUPERVISOR_CONFIG``, else ``$XDG_CONFIG_HOME`` or ``~/.config`` + ``lmsupervisor/config.toml``
@@ -43,3 +45,18 @@ def default_socket(env: Mapping[str, str]) -> str:
         home = env.get("HOME") or os.path.expanduser("~")
         state = os.path.join(home, ".local", "state")
     return os.path.join(state, "lmsupervisor", "status.sock")
+
+
+def system_socket(uid: int | None = None) -> str | None:
+    """Where ``lmsupervisor@USER.service`` (the system unit, which has no
+    ``XDG_RUNTIME_DIR``) listens for user ``uid`` (default: ours):
+    ``/run/lmsupervisor/USER/status.sock``. None off Linux or for a uid without a name."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import pwd  # noqa: PLC0415 - Unix only
+
+    try:
+        user = pwd.getpwuid(os.getuid() if uid is None else uid).pw_name
+    except KeyError:
+        return None
+    return os.path.join(SYSTEM_RUNTIME, user, "status.sock")

@@ -53,23 +53,28 @@ OWNER_ENV = "LMSUPERVISOR_SOCKET_OWNER"
 
 
 def resolve_socket(cli: str | os.PathLike[str] | None) -> str:
-    """``--socket``, else ``$LMSUPERVISOR_SOCKET``, else the config's, else the default."""
+    """``--socket``, else ``$LMSUPERVISOR_SOCKET``, else the config's, else the default; when
+    nothing names one and the default does not exist, the system unit's socket
+    (``/run/lmsupervisor/USER/status.sock``, :func:`lmsupervisor.paths.system_socket`) if it does."""
     if cli is not None:
         return os.fspath(cli)
     if os.environ.get("LMSUPERVISOR_SOCKET"):
         return os.environ["LMSUPERVISOR_SOCKET"]
     from lmsupervisor import paths  # noqa: PLC0415
 
-    if not os.path.exists(paths.default_config_file(os.environ)):
-        return paths.default_socket(os.environ)  # no config file: no need to parse one
-    from lmsupervisor import config  # noqa: PLC0415 - only when a config file may name the socket
-    from lmsupervisor.errors import ConfigError  # noqa: PLC0415
+    if os.path.exists(paths.default_config_file(os.environ)):  # else no need to parse one
+        from lmsupervisor import config  # noqa: PLC0415 - only when a config file may name the socket
+        from lmsupervisor.errors import ConfigError  # noqa: PLC0415
 
-    try:
-        cfg, _ = config.load(None)
-    except ConfigError:
-        cfg = config.Config()
-    return str(config.socket_path(cfg))
+        try:
+            cfg, _ = config.load(None)
+        except ConfigError:
+            cfg = config.Config()
+        if cfg.status.socket is not None:
+            return str(cfg.status.socket)
+    default = paths.default_socket(os.environ)
+    system = None if os.path.exists(default) else paths.system_socket()
+    return system if system is not None and os.path.exists(system) else default
 
 
 # -- trust ---------------------------------------------------------------------

@@ -229,8 +229,8 @@ def _systemd(target: Target) -> Plan:
         query=(*sc, "show", unit, f"--property={','.join(SYSTEMD_PROPERTIES)}"),
         before_login=True,
         notes=(
-            f"the status socket is /run/lmsupervisor/{target.user}/status.sock: "
-            "pass it with --socket or $LMSUPERVISOR_SOCKET, or set status.socket in the config",
+            f"the status socket is /run/lmsupervisor/{target.user}/status.sock; {target.user}'s "
+            "`lmsupervisor status` finds it when no per-user supervisor runs (others pass --socket)",
         ),
     )
 

@@ -156,3 +156,31 @@ async def test_the_async_client_against_the_server(sock_path: Path) -> None:
             await AsyncClient(sock_path.with_name("none.sock")).health()
     finally:
         await server.close()
+
+
+def test_the_system_service_socket_is_found_when_the_default_is_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lmsupervisor@USER.service` (a system unit: no XDG_RUNTIME_DIR) listens on
+    /run/lmsupervisor/USER/status.sock; with no flag, variable or config naming a socket, the
+    client finds it there when the per-user default does not exist, and not otherwise."""
+    import pwd
+
+    from lmsupervisor import paths
+    from lmsupervisor.api.client import resolve_socket
+
+    user = pwd.getpwuid(os.getuid()).pw_name
+    system = tmp_path / "run" / "lmsupervisor"
+    monkeypatch.setattr(paths, "SYSTEM_RUNTIME", str(system))
+    monkeypatch.delenv("LMSUPERVISOR_SOCKET", raising=False)
+    monkeypatch.setenv("LMSUPERVISOR_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "user"))
+    default = tmp_path / "user" / "lmsupervisor" / "status.sock"
+    assert resolve_socket(None) == str(default)  # neither exists: the default, named in errors
+    (system / user).mkdir(parents=True)
+    (system / user / "status.sock").touch()
+    assert resolve_socket(None) == str(system / user / "status.sock")
+    default.parent.mkdir(parents=True)
+    default.touch()
+    assert resolve_socket(None) == str(default)  # a per-user supervisor wins
+    assert resolve_socket(str(tmp_path / "flag.sock")) == str(tmp_path / "flag.sock")
