@@ -114,6 +114,10 @@ class RestTimeoutError(RestError):
     """A REST request got no answer in time (a load may still finish in LM Studio)."""
 
 
+class RestConnectError(RestError):
+    """A REST request could not connect (refused, unreachable): nothing listens on the port."""
+
+
 class RestUnsupportedError(RestError):
     """This LM Studio has no REST v1: the route answered ``Unexpected endpoint`` (0.3.x)."""
 

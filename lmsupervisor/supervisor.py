@@ -66,7 +66,7 @@ from lmsupervisor.core.reducer import (
     Watch,
 )
 from lmsupervisor.core.states import State
-from lmsupervisor.errors import ConfigError, LmsError, RestAuthError, RestError, RestTimeoutError
+from lmsupervisor.errors import ConfigError, LmsError, RestAuthError, RestConnectError, RestError, RestTimeoutError
 from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.lms import LmsClient
 from lmsupervisor.lmstudio.probe import Prober
@@ -398,13 +398,13 @@ class Supervisor:
             if not mode.probe:
                 return
             drift = mode.drift and bool(self.snap.config.models)
-            rest = drift and self.rest is not None and self.snap.rest_drift
+            via_rest = drift and self.rest is not None and self.snap.rest_drift
             if len(self._probes) < health.failures_before_restart:  # a slow server: never a pile-up
-                check = self._probe_rest if rest else self._probe
+                check = self._probe_rest if via_rest else self._probe
                 probe = self._spawn_health("probe", partial(check, mode.epoch, health.timeout))
                 self._probes.add(probe)
                 probe.add_done_callback(self._probes.discard)
-            if drift and not rest:
+            if drift and not via_rest:
                 self._start_drift_check(mode.epoch, health.timeout)
             if mode.drift:
                 self._ask_due(mode.epoch)
@@ -453,45 +453,73 @@ class Supervisor:
 
     async def _probe(self, epoch: int, timeout: float) -> None:
         server = self.snap.server
-        url = base_url(server.bind, server.port)
-        try:
-            result = await within(self.clock, self.prober.greeting(url, timeout=timeout), timeout)
-        except TimeoutError:
-            result = ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
-        self.send(Probed(epoch, result))
+        self.send(Probed(epoch, await self._greet(base_url(server.bind, server.port), timeout)))
 
     async def _probe_rest(self, epoch: int, timeout: float) -> None:
         """On 0.4 (REST v1, facts §4, §8): one ``GET /api/v1/models`` is the liveness probe
         *and* the drift check, so an idle round costs one local HTTP request and no `lms`
-        process. A 200 listing is ``Probed`` ok plus ``Observed``; no answer within
-        ``timeout`` seconds (or a refused connection) is a failed probe. An answer that is
-        not a listing is no verdict on liveness: a 401 (the server answered; our token is
-        refused) is reported and `lms ps` lists; any other error falls back to the greeting
-        probe and `lms ps` for this round."""
+        process. The whole check ends within ``timeout`` seconds:
+
+        - a listing: ``Probed`` ok and ``Observed``;
+        - no connection, or no answer within ``timeout``: a failed probe;
+        - a listing slower than ``timeout / 2`` (many models, a slow disk): the greeting
+          decides liveness in the time left, and the listing still counts if it comes;
+        - a 401 (the server answered; our token is refused): ok, reported, `lms ps` lists;
+        - any other error answer: the greeting decides, and `lms ps` lists when it is ok.
+        """
+        rest = self.rest
+        if rest is None:
+            await self._probe(epoch, timeout)
+            return
         server = self.snap.server
         url = base_url(server.bind, server.port)
-        if self.rest is None:
-            await self._probe(epoch, timeout)
-            return
         started = self.clock.monotonic()
+        listing = asyncio.ensure_future(rest.models(url, timeout=timeout))
+
+        def elapsed_ms() -> float:
+            return (self.clock.monotonic() - started) * 1000
+
         try:
-            listing = await within(self.clock, self.rest.models(url, timeout=timeout), timeout)
-        except (TimeoutError, RestTimeoutError):
-            self.send(
-                Probed(epoch, ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s"))
-            )
+            found = await within(self.clock, asyncio.shield(listing), timeout / 2)
+        except TimeoutError:  # slow: the greeting decides while the listing may still come
+            result = await self._greet(url, timeout - elapsed_ms() / 1000)
+            self.send(Probed(epoch, result))
+            if not result.ok:
+                return
+            try:
+                found = await within(self.clock, asyncio.shield(listing), timeout - elapsed_ms() / 1000)
+            except (TimeoutError, RestError) as exc:
+                self.log.info("drift_check_failed", error=str(exc) or f"no listing within {timeout:g} s")
+                return
+            self.send(Observed(epoch, found.loaded, rest=True))
+            return
+        except (RestTimeoutError, RestConnectError) as exc:
+            self.send(Probed(epoch, ProbeResult(False, elapsed_ms(), None, exc.message)))
             return
         except RestAuthError as exc:
-            self.send(Probed(epoch, ProbeResult(True, (self.clock.monotonic() - started) * 1000, 401)))
+            self.send(Probed(epoch, ProbeResult(True, elapsed_ms(), 401)))
             self._start_drift_check(epoch, timeout, token_problem(exc))
             return
-        except RestError as exc:
-            self.log.info("drift_check_failed", error=str(exc))
-            self._start_drift_check(epoch, timeout)
-            await self._probe(epoch, timeout)
+        except RestError as exc:  # an answer, but not a listing: no verdict on liveness
+            self.log.info("drift_check_failed", error=exc.message)
+            result = await self._greet(url, timeout - elapsed_ms() / 1000)
+            self.send(Probed(epoch, result))
+            if result.ok:
+                self._start_drift_check(epoch, timeout)
             return
-        self.send(Probed(epoch, ProbeResult(True, (self.clock.monotonic() - started) * 1000, 200)))
-        self.send(Observed(epoch, listing.loaded, rest=True))
+        finally:
+            listing.cancel()
+        self.send(Probed(epoch, ProbeResult(True, elapsed_ms(), 200)))
+        self.send(Observed(epoch, found.loaded, rest=True))
+
+    async def _greet(self, url: str, timeout: float) -> ProbeResult:
+        """The greeting probe of ``url`` within ``timeout`` seconds of clock time."""
+        if timeout <= 0:
+            return ProbeResult(False, 0.0, None, f"no time left to probe {url}")
+        try:
+            return await within(self.clock, self.prober.greeting(url, timeout=timeout), timeout)
+        except TimeoutError:
+            return ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
 
     async def _check_drift(self, epoch: int, timeout: float, problem: Problem | None = None) -> None:
         """What LM Studio has loaded, from `lms ps --json` (releases without REST v1, or while

@@ -8,7 +8,8 @@ handshake, facts §8): :meth:`RestClient.models` lists downloaded models and the
 Errors are translated here (:mod:`lmsupervisor.errors`): :class:`RestUnsupportedError`
 when the route answers LM Studio's ``Unexpected endpoint`` 200 (0.3.x has no v1),
 :class:`RestAuthError` on 401 ("Require Authentication" on: the token is missing or
-wrong), :class:`RestError` otherwise. The API token comes from ``token()`` at each request
+wrong), :class:`RestConnectError` when nothing listens, :class:`RestTimeoutError` when no
+answer comes in time, :class:`RestError` otherwise. The API token comes from ``token()`` at each request
 (``[lmstudio] api_token``, ``api_token_file`` or ``LM_API_TOKEN``, see
 :func:`resolve_token`) and goes out as ``Authorization: Bearer``.
 
@@ -28,7 +29,7 @@ import httpx
 
 from lmsupervisor.config import Config
 from lmsupervisor.core.observed import DownloadedModel, DownloadProgress, LoadedModel
-from lmsupervisor.errors import RestAuthError, RestError, RestTimeoutError, RestUnsupportedError
+from lmsupervisor.errors import RestAuthError, RestConnectError, RestError, RestTimeoutError, RestUnsupportedError
 
 TOKEN_ENV = "LM_API_TOKEN"  # noqa: S105 - a variable name, not a secret. [js] and [docs]; [py] 1.6.0b1 reads LMSTUDIO_API_TOKEN (facts §5)
 CORS_ORIGIN = "http://lmsupervisor.invalid"
@@ -129,6 +130,8 @@ class RestClient:
             )
         except (TimeoutError, httpx.TimeoutException):
             raise RestTimeoutError(f"{method} {url}: no answer within {limit:g} s") from None
+        except httpx.ConnectError as exc:
+            raise RestConnectError(f"{method} {url}: cannot connect: {exc}") from exc
         except httpx.HTTPError as exc:
             raise RestError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
         try:

@@ -94,6 +94,8 @@ class FakeLmStudio:
         self.rest_calls: list[str] = []
         self.http_paths: list[str] = []  # every HTTP request that reached the server, by path
         self.answer_errors: dict[str, str] = {}  # instance identifier -> LM Studio's error for a chat request
+        self.listing_delay = 0.0  # fake seconds GET /api/v1/models takes (a slow disk, many models)
+        self.listing_error: tuple[int, Any] | None = None  # (status, body) GET /api/v1/models answers instead
         self.created: dict[int, float] = {}  # pid -> create time (wall seconds), as psutil gives
         self.fail: dict[tuple[str, ...], tuple[int, str]] = {}  # argv prefix -> (code, stderr)
         self.watchers: dict[int, list[Callable[[], None]]] = {}
@@ -207,14 +209,18 @@ class FakeLmStudio:
                 return httpx.Response(500, json={"error": self.answer_errors[model]})
             return httpx.Response(200, json={"choices": [{"message": {"content": "."}, "finish_reason": "length"}]})
         if self.rest_v1 and request.url.path.startswith("/api/v1/"):
-            return self._rest(request)
+            if request.url.path == "/api/v1/models" and self.listing_delay and self.clock is not None:
+                await self.clock.sleep(self.listing_delay)
+            return await self._rest(request)
         return httpx.Response(200, json={"error": "Unexpected endpoint or method."})
 
-    def _rest(self, request: httpx.Request) -> httpx.Response:
+    async def _rest(self, request: httpx.Request) -> httpx.Response:
         """REST v1 (facts §4): the list with loaded_instances, and /load (no identifier)."""
         self.rest_calls.append(request.url.path)
         if self.token is not None and request.headers.get("authorization") != f"Bearer {self.token}":
             return httpx.Response(401, json={"error": {"code": "invalid_api_key", "message": "Invalid token"}})
+        if request.url.path == "/api/v1/models" and self.listing_error is not None:
+            return httpx.Response(self.listing_error[0], json=self.listing_error[1])
         if request.url.path == "/api/v1/models":
             models = [
                 {

@@ -71,10 +71,13 @@ async def test_idle_round_on_rest_is_one_request() -> None:
 
 @pytest.mark.parametrize("how", ["stalled", "refused"])
 async def test_rest_round_detects_a_hang_within_the_bound(how: str) -> None:
-    """The REST round judges liveness: a server that stops answering it (hung, or gone while
-    the daemon lives) enters the ladder within failures * interval + timeout (3 * 5 + 1 s)."""
+    """The REST round judges liveness by itself: a server that stops answering it (hung, or
+    refusing while the daemon lives) enters the ladder within failures * interval + timeout
+    (3 * 5 + 1 s), with no greeting and no `lms ps` beside the failing listings."""
     async with Line(rest_v1=True) as line:
         await line.clock.advance(2.5)  # between two rounds
+        line.lm.calls.clear()
+        line.lm.http_paths.clear()
         if how == "stalled":
             line.lm.http_stalled = True
             line.lm.stalled = {("ps",), ("daemon",), ("server",)}
@@ -82,13 +85,20 @@ async def test_rest_round_detects_a_hang_within_the_bound(how: str) -> None:
             line.lm.server = False
         stayed = await seconds_in_ready(line.clock, line.sup)
         assert (line.sup.state, stayed <= 3 * 5 + 1) == (State.BACKOFF, True)
+        outage = [c for c in line.lm.calls if c[0] == "ps"], [p for p in line.lm.http_paths if p != "/api/v1/models"]
+        assert outage == ([], [])
 
 
-async def test_rest_error_body_falls_back_to_the_greeting() -> None:
-    """A REST error that is not a hang (here 0.3's "Unexpected endpoint" after a downgrade) is
-    no verdict on liveness: the greeting decides, `lms ps` lists, and nothing restarts."""
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(200, {"error": "Unexpected endpoint or method. (GET /api/v1/models)"}), (500, {"error": "Internal error"})],
+    ids=["unexpected_endpoint", "http_500"],
+)
+async def test_rest_error_answer_falls_back_to_the_greeting(status: int, body: object) -> None:
+    """A listing that answers with an error (0.3's "Unexpected endpoint" after a downgrade, a
+    500) is no verdict on liveness: the greeting decides, `lms ps` lists, nothing restarts."""
     async with Line(rest_v1=True) as line:
-        line.lm.rest_v1 = False
+        line.lm.listing_error = (status, body)
         line.lm.calls.clear()
         line.lm.http_paths.clear()
         await line.clock.advance(30)
@@ -97,28 +107,37 @@ async def test_rest_error_body_falls_back_to_the_greeting() -> None:
         assert ("ps", "--json") in line.lm.calls
 
 
-async def test_drift_seen_through_rest_is_reloaded_through_rest() -> None:
-    """A model unloaded behind our back on 0.4 is noticed by GET /api/v1/models and loaded by
-    POST /api/v1/models/load, without `lms`."""
+async def test_slow_listing_of_a_live_server_is_no_restart() -> None:
+    """A listing slower than health.timeout (many models, a slow disk) while the server greets
+    at once: after half the timeout the greeting decides, so a healthy server is not restarted;
+    the listing still counts when it comes within the timeout."""
     async with Line(rest_v1=True) as line:
-        line.lm.calls.clear()
+        line.lm.listing_delay = 5.0  # health.timeout is 1 s
+        await line.clock.advance(60)
+        assert (line.sup.state, line.sup.snapshot()["restarts"]["count"]) == (State.READY, 0)
+        line.lm.listing_delay = 0.7  # past half the timeout, within it: drift is still seen
         line.lm.loaded.clear()
-        await line.clock.advance(5)
-        assert (line.sup.state, line.lm.calls) == (State.READY, [])
+        await line.clock.advance(10)
         assert "/api/v1/models/load" in line.lm.rest_calls
 
 
 async def test_a_model_that_cannot_answer_is_unloaded_then_loaded_through_rest() -> None:
     """Deep readiness on 0.4: a model that stops answering is unloaded and loaded again in the
     same pass, judged on what LM Studio lists after the unload (the listing taken before the
-    unload said it was still loaded: the pass kept it and then failed it as "not listed")."""
+    unload said it was still loaded: the pass kept it, then failed it as "not listed")."""
     health = HealthConfig(interval=5, timeout=1, failures_before_restart=3, answer_interval=10)
     config = Config(health=health, restart=CONFIG.restart, models=(ModelConfig("a/one", probe="answer"),))
     async with Line(config, rest_v1=True) as line:
         line.lm.answer_errors["a/one"] = "Model crashed while generating"
         line.lm.rest_calls.clear()
         await line.clock.advance(10)  # the next answer probe fails: unload, load, ask again
-        assert line.lm.rest_calls[-3:] == ["/api/v1/models/unload", "/api/v1/models/load", "/api/v1/models"]
+        unload = line.lm.rest_calls.index("/api/v1/models/unload")
+        assert line.lm.rest_calls[unload:] == [
+            "/api/v1/models/unload",
+            "/api/v1/models",  # listed again after the unload: the earlier listing is stale
+            "/api/v1/models/load",
+            "/api/v1/models",
+        ]
         [model] = line.sup.snapshot()["models"]
         assert (model["state"], model["error"]) == ("failed", "a/one did not answer: Model crashed while generating")
         del line.lm.answer_errors["a/one"]
