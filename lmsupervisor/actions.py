@@ -334,14 +334,12 @@ class Actions:
         listing = await self._rest_listing(rest, eff)
         if listing is None and lms is None:
             raise LmsNotFoundError("no lms found", hint="run `lmsupervisor doctor`")
-        unloaded: set[str] = set()
         for identifier in eff.unload:
             try:
                 if listing is not None and rest is not None and eff.url:
                     await rest.unload(eff.url, identifier, timeout=QUICK_TIMEOUT)
                 elif lms is not None:
                     await lms.unload(identifier, timeout=QUICK_TIMEOUT)
-                unloaded.add(identifier)
                 self.log.info("model_unloaded", identifier=identifier)
             except (LmsError, RestError) as exc:
                 self.log.warning("model_unload_failed", identifier=identifier, error=exc.message)
@@ -352,10 +350,9 @@ class Actions:
             assert lms is not None  # noqa: S101 - checked above
             return await lms.ps(timeout=QUICK_TIMEOUT)
 
-        # The REST listing was taken before the unloads: what they removed is gone from it.
-        loaded = (
-            [i for i in listing.loaded if i.identifier not in unloaded] if listing is not None else await list_loaded()
-        )
+        # After unloads the REST listing taken before them is stale (even a timed-out unload
+        # may finish in LM Studio): list again.
+        loaded = list(listing.loaded) if listing is not None and not eff.unload else await list_loaded()
         if not eff.models:
             return ModelsDone(eff.action, tuple(loaded), rest=listing is not None)
         loaded = await self._await_in_flight(eff, list_loaded, loaded)
