@@ -486,6 +486,7 @@ def _linger_note(linger: tuple[str, ...]) -> None:
 def _service_status(args: argparse.Namespace) -> int:
     import json
 
+    from lmsupervisor import paths
     from lmsupervisor.api.client import request, resolve_socket
     from lmsupervisor.errors import StatusSocketError
     from lmsupervisor.service.install import installed_services, plan_for, query
@@ -501,7 +502,7 @@ def _service_status(args: argparse.Namespace) -> int:
     system = next((st for st in states if st.unit.startswith("lmsupervisor@")), None)
     if system is not None and not os.environ.get("LMSUPERVISOR_SOCKET") and (system.active or args.scope):
         user = system.unit.removeprefix("lmsupervisor@").removesuffix(".service")
-        socket_path = f"/run/lmsupervisor/{user}/status.sock"  # the system unit's RuntimeDirectory
+        socket_path = paths.system_socket(user) or socket_path
     try:
         snap = request(socket_path, "GET", "/v1/status")[1]
     except StatusSocketError as exc:

@@ -47,16 +47,17 @@ def default_socket(env: Mapping[str, str]) -> str:
     return os.path.join(state, "lmsupervisor", "status.sock")
 
 
-def system_socket(uid: int | None = None) -> str | None:
+def system_socket(user: str | None = None, root: str = SYSTEM_RUNTIME) -> str | None:
     """Where ``lmsupervisor@USER.service`` (the system unit, which has no
-    ``XDG_RUNTIME_DIR``) listens for user ``uid`` (default: ours):
+    ``XDG_RUNTIME_DIR``) listens for ``user`` (default: ours): its ``RuntimeDirectory=``,
     ``/run/lmsupervisor/USER/status.sock``. None off Linux or for a uid without a name."""
     if not sys.platform.startswith("linux"):
         return None
-    import pwd  # noqa: PLC0415 - Unix only
+    if user is None:
+        import pwd  # noqa: PLC0415 - Unix only
 
-    try:
-        user = pwd.getpwuid(os.getuid() if uid is None else uid).pw_name
-    except KeyError:
-        return None
-    return os.path.join(SYSTEM_RUNTIME, user, "status.sock")
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            return None
+    return os.path.join(root, user, "status.sock")

@@ -54,8 +54,9 @@ OWNER_ENV = "LMSUPERVISOR_SOCKET_OWNER"
 
 def resolve_socket(cli: str | os.PathLike[str] | None) -> str:
     """``--socket``, else ``$LMSUPERVISOR_SOCKET``, else the config's, else the default; when
-    nothing names one and the default does not exist, the system unit's socket
-    (``/run/lmsupervisor/USER/status.sock``, :func:`lmsupervisor.paths.system_socket`) if it does."""
+    nothing names one and no supervisor listens on the default, the system unit's socket
+    (``/run/lmsupervisor/USER/status.sock``, :func:`lmsupervisor.paths.system_socket`) if one
+    listens there."""
     if cli is not None:
         return os.fspath(cli)
     if os.environ.get("LMSUPERVISOR_SOCKET"):
@@ -73,8 +74,24 @@ def resolve_socket(cli: str | os.PathLike[str] | None) -> str:
         if cfg.status.socket is not None:
             return str(cfg.status.socket)
     default = paths.default_socket(os.environ)
-    system = None if os.path.exists(default) else paths.system_socket()
-    return system if system is not None and os.path.exists(system) else default
+    if _listening(default):
+        return default
+    system = paths.system_socket()
+    return system if system is not None and _listening(system) else default
+
+
+def _listening(path: str) -> bool:
+    """Whether ``path`` is a Unix socket that accepts a connection (a socket file left by a
+    killed supervisor, or a TCP transport's missing socket path, does not)."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            probe.connect(path)
+    except OSError:
+        return False
+    return True
 
 
 # -- trust ---------------------------------------------------------------------
@@ -399,6 +416,7 @@ class Client:
 
     def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = TIMEOUT) -> None:
         self.path = resolve_socket(socket)
+        self.named = socket is not None  # else looked for again while waiting (see wait_ready)
         self.timeout = timeout
         self._trusted: set[int] | None = None
 
@@ -463,6 +481,8 @@ class Client:
                         return False
                     raise
                 time.sleep(0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic())))
+                if not self.named:  # at boot the system unit's socket may appear after we started
+                    self.path = resolve_socket(None)
                 continue
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -483,6 +503,7 @@ class AsyncClient:
 
     def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = TIMEOUT) -> None:
         self.path = resolve_socket(socket)
+        self.named = socket is not None  # else looked for again while waiting (see wait_ready)
         self.timeout = timeout
         self.trusted = trusted_uids()
 
@@ -589,6 +610,8 @@ class AsyncClient:
                         return False
                     raise
                 await asyncio.sleep(0.2 if deadline is None else min(0.2, max(0.0, deadline - loop.time())))
+                if not self.named:  # at boot the system unit's socket may appear after we started
+                    self.path = resolve_socket(None)
                 continue
             if deadline is not None and loop.time() >= deadline:
                 return False

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from lmsupervisor.api.client import open_events
+from lmsupervisor.client import Client
 from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.lms import Lms, LmsClient
 from lmsupervisor.simulator import profiles
@@ -145,6 +146,39 @@ def test_lan_bind_on_04(make_sim: Callable[..., SimInstall], start: Callable[...
     assert (snap["server"]["bind"], snap["restarts"]["count"], snap["problems"]) == ("0.0.0.0", 0, [])
     assert json.loads(sim.server_config_path.read_text())["networkInterface"] == "0.0.0.0"
     assert "server_start_exit_ignored" in run.log.read_text()
+
+
+@pytest.mark.parametrize("profile", ["0.4", "0.3.31"])
+def test_specific_address_bind(
+    profile: str, make_sim: Callable[..., SimInstall], start: Callable[..., Running]
+) -> None:
+    """A server bound to one address (127.0.0.2 here, a LAN IP on real machines). On 0.3.31
+    `lms server status`/`stop` probe 127.0.0.1 and call it "not running" (lms#622); on 0.4 they
+    probe the saved address. Either way our probe at the bound address decides: a restart
+    request, a server-only hang and an adoption all end ready, still bound there."""
+    sim = make_sim(profile=profile, server_config={"networkInterface": "127.0.0.2"})
+    run = start(sim, MODELS, base=server('bind = "127.0.0.2"'))
+    snap = run.wait_state("ready")
+    assert (snap["server"]["bind"], snap["server"]["api_endpoint"], snap["problems"]) == (
+        "127.0.0.2",
+        f"http://127.0.0.2:{sim.http_port}",
+        [],
+    )
+    stop = sim.lms("server", "stop")  # what the restart rung will run: lms#622 on 0.3.31
+    assert (stop.returncode, "not running" in stop.stderr) == ((1, True) if profile == "0.3.31" else (0, False))
+    if stop.returncode == 0:
+        run.wait_for(lambda s: s["restarts"]["count"] == 1 and s["state"] == "ready")
+    Client(run.sock).restart()
+    snap = run.wait_for(lambda s: s["state"] == "ready" and "requested" in (s["restarts"]["last_reason"] or ""))
+    sim.hang_http()
+    snap = run.wait_for(lambda s: s["state"] == "ready" and "probes" in (s["restarts"]["last_reason"] or ""), 60)
+    assert (snap["server"]["bind"], loaded_ids(sim)) == ("127.0.0.2", ["google/gemma-3-1b", "qwen"])
+    assert json.loads(sim.server_config_path.read_text())["networkInterface"] == "127.0.0.2"
+    pid = sim.daemon_pid()
+    assert run.stop() == 0
+    again = start(sim, MODELS, base=server('bind = "127.0.0.2"'))
+    snap = again.wait_state("ready")
+    assert (snap["lmstudio"]["daemon_pid"], snap["restarts"]["count"]) == (pid, 0)
 
 
 def test_lan_bind_without_bind_flag(make_sim: Callable[..., SimInstall], start: Callable[..., Running]) -> None:

@@ -4,8 +4,11 @@ CLI's tolerance of spoofed, odd and broken answers (issues 7 and 10)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -158,29 +161,40 @@ async def test_the_async_client_against_the_server(sock_path: Path) -> None:
         await server.close()
 
 
-def test_the_system_service_socket_is_found_when_the_default_is_absent(
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the system unit is systemd's")
+def test_the_system_service_socket_is_found_when_no_default_listens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`lmsupervisor@USER.service` (a system unit: no XDG_RUNTIME_DIR) listens on
     /run/lmsupervisor/USER/status.sock; with no flag, variable or config naming a socket, the
-    client finds it there when the per-user default does not exist, and not otherwise."""
-    import pwd
-
+    client uses it when nothing listens on the per-user default (absent, or a socket file left
+    by a killed supervisor), and the per-user one when it listens."""
     from lmsupervisor import paths
     from lmsupervisor.api.client import resolve_socket
 
-    user = pwd.getpwuid(os.getuid()).pw_name
-    system = tmp_path / "run" / "lmsupervisor"
-    monkeypatch.setattr(paths, "SYSTEM_RUNTIME", str(system))
+    system_root = tmp_path / "run"
+    real = paths.system_socket
+    monkeypatch.setattr(paths, "system_socket", lambda user=None: real(user, str(system_root)))
     monkeypatch.delenv("LMSUPERVISOR_SOCKET", raising=False)
     monkeypatch.setenv("LMSUPERVISOR_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "user"))
     default = tmp_path / "user" / "lmsupervisor" / "status.sock"
-    assert resolve_socket(None) == str(default)  # neither exists: the default, named in errors
-    (system / user).mkdir(parents=True)
-    (system / user / "status.sock").touch()
-    assert resolve_socket(None) == str(system / user / "status.sock")
-    default.parent.mkdir(parents=True)
-    default.touch()
-    assert resolve_socket(None) == str(default)  # a per-user supervisor wins
+    system = Path(real(None, str(system_root)) or "")
+    assert resolve_socket(None) == str(default)  # nobody listens: the default, named in errors
+    with listening(system):
+        assert resolve_socket(None) == str(system)
+        with listening(default):
+            assert resolve_socket(None) == str(default)  # a per-user supervisor wins
+        assert default.exists()  # the file a killed supervisor leaves: nobody accepts on it
+        assert resolve_socket(None) == str(system)
     assert resolve_socket(str(tmp_path / "flag.sock")) == str(tmp_path / "flag.sock")
+
+
+@contextlib.contextmanager
+def listening(path: Path) -> Iterator[None]:
+    """A Unix socket listening at ``path`` while the block runs; its file stays behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+        yield
