@@ -96,8 +96,8 @@ async def _watch_config(path: Path, sup: Supervisor) -> None:
     # (bench/idle.py), 1 s keeps a reload within about a second. rust_timeout: how often the
     # thread hands back to the event loop with nothing to report (default 5 s); stopping
     # never waits for it (the stop event is checked every step).
-    changed = watchfiles.awatch(path.parent, debounce=200, step=1000, rust_timeout=60_000, recursive=False)
-    async for changes in changed:
+    batches = watchfiles.awatch(path.parent, debounce=200, step=1000, rust_timeout=60_000, recursive=False)
+    async for changes in batches:
         if any(Path(p).name == path.name for _, p in changes):
             sup.post("reload")
 

@@ -276,7 +276,8 @@ class LoadPassFailed:
 
 @dataclass(frozen=True)
 class Probed:
-    """A greeting probe of server ``epoch`` finished."""
+    """A liveness probe of server ``epoch`` finished: the greeting, or on REST v1 the
+    ``GET /api/v1/models`` listing (a 401 there counts as alive)."""
 
     epoch: int
     result: ProbeResult
