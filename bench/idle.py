@@ -5,8 +5,10 @@ simulator (profile ``0.4`` by default, with the simulator's default per-call `lm
 which models a Node/bun CLI start), waits for ``ready``, then measures over ``--seconds``
 (default 60) at the default 5 s probe interval:
 
-- the supervisor's own CPU (user + system, % of one core) and its reaped children's CPU
-  (the `lms` processes it ran), from psutil's ``cpu_times()``;
+- the supervisor's own CPU (% of one core): on Linux the sum of its threads' on-CPU
+  nanoseconds (``/proc/PID/task/*/schedstat``; ``cpu_times()`` counts 10 ms ticks, too coarse
+  for 0.1% over a minute), elsewhere psutil's user + system ``cpu_times()``; and its reaped
+  children's CPU (the `lms` processes it ran), from psutil's ``cpu_times()``;
 - its RSS (MiB) at the end;
 - `lms` calls per minute, counted by a wrapper script that the config names as
   ``lmstudio.lms`` (it appends one line per call to a file, then execs the real `lms`).
@@ -57,6 +59,16 @@ def wait_ready(sock: Path, timeout: float) -> None:
     raise SystemExit(f"supervisor not ready within {timeout:g} s")
 
 
+def own_cpu(proc: psutil.Process) -> float:
+    """CPU seconds ``proc`` has used: its threads' schedstat on Linux, else user + system."""
+    try:
+        tasks = Path(f"/proc/{proc.pid}/task")
+        return sum(int((t / "schedstat").read_text().split()[0]) for t in tasks.iterdir()) / 1e9
+    except (OSError, ValueError, IndexError):
+        times = proc.cpu_times()
+        return float(times.user + times.system)
+
+
 def measure(count: int, seconds: float, profile: str, scale: float) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="lmsi", dir="/tmp"))
     sim = create_install(tmp / "home", profile=profile, time_scale=scale)
@@ -76,9 +88,11 @@ def measure(count: int, seconds: float, profile: str, scale: float) -> dict[str,
         wait_ready(sock, READY_TIMEOUT)
         time.sleep(6)  # let the first health round pass: what is measured is the steady state
         me = psutil.Process(proc.pid)
-        before, n_before, started = me.cpu_times(), len(calls.read_text().splitlines()), time.monotonic()
+        before, cpu_before = me.cpu_times(), own_cpu(me)
+        n_before, started = len(calls.read_text().splitlines()), time.monotonic()
         time.sleep(seconds)
-        after, n_after, elapsed = me.cpu_times(), len(calls.read_text().splitlines()), time.monotonic() - started
+        after, cpu_after = me.cpu_times(), own_cpu(me)
+        n_after, elapsed = len(calls.read_text().splitlines()), time.monotonic() - started
         rss = me.memory_info().rss / 2**20
         if not request(sock, "GET", "/v1/health")[1]["ready"]:
             raise SystemExit("the supervisor left ready during the measurement")
@@ -87,7 +101,7 @@ def measure(count: int, seconds: float, profile: str, scale: float) -> dict[str,
         proc.wait(30)
         sim.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    own = (after.user - before.user) + (after.system - before.system)
+    own = cpu_after - cpu_before
     kids = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     return {
         "own": 100 * own / elapsed,
