@@ -4,8 +4,8 @@ Prints, over N kills (default 20): the median and p95 time from the kill to the
 supervisor noticing it (the ``backoff`` event on the status socket) and from the kill to
 ``ready`` again with every model, and the `lms` calls each recovery made (counted by a
 wrapper that the config names as ``lmstudio.lms``), next to the simulator's own daemon
-start, server start and model load times, so the supervisor's overhead is visible. Then
-times ``lmsupervisor status`` against ``python -c pass`` (hyperfine when installed).
+start, server start and model load times, so the supervisor's overhead is visible.
+(``lmsupervisor status`` is timed by bench/status_cli.py.)
 
 Usage: python bench/recovery.py [--kills N] [--scale S] [--profile P]
 """
@@ -145,7 +145,6 @@ def main() -> int:
             events.close()
             notice.append(((noticed_at or killed) - killed) * 1000)
         snap = request(sock, "GET", "/v1/status")[1]
-        status_cmd = [sys.executable, "-m", "lmsupervisor", "status", "--socket", str(sock)]
         print(f"kills: {args.kills}, simulator time_scale {args.scale}, restarts.count {snap['restarts']['count']}")
         print(
             f"kill -> noticed (backoff event)  median {statistics.median(notice):8.1f} ms   "
@@ -172,32 +171,12 @@ def main() -> int:
         )
         beyond = overhead - BACKOFF_MS
         print(f"  beyond the configured backoff delay:      {beyond:8.1f} ms = {100 * beyond / own:.1f}% of the sum")
-        bench_status(status_cmd)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
         sim.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
-
-
-def bench_status(status_cmd: list[str]) -> None:
-    """`lmsupervisor status` against `python -c pass`, with hyperfine if it is installed."""
-    script = shutil.which("lmsupervisor", path=str(Path(sys.executable).parent))
-    cmd = [script, *status_cmd[3:]] if script else status_cmd
-    if shutil.which("hyperfine"):
-        subprocess.run(
-            ["hyperfine", "-N", "--warmup", "5", "--runs", "50", "-i", f"{sys.executable} -c pass", " ".join(cmd)],
-            check=False,
-        )
-        return
-    for label, argv in (("python -c pass", [sys.executable, "-c", "pass"]), ("lmsupervisor status", cmd)):
-        runs = []
-        for _ in range(30):
-            started = time.monotonic()
-            subprocess.run(argv, stdout=subprocess.DEVNULL, check=False)
-            runs.append((time.monotonic() - started) * 1000)
-        print(f"{label:22s} median {statistics.median(runs):6.1f} ms  (30 runs, no hyperfine)")
 
 
 if __name__ == "__main__":
