@@ -121,6 +121,17 @@ async def test_slow_listing_of_a_live_server_is_no_restart() -> None:
         assert "/api/v1/models/load" in line.lm.rest_calls
 
 
+async def test_drift_seen_through_rest_is_reloaded_through_rest() -> None:
+    """A model unloaded behind our back on 0.4 is noticed by GET /api/v1/models and loaded by
+    POST /api/v1/models/load, without `lms`."""
+    async with Line(rest_v1=True) as line:
+        line.lm.calls.clear()
+        line.lm.loaded.clear()
+        await line.clock.advance(5)
+        assert (line.sup.state, line.lm.calls) == (State.READY, [])
+        assert "/api/v1/models/load" in line.lm.rest_calls
+
+
 async def test_a_model_that_cannot_answer_is_unloaded_then_loaded_through_rest() -> None:
     """Deep readiness on 0.4: a model that stops answering is unloaded and loaded again in the
     same pass, judged on what LM Studio lists after the unload (the listing taken before the
