@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 
 from lmsupervisor.errors import StatusSocketError
 
@@ -53,7 +54,9 @@ def read(path: str, trusted: set[int]) -> tuple[int, str]:
     Refused with :class:`StatusSocketError`: a file that is not a regular file, one owned
     by a uid not in ``trusted`` (another user may be impersonating the supervisor) or
     readable by group or others (the token is no secret any more), and a file whose content
-    is not ``{"port": 1..65535, "token": str}``. ``FileNotFoundError`` passes through.
+    is not ``{"port": 1..65535, "token": str}``, and a file whose ``pid`` is not running (a
+    killed supervisor's: another program may hold its port now). ``FileNotFoundError``
+    passes through.
     """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
@@ -82,4 +85,26 @@ def read(path: str, trusted: set[int]) -> tuple[int, str]:
         raise StatusSocketError(f"{path}: not an endpoint file of lmsupervisor") from exc
     if not (isinstance(port, int) and 0 < port < 65536 and isinstance(token, str) and token):
         raise StatusSocketError(f"{path}: not an endpoint file of lmsupervisor")
+    pid = value.get("pid")
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and not _alive(pid):
+        # Left by a killed supervisor: whoever listens on the port now must not get the token.
+        raise StatusSocketError(
+            f"{path} is stale: the supervisor that wrote it (PID {pid}) is not running",
+            hint="start `lmsupervisor run`",
+        )
     return port, token
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (another user's counts)."""
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate it there
+        import psutil  # noqa: PLC0415 - Windows only
+
+        return bool(psutil.pid_exists(pid))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

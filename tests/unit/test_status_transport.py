@@ -272,3 +272,23 @@ def test_the_tcp_server_is_a_status_server() -> None:
     """The transport is chosen by name: anything but "tcp" is the Unix socket."""
     assert StatusServer(FakeSupervisor(), Path("/tmp/x.sock"), transport="tcp").transport.kind == "tcp"
     assert StatusServer(FakeSupervisor(), Path("/tmp/x.sock")).transport.kind == "unix"
+
+
+def test_an_endpoint_file_of_a_dead_supervisor_is_not_used(tmp_path: Path) -> None:
+    """After a kill -9 the endpoint file stays; whoever binds its port next must not get our
+    token: the client checks the recorded PID first and says no supervisor runs."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        squatter.setblocking(False)
+        sock = tmp_path / "s.sock"
+        tokenfile.write(tokenfile.token_path(sock), squatter.getsockname()[1], "secret", gone.pid)
+        with pytest.raises(StatusSocketError, match=f"PID {gone.pid}.* not running"):
+            Client(sock).health()
+        with pytest.raises(BlockingIOError):
+            squatter.accept()  # nobody connected: the token never left
