@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 
 from lmsupervisor.errors import StatusSocketError
+from lmsupervisor.pids import pid_alive
 
 SUFFIX = ".tcp.json"
 HOST = "127.0.0.1"  # the only address the TCP transport binds or connects to
@@ -86,25 +86,10 @@ def read(path: str, trusted: set[int]) -> tuple[int, str]:
     if not (isinstance(port, int) and 0 < port < 65536 and isinstance(token, str) and token):
         raise StatusSocketError(f"{path}: not an endpoint file of lmsupervisor")
     pid = value.get("pid")
-    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and not _alive(pid):
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and not pid_alive(pid):
         # Left by a killed supervisor: whoever listens on the port now must not get the token.
         raise StatusSocketError(
             f"{path} is stale: the supervisor that wrote it (PID {pid}) is not running",
             hint="start `lmsupervisor run`",
         )
     return port, token
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (another user's counts)."""
-    if sys.platform == "win32":  # os.kill(pid, 0) would terminate it there
-        import psutil  # noqa: PLC0415 - Windows only
-
-        return bool(psutil.pid_exists(pid))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -160,26 +160,6 @@ def format_size(size_bytes: int) -> str:
     return f"{value:.2f} TB"
 
 
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` runs and is not a zombie (an unreaped orphan counts as dead).
-
-    Orphans are not always reaped promptly (containers whose PID 1 is no init), and
-    ``kill(pid, 0)`` succeeds on a zombie, so on Linux the state in ``/proc`` decides.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs (macOS): kill(0) is all we have
-    state: str = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X")
-
-
 def socket_host(bind: str) -> str:
     """The address the simulator really binds for LM Studio's ``networkInterface`` ``bind``.
 

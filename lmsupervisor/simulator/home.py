@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import lmsupervisor
+from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator import common, profiles
 from lmsupervisor.simulator.catalog import default_catalog
 
@@ -301,7 +302,7 @@ class SimInstall:
         """:meth:`crash_daemon`, then wait until the process is gone; returns its PID."""
         pid = self.crash_daemon()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and common.pid_alive(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.01)
         return pid
 
@@ -319,12 +320,12 @@ class SimInstall:
         if pid is None:
             info = common.read_json(self.home / ".internal" / "http-server.json", {})
             pid = info.get("pid") if isinstance(info, dict) else None
-        if not isinstance(pid, int) or not common.pid_alive(pid):
+        if not isinstance(pid, int) or not pid_alive(pid):
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and common.pid_alive(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.01)
 
 

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator import common, profiles
 
 PROBE_TIMEOUT = 3.0  # s, as [lms] createClient.ts
@@ -426,7 +427,7 @@ class Cli:
             svc.rpc("shutdown", timeout=PROBE_TIMEOUT)
             if self.profile.daemon_down_waits:
                 deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and common.pid_alive(int(info["pid"])):
+                while time.monotonic() < deadline and pid_alive(int(info["pid"])):
                     time.sleep(0.02)
             err("Done.")  # facts §8: on 0.4 this is printed while the daemon is still exiting
             return

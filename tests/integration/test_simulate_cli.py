@@ -12,6 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator import common
 from lmsupervisor.simulator.home import open_install
 from tests.conftest import eventually
@@ -98,7 +99,7 @@ def test_faults_reach_the_running_simulator(running: Simulate, tmp_path: Path) -
     pid = sim.daemon_pid()
     crashed = fault(home, "crash")
     assert (crashed.returncode, f"daemon {pid} killed" in crashed.stdout) == (0, True)
-    assert eventually(lambda: not common.pid_alive(pid or 0))
+    assert eventually(lambda: not pid_alive(pid or 0))
     assert fault(home, "fail-load", "--model", "google/gemma-3-1b").returncode == 0
     load = sim.lms("load", "lmstudio-community/gemma-3-1b-it-GGUF/gemma-3-1b-it-Q4_K_M.gguf", "--exact", "--yes")
     assert (load.returncode, "insufficient system resources" in load.stderr) == (1, True)
@@ -116,7 +117,7 @@ def test_ctrl_c_cleans_up(tmp_path: Path) -> None:
     for stream in (sim.proc.stdout, sim.proc.stderr):
         if stream is not None:
             stream.close()
-    assert (pid is not None, common.pid_alive(pid or 0), root.exists()) == (True, False, False)
+    assert (pid is not None, pid_alive(pid or 0), root.exists()) == (True, False, False)
 
 
 def test_taken_port_is_refused(tmp_path: Path) -> None:

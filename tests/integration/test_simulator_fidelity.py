@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from lmsupervisor.simulator import common
+from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator.home import SimInstall
 from lmsupervisor.simulator.profiles import PROFILES
 from tests.conftest import eventually
@@ -383,8 +383,8 @@ def test_daemon_down_returns_before_the_process_exits(make_sim: Any) -> None:
     up(sim, "daemon")
     pid = sim.daemon_pid()
     assert sim.lms("daemon", "down").returncode == 0
-    assert (pid is not None, common.pid_alive(pid or 0)) == (True, True)
-    assert eventually(lambda: not common.pid_alive(pid or 0), timeout=10)
+    assert (pid is not None, pid_alive(pid or 0)) == (True, True)
+    assert eventually(lambda: not pid_alive(pid or 0), timeout=10)
 
 
 def test_app_holding_the_service_refuses_daemon_down(make_sim: Any) -> None:

@@ -32,7 +32,7 @@ async def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
-    from lmsupervisor.simulator.common import pid_alive
+    from lmsupervisor.pids import pid_alive
 
     return pid_alive(pid)
 
