@@ -7,9 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.core.observed import DaemonProcess
 from lmsupervisor.lmstudio.watch import OsProcessTable, runs
+from tests.conftest import eventually
+
+
+def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` and wait until its command line is readable: Popen returns once the
+    exec began, but the kernel fills /proc/PID/cmdline a moment later (empty until then)."""
+    proc = subprocess.Popen(argv)
+    assert eventually(lambda: bool(psutil.Process(proc.pid).cmdline()), timeout=5)
+    return proc
 
 
 def test_runs_matches_the_executable_or_the_interpreted_script_only() -> None:
@@ -26,7 +37,7 @@ async def test_unrelated_process_mentioning_the_path_is_never_signalled(tmp_path
     unverified, not found by find_running, and survives terminate()."""
     app = tmp_path / "LM-Studio.AppImage"
     app.write_text("#!/bin/sh\n", encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", str(app)])  # noqa: ASYNC220
+    proc = spawn([sys.executable, "-c", "import time; time.sleep(30)", str(app)])
     try:
         table = OsProcessTable(SystemClock())
         pinned = table.identify(proc.pid, app)
@@ -43,7 +54,7 @@ async def test_verified_process_is_terminated_but_a_recycled_pid_is_not(tmp_path
     """A verified pin is terminated; the same PID with another create time is left alone."""
     script = tmp_path / "llmster"
     script.write_text("import time\ntime.sleep(30)\n", encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-S", str(script)])  # noqa: ASYNC220
+    proc = spawn([sys.executable, "-S", str(script)])
     try:
         table = OsProcessTable(SystemClock())
         pinned = table.identify(proc.pid, script)
