@@ -19,18 +19,15 @@ Usage: python bench/idle.py [--seconds 60] [--profile 0.4] [--models 2,20]
 from __future__ import annotations
 
 import argparse
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
+from harness import Supervised
 
 from lmsupervisor.api.client import request
-from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import create_install
 
 KEYS = ["qwen/qwen3-4b", "google/gemma-3-1b", "text-embedding-nomic-embed-text-v1.5", "openai/gpt-oss-20b"]
@@ -47,18 +44,6 @@ def models_toml(count: int) -> str:
     return "".join(out)
 
 
-def wait_ready(sock: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if request(sock, "GET", "/v1/health")[1]["ready"]:
-                return
-        except StatusSocketError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"supervisor not ready within {timeout:g} s")
-
-
 def own_cpu(proc: psutil.Process) -> float:
     """CPU seconds ``proc`` has used: its threads' schedstat on Linux, else user + system."""
     try:
@@ -73,34 +58,18 @@ def measure(count: int, seconds: float, profile: str, scale: float) -> dict[str,
     tmp = Path(tempfile.mkdtemp(prefix="lmsi", dir="/tmp"))
     sim = create_install(tmp / "home", profile=profile, time_scale=scale)
     wrapper, calls = sim.counting_lms(tmp)
-    sock = tmp / "s.sock"
-    config = tmp / "c.toml"
-    config.write_text(
-        f'[lmstudio]\nlms = "{wrapper}"\n[log]\nlevel = "warning"\n' + models_toml(count), encoding="utf-8"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)],
-        env={**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_ready(sock, READY_TIMEOUT)
+    config = f'[lmstudio]\nlms = "{wrapper}"\n[log]\nlevel = "warning"\n' + models_toml(count)
+    with Supervised(sim, tmp, config, ready_timeout=READY_TIMEOUT) as run:
         time.sleep(6)  # let the first health round pass: what is measured is the steady state
-        me = psutil.Process(proc.pid)
+        me = psutil.Process(run.pid)
         before, cpu_before = me.cpu_times(), own_cpu(me)
         n_before, started = len(calls.read_text().splitlines()), time.monotonic()
         time.sleep(seconds)
         after, cpu_after = me.cpu_times(), own_cpu(me)
         n_after, elapsed = len(calls.read_text().splitlines()), time.monotonic() - started
         rss = me.memory_info().rss / 2**20
-        if not request(sock, "GET", "/v1/health")[1]["ready"]:
+        if not request(run.sock, "GET", "/v1/health")[1]["ready"]:
             raise SystemExit("the supervisor left ready during the measurement")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        sim.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     own = cpu_after - cpu_before
     kids = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     return {

@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,9 +24,9 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from harness import Supervised
 
 from lmsupervisor.api.client import open_events, request
-from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import SimInstall, create_install
 
 MODELS = ["qwen/qwen3-4b", "google/gemma-3-1b"]
@@ -93,35 +91,17 @@ def main() -> int:
     sim = create_install(tmp / "home", profile=args.profile, time_scale=args.scale)
     base = simulator_baseline(sim)
     wrapper, calls = sim.counting_lms(tmp)
-    sock = tmp / "s.sock"
-    config = tmp / "c.toml"
-    config.write_text(
+    config = (
         f'[lmstudio]\nlms = "{wrapper}"\n'
         "[server]\nstart_timeout = 30\n[health]\ninterval = 1\ntimeout = 2\n"
         f"[restart]\ninitial_delay = {BACKOFF_MS / 1000:g}\nmax_delay = 2\njitter = 0\nreset_after = 0.5\n"
         '[log]\nlevel = "warning"\n' + "".join(f'[[models]]\nkey = "{k}"\n' for k in MODELS)
     )
-    env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     notice: list[float] = []
     ready: list[float] = []
     per_recovery: list[list[str]] = []
-    try:
-        deadline = time.monotonic() + PHASE_TIMEOUT
-        while True:
-            try:
-                if request(sock, "GET", "/v1/health")[1]["ready"]:
-                    break
-            except StatusSocketError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("supervisor never became ready")
-            time.sleep(0.05)
+    with Supervised(sim, tmp, config, ready_timeout=PHASE_TIMEOUT) as run:
+        sock = run.sock
         for _ in range(args.kills):
             time.sleep(0.6)  # healthy past reset_after (0.5 s): every kill is a first failure
             events = open_events(sock, timeout=PHASE_TIMEOUT)
@@ -171,11 +151,6 @@ def main() -> int:
         )
         beyond = overhead - BACKOFF_MS
         print(f"  beyond the configured backoff delay:      {beyond:8.1f} ms = {100 * beyond / own:.1f}% of the sum")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
-        sim.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

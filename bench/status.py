@@ -26,7 +26,6 @@ import asyncio
 import functools
 import os
 import selectors
-import shutil
 import signal
 import socket
 import statistics
@@ -36,8 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lmsupervisor.api.client import Client
-from lmsupervisor.errors import StatusSocketError
+from harness import Supervised, wait_ready
+
 from lmsupervisor.simulator.home import create_install
 
 REQUEST = b"GET /v1/status HTTP/1.1\r\nHost: lms\r\n\r\n"
@@ -190,7 +189,7 @@ def fan_out(path: str, rounds: int) -> list[tuple[float, float]]:
     out = []
     try:
         for _ in range(rounds):
-            wait_ready(path)
+            wait_ready(Path(path), 60)
             time.sleep(0.5)  # let the bring-up's own events pass, then drop them
             for key, _ in selector.select(timeout=0):
                 key.fileobj.recv(1 << 20)  # type: ignore[union-attr]
@@ -220,18 +219,6 @@ def fan_out(path: str, rounds: int) -> list[tuple[float, float]]:
     return out
 
 
-def wait_ready(path: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if Client(path).health()["ready"]:
-                return
-        except StatusSocketError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"nobody ready on {path} after {timeout} s")
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -250,47 +237,44 @@ def main() -> int:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lmsb", dir="/tmp"))
     sim = create_install(tmp / "home", time_scale=0.02)
-    sock = tmp / "run" / "s.sock"
     echo_path = str(tmp / "echo.sock")
-    config = tmp / "c.toml"
-    config.write_text('[health]\ninterval = 30\n[log]\nlevel = "warning"\n')
-    env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)}
-    run = [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)]
-    proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    echo = subprocess.Popen([sys.executable, "-c", ECHO, echo_path], stdout=subprocess.PIPE, text=True)
-    try:
-        assert echo.stdout is not None
-        assert echo.stdout.readline().strip() == "ready"
-        wait_ready(str(sock))
-        n = args.requests
-        print(f"{os.cpu_count()} CPUs; each server a single-threaded process; {n} requests per row")
-        print("one keep-alive connection:")
-        echo_p99, _ = row("  raw asyncio Unix-socket echo", *one_connection(echo_path, True, n))
-        status_p99, rps1 = row("  GET /v1/status", *one_connection(str(sock), False, n))
-        print(f"  p99 status / echo: {status_p99 / echo_p99:.2f}x (target <= 3x)")
-        print(f"{CLIENTS} concurrent keep-alive clients:")
-        per = max(1, n // CLIENTS)
-        echo_p99c, _ = row("  raw asyncio Unix-socket echo", *asyncio.run(concurrent(echo_path, True, per)))
-        status_p99c, rps32 = row("  GET /v1/status", *asyncio.run(concurrent(str(sock), False, per)))
-        print(f"  p99 status / echo: {status_p99c / echo_p99c:.2f}x (target <= 3x)")
-        print(f"requests/s on the server's one core: {max(rps1, rps32):,.0f} (target >= 10,000)")
-        rounds = fan_out(str(sock), args.rounds)
-        last = [r[0] for r in rounds]
-        spread = [r[1] for r in rounds]
-        within = sum(1 for ms in last if ms <= 10)
-        print(
-            f"{SUBSCRIBERS} event subscribers, one state change, {len(rounds)} rounds: POST to last subscriber "
-            f"median {statistics.median(last):.2f} ms, p90 {pct(last, 0.9):.2f} ms, max {max(last):.2f} ms; "
-            f"first to last subscriber median {statistics.median(spread):.2f} ms; "
-            f"{within}/{len(rounds)} rounds within 10 ms (target: all within 10 ms)"
-        )
-    finally:
-        for p in (proc, echo):
-            p.send_signal(signal.SIGTERM)
-            p.wait(15)
-        sim.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    config = '[health]\ninterval = 30\n[log]\nlevel = "warning"\n'
+    with Supervised(sim, tmp, config, sock=tmp / "run" / "s.sock") as run:
+        echo = subprocess.Popen([sys.executable, "-c", ECHO, echo_path], stdout=subprocess.PIPE, text=True)
+        try:
+            assert echo.stdout is not None
+            assert echo.stdout.readline().strip() == "ready"
+            measure(args, run.sock, echo_path)
+        finally:
+            echo.send_signal(signal.SIGTERM)
+            echo.wait(15)
     return 0
+
+
+def measure(args: argparse.Namespace, sock: Path, echo_path: str) -> None:
+    """Every row, against the supervisor on ``sock`` and the echo server on ``echo_path``."""
+    n = args.requests
+    print(f"{os.cpu_count()} CPUs; each server a single-threaded process; {n} requests per row")
+    print("one keep-alive connection:")
+    echo_p99, _ = row("  raw asyncio Unix-socket echo", *one_connection(echo_path, True, n))
+    status_p99, rps1 = row("  GET /v1/status", *one_connection(str(sock), False, n))
+    print(f"  p99 status / echo: {status_p99 / echo_p99:.2f}x (target <= 3x)")
+    print(f"{CLIENTS} concurrent keep-alive clients:")
+    per = max(1, n // CLIENTS)
+    echo_p99c, _ = row("  raw asyncio Unix-socket echo", *asyncio.run(concurrent(echo_path, True, per)))
+    status_p99c, rps32 = row("  GET /v1/status", *asyncio.run(concurrent(str(sock), False, per)))
+    print(f"  p99 status / echo: {status_p99c / echo_p99c:.2f}x (target <= 3x)")
+    print(f"requests/s on the server's one core: {max(rps1, rps32):,.0f} (target >= 10,000)")
+    rounds = fan_out(str(sock), args.rounds)
+    last = [r[0] for r in rounds]
+    spread = [r[1] for r in rounds]
+    within = sum(1 for ms in last if ms <= 10)
+    print(
+        f"{SUBSCRIBERS} event subscribers, one state change, {len(rounds)} rounds: POST to last subscriber "
+        f"median {statistics.median(last):.2f} ms, p90 {pct(last, 0.9):.2f} ms, max {max(last):.2f} ms; "
+        f"first to last subscriber median {statistics.median(spread):.2f} ms; "
+        f"{within}/{len(rounds)} rounds within 10 ms (target: all within 10 ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -24,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lmsupervisor.api.client import request
-from lmsupervisor.errors import StatusSocketError
+from harness import Supervised
+
 from lmsupervisor.simulator.home import create_install
 
 HEAVY = ("typing", "asyncio", "structlog", "h11", "http.client", "ssl", "email.parser")
@@ -65,27 +64,9 @@ def main() -> int:
     compileall.compile_dir(Path(lmsupervisor.__file__).parent, quiet=1)
     tmp = Path(tempfile.mkdtemp(prefix="lmsb", dir="/tmp"))
     sim = create_install(tmp / "home", time_scale=0.02)
-    sock = tmp / "run" / "s.sock"
-    config = tmp / "c.toml"
-    config.write_text('[health]\ninterval = 1\n[log]\nlevel = "warning"\n')
-    env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if request(sock, "GET", "/v1/health")[0] == 200:
-                    break
-            except StatusSocketError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("supervisor never became ready")
-            time.sleep(0.05)
+    config = '[health]\ninterval = 1\n[log]\nlevel = "warning"\n'
+    with Supervised(sim, tmp, config, sock=tmp / "run" / "s.sock") as run:
+        sock = run.sock
         script = shutil.which("lmsupervisor", path=str(Path(sys.executable).parent)) or "lmsupervisor"
         print(f"{args.runs} runs each, after 3 warm-up runs; socket {sock}")
         show("python -c pass", timed_runs([sys.executable, "-c", "pass"], args.runs))
@@ -100,11 +81,6 @@ def main() -> int:
         line = next((x for x in probe.stderr.splitlines() if x.startswith("HEAVY")), probe.stderr.strip())
         print(f"heavy modules imported by `status`: {line.split()[1] if len(line.split()) > 3 else '(none)'}")
         print(f"modules loaded in all: {line.split()[-1]}")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
-        sim.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
