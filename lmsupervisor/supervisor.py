@@ -462,8 +462,9 @@ class Supervisor:
 
         - a listing: ``Probed`` ok and ``Observed``;
         - no connection, or no answer within ``timeout``: a failed probe;
-        - a listing slower than ``timeout / 2`` (many models, a slow disk): the greeting
-          decides liveness in the time left, and the listing still counts if it comes;
+        - no listing after ``timeout / 2`` (many models, a slow disk): the greeting is sent
+          too, and the first good answer of the two within ``timeout`` decides (a listing
+          that still comes is observed);
         - a 401 (the server answered; our token is refused): ok, reported, `lms ps` lists;
         - any other error answer: the greeting decides, and `lms ps` lists when it is ok.
         """
@@ -474,50 +475,64 @@ class Supervisor:
         server = self.snap.server
         url = base_url(server.bind, server.port)
         started = self.clock.monotonic()
+
+        def left() -> float:
+            return timeout - (self.clock.monotonic() - started)
+
+        async def until(futures: set[asyncio.Future[Any]], seconds: float) -> None:
+            """Wait for the first of ``futures`` or ``seconds`` of clock time."""
+            with contextlib.suppress(TimeoutError):
+                await within(self.clock, asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED), seconds)
+
         listing = asyncio.ensure_future(rest.models(url, timeout=timeout))
-
-        def elapsed_ms() -> float:
-            return (self.clock.monotonic() - started) * 1000
-
+        greeting: asyncio.Future[ProbeResult] | None = None
+        alive: ProbeResult | None = None  # the greeting's ok, sent before the listing came
         try:
-            found = await within(self.clock, asyncio.shield(listing), timeout / 2)
-        except TimeoutError:  # slow: the greeting decides while the listing may still come
-            result = await self._greet(url, timeout - elapsed_ms() / 1000)
-            self.send(Probed(epoch, result))
-            if not result.ok:
-                return
-            try:
-                found = await within(self.clock, asyncio.shield(listing), timeout - elapsed_ms() / 1000)
-            except (TimeoutError, RestError) as exc:
-                self.log.info("drift_check_failed", error=str(exc) or f"no listing within {timeout:g} s")
-                return
-            self.send(Observed(epoch, found.loaded, rest=True))
-            return
-        except (RestTimeoutError, RestConnectError) as exc:
-            self.send(Probed(epoch, ProbeResult(False, elapsed_ms(), None, exc.message)))
-            return
-        except RestAuthError as exc:
-            self.send(Probed(epoch, ProbeResult(True, elapsed_ms(), 401)))
-            self._start_drift_check(epoch, timeout, token_problem(exc))
-            return
-        except RestError as exc:  # an answer, but not a listing: no verdict on liveness
-            self.log.info("drift_check_failed", error=exc.message)
-            result = await self._greet(url, timeout - elapsed_ms() / 1000)
-            self.send(Probed(epoch, result))
-            if result.ok:
-                self._start_drift_check(epoch, timeout)
-            return
+            await until({listing}, timeout / 2)
+            if not listing.done():  # slow: the greeting races the listing until the deadline
+                greeting = asyncio.ensure_future(self._greet(url, left(), timeout))
+                while not listing.done() and not (greeting.done() and greeting.result().ok) and left() > 0:
+                    await until({f for f in (listing, greeting) if not f.done()}, left())
+                if greeting.done() and greeting.result().ok and not listing.done():
+                    alive = greeting.result()
+                    self.send(Probed(epoch, alive))
+                    await until({listing}, left())
+            ms = (self.clock.monotonic() - started) * 1000
+            exc = listing.exception() if listing.done() else None
+            if listing.done() and exc is None:
+                if alive is None:
+                    self.send(Probed(epoch, ProbeResult(True, ms, 200)))
+                self.send(Observed(epoch, listing.result().loaded, rest=True))
+            elif alive is not None:
+                self.log.info("drift_check_failed", error=str(exc or f"no listing within {timeout:g} s"))
+            elif isinstance(exc, RestAuthError):
+                self.send(Probed(epoch, ProbeResult(True, ms, 401)))
+                self._start_drift_check(epoch, timeout, token_problem(exc))
+            elif exc is None or isinstance(exc, (RestTimeoutError, RestConnectError)):
+                why = exc.message if isinstance(exc, RestConnectError) else f"no answer from {url} within {timeout:g} s"
+                self.send(Probed(epoch, ProbeResult(False, ms, None, why)))
+            elif isinstance(exc, RestError):  # an answer, but not a listing: no verdict on liveness
+                self.log.info("drift_check_failed", error=exc.message)
+                result = greeting.result() if greeting is not None and greeting.done() else None
+                result = result or await self._greet(url, left(), timeout)
+                self.send(Probed(epoch, result))
+                if result.ok:
+                    self._start_drift_check(epoch, timeout)
+            else:
+                raise exc  # a bug, not an answer: the health guard reports it
         finally:
             listing.cancel()
-        self.send(Probed(epoch, ProbeResult(True, elapsed_ms(), 200)))
-        self.send(Observed(epoch, found.loaded, rest=True))
+            if greeting is not None:
+                greeting.cancel()
 
-    async def _greet(self, url: str, timeout: float) -> ProbeResult:
-        """The greeting probe of ``url`` within ``timeout`` seconds of clock time."""
-        if timeout <= 0:
-            return ProbeResult(False, 0.0, None, f"no time left to probe {url}")
+    async def _greet(self, url: str, seconds: float, timeout: float | None = None) -> ProbeResult:
+        """The greeting probe of ``url`` within ``seconds`` of clock time; a failure names
+        ``timeout`` (the configured ``health.timeout``, default ``seconds``). Never raises."""
+        timeout = seconds if timeout is None else timeout
+        if seconds <= 0:
+            return ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
         try:
-            return await within(self.clock, self.prober.greeting(url, timeout=timeout), timeout)
+            return await within(self.clock, self.prober.greeting(url, timeout=seconds), seconds)
         except TimeoutError:
             return ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
 

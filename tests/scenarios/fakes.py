@@ -92,7 +92,8 @@ class FakeLmStudio:
         self.calls: list[tuple[str, ...]] = []
         self.help_calls: list[tuple[str, ...]] = []
         self.rest_calls: list[str] = []
-        self.http_paths: list[str] = []  # every HTTP request that reached the server, by path
+        self.http_paths: list[str] = []  # every HTTP request sent to the server, by path
+        self.http_delay = 0.0  # fake seconds every HTTP request takes (a loaded machine)
         self.answer_errors: dict[str, str] = {}  # instance identifier -> LM Studio's error for a chat request
         self.listing_delay = 0.0  # fake seconds GET /api/v1/models takes (a slow disk, many models)
         self.listing_error: tuple[int, Any] | None = None  # (status, body) GET /api/v1/models answers instead
@@ -194,13 +195,15 @@ class FakeLmStudio:
 
     # -- the HTTP server, for httpx.MockTransport ---------------------------------
     async def http(self, request: httpx.Request) -> httpx.Response:
+        self.http_paths.append(request.url.path)  # every request sent, answered or not
         if self.http_raises is not None:
             raise self.http_raises
         if self.http_stalled and self.clock is not None:
             await self.clock.sleep(1e9)
+        if self.http_delay and self.clock is not None:
+            await self.clock.sleep(self.http_delay)
         if not self.server or self.hung:
             raise httpx.ConnectError("refused" if not self.hung else "timed out", request=request)
-        self.http_paths.append(request.url.path)
         if request.url.path == "/lmstudio-greeting":
             return httpx.Response(200, json={"lmstudio": True})
         if request.url.path == "/v1/chat/completions":  # deep readiness's one-token request

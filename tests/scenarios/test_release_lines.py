@@ -71,11 +71,12 @@ async def test_idle_round_on_rest_is_one_request() -> None:
 
 @pytest.mark.parametrize("how", ["stalled", "refused"])
 async def test_rest_round_detects_a_hang_within_the_bound(how: str) -> None:
-    """The REST round judges liveness by itself: a server that stops answering it (hung, or
-    refusing while the daemon lives) enters the ladder within failures * interval + timeout
-    (3 * 5 + 1 s), with no greeting and no `lms ps` beside the failing listings."""
+    """The REST round judges liveness: a server that stops answering it (hung, or refusing
+    while the daemon lives) enters the ladder within failures * interval + timeout (3 * 5 + 1 s,
+    counted from just after a good round), with no `lms ps` during the outage; a refusal costs
+    only the listing, a hang the greeting that races it after half the timeout."""
     async with Line(rest_v1=True) as line:
-        await line.clock.advance(2.5)  # between two rounds
+        await line.clock.advance(5)  # a good round just ran
         line.lm.calls.clear()
         line.lm.http_paths.clear()
         if how == "stalled":
@@ -83,10 +84,11 @@ async def test_rest_round_detects_a_hang_within_the_bound(how: str) -> None:
             line.lm.stalled = {("ps",), ("daemon",), ("server",)}
         else:
             line.lm.server = False
-        stayed = await seconds_in_ready(line.clock, line.sup)
+        stayed = await seconds_in_ready(line.clock, line.sup, step=0.25)
         assert (line.sup.state, stayed <= 3 * 5 + 1) == (State.BACKOFF, True)
-        outage = [c for c in line.lm.calls if c[0] == "ps"], [p for p in line.lm.http_paths if p != "/api/v1/models"]
-        assert outage == ([], [])
+        sent = set(line.lm.http_paths[:6])  # the three failing rounds
+        expected = {"/api/v1/models", "/lmstudio-greeting"} if how == "stalled" else {"/api/v1/models"}
+        assert (sent, [c for c in line.lm.calls if c[0] == "ps"]) == (expected, [])
 
 
 @pytest.mark.parametrize(
@@ -107,16 +109,18 @@ async def test_rest_error_answer_falls_back_to_the_greeting(status: int, body: o
         assert ("ps", "--json") in line.lm.calls
 
 
-async def test_slow_listing_of_a_live_server_is_no_restart() -> None:
-    """A listing slower than health.timeout (many models, a slow disk) while the server greets
-    at once: after half the timeout the greeting decides, so a healthy server is not restarted;
-    the listing still counts when it comes within the timeout."""
+@pytest.mark.parametrize(("listing", "everything"), [(5.0, 0.0), (0.0, 0.6)], ids=["slow_listing", "slow_server"])
+async def test_a_slow_live_server_is_not_restarted(listing: float, everything: float) -> None:
+    """health.timeout is 1 s. A listing that takes 5 s while the greeting answers at once, or
+    a server that takes 0.6 s for every request: after half the timeout the greeting races
+    the listing, the first good answer decides, so nothing restarts; drift is still seen."""
     async with Line(rest_v1=True) as line:
-        line.lm.listing_delay = 5.0  # health.timeout is 1 s
+        line.lm.listing_delay, line.lm.http_delay = listing, everything
         await line.clock.advance(60)
         assert (line.sup.state, line.sup.snapshot()["restarts"]["count"]) == (State.READY, 0)
-        line.lm.listing_delay = 0.7  # past half the timeout, within it: drift is still seen
+        line.lm.listing_delay = min(listing, 0.7)  # past half the timeout, within it
         line.lm.loaded.clear()
+        line.lm.rest_calls.clear()
         await line.clock.advance(10)
         assert "/api/v1/models/load" in line.lm.rest_calls
 
@@ -126,6 +130,7 @@ async def test_drift_seen_through_rest_is_reloaded_through_rest() -> None:
     POST /api/v1/models/load, without `lms`."""
     async with Line(rest_v1=True) as line:
         line.lm.calls.clear()
+        line.lm.rest_calls.clear()
         line.lm.loaded.clear()
         await line.clock.advance(5)
         assert (line.sup.state, line.lm.calls) == (State.READY, [])
