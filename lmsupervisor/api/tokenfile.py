@@ -2,7 +2,8 @@
 
 With ``status.transport = "tcp"`` (design §4, §5; the Windows default) the status server
 listens on ``127.0.0.1`` on a port the system picks, and writes ``<socket>.tcp.json``
-beside where the socket would be: ``{"port": int, "token": str, "pid": int}``, mode 0600
+beside where the socket would be: ``{"port": int, "token": str, "pid": int,
+"pid_namespace": int | null}`` (the writer's, see :func:`lmsupervisor.pids.pid_namespace`), mode 0600
 in the socket's private folder (0700, see :mod:`lmsupervisor.api.socketdir`), so only the
 user can read the token. Every request must carry ``Authorization: Bearer <token>``.
 
@@ -17,7 +18,7 @@ import os
 import stat
 
 from lmsupervisor.errors import StatusSocketError
-from lmsupervisor.pids import pid_alive
+from lmsupervisor.pids import pid_alive, pid_namespace
 
 SUFFIX = ".tcp.json"
 HOST = "127.0.0.1"  # the only address the TCP transport binds or connects to
@@ -40,7 +41,8 @@ def write(path: str | os.PathLike[str], port: int, token: str, pid: int) -> os.s
         os.unlink(tmp)
     fd = os.open(tmp, flags | os.O_EXCL, 0o600)
     try:
-        os.write(fd, json.dumps({"port": port, "token": token, "pid": pid}).encode())
+        body = {"port": port, "token": token, "pid": pid, "pid_namespace": pid_namespace()}
+        os.write(fd, json.dumps(body).encode())
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -55,8 +57,8 @@ def read(path: str, trusted: set[int]) -> tuple[int, str]:
     by a uid not in ``trusted`` (another user may be impersonating the supervisor) or
     readable by group or others (the token is no secret any more), and a file whose content
     is not ``{"port": 1..65535, "token": str}``, and a file whose ``pid`` is not running (a
-    killed supervisor's: another program may hold its port now). ``FileNotFoundError``
-    passes through.
+    killed supervisor's: another program may hold its port now), checked only when the
+    file's ``pid_namespace`` is ours. ``FileNotFoundError`` passes through.
     """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
@@ -85,8 +87,9 @@ def read(path: str, trusted: set[int]) -> tuple[int, str]:
         raise StatusSocketError(f"{path}: not an endpoint file of lmsupervisor") from exc
     if not (isinstance(port, int) and 0 < port < 65536 and isinstance(token, str) and token):
         raise StatusSocketError(f"{path}: not an endpoint file of lmsupervisor")
-    pid = value.get("pid")
-    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and not pid_alive(pid):
+    pid, namespace = value.get("pid"), value.get("pid_namespace")
+    ours = namespace == pid_namespace()  # a PID means nothing in another namespace (a container)
+    if ours and isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and not pid_alive(pid):
         # Left by a killed supervisor: whoever listens on the port now must not get the token.
         raise StatusSocketError(
             f"{path} is stale: the supervisor that wrote it (PID {pid}) is not running",

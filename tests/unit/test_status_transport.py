@@ -67,7 +67,7 @@ async def test_tcp_needs_the_right_bearer_token(sock_path: Path) -> None:
     server, sup = await started(sock_path, transport="tcp")
     try:
         info = endpoint(sock_path)
-        assert set(info) == {"port", "token", "pid"}
+        assert set(info) == {"port", "token", "pid", "pid_namespace"}
         assert stat.S_IMODE(os.stat(tokenfile.token_path(sock_path)).st_mode) == 0o600
         assert not sock_path.exists()  # no Unix socket with this transport
         missing = await tcp_exchange(info["port"], HEALTH % b"")
@@ -292,3 +292,25 @@ def test_an_endpoint_file_of_a_dead_supervisor_is_not_used(tmp_path: Path) -> No
             Client(sock).health()
         with pytest.raises(BlockingIOError):
             squatter.accept()  # nobody connected: the token never left
+
+
+def test_a_pid_from_another_pid_namespace_is_not_judged(tmp_path: Path) -> None:
+    """A supervisor in a container (another PID namespace) writes a PID that means nothing
+    here: the client does not call the file stale for it, it connects and asks."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        sock = tmp_path / "s.sock"
+        path = Path(tokenfile.token_path(sock))
+        tokenfile.write(path, server.getsockname()[1], "secret", gone.pid)
+        body = json.loads(path.read_text())
+        path.write_text(json.dumps({**body, "pid_namespace": 1}))  # not ours (inode 1 is the root dir's)
+        with pytest.raises(StatusSocketError, match="did not answer"):
+            Client(sock, timeout=0.5).health()
+        conn, _ = server.accept()  # the request was sent: the file was trusted
+        conn.close()
