@@ -45,13 +45,21 @@ def models_toml(count: int) -> str:
 
 
 def own_cpu(proc: psutil.Process) -> float:
-    """CPU seconds ``proc`` has used: its threads' schedstat on Linux, else user + system."""
-    try:
-        tasks = Path(f"/proc/{proc.pid}/task")
-        return sum(int((t / "schedstat").read_text().split()[0]) for t in tasks.iterdir()) / 1e9
-    except (OSError, ValueError, IndexError):
+    """CPU seconds ``proc``'s live threads have used, from ``/proc/PID/task/*/schedstat``
+    (nanoseconds); a thread that ends while being read is skipped (its time is lost: the
+    idle supervisor keeps its threads, and spawns no `lms` whose watcher thread would end).
+    Without procfs: user + system from psutil (10 ms ticks)."""
+    tasks = Path(f"/proc/{proc.pid}/task")
+    if not tasks.is_dir():
         times = proc.cpu_times()
         return float(times.user + times.system)
+    total = 0
+    for task in tasks.iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
 
 
 def measure(count: int, seconds: float, profile: str, scale: float) -> dict[str, float]:

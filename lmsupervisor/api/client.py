@@ -52,11 +52,11 @@ MAX_ANSWER = 16 * 1024 * 1024  # bytes: a bigger answer is not the supervisor's
 OWNER_ENV = "LMSUPERVISOR_SOCKET_OWNER"
 
 
-def resolve_socket(cli: str | os.PathLike[str] | None) -> str:
+def resolve_socket(cli: str | os.PathLike[str] | None, system_root: str | None = None) -> str:
     """``--socket``, else ``$LMSUPERVISOR_SOCKET``, else the config's, else the default; when
     nothing names one and no supervisor listens on the default, the system unit's socket
-    (``/run/lmsupervisor/USER/status.sock``, :func:`lmsupervisor.paths.system_socket`) if one
-    listens there."""
+    (``/run/lmsupervisor/USER/status.sock``, :func:`lmsupervisor.paths.system_socket`;
+    ``system_root`` replaces ``/run/lmsupervisor``) if one listens there."""
     if cli is not None:
         return os.fspath(cli)
     if os.environ.get("LMSUPERVISOR_SOCKET"):
@@ -76,20 +76,32 @@ def resolve_socket(cli: str | os.PathLike[str] | None) -> str:
     default = paths.default_socket(os.environ)
     if _listening(default):
         return default
-    system = paths.system_socket()
+    system = paths.system_socket(None, system_root or paths.SYSTEM_RUNTIME)
     return system if system is not None and _listening(system) else default
 
 
+LISTEN_CHECK_TIMEOUT = 1.0  # seconds a connect to a local Unix socket may take (a busy supervisor)
+
+
 def _listening(path: str) -> bool:
-    """Whether ``path`` is a Unix socket that accepts a connection (a socket file left by a
-    killed supervisor, or a TCP transport's missing socket path, does not)."""
+    """Whether a supervisor answers at ``path``: a Unix socket that accepts a connection (a
+    socket file left by a killed supervisor does not), or a TCP endpoint file beside it that
+    is ours and not stale (see :func:`lmsupervisor.api.tokenfile.read`)."""
     try:
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            return False
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(1.0)
-            probe.connect(path)
+        is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
     except OSError:
+        is_socket = False
+    if is_socket:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(LISTEN_CHECK_TIMEOUT)
+                probe.connect(path)
+        except OSError:
+            return False
+        return True
+    try:
+        tokenfile.read(tokenfile.token_path(path), trusted_uids())
+    except (OSError, StatusSocketError):
         return False
     return True
 
@@ -416,7 +428,7 @@ class Client:
 
     def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = TIMEOUT) -> None:
         self.path = resolve_socket(socket)
-        self.named = socket is not None  # else looked for again while waiting (see wait_ready)
+        self._named = socket is not None  # else looked for again while waiting (see wait_ready)
         self.timeout = timeout
         self._trusted: set[int] | None = None
 
@@ -481,7 +493,7 @@ class Client:
                         return False
                     raise
                 time.sleep(0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic())))
-                if not self.named:  # at boot the system unit's socket may appear after we started
+                if not self._named:  # at boot the system unit's socket may appear after we started
                     self.path = resolve_socket(None)
                 continue
             if deadline is not None and time.monotonic() >= deadline:
@@ -503,7 +515,7 @@ class AsyncClient:
 
     def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = TIMEOUT) -> None:
         self.path = resolve_socket(socket)
-        self.named = socket is not None  # else looked for again while waiting (see wait_ready)
+        self._named = socket is not None  # else looked for again while waiting (see wait_ready)
         self.timeout = timeout
         self.trusted = trusted_uids()
 
@@ -610,8 +622,8 @@ class AsyncClient:
                         return False
                     raise
                 await asyncio.sleep(0.2 if deadline is None else min(0.2, max(0.0, deadline - loop.time())))
-                if not self.named:  # at boot the system unit's socket may appear after we started
-                    self.path = resolve_socket(None)
+                if not self._named:  # at boot the system unit's socket may appear after we started
+                    self.path = await asyncio.to_thread(resolve_socket, None)  # may parse the config
                 continue
             if deadline is not None and loop.time() >= deadline:
                 return False

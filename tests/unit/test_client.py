@@ -168,26 +168,28 @@ def test_the_system_service_socket_is_found_when_no_default_listens(
     """`lmsupervisor@USER.service` (a system unit: no XDG_RUNTIME_DIR) listens on
     /run/lmsupervisor/USER/status.sock; with no flag, variable or config naming a socket, the
     client uses it when nothing listens on the per-user default (absent, or a socket file left
-    by a killed supervisor), and the per-user one when it listens."""
+    by a killed supervisor), and the per-user one when it listens (on a socket, or over TCP)."""
     from lmsupervisor import paths
+    from lmsupervisor.api import tokenfile
     from lmsupervisor.api.client import resolve_socket
 
-    system_root = tmp_path / "run"
-    real = paths.system_socket
-    monkeypatch.setattr(paths, "system_socket", lambda user=None: real(user, str(system_root)))
+    root = str(tmp_path / "run")
     monkeypatch.delenv("LMSUPERVISOR_SOCKET", raising=False)
     monkeypatch.setenv("LMSUPERVISOR_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "user"))
     default = tmp_path / "user" / "lmsupervisor" / "status.sock"
-    system = Path(real(None, str(system_root)) or "")
-    assert resolve_socket(None) == str(default)  # nobody listens: the default, named in errors
+    system = Path(paths.system_socket(None, root) or "")
+    assert resolve_socket(None, root) == str(default)  # nobody listens: the default, named in errors
     with listening(system):
-        assert resolve_socket(None) == str(system)
+        assert resolve_socket(None, root) == str(system)
         with listening(default):
-            assert resolve_socket(None) == str(default)  # a per-user supervisor wins
+            assert resolve_socket(None, root) == str(default)  # a per-user supervisor wins
         assert default.exists()  # the file a killed supervisor leaves: nobody accepts on it
-        assert resolve_socket(None) == str(system)
-    assert resolve_socket(str(tmp_path / "flag.sock")) == str(tmp_path / "flag.sock")
+        assert resolve_socket(None, root) == str(system)
+        default.unlink()
+        tokenfile.write(tokenfile.token_path(default), 1234, "secret", os.getpid())
+        assert resolve_socket(None, root) == str(default)  # a per-user supervisor on TCP wins too
+    assert resolve_socket(str(tmp_path / "flag.sock"), root) == str(tmp_path / "flag.sock")
 
 
 @contextlib.contextmanager
