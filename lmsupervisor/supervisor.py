@@ -480,9 +480,13 @@ class Supervisor:
             return timeout - (self.clock.monotonic() - started)
 
         async def until(futures: set[asyncio.Future[Any]], seconds: float) -> None:
-            """Wait for the first of ``futures`` or ``seconds`` of clock time."""
-            with contextlib.suppress(TimeoutError):
-                await within(self.clock, asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED), seconds)
+            """Wait for the first of ``futures`` or ``seconds`` of clock time (one timer task:
+            this runs every idle round)."""
+            timer = asyncio.ensure_future(self.clock.sleep(seconds))
+            try:
+                await asyncio.wait({*futures, timer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                timer.cancel()
 
         listing = asyncio.ensure_future(rest.models(url, timeout=timeout))
         greeting: asyncio.Future[ProbeResult] | None = None
