@@ -49,3 +49,19 @@ def pid_namespace() -> int | None:
         return os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return None
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (field 22 of ``/proc/PID/stat``):
+    with its PID it names one process, as a recycled PID has another. None without
+    procfs (macOS, Windows) or when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name: field 3 onwards
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None

@@ -3,7 +3,8 @@
 With ``status.transport = "tcp"`` (design §4, §5; the Windows default) the status server
 listens on ``127.0.0.1`` on a port the system picks, and writes ``<socket>.tcp.json``
 beside where the socket would be: ``{"port": int, "token": str, "pid": int,
-"pid_namespace": int | null}`` (the writer's, see :func:`lmsupervisor.pids.pid_namespace`), mode 0600
+"pid_namespace": int | null, "started": int | null}`` (the writer's PID namespace and start
+time, see :mod:`lmsupervisor.pids`), mode 0600
 in the socket's private folder (0700, see :mod:`lmsupervisor.api.socketdir`), so only the
 user can read the token. Every request must carry ``Authorization: Bearer <token>``.
 
@@ -18,7 +19,7 @@ import os
 import stat
 
 from lmsupervisor.errors import StatusSocketError
-from lmsupervisor.pids import pid_alive, pid_namespace
+from lmsupervisor.pids import pid_alive, pid_namespace, start_ticks
 
 SUFFIX = ".tcp.json"
 HOST = "127.0.0.1"  # the only address the TCP transport binds or connects to
@@ -41,7 +42,7 @@ def write(path: str | os.PathLike[str], port: int, token: str, pid: int) -> os.s
         os.unlink(tmp)
     fd = os.open(tmp, flags | os.O_EXCL, 0o600)
     try:
-        body = {"port": port, "token": token, "pid": pid, "pid_namespace": pid_namespace()}
+        body = {"port": port, "token": token, "pid": pid, "pid_namespace": pid_namespace(), "started": start_ticks(pid)}
         os.write(fd, json.dumps(body).encode())
         os.fsync(fd)
     finally:
@@ -57,8 +58,9 @@ def read(path: str, trusted: set[int]) -> tuple[int, str]:
     by a uid not in ``trusted`` (another user may be impersonating the supervisor) or
     readable by group or others (the token is no secret any more), and a file whose content
     is not ``{"port": 1..65535, "token": str}``, and a file whose ``pid`` is not running (a
-    killed supervisor's: another program may hold its port now), checked only when the
-    file's ``pid_namespace`` is ours. ``FileNotFoundError`` passes through.
+    killed supervisor's: another program may hold its port now) or now names a process
+    started at another time (a recycled PID), checked only when the file's
+    ``pid_namespace`` is ours. ``FileNotFoundError`` passes through.
     """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
@@ -87,12 +89,20 @@ def read(path: str, trusted: set[int]) -> tuple[int, str]:
         raise StatusSocketError(f"{path}: not an endpoint file of lmsupervisor") from exc
     if not (isinstance(port, int) and 0 < port < 65536 and isinstance(token, str) and token):
         raise StatusSocketError(f"{path}: not an endpoint file of lmsupervisor")
-    pid, namespace = value.get("pid"), value.get("pid_namespace")
+    pid, namespace, started = value.get("pid"), value.get("pid_namespace"), value.get("started")
     ours = namespace == pid_namespace()  # a PID means nothing in another namespace (a container)
-    if ours and isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and not pid_alive(pid):
+    if ours and isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
         # Left by a killed supervisor: whoever listens on the port now must not get the token.
-        raise StatusSocketError(
-            f"{path} is stale: the supervisor that wrote it (PID {pid}) is not running",
-            hint="start `lmsupervisor run`",
-        )
+        if not pid_alive(pid):
+            raise StatusSocketError(
+                f"{path} is stale: the supervisor that wrote it (PID {pid}) is not running",
+                hint="start `lmsupervisor run`",
+            )
+        now = start_ticks(pid)
+        if isinstance(started, int) and now is not None and now != started:
+            raise StatusSocketError(
+                f"{path} is stale: the supervisor that wrote it (PID {pid}) is not running; "
+                "that PID belongs to another process now",
+                hint="start `lmsupervisor run`",
+            )
     return port, token

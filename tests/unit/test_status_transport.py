@@ -67,7 +67,7 @@ async def test_tcp_needs_the_right_bearer_token(sock_path: Path) -> None:
     server, sup = await started(sock_path, transport="tcp")
     try:
         info = endpoint(sock_path)
-        assert set(info) == {"port", "token", "pid", "pid_namespace"}
+        assert set(info) == {"port", "token", "pid", "pid_namespace", "started"}
         assert stat.S_IMODE(os.stat(tokenfile.token_path(sock_path)).st_mode) == 0o600
         assert not sock_path.exists()  # no Unix socket with this transport
         missing = await tcp_exchange(info["port"], HEALTH % b"")
@@ -314,3 +314,20 @@ def test_a_pid_from_another_pid_namespace_is_not_judged(tmp_path: Path) -> None:
             Client(sock, timeout=0.5).health()
         conn, _ = server.accept()  # the request was sent: the file was trusted
         conn.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="start times come from procfs")
+def test_a_recycled_pid_does_not_make_a_stale_file_live(tmp_path: Path) -> None:
+    """The recorded PID runs, but it started at another time than the writer did: another
+    process has that PID now, and the file is stale."""
+    from lmsupervisor.pids import start_ticks
+
+    sock = tmp_path / "s.sock"
+    path = Path(tokenfile.token_path(sock))
+    tokenfile.write(path, 1234, "secret", os.getpid())
+    assert tokenfile.read(str(path), {os.getuid()}) == (1234, "secret")  # the writer itself: live
+    body = json.loads(path.read_text())
+    assert body["started"] == start_ticks(os.getpid())
+    path.write_text(json.dumps({**body, "started": body["started"] - 1}))
+    with pytest.raises(StatusSocketError, match="belongs to another process"):
+        Client(sock).health()
