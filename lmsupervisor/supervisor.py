@@ -503,22 +503,25 @@ class Supervisor:
                     await until({listing}, left())
             ms = (self.clock.monotonic() - started) * 1000
             exc = listing.exception() if listing.done() else None
+            greeted = greeting.result() if greeting is not None and greeting.done() else None
             if listing.done() and exc is None:
                 if alive is None:
                     self.send(Probed(epoch, ProbeResult(True, ms, 200)))
                 self.send(Observed(epoch, listing.result().loaded, rest=True))
-            elif alive is not None:
-                self.log.info("drift_check_failed", error=str(exc or f"no listing within {timeout:g} s"))
             elif isinstance(exc, RestAuthError):
-                self.send(Probed(epoch, ProbeResult(True, ms, 401)))
+                if alive is None:
+                    self.send(Probed(epoch, ProbeResult(True, ms, 401)))
                 self._start_drift_check(epoch, timeout, token_problem(exc))
+            elif greeted is not None and greeted.ok:  # alive; the listing failed or is late
+                if alive is None:
+                    self.send(Probed(epoch, greeted))
+                self.log.info("drift_check_failed", error=str(exc or f"no listing within {timeout:g} s"))
             elif exc is None or isinstance(exc, (RestTimeoutError, RestConnectError)):
                 why = exc.message if isinstance(exc, RestConnectError) else f"no answer from {url} within {timeout:g} s"
-                self.send(Probed(epoch, ProbeResult(False, ms, None, why)))
+                self.send(Probed(epoch, ProbeResult(False, ms, None, (greeted and greeted.error) or why)))
             elif isinstance(exc, RestError):  # an answer, but not a listing: no verdict on liveness
                 self.log.info("drift_check_failed", error=exc.message)
-                result = greeting.result() if greeting is not None and greeting.done() else None
-                result = result or await self._greet(url, left(), timeout)
+                result = greeted or await self._greet(url, left(), timeout)
                 self.send(Probed(epoch, result))
                 if result.ok:
                     self._start_drift_check(epoch, timeout)
