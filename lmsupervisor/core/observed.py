@@ -7,7 +7,7 @@ parses them, the core plans with them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -196,11 +196,4 @@ class DownloadProgress:
 
     def to_json(self) -> dict[str, Any]:
         """``{"job_id", "status", "bytes", "total", "rate", "eta"}`` (``models[].download``)."""
-        return {
-            "job_id": self.job_id,
-            "status": self.status,
-            "bytes": self.bytes,
-            "total": self.total,
-            "rate": self.rate,
-            "eta": self.eta,
-        }
+        return asdict(self)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,14 +44,6 @@ class FakeSystemd:
             if line in msg:
                 return got
         raise AssertionError(f"{line} did not arrive within {timeout} s; got {got}")
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short folder for sockets (AF_UNIX paths are limited to about 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="lmsvs", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
