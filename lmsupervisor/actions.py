@@ -171,7 +171,7 @@ class Actions:
             )  # fmt: skip
 
         if eff.step is Step.START:
-            probe = await self._probe(url, cfg.health.timeout)
+            probe = await self.greet(url, cfg.health.timeout)
             if probe.ok and not differs:
                 daemon = await self._find_daemon(lms, install, caps)
                 return await up(f"adopted the running server at {url}", daemon, True)
@@ -230,7 +230,7 @@ class Actions:
             start_error = exc.error_line  # the probe decides (BT#1720: exit 1 while serving)
         except LmsTimeoutError as exc:
             start_error = exc.message  # the probe decides here too
-        probe = await self._probe(url, cfg.health.timeout)
+        probe = await self.greet(url, cfg.health.timeout)
         if not probe.ok:
             why = (
                 f"`lms server start` failed: {start_error}"
@@ -247,11 +247,17 @@ class Actions:
             daemon = await self._find_daemon(lms, install, caps)
         return await up(f"server started at {url}", daemon, False)
 
-    async def _probe(self, url: str, timeout: float) -> ProbeResult:
+    async def greet(self, url: str, seconds: float, timeout: float | None = None) -> ProbeResult:
+        """The greeting probe of ``url`` within ``seconds`` of clock time; a failure names
+        ``timeout`` (the configured ``health.timeout``, default ``seconds``). Never raises."""
+        timeout = seconds if timeout is None else timeout
+        failed = ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
+        if seconds <= 0:
+            return failed
         try:
-            return await within(self.clock, self.prober.greeting(url, timeout=timeout), timeout)
+            return await within(self.clock, self.prober.greeting(url, timeout=seconds), seconds)
         except TimeoutError:
-            return ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
+            return failed
 
     async def _rest_available(self, url: str, timeout: float) -> tuple[bool | None, list[Problem]]:
         """Whether the server at ``url`` has REST v1 (None: unknown), and a problem when it
@@ -356,11 +362,10 @@ class Actions:
         if not eff.models:
             return ModelsDone(eff.action, tuple(loaded), rest=listing is not None)
         loaded = await self._await_in_flight(eff, list_loaded, loaded)
-        items = plan(eff.models, loaded, [])
         downloaded: list[DownloadedModel] = []
         if listing is not None:
             downloaded = list(listing.downloaded)
-        elif not all(i.action is Action.KEEP for i in items):
+        elif not all(i.action is Action.KEEP for i in plan(eff.models, loaded, [])):
             assert lms is not None  # noqa: S101 - checked above
             downloaded = await lms.ls(timeout=QUICK_TIMEOUT)
         started: list[ModelConfig] = []

@@ -398,13 +398,13 @@ class Supervisor:
             if not mode.probe:
                 return
             drift = mode.drift and bool(self.snap.config.models)
-            via_rest = drift and self.rest is not None and self.snap.rest_drift
+            rest = self.rest if drift and self.snap.rest_drift else None
             if len(self._probes) < health.failures_before_restart:  # a slow server: never a pile-up
-                check = self._probe_rest if via_rest else self._probe
+                check = partial(self._probe_rest, rest) if rest is not None else self._probe
                 probe = self._spawn_health("probe", partial(check, mode.epoch, health.timeout))
                 self._probes.add(probe)
                 probe.add_done_callback(self._probes.discard)
-            if drift and not via_rest:
+            if drift and rest is None:
                 self._start_drift_check(mode.epoch, health.timeout)
             if mode.drift:
                 self._ask_due(mode.epoch)
@@ -453,9 +453,9 @@ class Supervisor:
 
     async def _probe(self, epoch: int, timeout: float) -> None:
         server = self.snap.server
-        self.send(Probed(epoch, await self._greet(base_url(server.bind, server.port), timeout)))
+        self.send(Probed(epoch, await self.actions.greet(base_url(server.bind, server.port), timeout)))
 
-    async def _probe_rest(self, epoch: int, timeout: float) -> None:
+    async def _probe_rest(self, rest: RestClient, epoch: int, timeout: float) -> None:
         """On 0.4 (REST v1, facts §4, §8): one ``GET /api/v1/models`` is the liveness probe
         *and* the drift check, so an idle round costs one local HTTP request and no `lms`
         process. The whole check ends within ``timeout`` seconds:
@@ -468,10 +468,6 @@ class Supervisor:
         - a 401 (the server answered; our token is refused): ok, reported, `lms ps` lists;
         - any other error answer: the greeting decides, and `lms ps` lists when it is ok.
         """
-        rest = self.rest
-        if rest is None:
-            await self._probe(epoch, timeout)
-            return
         server = self.snap.server
         url = base_url(server.bind, server.port)
         started = self.clock.monotonic()
@@ -494,7 +490,7 @@ class Supervisor:
         try:
             await until({listing}, timeout / 2)
             if not listing.done():  # slow: the greeting races the listing until the deadline
-                greeting = asyncio.ensure_future(self._greet(url, left(), timeout))
+                greeting = asyncio.ensure_future(self.actions.greet(url, left(), timeout))
                 while not listing.done() and not (greeting.done() and greeting.result().ok) and left() > 0:
                     await until({f for f in (listing, greeting) if not f.done()}, left())
                 if greeting.done() and greeting.result().ok and not listing.done():
@@ -521,7 +517,7 @@ class Supervisor:
                 self.send(Probed(epoch, ProbeResult(False, ms, None, (greeted and greeted.error) or why)))
             elif isinstance(exc, RestError):  # an answer, but not a listing: no verdict on liveness
                 self.log.info("drift_check_failed", error=exc.message)
-                result = greeted or await self._greet(url, left(), timeout)
+                result = greeted or await self.actions.greet(url, left(), timeout)
                 self.send(Probed(epoch, result))
                 if result.ok:
                     self._start_drift_check(epoch, timeout)
@@ -531,17 +527,6 @@ class Supervisor:
             listing.cancel()
             if greeting is not None:
                 greeting.cancel()
-
-    async def _greet(self, url: str, seconds: float, timeout: float | None = None) -> ProbeResult:
-        """The greeting probe of ``url`` within ``seconds`` of clock time; a failure names
-        ``timeout`` (the configured ``health.timeout``, default ``seconds``). Never raises."""
-        timeout = seconds if timeout is None else timeout
-        if seconds <= 0:
-            return ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
-        try:
-            return await within(self.clock, self.prober.greeting(url, timeout=seconds), seconds)
-        except TimeoutError:
-            return ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
 
     async def _check_drift(self, epoch: int, timeout: float, problem: Problem | None = None) -> None:
         """What LM Studio has loaded, from `lms ps --json` (releases without REST v1, or while

@@ -9,8 +9,8 @@ since 2025-11-29), ``server start --bind`` (late 2025-11), ``load --local`` (LM 
 :class:`CliCapabilities` is detected once per `lms` binary (its path, size and mtime: a
 new binary is detected again) from ``lms version --json``, ``lms daemon --help``,
 ``lms server start --help`` and ``lms load --help``; :func:`parse_help` turns those
-outputs into it. :func:`capability_problems` says what the declared config needs that the
-install cannot do, each with its fix. The adapter that runs the commands and caches the
+outputs into it. :func:`bind_problem` says when the declared bind is one this `lms` cannot pass, with
+its fix. The adapter that runs the commands and caches the
 result is :mod:`lmsupervisor.lmstudio.capabilities`.
 """
 
@@ -23,7 +23,6 @@ from typing import Any
 from lmsupervisor.core.problems import Problem
 
 DIALECTS = ("commander", "cmdts", "unknown")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
