@@ -74,10 +74,10 @@ def resolve_socket(cli: str | os.PathLike[str] | None, system_root: str | None =
         if cfg.status.socket is not None:
             return str(cfg.status.socket)
     default = paths.default_socket(os.environ)
-    if _listening(default):
-        return default
     system = paths.system_socket(None, system_root or paths.SYSTEM_RUNTIME)
-    return system if system is not None and _listening(system) else default
+    if system is None or _listening(default):  # no system unit's socket to fall back to (not Linux)
+        return default
+    return system if _listening(system) else default
 
 
 LISTEN_CHECK_TIMEOUT = 1.0  # seconds a connect to a local Unix socket may take (a busy supervisor)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from xml.sax.saxutils import escape
 
+from lmsupervisor.paths import SYSTEM_RUNTIME
+
 PLATFORMS = ("linux", "darwin", "windows")
 SCOPES = ("user", "system")
 
@@ -229,7 +231,7 @@ def _systemd(target: Target) -> Plan:
         query=(*sc, "show", unit, f"--property={','.join(SYSTEMD_PROPERTIES)}"),
         before_login=True,
         notes=(
-            f"the status socket is /run/lmsupervisor/{target.user}/status.sock; {target.user}'s "
+            f"the status socket is {posixpath.join(SYSTEM_RUNTIME, target.user, 'status.sock')}; {target.user}'s "
             "`lmsupervisor status` finds it when no per-user supervisor runs (others pass --socket)",
         ),
     )
