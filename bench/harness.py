@@ -34,6 +34,12 @@ def wait_ready(sock: Path, timeout: float) -> None:
     raise SystemExit(f"supervisor on {sock} not ready within {timeout:g} s")
 
 
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 class Supervised:
     """``with Supervised(sim, tmp, config) as run:``: `lmsupervisor run` with the TOML text
     ``config`` (written to ``tmp/c.toml``) and its status socket at :attr:`sock`, against

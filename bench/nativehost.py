@@ -24,12 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import pct
+
 from lmsupervisor.simulator.home import create_install
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class Port:

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-from harness import Supervised
+from harness import Supervised, pct
 
 from lmsupervisor.api.client import open_events, request
 from lmsupervisor.simulator.home import SimInstall, create_install
@@ -36,11 +36,6 @@ PATHS = [
 ]
 PHASE_TIMEOUT = 60.0  # seconds: a recovery slower than this aborts the benchmark
 BACKOFF_MS = 100.0  # [restart] initial_delay of the config below, in ms
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def timed(sim: SimInstall, *args: str) -> float:

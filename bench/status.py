@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import Supervised, wait_ready
+from harness import Supervised, pct, wait_ready
 
 from lmsupervisor.simulator.home import create_install
 
@@ -217,11 +217,6 @@ def fan_out(path: str, rounds: int) -> list[tuple[float, float]]:
         for sub in subs:
             sub.close()
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def row(label: str, times: list[float], wall: float) -> tuple[float, float]:

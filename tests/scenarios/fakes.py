@@ -90,7 +90,6 @@ class FakeLmStudio:
         self.hung = False
         self.loaded: list[dict[str, Any]] = []
         self.calls: list[tuple[str, ...]] = []
-        self.help_calls: list[tuple[str, ...]] = []
         self.rest_calls: list[str] = []
         self.http_paths: list[str] = []  # every HTTP request sent to the server, by path
         self.http_delay = 0.0  # fake seconds every HTTP request takes (a loaded machine)
@@ -120,7 +119,6 @@ class FakeLmStudio:
     # -- the lms runner ---------------------------------------------------------
     async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
         if "--help" in args:  # capability detection: counted apart from the commands tests look at
-            self.help_calls.append(args)
             out, err, code = self._answer(args)
             return LmsResult(("lms", *args), code, out, err, 1.0)
         self.calls.append(args)

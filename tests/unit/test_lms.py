@@ -9,6 +9,7 @@ import pytest
 
 from lmsupervisor.errors import LmsExitError, LmsNotFoundError, LmsOutputError, LmsTimeoutError
 from lmsupervisor.lmstudio.lms import Lms, LmsClient, error_line, parse_daemon_status, parse_ls, parse_ps
+from lmsupervisor.pids import pid_alive
 from tests.conftest import eventually
 
 
@@ -28,13 +29,7 @@ async def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
         await Lms(lms).run("ps", timeout=0.5)
     assert info.value.timeout == 0.5
     child = int(pidfile.read_text())
-    assert eventually(lambda: not _alive(child), timeout=2)
-
-
-def _alive(pid: int) -> bool:
-    from lmsupervisor.pids import pid_alive
-
-    return pid_alive(pid)
+    assert eventually(lambda: not pid_alive(child), timeout=2)
 
 
 async def test_missing_executable(tmp_path: Path) -> None:
