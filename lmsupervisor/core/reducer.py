@@ -89,7 +89,8 @@ class Snapshot:
     ``rest_drift`` whether drift checks read ``GET /api/v1/models`` instead of `lms ps`
     (the last load pass found every declared model under its REST key); ``notes`` the
     problems found while running (capabilities, the API token, a hung app), beside the
-    install's.
+    install's; ``standing`` those posted with :class:`Noted` (state files, load options,
+    paused downloads), kept across bring-ups until cleared.
     """
 
     config: Config
@@ -125,6 +126,16 @@ class Snapshot:
     rest: bool | None = None
     rest_drift: bool = False
     notes: tuple[Problem, ...] = ()
+    standing: tuple[Problem, ...] = ()
+
+    @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        """Every problem shown in the status, once per code: the install's, the last
+        bring-up's (``notes``), then the standing ones (:class:`Noted`)."""
+        seen: dict[str, Problem] = {}
+        for p in (*self.problems, *self.notes, *self.standing):
+            seen.setdefault(p.code, p)
+        return tuple(seen.values())
 
     @property
     def ready(self) -> bool:
@@ -338,6 +349,16 @@ class ConfigRejected:
 
 
 @dataclass(frozen=True)
+class Noted:
+    """A problem found outside a bring-up's result (a state file that cannot be written, a
+    load option this `lms` lacks, a paused download): ``problem`` replaces the standing
+    problem with the same ``code``; None clears it. Accepted in every state."""
+
+    code: str
+    problem: Problem | None = None
+
+
+@dataclass(frozen=True)
 class ActionCrashed:
     """An effect raised something unexpected. ``action`` is its action id (-1 for the
     health loop, -2 for reading the config); ``error`` the exception, ``effect`` its name."""
@@ -368,6 +389,7 @@ Message = (
     | ReloadRequested
     | ConfigChanged
     | ConfigRejected
+    | Noted
     | ActionCrashed
 )
 
@@ -734,6 +756,9 @@ def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effe
     """
     r = _Step(snap, now)
     _dispatch(r, msg)
+    before, after = snap.all_problems, r.snap.all_problems
+    if [p.code for p in before] != [p.code for p in after]:
+        r.emit(Publish({"type": "problems", "problems": [p.to_json() for p in after]}))
     return r.snap, tuple(r.effects)
 
 
@@ -851,6 +876,9 @@ def _dispatch(r: _Step, msg: Message) -> None:
             r.set(config_error=error)
             r.log("error", "config_rejected", error=error, key=key)
             r.emit(Publish({"type": "config", "error": error}))
+        case Noted(code=code, problem=problem):
+            kept = tuple(p for p in s.standing if p.code != code)
+            r.set(standing=(*kept, problem) if problem is not None else kept)
         case ActionCrashed():
             _crashed(r, msg)
         case _:
@@ -1032,7 +1060,7 @@ def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -
             "next_attempt_at": iso(snap.next_attempt_at),
             "attempt": snap.attempt,
         },
-        "problems": [p.to_json() for p in (*snap.problems, *snap.notes)],
+        "problems": [p.to_json() for p in snap.all_problems],
     }
 
 
