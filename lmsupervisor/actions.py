@@ -23,7 +23,7 @@ from pathlib import Path
 import structlog
 
 from lmsupervisor.clock import Clock, within
-from lmsupervisor.config import Config, ModelConfig
+from lmsupervisor.config import Config, ModelConfig, server_address
 from lmsupervisor.core.capabilities import CliCapabilities, bind_problem
 from lmsupervisor.core.configdiff import model_name
 from lmsupervisor.core.observed import (
@@ -43,6 +43,7 @@ from lmsupervisor.core.reducer import (
     Answered,
     BringUp,
     BringUpFailed,
+    BringUpNoted,
     LoadModels,
     LoadSettled,
     LoadStarted,
@@ -148,16 +149,27 @@ class Actions:
         lms = self.lms_factory(install.lms)
         caps = await self.capabilities.get(install.lms, lms)  # cached per binary: no call once known
         install, found, sound = _settings(install, eff.last_good_server)
+        sound = sound and server_address(found.bind) is not None  # never remember an unusable address
         server = effective(cfg.server.bind, cfg.server.port, cfg.server.cors, found)
         notes: list[Problem] = []
+
+        def note(problem: Problem) -> None:  # shown at once, not when this bring-up ends
+            notes.append(problem)
+            self.post(BringUpNoted(eff.action, problem))
+
         if not caps.bind:  # this lms cannot pass --bind: LM Studio keeps its saved interface (facts §8)
-            note = bind_problem(cfg.server.bind, found.bind, caps)
-            notes += [note] if note else []
+            if (unsupported := bind_problem(cfg.server.bind, found.bind, caps)) is not None:
+                note(unsupported)
             server = replace(server, bind=found.bind)
+        bind = server_address(server.bind)
+        if bind is None:  # LM Studio's own networkInterface is unusable: no retry or restart can fix it
+            problem = address_problem(install, server.bind, declarable=caps.bind)
+            return BringUpFailed(eff.action, problem.message, install, tuple(notes), caps, problem, True)
+        server = replace(server, bind=bind)
         url = base_url(server.bind, server.port)
         version = eff.lms_version
         differs = (
-            server.bind != found.bind
+            server.bind != server_address(found.bind)
             or (cfg.server.cors is not None and cfg.server.cors != found.cors)
             or server.port != found.port
         )
@@ -184,9 +196,10 @@ class Actions:
             daemon.is_daemon is False or (daemon.is_daemon is None and install.kind in ("app", "appimage"))
         )
         spare_app = is_app and not cfg.restart.kill_app
-        if eff.step >= Step.RESTART_DAEMON and daemon is not None and spare_app:
+        hung_app = eff.step >= Step.RESTART_DAEMON and daemon is not None and spare_app
+        if hung_app and daemon is not None:
             # The GUI app is the user's interactive program: never killed unless kill_app (facts §8).
-            notes.append(_app_hung(daemon))
+            note(_app_hung(daemon))
             log.warning("app_spared", pid=daemon.pid)
         elif eff.step >= Step.KILL_DAEMON and daemon is not None:
             log.warning("daemon_termination_started", pid=daemon.pid, verified=daemon.verified)
@@ -220,12 +233,20 @@ class Actions:
         if (eff.step >= Step.RESTART_SERVER or differs) and not fresh:
             try:
                 await lms.server_stop(timeout=ladder_timeout(cfg))
+            except LmsTimeoutError as exc:  # a live service that cannot answer `stop` at once is hung
+                log.info("server_stop_failed", error=exc.message)
+                if spare_app and daemon is not None and not hung_app:
+                    hung_app = True
+                    note(_app_hung(daemon))
+                    log.warning("app_spared", pid=daemon.pid)
             except LmsError as exc:
                 log.info("server_stop_failed", error=exc.message)
         start_error: str | None = None
+        # A spared app that hung answers nothing: `server start` gets the ladder's timeout, not start_timeout.
+        start_timeout = ladder_timeout(cfg) if hung_app else cfg.server.start_timeout
         try:
-            bind = server.bind if caps.bind else None
-            await lms.server_start(server.port, bind, server.cors, timeout=cfg.server.start_timeout)
+            bind_arg = server.bind if caps.bind else None
+            await lms.server_start(server.port, bind_arg, server.cors, timeout=start_timeout)
         except LmsExitError as exc:
             start_error = exc.error_line  # the probe decides (BT#1720: exit 1 while serving)
         except LmsTimeoutError as exc:
@@ -240,9 +261,8 @@ class Actions:
             return BringUpFailed(eff.action, why, install, tuple(notes), caps)
         if start_error:
             log.warning("server_start_exit_ignored", error=start_error, url=url)
-        if cfg.server.cors is not None:
-            note = await self._check_cors(url, server.cors, cfg.health.timeout)
-            notes += [note] if note else []
+        if cfg.server.cors is not None and (cors := await self._check_cors(url, server.cors, cfg.health.timeout)):
+            note(cors)
         if daemon is None or not self.processes.alive(daemon):
             daemon = await self._find_daemon(lms, install, caps)
         return await up(f"server started at {url}", daemon, False)
@@ -517,6 +537,23 @@ def token_problem(exc: RestAuthError) -> Problem:
         "create an API token in LM Studio's Developer page and set [lmstudio] api_token (or api_token_file, "
         "or LM_API_TOKEN); meanwhile lmsupervisor uses lms",
         "warning",
+    )
+
+
+def address_problem(install: Install, value: str, declarable: bool) -> Problem:
+    """``server_address_invalid``: LM Studio's saved ``networkInterface`` (``value``, from
+    ``.internal/http-server-config.json``) is not an address its server can bind, and no
+    ``[server] bind`` is declared (or this `lms` cannot pass one, facts §8)."""
+    path = install.home / ".internal" / "http-server-config.json"
+    trimmed = server_address(value.strip())
+    hint = f" (did you mean {trimmed!r}?)" if trimmed is not None else ""
+    declare = 'declare [server] bind (e.g. "127.0.0.1") in lmsupervisor\'s config, or ' if declarable else ""
+    return Problem(
+        "server_address_invalid",
+        f"{path}: networkInterface {value!r} is not an address LM Studio's server can bind{hint}; "
+        "lmsupervisor does not start the server with it",
+        f"{declare}set the server's network interface in LM Studio's Developer settings (127.0.0.1 for this "
+        "machine only, 0.0.0.0 for the local network)",
     )
 
 

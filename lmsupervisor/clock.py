@@ -65,6 +65,8 @@ async def within(clock: Clock, awaitable: Awaitable[T], seconds: float) -> T:
             work.cancel()
             with contextlib.suppress(BaseException):
                 await work
+        elif not work.cancelled():
+            work.exception()  # retrieved: a caller cancelled just as it failed must not leave it unread
     if work.cancelled():
         raise TimeoutError(f"no result within {seconds:g} s")
     return work.result()

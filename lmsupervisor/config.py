@@ -12,6 +12,7 @@ the others). No file at all is valid: all defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import tomllib
@@ -181,6 +182,28 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+def server_address(value: object) -> str | None:
+    """``value`` as an address LM Studio's server can bind and lmsupervisor can reach, or
+    None when it is not one.
+
+    Accepted, as `lms server start --bind` and LM Studio's ``networkInterface`` take them
+    (facts §2, §3): an IPv4 address (``127.0.0.1``, ``0.0.0.0``), an IPv6 address with or
+    without brackets (``::1``, ``[::1]``, returned without them) and ``localhost`` (any
+    case). Anything else is None: a ``host:port`` mistake (``localhost:1234``), a hostname,
+    an impossible address (``999.1.1.1``), surrounding whitespace (``"0.0.0.0 "``: LM Studio
+    does not trim it either), an empty string, or a value that is not a string.
+    """
+    if not isinstance(value, str):
+        return None
+    if value.lower() == "localhost":
+        return "localhost"
+    text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 def _fail(key: str, expected: str, value: Any) -> ConfigError:
     return ConfigError(f"{key}: expected {expected}, got {_describe(value)}", key=key)
 
@@ -323,8 +346,11 @@ def parse(data: Mapping[str, Any]) -> Config:
             "server.start_timeout", sv.get("start_timeout", d.server.start_timeout), positive=True, maximum=3600
         ),
     )
-    if server.bind is not None and not server.bind.strip():
-        raise _fail("server.bind", "an address such as 127.0.0.1", server.bind)
+    if server.bind is not None:
+        bind = server_address(server.bind)
+        if bind is None:
+            raise _fail("server.bind", "an IP address (127.0.0.1, 0.0.0.0, ::1) or localhost", server.bind)
+        server = ServerConfig(bind=bind, port=server.port, cors=server.cors, start_timeout=server.start_timeout)
 
     hc = _table("health", top.get("health", {}), _keys(HealthConfig))
     health = HealthConfig(

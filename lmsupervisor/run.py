@@ -15,11 +15,10 @@ import os
 import signal
 from pathlib import Path
 
-import platformdirs
 import structlog
 
 from lmsupervisor import config as configmod
-from lmsupervisor import logs
+from lmsupervisor import logs, statefile
 from lmsupervisor.api.metrics import Metrics
 from lmsupervisor.api.socketdir import InstanceLock, check_config, prepare_socket_dir, resolve_group
 from lmsupervisor.api.statusd import StatusServer
@@ -33,6 +32,7 @@ from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient, resolve_token
 from lmsupervisor.lmstudio.watch import OsPidWatcher, OsProcessTable
 from lmsupervisor.service.notify import Notifier, ServiceNotifier
+from lmsupervisor.statefile import StateFiles
 from lmsupervisor.supervisor import ServerMemory, Supervisor
 
 STAGE_TIMEOUT = 5.0  # seconds for each shutdown stage
@@ -44,12 +44,15 @@ def build_supervisor(
     config_path: Path | None,
     explicit_config: bool,
     metrics: Metrics | None = None,
+    files: StateFiles | None = None,
 ) -> tuple[Supervisor, Prober]:
     """A Supervisor with the real clock, lms, prober and process watching. With ``metrics``,
-    every `lms` call is counted there and it observes every reduced message."""
+    every `lms` call is counted there and it observes every reduced message. ``files``
+    writes the state files; its problems reach the supervisor as ``Noted`` messages."""
+    files = files or StateFiles()
     clock = SystemClock()
     prober = Prober(timeout=cfg.health.timeout)
-    state_dir = Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))
+    state_dir = statefile.default_folder()
     holder: list[Supervisor] = []
     env = dict(platform.env)
 
@@ -76,11 +79,11 @@ def build_supervisor(
         config_loader=loader,
         config_path=config_path,
         pid=os.getpid(),
-        memory=ServerMemory(state_dir / "server.json"),
-        capabilities=CapabilityCache(state_dir / "capabilities.json"),
+        memory=ServerMemory(state_dir / "server.json", files),
+        capabilities=CapabilityCache(state_dir / "capabilities.json", files=files),
         rest=rest,
     )
-    holder.append(sup)
+    holder.append(sup)  # ServerMemory's files (shared with the capability cache) report through sup
     if metrics is not None:
         metrics.snapshot = sup.snapshot
         sup.observe(metrics.observe)
@@ -110,6 +113,7 @@ async def serve(
     platform: Platform | None = None,
     lock: InstanceLock | None = None,
     notifier: Notifier | None = None,
+    files: StateFiles | None = None,
 ) -> None:
     """Serve until stopped. ``notifier`` tells systemd (sd_notify) about us; build it with
     :meth:`Notifier.from_environ` before ``platform``, so children never inherit
@@ -117,7 +121,7 @@ async def serve(
     first reconcile ran (:mod:`lmsupervisor.service.notify`)."""
     log = structlog.get_logger("lmsupervisor")
     metrics = Metrics(None, SystemClock())
-    sup, prober = build_supervisor(cfg, platform or Platform.current(), config_path, explicit, metrics)
+    sup, prober = build_supervisor(cfg, platform or Platform.current(), config_path, explicit, metrics, files)
     service = ServiceNotifier(notifier or Notifier(None), SystemClock())
     server = StatusServer(
         sup,
@@ -199,36 +203,48 @@ def run_main(config_path: Path | None) -> None:
     raised = raise_fd_limit()
     if raised is not None:
         structlog.get_logger("lmsupervisor").info("fd_limit_raised", soft=raised[0], new_soft=raised[1])
+    files = StateFiles()
     try:
-        home_lock = lock_home(cfg, Platform.current(), sock)
+        home_lock = lock_home(cfg, Platform.current(), sock, files=files)
     except BaseException:
         lock.release()
         raise
     try:
-        asyncio.run(serve(cfg, path, config_path is not None, sock, lock=lock, notifier=notifier))
+        asyncio.run(serve(cfg, path, config_path is not None, sock, lock=lock, notifier=notifier, files=files))
     except StatusSocketError as exc:
         raise InstanceLockedError(exc.message, exc.hint) from exc
     finally:
-        home_lock.release()
+        if home_lock is not None:
+            home_lock.release()
         lock.release()
 
 
-def lock_home(cfg: Config, platform: Platform, sock: Path, state_dir: Path | None = None) -> InstanceLock:
+def lock_home(
+    cfg: Config, platform: Platform, sock: Path, state_dir: Path | None = None, files: StateFiles | None = None
+) -> InstanceLock | None:
     """Take the one-supervisor-per-LM-Studio-home lock (two supervisors with different
     sockets would otherwise fight over one LM Studio and create ``:2`` duplicates).
 
     The lock is ``<state dir>/homes/<sha256 of the home's real path>.lock`` beside a JSON
     note ``{"pid", "socket", "home"}`` naming its holder. Raises
     :class:`InstanceLockedError` (exit 69) naming the other supervisor's socket and PID.
+    A state folder that cannot hold the lock (read-only, full, not ours) is no reason not
+    to supervise: None is returned (the socket's own lock still keeps one ``run`` per
+    socket) and ``files`` reports ``state_folder_unwritable``.
     """
+    files = files or StateFiles()
     home = detect(platform, cfg.lmstudio.home, cfg.lmstudio.lms).home
-    folder = (state_dir or Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))) / "homes"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = (state_dir or statefile.default_folder()) / "homes"
     digest = hashlib.sha256(os.path.realpath(home).encode()).hexdigest()[:24]
     lock = InstanceLock(folder / f"{digest}.lock")
     note = folder / f"{digest}.json"
     try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock.acquire()
+    except (OSError, ConfigError) as exc:
+        cause = exc.__cause__ if isinstance(exc, ConfigError) and isinstance(exc.__cause__, OSError) else exc
+        files.failed(lock.path, cause if isinstance(cause, OSError) else OSError(str(exc)))
+        return None
     except InstanceLockedError:
         try:
             holder = json.loads(note.read_text(encoding="utf-8"))
@@ -239,5 +255,5 @@ def lock_home(cfg: Config, platform: Platform, sock: Path, state_dir: Path | Non
             f"LM Studio at {home} is already supervised ({who})",
             hint="one supervisor per LM Studio home: stop the other one, or point this one at another home",
         ) from None
-    note.write_text(json.dumps({"pid": os.getpid(), "socket": str(sock), "home": str(home)}), encoding="utf-8")
+    files.write(note, json.dumps({"pid": os.getpid(), "socket": str(sock), "home": str(home)}))
     return lock

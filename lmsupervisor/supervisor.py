@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from lmsupervisor import __version__, logs
+from lmsupervisor import __version__, logs, statefile
 from lmsupervisor.actions import QUICK_TIMEOUT, Actions, token_problem
 from lmsupervisor.clock import Clock, iso, within
 from lmsupervisor.config import Config
@@ -34,6 +34,7 @@ from lmsupervisor.core.observed import DaemonProcess, Install, ProbeResult, Serv
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.reducer import (
     CONFIG_ACTION,
+    EFFECT_ACTION,
     HEALTH_ACTION,
     ActionCrashed,
     Answered,
@@ -48,6 +49,7 @@ from lmsupervisor.core.reducer import (
     LoadPassFailed,
     Log,
     Message,
+    Noted,
     Now,
     Observed,
     Probed,
@@ -72,6 +74,7 @@ from lmsupervisor.lmstudio.lms import LmsClient
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient
 from lmsupervisor.lmstudio.watch import PidWatcher, ProcessTable
+from lmsupervisor.statefile import StateFiles
 
 EVENT_BACKLOG = 256  # events buffered per subscriber before it is dropped
 STOP_GRACE = 3.0  # seconds cancelled tasks get to clean up (reap `lms`) at shutdown
@@ -80,10 +83,12 @@ STOP_GRACE = 3.0  # seconds cancelled tasks get to clean up (reap `lms`) at shut
 class ServerMemory:
     """The last good LM Studio server settings, kept in lmsupervisor's own state file
     (JSON ``{"port","bind","cors"}``), so a corrupt ``http-server-config.json`` never
-    resets them. ``path`` None keeps them in memory only."""
+    resets them. ``path`` None keeps them in memory only; ``files`` writes it (one policy:
+    a failed write is reported, never raised, see :mod:`lmsupervisor.statefile`)."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, files: StateFiles | None = None) -> None:
         self.path = path
+        self.files = files or StateFiles()
 
     def load(self) -> ServerSettings | None:
         """The remembered settings, or None (no file, or not readable)."""
@@ -98,14 +103,12 @@ class ServerMemory:
             return None
         return ServerSettings(port=port, bind=bind, cors=cors, found=True)
 
-    def save(self, server: ServerSettings) -> None:
-        """Write atomically (temp file + rename); raises OSError."""
+    def save(self, server: ServerSettings) -> bool:
+        """Write atomically (temp file + rename); False when it could not (reported by
+        ``files``, never raised)."""
         if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"port": server.port, "bind": server.bind, "cors": server.cors}), encoding="utf-8")
-        tmp.replace(self.path)
+            return True
+        return self.files.write(self.path, json.dumps({"port": server.port, "bind": server.bind, "cors": server.cors}))
 
 
 class Supervisor:
@@ -141,6 +144,7 @@ class Supervisor:
         self.memory = memory or ServerMemory(None)
         self.log = structlog.get_logger("lmsupervisor")
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        self.memory.files.attach(self.note_state_files)  # after the queue: a known problem is sent at once
         self.snap: Snapshot = core.initial(config, clock.wall(), self.memory.load())
         self.rest = rest
         self.actions = Actions(
@@ -163,12 +167,18 @@ class Supervisor:
         self._unwatch: Callable[[], None] | None = None
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._observers: list[Callable[[Message, Snapshot], None]] = []
+        self._failed_effects: set[str] = set()  # effects whose last run raised (shown as supervisor_error)
         self._asked_at: dict[str, float] = {}  # monotonic seconds of each model's last answer probe
 
     # -- public interface ------------------------------------------------------------
     def send(self, msg: Message) -> None:
         """Enqueue a message (call from the event loop)."""
         self.queue.put_nowait(msg)
+
+    def note_state_files(self, problem: Problem | None) -> None:
+        """The state files' problem (``state_folder_unwritable``), or None once they are
+        written again (:class:`~lmsupervisor.statefile.StateFiles` listener)."""
+        self.send(Noted(statefile.PROBLEM, problem))
 
     def post(self, kind: str, **data: Any) -> None:
         """Enqueue a request by name: ``stop`` (``reason``), ``reload``, ``restart``
@@ -234,11 +244,18 @@ class Supervisor:
             except Exception:
                 self.log.exception("observer_failed", message=type(msg).__name__)
         for effect in effects:
+            name = type(effect).__name__
             try:
                 self._perform(effect)
-            except Exception as exc:
-                self.log.exception("effect_crashed", effect=type(effect).__name__)
-                self.send(ActionCrashed(self.snap.action, type(effect).__name__, _describe(exc)))
+            except Exception as exc:  # its own failure, never the running action's (which did nothing wrong)
+                self.log.exception("effect_crashed", effect=name)
+                self._failed_effects.add(name)
+                self.send(ActionCrashed(EFFECT_ACTION, name, _describe(exc)))
+            else:
+                if name in self._failed_effects:
+                    self._failed_effects.discard(name)
+                    if not self._failed_effects:  # every effect that failed has worked since
+                        self.send(Noted(core.SUPERVISOR_ERROR, None))
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
         """A queue that receives every event from now on (``None`` at shutdown)."""
@@ -524,9 +541,8 @@ class Supervisor:
             else:
                 raise exc  # a bug, not an answer: the health guard reports it
         finally:
-            listing.cancel()
-            if greeting is not None:
-                greeting.cancel()
+            for future in (listing, greeting):
+                _discard(future)
 
     async def _check_drift(self, epoch: int, timeout: float, problem: Problem | None = None) -> None:
         """What LM Studio has loaded, from `lms ps --json` (releases without REST v1, or while
@@ -565,6 +581,22 @@ class Supervisor:
 def _cancel(task: asyncio.Task[None] | None) -> None:
     if task is not None and not task.done():
         task.cancel()
+
+
+def _discard(future: asyncio.Future[Any] | None) -> None:
+    """Cancel ``future`` and make sure its exception is read whenever it ends: a check cancelled
+    just as its request failed (a daemon exit stops the health loop) must leave no "Task
+    exception was never retrieved". (Python 3.11's ``wait_for`` may even finish a cancelled
+    task with the inner exception instead of ``CancelledError``.)"""
+    if future is None:
+        return
+    future.cancel()
+    future.add_done_callback(_read_outcome)
+
+
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _describe(exc: BaseException) -> str:

@@ -19,8 +19,9 @@ the process-global default registry leaks in). Two kinds of sources:
   ``lmsupervisor_info{version,lmstudio_version,lms_cli_version,lmstudio_kind}``.
 
 ``reason`` of a restart is what caused it, from a small fixed set (:data:`RESTART_REASONS`):
-``requested`` (``POST /v1/restart``), else the message that sent the supervisor into
-backoff (``probe_failed``, ``daemon_exited``, ``bring_up_failed``, ``action_crashed``).
+``requested`` (``POST /v1/restart``), else the failure that sent the supervisor into
+backoff (``probe_failed``, ``daemon_exited``, ``bring_up_failed``, ``action_crashed``), as
+the reducer records it in ``Snapshot.cause``.
 ``command`` of an `lms` call is its (sub)command, e.g. ``ps``, ``load``, ``server start``;
 ``result`` is ``ok``, ``failed`` (non-zero exit), ``timeout``, ``not_found`` or ``error``.
 The alert rules in ``contrib/prometheus/lmsupervisor.rules.yml`` use these names.
@@ -28,7 +29,6 @@ The alert rules in ``contrib/prometheus/lmsupervisor.rules.yml`` use these names
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -48,14 +48,7 @@ from lmsupervisor.lmstudio.lms import LmsResult, LmsRunner
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # text exposition 0.0.4: what every Prometheus reads
 STATES = tuple(s.value for s in State)
 # What sends the supervisor into backoff, by message class; anything newer gets its snake_case name.
-FAILURE_CAUSES = {
-    "Probed": "probe_failed",
-    "DaemonExited": "daemon_exited",
-    "BringUpFailed": "bring_up_failed",
-    "ActionCrashed": "action_crashed",
-    "LoadPassFailed": "load_failed",
-}
-RESTART_REASONS = ("requested", *sorted(set(FAILURE_CAUSES.values())))
+RESTART_REASONS = core.RESTART_CAUSES  # recorded by the reducer (Snapshot.cause), never guessed here
 LMS_RESULTS = ("ok", "failed", "timeout", "not_found", "error")
 LMS_GROUPS = frozenset({"daemon", "server", "runtime", "log"})  # `lms <group> <verb>` commands
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -74,10 +67,6 @@ def lms_command(args: Iterable[str]) -> str:
     if words[0] in LMS_GROUPS and len(words) > 1 and not words[1].startswith("-"):
         command = f"{words[0]} {words[1]}"
     return f"{command} --help" if "--help" in words or "-h" in words else command
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _timestamp(iso: Any) -> float | None:
@@ -146,8 +135,6 @@ class Metrics:
             self.probes.labels(result=result)
         self.registry.register(_SnapshotCollector(self))
         self._restart_count = 0
-        self._state = State.STOPPED
-        self._cause = "requested"
 
     # -- sources ------------------------------------------------------------------------
     def observe(self, message: object, snap: core.Snapshot) -> None:
@@ -157,13 +144,8 @@ class Metrics:
             self.probes.labels(result="ok" if ok else "failed").inc()
             if ok:
                 self.probe_latency.observe(message.result.latency_ms / 1000)
-        if snap.state is State.BACKOFF and self._state is not State.BACKOFF:  # this message failed supervision
-            name = type(message).__name__
-            self._cause = FAILURE_CAUSES.get(name, _snake(name))
-        self._state = snap.state
         if snap.restart_count > self._restart_count:
-            reason = "requested" if isinstance(message, core.RestartRequested) else self._cause
-            self.restarts.labels(reason=reason).inc(snap.restart_count - self._restart_count)
+            self.restarts.labels(reason=snap.cause or "requested").inc(snap.restart_count - self._restart_count)
         self._restart_count = snap.restart_count
 
     def record_lms(self, command: str, result: str, seconds: float) -> None:

@@ -192,7 +192,7 @@ class TcpTransport:
         self.file = Path(tokenfile.token_path(socket_path))
         self.pid = pid
         self.token = token or secrets.token_urlsafe(32)
-        self._expected = f"Bearer {self.token}".encode()
+        self._expected = self.token.encode()
         self.port = 0
         self._made: tuple[int, int] | None = None
 
@@ -239,6 +239,8 @@ class TcpTransport:
         """Missing or wrong bearer token (constant-time comparison), else None."""
         if authorization is None:
             return f"missing `Authorization: Bearer <token>`; the token is in {self.file}"
-        if not hmac.compare_digest(authorization.strip(), self._expected):
+        scheme, _, credentials = authorization.strip().partition(b" ")
+        # RFC 7235 §2.1: the scheme is case-insensitive; the token itself is compared exactly.
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials.strip(), self._expected):
             return "wrong bearer token"
         return None

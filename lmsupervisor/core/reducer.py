@@ -40,6 +40,10 @@ from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.states import ON_ENTER, Entry, State, Trigger, accepts, next_state
 from lmsupervisor.core.timefmt import iso
 
+# The cause of a restart, as the reducer records it (``Snapshot.cause``): the
+# ``lmsupervisor_restarts_total{reason}`` label values, every one reachable.
+RESTART_CAUSES = ("requested", "probe_failed", "daemon_exited", "bring_up_failed", "action_crashed")
+SUPERVISOR_ERROR = "supervisor_error"  # the problem code of a failure of lmsupervisor's own code
 LOAD_DEADLINE = 900.0  # seconds a load we started may take to show up in `lms ps`
 MODEL_STATES = ("pending", "downloading", "loading", "loaded", "failed", "idle_unloaded")
 
@@ -91,6 +95,14 @@ class Snapshot:
     problems found while running (capabilities, the API token, a hung app), beside the
     install's; ``standing`` those posted with :class:`Noted` (state files, load options,
     paused downloads), kept across bring-ups until cleared.
+
+    The last failure: ``cause`` is its :data:`RESTART_CAUSES` label (what the restart it
+    leads to is counted as), ``failure`` its signature (the problem code and words), and
+    ``deterministic`` whether it recurs on every retry whatever LM Studio does (an unusable
+    address, a crash of our own code): then retries only try to start (rung START), never
+    stop or kill anything. ``spent`` is the signature for which a daemon rung (restart or
+    kill) was already climbed: the same cause never makes the supervisor stop or kill
+    LM Studio's daemon a second time (reset with the attempt count).
     """
 
     config: Config
@@ -127,6 +139,10 @@ class Snapshot:
     rest_drift: bool = False
     notes: tuple[Problem, ...] = ()
     standing: tuple[Problem, ...] = ()
+    cause: str | None = None
+    failure: str | None = None
+    deterministic: bool = False
+    spent: str | None = None
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:
@@ -216,6 +232,17 @@ class BringUpFailed:
     install: Install | None = None
     problems: tuple[Problem, ...] = ()  # e.g. app_hung: the GUI app holds a hung service
     capabilities: CliCapabilities | None = None
+    problem: Problem | None = None  # the failure itself, named (None: the generic bring_up_failed)
+    deterministic: bool = False  # recurs on every retry: no rung above START can fix it
+
+
+@dataclass(frozen=True)
+class BringUpNoted:
+    """Bring-up ``action`` found ``problem`` on its way (a hung app it spares, a capability
+    this `lms` lacks, a refused token): shown at once, not when the bring-up ends."""
+
+    action: int
+    problem: Problem
 
 
 @dataclass(frozen=True)
@@ -361,7 +388,8 @@ class Noted:
 @dataclass(frozen=True)
 class ActionCrashed:
     """An effect raised something unexpected. ``action`` is its action id (-1 for the
-    health loop, -2 for reading the config); ``error`` the exception, ``effect`` its name."""
+    health loop, -2 for reading the config, -3 for a synchronous effect such as writing a
+    state file); ``error`` the exception, ``effect`` its name."""
 
     action: int
     effect: str
@@ -374,6 +402,7 @@ Message = (
     | ServerUp
     | NotInstalled
     | BringUpFailed
+    | BringUpNoted
     | LoadStarted
     | LoadSettled
     | ModelChanged
@@ -395,6 +424,7 @@ Message = (
 
 HEALTH_ACTION = -1  # ActionCrashed.action of the health loop
 CONFIG_ACTION = -2  # ActionCrashed.action of reading the config
+EFFECT_ACTION = -3  # ActionCrashed.action of a synchronous effect (never the running action's failure)
 
 
 # -- effects --------------------------------------------------------------------------
@@ -593,12 +623,15 @@ class _Step:
                 self.set(healthy_since=self.now.mono)
         elif entry is Entry.RETRY_LATER:
             # A failure after a long healthy period starts the backoff over.
-            attempt = 1 if self.healthy_long_enough() else s.attempt + 1
+            fresh = self.healthy_long_enough()
+            attempt = 1 if fresh else s.attempt + 1
             delay = retry_delay(s.config.restart, attempt, self.now.jitter)
             self.set(attempt=attempt, healthy_since=None, next_attempt_at=self.now.wall + delay)
+            if fresh:
+                self.set(spent=None)
             self.arm(delay)
             self.log("warning", "retry_scheduled", attempt=attempt, retry_in=round(delay, 3),
-                     step=step_for(attempt).name.lower())  # fmt: skip
+                     step=self.rung().name.lower())  # fmt: skip
         elif entry is Entry.RECHECK_LATER:
             attempt = s.attempt + 1
             delay = retry_delay(s.config.restart, attempt, self.now.jitter)
@@ -610,6 +643,18 @@ class _Step:
             self.arm(retry_delay(s.config.restart, attempt, self.now.jitter))
         elif entry is Entry.UNWATCH:
             self.emit(Watch(None))
+
+    def rung(self) -> Step:
+        """The ladder's rung for the next bring-up: :func:`step_for` the attempt count,
+        except that a deterministic failure only tries to start (no restart can fix it)
+        and a cause whose daemon rung was spent restarts the server at most."""
+        s = self.snap
+        step = step_for(s.attempt)
+        if s.deterministic:
+            return Step.START
+        if step >= Step.RESTART_DAEMON and s.failure is not None and s.failure == s.spent:
+            return Step.RESTART_SERVER
+        return step
 
     def arm(self, delay: float) -> None:
         self.set(timer=self.snap.timer + 1)
@@ -665,9 +710,14 @@ class _Step:
                 self.emit(Unload(inst.identifier))
 
     # -- failure -----------------------------------------------------------------------
-    def fail(self, reason: str, daemon_gone: bool = False) -> None:
-        """A failure in an active state: back off, then climb the ladder."""
-        self.set(server_running=False, last_restart_reason=reason)
+    def fail(
+        self, reason: str, cause: str, daemon_gone: bool = False, signature: str | None = None,
+        deterministic: bool = False,
+    ) -> None:  # fmt: skip
+        """A failure in an active state: back off, then climb the ladder (a deterministic
+        one, or one whose daemon rung was spent, does not climb: see :class:`Snapshot`)."""
+        self.set(server_running=False, last_restart_reason=reason, cause=cause, failure=signature or reason,
+                 deterministic=deterministic)  # fmt: skip
         if daemon_gone:
             self.set(in_flight=())
         self.models_pending()
@@ -790,6 +840,8 @@ def _dispatch(r: _Step, msg: Message) -> None:
                 rest=msg.rest,
                 rest_drift=False,
                 notes=msg.problems,
+                failure=None,
+                deterministic=False,
             )
             if msg.settings_source_ok and msg.install.server.found and msg.install.server != s.last_good_server:
                 r.set(last_good_server=msg.install.server)
@@ -804,9 +856,18 @@ def _dispatch(r: _Step, msg: Message) -> None:
         case BringUpFailed() if msg.action == s.action and state is State.STARTING:
             if msg.install is not None:
                 r.set(install=msg.install, problems=msg.install.problems)
-            r.set(notes=msg.problems, capabilities=msg.capabilities or s.capabilities)
-            r.log("warning", "bring_up_failed", reason=msg.reason)
-            r.fail(msg.reason)  # STARTING -> BACKOFF
+            problem = msg.problem or bring_up_problem(msg.reason)
+            # This bring-up's problems (those it noted on its way are among them) replace the last
+            # one's, unless the same cause persists: then what an earlier rung found (a hung app it
+            # spared) is still true.
+            signature = f"{problem.code}: {problem.message}"
+            earlier = s.notes if signature == s.failure else ()
+            r.set(notes=_by_code((*earlier, *msg.problems, problem)), capabilities=msg.capabilities or s.capabilities)
+            r.log("warning", "bring_up_failed", reason=msg.reason, problem=problem.code,
+                  deterministic=msg.deterministic)  # fmt: skip
+            r.fail(msg.reason, "bring_up_failed", signature=signature, deterministic=msg.deterministic)  # -> BACKOFF
+        case BringUpNoted(problem=problem) if msg.action == s.action and state is State.STARTING:
+            r.set(notes=(*(p for p in s.notes if p.code != problem.code), problem))
         case LoadStarted(name=name):
             if r.snap.model(name) is not None:
                 others = tuple(f for f in s.in_flight if f.name != name)
@@ -856,7 +917,7 @@ def _dispatch(r: _Step, msg: Message) -> None:
             reason = f"LM Studio's daemon (PID {pid}) exited"
             r.log("warning", "daemon_exited", pid=pid)
             if state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
-                r.fail(reason, daemon_gone=True)  # -> BACKOFF
+                r.fail(reason, "daemon_exited", daemon_gone=True)  # -> BACKOFF
         case TimerFired(gen=gen) if gen == s.timer:
             _timer(r)
         case RestartRequested(daemon=daemon, reason=reason):
@@ -865,6 +926,7 @@ def _dispatch(r: _Step, msg: Message) -> None:
                 for m in s.models:
                     if m.state == "idle_unloaded":
                         r.set_model(m.name, "pending")  # an explicit restart reloads them
+                r.set(cause="requested", failure=None, deterministic=False)
                 r.count_restart(reason, step)
                 r.models_pending()
                 r.fire(Trigger.RESTART, reason, step)  # * -> STARTING
@@ -933,13 +995,13 @@ def _probed(r: _Step, result: ProbeResult) -> None:
         r.set(consecutive_failures=0, server_running=True)
         if s.state is State.READY and s.attempt and r.healthy_long_enough():
             r.log("info", "backoff_reset", after_attempts=s.attempt)
-            r.set(attempt=0)
+            r.set(attempt=0, spent=None)
         return
     failures = s.consecutive_failures + 1
     r.set(consecutive_failures=failures)
     r.log("warning", "probe_failed", error=result.error, consecutive=failures)
     if failures >= s.config.health.failures_before_restart:
-        r.fail(f"server failed {failures} probes: {result.error}")  # -> BACKOFF
+        r.fail(f"server failed {failures} probes: {result.error}", "probe_failed")  # -> BACKOFF
 
 
 def _observed(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
@@ -984,7 +1046,9 @@ def _answered(r: _Step, answer: Answered, reload: bool) -> None:
 def _timer(r: _Step) -> None:
     s = r.snap
     if s.state is State.BACKOFF:
-        step = step_for(s.attempt)
+        step = r.rung()
+        if step >= Step.RESTART_DAEMON:
+            r.set(spent=s.failure)  # this cause has had its daemon rung
         r.count_restart(s.last_restart_reason or "retry", step)
         r.fire(Trigger.TIMER, f"retry {s.attempt}: {step.name.lower()}", step)  # BACKOFF -> STARTING
     elif s.state is State.NOT_INSTALLED:
@@ -996,14 +1060,45 @@ def _timer(r: _Step) -> None:
 def _crashed(r: _Step, msg: ActionCrashed) -> None:
     s = r.snap
     r.log("error", "action_crashed", effect=msg.effect, error=msg.error)
-    if msg.action == CONFIG_ACTION:
+    problem = crash_problem(msg.effect, msg.error)
+    if msg.action == EFFECT_ACTION:  # a synchronous effect: shown, never the running action's failure
+        r.set(standing=(*(p for p in s.standing if p.code != problem.code), problem))
+    elif msg.action == CONFIG_ACTION:
         r.set(config_error=f"reading the config failed: {msg.error}")
         r.emit(Publish({"type": "config", "error": r.snap.config_error}))
     elif msg.action == HEALTH_ACTION:
         if s.state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
             _probed(r, ProbeResult(False, 0.0, None, f"{msg.effect} crashed: {msg.error}"))
     elif msg.action == s.action and s.state in (State.STARTING, State.LOADING_MODELS):
-        r.fail(f"{msg.effect} crashed: {msg.error}")  # -> BACKOFF
+        # Our own code failed: restarting LM Studio cannot fix it. Shown at once, retried
+        # under backoff at rung START only (nothing of LM Studio's is stopped or killed).
+        r.set(notes=(*(p for p in s.notes if p.code != problem.code), problem))
+        r.fail(f"{msg.effect} crashed: {msg.error}", "action_crashed", deterministic=True)  # -> BACKOFF
+
+
+def bring_up_problem(reason: str) -> Problem:
+    """The problem shown while bring-ups fail for a reason with no name of its own."""
+    return Problem(
+        "bring_up_failed",
+        f"LM Studio's server could not be brought up: {reason}",
+        "lmsupervisor retries with backoff (restarting the server, then the daemon, once per cause); if it "
+        "persists, run `lmsupervisor doctor` and read LM Studio's server log",
+    )
+
+
+def crash_problem(effect: str, error: str) -> Problem:
+    """The problem shown when lmsupervisor's own code failed while performing ``effect``."""
+    return Problem(
+        SUPERVISOR_ERROR,
+        f"lmsupervisor's {effect} failed: {error}",
+        "a bug in lmsupervisor (it retries without stopping LM Studio): please report it with the "
+        "`action_crashed` log event and its traceback",
+    )
+
+
+def _by_code(problems: tuple[Problem, ...]) -> tuple[Problem, ...]:
+    """``problems`` with one problem per code (the last one wins)."""
+    return tuple({p.code: p for p in problems}.values())
 
 
 def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -> dict[str, Any]:

@@ -10,9 +10,7 @@ a recovery nor a supervisor restart runs them again. A binary whose size or mtim
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 
 import structlog
@@ -20,6 +18,7 @@ import structlog
 from lmsupervisor.core.capabilities import CliCapabilities, HelpOutput, parse_help
 from lmsupervisor.errors import LmsError, LmsNotFoundError
 from lmsupervisor.lmstudio.lms import LmsClient
+from lmsupervisor.statefile import StateFiles
 
 HELP_TIMEOUT = 15.0  # seconds per detection call
 
@@ -37,9 +36,10 @@ class CapabilityCache:
     """Capabilities per `lms` binary, detected on first use; ``path`` is the JSON cache
     file (None: memory only); ``quiet`` logs nothing (doctor prints its own report)."""
 
-    def __init__(self, path: Path | None = None, quiet: bool = False) -> None:
+    def __init__(self, path: Path | None = None, quiet: bool = False, files: StateFiles | None = None) -> None:
         self.path = path
         self.quiet = quiet
+        self.files = files or StateFiles()
         self._memory: dict[str, CliCapabilities] = {}
         self.log = structlog.get_logger("lmsupervisor")
 
@@ -102,13 +102,10 @@ class CapabilityCache:
         return data if isinstance(data, dict) else {}
 
     def _write(self, caps: CliCapabilities) -> None:
-        """Atomically (temp file + rename); a state folder we cannot write only costs a re-detection."""
+        """Atomically, through ``files``: a state folder we cannot write costs a re-detection
+        at the next start, and is reported, never raised."""
         if self.path is None:
             return
         data = self._read()
         data[caps.binary] = {"stamp": caps.stamp, **caps.to_json()}
-        with contextlib.suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-            tmp.replace(self.path)
+        self.files.write(self.path, json.dumps(data, indent=1))

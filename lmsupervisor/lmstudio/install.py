@@ -144,10 +144,13 @@ def read_server_settings(home: Path, reader: _Reader | None = None) -> ServerSet
                 )
             )
         port = DEFAULT_PORT
+    # Absent, null or empty: LM Studio's default. Any other value is kept as written
+    # (a non-string as its JSON text), so the bring-up can name an unusable one
+    # (`server_address_invalid`) instead of quietly serving elsewhere.
     bind = data.get("networkInterface")
     return ServerSettings(
         port=port,
-        bind=bind if isinstance(bind, str) and bind else DEFAULT_BIND,
+        bind=DEFAULT_BIND if bind in (None, "") else bind if isinstance(bind, str) else json.dumps(bind),
         cors=data.get("cors") is True,
         jit=_bool(data.get("justInTimeModelLoading")),
         auto_start=_bool(data.get("autoStartOnLaunch")),

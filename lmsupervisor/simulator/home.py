@@ -226,6 +226,15 @@ class SimInstall:
             return []
 
     # -- faults ----------------------------------------------------------------
+    def daemon_starts(self) -> int:
+        """How many daemon (or app) processes have started in this home (``.sim/daemon.log``
+        ``started`` lines): each one after the first is a restart, for whatever reason."""
+        log = common.sim_dir(self.home) / "daemon.log"
+        try:
+            return sum(" started pid=" in line for line in log.read_text(encoding="utf-8").splitlines())
+        except OSError:
+            return 0
+
     def crash_daemon(self) -> int:
         """SIGKILL the daemon; returns the PID it had. Raises LookupError if none runs."""
         pid = self.daemon_pid()

@@ -17,6 +17,7 @@ import httpx
 from lmsupervisor.config import Config
 from lmsupervisor.core.observed import DaemonProcess, Install, ServerSettings
 from lmsupervisor.core.states import State
+from lmsupervisor.errors import LmsTimeoutError
 from lmsupervisor.lmstudio.lms import LmsClient, LmsResult
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient
@@ -126,7 +127,11 @@ class FakeLmStudio:
             if args[: len(prefix)] == prefix:
                 raise exc
         if self.stalled and self.clock is not None and args[:1] in self.stalled:
-            await self.clock.sleep(1e9)  # a hung daemon: `lms` never answers
+            # a hung daemon: `lms` never answers, and is killed at its timeout as the real runner does
+            await self.clock.sleep(1e9 if timeout is None else timeout)
+            raise LmsTimeoutError(
+                f"`lms {' '.join(args)}` did not finish within {timeout} s", ["lms", *args], timeout or 0.0
+            )
         for prefix, (code, stderr) in self.fail.items():
             if args[: len(prefix)] == prefix:
                 return LmsResult(("lms", *args), code, "", stderr, 1.0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -209,3 +212,35 @@ def test_restart_kill_app_and_api_token() -> None:
         parse_toml('[restart]\nkill_app = "yes"\n')
     with pytest.raises(ConfigError, match=r"lmstudio\.api_token"):
         parse_toml('[lmstudio]\napi_token = "two words"\n')
+
+
+@pytest.mark.parametrize("value", ["not a host", "localhost:99", "localhost:1234", "999.1.1.1", "0.0.0.0 ", "a\n", ""])
+def test_a_declared_bind_must_be_an_address(value: str) -> None:
+    """`[server] bind` is an IP address or localhost (what LM Studio's server can bind and we can
+    reach); anything else is refused naming server.bind, never applied."""
+    with pytest.raises(ConfigError) as info:
+        parse_toml(f"[server]\nbind = {json.dumps(value)}")
+    assert (info.value.key, "server.bind: expected an IP address" in info.value.message) == ("server.bind", True)
+
+
+@pytest.mark.parametrize(
+    ("value", "bound"),
+    [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "0.0.0.0"), ("::1", "::1"), ("[::1]", "::1"), ("LocalHost", "localhost")],
+)
+def test_a_declared_bind_is_normalised(value: str, bound: str) -> None:
+    """IPv6 without brackets (as `lms server start --bind` passes it to Node's listen), localhost in lower case."""
+    assert parse_toml(f"[server]\nbind = {json.dumps(value)}").server.bind == bound
+
+
+def test_config_check_rejects_a_bind_that_is_not_an_address(tmp_path: Path) -> None:
+    """`lmsupervisor config check` exits 78 and names server.bind for `bind = "not a host"`."""
+    path = tmp_path / "config.toml"
+    path.write_text('[server]\nbind = "not a host"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmsupervisor", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, "server.bind" in proc.stderr + proc.stdout) == (78, True), proc

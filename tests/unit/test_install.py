@@ -101,14 +101,16 @@ def test_corrupt_settings_become_problems(tmp_path: Path) -> None:
 
 
 def test_server_config_wrong_types(tmp_path: Path) -> None:
-    """A port that is not 1..65535 falls back to 1234 with a warning; odd values are ignored."""
+    """A port that is not 1..65535 falls back to 1234 with a warning; other odd values are
+    ignored, except networkInterface, kept as its JSON text so the bring-up names it
+    (server_address_invalid) instead of quietly serving on the default address."""
     internal = tmp_path / ".internal"
     internal.mkdir()
     (internal / "http-server-config.json").write_text(
         json.dumps({"port": "1234", "cors": "yes", "networkInterface": 7, "justInTimeModelLoading": False})
     )
     settings = read_server_settings(tmp_path)
-    assert (settings.port, settings.cors, settings.bind, settings.jit) == (1234, False, "127.0.0.1", False)
+    assert (settings.port, settings.cors, settings.bind, settings.jit) == (1234, False, "7", False)
 
 
 def test_legacy_cache_home(tmp_path: Path) -> None:

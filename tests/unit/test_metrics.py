@@ -3,6 +3,7 @@ parser, what each message and `lms` call counts, and alert rules that use only w
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,13 +15,13 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from lmsupervisor.api.metrics import CountingRunner, Metrics, lms_command
-from lmsupervisor.config import Config
+from lmsupervisor.config import Config, HealthConfig, RestartConfig
 from lmsupervisor.core import reducer as core
 from lmsupervisor.core.observed import ProbeResult
 from lmsupervisor.core.states import State
 from lmsupervisor.errors import LmsNotFoundError, LmsTimeoutError
 from lmsupervisor.lmstudio.lms import LmsResult
-from tests.scenarios.fakes import FakeClock
+from tests.scenarios.fakes import FakeClock, FakeLmStudio, make_supervisor
 
 RULES = Path(__file__).parents[2] / "contrib" / "prometheus" / "lmsupervisor.rules.yml"
 
@@ -136,29 +137,47 @@ def test_probes_are_counted_and_successful_latencies_observed() -> None:
     assert samples[("lmsupervisor_probe_latency_seconds_bucket", (("le", "0.005"),))] == 1
 
 
-def test_restarts_are_counted_by_what_caused_them() -> None:
-    """A requested restart counts as `requested`; a ladder retry as the failure that started the backoff."""
-    metrics = Metrics(snapshot, FakeClock())
-    ready = dataclasses.replace(base(), state=State.READY)
-    metrics.observe(core.Start(), ready)
-    metrics.observe(core.RestartRequested(), dataclasses.replace(ready, state=State.STARTING, restart_count=1))
-    metrics.observe(core.ReloadRequested(), dataclasses.replace(ready, restart_count=1))
-    failing = core.Probed(1, ProbeResult(False, 1.0, error="refused"))
-    metrics.observe(failing, dataclasses.replace(ready, state=State.BACKOFF, restart_count=1))
-    metrics.observe(core.DaemonExited(7), dataclasses.replace(ready, state=State.BACKOFF, restart_count=1))
-    metrics.observe(core.TimerFired(3), dataclasses.replace(ready, state=State.STARTING, restart_count=2))
-    metrics.observe(core.BringUpFailed(4, "no"), dataclasses.replace(ready, state=State.BACKOFF, restart_count=2))
-    metrics.observe(core.TimerFired(5), dataclasses.replace(ready, state=State.STARTING, restart_count=3))
-    samples = parse(metrics)
-    restarts = {k[1][0][1]: v for k, v in samples.items() if k[0] == "lmsupervisor_restarts_total"}
-    assert restarts == {
-        "requested": 1,
-        "probe_failed": 1,  # the daemon exit came while already in backoff: not the cause
-        "bring_up_failed": 1,
-        "daemon_exited": 0,
-        "action_crashed": 0,
-        "load_failed": 0,
-    }
+async def test_restarts_are_counted_by_the_cause_the_reducer_recorded() -> None:
+    """Every exported restart reason is reachable: a real supervisor (fake LM Studio, fake clock)
+    is made to restart once for each cause, and each restart is counted under that cause."""
+    config = Config(
+        health=HealthConfig(interval=5, timeout=1, failures_before_restart=2),
+        restart=RestartConfig(initial_delay=1, max_delay=1, multiplier=1, jitter=0, reset_after=3600),
+    )
+    clock, lm = FakeClock(), FakeLmStudio()
+    sup = make_supervisor(config, lm, clock)
+    metrics = Metrics(sup.snapshot, clock)
+    sup.observe(metrics.observe)
+    runner = asyncio.create_task(sup.run())
+    await clock.advance(0)
+
+    def restarts() -> dict[str, float]:
+        return {k[1][0][1]: v for k, v in parse(metrics).items() if k[0] == "lmsupervisor_restarts_total"}
+
+    assert restarts() == dict.fromkeys(core.RESTART_CAUSES, 0.0)
+    sup.post("restart")
+    await clock.advance(0)
+    lm.server = False  # probes fail; the retry starts it again
+    await clock.advance(12)
+    lm.exit_daemon()
+    await clock.advance(2)
+    lm.fail[("server", "start")] = (1, "Failed to verify the server is running. Please try to use another port.")
+    lm.exit_daemon()
+    await clock.advance(1.5)
+    lm.fail.clear()
+    await clock.advance(2)
+    lm.raises[("ps",)] = RuntimeError("a bug")  # the load pass crashes: our own code failed
+    sup.post("restart")
+    await clock.advance(0.5)
+    lm.raises.clear()
+    await clock.advance(3)
+    assert (sup.state, restarts()) == (
+        State.READY,
+        {"requested": 2, "probe_failed": 1, "daemon_exited": 2, "bring_up_failed": 1, "action_crashed": 1},
+    )
+    sup.post("stop")
+    await asyncio.wait_for(runner, 5)
+    await sup.prober.aclose()
 
 
 class FakeRunner:

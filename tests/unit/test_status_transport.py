@@ -90,6 +90,20 @@ async def test_tcp_needs_the_right_bearer_token(sock_path: Path) -> None:
     assert not os.path.exists(tokenfile.token_path(sock_path))  # removed at shutdown
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
+async def test_the_bearer_scheme_is_case_insensitive(sock_path: Path, scheme: str) -> None:
+    """RFC 7235: the auth scheme is case-insensitive (`bearer <token>` is served); the token is not."""
+    server, _ = await started(sock_path, transport="tcp")
+    try:
+        info = endpoint(sock_path)
+        token = info["token"]
+        right = await tcp_exchange(info["port"], HEALTH % f"Authorization: {scheme}  {token}\r\n".encode())
+        upper = await tcp_exchange(info["port"], HEALTH % f"Authorization: {scheme} {token.upper()}\r\n".encode())
+        assert [statuses(right), statuses(upper) if token.upper() != token else [401]] == [[200], [401]]
+    finally:
+        await server.close()
+
+
 async def test_each_start_draws_a_new_token_and_port_file(sock_path: Path) -> None:
     """Two runs never share a token."""
     first, _ = await started(sock_path, transport="tcp")

@@ -1,0 +1,99 @@
+"""lmsupervisor's own state files, written atomically with one failure policy.
+
+The state folder (``platformdirs.user_state_dir("lmsupervisor")``, ``~/.local/state/
+lmsupervisor`` on Linux) holds what the supervisor remembers between runs:
+``server.json`` (LM Studio's last good server settings), ``capabilities.json`` (what each
+`lms` binary can do) and ``homes/<hash>.json`` (who supervises which LM Studio home).
+
+None of them is needed to supervise: losing one costs a re-detection or a remembered
+setting, never LM Studio's uptime. So a write that fails (a read-only or full disk, a
+folder with the wrong owner) never raises: it is logged ``state_file_write_failed`` once
+per file and cause, and reported as the problem ``state_folder_unwritable`` with the fix
+(through :attr:`StateFiles.listener`, which the supervisor turns into a ``Noted``
+message); the next successful write of every failed file clears it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import platformdirs
+import structlog
+
+from lmsupervisor.core.problems import Problem
+
+PROBLEM = "state_folder_unwritable"
+
+
+def default_folder() -> Path:
+    """The per-user state folder (platformdirs ``user_state_dir("lmsupervisor")``)."""
+    return Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))
+
+
+class StateFiles:
+    """Atomic writes (temp file in the same folder, then rename) that never fail the caller.
+
+    ``listener`` receives the ``state_folder_unwritable`` problem when a write fails, and
+    None once every file that failed has been written again; a listener attached later
+    gets the current problem at once (see :meth:`attach`).
+    """
+
+    def __init__(self) -> None:
+        self.listener: Callable[[Problem | None], None] | None = None
+        self.problem: Problem | None = None
+        self._failing: dict[Path, str] = {}  # file -> cause already logged
+        self.log = structlog.get_logger("lmsupervisor")
+
+    def attach(self, listener: Callable[[Problem | None], None]) -> None:
+        """Send problems to ``listener`` from now on, starting with the current one."""
+        self.listener = listener
+        if self.problem is not None:
+            listener(self.problem)
+
+    def write(self, path: Path, text: str) -> bool:
+        """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder (0700).
+
+        Returns False, after logging and reporting, when the file could not be written;
+        never raises ``OSError``.
+        """
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # the same disk problem: nothing more to do about it
+                tmp.unlink(missing_ok=True)
+            self.failed(path, exc)
+            return False
+        if self._failing.pop(path, None) is not None and not self._failing:
+            self._report(None)
+        return True
+
+    def failed(self, path: Path, exc: OSError) -> None:
+        """Log (once per file and cause) and report that ``path`` could not be written:
+        for a state file that is not written with :meth:`write` (a lock file)."""
+        cause = exc.strerror or type(exc).__name__
+        if self._failing.get(path) != cause:
+            self.log.warning("state_file_write_failed", path=str(path), error=cause)
+        self._failing[path] = cause
+        folder = path.parent
+        self._report(
+            Problem(
+                PROBLEM,
+                f"cannot write lmsupervisor's state file {path}: {cause}",
+                f"make {folder} writable by this user and free space on its disk; meanwhile lmsupervisor "
+                "supervises without remembering LM Studio's server settings and `lms` capabilities",
+                "warning",
+            )
+        )
+
+    def _report(self, problem: Problem | None) -> None:
+        if problem == self.problem:
+            return
+        self.problem = problem
+        if self.listener is not None:
+            self.listener(problem)
