@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmsupervisor.actions import token_problem
-from lmsupervisor.config import Config
+from lmsupervisor.actions import address_problem, token_problem
+from lmsupervisor.config import Config, server_address
 from lmsupervisor.core.capabilities import CliCapabilities, bind_problem
 from lmsupervisor.core.observed import (
+    DEFAULT_BIND,
     DaemonStatus,
     Install,
     LoadedModel,
@@ -118,8 +119,12 @@ async def diagnose(
     passes the supervisor's cache file, so a known binary costs no call)."""
     install = detect(platform, config.lmstudio.home, config.lmstudio.lms)
     server = effective_server(config.server.bind, config.server.port, config.server.cors, install.server)
-    url = base_url(server.bind, server.port)
-    diag = Diagnosis(install, server, url, problems=list(install.problems))
+    problems = list(install.problems)
+    bind = server_address(server.bind)
+    if bind is None:  # LM Studio's saved networkInterface is unusable: named, and probed on the default
+        problems.append(address_problem(install, server.bind, declarable=True))
+    url = base_url(bind or DEFAULT_BIND, server.port)
+    diag = Diagnosis(install, server, url, problems=problems)
     diag.services = services() if services is not None else installed_services(home=platform.user_home)
     if unit_dirs is None:
         unit_dirs = [platform.user_home / ".config/systemd/user", Path("/etc/systemd/system")]

@@ -15,7 +15,8 @@ the process-global default registry leaks in). Two kinds of sources:
   ``lmsupervisor_model_loaded`` / ``lmsupervisor_model_failed`` /
   ``lmsupervisor_model_answer_latency_seconds`` (``{key,identifier}``; the latter only once
   ``models[].last_answer_ms`` is known), ``lmsupervisor_config_rejected``,
-  ``lmsupervisor_uptime_seconds``, ``lmsupervisor_last_transition_timestamp_seconds`` and
+  ``lmsupervisor_problem{code,severity}`` (1 per problem in the status),
+``lmsupervisor_uptime_seconds``, ``lmsupervisor_last_transition_timestamp_seconds`` and
   ``lmsupervisor_info{version,lmstudio_version,lms_cli_version,lmstudio_kind}``.
 
 ``reason`` of a restart is what caused it, from a small fixed set (:data:`RESTART_REASONS`):
@@ -201,6 +202,15 @@ class Metrics:
             "1 while the config file on disk is rejected and the previous one runs.",
             int(bool(snap["supervisor"].get("config_error"))),
         )
+        problem = GaugeMetricFamily(
+            "lmsupervisor_problem",
+            "1 for each problem in the status (code as in /v1/status problems[].code).",
+            labels=["code", "severity"],
+        )
+        for p in snap.get("problems") or []:
+            if isinstance(p, dict) and isinstance(p.get("code"), str):
+                problem.add_metric([p["code"], str(p.get("severity", "error"))], 1)
+        yield problem
         yield _gauge("lmsupervisor_uptime_seconds", "Seconds since the supervisor started.",
                      self.clock.monotonic() - self.started)  # fmt: skip
         since = _timestamp(snap.get("since"))

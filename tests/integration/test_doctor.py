@@ -107,6 +107,17 @@ def test_corrupt_settings_file(sim: SimInstall) -> None:
     assert (code, "Traceback" in stderr) == (1, False)
 
 
+@pytest.mark.parametrize("value", ["localhost:1234", "999.1.1.1", "0.0.0.0 "])
+def test_an_unusable_network_interface_is_named(sim: SimInstall, value: str) -> None:
+    """LM Studio's saved networkInterface cannot be bound: doctor names server_address_invalid
+    (an error, exit 1) with the value and the fix, instead of a traceback."""
+    sim.server_config_path.write_text(json.dumps({"port": 1234, "networkInterface": value}))
+    code, report, stderr = doctor(sim.root)
+    problem = next(p for p in report["problems"] if p["code"] == "server_address_invalid")
+    assert (code, "Traceback" in stderr, repr(value) in problem["message"]) == (1, False, True)
+    assert "[server] bind" in problem["fix"]
+
+
 def test_legacy_cache_home(make_sim: Any) -> None:
     """An install in ~/.cache/lm-studio is found and its server diagnosed; it warns about cleaners."""
     sim = make_sim(legacy_home=True)

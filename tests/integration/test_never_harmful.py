@@ -94,7 +94,8 @@ def test_a_hung_app_is_shown_while_the_bring_up_runs(
     app = sim.daemon_pid()
     assert app is not None
     seen: list[tuple[str, list[str]]] = []  # (state when sent, problem codes), for each problems event
-    with Client(str(run.sock)).events() as events:
+    events = Client(str(run.sock)).events()
+    with events:
         sim.hang_daemon()
         state = "ready"
         for event in events:

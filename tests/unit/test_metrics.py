@@ -285,3 +285,17 @@ def test_the_rule_check_catches_a_metric_we_do_not_export() -> None:
     assert set(selectors(promql_parser.parse("rate(lmsupervisor_restart_total[5m]) > 0"))) - exported_names() == {
         "lmsupervisor_restart_total"
     }
+
+
+def test_every_problem_in_the_status_is_a_metric() -> None:
+    """A named problem is visible to Prometheus too: lmsupervisor_problem{code,severity} is 1 per problem."""
+    problems = [
+        {"code": "server_address_invalid", "message": "m", "fix": "f", "severity": "error"},
+        {"code": "state_folder_unwritable", "message": "m", "fix": "f", "severity": "warning"},
+    ]
+    samples = parse(Metrics(lambda: snapshot(problems=problems), FakeClock()))
+    shown = {k[1]: v for k, v in samples.items() if k[0] == "lmsupervisor_problem"}
+    assert shown == {
+        (("code", "server_address_invalid"), ("severity", "error")): 1,
+        (("code", "state_folder_unwritable"), ("severity", "warning")): 1,
+    }
