@@ -48,7 +48,6 @@ def build_supervisor(
     """A Supervisor with the real clock, lms, prober and process watching. With ``metrics``,
     every `lms` call is counted there and it observes every reduced message."""
     clock = SystemClock()
-    prober = Prober(timeout=cfg.health.timeout)
     state_dir = Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))
     holder: list[Supervisor] = []
     env = dict(platform.env)
@@ -57,6 +56,7 @@ def build_supervisor(
         return resolve_token(holder[0].config if holder else cfg, env)
 
     rest = RestClient(timeout=max(cfg.health.timeout, 5.0), token=token)
+    prober = Prober(timeout=cfg.health.timeout, token=token)  # the answer probe needs the token too
 
     def loader() -> Config:
         return configmod.load(config_path if explicit_config else None)[0]
