@@ -54,7 +54,7 @@ import json
 import os
 import struct
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -69,7 +69,7 @@ from lmsupervisor.errors import LmsError, LmsExitError, LmSupervisorError, Statu
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
 from lmsupervisor.lmstudio.probe import Prober
-from lmsupervisor.lmstudio.rest import parse_models
+from lmsupervisor.lmstudio.rest import parse_models, resolve_token
 
 log = structlog.get_logger("lmsupervisor.nativehost")
 
@@ -262,12 +262,11 @@ class NativeHost:
         self.supervisor = supervisor
         self.config_error = config_error
         self.runner_factory = runner_factory or (lambda p: Lms(p, env=platform.env))
-        token = platform.env.get("LM_API_TOKEN") or None
-        self.prober = Prober(timeout=config.health.timeout, transport=transport, token=token)
+        self.prober = Prober(timeout=config.health.timeout, transport=transport, token=self.token)
         self.http = httpx.AsyncClient(
             transport=transport,
             trust_env=False,
-            headers={"Authorization": f"Bearer {token}"} if token else {},
+            auth=_BearerFrom(self.token),
             timeout=httpx.Timeout(CHAT_TIMEOUT, connect=config.health.timeout),
             # A fresh loopback connection costs about a millisecond; a kept-alive one can
             # stall 40 ms per request on a server that writes head and body apart (Nagle
@@ -281,6 +280,12 @@ class NativeHost:
             "stop_lmstudio": self.stop_lmstudio,
             "chat_completion": self.chat_completion,
         }
+
+    def token(self) -> str | None:
+        """LM Studio's API token, read at each request: ``[lmstudio] api_token``, else
+        ``api_token_file``, else ``$LM_API_TOKEN`` (:func:`~lmsupervisor.lmstudio.rest.resolve_token`,
+        the supervisor's own resolver); None when none is set."""
+        return resolve_token(self.config, self.platform.env)
 
     async def aclose(self) -> None:
         """Close the prober's and the chat's HTTP clients; the host is unusable afterwards."""
@@ -593,6 +598,19 @@ class NativeHost:
         yield success(
             {"type": "done", "done": True, "finish_reason": finish, "usage": usage, "id": cid, "model": model}
         )
+
+
+class _BearerFrom(httpx.Auth):
+    """``Authorization: Bearer <token()>`` on every request, when ``token()`` gives one."""
+
+    def __init__(self, token: Callable[[], str | None]) -> None:
+        self.token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.token()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
 
 
 def _with_id(answer: dict[str, Any], request_id: Any) -> dict[str, Any]:

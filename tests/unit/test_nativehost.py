@@ -23,7 +23,7 @@ from lmsupervisor.api.nativehost import (
     encode_frame,
     read_frame,
 )
-from lmsupervisor.config import Config, ServerConfig
+from lmsupervisor.config import Config, LmStudioConfig, ServerConfig
 from lmsupervisor.lmstudio.install import Platform
 from lmsupervisor.lmstudio.lms import LmsResult
 from lmsupervisor.simulator.home import create_install
@@ -157,11 +157,20 @@ class LmStudio:
         )
         self.bodies: list[dict[str, Any]] = []
 
+    token: str | None = None  # "Require Authentication": the token every route but the greeting needs
+
     def __call__(self, req: httpx.Request) -> httpx.Response:
         if not self.up:
             raise httpx.ConnectError("connection refused", request=req)
         if req.url.path == "/lmstudio-greeting":
             return httpx.Response(200, json={"lmstudio": True})
+        if self.token is not None and req.headers.get("authorization") != f"Bearer {self.token}":
+            error = {
+                "type": "invalid_request",
+                "code": "invalid_api_key",
+                "message": "An LM Studio API token is required",
+            }
+            return httpx.Response(401, json={"error": error})
         if req.url.path == "/api/v1/models":
             return httpx.Response(
                 200, json={"models": [{"key": "k", "loaded_instances": [{"id": i} for i in self.loaded]}]}
@@ -180,6 +189,8 @@ def make_host(
     lms: FakeLms | None = None,
     installed: bool = True,
     clock: Clock | None = None,
+    config: Config | None = None,
+    env: dict[str, str] | None = None,
 ) -> NativeHost:
     if installed:
         sim = create_install(tmp_path / "home", http_port=1234)  # files only: nothing is started
@@ -187,11 +198,11 @@ def make_host(
     else:
         root = tmp_path / "empty"
         root.mkdir()
-    platform = Platform("linux", root, {"HOME": str(root), "PATH": ""})
+    platform = Platform("linux", root, {"HOME": str(root), "PATH": "", **(env or {})})
     fake_lms = lms or FakeLms({})
     fake_clock = FakeClock()
     return NativeHost(
-        Config(server=ServerConfig(start_timeout=5)),
+        config or Config(server=ServerConfig(start_timeout=5)),
         platform,
         supervisor or FakeSupervisor(None),
         runner_factory=lambda _path: fake_lms,
@@ -396,6 +407,41 @@ async def test_chat_lmstudio_error_is_passed_on(tmp_path: Path, stream: bool) ->
         "error",
         "lmstudio_error",
         "LM Studio: No models loaded.",
+    )
+
+
+TOKEN = "sk-lm-abcd1234:abcdefghij0123456789"
+
+
+@pytest.mark.parametrize("source", ["api_token", "api_token_file", "LM_API_TOKEN"])
+async def test_chat_and_model_list_carry_the_api_token(tmp_path: Path, source: str) -> None:
+    """With "Require Authentication" on, the token comes from the config (``api_token``, else
+    ``api_token_file``), else ``$LM_API_TOKEN``, as for the supervisor: the chat and the
+    loaded-model list (which picks the model) get through."""
+    server, env = LmStudio(), {}
+    server.token = TOKEN
+    lm = LmStudioConfig()
+    if source == "api_token":
+        lm = LmStudioConfig(api_token=TOKEN)
+    elif source == "api_token_file":
+        (tmp_path / "token").write_text(TOKEN + "\n", encoding="utf-8")
+        lm = LmStudioConfig(api_token_file=tmp_path / "token")
+    else:
+        env = {"LM_API_TOKEN": TOKEN}
+    host = make_host(tmp_path, server=server, config=Config(lmstudio=lm), env=env)
+    [answer] = await answers(host, CHAT)
+    assert (answer["status"], answer["payload"]["content"], server.bodies[0]["model"]) == ("success", "hi", "qwen")
+
+
+async def test_chat_without_the_token_names_lmstudios_refusal(tmp_path: Path) -> None:
+    """No token anywhere: LM Studio's 401 message is the answer (the fake's check can fail)."""
+    server = LmStudio()
+    server.token = TOKEN
+    [answer] = await answers(make_host(tmp_path, server=server), {**CHAT, "settings": {"model": "qwen"}})
+    assert (answer["status"], answer["code"], answer["error"]) == (
+        "error",
+        "lmstudio_error",
+        "LM Studio: An LM Studio API token is required",
     )
 
 
