@@ -24,13 +24,20 @@ an ``"id"`` (string or number) is echoed in every answer to it. Answers:
     "ready", ...}, "config_error"}``.
 ``start_lmstudio`` (``"timeout"`` seconds, default ``server.start_timeout``)
     asks the running supervisor (waits for ``ready``; in ``backoff`` it posts
-    ``/v1/restart`` so the attempt happens now), else starts LM Studio itself
-    (``lms daemon up`` where the install has it, then ``lms server start`` with the
-    declared server settings, else LM Studio's own, so CORS/LAN choices survive).
-``stop_lmstudio`` (``"daemon": true`` also runs ``lms daemon down``)
+    ``/v1/restart`` so the attempt happens now), else starts LM Studio itself with the
+    supervisor's own bring-up (:meth:`lmsupervisor.actions.Actions.bring_up`, rung START,
+    dependencies from :func:`lmsupervisor.lmstudio.wiring.wire`): the install's detected
+    capabilities decide ``lms daemon up`` and ``--bind``, and ``lms server start`` gets the
+    declared server settings, else LM Studio's own, so CORS/LAN choices survive. A server
+    that answers already is left alone (``"how": "already_running"``).
+``stop_lmstudio`` (``"daemon": true`` also runs ``lms daemon down`` where this `lms` has it)
     refused with code ``supervised`` while a supervisor runs: it would start LM Studio
     again at its next health check, and the status socket has no stop verb. Without a
-    supervisor: ``lms server stop``.
+    supervisor: ``lms server stop``. Nothing running is success (``stopped`` /
+    ``daemon_stopped`` false), not an error.
+
+The API token for LM Studio's "Require Authentication" is the supervisor's:
+``[lmstudio] api_token``, ``api_token_file``, else ``$LM_API_TOKEN``, read per request.
 ``chat_completion``
     ``{"messages": [...], "settings": {"model", "temperature", "max_tokens", "stream",
     ...}}`` forwarded to LM Studio's ``/v1/chat/completions``. Without ``stream``: one
@@ -55,7 +62,7 @@ import os
 import struct
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -63,13 +70,16 @@ import httpx
 import structlog
 from httpx_sse import SSEError, aconnect_sse
 
+from lmsupervisor.actions import Actions
 from lmsupervisor.config import Config
 from lmsupervisor.core.observed import Install, base_url, effective_server
-from lmsupervisor.errors import LmsError, LmsExitError, LmSupervisorError, StatusSocketError
+from lmsupervisor.core.policy import Step
+from lmsupervisor.core.reducer import BringUp, BringUpFailed, NotInstalled, ServerUp
+from lmsupervisor.errors import LmsError, LmSupervisorError, StatusSocketError
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
-from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
-from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.lmstudio.lms import LmsRunner
 from lmsupervisor.lmstudio.rest import parse_models, resolve_token
+from lmsupervisor.lmstudio.wiring import state_dir, wire
 
 log = structlog.get_logger("lmsupervisor.nativehost")
 
@@ -86,6 +96,7 @@ CHAT_SETTINGS = frozenset(
 )  # fmt: skip
 UP_STATES = frozenset({"ready", "degraded"})  # server healthy (degraded: a declared model failed)
 GONE_STATES = frozenset({"stopping", "stopped"})  # the supervisor is leaving: it no longer restarts anything
+BRING_UP_ACTION = 1  # the action number of the host's bring-up (its own, never a supervisor's)
 
 
 class NativeHostError(LmSupervisorError):
@@ -256,13 +267,18 @@ class NativeHost:
         runner_factory: Callable[[Path], LmsRunner] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock = REAL_CLOCK,
+        cache_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.platform = platform
         self.supervisor = supervisor
         self.config_error = config_error
-        self.runner_factory = runner_factory or (lambda p: Lms(p, env=platform.env))
-        self.prober = Prober(timeout=config.health.timeout, transport=transport, token=self.token)
+        # The supervisor's own LM Studio dependencies (lms, prober with the API token,
+        # detection, processes, capability cache in ``cache_dir``, REST): one wiring.
+        self.io = wire(
+            platform, lambda: self.config, cache_dir=cache_dir, runner_factory=runner_factory, transport=transport
+        )
+        self.prober = self.io.prober
         self.http = httpx.AsyncClient(
             transport=transport,
             trust_env=False,
@@ -288,8 +304,8 @@ class NativeHost:
         return resolve_token(self.config, self.platform.env)
 
     async def aclose(self) -> None:
-        """Close the prober's and the chat's HTTP clients; the host is unusable afterwards."""
-        await self.prober.aclose()
+        """Close the prober's, REST's and the chat's HTTP clients; the host is unusable afterwards."""
+        await self.io.aclose()
         await self.http.aclose()
 
     # -- dispatch ------------------------------------------------------------------
@@ -427,43 +443,56 @@ class NativeHost:
             await self.clock.sleep(WAIT_INTERVAL)
 
     async def _start_ourselves(self, timeout: float) -> str:
+        """Start LM Studio with the supervisor's own bring-up (:meth:`Actions.bring_up` at
+        rung START: the detected capabilities decide ``daemon up`` and ``--bind``, the
+        declared server settings else LM Studio's own are applied); ``"already_running"``
+        when its server answers already, else ``"started"``. Raises :class:`NativeHostError`:
+        ``not_installed``, ``lmstudio_error`` (LM Studio's or `lms`'s words, with the
+        problems found), ``timeout`` after ``timeout`` seconds."""
         install = self._install()
         if not install.installed:
             raise NativeHostError(f"LM Studio is not installed: get it from {DOWNLOAD_URL}", code="not_installed")
-        url = self._endpoint(install, None)
-        if (await self.prober.greeting(url)).ok:
-            return "already_running"
-        if install.lms is None:
-            raise NativeHostError(
-                f"LM Studio's lms CLI was not found (looked on PATH and in {install.home / 'bin'})",
-                code="not_installed",
-                hint="run LM Studio once, or set lmstudio.lms in lmsupervisor's config",
-            )
-        client = LmsClient(self.runner_factory(install.lms))
-        cfg = self.config.server
-        eff = effective_server(cfg.bind, cfg.port, cfg.cors, install.server)
+        if (await self.prober.greeting(self._endpoint(install, None))).ok:
+            return "already_running"  # never restarted from here, even with other settings
+        server = replace(self.config.server, start_timeout=min(self.config.server.start_timeout, timeout))
+        eff = BringUp(
+            action=BRING_UP_ACTION,
+            step=Step.START,
+            config=replace(self.config, server=server),
+            daemon=None,
+            last_good_server=None,
+            lms_version=None,
+        )
+        actions = Actions(
+            clock=self.io.clock,
+            lms_factory=self.io.lms_factory,
+            prober=self.io.prober,
+            detect=self.io.detect,
+            processes=self.io.processes,
+            capabilities=self.io.capabilities,
+            rest=self.io.rest,
+            post=lambda m: log.info("bring_up_progress", message=repr(m)),
+        )
         try:
-            daemon = await client.daemon_status(timeout=LMS_TIMEOUT)
-            if daemon.supported and not daemon.running:
-                await client.daemon_up(timeout=timeout)
-            try:
-                await client.server_start(eff.port, eff.bind, eff.cors, timeout=timeout)
-            except LmsExitError as exc:  # BT#1720: fails its own check while serving; the probe decides
-                log.warning("server_start_failed", error=exc.error_line)
-                start_error: str | None = exc.error_line
-            else:
-                start_error = None
-        except LmsError as exc:
-            raise NativeHostError(f"could not start LM Studio: {exc.message}", code="lmstudio_error") from exc
-        probe = await self.prober.greeting(url)
-        if not probe.ok:
-            detail = f" (lms said: {start_error})" if start_error else ""
-            raise NativeHostError(f"LM Studio's server does not answer at {url}: {probe.error}{detail}", "unreachable")
-        return "started"
+            result = await asyncio.wait_for(actions.bring_up(eff), timeout)
+        except TimeoutError:
+            raise NativeHostError(f"LM Studio did not come up within {timeout:g} s", code="timeout") from None
+        if isinstance(result, ServerUp):
+            log.info("lmstudio_started", reason=result.reason)
+            return "already_running" if result.adopted else "started"
+        if isinstance(result, NotInstalled):
+            raise NativeHostError(f"LM Studio cannot be started: {result.reason}", code="not_installed")
+        if isinstance(result, BringUpFailed):
+            found = "".join(f"; {p.message} ({p.fix})" for p in result.problems)
+            raise NativeHostError(f"could not start LM Studio: {result.reason}{found}", code="lmstudio_error")
+        raise NativeHostError(f"the bring-up ended with {result!r}", code="internal")
 
     async def stop_lmstudio(self, msg: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        """``stop_lmstudio``: refused under a supervisor; else ``lms server stop`` (and
-        ``lms daemon down`` with ``"daemon": true``)."""
+        """``stop_lmstudio``: refused under a supervisor; else ``lms server stop`` and, with
+        ``"daemon": true``, ``lms daemon down`` where this `lms` has it (detected
+        capabilities). Nothing running is done, not an error: payload ``stopped`` /
+        ``daemon_stopped`` say whether the server / daemon was running and is stopped now;
+        ``daemon_note`` says why the daemon was left alone."""
         snap = await self.supervisor.status()
         if snap is not None and snap.get("state") not in GONE_STATES:
             pid = (snap.get("supervisor") or {}).get("pid")
@@ -476,15 +505,21 @@ class NativeHost:
         install = self._install()
         if install.lms is None:
             raise NativeHostError("LM Studio's lms CLI was not found; nothing to stop with", code="not_installed")
-        client = LmsClient(self.runner_factory(install.lms))
+        client = self.io.lms_factory(install.lms)
+        daemon_stopped, note = False, None
         try:
             was_running = await client.server_stop(timeout=LMS_TIMEOUT)
             if msg.get("daemon") is True:
-                await client.daemon_down(timeout=LMS_TIMEOUT)
+                caps = await self.io.capabilities.get(install.lms, client)
+                if "down" in caps.daemon:
+                    daemon_stopped = await client.daemon_down(timeout=LMS_TIMEOUT)
+                else:  # before 2025-11-29 (facts §8, §9): the app holds the service
+                    note = "this lms has no `daemon down` (LM Studio before 0.4): quit the LM Studio app to stop it"
         except LmsError as exc:
             raise NativeHostError(f"could not stop LM Studio: {exc.message}", code="lmstudio_error") from exc
         payload = await self._payload(None)
-        yield success({**payload, "stopped": was_running, "daemon_stopped": msg.get("daemon") is True})
+        extra = {"daemon_note": note} if note else {}
+        yield success({**payload, "stopped": was_running, "daemon_stopped": daemon_stopped, **extra})
 
     async def chat_completion(self, msg: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """``chat_completion``: LM Studio's ``/v1/chat/completions``, plain or streamed."""
@@ -719,7 +754,9 @@ def host_main(config_path: Path | None, socket_cli: str | os.PathLike[str] | Non
         socket = str(config.socket_path(cfg, None if socket_cli is None else Path(socket_cli)))
 
     async def main() -> None:
-        host = NativeHost(cfg, Platform.current(), SocketSupervisor(socket), config_error=config_error)
+        host = NativeHost(
+            cfg, Platform.current(), SocketSupervisor(socket), config_error=config_error, cache_dir=state_dir()
+        )
         try:
             await serve(host, sys.stdin.buffer, out)
         finally:

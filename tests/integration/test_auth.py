@@ -5,8 +5,7 @@ run` and the chat of the native host (issue 14 item 3)."""
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -78,28 +77,8 @@ def test_answer_probe_carries_the_configured_token(
     assert loads_of(sim, "qwen") == 1  # a refused answer would have unloaded and loaded it again
 
 
-@pytest.fixture
-def host_port(tmp_path: Path, short_dir: Path) -> Iterator[Callable[[SimInstall, Path], Browser]]:
-    opened: list[Browser] = []
-
-    def open_host(sim: SimInstall, config: Path) -> Browser:
-        env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(short_dir / "status.sock")}
-        for var in ("LM_API_TOKEN", "LMSUPERVISOR_CONFIG", "XDG_CONFIG_HOME"):
-            env.pop(var, None)
-        argv = [sys.executable, "-m", "lmsupervisor", "native-host", "--config", str(config)]
-        browser = Browser(argv, env, tmp_path / f"host{len(opened)}.err")
-        opened.append(browser)
-        return browser
-
-    yield open_host
-    for b in opened:
-        if b.proc.poll() is None:
-            b.proc.kill()
-            b.proc.wait(5)
-
-
 def test_native_host_chat_uses_the_token_from_the_config_file(
-    make_sim: Callable[..., SimInstall], host_port: Callable[[SimInstall, Path], Browser], tmp_path: Path
+    make_sim: Callable[..., SimInstall], native_host: Callable[..., Browser], tmp_path: Path
 ) -> None:
     """No ``LM_API_TOKEN`` in the host's environment: the token comes only from the config's
     ``[lmstudio] api_token_file``, and chat and the loaded-model list get through."""
@@ -107,9 +86,7 @@ def test_native_host_chat_uses_the_token_from_the_config_file(
     assert sim.lms("server", "start").returncode == 0
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n", encoding="utf-8")
-    config = tmp_path / "host.toml"
-    config.write_text(f'[lmstudio]\napi_token_file = "{token_file}"\n[health]\ntimeout = 2\n', encoding="utf-8")
-    port = host_port(sim, config)
+    port = native_host(sim, f'[lmstudio]\napi_token_file = "{token_file}"\n[health]\ntimeout = 2\n')
     msgs = [{"role": "user", "content": "Say hello"}]
     reply = port.ask({"action": "chat_completion", "messages": msgs, "settings": {"model": "qwen/qwen3-4b"}})
     assert reply["status"] == "success", reply

@@ -302,32 +302,92 @@ async def test_start_times_out_when_the_supervisor_never_gets_ready(tmp_path: Pa
     assert "'starting' after 3 s" in answer["error"]
 
 
-async def test_start_without_supervisor_runs_lms(tmp_path: Path) -> None:
-    """No supervisor and no server: daemon up, then server start with LM Studio's own settings."""
+NO_PID = 2**22 + 1  # above Linux's largest pid_max: no such process, whatever runs here
+
+
+def lms_of(daemon: tuple[str, ...], bind: bool, **answers: tuple[int, str, str]) -> FakeLms:
+    """A FakeLms whose help texts say what this `lms` can do (facts §8: ``daemon``
+    subcommands, ``server start --bind``), then the given answers (``"daemon up"`` ...)."""
+    listed = "".join(f"  {c} [options]\n" for c in daemon)
+    table: dict[tuple[str, ...], tuple[int, str, str]] = {
+        ("version", "--json"): (0, '{"version":"abc"}', ""),
+        ("daemon", "--help"): (0, f"Usage: lms daemon [options] [command]\n\nCommands:\n{listed}", "")
+        if daemon
+        else (1, "", "error: unknown command 'daemon'"),
+        ("server", "start", "--help"): (
+            0,
+            "Usage: lms server start\n  --port <port>\n" + ("  --bind <a>\n" * bind),
+            "",
+        ),
+        ("load", "--help"): (0, "Usage: lms load [options] [path]\n  --exact\n", ""),
+    }
+    table.update({tuple(k.split()): v for k, v in answers.items()})
+    return FakeLms(table)
+
+
+def commands(lms: FakeLms) -> list[tuple[str, ...]]:
+    """The calls but the capability detection's (``--help``, ``version``)."""
+    return [c for c in lms.calls if "--help" not in c and c[:1] != ("version",)]
+
+
+@pytest.mark.parametrize(
+    ("daemon", "bind", "expected"),
+    [
+        (
+            ("status", "up", "down"),
+            True,
+            [("daemon", "up", "--json"), ("server", "start", "--port", "1234", "--bind", "127.0.0.1")],
+        ),
+        (("status",), False, [("server", "start", "--port", "1234")]),  # 0.3.31: `server start` wakes the app
+        ((), False, [("server", "start", "--port", "1234")]),  # cmd-ts 0.3: no daemon command at all
+    ],
+)
+async def test_start_without_supervisor_follows_the_capabilities(
+    tmp_path: Path, daemon: tuple[str, ...], bind: bool, expected: list[tuple[str, ...]]
+) -> None:
+    """No supervisor and no server: the supervisor's bring-up runs `daemon up` only where this
+    `lms` has it and passes ``--bind`` only where it exists, with LM Studio's own settings."""
     server = LmStudio(up=False)
-    lms = FakeLms(
-        {
-            ("daemon", "status"): (0, '{"status":"not-running"}', ""),
-            ("daemon", "up"): (0, '{"status":"running","pid":7,"isDaemon":true}', ""),
-        }
+    lms = lms_of(
+        daemon,
+        bind,
+        **{
+            "daemon status": (0, '{"status":"not-running"}', ""),
+            "daemon up": (0, f'{{"status":"running","pid":{NO_PID},"isDaemon":true}}', ""),
+        },
     )
-    host = make_host(tmp_path, server=server, lms=lms)
     real_run = lms.run
 
     async def run(*args: str, timeout: float | None = None) -> LmsResult:
-        if args[:2] == ("server", "start"):
+        if args[:2] == ("server", "start") and "--help" not in args:
             server.up = True
         return await real_run(*args, timeout=timeout)
 
     lms.run = run  # type: ignore[method-assign]
-    [answer] = await answers(host, {"action": "start_lmstudio"})
+    [answer] = await answers(make_host(tmp_path, server=server, lms=lms), {"action": "start_lmstudio"})
     assert (answer["status"], answer["payload"]["how"], answer["payload"]["server_running"]) == (
         "success",
         "started",
         True,
+    ), answer
+    assert [c for c in commands(lms) if c[:2] != ("daemon", "status")] == expected
+
+
+async def test_start_failure_is_lmstudios_words(tmp_path: Path) -> None:
+    """`lms server start` fails and nothing answers: an lmstudio_error with `lms`'s own message."""
+    said = "Failed to verify the server is running. Please try to use another port."
+    lms = lms_of(
+        ("status", "up", "down"),
+        True,
+        **{
+            "daemon status": (0, '{"status":"not-running"}', ""),
+            "daemon up": (0, f'{{"status":"running","pid":{NO_PID},"isDaemon":true}}', ""),
+            "server start": (1, "", f"Error: {said}"),
+        },
     )
-    assert [c[:2] for c in lms.calls] == [("daemon", "status"), ("daemon", "up"), ("server", "start")]
-    assert lms.calls[-1] == ("server", "start", "--port", "1234", "--bind", "127.0.0.1")
+    [answer] = await answers(make_host(tmp_path, server=LmStudio(up=False), lms=lms), {"action": "start_lmstudio"})
+    assert (answer["status"], answer["code"]) == ("error", "lmstudio_error")
+    assert said in answer["error"]
 
 
 async def test_start_not_installed(tmp_path: Path) -> None:
@@ -349,12 +409,49 @@ async def test_stop_is_refused_under_a_supervisor(tmp_path: Path) -> None:
 
 
 async def test_stop_without_supervisor_stops_the_server(tmp_path: Path) -> None:
-    """Without a supervisor: `lms server stop` (and `daemon down` when asked)."""
-    lms = FakeLms({})
+    """Without a supervisor: `lms server stop`, and `daemon down` when asked and this `lms` has it."""
+    lms = lms_of(("status", "up", "down"), True)
     msg = {"action": "stop_lmstudio", "daemon": True}
     [answer] = await answers(make_host(tmp_path, lms=lms), msg)
     assert (answer["payload"]["stopped"], answer["payload"]["daemon_stopped"]) == (True, True)
-    assert lms.calls == [("server", "stop"), ("daemon", "down")]
+    assert commands(lms) == [("server", "stop"), ("daemon", "down")]
+
+
+async def test_stop_with_nothing_running_is_done(tmp_path: Path) -> None:
+    """`server stop` "not running" and `daemon down` "Daemon is not running." (exit 1, facts §9):
+    success, nothing was stopped."""
+    lms = lms_of(
+        ("status", "up", "down"),
+        True,
+        **{
+            "server stop": (1, "", "Error: The server is not running."),
+            "daemon down": (1, "", "Daemon is not running."),
+        },
+    )
+    [answer] = await answers(make_host(tmp_path, lms=lms), {"action": "stop_lmstudio", "daemon": True})
+    assert (answer["status"], answer["payload"]["stopped"], answer["payload"]["daemon_stopped"]) == (
+        "success",
+        False,
+        False,
+    )
+
+
+async def test_stop_daemon_where_lms_has_no_daemon_down(tmp_path: Path) -> None:
+    """0.3.31 (`daemon status` only): no `daemon down` is run; the answer says how to stop the app."""
+    lms = lms_of(("status",), False)
+    [answer] = await answers(make_host(tmp_path, lms=lms), {"action": "stop_lmstudio", "daemon": True})
+    assert (answer["status"], answer["payload"]["daemon_stopped"]) == ("success", False)
+    assert "quit the LM Studio app" in answer["payload"]["daemon_note"]
+    assert commands(lms) == [("server", "stop")]
+
+
+async def test_stop_refused_by_the_app_is_an_error(tmp_path: Path) -> None:
+    """The GUI app holds the service and refuses `daemon down` (facts §8): an error with its words."""
+    said = "The daemon is currently running as part of LM Studio. Please exit LM Studio..."
+    lms = lms_of(("status", "up", "down"), True, **{"daemon down": (1, "", said)})
+    [answer] = await answers(make_host(tmp_path, lms=lms), {"action": "stop_lmstudio", "daemon": True})
+    assert (answer["status"], answer["code"]) == ("error", "lmstudio_error")
+    assert "running as part of LM Studio" in answer["error"]
 
 
 # -- chat_completion -----------------------------------------------------------------
