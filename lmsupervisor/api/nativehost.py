@@ -14,7 +14,10 @@ native byte order. Limits, from the same documents and the browsers' sources:
   goes on (:data:`MAX_INCOMING`).
 
 One message at a time, until stdin closes. Requests are JSON objects with ``"action"``;
-an ``"id"`` (string or number) is echoed in every answer to it. Answers:
+an ``"id"`` (an integer, or a string of at most :data:`MAX_ID_BYTES` bytes of UTF-8) is
+echoed in every answer to it; an id that cannot be echoed (longer, or holding a lone
+UTF-16 surrogate, which has no UTF-8 form) gets a ``bad_request`` answer without it. A
+``"timeout"`` is seconds in (0, :data:`MAX_TIMEOUT`]; anything else is ``bad_request``. Answers:
 ``{"status": "success", "payload": {...}}`` or ``{"status": "error", "error": "...",
 "code": "..."}``. Actions:
 
@@ -58,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import struct
 import sys
@@ -86,6 +90,8 @@ log = structlog.get_logger("lmsupervisor.nativehost")
 MAX_OUTGOING = 1024 * 1024  # bytes of JSON, host -> browser (Chrome and Firefox)
 MAX_INCOMING = 64 * 1024 * 1024  # bytes of JSON, browser -> host (Chrome's documented maximum)
 HEADER = struct.Struct("=I")  # 32-bit unsigned, native byte order, no padding
+MAX_ID_BYTES = 64 * 1024  # bytes of UTF-8: a longer "id" is refused, never echoed (it would crowd out the answer)
+MAX_TIMEOUT = 3600.0  # seconds: the largest "timeout" a request may ask (as server.start_timeout)
 SUPERVISOR_TIMEOUT = 2.0  # seconds for one status-socket request
 LMS_TIMEOUT = 15.0  # seconds for `lms` status and stop calls
 CHAT_TIMEOUT = 300.0  # seconds: a cold JIT load can delay the first token for long
@@ -160,21 +166,42 @@ def read_frame(stream: BinaryIO, limit: int = MAX_INCOMING) -> bytes | None:
     return body
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8, each lone UTF-16 surrogate (legal in JSON text and in Python
+    strings, not in UTF-8) replaced by U+FFFD; a surrogate pair becomes its character."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
 def encode_frame(message: Mapping[str, Any], limit: int = MAX_OUTGOING) -> bytes:
-    """Length prefix + UTF-8 JSON. An answer over ``limit`` bytes (the browsers' 1 MiB) is
-    replaced by an error answer saying so, so the browser never drops the connection."""
-    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    if len(body) > limit:
-        small = {
-            "status": "error",
-            "error": f"the answer is {len(body)} bytes, over the {limit} bytes a browser accepts from a native host"
-            + ("; ask with settings.stream = true" if message.get("status") == "success" else ""),
-            "code": "too_large",
-        }
-        if "id" in message:
-            small["id"] = message["id"]
-        body = json.dumps(small, separators=(",", ":")).encode("utf-8")
-    return HEADER.pack(len(body)) + body
+    """Length prefix + UTF-8 JSON; never raises for text (lone surrogates become U+FFFD).
+    Raises ValueError for NaN or an infinity (no JSON a browser parses) and TypeError for
+    a value JSON cannot hold: :func:`serve` answers an internal error instead.
+
+    An answer over ``limit`` bytes (the browsers' 1 MiB) is replaced by a ``too_large``
+    error answer saying so, so the browser never drops the connection. That answer
+    echoes the request's ``id`` only if it still fits within ``limit``; otherwise the id
+    is dropped and the error says so.
+    """
+    body = _utf8(json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
+    if len(body) <= limit:
+        return HEADER.pack(len(body)) + body
+    small: dict[str, Any] = {
+        "status": "error",
+        "error": f"the answer is {len(body)} bytes, over the {limit} bytes a browser accepts from a native host"
+        + ("; ask with settings.stream = true" if message.get("status") == "success" else ""),
+        "code": "too_large",
+    }
+    plain = _utf8(json.dumps(small, ensure_ascii=False, separators=(",", ":")))
+    if "id" in message:
+        with_id = _utf8(json.dumps({**small, "id": message["id"]}, ensure_ascii=False, separators=(",", ":")))
+        if len(with_id) <= limit:
+            return HEADER.pack(len(with_id)) + with_id
+        small["error"] += "; the request's id was dropped: echoed, it would make this answer too large as well"
+        plain = _utf8(json.dumps(small, ensure_ascii=False, separators=(",", ":")))
+    return HEADER.pack(len(plain)) + plain
 
 
 def success(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -321,8 +348,7 @@ class NativeHost:
                 raise NativeHostError(f"the message is not JSON ({exc})") from None
             if not isinstance(msg, dict):
                 raise NativeHostError(f"expected a JSON object with an action, got {type(msg).__name__}")
-            if isinstance(msg.get("id"), str | int) and not isinstance(msg.get("id"), bool):
-                request_id = msg["id"]
+            request_id = _request_id(msg.get("id"))
             action = msg.get("action")
             handler = self.actions.get(action) if isinstance(action, str) else None
             if handler is None:
@@ -648,14 +674,47 @@ class _BearerFrom(httpx.Auth):
         yield request
 
 
+def _request_id(value: Any) -> str | int | None:
+    """The ``id`` to echo: a string or an integer (not a bool); None for anything else.
+
+    Raises :class:`NativeHostError` (``bad_request``, the id not echoed) for an id that
+    cannot be echoed: a string with a lone UTF-16 surrogate (``"\\ud800"`` is legal JSON
+    text but has no UTF-8 form), or longer than :data:`MAX_ID_BYTES` bytes of UTF-8 (its
+    echo would crowd the answer out of the browser's 1 MiB).
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise NativeHostError(
+            f"id: expected text, got a string with a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X} at "
+            f"character {exc.start}), which cannot be sent back as UTF-8; use an integer or a plain string id "
+            "(this answer carries none)"
+        ) from None
+    if size > MAX_ID_BYTES:
+        raise NativeHostError(
+            f"id: expected at most {MAX_ID_BYTES} bytes, got {size}; use an integer or a short string id "
+            "(this answer carries none)"
+        )
+    return value
+
+
 def _with_id(answer: dict[str, Any], request_id: Any) -> dict[str, Any]:
     return answer if request_id is None else {**answer, "id": request_id}
 
 
 def _seconds(msg: Mapping[str, Any], key: str, default: float) -> float:
+    """``msg[key]`` (else ``default``) as seconds in (0, :data:`MAX_TIMEOUT`]; raises
+    :class:`NativeHostError` (``bad_request``) naming ``key`` and the range for anything
+    else: not a number, a bool, NaN, an infinity, zero, negative or larger."""
     value = msg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise NativeHostError(f"{key}: expected seconds > 0, got {value!r}")
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if not number or not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT:
+        shown = value if number else json.dumps(value)[:40]
+        raise NativeHostError(f"{key}: expected seconds > 0 and <= {MAX_TIMEOUT:g}, got {shown}")
     return float(value)
 
 
@@ -710,7 +769,13 @@ async def serve(host: NativeHost, stdin: BinaryIO, stdout: BinaryIO) -> None:
     """Read, answer, repeat, until stdin closes (or the browser stops reading stdout)."""
 
     def write(answer: Mapping[str, Any]) -> None:
-        stdout.write(encode_frame(answer))
+        try:
+            data = encode_frame(answer)
+        except (TypeError, ValueError) as exc:  # not JSON-serialisable: a bug of ours, not a reason to die
+            log.error("native_answer_unencodable", error=repr(exc))
+            fallback = failure(f"internal error: the answer could not be encoded as JSON: {exc}")
+            data = encode_frame({**fallback, "id": answer["id"]} if "id" in answer else fallback)
+        stdout.write(data)
         stdout.flush()
 
     while True:

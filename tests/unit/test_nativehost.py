@@ -14,14 +14,17 @@ import httpx
 import pytest
 
 from lmsupervisor.api.nativehost import (
+    MAX_ID_BYTES,
     MAX_INCOMING,
     MAX_OUTGOING,
+    MAX_TIMEOUT,
     Clock,
     NativeHost,
     OversizedFrameError,
     TruncatedFrameError,
     encode_frame,
     read_frame,
+    serve,
 )
 from lmsupervisor.config import Config, LmStudioConfig, ServerConfig
 from lmsupervisor.lmstudio.install import Platform
@@ -29,6 +32,7 @@ from lmsupervisor.lmstudio.lms import LmsResult
 from lmsupervisor.simulator.home import create_install
 
 URL = "http://127.0.0.1:1234"
+CHAT_MSG = {"action": "chat_completion", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def frame(body: bytes) -> bytes:
@@ -249,6 +253,113 @@ async def test_an_unexpected_exception_is_an_error_answer(tmp_path: Path) -> Non
     }
 
 
+# -- hostile frames (issue 14 item 7) -------------------------------------------------
+def frames_of(data: bytes) -> list[dict[str, Any]]:
+    """Every answer in ``data`` (what the host wrote), decoded as a browser does: strict UTF-8."""
+    stream, out = io.BytesIO(data), []
+    while (body := read_frame(stream)) is not None:
+        out.append(json.loads(body.decode("utf-8")))
+    return out
+
+
+async def served(host: NativeHost, *bodies: bytes) -> tuple[list[dict[str, Any]], int]:
+    """Run :func:`serve` over ``bodies`` as frames until stdin ends; the answers and the
+    largest frame written (bytes of JSON)."""
+    out = io.BytesIO()
+    try:
+        await serve(host, io.BytesIO(b"".join(frame(b) for b in bodies)), out)
+    finally:
+        await host.aclose()
+    data, sizes = out.getvalue(), []
+    stream = io.BytesIO(data)
+    while head := stream.read(4):
+        (n,) = struct.unpack("=I", head)
+        sizes.append(n)
+        stream.read(n)
+    return frames_of(data), max(sizes, default=0)
+
+
+async def test_lone_surrogate_id_is_an_error_answer_and_the_host_goes_on(tmp_path: Path) -> None:
+    """An id holding a lone UTF-16 surrogate (legal in JSON text, not in UTF-8) gets a
+    bad_request answer without it; the next message is served."""
+    answers_, _ = await served(
+        make_host(tmp_path),
+        b'{"action": "check_lmstudio", "id": "a\\ud800b"}',
+        b'{"action": "check_lmstudio", "id": "next"}',
+    )
+    assert [(a["status"], a.get("code"), a.get("id")) for a in answers_] == [
+        ("error", "bad_request", None),
+        ("success", None, "next"),
+    ]
+    assert "lone UTF-16 surrogate" in answers_[0]["error"]
+
+
+async def test_lone_surrogates_from_lmstudio_become_replacement_characters(tmp_path: Path) -> None:
+    """Text with a lone surrogate (LM Studio's JSON may escape one) is sent as U+FFFD, never
+    as bytes that are not UTF-8; surrogate pairs stay the character they encode."""
+    data = encode_frame({"status": "success", "payload": {"content": "a\ud800b \U0001f600"}})
+    assert json.loads(data[4:].decode("utf-8"))["payload"]["content"] == "a\ufffdb \U0001f600"
+
+
+async def test_huge_id_is_never_echoed(tmp_path: Path) -> None:
+    """A 2 MiB id is refused (bad_request) and not copied into the answer, which stays small;
+    the next message is served."""
+    big = json.dumps({"action": "check_lmstudio", "id": "x" * (2 * MAX_OUTGOING)}).encode()
+    answers_, largest = await served(make_host(tmp_path), big, b'{"action": "check_lmstudio", "id": 2}')
+    assert [(a["status"], a.get("code"), a.get("id")) for a in answers_] == [
+        ("error", "bad_request", None),
+        ("success", None, 2),
+    ]
+    assert f"at most {MAX_ID_BYTES} bytes" in answers_[0]["error"]
+    assert largest < 10_000
+
+
+def test_too_large_answer_drops_an_id_that_would_not_fit() -> None:
+    """Replacing an answer over 1 MiB by too_large never copies an id that would make the
+    replacement too large itself: the id is dropped and the error says so."""
+    data = encode_frame({"status": "success", "payload": {"content": "c"}, "id": "i" * (2 * MAX_OUTGOING)})
+    [answer] = frames_of(data)
+    assert (answer["status"], answer["code"], "id" in answer) == ("error", "too_large", False)
+    assert "id was dropped" in answer["error"]
+    assert len(data) < 1000
+
+
+async def test_an_answer_json_cannot_carry_is_an_internal_error(tmp_path: Path) -> None:
+    """LM Studio's reply holding NaN (Python's JSON reader takes it, a browser's does not):
+    an internal error answer with the id, never a frame the browser cannot parse; the host goes on."""
+    server = LmStudio()
+    reply = '{"id": "c", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}], "usage": NaN}'
+    server.chat = lambda body: httpx.Response(200, text=reply, headers={"content-type": "application/json"})
+    answers_, _ = await served(
+        make_host(tmp_path, server=server),
+        json.dumps({**CHAT_MSG, "id": "nan"}).encode(),
+        b'{"action": "check_lmstudio", "id": "after"}',
+    )
+    assert [(a["status"], a.get("code"), a["id"]) for a in answers_] == [
+        ("error", "internal", "nan"),
+        ("success", None, "after"),
+    ]
+
+
+@pytest.mark.parametrize("action", ["chat_completion", "start_lmstudio"])
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"-Infinity", b"1e308", b"0", b"-1", b"3601", b'"10"', b"true"])
+async def test_timeout_must_be_finite_and_in_range(tmp_path: Path, action: str, value: bytes) -> None:
+    """A timeout that is not a number of seconds in (0, 3600] is bad_request naming the field
+    and the range, before anything is asked (NaN was an internal error; inf and 1e308 were taken)."""
+    server, lms = LmStudio(up=False), FakeLms({})
+    raw = b'{"action": "%s", "messages": [{"role": "user", "content": "hi"}], "timeout": %s}' % (action.encode(), value)
+    [answer] = await answers(make_host(tmp_path, server=server, lms=lms), raw)
+    assert (answer["status"], answer["code"]) == ("error", "bad_request"), answer
+    assert f"timeout: expected seconds > 0 and <= {MAX_TIMEOUT:g}" in answer["error"]
+    assert (server.bodies, lms.calls) == ([], [])
+
+
+async def test_a_timeout_in_range_is_taken(tmp_path: Path) -> None:
+    """The largest allowed timeout (an integer or a float) is accepted."""
+    [answer] = await answers(make_host(tmp_path), {**CHAT_MSG, "timeout": MAX_TIMEOUT})
+    assert answer["status"] == "success", answer
+
+
 # -- check_lmstudio ------------------------------------------------------------------
 async def test_check_without_supervisor(tmp_path: Path) -> None:
     """Installed, server answering, the loaded model from REST v1, and no supervisor."""
@@ -455,7 +566,7 @@ async def test_stop_refused_by_the_app_is_an_error(tmp_path: Path) -> None:
 
 
 # -- chat_completion -----------------------------------------------------------------
-CHAT = {"action": "chat_completion", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = CHAT_MSG
 
 
 async def test_chat_plain(tmp_path: Path) -> None:
