@@ -82,7 +82,7 @@ from lmsupervisor.core.reducer import BringUp, BringUpFailed, NotInstalled, Serv
 from lmsupervisor.errors import LmsError, LmSupervisorError, StatusSocketError
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import LmsRunner
-from lmsupervisor.lmstudio.rest import parse_models, resolve_token
+from lmsupervisor.lmstudio.rest import parse_models
 from lmsupervisor.lmstudio.wiring import state_dir, wire
 
 log = structlog.get_logger("lmsupervisor.nativehost")
@@ -309,7 +309,7 @@ class NativeHost:
         self.http = httpx.AsyncClient(
             transport=transport,
             trust_env=False,
-            auth=_BearerFrom(self.token),
+            auth=_BearerFrom(self.io.token),  # the supervisor's resolver: api_token, api_token_file, LM_API_TOKEN
             timeout=httpx.Timeout(CHAT_TIMEOUT, connect=config.health.timeout),
             # A fresh loopback connection costs about a millisecond; a kept-alive one can
             # stall 40 ms per request on a server that writes head and body apart (Nagle
@@ -323,12 +323,6 @@ class NativeHost:
             "stop_lmstudio": self.stop_lmstudio,
             "chat_completion": self.chat_completion,
         }
-
-    def token(self) -> str | None:
-        """LM Studio's API token, read at each request: ``[lmstudio] api_token``, else
-        ``api_token_file``, else ``$LM_API_TOKEN`` (:func:`~lmsupervisor.lmstudio.rest.resolve_token`,
-        the supervisor's own resolver); None when none is set."""
-        return resolve_token(self.config, self.platform.env)
 
     async def aclose(self) -> None:
         """Close the prober's, REST's and the chat's HTTP clients; the host is unusable afterwards."""

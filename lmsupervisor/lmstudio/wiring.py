@@ -42,9 +42,12 @@ class LmStudioIo:
     """What :class:`~lmsupervisor.actions.Actions` (and the supervisor around it) needs to
     drive LM Studio: its keyword arguments, all but ``post``.
 
-    ``prober`` and ``rest`` hold HTTP clients: :meth:`aclose` them when done.
+    ``token`` is the API token resolver the prober and REST use (for any other client of
+    LM Studio's HTTP server, such as the native host's chat). ``prober`` and ``rest`` hold
+    HTTP clients: :meth:`aclose` them when done.
     """
 
+    token: Callable[[], str | None]
     clock: Clock
     lms_factory: Callable[[Path], LmsClient]
     prober: Prober
@@ -96,6 +99,7 @@ def wire(
         return LmsClient(wrap_runner(runner) if wrap_runner is not None else runner)
 
     return LmStudioIo(
+        token=token,
         clock=clock,
         lms_factory=lms_factory,
         prober=Prober(timeout=timeout, transport=transport, token=token),
