@@ -25,12 +25,10 @@ from lmsupervisor.api.statusd import StatusServer
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.config import Config
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
-from lmsupervisor.lmstudio.capabilities import CapabilityCache
+from lmsupervisor.lmstudio import wiring
 from lmsupervisor.lmstudio.install import Platform, detect
-from lmsupervisor.lmstudio.lms import Lms, LmsClient
 from lmsupervisor.lmstudio.probe import Prober
-from lmsupervisor.lmstudio.rest import RestClient, resolve_token
-from lmsupervisor.lmstudio.watch import OsPidWatcher, OsProcessTable
+from lmsupervisor.lmstudio.watch import OsPidWatcher
 from lmsupervisor.service.notify import Notifier, ServiceNotifier
 from lmsupervisor.statefile import StateFiles
 from lmsupervisor.supervisor import ServerMemory, Supervisor
@@ -50,44 +48,39 @@ def build_supervisor(
     every `lms` call is counted there and it observes every reduced message. ``files``
     writes the state files; its problems reach the supervisor as ``Noted`` messages."""
     files = files or StateFiles()
-    clock = SystemClock()
-    prober = Prober(timeout=cfg.health.timeout)
-    state_dir = statefile.default_folder()
     holder: list[Supervisor] = []
-    env = dict(platform.env)
-
-    def token() -> str | None:  # the config in force at each request: a reload applies at once
-        return resolve_token(holder[0].config if holder else cfg, env)
-
-    rest = RestClient(timeout=max(cfg.health.timeout, 5.0), token=token)
+    state_dir = statefile.default_folder()
+    io = wiring.wire(
+        platform,
+        lambda: holder[0].config if holder else cfg,  # the config in force: a reload applies at once
+        cache_dir=state_dir,
+        wrap_runner=metrics.runner if metrics is not None else None,
+        files=files,
+    )
 
     def loader() -> Config:
         return configmod.load(config_path if explicit_config else None)[0]
 
-    def lms_client(path: Path) -> LmsClient:
-        runner = Lms(path, env=platform.env)
-        return LmsClient(metrics.runner(runner) if metrics is not None else runner)
-
     sup = Supervisor(
         cfg,
-        clock=clock,
-        lms_factory=lms_client,
-        prober=prober,
-        detect=lambda c: detect(platform, c.lmstudio.home, c.lmstudio.lms),
-        pids=OsPidWatcher(clock),
-        processes=OsProcessTable(clock),
+        clock=io.clock,
+        lms_factory=io.lms_factory,
+        prober=io.prober,
+        detect=io.detect,
+        pids=OsPidWatcher(io.clock),
+        processes=io.processes,
         config_loader=loader,
         config_path=config_path,
         pid=os.getpid(),
         memory=ServerMemory(state_dir / "server.json", files),
-        capabilities=CapabilityCache(state_dir / "capabilities.json", files=files),
-        rest=rest,
+        capabilities=io.capabilities,
+        rest=io.rest,
     )
     holder.append(sup)  # ServerMemory's files (shared with the capability cache) report through sup
     if metrics is not None:
         metrics.snapshot = sup.snapshot
         sup.observe(metrics.observe)
-    return sup, prober
+    return sup, io.prober
 
 
 async def _watch_config(path: Path, sup: Supervisor) -> None:

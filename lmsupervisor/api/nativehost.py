@@ -14,7 +14,10 @@ native byte order. Limits, from the same documents and the browsers' sources:
   goes on (:data:`MAX_INCOMING`).
 
 One message at a time, until stdin closes. Requests are JSON objects with ``"action"``;
-an ``"id"`` (string or number) is echoed in every answer to it. Answers:
+an ``"id"`` (an integer, or a string of at most :data:`MAX_ID_BYTES` bytes of UTF-8) is
+echoed in every answer to it; an id that cannot be echoed (longer, or holding a lone
+UTF-16 surrogate, which has no UTF-8 form) gets a ``bad_request`` answer without it. A
+``"timeout"`` is seconds in (0, :data:`MAX_TIMEOUT`]; anything else is ``bad_request``. Answers:
 ``{"status": "success", "payload": {...}}`` or ``{"status": "error", "error": "...",
 "code": "..."}``. Actions:
 
@@ -24,13 +27,20 @@ an ``"id"`` (string or number) is echoed in every answer to it. Answers:
     "ready", ...}, "config_error"}``.
 ``start_lmstudio`` (``"timeout"`` seconds, default ``server.start_timeout``)
     asks the running supervisor (waits for ``ready``; in ``backoff`` it posts
-    ``/v1/restart`` so the attempt happens now), else starts LM Studio itself
-    (``lms daemon up`` where the install has it, then ``lms server start`` with the
-    declared server settings, else LM Studio's own, so CORS/LAN choices survive).
-``stop_lmstudio`` (``"daemon": true`` also runs ``lms daemon down``)
+    ``/v1/restart`` so the attempt happens now), else starts LM Studio itself with the
+    supervisor's own bring-up (:meth:`lmsupervisor.actions.Actions.bring_up`, rung START,
+    dependencies from :func:`lmsupervisor.lmstudio.wiring.wire`): the install's detected
+    capabilities decide ``lms daemon up`` and ``--bind``, and ``lms server start`` gets the
+    declared server settings, else LM Studio's own, so CORS/LAN choices survive. A server
+    that answers already is left alone (``"how": "already_running"``).
+``stop_lmstudio`` (``"daemon": true`` also runs ``lms daemon down`` where this `lms` has it)
     refused with code ``supervised`` while a supervisor runs: it would start LM Studio
     again at its next health check, and the status socket has no stop verb. Without a
-    supervisor: ``lms server stop``.
+    supervisor: ``lms server stop``. Nothing running is success (``stopped`` /
+    ``daemon_stopped`` false), not an error.
+
+The API token for LM Studio's "Require Authentication" is the supervisor's:
+``[lmstudio] api_token``, ``api_token_file``, else ``$LM_API_TOKEN``, read per request.
 ``chat_completion``
     ``{"messages": [...], "settings": {"model", "temperature", "max_tokens", "stream",
     ...}}`` forwarded to LM Studio's ``/v1/chat/completions``. Without ``stream``: one
@@ -51,11 +61,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import struct
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -63,19 +74,25 @@ import httpx
 import structlog
 from httpx_sse import SSEError, aconnect_sse
 
+from lmsupervisor.actions import Actions
 from lmsupervisor.config import Config
 from lmsupervisor.core.observed import Install, base_url, effective_server
-from lmsupervisor.errors import LmsError, LmsExitError, LmSupervisorError, StatusSocketError
+from lmsupervisor.core.policy import Step
+from lmsupervisor.core.reducer import BringUp, BringUpFailed, NotInstalled, ServerUp
+from lmsupervisor.errors import LmsError, LmSupervisorError, StatusSocketError
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
-from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
-from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.lmstudio.lms import LmsRunner
 from lmsupervisor.lmstudio.rest import parse_models
+from lmsupervisor.lmstudio.wiring import wire
+from lmsupervisor.statefile import default_folder as state_dir
 
 log = structlog.get_logger("lmsupervisor.nativehost")
 
 MAX_OUTGOING = 1024 * 1024  # bytes of JSON, host -> browser (Chrome and Firefox)
 MAX_INCOMING = 64 * 1024 * 1024  # bytes of JSON, browser -> host (Chrome's documented maximum)
 HEADER = struct.Struct("=I")  # 32-bit unsigned, native byte order, no padding
+MAX_ID_BYTES = 64 * 1024  # bytes of UTF-8: a longer "id" is refused, never echoed (it would crowd out the answer)
+MAX_TIMEOUT = 3600.0  # seconds: the largest "timeout" a request may ask (as server.start_timeout)
 SUPERVISOR_TIMEOUT = 2.0  # seconds for one status-socket request
 LMS_TIMEOUT = 15.0  # seconds for `lms` status and stop calls
 CHAT_TIMEOUT = 300.0  # seconds: a cold JIT load can delay the first token for long
@@ -86,6 +103,7 @@ CHAT_SETTINGS = frozenset(
 )  # fmt: skip
 UP_STATES = frozenset({"ready", "degraded"})  # server healthy (degraded: a declared model failed)
 GONE_STATES = frozenset({"stopping", "stopped"})  # the supervisor is leaving: it no longer restarts anything
+BRING_UP_ACTION = 1  # the action number of the host's bring-up (its own, never a supervisor's)
 
 
 class NativeHostError(LmSupervisorError):
@@ -149,21 +167,42 @@ def read_frame(stream: BinaryIO, limit: int = MAX_INCOMING) -> bytes | None:
     return body
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8, each lone UTF-16 surrogate (legal in JSON text and in Python
+    strings, not in UTF-8) replaced by U+FFFD; a surrogate pair becomes its character."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
 def encode_frame(message: Mapping[str, Any], limit: int = MAX_OUTGOING) -> bytes:
-    """Length prefix + UTF-8 JSON. An answer over ``limit`` bytes (the browsers' 1 MiB) is
-    replaced by an error answer saying so, so the browser never drops the connection."""
-    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    if len(body) > limit:
-        small = {
-            "status": "error",
-            "error": f"the answer is {len(body)} bytes, over the {limit} bytes a browser accepts from a native host"
-            + ("; ask with settings.stream = true" if message.get("status") == "success" else ""),
-            "code": "too_large",
-        }
-        if "id" in message:
-            small["id"] = message["id"]
-        body = json.dumps(small, separators=(",", ":")).encode("utf-8")
-    return HEADER.pack(len(body)) + body
+    """Length prefix + UTF-8 JSON; never raises for text (lone surrogates become U+FFFD).
+    Raises ValueError for NaN or an infinity (no JSON a browser parses) and TypeError for
+    a value JSON cannot hold: :func:`serve` answers an internal error instead.
+
+    An answer over ``limit`` bytes (the browsers' 1 MiB) is replaced by a ``too_large``
+    error answer saying so, so the browser never drops the connection. That answer
+    echoes the request's ``id`` only if it still fits within ``limit``; otherwise the id
+    is dropped and the error says so.
+    """
+    body = _utf8(json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
+    if len(body) <= limit:
+        return HEADER.pack(len(body)) + body
+    small: dict[str, Any] = {
+        "status": "error",
+        "error": f"the answer is {len(body)} bytes, over the {limit} bytes a browser accepts from a native host"
+        + ("; ask with settings.stream = true" if message.get("status") == "success" else ""),
+        "code": "too_large",
+    }
+    plain = _utf8(json.dumps(small, ensure_ascii=False, separators=(",", ":")))
+    if "id" in message:
+        with_id = _utf8(json.dumps({**small, "id": message["id"]}, ensure_ascii=False, separators=(",", ":")))
+        if len(with_id) <= limit:
+            return HEADER.pack(len(with_id)) + with_id
+        small["error"] += "; the request's id was dropped: echoed, it would make this answer too large as well"
+        plain = _utf8(json.dumps(small, ensure_ascii=False, separators=(",", ":")))
+    return HEADER.pack(len(plain)) + plain
 
 
 def success(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,18 +295,22 @@ class NativeHost:
         runner_factory: Callable[[Path], LmsRunner] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock = REAL_CLOCK,
+        cache_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.platform = platform
         self.supervisor = supervisor
         self.config_error = config_error
-        self.runner_factory = runner_factory or (lambda p: Lms(p, env=platform.env))
-        token = platform.env.get("LM_API_TOKEN") or None
-        self.prober = Prober(timeout=config.health.timeout, transport=transport, token=token)
+        # The supervisor's own LM Studio dependencies (lms, prober with the API token,
+        # detection, processes, capability cache in ``cache_dir``, REST): one wiring.
+        self.io = wire(
+            platform, lambda: self.config, cache_dir=cache_dir, runner_factory=runner_factory, transport=transport
+        )
+        self.prober = self.io.prober
         self.http = httpx.AsyncClient(
             transport=transport,
             trust_env=False,
-            headers={"Authorization": f"Bearer {token}"} if token else {},
+            auth=_BearerFrom(self.io.token),  # the supervisor's resolver: api_token, api_token_file, LM_API_TOKEN
             timeout=httpx.Timeout(CHAT_TIMEOUT, connect=config.health.timeout),
             # A fresh loopback connection costs about a millisecond; a kept-alive one can
             # stall 40 ms per request on a server that writes head and body apart (Nagle
@@ -283,8 +326,8 @@ class NativeHost:
         }
 
     async def aclose(self) -> None:
-        """Close the prober's and the chat's HTTP clients; the host is unusable afterwards."""
-        await self.prober.aclose()
+        """Close the prober's, REST's and the chat's HTTP clients; the host is unusable afterwards."""
+        await self.io.aclose()
         await self.http.aclose()
 
     # -- dispatch ------------------------------------------------------------------
@@ -300,8 +343,7 @@ class NativeHost:
                 raise NativeHostError(f"the message is not JSON ({exc})") from None
             if not isinstance(msg, dict):
                 raise NativeHostError(f"expected a JSON object with an action, got {type(msg).__name__}")
-            if isinstance(msg.get("id"), str | int) and not isinstance(msg.get("id"), bool):
-                request_id = msg["id"]
+            request_id = _request_id(msg.get("id"))
             action = msg.get("action")
             handler = self.actions.get(action) if isinstance(action, str) else None
             if handler is None:
@@ -422,43 +464,56 @@ class NativeHost:
             await self.clock.sleep(WAIT_INTERVAL)
 
     async def _start_ourselves(self, timeout: float) -> str:
+        """Start LM Studio with the supervisor's own bring-up (:meth:`Actions.bring_up` at
+        rung START: the detected capabilities decide ``daemon up`` and ``--bind``, the
+        declared server settings else LM Studio's own are applied); ``"already_running"``
+        when its server answers already, else ``"started"``. Raises :class:`NativeHostError`:
+        ``not_installed``, ``lmstudio_error`` (LM Studio's or `lms`'s words, with the
+        problems found), ``timeout`` after ``timeout`` seconds."""
         install = self._install()
         if not install.installed:
             raise NativeHostError(f"LM Studio is not installed: get it from {DOWNLOAD_URL}", code="not_installed")
-        url = self._endpoint(install, None)
-        if (await self.prober.greeting(url)).ok:
-            return "already_running"
-        if install.lms is None:
-            raise NativeHostError(
-                f"LM Studio's lms CLI was not found (looked on PATH and in {install.home / 'bin'})",
-                code="not_installed",
-                hint="run LM Studio once, or set lmstudio.lms in lmsupervisor's config",
-            )
-        client = LmsClient(self.runner_factory(install.lms))
-        cfg = self.config.server
-        eff = effective_server(cfg.bind, cfg.port, cfg.cors, install.server)
+        if (await self.prober.greeting(self._endpoint(install, None))).ok:
+            return "already_running"  # never restarted from here, even with other settings
+        server = replace(self.config.server, start_timeout=min(self.config.server.start_timeout, timeout))
+        eff = BringUp(
+            action=BRING_UP_ACTION,
+            step=Step.START,
+            config=replace(self.config, server=server),
+            daemon=None,
+            last_good_server=None,
+            lms_version=None,
+        )
+        actions = Actions(
+            clock=self.io.clock,
+            lms_factory=self.io.lms_factory,
+            prober=self.io.prober,
+            detect=self.io.detect,
+            processes=self.io.processes,
+            capabilities=self.io.capabilities,
+            rest=self.io.rest,
+            post=lambda m: log.info("bring_up_progress", message=repr(m)),
+        )
         try:
-            daemon = await client.daemon_status(timeout=LMS_TIMEOUT)
-            if daemon.supported and not daemon.running:
-                await client.daemon_up(timeout=timeout)
-            try:
-                await client.server_start(eff.port, eff.bind, eff.cors, timeout=timeout)
-            except LmsExitError as exc:  # BT#1720: fails its own check while serving; the probe decides
-                log.warning("server_start_failed", error=exc.error_line)
-                start_error: str | None = exc.error_line
-            else:
-                start_error = None
-        except LmsError as exc:
-            raise NativeHostError(f"could not start LM Studio: {exc.message}", code="lmstudio_error") from exc
-        probe = await self.prober.greeting(url)
-        if not probe.ok:
-            detail = f" (lms said: {start_error})" if start_error else ""
-            raise NativeHostError(f"LM Studio's server does not answer at {url}: {probe.error}{detail}", "unreachable")
-        return "started"
+            result = await asyncio.wait_for(actions.bring_up(eff), timeout)
+        except TimeoutError:
+            raise NativeHostError(f"LM Studio did not come up within {timeout:g} s", code="timeout") from None
+        if isinstance(result, ServerUp):
+            log.info("lmstudio_started", reason=result.reason)
+            return "already_running" if result.adopted else "started"
+        if isinstance(result, NotInstalled):
+            raise NativeHostError(f"LM Studio cannot be started: {result.reason}", code="not_installed")
+        if isinstance(result, BringUpFailed):
+            found = "".join(f"; {p.message} ({p.fix})" for p in result.problems)
+            raise NativeHostError(f"could not start LM Studio: {result.reason}{found}", code="lmstudio_error")
+        raise NativeHostError(f"the bring-up ended with {result!r}", code="internal")
 
     async def stop_lmstudio(self, msg: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        """``stop_lmstudio``: refused under a supervisor; else ``lms server stop`` (and
-        ``lms daemon down`` with ``"daemon": true``)."""
+        """``stop_lmstudio``: refused under a supervisor; else ``lms server stop`` and, with
+        ``"daemon": true``, ``lms daemon down`` where this `lms` has it (detected
+        capabilities). Nothing running is done, not an error: payload ``stopped`` /
+        ``daemon_stopped`` say whether the server / daemon was running and is stopped now;
+        ``daemon_note`` says why the daemon was left alone."""
         snap = await self.supervisor.status()
         if snap is not None and snap.get("state") not in GONE_STATES:
             pid = (snap.get("supervisor") or {}).get("pid")
@@ -471,15 +526,21 @@ class NativeHost:
         install = self._install()
         if install.lms is None:
             raise NativeHostError("LM Studio's lms CLI was not found; nothing to stop with", code="not_installed")
-        client = LmsClient(self.runner_factory(install.lms))
+        client = self.io.lms_factory(install.lms)
+        daemon_stopped, note = False, None
         try:
             was_running = await client.server_stop(timeout=LMS_TIMEOUT)
             if msg.get("daemon") is True:
-                await client.daemon_down(timeout=LMS_TIMEOUT)
+                caps = await self.io.capabilities.get(install.lms, client)
+                if "down" in caps.daemon:
+                    daemon_stopped = await client.daemon_down(timeout=LMS_TIMEOUT)
+                else:  # before 2025-11-29 (facts §8, §9): the app holds the service
+                    note = "this lms has no `daemon down` (LM Studio before 0.4): quit the LM Studio app to stop it"
         except LmsError as exc:
             raise NativeHostError(f"could not stop LM Studio: {exc.message}", code="lmstudio_error") from exc
         payload = await self._payload(None)
-        yield success({**payload, "stopped": was_running, "daemon_stopped": msg.get("daemon") is True})
+        extra = {"daemon_note": note} if note else {}
+        yield success({**payload, "stopped": was_running, "daemon_stopped": daemon_stopped, **extra})
 
     async def chat_completion(self, msg: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """``chat_completion``: LM Studio's ``/v1/chat/completions``, plain or streamed."""
@@ -595,14 +656,60 @@ class NativeHost:
         )
 
 
+class _BearerFrom(httpx.Auth):
+    """``Authorization: Bearer <token()>`` on every request, when ``token()`` gives one."""
+
+    def __init__(self, token: Callable[[], str | None]) -> None:
+        self.token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.token()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
+def _request_id(value: Any) -> str | int | None:
+    """The ``id`` to echo: a string or an integer (not a bool); None for anything else.
+
+    Raises :class:`NativeHostError` (``bad_request``, the id not echoed) for an id that
+    cannot be echoed: a string with a lone UTF-16 surrogate (``"\\ud800"`` is legal JSON
+    text but has no UTF-8 form), or longer than :data:`MAX_ID_BYTES` bytes of UTF-8 (its
+    echo would crowd the answer out of the browser's 1 MiB).
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise NativeHostError(
+            f"id: expected text, got a string with a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X} at "
+            f"character {exc.start}), which cannot be sent back as UTF-8; use an integer or a plain string id "
+            "(this answer carries none)"
+        ) from None
+    if size > MAX_ID_BYTES:
+        raise NativeHostError(
+            f"id: expected at most {MAX_ID_BYTES} bytes, got {size}; use an integer or a short string id "
+            "(this answer carries none)"
+        )
+    return value
+
+
 def _with_id(answer: dict[str, Any], request_id: Any) -> dict[str, Any]:
     return answer if request_id is None else {**answer, "id": request_id}
 
 
 def _seconds(msg: Mapping[str, Any], key: str, default: float) -> float:
+    """``msg[key]`` (else ``default``) as seconds in (0, :data:`MAX_TIMEOUT`]; raises
+    :class:`NativeHostError` (``bad_request``) naming ``key`` and the range for anything
+    else: not a number, a bool, NaN, an infinity, zero, negative or larger."""
     value = msg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise NativeHostError(f"{key}: expected seconds > 0, got {value!r}")
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if not number or not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT:
+        shown = value if number else json.dumps(value)[:40]
+        raise NativeHostError(f"{key}: expected seconds > 0 and <= {MAX_TIMEOUT:g}, got {shown}")
     return float(value)
 
 
@@ -657,7 +764,13 @@ async def serve(host: NativeHost, stdin: BinaryIO, stdout: BinaryIO) -> None:
     """Read, answer, repeat, until stdin closes (or the browser stops reading stdout)."""
 
     def write(answer: Mapping[str, Any]) -> None:
-        stdout.write(encode_frame(answer))
+        try:
+            data = encode_frame(answer)
+        except (TypeError, ValueError) as exc:  # not JSON-serialisable: a bug of ours, not a reason to die
+            log.error("native_answer_unencodable", error=repr(exc))
+            fallback = failure(f"internal error: the answer could not be encoded as JSON: {exc}")
+            data = encode_frame({**fallback, "id": answer["id"]} if "id" in answer else fallback)
+        stdout.write(data)
         stdout.flush()
 
     while True:
@@ -701,7 +814,9 @@ def host_main(config_path: Path | None, socket_cli: str | os.PathLike[str] | Non
         socket = str(config.socket_path(cfg, None if socket_cli is None else Path(socket_cli)))
 
     async def main() -> None:
-        host = NativeHost(cfg, Platform.current(), SocketSupervisor(socket), config_error=config_error)
+        host = NativeHost(
+            cfg, Platform.current(), SocketSupervisor(socket), config_error=config_error, cache_dir=state_dir()
+        )
         try:
             await serve(host, sys.stdin.buffer, out)
         finally:

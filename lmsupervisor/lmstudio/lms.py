@@ -71,6 +71,7 @@ def error_line(stderr: str) -> str:
 
 
 NO_SUCH_COMMAND = ("unknown command", "Not a valid subcommand")  # Commander / cmd-ts (facts §8)
+DAEMON_NOT_RUNNING = "Daemon is not running."  # `lms daemon down` with nothing to stop, exit 1 (facts §9)
 
 
 def no_such_command(stderr: str) -> bool:
@@ -363,13 +364,22 @@ class LmsClient:
         data = await self._json("daemon", "up", "--json", timeout=timeout)
         return parse_daemon_status(data, ("lms", "daemon", "up", "--json"))
 
-    async def daemon_down(self, timeout: float | None = None) -> None:
-        """Stop llmster with `lms daemon down` (facts §3); ``timeout`` is seconds.
+    async def daemon_down(self, timeout: float | None = None) -> bool:
+        """Stop llmster with `lms daemon down` (facts §3); ``timeout`` is seconds. True when
+        it stopped one; False when none ran (exit 1, ``Daemon is not running.``, facts §9).
 
-        Raises :class:`LmsExitError` on exit 1: "Daemon is not running.", or the GUI app
-        holds the service (`daemon down` does not stop the app).
+        Raises :class:`LmsExitError` on any other exit 1, such as the GUI app holding the
+        service (`daemon down` does not stop the app, facts §8). It returns before the
+        process has exited.
         """
-        await self.check("daemon", "down", timeout=timeout)
+        result = await self.runner.run("daemon", "down", timeout=timeout)
+        if result.returncode == 0:
+            return True
+        if DAEMON_NOT_RUNNING in result.stderr or DAEMON_NOT_RUNNING in result.stdout:
+            return False
+        raise _exit_error(
+            ("daemon", "down"), result, error_line(result.stderr) or error_line(result.stdout) or "no message"
+        )
 
     async def server_status(self, timeout: float | None = None) -> ServerStatus:
         """Whether the HTTP server runs, and on which port: `lms server status --json` (facts §3).

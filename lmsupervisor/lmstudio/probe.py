@@ -6,12 +6,19 @@ the body ``{"lmstudio": true}``. Every probe has a hard overall deadline (``time
 seconds), not just httpx's per-phase timeouts, so a server that trickles bytes cannot
 stall the supervisor. The transport is a constructor argument: tests pass
 ``httpx.MockTransport`` and open no sockets.
+
+With LM Studio's "Require Authentication" on (0.4.0+, facts §4) every route but the
+greeting needs ``Authorization: Bearer <token>``. The token comes from ``token()`` at each
+request (:func:`lmsupervisor.lmstudio.rest.resolve_token` over the config in force, so a
+reload applies at once); the greeting goes without it, since it may reach a program that
+is not LM Studio.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -20,33 +27,47 @@ from lmsupervisor.core.observed import ProbeResult
 from lmsupervisor.errors import ProbeError
 
 
+def _no_token() -> str | None:
+    return None
+
+
 class Prober:
-    """Probes LM Studio's HTTP server; ``timeout`` is seconds per probe."""
+    """Probes LM Studio's HTTP server; ``timeout`` is seconds per probe; ``token`` gives the
+    API token at each request (None: no ``Authorization`` header), as for
+    :class:`~lmsupervisor.lmstudio.rest.RestClient`."""
 
     def __init__(
-        self, timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None, token: str | None = None
+        self,
+        timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        token: Callable[[], str | None] = _no_token,
     ) -> None:
         self.timeout = timeout
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.token = token
         # No keep-alive: each probe connects afresh, as a new client would, so a server
         # that stopped accepting is noticed even if an old connection still answers.
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=timeout,
-            headers=headers,
             trust_env=False,
             limits=httpx.Limits(max_keepalive_connections=0),
         )
+
+    def _auth(self) -> dict[str, str]:
+        """The ``Authorization`` header for one request to a route behind the token."""
+        token = self.token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def aclose(self) -> None:
         """Close the underlying :class:`httpx.AsyncClient`; the prober is unusable afterwards."""
         await self._client.aclose()
 
-    async def _get(self, url: str, timeout: float | None) -> tuple[httpx.Response, float]:
+    async def _get(self, url: str, timeout: float | None, auth: bool = True) -> tuple[httpx.Response, float]:
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
+        headers = self._auth() if auth else {}
         try:
-            response = await asyncio.wait_for(self._client.get(url, timeout=limit), limit)
+            response = await asyncio.wait_for(self._client.get(url, headers=headers, timeout=limit), limit)
         except TimeoutError:
             raise ProbeError(f"no answer from {url} within {limit:g} s") from None
         except httpx.TimeoutException:
@@ -61,7 +82,7 @@ class Prober:
         """``GET {url}/lmstudio-greeting``; ok only for 200 with body ``{"lmstudio": true}``."""
         started = time.monotonic()
         try:
-            response, ms = await self._get(f"{url}/lmstudio-greeting", timeout)
+            response, ms = await self._get(f"{url}/lmstudio-greeting", timeout, auth=False)
         except ProbeError as exc:
             return ProbeResult(False, (time.monotonic() - started) * 1000, None, exc.message)
         body = _json(response)
@@ -80,7 +101,8 @@ class Prober:
         identifier): ``POST {url}/v1/chat/completions`` with ``max_tokens: 1`` for an LLM,
         ``POST {url}/v1/embeddings`` when ``kind`` is ``"embedding"`` (facts §4). ``ok``
         only for a 200 carrying ``choices`` (or ``data``); otherwise ``error`` is LM
-        Studio's own message. Never raises; ``timeout`` is seconds."""
+        Studio's own message (a 401 when the API token is missing or refused). Never
+        raises; ``timeout`` is seconds."""
         started = time.monotonic()
         body: dict[str, Any]
         if kind == "embedding":
@@ -90,7 +112,8 @@ class Prober:
             target, field = "/v1/chat/completions", "choices"
             body = {"model": model, "messages": messages, "max_tokens": 1, "stream": False}
         try:
-            response = await asyncio.wait_for(self._client.post(f"{url}{target}", json=body, timeout=timeout), timeout)
+            request = self._client.post(f"{url}{target}", json=body, headers=self._auth(), timeout=timeout)
+            response = await asyncio.wait_for(request, timeout)
         except (TimeoutError, httpx.TimeoutException):
             return ProbeResult(False, timeout * 1000, None, f"{model} did not answer within {timeout:g} s")
         except httpx.HTTPError as exc:

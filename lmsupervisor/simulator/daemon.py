@@ -544,6 +544,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         if self._maybe_hang():
             return
+        self._body()  # read, so a kept-alive connection's next request starts in the right place
+        if self.server.role == "http" and not self._authorized():  # every route but the greeting
+            return
         self._unexpected()
 
     do_PUT = do_DELETE

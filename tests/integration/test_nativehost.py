@@ -241,6 +241,28 @@ def test_broken_messages_never_end_the_host(
     assert port.close() == 0
 
 
+def test_hostile_ids_and_timeouts_never_end_the_host(
+    sim: SimInstall, short_dir: Path, browsers: list[Browser], tmp_path: Path
+) -> None:
+    """A lone-surrogate id, a 2 MiB id and NaN / infinite / absurd timeouts each get a small
+    bad_request answer (the bad id not echoed) and the host serves the next message."""
+    port = open_port(sim, short_dir, browsers, tmp_path)
+    port.send(b'{"action": "check_lmstudio", "id": "\\ud800"}')
+    lone = port.recv()
+    assert (lone["code"], "id" in lone, "surrogate" in lone["error"]) == ("bad_request", False, True)
+    port.send(json.dumps({"action": "check_lmstudio", "id": "x" * (2 << 20)}).encode())
+    big = port.recv()
+    assert (big["code"], "id" in big, len(json.dumps(big)) < 10_000) == ("bad_request", False, True)
+    for value in (b"NaN", b"Infinity", b"1e308"):
+        port.send(
+            b'{"action": "chat_completion", "messages": [{"role": "user", "content": "hi"}], "timeout": %s}' % value
+        )
+        answer = port.recv()
+        assert (answer["code"], "timeout: expected seconds > 0 and <= 3600" in answer["error"]) == ("bad_request", True)
+    assert port.ask({"action": "check_lmstudio", "id": "after"})["id"] == "after"
+    assert port.close() == 0
+
+
 class Supervisor:
     """A real `lmsupervisor run` on the simulated install."""
 

@@ -207,8 +207,10 @@ class FakeLmStudio:
             await self.clock.sleep(self.http_delay)
         if not self.server or self.hung:
             raise httpx.ConnectError("refused" if not self.hung else "timed out", request=request)
-        if request.url.path == "/lmstudio-greeting":
+        if request.url.path == "/lmstudio-greeting":  # open even with "Require Authentication" (facts §4)
             return httpx.Response(200, json={"lmstudio": True})
+        if self.token is not None and request.headers.get("authorization") != f"Bearer {self.token}":
+            return self._refused(request)
         if request.url.path == "/v1/chat/completions":  # deep readiness's one-token request
             model = json.loads(request.content)["model"]
             if model in self.answer_errors:
@@ -220,11 +222,22 @@ class FakeLmStudio:
             return await self._rest(request)
         return httpx.Response(200, json={"error": "Unexpected endpoint or method."})
 
+    def _refused(self, request: httpx.Request) -> httpx.Response:
+        """LM Studio's 401 without the right ``Bearer`` token, on every route but the greeting (facts §4)."""
+        if self.rest_v1 and request.url.path.startswith("/api/v1/"):  # counted as before the check moved here
+            self.rest_calls.append(request.url.path)
+        given = request.headers.get("authorization")
+        message = (
+            "An LM Studio API token is required to make requests to this server, but none was provided"
+            if given is None
+            else "Invalid LM Studio API token provided"
+        )
+        body = {"error": {"type": "invalid_request", "code": "invalid_api_key", "message": message}}
+        return httpx.Response(401, json=body)
+
     async def _rest(self, request: httpx.Request) -> httpx.Response:
         """REST v1 (facts §4): the list with loaded_instances, and /load (no identifier)."""
         self.rest_calls.append(request.url.path)
-        if self.token is not None and request.headers.get("authorization") != f"Bearer {self.token}":
-            return httpx.Response(401, json={"error": {"code": "invalid_api_key", "message": "Invalid token"}})
         if request.url.path == "/api/v1/models" and self.listing_error is not None:
             return httpx.Response(self.listing_error[0], json=self.listing_error[1])
         if request.url.path == "/api/v1/models":
@@ -314,7 +327,7 @@ def make_supervisor(
     token: str | None = None,
 ) -> Supervisor:
     lm.clock = clock
-    prober = Prober(timeout=1.0, transport=httpx.MockTransport(lm.http))
+    prober = Prober(timeout=1.0, transport=httpx.MockTransport(lm.http), token=lambda: token)
     rest = RestClient(timeout=1.0, transport=httpx.MockTransport(lm.http), token=lambda: token)
     return Supervisor(
         config,

@@ -4,6 +4,7 @@ runs comes from the detected capabilities, REST v1 replaces `lms` on 0.4, the ap
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -225,3 +226,19 @@ async def test_load_local_only_when_supported(local_flag: bool) -> None:
     async with Line(local_flag=local_flag) as line:
         [load] = [c for c in line.lm.calls if c[0] == "load"]
         assert ("--local" in load, line.sup.state) == (local_flag, State.READY)
+
+
+async def test_answer_probe_under_require_authentication() -> None:
+    """ "Require Authentication" on (the fake refuses every route but the greeting): a
+    probe = "answer" model is asked with the resolved token, answers, and stays loaded."""
+    config = replace(
+        CONFIG, models=(ModelConfig("a/one", probe="answer"),), health=replace(CONFIG.health, answer_interval=10)
+    )
+    line = Line(config, token="sk-lm-right", rest_v1=True)  # noqa: S106 - a test value
+    line.lm.token = "sk-lm-right"
+    async with line:
+        await line.clock.advance(60)  # six answer intervals
+        snap = line.sup.snapshot()
+        assert (line.sup.state, snap["models"][0]["state"], snap["problems"]) == (State.READY, "loaded", [])
+        assert line.lm.http_paths.count("/v1/chat/completions") >= 6
+        assert "/api/v1/models/unload" not in line.lm.rest_calls

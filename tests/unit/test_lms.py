@@ -81,6 +81,23 @@ async def test_server_stop_not_running_is_false(tmp_path: Path) -> None:
     assert await LmsClient(Lms(lms)).server_stop() is False
 
 
+async def test_daemon_down_not_running_is_false(tmp_path: Path) -> None:
+    """`daemon down` exit 1 with "Daemon is not running." (facts §9) is False, not an error;
+    a stopped daemon is True."""
+    idle = script(tmp_path, "echo 'Daemon is not running.' >&2\nexit 1\n")
+    assert await LmsClient(Lms(idle)).daemon_down() is False
+    done = script(tmp_path, "echo 'Shutting down llmster...' >&2\necho 'Done.' >&2\n")
+    assert await LmsClient(Lms(done)).daemon_down() is True
+
+
+async def test_daemon_down_refused_by_the_app_raises(tmp_path: Path) -> None:
+    """The GUI app holding the service refuses `daemon down` (facts §8): an error with its words."""
+    said = "The daemon is currently running as part of LM Studio. Please exit LM Studio..."
+    lms = script(tmp_path, f"echo '{said}' >&2\nexit 1\n")
+    with pytest.raises(LmsExitError, match="running as part of LM Studio"):
+        await LmsClient(Lms(lms)).daemon_down()
+
+
 async def test_load_arguments(tmp_path: Path) -> None:
     """load always passes --exact --yes, then each declared option in lms's own syntax."""
     argfile = tmp_path / "args"

@@ -14,21 +14,25 @@ import httpx
 import pytest
 
 from lmsupervisor.api.nativehost import (
+    MAX_ID_BYTES,
     MAX_INCOMING,
     MAX_OUTGOING,
+    MAX_TIMEOUT,
     Clock,
     NativeHost,
     OversizedFrameError,
     TruncatedFrameError,
     encode_frame,
     read_frame,
+    serve,
 )
-from lmsupervisor.config import Config, ServerConfig
+from lmsupervisor.config import Config, LmStudioConfig, ServerConfig
 from lmsupervisor.lmstudio.install import Platform
 from lmsupervisor.lmstudio.lms import LmsResult
 from lmsupervisor.simulator.home import create_install
 
 URL = "http://127.0.0.1:1234"
+CHAT_MSG = {"action": "chat_completion", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def frame(body: bytes) -> bytes:
@@ -157,11 +161,20 @@ class LmStudio:
         )
         self.bodies: list[dict[str, Any]] = []
 
+    token: str | None = None  # "Require Authentication": the token every route but the greeting needs
+
     def __call__(self, req: httpx.Request) -> httpx.Response:
         if not self.up:
             raise httpx.ConnectError("connection refused", request=req)
         if req.url.path == "/lmstudio-greeting":
             return httpx.Response(200, json={"lmstudio": True})
+        if self.token is not None and req.headers.get("authorization") != f"Bearer {self.token}":
+            error = {
+                "type": "invalid_request",
+                "code": "invalid_api_key",
+                "message": "An LM Studio API token is required",
+            }
+            return httpx.Response(401, json={"error": error})
         if req.url.path == "/api/v1/models":
             return httpx.Response(
                 200, json={"models": [{"key": "k", "loaded_instances": [{"id": i} for i in self.loaded]}]}
@@ -180,6 +193,8 @@ def make_host(
     lms: FakeLms | None = None,
     installed: bool = True,
     clock: Clock | None = None,
+    config: Config | None = None,
+    env: dict[str, str] | None = None,
 ) -> NativeHost:
     if installed:
         sim = create_install(tmp_path / "home", http_port=1234)  # files only: nothing is started
@@ -187,11 +202,11 @@ def make_host(
     else:
         root = tmp_path / "empty"
         root.mkdir()
-    platform = Platform("linux", root, {"HOME": str(root), "PATH": ""})
+    platform = Platform("linux", root, {"HOME": str(root), "PATH": "", **(env or {})})
     fake_lms = lms or FakeLms({})
     fake_clock = FakeClock()
     return NativeHost(
-        Config(server=ServerConfig(start_timeout=5)),
+        config or Config(server=ServerConfig(start_timeout=5)),
         platform,
         supervisor or FakeSupervisor(None),
         runner_factory=lambda _path: fake_lms,
@@ -236,6 +251,113 @@ async def test_an_unexpected_exception_is_an_error_answer(tmp_path: Path) -> Non
         "code": "internal",
         "id": "r1",
     }
+
+
+# -- hostile frames (issue 14 item 7) -------------------------------------------------
+def frames_of(data: bytes) -> list[dict[str, Any]]:
+    """Every answer in ``data`` (what the host wrote), decoded as a browser does: strict UTF-8."""
+    stream, out = io.BytesIO(data), []
+    while (body := read_frame(stream)) is not None:
+        out.append(json.loads(body.decode("utf-8")))
+    return out
+
+
+async def served(host: NativeHost, *bodies: bytes) -> tuple[list[dict[str, Any]], int]:
+    """Run :func:`serve` over ``bodies`` as frames until stdin ends; the answers and the
+    largest frame written (bytes of JSON)."""
+    out = io.BytesIO()
+    try:
+        await serve(host, io.BytesIO(b"".join(frame(b) for b in bodies)), out)
+    finally:
+        await host.aclose()
+    data, sizes = out.getvalue(), []
+    stream = io.BytesIO(data)
+    while head := stream.read(4):
+        (n,) = struct.unpack("=I", head)
+        sizes.append(n)
+        stream.read(n)
+    return frames_of(data), max(sizes, default=0)
+
+
+async def test_lone_surrogate_id_is_an_error_answer_and_the_host_goes_on(tmp_path: Path) -> None:
+    """An id holding a lone UTF-16 surrogate (legal in JSON text, not in UTF-8) gets a
+    bad_request answer without it; the next message is served."""
+    answers_, _ = await served(
+        make_host(tmp_path),
+        b'{"action": "check_lmstudio", "id": "a\\ud800b"}',
+        b'{"action": "check_lmstudio", "id": "next"}',
+    )
+    assert [(a["status"], a.get("code"), a.get("id")) for a in answers_] == [
+        ("error", "bad_request", None),
+        ("success", None, "next"),
+    ]
+    assert "lone UTF-16 surrogate" in answers_[0]["error"]
+
+
+async def test_lone_surrogates_from_lmstudio_become_replacement_characters(tmp_path: Path) -> None:
+    """Text with a lone surrogate (LM Studio's JSON may escape one) is sent as U+FFFD, never
+    as bytes that are not UTF-8; surrogate pairs stay the character they encode."""
+    data = encode_frame({"status": "success", "payload": {"content": "a\ud800b \U0001f600"}})
+    assert json.loads(data[4:].decode("utf-8"))["payload"]["content"] == "a\ufffdb \U0001f600"
+
+
+async def test_huge_id_is_never_echoed(tmp_path: Path) -> None:
+    """A 2 MiB id is refused (bad_request) and not copied into the answer, which stays small;
+    the next message is served."""
+    big = json.dumps({"action": "check_lmstudio", "id": "x" * (2 * MAX_OUTGOING)}).encode()
+    answers_, largest = await served(make_host(tmp_path), big, b'{"action": "check_lmstudio", "id": 2}')
+    assert [(a["status"], a.get("code"), a.get("id")) for a in answers_] == [
+        ("error", "bad_request", None),
+        ("success", None, 2),
+    ]
+    assert f"at most {MAX_ID_BYTES} bytes" in answers_[0]["error"]
+    assert largest < 10_000
+
+
+def test_too_large_answer_drops_an_id_that_would_not_fit() -> None:
+    """Replacing an answer over 1 MiB by too_large never copies an id that would make the
+    replacement too large itself: the id is dropped and the error says so."""
+    data = encode_frame({"status": "success", "payload": {"content": "c"}, "id": "i" * (2 * MAX_OUTGOING)})
+    [answer] = frames_of(data)
+    assert (answer["status"], answer["code"], "id" in answer) == ("error", "too_large", False)
+    assert "id was dropped" in answer["error"]
+    assert len(data) < 1000
+
+
+async def test_an_answer_json_cannot_carry_is_an_internal_error(tmp_path: Path) -> None:
+    """LM Studio's reply holding NaN (Python's JSON reader takes it, a browser's does not):
+    an internal error answer with the id, never a frame the browser cannot parse; the host goes on."""
+    server = LmStudio()
+    reply = '{"id": "c", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}], "usage": NaN}'
+    server.chat = lambda body: httpx.Response(200, text=reply, headers={"content-type": "application/json"})
+    answers_, _ = await served(
+        make_host(tmp_path, server=server),
+        json.dumps({**CHAT_MSG, "id": "nan"}).encode(),
+        b'{"action": "check_lmstudio", "id": "after"}',
+    )
+    assert [(a["status"], a.get("code"), a["id"]) for a in answers_] == [
+        ("error", "internal", "nan"),
+        ("success", None, "after"),
+    ]
+
+
+@pytest.mark.parametrize("action", ["chat_completion", "start_lmstudio"])
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"-Infinity", b"1e308", b"0", b"-1", b"3601", b'"10"', b"true"])
+async def test_timeout_must_be_finite_and_in_range(tmp_path: Path, action: str, value: bytes) -> None:
+    """A timeout that is not a number of seconds in (0, 3600] is bad_request naming the field
+    and the range, before anything is asked (NaN was an internal error; inf and 1e308 were taken)."""
+    server, lms = LmStudio(up=False), FakeLms({})
+    raw = b'{"action": "%s", "messages": [{"role": "user", "content": "hi"}], "timeout": %s}' % (action.encode(), value)
+    [answer] = await answers(make_host(tmp_path, server=server, lms=lms), raw)
+    assert (answer["status"], answer["code"]) == ("error", "bad_request"), answer
+    assert f"timeout: expected seconds > 0 and <= {MAX_TIMEOUT:g}" in answer["error"]
+    assert (server.bodies, lms.calls) == ([], [])
+
+
+async def test_a_timeout_in_range_is_taken(tmp_path: Path) -> None:
+    """The largest allowed timeout (an integer or a float) is accepted."""
+    [answer] = await answers(make_host(tmp_path), {**CHAT_MSG, "timeout": MAX_TIMEOUT})
+    assert answer["status"] == "success", answer
 
 
 # -- check_lmstudio ------------------------------------------------------------------
@@ -291,32 +413,92 @@ async def test_start_times_out_when_the_supervisor_never_gets_ready(tmp_path: Pa
     assert "'starting' after 3 s" in answer["error"]
 
 
-async def test_start_without_supervisor_runs_lms(tmp_path: Path) -> None:
-    """No supervisor and no server: daemon up, then server start with LM Studio's own settings."""
+NO_PID = 2**22 + 1  # above Linux's largest pid_max: no such process, whatever runs here
+
+
+def lms_of(daemon: tuple[str, ...], bind: bool, **answers: tuple[int, str, str]) -> FakeLms:
+    """A FakeLms whose help texts say what this `lms` can do (facts §8: ``daemon``
+    subcommands, ``server start --bind``), then the given answers (``"daemon up"`` ...)."""
+    listed = "".join(f"  {c} [options]\n" for c in daemon)
+    table: dict[tuple[str, ...], tuple[int, str, str]] = {
+        ("version", "--json"): (0, '{"version":"abc"}', ""),
+        ("daemon", "--help"): (0, f"Usage: lms daemon [options] [command]\n\nCommands:\n{listed}", "")
+        if daemon
+        else (1, "", "error: unknown command 'daemon'"),
+        ("server", "start", "--help"): (
+            0,
+            "Usage: lms server start\n  --port <port>\n" + ("  --bind <a>\n" * bind),
+            "",
+        ),
+        ("load", "--help"): (0, "Usage: lms load [options] [path]\n  --exact\n", ""),
+    }
+    table.update({tuple(k.split()): v for k, v in answers.items()})
+    return FakeLms(table)
+
+
+def commands(lms: FakeLms) -> list[tuple[str, ...]]:
+    """The calls but the capability detection's (``--help``, ``version``)."""
+    return [c for c in lms.calls if "--help" not in c and c[:1] != ("version",)]
+
+
+@pytest.mark.parametrize(
+    ("daemon", "bind", "expected"),
+    [
+        (
+            ("status", "up", "down"),
+            True,
+            [("daemon", "up", "--json"), ("server", "start", "--port", "1234", "--bind", "127.0.0.1")],
+        ),
+        (("status",), False, [("server", "start", "--port", "1234")]),  # 0.3.31: `server start` wakes the app
+        ((), False, [("server", "start", "--port", "1234")]),  # cmd-ts 0.3: no daemon command at all
+    ],
+)
+async def test_start_without_supervisor_follows_the_capabilities(
+    tmp_path: Path, daemon: tuple[str, ...], bind: bool, expected: list[tuple[str, ...]]
+) -> None:
+    """No supervisor and no server: the supervisor's bring-up runs `daemon up` only where this
+    `lms` has it and passes ``--bind`` only where it exists, with LM Studio's own settings."""
     server = LmStudio(up=False)
-    lms = FakeLms(
-        {
-            ("daemon", "status"): (0, '{"status":"not-running"}', ""),
-            ("daemon", "up"): (0, '{"status":"running","pid":7,"isDaemon":true}', ""),
-        }
+    lms = lms_of(
+        daemon,
+        bind,
+        **{
+            "daemon status": (0, '{"status":"not-running"}', ""),
+            "daemon up": (0, f'{{"status":"running","pid":{NO_PID},"isDaemon":true}}', ""),
+        },
     )
-    host = make_host(tmp_path, server=server, lms=lms)
     real_run = lms.run
 
     async def run(*args: str, timeout: float | None = None) -> LmsResult:
-        if args[:2] == ("server", "start"):
+        if args[:2] == ("server", "start") and "--help" not in args:
             server.up = True
         return await real_run(*args, timeout=timeout)
 
     lms.run = run  # type: ignore[method-assign]
-    [answer] = await answers(host, {"action": "start_lmstudio"})
+    [answer] = await answers(make_host(tmp_path, server=server, lms=lms), {"action": "start_lmstudio"})
     assert (answer["status"], answer["payload"]["how"], answer["payload"]["server_running"]) == (
         "success",
         "started",
         True,
+    ), answer
+    assert [c for c in commands(lms) if c[:2] != ("daemon", "status")] == expected
+
+
+async def test_start_failure_is_lmstudios_words(tmp_path: Path) -> None:
+    """`lms server start` fails and nothing answers: an lmstudio_error with `lms`'s own message."""
+    said = "Failed to verify the server is running. Please try to use another port."
+    lms = lms_of(
+        ("status", "up", "down"),
+        True,
+        **{
+            "daemon status": (0, '{"status":"not-running"}', ""),
+            "daemon up": (0, f'{{"status":"running","pid":{NO_PID},"isDaemon":true}}', ""),
+            "server start": (1, "", f"Error: {said}"),
+        },
     )
-    assert [c[:2] for c in lms.calls] == [("daemon", "status"), ("daemon", "up"), ("server", "start")]
-    assert lms.calls[-1] == ("server", "start", "--port", "1234", "--bind", "127.0.0.1")
+    [answer] = await answers(make_host(tmp_path, server=LmStudio(up=False), lms=lms), {"action": "start_lmstudio"})
+    assert (answer["status"], answer["code"]) == ("error", "lmstudio_error")
+    assert said in answer["error"]
 
 
 async def test_start_not_installed(tmp_path: Path) -> None:
@@ -338,16 +520,53 @@ async def test_stop_is_refused_under_a_supervisor(tmp_path: Path) -> None:
 
 
 async def test_stop_without_supervisor_stops_the_server(tmp_path: Path) -> None:
-    """Without a supervisor: `lms server stop` (and `daemon down` when asked)."""
-    lms = FakeLms({})
+    """Without a supervisor: `lms server stop`, and `daemon down` when asked and this `lms` has it."""
+    lms = lms_of(("status", "up", "down"), True)
     msg = {"action": "stop_lmstudio", "daemon": True}
     [answer] = await answers(make_host(tmp_path, lms=lms), msg)
     assert (answer["payload"]["stopped"], answer["payload"]["daemon_stopped"]) == (True, True)
-    assert lms.calls == [("server", "stop"), ("daemon", "down")]
+    assert commands(lms) == [("server", "stop"), ("daemon", "down")]
+
+
+async def test_stop_with_nothing_running_is_done(tmp_path: Path) -> None:
+    """`server stop` "not running" and `daemon down` "Daemon is not running." (exit 1, facts §9):
+    success, nothing was stopped."""
+    lms = lms_of(
+        ("status", "up", "down"),
+        True,
+        **{
+            "server stop": (1, "", "Error: The server is not running."),
+            "daemon down": (1, "", "Daemon is not running."),
+        },
+    )
+    [answer] = await answers(make_host(tmp_path, lms=lms), {"action": "stop_lmstudio", "daemon": True})
+    assert (answer["status"], answer["payload"]["stopped"], answer["payload"]["daemon_stopped"]) == (
+        "success",
+        False,
+        False,
+    )
+
+
+async def test_stop_daemon_where_lms_has_no_daemon_down(tmp_path: Path) -> None:
+    """0.3.31 (`daemon status` only): no `daemon down` is run; the answer says how to stop the app."""
+    lms = lms_of(("status",), False)
+    [answer] = await answers(make_host(tmp_path, lms=lms), {"action": "stop_lmstudio", "daemon": True})
+    assert (answer["status"], answer["payload"]["daemon_stopped"]) == ("success", False)
+    assert "quit the LM Studio app" in answer["payload"]["daemon_note"]
+    assert commands(lms) == [("server", "stop")]
+
+
+async def test_stop_refused_by_the_app_is_an_error(tmp_path: Path) -> None:
+    """The GUI app holds the service and refuses `daemon down` (facts §8): an error with its words."""
+    said = "The daemon is currently running as part of LM Studio. Please exit LM Studio..."
+    lms = lms_of(("status", "up", "down"), True, **{"daemon down": (1, "", said)})
+    [answer] = await answers(make_host(tmp_path, lms=lms), {"action": "stop_lmstudio", "daemon": True})
+    assert (answer["status"], answer["code"]) == ("error", "lmstudio_error")
+    assert "running as part of LM Studio" in answer["error"]
 
 
 # -- chat_completion -----------------------------------------------------------------
-CHAT = {"action": "chat_completion", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = CHAT_MSG
 
 
 async def test_chat_plain(tmp_path: Path) -> None:
@@ -396,6 +615,41 @@ async def test_chat_lmstudio_error_is_passed_on(tmp_path: Path, stream: bool) ->
         "error",
         "lmstudio_error",
         "LM Studio: No models loaded.",
+    )
+
+
+TOKEN = "sk-lm-abcd1234:abcdefghij0123456789"
+
+
+@pytest.mark.parametrize("source", ["api_token", "api_token_file", "LM_API_TOKEN"])
+async def test_chat_and_model_list_carry_the_api_token(tmp_path: Path, source: str) -> None:
+    """With "Require Authentication" on, the token comes from the config (``api_token``, else
+    ``api_token_file``), else ``$LM_API_TOKEN``, as for the supervisor: the chat and the
+    loaded-model list (which picks the model) get through."""
+    server, env = LmStudio(), {}
+    server.token = TOKEN
+    lm = LmStudioConfig()
+    if source == "api_token":
+        lm = LmStudioConfig(api_token=TOKEN)
+    elif source == "api_token_file":
+        (tmp_path / "token").write_text(TOKEN + "\n", encoding="utf-8")
+        lm = LmStudioConfig(api_token_file=tmp_path / "token")
+    else:
+        env = {"LM_API_TOKEN": TOKEN}
+    host = make_host(tmp_path, server=server, config=Config(lmstudio=lm), env=env)
+    [answer] = await answers(host, CHAT)
+    assert (answer["status"], answer["payload"]["content"], server.bodies[0]["model"]) == ("success", "hi", "qwen")
+
+
+async def test_chat_without_the_token_names_lmstudios_refusal(tmp_path: Path) -> None:
+    """No token anywhere: LM Studio's 401 message is the answer (the fake's check can fail)."""
+    server = LmStudio()
+    server.token = TOKEN
+    [answer] = await answers(make_host(tmp_path, server=server), {**CHAT, "settings": {"model": "qwen"}})
+    assert (answer["status"], answer["code"], answer["error"]) == (
+        "error",
+        "lmstudio_error",
+        "LM Studio: An LM Studio API token is required",
     )
 
 

@@ -68,6 +68,68 @@ async def test_models_list() -> None:
         await prober(lambda req: httpx.Response(200, json={"error": "x"})).models("http://x")
 
 
+class AuthServer:
+    """LM Studio with "Require Authentication" on (facts §4): 401 without ``Bearer <token>``
+    on every route but the greeting; records each request's path and Authorization header."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.seen: list[tuple[str, str | None]] = []
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        self.seen.append((req.url.path, req.headers.get("authorization")))
+        if req.url.path == "/lmstudio-greeting":
+            return httpx.Response(200, json={"lmstudio": True})
+        if req.headers.get("authorization") != f"Bearer {self.token}":
+            error = {
+                "type": "invalid_request",
+                "code": "invalid_api_key",
+                "message": "An LM Studio API token is required",
+            }
+            return httpx.Response(401, json={"error": error})
+        if req.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "qwen"}], "object": "list"})
+        return httpx.Response(200, json={"choices": [{"message": {"content": "."}}], "data": [{"embedding": []}]})
+
+
+async def test_token_is_read_at_each_request_and_sent_but_to_the_greeting() -> None:
+    """``token()`` is called per request (a config reload applies at once): the answer probe
+    and the model list carry ``Authorization: Bearer <token>``; the greeting, LM Studio's
+    open identity probe, never does (it may reach a program that is not LM Studio)."""
+    server, current = AuthServer("sk-lm-two"), ["sk-lm-one"]
+    p = Prober(timeout=1.0, transport=httpx.MockTransport(server), token=lambda: current[0])
+    url = "http://127.0.0.1:1234"
+    assert (await p.greeting(url)).ok
+    refused = await p.ask(url, "qwen", "llm", 1.0)
+    current[0] = "sk-lm-two"
+    answered = await p.ask(url, "qwen", "llm", 1.0)
+    embedded = await p.ask(url, "nomic", "embedding", 1.0)
+    assert await p.models(url) == ["qwen"]
+    await p.aclose()
+    assert (refused.ok, refused.status, "token is required" in (refused.error or "")) == (False, 401, True)
+    assert (answered.ok, embedded.ok) == (True, True)
+    assert server.seen == [
+        ("/lmstudio-greeting", None),
+        ("/v1/chat/completions", "Bearer sk-lm-one"),
+        ("/v1/chat/completions", "Bearer sk-lm-two"),
+        ("/v1/embeddings", "Bearer sk-lm-two"),
+        ("/v1/models", "Bearer sk-lm-two"),
+    ]
+
+
+async def test_no_token_sends_no_authorization_header() -> None:
+    """Without a token (the default, or ``token()`` giving None) no Authorization header goes out."""
+    server = AuthServer("sk-lm-x")
+    for p in (
+        Prober(transport=httpx.MockTransport(server)),
+        Prober(transport=httpx.MockTransport(server), token=lambda: None),
+    ):
+        result = await p.ask("http://127.0.0.1:1234", "qwen", "llm", 1.0)
+        await p.aclose()
+        assert (result.ok, result.status) == (False, 401)
+    assert [h for _, h in server.seen] == [None, None]
+
+
 def test_base_url_for_wildcard_binds() -> None:
     """A server bound to 0.0.0.0 or :: is reached on loopback."""
     assert [base_url("0.0.0.0", 1), base_url("::", 2), base_url("10.0.0.5", 3)] == [
