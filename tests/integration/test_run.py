@@ -46,12 +46,13 @@ identifier = "qwen"
 
 
 class Running:
-    """A `lmsupervisor run` process with HOME in the simulated install."""
+    """A `lmsupervisor run` process with HOME in the simulated install; ``env`` is added to
+    its environment (after the install's, which drops LMS_API_SERVER_INFO_PATH)."""
 
-    def __init__(self, sim: SimInstall, sock: Path, config: Path) -> None:
+    def __init__(self, sim: SimInstall, sock: Path, config: Path, env: dict[str, str] | None = None) -> None:
         self.sim, self.sock, self.config = sim, sock, config
         self.log = config.with_suffix(".log")
-        env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)}
+        env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock), **(env or {})}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)],
@@ -184,6 +185,32 @@ def test_failing_model_degrades_with_lmstudio_text(sim: SimInstall, start: Calla
     assert cli.returncode == 1
     sim.clear_faults()  # retried under backoff: it recovers by itself
     run.wait_state("ready")
+
+
+def test_ready_with_lmstudio_variables_in_the_environment(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """A supervisor started with LMS_API_SERVER_INFO_PATH (turns off lms's discovery and
+    wake-up), LMS_SERVER_HOST and FORCE_COLOR (coloured help) in its environment still
+    starts LM Studio, detects `daemon up`, and is ready (facts §9)."""
+    run = start(sim, env={"LMS_API_SERVER_INFO_PATH": "/nonexistent", "LMS_SERVER_HOST": "0.0.0.0", "FORCE_COLOR": "1"})
+    snap = run.wait_state("ready", timeout=60)
+    assert (snap["lmstudio"]["capabilities"]["daemon"], loaded_ids(sim)) == (
+        ["down", "status", "up"],
+        ["openai/gpt-oss-20b", "qwen"],
+    )
+
+
+def test_models_on_a_linked_device_are_loaded_here(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """LM Link (facts §9): a linked device holding both declared models, loaded there and
+    listed first, satisfies nothing here: both are loaded on this machine (`--local`, never
+    the remote copy), and the remote instances are left alone."""
+    sim.link_device("desk-pc", ["openai/gpt-oss-20b", "qwen/qwen3-4b"], loaded=["openai/gpt-oss-20b"])
+    run = start(sim)
+    run.wait_state("ready")
+    remote = json.loads((sim.home / ".sim" / "linked.json").read_text())["loaded"]
+    assert (loaded_ids(sim), [i["identifier"] for i in remote]) == (
+        ["openai/gpt-oss-20b", "qwen"],
+        ["openai/gpt-oss-20b"],
+    )
 
 
 def test_legacy_profile(make_sim: Callable[..., SimInstall], start: Callable[..., Running]) -> None:
