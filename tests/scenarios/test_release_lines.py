@@ -24,9 +24,10 @@ class Line:
     def __init__(self, config: Config = CONFIG, token: str | None = None, **lm: object) -> None:
         self.clock = FakeClock()
         self.lm = FakeLmStudio()
+        self.config = config  # what a reload reads
         for name, value in lm.items():
             setattr(self.lm, name, value)
-        self.sup = make_supervisor(config, self.lm, self.clock, token=token)
+        self.sup = make_supervisor(config, self.lm, self.clock, token=token, config_loader=lambda: self.config)
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Line:
@@ -245,6 +246,17 @@ async def test_ttl_only_where_the_cli_has_it(ttl_flag: bool) -> None:
         problem = next((p for p in line.sup.snapshot()["problems"] if p["code"] == "ttl_unsupported"), None)
         assert ("--ttl" in load, line.sup.state, problem is None) == (ttl_flag, State.READY, ttl_flag)
         assert problem is None or ("a/one" in problem["message"] and "0.3.9" in problem["fix"])
+
+
+async def test_ttl_unsupported_clears_once_no_model_declares_ttl() -> None:
+    """The problem stands while a declared ttl cannot be passed, and goes with the ttl."""
+    config = Config(health=CONFIG.health, restart=CONFIG.restart, models=(ModelConfig("a/one", ttl=600),))
+    async with Line(config, ttl_flag=False) as line:
+        assert "ttl_unsupported" in line.problems()
+        line.config = CONFIG  # the same model, without ttl
+        line.sup.post("reload")
+        await line.clock.advance(5)
+        assert (line.sup.state, "ttl_unsupported" in line.problems()) == (State.READY, False)
 
 
 async def test_a_paused_download_is_a_problem_until_it_resumes() -> None:
