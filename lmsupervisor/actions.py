@@ -370,6 +370,7 @@ class Actions:
         # may finish in LM Studio): list again.
         loaded = list(listing.loaded) if listing is not None and not eff.unload else await list_loaded()
         if not eff.models:
+            self.post(Noted("download_paused", None))  # nothing declared: nothing to wait for
             return ModelsDone(eff.action, tuple(loaded), rest=listing is not None)
         loaded = await self._await_in_flight(eff, list_loaded, loaded)
         downloaded: list[DownloadedModel] = []
@@ -391,8 +392,9 @@ class Actions:
                 self.post(ModelChanged(eff.action, name, "failed", item.detail))
             elif await self._load_one(eff, lms, rest if listing is not None else None, m, item.path, run):
                 started.append(m)
-        if run.downloads:  # a pass that downloaded nothing knows nothing of paused downloads
-            self.post(Noted("download_paused", _paused_problem(run.paused) if run.paused else None))
+        # Every declared model was planned: a download not paused now (done, resumed, or the
+        # model removed) no longer holds anything up.
+        self.post(Noted("download_paused", _paused_problem(run.paused) if run.paused else None))
         loaded = await list_loaded()
         ours = tuple(i.identifier for m in started if (i := instance_of(m, loaded)) is not None)
         answers = await self._ask_all(eff, loaded)
@@ -499,7 +501,6 @@ class Actions:
         by_rest = rest is not None and eff.url is not None and m.identifier is None and m.ttl is None and m.gpu is None
         try:
             if path is None:  # DOWNLOAD_AND_LOAD
-                run.downloads += 1
                 job = await self._download(eff, lms, rest, m)
                 if job is not None and job.status == "paused":
                     run.paused.append(name)
@@ -551,11 +552,10 @@ class Actions:
 
 @dataclass
 class _Pass:
-    """What one load pass learns as it goes: ``local`` (an LM Link `lms`: pass ``--local``),
-    ``downloads`` started and the names whose download is ``paused``."""
+    """What one load pass learns as it goes: ``local`` (an LM Link `lms`: pass ``--local``)
+    and the names whose download is ``paused``."""
 
     local: bool = False
-    downloads: int = 0
     paused: list[str] = field(default_factory=list)
 
 

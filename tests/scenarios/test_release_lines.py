@@ -259,9 +259,11 @@ async def test_ttl_unsupported_clears_once_no_model_declares_ttl() -> None:
         assert (line.sup.state, "ttl_unsupported" in line.problems()) == (State.READY, False)
 
 
-async def test_a_paused_download_is_a_problem_until_it_resumes() -> None:
+@pytest.mark.parametrize("completed", ["on_a_later_pass", "in_lmstudio"])
+async def test_a_paused_download_is_a_problem_until_it_resumes(completed: str) -> None:
     """A paused REST v1 download waits for a person (facts §9): the model fails at once with
-    download_paused (no hours-long wait), and both clear once it completes."""
+    download_paused (no hours-long wait), and both clear once it completes, whether a later
+    pass sees the job complete or finds the model already downloaded."""
     config = Config(
         health=CONFIG.health,
         restart=CONFIG.restart,
@@ -277,7 +279,10 @@ async def test_a_paused_download_is_a_problem_until_it_resumes() -> None:
         problem = next((p for p in snap["problems"] if p["code"] == "download_paused"), None)
         assert (line.sup.state, three["state"], "paused" in (three["error"] or "")) == (State.DEGRADED, "failed", True)
         assert problem is not None and "c/three" in problem["message"]
-        line.lm.hub["c/three"] = "completed"
+        if completed == "in_lmstudio":
+            line.lm.MODELS.append({"modelKey": "c/three", "path": "c/three", "type": "llm", "sizeBytes": 9})
+        else:
+            line.lm.hub["c/three"] = "completed"
         await line.clock.advance(120)  # the failed model is retried under its backoff
         snap = line.sup.snapshot()
         assert (line.sup.state, [p["code"] for p in snap["problems"] if p["code"] == "download_paused"]) == (
