@@ -17,18 +17,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
 
 from lmsupervisor.clock import Clock, within
 from lmsupervisor.config import Config, ModelConfig, server_address
-from lmsupervisor.core.capabilities import CliCapabilities, bind_problem
+from lmsupervisor.core.capabilities import CliCapabilities, bind_problem, ttl_problem
 from lmsupervisor.core.configdiff import model_name
 from lmsupervisor.core.observed import (
     DaemonProcess,
     DownloadedModel,
+    DownloadProgress,
     Install,
     LoadedModel,
     ProbeResult,
@@ -51,6 +52,7 @@ from lmsupervisor.core.reducer import (
     ModelChanged,
     ModelDownload,
     ModelsDone,
+    Noted,
     NotInstalled,
     ServerUp,
 )
@@ -354,7 +356,15 @@ class Actions:
         With REST v1 (``eff.rest``) listing, loads and downloads go over HTTP, one request
         each; `lms` loads only what REST cannot express (an ``identifier``, a ``ttl``, a
         ``gpu`` setting), and lists when a declared key is not a REST model key (a path).
+
+        Problems go out as :class:`Noted` (set, or cleared when gone): ``ttl_unsupported``
+        when a declared ``ttl`` cannot be passed (an `lms` before 0.3.9: loaded without it),
+        ``download_paused`` when a REST v1 download this pass needed is paused (facts §9).
         """
+        caps = eff.capabilities
+        if caps is not None:
+            dropped = [model_name(m) for m in eff.models if m.ttl] if not caps.ttl else []
+            self.post(Noted("ttl_unsupported", ttl_problem(dropped, caps) if dropped else None))
         lms = self.lms_factory(eff.lms) if eff.lms is not None else None
         rest = self.rest if eff.rest and eff.url else None
         listing = await self._rest_listing(rest, eff)
@@ -380,6 +390,7 @@ class Actions:
         # may finish in LM Studio): list again.
         loaded = list(listing.loaded) if listing is not None and not eff.unload else await list_loaded()
         if not eff.models:
+            self.post(Noted("download_paused", None))  # nothing declared: nothing to wait for
             return ModelsDone(eff.action, tuple(loaded), rest=listing is not None)
         loaded = await self._await_in_flight(eff, list_loaded, loaded)
         downloaded: list[DownloadedModel] = []
@@ -389,14 +400,21 @@ class Actions:
             assert lms is not None  # noqa: S101 - checked above
             downloaded = await lms.ls(timeout=QUICK_TIMEOUT)
         started: list[ModelConfig] = []
+        # LM Link builds (facts §9) list `deviceIdentifier`: they have the hidden `load --local`.
+        run = _Pass(
+            local=bool(caps and caps.local) or any(d.lm_link for d in downloaded) or any(i.lm_link for i in loaded)
+        )
         for item in plan(eff.models, loaded, downloaded):
             m, name = item.model, model_name(item.model)
             if item.action is Action.KEEP:
                 self.post(ModelChanged(eff.action, name, "loaded"))
             elif item.action in (Action.MISSING, Action.CONFLICT):
                 self.post(ModelChanged(eff.action, name, "failed", item.detail))
-            elif await self._load_one(eff, lms, rest if listing is not None else None, m, item.path):
+            elif await self._load_one(eff, lms, rest if listing is not None else None, m, item.path, run):
                 started.append(m)
+        # Every declared model was planned: a download not paused now (done, resumed, or the
+        # model removed) no longer holds anything up.
+        self.post(Noted("download_paused", _paused_problem(run.paused) if run.paused else None))
         loaded = await list_loaded()
         ours = tuple(i.identifier for m in started if (i := instance_of(m, loaded)) is not None)
         answers = await self._ask_all(eff, loaded)
@@ -458,17 +476,23 @@ class Actions:
             names = missing(self.clock.monotonic())
         return loaded
 
-    async def _download(self, eff: LoadModels, lms: LmsClient | None, rest: RestClient | None, m: ModelConfig) -> None:
-        """Download ``m``: REST v1 with progress (``ModelDownload`` messages), else `lms get`."""
+    async def _download(
+        self, eff: LoadModels, lms: LmsClient | None, rest: RestClient | None, m: ModelConfig
+    ) -> DownloadProgress | None:
+        """Download ``m``: REST v1 with progress (``ModelDownload`` messages), else `lms get`
+        (None). Returns the REST job as it ended: ``completed``, ``already_downloaded``, or
+        ``paused``, which waits for a person (facts §9) and is returned at once. Raises
+        :class:`RestTimeoutError` after :data:`DOWNLOAD_TIMEOUT` seconds, :class:`RestError`
+        when LM Studio says ``failed``."""
         name = model_name(m)
         self.post(ModelChanged(eff.action, name, "downloading"))
         if rest is None or eff.url is None:
             assert lms is not None  # noqa: S101 - the caller checked
             await lms.get(m.key, timeout=DOWNLOAD_TIMEOUT)
-            return
+            return None
         job = await rest.download(eff.url, m.key, timeout=QUICK_TIMEOUT)
         deadline = self.clock.monotonic() + DOWNLOAD_TIMEOUT
-        while job.status in ("downloading", "paused") and job.job_id:
+        while job.status == "downloading" and job.job_id:
             self.post(ModelDownload(eff.action, name, job))
             if self.clock.monotonic() > deadline:
                 raise RestTimeoutError(f"the download of {m.key} did not finish within {DOWNLOAD_TIMEOUT:g} s")
@@ -477,23 +501,40 @@ class Actions:
         if job.status == "failed":
             raise RestError(f"LM Studio's download of {m.key} failed")
         self.post(ModelDownload(eff.action, name, job))
+        return job
 
     async def _load_one(
-        self, eff: LoadModels, lms: LmsClient | None, rest: RestClient | None, m: ModelConfig, path: str | None
+        self,
+        eff: LoadModels,
+        lms: LmsClient | None,
+        rest: RestClient | None,
+        m: ModelConfig,
+        path: str | None,
+        run: _Pass | None = None,
     ) -> bool:
         """Download if needed, then load (REST v1 ``/load`` when it can express ``m``, else
-        `lms load --exact`); True when LM Studio accepted it."""
+        `lms load --exact`, with ``--local`` on LM Link builds and ``--ttl`` only where the
+        CLI has it); True when LM Studio accepted it. ``run`` collects what the pass learns
+        (``--local``, paused downloads)."""
+        run = run or _Pass()
         name = model_name(m)
         by_rest = rest is not None and eff.url is not None and m.identifier is None and m.ttl is None and m.gpu is None
         try:
             if path is None:  # DOWNLOAD_AND_LOAD
-                await self._download(eff, lms, rest, m)
+                job = await self._download(eff, lms, rest, m)
+                if job is not None and job.status == "paused":
+                    run.paused.append(name)
+                    why = f"the download of {m.key} is paused in LM Studio; resume it there"
+                    self.post(ModelChanged(eff.action, name, "failed", why))
+                    return False
                 path = m.key if by_rest else None
             if path is None or (not by_rest and rest is not None):
                 # `lms load --exact` needs the model's path, which REST v1 does not list.
                 assert lms is not None  # noqa: S101 - REST stands in only with a lms or by_rest
                 downloaded = await lms.ls(timeout=QUICK_TIMEOUT)
-                path = next((d.path for d in downloaded if m.key in (d.model_key, d.path)), None)
+                run.local = run.local or any(d.lm_link for d in downloaded)
+                here = (d for d in downloaded if d.device is None)  # never a linked device's copy (facts §9)
+                path = next((d.path for d in here if m.key in (d.model_key, d.path)), None)
                 if path is None:
                     msg = f"{m.key} was downloaded but `lms ls` does not list it"
                     self.post(ModelChanged(eff.action, name, "failed", msg))
@@ -510,8 +551,8 @@ class Actions:
                         identifier=m.identifier,
                         context_length=m.context_length,
                         gpu=m.gpu,
-                        ttl=m.ttl,
-                        local=bool(eff.capabilities and eff.capabilities.local),
+                        ttl=m.ttl if eff.capabilities is None or eff.capabilities.ttl else None,
+                        local=run.local or bool(eff.capabilities and eff.capabilities.local),
                         timeout=LOAD_TIMEOUT,
                     )
             except (LmsTimeoutError, RestTimeoutError, asyncio.CancelledError):
@@ -527,6 +568,25 @@ class Actions:
             return False
         self.post(ModelChanged(eff.action, name, "loaded"))
         return True
+
+
+@dataclass
+class _Pass:
+    """What one load pass learns as it goes: ``local`` (an LM Link `lms`: pass ``--local``)
+    and the names whose download is ``paused``."""
+
+    local: bool = False
+    paused: list[str] = field(default_factory=list)
+
+
+def _paused_problem(names: list[str]) -> Problem:
+    """``download_paused``: REST v1 downloads that wait for a person (facts §9)."""
+    return Problem(
+        "download_paused",
+        f"LM Studio's download of {', '.join(names)} is paused; a paused download does not resume by itself",
+        "resume it in LM Studio's downloads panel; lmsupervisor loads the model once it completes",
+        "warning",
+    )
 
 
 def token_problem(exc: RestAuthError) -> Problem:

@@ -62,7 +62,7 @@ class ServerConfig:
     bind: str | None = None
     port: int | None = None
     cors: bool | None = None
-    start_timeout: float = 60.0  # seconds, for `lms server start` and `lms daemon up`
+    start_timeout: float = 120.0  # seconds, `lms server start` and `lms daemon up` (cold: ~60 s of polls, facts §9)
 
 
 @dataclass(frozen=True)

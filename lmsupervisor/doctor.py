@@ -320,7 +320,7 @@ def render(diag: Diagnosis) -> str:
                 "lms capabilities",
                 f"{c.cli_version or 'version unknown'}, {c.dialect} errors, daemon "
                 f"{'/'.join(sorted(c.daemon)) or 'none'}, --bind {'yes' if c.bind else 'no'}, "
-                f"--local {'yes' if c.local else 'no'}, ps --json {c.ps_json}, REST v1 "
+                f"load --ttl {'yes' if c.ttl else 'no'}, ps --json {c.ps_json}, REST v1 "
                 f"{ {True: 'yes', False: 'no', None: 'unknown'}[diag.rest_v1] }",
             )
         )

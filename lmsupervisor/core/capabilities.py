@@ -35,6 +35,9 @@ class CliCapabilities:
     ``"cmdts"`` or ``"unknown"``. ``daemon`` holds the ``lms daemon`` subcommands among
     ``status``, ``up``, ``down``. ``ps_json`` is ``"instance"`` or ``"legacy"``
     (``{identifier, path}``), ``ls_model_key`` whether ``ls --json`` names ``modelKey``.
+    ``local`` is ``load --local`` as help shows it (it never does: the option is hidden,
+    facts §9; the load pass learns it from ``deviceIdentifier``). ``ttl`` is ``load
+    --ttl`` (0.3.9+; older CLIs reject it and the whole load fails).
     """
 
     binary: str
@@ -46,9 +49,11 @@ class CliCapabilities:
     local: bool
     ps_json: str = "instance"
     ls_model_key: bool = True
+    ttl: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        """``{"cli_version", "dialect", "daemon": [sorted], "bind", "local", "ps_json", "ls_model_key"}``."""
+        """``{"cli_version", "dialect", "daemon": [sorted], "bind", "local", "ps_json",
+        "ls_model_key", "ttl"}``."""
         return {
             "cli_version": self.cli_version,
             "dialect": self.dialect,
@@ -57,6 +62,7 @@ class CliCapabilities:
             "local": self.local,
             "ps_json": self.ps_json,
             "ls_model_key": self.ls_model_key,
+            "ttl": self.ttl,
         }
 
     @classmethod
@@ -77,6 +83,7 @@ class CliCapabilities:
                 bool(data["local"]),
                 str(data["ps_json"]),
                 bool(data["ls_model_key"]),
+                bool(data["ttl"]),  # absent in caches written before it: detected again
             )
         except (KeyError, TypeError):
             return None
@@ -106,13 +113,35 @@ def dialect_of(stderr: str) -> str:
     return "unknown"
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # CSI sequences: colours, bold (Commander under FORCE_COLOR)
+
+
+def plain(output: HelpOutput) -> HelpOutput:
+    """``output`` without ANSI escape sequences (facts §9: help is coloured under ``FORCE_COLOR``)."""
+    return HelpOutput(output.returncode, ANSI.sub("", output.stdout), ANSI.sub("", output.stderr))
+
+
+def help_dialect(text: str) -> str:
+    """The dialect of a help text: Commander's ``Usage: ...``/``Options:``, or cmd-ts's
+    ``OPTIONS:``/``FLAGS:`` blocks and its root help's ``can be one of:`` (facts §9)."""
+    if re.search(r"^Usage: ", text, re.MULTILINE):
+        return "commander"
+    if re.search(r"^(OPTIONS|FLAGS|ARGUMENTS):\s*$", text, re.MULTILINE) or "can be one of:" in text:
+        return "cmdts"
+    return "unknown"
+
+
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
 
 def version_tuple(version: str | None) -> tuple[int, int, int] | None:
-    """``(0, 3, 10)`` from ``"0.3.10"`` (or ``"v0.3.10-beta"``); None for a commit hash."""
+    """``(0, 3, 10)`` from ``"0.3.10"`` (or ``"v0.3.10-beta"``); None for a commit hash
+    and for ``0.0.x``, the CLI package's own version that `version --json` printed before
+    2026-01-02 (facts §9), which says nothing about the app's release line."""
     m = _SEMVER.match(version or "")
-    return (int(m[1]), int(m[2]), int(m[3])) if m else None
+    if not m or (int(m[1]), int(m[2])) == (0, 0):
+        return None
+    return (int(m[1]), int(m[2]), int(m[3]))
 
 
 def parse_help(
@@ -122,13 +151,16 @@ def parse_help(
     and ``lms load --help`` (and ``version``, from ``lms version --json``).
 
     A ``daemon`` command that exists lists its subcommands; one that does not is rejected
-    in the CLI's dialect, which names the dialect. Options are looked for as words
-    (``--bind``, ``--local``) in either stream, whatever the exit code (cmd-ts exits 1
-    after printing help on some builds).
+    in the CLI's dialect, or answered with the root help (facts §9), and the dialect is
+    then read from the help's own layout (:func:`help_dialect`). Options are looked for as
+    words (``--bind``, ``--ttl``) in either stream, whatever the exit code (cmd-ts exits 1
+    after every help). ANSI colours are stripped first. ``ttl`` is False only when a
+    readable ``load --help`` lacks ``--ttl``.
     """
+    daemon, server_start, load = plain(daemon), plain(server_start), plain(load)
     subcommands: frozenset[str] = frozenset()
     dialect = "unknown"
-    if daemon.returncode == 0 and "daemon" in daemon.text:
+    if daemon.returncode == 0 and re.search(r"^Usage: lms daemon\b", daemon.stdout, re.MULTILINE):
         words = set(re.findall(r"^\s+([a-z]+)\b", daemon.stdout, re.MULTILINE))
         subcommands = frozenset(words & {"status", "up", "down"})
         dialect = "commander"  # `daemon` only exists in Commander builds (2025-10+)
@@ -136,6 +168,8 @@ def parse_help(
         dialect = dialect_of(daemon.text)
     if dialect == "unknown":
         dialect = dialect_of(server_start.text) if server_start.returncode else dialect
+    for output in (daemon, server_start, load):
+        dialect = help_dialect(output.text) if dialect == "unknown" else dialect
     semver = version_tuple(version)
     legacy = semver is not None and semver < (0, 3, 11)
     return CliCapabilities(
@@ -148,6 +182,23 @@ def parse_help(
         local=re.search(r"--local\b", load.text) is not None,
         ps_json="legacy" if legacy else "instance",
         ls_model_key=not legacy,
+        ttl=re.search(r"--ttl\b", load.text) is not None or not _LOAD_HELP.search(load.text),
+    )
+
+
+_LOAD_HELP = re.compile(r"--(gpu|identifier|context-length|yes)\b")  # a `load --help` we could read
+
+
+def ttl_problem(models: list[str], caps: CliCapabilities) -> Problem:
+    """The ``ttl_unsupported`` warning: ``models`` (names) declare ``ttl``, this `lms` has no
+    ``load --ttl`` (before 0.3.9, facts §9), so they are loaded without it and stay loaded."""
+    return Problem(
+        "ttl_unsupported",
+        f"this LM Studio's lms ({caps.cli_version or 'an older build'}) has no `load --ttl`: "
+        f"{', '.join(models)} {'is' if len(models) == 1 else 'are'} loaded without the declared ttl "
+        "and stay loaded until unloaded",
+        "update LM Studio (0.3.9 or later), or remove ttl from these models",
+        "warning",
     )
 
 

@@ -20,7 +20,12 @@ DEFAULT_BIND = "127.0.0.1"
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """One instance from `lms ps --json` (facts §3 ``ps --json`` line)."""
+    """One instance from `lms ps --json` (facts §3 ``ps --json`` line).
+
+    ``device`` is its ``deviceIdentifier``: None for this machine, else the LM Link device
+    that holds it (facts §9; such an instance is not loaded *here*). ``lm_link`` is True
+    when the entry carries the key at all: this `lms` is an LM Link build with ``--local``.
+    """
 
     identifier: str
     model_key: str
@@ -30,17 +35,22 @@ class LoadedModel:
     context_length: int | None
     ttl_ms: int | None
     size_bytes: int
+    device: str | None = None
+    lm_link: bool = False
 
 
 @dataclass(frozen=True)
 class DownloadedModel:
-    """One model from `lms ls --json` (``ModelInfo``)."""
+    """One model from `lms ls --json` (``ModelInfo``); ``device`` and ``lm_link`` as in
+    :class:`LoadedModel` (a model on a linked device is not on this machine, facts §9)."""
 
     model_key: str
     path: str
     type: str
     size_bytes: int
     display_name: str
+    device: str | None = None
+    lm_link: bool = False
 
 
 @dataclass(frozen=True)

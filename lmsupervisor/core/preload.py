@@ -4,6 +4,10 @@ A declared model is satisfied by a loaded instance whose identifier is the decla
 ``identifier``, or, with no identifier declared, by any instance of that model (by
 ``modelKey`` or ``path``). A satisfied model is never loaded again: `lms load` of a
 loaded model would add a ``<key>:2`` duplicate (BT#619).
+
+Only this machine counts: instances and models on LM Link devices (``device`` set,
+``deviceIdentifier`` in `lms ls/ps --json`, facts §9) neither satisfy a declared model
+nor give `lms load --exact` its path.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ def _matches(model: ModelConfig, key: str, path: str) -> bool:
 
 def instance_of(model: ModelConfig, loaded: Sequence[LoadedModel]) -> LoadedModel | None:
     """The loaded instance that satisfies declared ``model``: the one holding its declared
-    identifier, else the first of that model (by ``modelKey`` or ``path``); None if none."""
+    identifier, else the first of that model (by ``modelKey`` or ``path``); None if none.
+    Instances on LM Link devices are never it (facts §9)."""
+    loaded = [i for i in loaded if i.device is None]
     if model.identifier:
         return next((i for i in loaded if i.identifier == model.identifier), None)
     return next((i for i in loaded if _matches(model, i.model_key, i.path)), None)
@@ -58,7 +64,11 @@ def instance_of(model: ModelConfig, loaded: Sequence[LoadedModel]) -> LoadedMode
 def plan(
     desired: Sequence[ModelConfig], loaded: Sequence[LoadedModel], downloaded: Sequence[DownloadedModel]
 ) -> list[Planned]:
-    """One :class:`Planned` per declared model, in declaration order."""
+    """One :class:`Planned` per declared model, in declaration order; what LM Link
+    devices hold is left out (facts §9)."""
+    linked = [d for d in downloaded if d.device is not None]
+    loaded = [i for i in loaded if i.device is None]
+    downloaded = [d for d in downloaded if d.device is None]
     out = []
     for model in desired:
         if model.identifier:
@@ -85,12 +95,14 @@ def plan(
         elif model.download:
             out.append(Planned(model, Action.DOWNLOAD_AND_LOAD))
         else:
+            there = next((d.device for d in linked if _matches(model, d.model_key, d.path)), None)
+            where = f" on this machine (only on the linked device {there})" if there else ""
             out.append(
                 Planned(
                     model,
                     Action.MISSING,
                     None,
-                    f"{model.key} is not downloaded (set download = true, or run `lms get {model.key} --yes`)",
+                    f"{model.key} is not downloaded{where} (set download = true, or run `lms get {model.key} --yes`)",
                 )
             )
     return out

@@ -70,6 +70,18 @@ class Platform:
         """The ``PATH`` separator: ``";"`` on Windows, else ``":"``."""
         return ";" if self.system == "windows" else ":"
 
+    @property
+    def app_data(self) -> Path:
+        """The GUI app's own folder (Electron ``userData``), where 0.3 keeps ``settings.json``
+        (facts §2, §9): ``$XDG_CONFIG_HOME`` or ``~/.config`` + ``LM Studio`` on Linux,
+        ``~/Library/Application Support/LM Studio`` on macOS, ``%APPDATA%\\LM Studio``
+        (else ``~\\AppData\\Roaming``) on Windows."""
+        if self.system == "darwin":
+            return self.user_home / "Library" / "Application Support" / "LM Studio"
+        if self.system == "windows":
+            return Path(self.env.get("APPDATA") or self.user_home / "AppData" / "Roaming") / "LM Studio"
+        return Path(self.env.get("XDG_CONFIG_HOME") or self.user_home / ".config") / "LM Studio"
+
     def path_entries(self, value: str | None = None) -> list[str]:
         """The non-empty entries of ``value`` split on :attr:`path_sep` (default: ``env["PATH"]``)."""
         raw = self.env.get("PATH", "") if value is None else value
@@ -282,6 +294,14 @@ def detect(platform: Platform, home: Path | None = None, lms: Path | None = None
     local_service: bool | None = None
     if isinstance(settings, dict):
         local_service = _bool(settings.get("enableLocalService"))
+    if local_service is None:  # 0.3: the app's own folder (facts §2, §9)
+        app_settings = reader.json(
+            platform.app_data / "settings.json",
+            "settings_corrupt",
+            "repair the app's settings.json, or move it away so LM Studio writes a new one",
+        )
+        if isinstance(app_settings, dict):
+            local_service = _bool(app_settings.get("enableLocalService"))
     preferences = reader.json(home / "preferences.json", "preferences_corrupt", "repair or delete preferences.json")
     if local_service is None and isinstance(preferences, dict):
         # Not documented by LM Studio (facts §2 says it is not real); read where it exists.

@@ -51,13 +51,31 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 ERROR_MAX = 500  # characters of LM Studio's message kept in the status
 
 
+AUTH_FAILED = "Failed to authenticate:"  # BT#1566: printed before `Error: WebSocket connection closed`
+_TITLED_BLOCK = re.compile(r"^\(([!X])\) (SUGGESTION|CAUSE)$")  # HEAD's friendlyErrorDeserializer
+
+
 def error_line(stderr: str) -> str:
-    """LM Studio's own message from stderr, on one line: ANSI codes stripped, ``at ...``
-    stack frames dropped, the cause after the last ``- Caused By:`` when there is one
-    (load failures print an SDK stack, facts §8), without the ``Error: `` prefix, capped
-    at :data:`ERROR_MAX` characters."""
+    """LM Studio's own message from stderr, on one line, capped at :data:`ERROR_MAX` characters.
+
+    ANSI codes are stripped and ``at ...`` stack frames dropped. Which part is the message
+    depends on the shape (facts §8, §9):
+
+    - an authentication failure (``... Failed to authenticate: Invalid passkey for lms CLI
+      client`` on an earlier line, then ``Error: WebSocket connection closed``): from
+      ``Failed to authenticate:`` on;
+    - HEAD's titled load failure (``Error: <title>``, then ``(!) SUGGESTION`` and ``(X)
+      CAUSE`` blocks): ``<title>: <cause> (suggestion: <suggestion>)``;
+    - the SDK stack of shipped builds: the cause after the last ``- Caused By:``;
+    - otherwise everything from the first ``Error: `` line on, without that prefix.
+    """
     text = _ANSI.sub("", stderr)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("at ")]
+    auth = next((ln[ln.index(AUTH_FAILED) :] for ln in lines if AUTH_FAILED in ln), None)
+    if auth is not None:
+        lines = [auth]
+    elif any(_TITLED_BLOCK.match(ln) for ln in lines):
+        lines = [_titled(lines)]
     caused = [i for i, ln in enumerate(lines) if ln.startswith("- Caused By:")]
     if caused:
         lines = [lines[caused[-1]][len("- Caused By:") :].strip(), *lines[caused[-1] + 1 :]]
@@ -68,6 +86,24 @@ def error_line(stderr: str) -> str:
             break
     one = re.sub(r"\s+", " ", " ".join(lines)).strip()
     return one if len(one) <= ERROR_MAX else one[: ERROR_MAX - 1] + "\u2026"
+
+
+def _titled(lines: list[str]) -> str:
+    """``<title>: <cause> (suggestion: <suggestion>)`` from HEAD's titled error blocks."""
+    head: list[str] = []
+    blocks: dict[str, list[str]] = {}
+    current = head
+    for line in lines:
+        m = _TITLED_BLOCK.match(line)
+        if m:
+            current = blocks.setdefault(m[2], [])
+        else:
+            current.append(line)
+    title = " ".join(head)
+    title = title[len("Error: ") :] if title.startswith("Error: ") else title
+    cause, suggestion = " ".join(blocks.get("CAUSE", [])), " ".join(blocks.get("SUGGESTION", []))
+    one = f"{title}: {cause}" if cause else title
+    return f"{one} (suggestion: {suggestion})" if suggestion else one
 
 
 NO_SUCH_COMMAND = ("unknown command", "Not a valid subcommand")  # Commander / cmd-ts (facts §8)
@@ -122,11 +158,19 @@ def _objects(data: Any, argv: Sequence[str]) -> list[dict[str, Any]]:
     return data
 
 
+def _device(item: Mapping[str, Any]) -> dict[str, Any]:
+    """``device`` (``deviceIdentifier``, None for this machine) and ``lm_link`` (the key is
+    there: an LM Link build, which has the hidden ``load --local``), facts §9."""
+    device = item.get("deviceIdentifier")
+    return {"device": device if isinstance(device, str) else None, "lm_link": "deviceIdentifier" in item}
+
+
 def parse_ps(data: Any, argv: Sequence[str] = ("lms", "ps", "--json")) -> list[LoadedModel]:
     """Parse `lms ps --json` output (a JSON array); raises :class:`LmsOutputError`.
 
     Both shapes of facts §8: instance info with ``modelKey`` (≈0.3.11+), and the older
-    ``{identifier, path}`` items, whose model key is then taken to be the path.
+    ``{identifier, path}`` items, whose model key is then taken to be the path. Instances
+    on LM Link devices are kept, with their ``device`` (facts §9).
     """
     out = []
     for item in _objects(data, argv):
@@ -144,6 +188,7 @@ def parse_ps(data: Any, argv: Sequence[str] = ("lms", "ps", "--json")) -> list[L
                 context_length=_opt_int(item.get("contextLength")),
                 ttl_ms=_opt_int(item.get("ttlMs")),
                 size_bytes=_opt_int(item.get("sizeBytes")) or 0,
+                **_device(item),
             )
         )
     return out
@@ -151,7 +196,8 @@ def parse_ps(data: Any, argv: Sequence[str] = ("lms", "ps", "--json")) -> list[L
 
 def parse_ls(data: Any, argv: Sequence[str] = ("lms", "ls", "--json")) -> list[DownloadedModel]:
     """Parse `lms ls --json` output; raises :class:`LmsOutputError`. Items without
-    ``modelKey`` (before 2025-01-28, facts §8) are keyed by their ``path``."""
+    ``modelKey`` (before 2025-01-28, facts §8) are keyed by their ``path``; models on LM
+    Link devices are kept, with their ``device`` (facts §9)."""
     out = []
     for item in _objects(data, argv):
         if "modelKey" not in item and isinstance(item.get("path"), str):  # before [js] 52ff1cbe (2025-01)
@@ -165,6 +211,7 @@ def parse_ls(data: Any, argv: Sequence[str] = ("lms", "ls", "--json")) -> list[D
                 type=str(item.get("type", "llm")),
                 size_bytes=_opt_int(item.get("sizeBytes")) or 0,
                 display_name=str(item.get("displayName") or key),
+                **_device(item),
             )
         )
     return out
@@ -214,17 +261,26 @@ class LmsRunner(Protocol):
         """
 
 
+# Facts §9: `LMS_SERVER_HOST` would set `server start`'s bind (ours is `--bind`);
+# `LMS_API_SERVER_INFO_PATH` turns off both discovery's port scan and the wake-up, so
+# `daemon up`/`server start` would never start LM Studio.
+STRIPPED_ENV = ("LMS_SERVER_HOST", "LMS_API_SERVER_INFO_PATH")
+# Commander colours help and tables under FORCE_COLOR even on a pipe (facts §9).
+NO_COLOUR_ENV = {"NO_COLOR": "1", "FORCE_COLOR": "0"}
+
+
 class Lms:
     """Runs `lms` at ``path`` with ``env`` (default: this process's environment), minus
-    ``LMS_SERVER_HOST``: the bind is the supervisor's decision, passed as ``--bind``."""
+    :data:`STRIPPED_ENV` and with colours off (:data:`NO_COLOUR_ENV`), facts §9."""
 
     def __init__(
         self, path: Path, env: Mapping[str, str] | None = None, default_timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         self.path = path
         self.env = dict(os.environ if env is None else env)
-        # The supervisor decides the bind (`--bind`); `server start` would otherwise read it here.
-        self.env.pop("LMS_SERVER_HOST", None)
+        for name in STRIPPED_ENV:
+            self.env.pop(name, None)
+        self.env.update(NO_COLOUR_ENV)
         self.default_timeout = default_timeout
 
     async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
@@ -328,16 +384,19 @@ class LmsClient:
         return parse_json(result.stdout, result.argv)
 
     async def ps(self, timeout: float | None = None) -> list[LoadedModel]:
-        """The loaded model instances, from `lms ps --json` (facts §3); ``[]`` when none.
+        """This machine's loaded model instances, from `lms ps --json` (facts §3); ``[]``
+        when none. Instances on LM Link devices (``deviceIdentifier`` set, facts §9) are
+        left out: they are not loaded here.
 
         ``timeout`` is seconds (None: the runner's default). Raises :class:`LmsExitError`
         on a non-zero exit and :class:`LmsOutputError` when the output is not a JSON array
         of objects with ``identifier`` and ``modelKey``.
         """
-        return parse_ps(await self._json("ps", "--json", timeout=timeout))
+        return [m for m in parse_ps(await self._json("ps", "--json", timeout=timeout)) if m.device is None]
 
     async def ls(self, timeout: float | None = None) -> list[DownloadedModel]:
-        """The downloaded models, from `lms ls --json` (facts §3, ``ModelInfo[]``).
+        """The downloaded models, from `lms ls --json` (facts §3, ``ModelInfo[]``), those of
+        LM Link devices included with their ``device`` (facts §9).
 
         ``timeout`` is seconds (None: the runner's default). Raises :class:`LmsExitError`
         on a non-zero exit and :class:`LmsOutputError` when the output is not a JSON array

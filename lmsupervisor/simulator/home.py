@@ -42,7 +42,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,6 +267,35 @@ class SimInstall:
         failing = dict(common.load_faults(self.home).get("fail_load", {}))
         failing[key] = message or ""
         self._update_faults(fail_load=failing)
+
+    def reject_cli_passkey(self) -> None:
+        """The service refuses the CLI's passkey (BT#1566: app and llmster both installed):
+        every `lms` command that reaches it fails as the real one does (facts §9)."""
+        self._update_faults(cli_passkey_rejected=True)
+
+    def link_device(self, device: str, models: Sequence[str], loaded: Sequence[str] = ()) -> None:
+        """Link an LM Link device called ``device`` holding ``models`` (catalogue keys, same
+        paths as here) with ``loaded`` of them loaded: on LM Link builds `lms ls/ps --json`
+        list them first with ``deviceIdentifier`` = ``device``, and `lms load --exact`
+        without ``--local`` loads there (facts §9). Written to ``.sim/linked.json``."""
+        catalog = {m["modelKey"]: m for m in common.read_json(common.sim_dir(self.home) / "catalog.json", [])}
+        entries = [{k: v for k, v in catalog[k].items() if k != "downloaded"} for k in models]
+        instances = [
+            {
+                **catalog_entry,
+                "identifier": catalog_entry["modelKey"],
+                "ttlMs": None,
+                "lastUsedTime": None,
+                "contextLength": 4096,
+                "status": "idle",
+                "queued": 0,
+                "parallel": 1,
+            }
+            for catalog_entry in (e for e in entries if e["modelKey"] in loaded)
+        ]
+        common.write_json(
+            common.sim_dir(self.home) / "linked.json", {"device": device, "models": entries, "loaded": instances}
+        )
 
     def counting_lms(self, folder: Path) -> tuple[Path, Path]:
         """A wrapper ``<folder>/lms`` that appends each call's arguments (one line) to

@@ -21,6 +21,15 @@ Discovery follows [lms] ``createClient.ts``: probe the preferred API port
 fall-back to the app, facts §8) or ``app-install-location.json``, and poll (60 s in all,
 as the real one does).
 
+Facts §9 too: help hides ``load --exact``/``--local``; cmd-ts help exits 1; an unknown
+command with ``--help`` prints the root help; Commander help is coloured under
+``FORCE_COLOR`` (not with ``NO_COLOR`` or ``FORCE_COLOR=0``), even on a pipe;
+``$LMS_API_SERVER_INFO_PATH`` turns off both the port scan and the wake-up; the
+``cli_passkey_rejected`` fault prints the authentication failure (BT#1566); LM Link
+builds list ``deviceIdentifier`` and, with a linked device (``.sim/linked.json``, see
+:meth:`lmsupervisor.simulator.home.SimInstall.link_device`), that device's models too,
+listed first, so ``load --exact`` without ``--local`` picks the remote copy.
+
 Every call first spends ``config.json`` ``lms_cost`` (CPU, then sleep): the price of
 starting the real Node/bun binary, so benchmarks count what users pay.
 """
@@ -94,6 +103,22 @@ class _Help(Exception):
 
 # -- arguments, Commander style -------------------------------------------------
 COMMON_FLAGS = {"--quiet": False, "--verbose": False, "--log-level": True}
+HIDDEN_FLAGS = ("--exact", "--local")  # `.hideHelp()` in [lms] load.ts (facts §9)
+ROOT_COMMANDS = ("server", "ls", "ps", "load", "unload", "get")  # what the root help lists
+
+
+def coloured() -> bool:
+    """Commander's help colours: on under ``FORCE_COLOR`` even on a pipe, off with
+    ``NO_COLOR`` or ``FORCE_COLOR`` ``0``/``false`` (facts §9)."""
+    force = os.environ.get("FORCE_COLOR")
+    if os.environ.get("NO_COLOR") or force in ("0", "false"):
+        return False
+    return force is not None
+
+
+def term(text: str) -> str:
+    """A help term (a subcommand or an option) as Commander prints it: bold when coloured."""
+    return f"\x1b[1m{text}\x1b[22m" if coloured() else text
 
 
 def parse(
@@ -109,7 +134,8 @@ def parse(
     box); :meth:`Cli.run` prints them in the profile's dialect and exits 1.
     """
     if "--help" in args or "-h" in args:
-        raise _Help(path or [], [f"{k} <value>" if v else k for k, v in spec.items()])
+        shown = {k: v for k, v in spec.items() if k not in HIDDEN_FLAGS}
+        raise _Help(path or [], [f"{k} <value>" if v else k for k, v in shown.items()])
     spec = {**spec, **COMMON_FLAGS}
     aliases = aliases or {}
     opts: dict[str, Any] = {}
@@ -252,7 +278,11 @@ class Cli:
         """Discovery that wakes the daemon/app, as every real client command does."""
         found = self.find()
         if found is not None:
+            self._authenticate()
             return found
+        if os.environ.get("LMS_API_SERVER_INFO_PATH"):  # facts §9: no scan and no wake-up either
+            err(f"LM Studio is not running at the API server named in {os.environ['LMS_API_SERVER_INFO_PATH']}.")
+            fail("Error: Failed to start or connect to local LM Studio API server.")
         located = self._install_location()
         if located is None:
             err("LM Studio daemon is not running and no valid installation could be found or installed.")
@@ -281,6 +311,7 @@ class Cli:
         while time.monotonic() < deadline:
             found = self.find()
             if found is not None:
+                self._authenticate()
                 return found
             if child.poll() is not None:
                 break
@@ -290,6 +321,12 @@ class Cli:
             fail("Error: Failed to start or connect to local LM Studio API server.")
         err("LM Studio daemon is not running and no valid installation could be found or installed.")
         fail("Error: Failed to start or connect to local LM Studio API server.")
+
+    def _authenticate(self) -> None:
+        """The websocket handshake: with the ``cli_passkey_rejected`` fault the service
+        refuses this CLI's passkey (BT#1566), printed as the real CLI does (facts §9)."""
+        if common.load_faults(self.home).get("cli_passkey_rejected"):
+            fail(profiles.AUTH_FAILED_STDERR)
 
     # -- commands ------------------------------------------------------------
     def run(self, argv: list[str]) -> None:
@@ -304,7 +341,8 @@ class Cli:
             self._help(shown)
 
     def _help(self, shown: _Help) -> None:
-        """Help on stdout, exit 0: the capability detection of a supervisor reads it (facts §8)."""
+        """Help on stdout: Commander exits 0 (coloured under ``FORCE_COLOR``), cmd-ts exits
+        1 (facts §9). A supervisor's capability detection reads it (facts §8)."""
         name = " ".join(["lms", *shown.path])
         if self.profile.dialect == "cmdts":
             out(name)
@@ -315,13 +353,36 @@ class Cli:
             out("")
             out("FLAGS:")
             out("  --help, -h - show help")
-            return
+            raise _Exit(1)
         out(f"Usage: {name} [options]")
         out("")
         out("Options:")
         for opt in shown.options:
-            out(f"  {opt}")
-        out("  -h, --help  display help for command")
+            out(f"  {term(opt)}")
+        out(f"  {term('-h, --help')}  display help for command")
+
+    def _root_help(self) -> None:
+        """The root help, which both dialects print for an unknown command with ``--help``
+        (facts §9): Commander exits 0, cmd-ts 1."""
+        if self.profile.dialect == "cmdts":
+            out("lms <subcommand>")
+            out("> LM Studio CLI")
+            out("")
+            out("where <subcommand> can be one of:")
+            out("")
+            for name in ROOT_COMMANDS:
+                out(f"- {name}")
+            out("")
+            out("For more help, try running `lms <subcommand> --help`")
+            raise _Exit(1)
+        out("Usage: lms [options] [command]")
+        out("")
+        out("Options:")
+        out(f"  {term('-h, --help')}  display help for command")
+        out("")
+        out("Commands:")
+        for name in ROOT_COMMANDS:
+            out(f"  {term(name)}")
 
     def _usage_error(self, argv: list[str], exc: _UsageError) -> NoReturn:
         """Print ``exc`` as Commander (``error: unknown ...``) or cmd-ts (an error box) would."""
@@ -353,6 +414,9 @@ class Cli:
         if self.profile.daemon:
             commands["daemon"] = self.cmd_daemon
         handler = commands.get(argv[0])
+        if handler is None and ("--help" in argv or "-h" in argv):
+            self._root_help()
+            return
         if handler is None:
             raise _UsageError("command", argv[0], [])
         handler(argv[1:])
@@ -372,7 +436,7 @@ class Cli:
             out("Commands:")
             for sub in ("status", "up", "down", "update"):
                 if sub in self.profile.daemon:
-                    out(f"  {sub} [options]")
+                    out(f"  {term(sub)} [options]")
             out("  help [command]  display help for command")
             return
         if not args or args[0] not in self.profile.daemon:
@@ -525,7 +589,7 @@ class Cli:
         With ``--json`` the `ps --json` array (``{identifier, path}`` items on ``legacy``
         profiles, facts §8), else the table; when empty, stderr ``No models are currently loaded.``"""
         opts, _ = parse(args, {"--json": False}, max_positional=0, path=["ps"])
-        models = self.connect().rpc("list_loaded")["models"]
+        models = self._with_devices(self.connect().rpc("list_loaded")["models"], "loaded")
         if opts.get("--json"):
             if self.profile.ps_json == "legacy":  # before ≈0.3.11 (facts §8)
                 out_json([{"identifier": m["identifier"], "path": m["path"]} for m in models])
@@ -541,7 +605,7 @@ class Cli:
             out(
                 f"{m['identifier']}  {m['modelKey']}  {m['status'].upper()}  "
                 f"{common.format_size(m['sizeBytes'])}  {m['contextLength']}  "
-                f"{m.get('parallel', '')}  Local  {ttl}"
+                f"{m.get('parallel', '')}  {m.get('deviceIdentifier') or 'Local'}  {ttl}"
             )
 
     def cmd_ls(self, args: list[str]) -> None:
@@ -552,7 +616,7 @@ class Cli:
         opts, pos = parse(
             args, {"--json": False, "--llm": False, "--embedding": False, "--variants": False}, path=["ls"]
         )
-        models = self.connect().rpc("list_downloaded")["models"]
+        models = self._with_devices(self.connect().rpc("list_downloaded")["models"], "models")
         if opts.get("--llm"):
             models = [m for m in models if m["type"] == "llm"]
         if opts.get("--embedding"):
@@ -590,11 +654,11 @@ class Cli:
                 "--gpu": True,
                 "--context-length": True,
                 "--parallel": True,
-                "--ttl": True,
                 "--identifier": True,
                 "--estimate-only": False,
                 "--yes": False,
                 "--exact": False,
+                **({"--ttl": True} if self.profile.ttl_flag else {}),
                 **({"--local": False} if self.profile.load_local else {}),
             },
             aliases={"-c": "--context-length", "-y": "--yes"},
@@ -623,7 +687,9 @@ class Cli:
                         f"error: option '{flag}' argument '{opts[flag]}' is invalid. Expected an integer of at least 1"
                     )
         svc = self.connect()
-        models = svc.rpc("list_downloaded")["models"]
+        models = self._with_devices(svc.rpc("list_downloaded")["models"], "models")
+        if opts.get("--local"):
+            models = [m for m in models if m.get("deviceIdentifier") is None]
         path = pos[0] if pos else None
         if opts.get("--exact"):
             if path is None:
@@ -651,6 +717,11 @@ class Cli:
             err(f"Estimated Total Memory: {common.format_size(int(model['sizeBytes'] * 1.1))}")
             return
         started = time.monotonic()
+        if model.get("deviceIdentifier") is not None:  # LM Link: loaded on the other machine
+            inst = self._load_remote(model, opts.get("--identifier"))
+            err(f"Model loaded successfully in {time.monotonic() - started:.2f}s.")
+            err(f'To use the model in the API/SDK, use the identifier "{inst}".')
+            return
         reply = svc.rpc(
             "load",
             modelKey=model["modelKey"],
@@ -659,12 +730,59 @@ class Cli:
             contextLength=int(opts["--context-length"]) if "--context-length" in opts else None,
             gpu=opts.get("--gpu"),
         )
-        if "error" in reply:  # an uncaught SDK error: its stack and cause chain (facts §8)
-            fail(profiles.load_error_stack(str(reply["error"])))
+        if "error" in reply:  # HEAD: a titled error (facts §9); before: an SDK stack (facts §8)
+            shape = profiles.load_error_titled if self.profile.load_error == "titled" else profiles.load_error_stack
+            fail(shape(str(reply["error"])))
         inst = reply["instance"]
         err(f"Model loaded successfully in {time.monotonic() - started:.2f}s.")
         err(f"({common.format_size(model['sizeBytes'])})")
         err(f'To use the model in the API/SDK, use the identifier "{inst["identifier"]}".')
+
+    def _linked(self) -> dict[str, Any] | None:
+        """The linked LM Link device, ``.sim/linked.json`` ``{"device", "models", "loaded"}``
+        (None: no device linked, or a build without LM Link)."""
+        if not self.profile.load_local:
+            return None
+        linked = common.read_json(common.sim_dir(self.home) / "linked.json", None)
+        return linked if isinstance(linked, dict) and isinstance(linked.get("device"), str) else None
+
+    def _with_devices(self, items: list[dict[str, Any]], which: str) -> list[dict[str, Any]]:
+        """``items`` as this build lists them (facts §9): on LM Link builds with
+        ``deviceIdentifier`` null for this machine's and the linked device's ``which``
+        (``models`` or ``loaded``) first; before LM Link without the key."""
+        if not self.profile.load_local:  # before LM Link (2026-02) there is no such key
+            return [{k: v for k, v in m.items() if k != "deviceIdentifier"} for m in items]
+        linked = self._linked()
+        here = [{**m, "deviceIdentifier": None} for m in items]
+        if linked is None:
+            return here
+        there = [{**m, "deviceIdentifier": linked["device"]} for m in linked.get(which, [])]
+        return [*there, *here]
+
+    def _load_remote(self, model: dict[str, Any], identifier: str | None) -> str:
+        """Load ``model`` on the linked device; returns the instance identifier."""
+        path = common.sim_dir(self.home) / "linked.json"
+        linked = common.read_json(path, {})
+        taken = {i["identifier"] for i in linked.get("loaded", [])}
+        ident = identifier or model["modelKey"]
+        n = 2
+        while ident in taken:
+            ident, n = f"{identifier or model['modelKey']}:{n}", n + 1
+        entry = {k: v for k, v in model.items() if k != "deviceIdentifier"}
+        linked.setdefault("loaded", []).append(
+            {
+                **entry,
+                "identifier": ident,
+                "ttlMs": None,
+                "lastUsedTime": None,
+                "contextLength": 4096,
+                "status": "idle",
+                "queued": 0,
+                "parallel": 1,
+            }
+        )
+        common.write_json(path, linked)
+        return ident
 
     def cmd_unload(self, args: list[str]) -> None:
         """`lms unload <id> | --all` (facts §3).

@@ -17,10 +17,19 @@ is written to ``<home>/.sim/config.json`` and looked up here by every `lms` call
                ``Unknown arguments``): no ``daemon``, no ``--bind`` (about <= 0.3.23)
 ``0.3.10``     ``0.3-cmdts`` with the JSON shapes of early 2025: ``ps --json`` items are
                ``{identifier, path}``, ``ls --json`` items have no ``modelKey``
+``0.3.8``      ``0.3.10`` before ``load --ttl`` (0.3.9): cmd-ts rejects it, ``Unknown
+               arguments``, and the whole load fails (facts §9)
 ``0.3``        the simulator's historical legacy profile, kept for existing tests: the
                app, Commander, no ``daemon`` command but ``--bind`` accepted (a mix no
                real release had; prefer ``0.3.31`` or ``0.3-cmdts``)
 =============  =========================================================================
+
+Facts §9 on every row: ``load --help`` hides ``--exact`` and ``--local``; Commander
+help exits 0, cmd-ts help exits 1; ``version --json`` printed the CLI package's ``0.0.x``
+before 2026-01-02 (which ``0.0.x`` went with which app release is not known: the numbers
+here are illustrative, within the 0.0.14...0.0.47 seen), the commit since. LM Link builds
+(``load_local``) list ``deviceIdentifier``; HEAD (``0.4``, ``0.4-app``) prints load
+failures as a titled error with ``(!) SUGGESTION``/``(X) CAUSE`` blocks.
 
 Stdlib only: `bin/lms` imports this on every call.
 """
@@ -63,8 +72,8 @@ class Profile:
     """One release line. Every field is a capability or a wording from facts §3, §4 or §8.
 
     ``version`` is the app/llmster version (``/lms-status``, ``daemon up --json``);
-    ``cli_version`` what ``lms version --json`` prints (a commit on 0.4, the CLI's semver
-    on 0.3). ``service`` is who holds the API server: ``"llmster"`` (``isDaemon: true``)
+    ``cli_version`` what ``lms version --json`` prints (a commit since 2026-01-02, the CLI
+    package's ``0.0.x`` before, facts §9). ``service`` is who holds the API server: ``"llmster"`` (``isDaemon: true``)
     or ``"app"`` (the GUI app, woken with ``--run-as-service``).
     """
 
@@ -88,7 +97,10 @@ class Profile:
     verify_at_bind: bool
     daemon_down_waits: bool  # False: `daemon down` prints Done. before the process exits
     guardrail: str  # the load refusal; ``{gb}`` is replaced by the model's estimate
-    load_local: bool = False  # `load --local` (LM Link builds, 2026-02+)
+    load_local: bool = False  # `load --local` and `deviceIdentifier` in ls/ps --json (LM Link, 2026-02+)
+    ttl_flag: bool = True  # `load --ttl` (0909a74, shipped in 0.3.9)
+    # how `lms load` prints a failed load: "stack" (`- Caused By:`, facts §8) or "titled" (HEAD, §9)
+    load_error: str = "stack"
     no_models_error: dict[str, object] = field(default_factory=lambda: dict(NO_MODELS_04))
 
     @property
@@ -116,11 +128,12 @@ _LLMSTER = Profile(
     # the 0.4 CLI's wording is unconfirmed (facts §8); the last confirmed CLI text is kept
     guardrail=GUARDRAIL_STOPPED,
     load_local=True,
+    load_error="titled",
 )
 _CMDTS_APP = Profile(
     name="0.3-cmdts",
     version="0.3.23",
-    cli_version="0.3.23",
+    cli_version="0.0.38",
     service="app",
     dialect="cmdts",
     daemon=frozenset(),
@@ -146,20 +159,29 @@ PROFILES: dict[str, Profile] = {
             _CMDTS_APP,
             name="0.3.31",
             version="0.3.31",
-            cli_version="0.3.31",
+            cli_version="0.0.46",
             dialect="commander",
             daemon=frozenset({"status"}),
             guardrail=GUARDRAIL_STOPPED,
         ),
         _CMDTS_APP,
         replace(
-            _CMDTS_APP, name="0.3.10", version="0.3.10", cli_version="0.3.10", ps_json="legacy", ls_model_key=False
+            _CMDTS_APP, name="0.3.10", version="0.3.10", cli_version="0.0.15", ps_json="legacy", ls_model_key=False
+        ),
+        replace(
+            _CMDTS_APP,
+            name="0.3.8",
+            version="0.3.8",
+            cli_version="0.0.14",
+            ps_json="legacy",
+            ls_model_key=False,
+            ttl_flag=False,
         ),
         replace(
             _CMDTS_APP,
             name="0.3",
             version="0.3.31",
-            cli_version="0.3.31",
+            cli_version="0.0.46",
             dialect="commander",
             bind_flag=True,
             guardrail=GUARDRAIL_STOPPED,
@@ -200,6 +222,34 @@ def load_error_stack(cause: str) -> str:
             "    at _0x30f530.<computed> (/$bunfs/root/lms:245:93126)",
         ]
     )
+
+
+def load_error_titled(cause: str) -> str:
+    """How HEAD's `lms load` prints a failed load (facts §9, public SDK
+    ``friendlyErrorDeserializer``): ``Error: <title>``, then a ``(!) SUGGESTION`` and a
+    ``(X) CAUSE`` block, no stack frames (colours off, as when piped)."""
+    return "\n".join(
+        [
+            "Error: Failed to load model",
+            "",
+            "",
+            "   (!) SUGGESTION  ",
+            "",
+            "Try loading the model with a smaller context length or less GPU offload.",
+            "",
+            "",
+            "   (X) CAUSE  ",
+            "",
+            cause,
+        ]
+    )
+
+
+AUTH_FAILED_STDERR = (  # BT#1566, facts §9: the cause comes before the last `Error:` line
+    "[LMStudioClient][ClientPort] WebSocket error: Error: Failed to authenticate: "
+    "Invalid passkey for lms CLI client\n"
+    "Error: WebSocket connection closed"
+)
 
 
 def cmdts_error(argv: list[str], bad: int, message: str, breadcrumbs: list[str], count: int = 1) -> str:

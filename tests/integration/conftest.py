@@ -27,10 +27,12 @@ def short_dir() -> Iterator[Path]:
 def start(short_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Running]]:
     runs: list[Running] = []
 
-    def start_run(sim: SimInstall, extra: str = TWO_MODELS, base: str = BASE_CONFIG) -> Running:
+    def start_run(
+        sim: SimInstall, extra: str = TWO_MODELS, base: str = BASE_CONFIG, env: dict[str, str] | None = None
+    ) -> Running:
         config = tmp_path / f"config{len(runs)}.toml"
         config.write_text(base + extra)
-        run = Running(sim, short_dir / "status.sock", config)
+        run = Running(sim, short_dir / "status.sock", config, env)
         runs.append(run)
         return run
 

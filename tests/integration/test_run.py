@@ -46,12 +46,13 @@ identifier = "qwen"
 
 
 class Running:
-    """A `lmsupervisor run` process with HOME in the simulated install."""
+    """A `lmsupervisor run` process with HOME in the simulated install; ``env`` is added to
+    its environment (after the install's, which drops LMS_API_SERVER_INFO_PATH)."""
 
-    def __init__(self, sim: SimInstall, sock: Path, config: Path) -> None:
+    def __init__(self, sim: SimInstall, sock: Path, config: Path, env: dict[str, str] | None = None) -> None:
         self.sim, self.sock, self.config = sim, sock, config
         self.log = config.with_suffix(".log")
-        env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)}
+        env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock), **(env or {})}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)],
@@ -173,6 +174,8 @@ def test_failing_model_degrades_with_lmstudio_text(sim: SimInstall, start: Calla
     snap = run.wait_state("degraded")
     qwen = next(m for m in snap["models"] if m["key"] == "qwen/qwen3-4b")
     assert (qwen["state"], "insufficient system resources" in qwen["error"]) == ("failed", True)
+    # HEAD's titled error (facts §9): the title and the cause, no block headings
+    assert qwen["error"].startswith("Failed to load model: Model loading was stopped"), qwen["error"]
     assert (snap["server"]["running"], snap["ready"]) == (True, False)
     cli = subprocess.run(
         [sys.executable, "-m", "lmsupervisor", "status", "--socket", str(run.sock)],
@@ -186,6 +189,32 @@ def test_failing_model_degrades_with_lmstudio_text(sim: SimInstall, start: Calla
     run.wait_state("ready")
 
 
+def test_ready_with_lmstudio_variables_in_the_environment(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """A supervisor started with LMS_API_SERVER_INFO_PATH (turns off lms's discovery and
+    wake-up), LMS_SERVER_HOST and FORCE_COLOR (coloured help) in its environment still
+    starts LM Studio, detects `daemon up`, and is ready (facts §9)."""
+    run = start(sim, env={"LMS_API_SERVER_INFO_PATH": "/nonexistent", "LMS_SERVER_HOST": "0.0.0.0", "FORCE_COLOR": "1"})
+    snap = run.wait_state("ready", timeout=60)
+    assert (snap["lmstudio"]["capabilities"]["daemon"], loaded_ids(sim)) == (
+        ["down", "status", "up"],
+        ["openai/gpt-oss-20b", "qwen"],
+    )
+
+
+def test_models_on_a_linked_device_are_loaded_here(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """LM Link (facts §9): a linked device holding both declared models, loaded there and
+    listed first, satisfies nothing here: both are loaded on this machine (`--local`, never
+    the remote copy), and the remote instances are left alone."""
+    sim.link_device("desk-pc", ["openai/gpt-oss-20b", "qwen/qwen3-4b"], loaded=["openai/gpt-oss-20b"])
+    run = start(sim)
+    run.wait_state("ready")
+    remote = json.loads((sim.home / ".sim" / "linked.json").read_text())["loaded"]
+    assert (loaded_ids(sim), [i["identifier"] for i in remote]) == (
+        ["openai/gpt-oss-20b", "qwen"],
+        ["openai/gpt-oss-20b"],
+    )
+
+
 def test_legacy_profile(make_sim: Callable[..., SimInstall], start: Callable[..., Running]) -> None:
     """LM Studio 0.3 (no `lms daemon`): `server start` wakes the app; ready with both models."""
     sim = make_sim(profile="0.3")
@@ -195,6 +224,27 @@ def test_legacy_profile(make_sim: Callable[..., SimInstall], start: Callable[...
     assert snap["lmstudio"]["daemon_pid"] == sim.daemon_pid()  # found by its executable
     sim.crash_daemon()
     run.wait_for(lambda s: s["state"] == "ready" and s["restarts"]["count"] == 1)
+
+
+def test_ttl_on_an_lms_without_it(make_sim: Callable[..., SimInstall], start: Callable[..., Running]) -> None:
+    """0.3.8's cmd-ts `lms` rejects `--ttl` and the whole load (facts §9): the model is loaded
+    without it, ready, and the status names ttl_unsupported with its fix."""
+    sim = make_sim(profile="0.3.8")
+    path = "lmstudio-community/Qwen3-4B-GGUF/Qwen3-4B-Q4_K_M.gguf"  # no modelKey before 2025-01
+    run = start(sim, f'[[models]]\nkey = "{path}"\nttl = 600\n')
+    snap = run.wait_state("ready")
+    [problem] = [p for p in snap["problems"] if p["code"] == "ttl_unsupported"]
+    assert (loaded_ids(sim), "0.3.9" in problem["fix"]) == (["qwen/qwen3-4b"], True)
+
+
+def test_rejected_passkey_is_named_in_the_status(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """BT#1566: an `lms` whose passkey LM Studio refuses is reported by its cause, not by
+    the final `WebSocket connection closed` (facts §9)."""
+    assert sim.lms("daemon", "up").returncode == 0
+    sim.reject_cli_passkey()
+    run = start(sim, "")
+    snap = run.wait_for(lambda s: "passkey" in (s["restarts"]["last_reason"] or ""), timeout=60)
+    assert "Failed to authenticate: Invalid passkey for lms CLI client" in snap["restarts"]["last_reason"]
 
 
 def test_second_instance_exits_69(sim: SimInstall, start: Callable[..., Running]) -> None:

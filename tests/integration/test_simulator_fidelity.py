@@ -54,7 +54,9 @@ GEMMA_PATH = "lmstudio-community/gemma-3-1b-it-GGUF/gemma-3-1b-it-Q4_K_M.gguf"
 LLMSTER = ("0.4",)
 APP_04 = ("0.4-app",)
 HAS_DAEMON_STATUS = ("0.4", "0.4-app", "0.3.31")
-CMDTS = ("0.3-cmdts", "0.3.10")
+CMDTS = ("0.3-cmdts", "0.3.10", "0.3.8")
+LEGACY_JSON = ("0.3.10", "0.3.8")  # before ≈0.3.11: `ps --json` {identifier, path}, `ls --json` without modelKey
+LM_LINK = tuple(name for name, row in PROFILES.items() if row.load_local)  # deviceIdentifier (2026-02+)
 BIND_FLAG = ("0.4", "0.4-app", "0.3")
 
 
@@ -98,12 +100,14 @@ SESSION: list[tuple[str, list[str], Any]] = [
     (
         "version-json",
         ["version", "--json"],
+        # facts §9: the CLI package's 0.0.x before 2026-01-02, the commit since
         by_profile(
-            (0, {"version": "0.3.31"}, r"^$"),
+            (0, {"version": "0.0.46"}, r"^$"),
             {
                 ("0.4", "0.4-app"): (0, {"version": "str"}, r"^$"),
-                ("0.3-cmdts",): (0, {"version": "0.3.23"}, r"^$"),
-                ("0.3.10",): (0, {"version": "0.3.10"}, r"^$"),
+                ("0.3-cmdts",): (0, {"version": "0.0.38"}, r"^$"),
+                ("0.3.10",): (0, {"version": "0.0.15"}, r"^$"),
+                ("0.3.8",): (0, {"version": "0.0.14"}, r"^$"),
             },
         ),
     ),
@@ -256,7 +260,8 @@ SESSION: list[tuple[str, list[str], Any]] = [
     ),
     (
         # facts §8: an uncaught SDK error, its stack, the cause after the last "- Caused By:",
-        # with the version's guardrail wording (0.89 GB = 0.81 GB x 1.1)
+        # with the version's guardrail wording (0.89 GB = 0.81 GB x 1.1); HEAD (§9): a
+        # titled error with (!) SUGGESTION and (X) CAUSE blocks, no frames
         "load-guardrail-stack",
         ["load", GEMMA_PATH, "--exact", "--yes"],
         by_profile(
@@ -274,7 +279,13 @@ SESSION: list[tuple[str, list[str], Any]] = [
                     r"^Error: Channel Error\n(    at .*\n)+(- Caused By: Error: .*\n(    at .*\n)*)*"
                     r"- Caused By: Error: Model loading aborted due to insufficient system resources\. .*\n"
                     r"(    at .*\n)+$",
-                )
+                ),
+                ("0.4", "0.4-app"): (
+                    1,
+                    "",
+                    r"^Error: .+\n\n\n +\(!\) SUGGESTION +\n\n.+\n\n\n +\(X\) CAUSE +\n\n"
+                    r"Model loading was stopped due to insufficient system resources\. .*\n$",
+                ),
             },
         ),
     ),
@@ -324,17 +335,20 @@ def check_stdout(profile: str, stdout: str, expected: Any) -> None:
         return
     value = json.loads(stdout)
     assert stdout.endswith("\n") and ", " not in stdout  # JSON.stringify: compact
+    real_line = dict(REAL_PS_LINE)
+    if profile not in LM_LINK:  # deviceIdentifier arrived with LM Link (066002e, 2026-02, facts §9)
+        real_line.pop("deviceIdentifier")
     if expected == "ls-shape":
-        real_ls = {k: v for k, v in shape(REAL_PS_LINE).items() if k not in INSTANCE_FIELDS}
-        if profile == "0.3.10":  # before [js] 52ff1cbe (2025-01-28): no modelKey (facts §8)
+        real_ls = {k: v for k, v in shape(real_line).items() if k not in INSTANCE_FIELDS}
+        if profile in LEGACY_JSON:  # before [js] 52ff1cbe (2025-01-28): no modelKey (facts §8)
             real_ls.pop("modelKey")
         assert shape(value[3]) == real_ls  # the Ornith model, as the facts sheet shows it
         assert all("identifier" not in i for i in value)
     elif expected == "ps-shape":
-        if profile == "0.3.10":  # before ≈0.3.11: {identifier, path} only (facts §8)
+        if profile in LEGACY_JSON:  # before ≈0.3.11: {identifier, path} only (facts §8)
             assert value == [{"identifier": "ornith-1.0-35b-mlx-oq8", "path": ORNITH_PATH}]
         else:
-            assert shape(value) == [shape(REAL_PS_LINE)]
+            assert shape(value) == [shape(real_line)]
     elif isinstance(expected, list):
         assert shape(value) == expected
     else:  # a type name stands for "any value of that type", anything else is literal
@@ -466,10 +480,15 @@ def test_dangling_llmster_location_does_not_fall_back_to_the_app(make_sim: Any) 
 
 @pytest.mark.parametrize("profile", ALL_PROFILES)
 def test_ttl_unloads_idle_models(make_sim: Any, profile: str) -> None:
-    """facts §8: a model loaded with --ttl is unloaded by LM Studio after that many idle seconds."""
+    """facts §8: a model loaded with --ttl is unloaded by LM Studio after that many idle seconds;
+    before 0.3.9 (facts §9) cmd-ts rejects --ttl and the whole load fails."""
     sim = make_sim(profile=profile)
     up(sim, "daemon")
-    assert sim.lms("load", ORNITH_PATH, "--exact", "--yes", "--ttl", "5").returncode == 0
+    with_ttl = sim.lms("load", ORNITH_PATH, "--exact", "--yes", "--ttl", "5")
+    if not sim.release.ttl_flag:
+        assert (with_ttl.returncode, "Unknown arguments" in with_ttl.stderr, sim.loaded()) == (1, True, [])
+        return
+    assert with_ttl.returncode == 0
     assert sim.lms("load", GEMMA_PATH, "--exact", "--yes").returncode == 0
     # TTL 5 simulated s = 0.1 wall s at the test scale
     assert eventually(lambda: [m["modelKey"] for m in sim.loaded()] == ["google/gemma-3-1b"])
@@ -738,3 +757,69 @@ def test_no_models_loaded_wording_by_version(make_sim: Any, profile: str, quote:
     up(sim, "server")
     status, body = _request(sim, "POST", "/v1/chat/completions", {"model": "x", "messages": []})
     assert (status, quote in body["error"]["message"], body["error"]["code"]) == (404, True, code)
+
+
+# -- what the real lms showed (facts §9) ------------------------------------------------
+def lms_with(sim: SimInstall, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The simulated `lms` with ``env`` added to the install's environment."""
+    return subprocess.run(
+        [str(sim.lms_path), *args], env={**sim.env(), **env}, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize("profile", ["0.4", "0.3.31", "0.3-cmdts"])
+def test_help_as_the_real_cli_prints_it(make_sim: Any, profile: str) -> None:
+    """facts §9: `load --help` hides --exact and --local; Commander help exits 0, cmd-ts
+    help 1; an unknown command with --help prints the root help; Commander colours help
+    under FORCE_COLOR even on a pipe, and not with NO_COLOR=1 FORCE_COLOR=0."""
+    sim = make_sim(profile=profile)
+    cmdts = sim.release.dialect == "cmdts"
+    load = lms_with(sim, "load", "--help")
+    root = lms_with(sim, "frobnicate", "--help")
+    coloured = lms_with(sim, "server", "start", "--help", FORCE_COLOR="1")
+    plain = lms_with(sim, "server", "start", "--help", FORCE_COLOR="0", NO_COLOR="1")
+    assert (load.returncode, root.returncode, coloured.returncode) == ((1, 1, 1) if cmdts else (0, 0, 0))
+    assert ("--exact" in load.stdout, "--local" in load.stdout, "--yes" in load.stdout) == (False, False, True)
+    assert re.search(r"can be one of:" if cmdts else r"^Usage: lms \[options\] \[command\]", root.stdout, re.M)
+    assert ("\x1b[" in coloured.stdout, "\x1b[" in plain.stdout) == (not cmdts, False)
+
+
+def test_server_info_path_turns_off_the_wake_up(make_sim: Any) -> None:
+    """facts §9: with LMS_API_SERVER_INFO_PATH set, `daemon up` and `server start` never start
+    LM Studio (no port scan, no spawn); without it they do."""
+    sim = make_sim()
+    for args in (("daemon", "up"), ("server", "start")):
+        result = lms_with(sim, *args, LMS_API_SERVER_INFO_PATH=str(sim.root / "nonexistent.json"))
+        assert (result.returncode, "Failed to start or connect" in result.stderr, sim.daemon_pid()) == (1, True, None)
+    assert (sim.lms("daemon", "up").returncode, sim.daemon_pid() is not None) == (0, True)
+
+
+def test_rejected_passkey_prints_the_cause_before_the_last_error(sim: SimInstall) -> None:
+    """BT#1566, facts §9: the authentication failure comes first, `Error: WebSocket connection
+    closed` last, exit 1."""
+    up(sim, "daemon")
+    sim.reject_cli_passkey()
+    result = sim.lms("ps", "--json")
+    lines = result.stderr.splitlines()
+    assert (result.returncode, lines[-1]) == (1, "Error: WebSocket connection closed")
+    assert "Failed to authenticate: Invalid passkey for lms CLI client" in lines[0]
+
+
+def test_lm_link_device_is_listed_and_exact_picks_its_copy_without_local(make_sim: Any) -> None:
+    """facts §9: an LM Link build lists a linked device's models with its deviceIdentifier
+    (this machine's: null); `load --exact` without `--local` picks the remote copy of a path
+    both hold, with `--local` this machine's. Builds before LM Link have no such key."""
+    sim = make_sim()
+    sim.link_device("desk-pc", ["google/gemma-3-1b"], loaded=["google/gemma-3-1b"])
+    up(sim, "daemon")
+    listed = json.loads(sim.lms("ls", "--json").stdout)
+    ps = json.loads(sim.lms("ps", "--json").stdout)
+    assert (listed[0]["deviceIdentifier"], {m["deviceIdentifier"] for m in listed[1:]}) == ("desk-pc", {None})
+    assert [(m["identifier"], m["deviceIdentifier"]) for m in ps] == [("google/gemma-3-1b", "desk-pc")]
+    assert sim.lms("load", GEMMA_PATH, "--exact", "--yes").returncode == 0
+    assert sim.loaded() == []  # it went to desk-pc
+    assert sim.lms("load", GEMMA_PATH, "--exact", "--yes", "--local").returncode == 0
+    assert [m["modelKey"] for m in sim.loaded()] == ["google/gemma-3-1b"]
+    old = make_sim(profile="0.3.31")
+    up(old, "daemon")
+    assert "deviceIdentifier" not in json.loads(old.lms("ls", "--json").stdout)[0]

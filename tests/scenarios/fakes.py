@@ -115,7 +115,14 @@ class FakeLmStudio:
         self.rest_v1 = False  # REST v1 /api/v1/models (0.4)
         self.token: str | None = None  # "Require Authentication": the token it wants
         self.bind_flag = True
-        self.local_flag = False
+        self.ttl_flag = True  # `load --ttl` (0.3.9+); without it cmd-ts rejects the whole load
+        # LM Link (facts §9): listings carry deviceIdentifier, and the linked device "desk"
+        # holds a copy of every model (listed first), with a/one loaded there.
+        self.lm_link = False
+        self.remote_loads: list[tuple[str, ...]] = []  # `lms load`s that picked the remote copy
+        self.MODELS = list(FakeLmStudio.MODELS)
+        # REST v1 downloads: key -> the job status GET .../status answers ("paused", "completed")
+        self.hub: dict[str, str] = {}
 
     # -- the lms runner ---------------------------------------------------------
     async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
@@ -154,9 +161,9 @@ class FakeLmStudio:
                     "",
                     0,
                 )
-            case ("load", "--help"):
-                local = "  --local\n" if self.local_flag else ""
-                return "Usage: lms load [options] [path]\n  --exact\n" + local, "", 0
+            case ("load", "--help"):  # `--exact` and `--local` are hidden (facts §9)
+                ttl = "  --ttl <seconds>\n" if self.ttl_flag else ""
+                return "Usage: lms load [options] [path]\n  --gpu <ratio>\n  -y, --yes\n" + ttl, "", 0
             case ("daemon", "status", "--json"):
                 if self.daemon_pid is None:
                     return '{"status":"not-running"}', "", 0
@@ -186,15 +193,29 @@ class FakeLmStudio:
                 was, self.server = self.server, False
                 return ("", "Stopped the server on port 1234.", 0) if was else ("", "The server is not running.", 1)
             case ("ps", "--json"):
-                return json.dumps(self.loaded), "", 0
+                return json.dumps(self._devices(self.loaded, remote_loaded=True)), "", 0
             case ("ls", "--json"):
-                return json.dumps(self.MODELS), "", 0
+                return json.dumps(self._devices(self.MODELS)), "", 0
             case ("load", path, "--exact", "--yes", *rest):
+                if "--ttl" in rest and not self.ttl_flag:
+                    return "", "error: found 1 error\n\n  load\n  ^ Unknown arguments\n", 1
+                if self.lm_link and "--local" not in rest:  # --exact finds the remote copy first
+                    self.remote_loads.append(args)
+                    return "", "Model loaded successfully on desk.", 0
                 model = next(m for m in self.MODELS if m["path"] == path)
                 ident = rest[rest.index("--identifier") + 1] if "--identifier" in rest else model["modelKey"]
                 self.loaded.append({**model, "identifier": ident})
                 return "", f'To use the model in the API/SDK, use the identifier "{ident}".', 0
         return "", f"error: unknown command '{args[0]}'", 1
+
+    def _devices(self, items: list[dict[str, Any]], remote_loaded: bool = False) -> list[dict[str, Any]]:
+        """``items`` as an LM Link build lists them: the linked device's copies first."""
+        if not self.lm_link:
+            return items
+        here = [{**m, "deviceIdentifier": None} for m in items]
+        if remote_loaded:
+            return [{**self.MODELS[0], "identifier": "a/one", "deviceIdentifier": "desk"}, *here]
+        return [*({**m, "path": f"desk/{m['path']}", "deviceIdentifier": "desk"} for m in items), *here]
 
     # -- the HTTP server, for httpx.MockTransport ---------------------------------
     async def http(self, request: httpx.Request) -> httpx.Response:
@@ -257,6 +278,21 @@ class FakeLmStudio:
             model = next(m for m in self.MODELS if m["modelKey"] == key)
             self.loaded.append({**model, "identifier": key})
             return httpx.Response(200, json={"instance_id": key, "status": "loaded"})
+        if request.url.path == "/api/v1/models/download":
+            key = json.loads(request.content)["model"]
+            if any(m["modelKey"] == key for m in self.MODELS):
+                return httpx.Response(200, json={"status": "already_downloaded"})
+            job = f"job-{key.replace('/', '~')}"
+            return httpx.Response(200, json={"job_id": job, "status": "downloading", "total_size_bytes": 9})
+        if request.url.path.startswith("/api/v1/models/download/status/"):
+            job = request.url.path.rsplit("/", 1)[1]
+            key = job.removeprefix("job-").replace("~", "/")
+            status = self.hub[key]
+            if status == "completed" and not any(m["modelKey"] == key for m in self.MODELS):
+                self.MODELS.append({"modelKey": key, "path": key, "type": "llm", "sizeBytes": 9})
+            done = 9 if status == "completed" else 4
+            return httpx.Response(200, json={"job_id": job, "status": status, "downloaded_bytes": done,
+                                             "total_size_bytes": 9})  # fmt: skip
         if request.url.path == "/api/v1/models/unload":
             instance = json.loads(request.content)["instance_id"]
             self.loaded = [i for i in self.loaded if i["identifier"] != instance]

@@ -25,9 +25,10 @@ class Line:
     def __init__(self, config: Config = CONFIG, token: str | None = None, **lm: object) -> None:
         self.clock = FakeClock()
         self.lm = FakeLmStudio()
+        self.config = config  # what a reload reads
         for name, value in lm.items():
             setattr(self.lm, name, value)
-        self.sup = make_supervisor(config, self.lm, self.clock, token=token)
+        self.sup = make_supervisor(config, self.lm, self.clock, token=token, config_loader=lambda: self.config)
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Line:
@@ -219,13 +220,76 @@ async def test_no_daemon_command_means_no_daemon_calls() -> None:
         assert [c for c in line.lm.calls if c[0] == "daemon"] == []
 
 
-@pytest.mark.parametrize("local_flag", [True, False])
-async def test_load_local_only_when_supported(local_flag: bool) -> None:
-    """`lms load --exact` gets `--local` (never a remote LM Link device's model) only from an
-    `lms` that has the flag; older ones would reject the whole command."""
-    async with Line(local_flag=local_flag) as line:
+@pytest.mark.parametrize("lm_link", [True, False])
+async def test_lm_link_copies_are_not_here_and_local_is_known_from_the_listing(lm_link: bool) -> None:
+    """LM Link (facts §9): `load --help` hides `--local`, a `deviceIdentifier` in `lms ls
+    --json` reveals it; a model loaded on a linked device does not satisfy a declared one,
+    and `--exact` never picks the remote copy. An `lms` without LM Link gets no `--local`
+    (older ones would reject the whole command)."""
+    async with Line(lm_link=lm_link) as line:
         [load] = [c for c in line.lm.calls if c[0] == "load"]
-        assert ("--local" in load, line.sup.state) == (local_flag, State.READY)
+        assert (load[1], "--local" in load, line.lm.remote_loads, line.sup.state) == (
+            "a/one",
+            lm_link,
+            [],
+            State.READY,
+        )
+        assert [i["identifier"] for i in line.lm.loaded] == ["a/one"]
+
+
+@pytest.mark.parametrize("ttl_flag", [True, False])
+async def test_ttl_only_where_the_cli_has_it(ttl_flag: bool) -> None:
+    """`load --ttl` arrived in 0.3.9 (facts §9): an older `lms` loads the model without it
+    (rather than failing the whole load) and the status names ttl_unsupported with its fix."""
+    config = Config(health=CONFIG.health, restart=CONFIG.restart, models=(ModelConfig("a/one", ttl=600),))
+    async with Line(config, ttl_flag=ttl_flag) as line:
+        [load] = [c for c in line.lm.calls if c[0] == "load"]
+        problem = next((p for p in line.sup.snapshot()["problems"] if p["code"] == "ttl_unsupported"), None)
+        assert ("--ttl" in load, line.sup.state, problem is None) == (ttl_flag, State.READY, ttl_flag)
+        assert problem is None or ("a/one" in problem["message"] and "0.3.9" in problem["fix"])
+
+
+async def test_ttl_unsupported_clears_once_no_model_declares_ttl() -> None:
+    """The problem stands while a declared ttl cannot be passed, and goes with the ttl."""
+    config = Config(health=CONFIG.health, restart=CONFIG.restart, models=(ModelConfig("a/one", ttl=600),))
+    async with Line(config, ttl_flag=False) as line:
+        assert "ttl_unsupported" in line.problems()
+        line.config = CONFIG  # the same model, without ttl
+        line.sup.post("reload")
+        await line.clock.advance(5)
+        assert (line.sup.state, "ttl_unsupported" in line.problems()) == (State.READY, False)
+
+
+@pytest.mark.parametrize("completed", ["on_a_later_pass", "in_lmstudio"])
+async def test_a_paused_download_is_a_problem_until_it_resumes(completed: str) -> None:
+    """A paused REST v1 download waits for a person (facts §9): the model fails at once with
+    download_paused (no hours-long wait), and both clear once it completes, whether a later
+    pass sees the job complete or finds the model already downloaded."""
+    config = Config(
+        health=CONFIG.health,
+        restart=CONFIG.restart,
+        models=(ModelConfig("a/one"), ModelConfig("c/three", download=True)),
+    )
+    async with Line(config, rest_v1=True, hub={"c/three": "paused"}) as line:
+        for _ in range(50):  # bounded: until the first pass has ended (it retries under backoff)
+            if line.sup.state is State.DEGRADED:
+                break
+            await line.clock.advance(0.1)
+        snap = line.sup.snapshot()
+        three = next(m for m in snap["models"] if m["key"] == "c/three")
+        problem = next((p for p in snap["problems"] if p["code"] == "download_paused"), None)
+        assert (line.sup.state, three["state"], "paused" in (three["error"] or "")) == (State.DEGRADED, "failed", True)
+        assert problem is not None and "c/three" in problem["message"]
+        if completed == "in_lmstudio":
+            line.lm.MODELS.append({"modelKey": "c/three", "path": "c/three", "type": "llm", "sizeBytes": 9})
+        else:
+            line.lm.hub["c/three"] = "completed"
+        await line.clock.advance(120)  # the failed model is retried under its backoff
+        snap = line.sup.snapshot()
+        assert (line.sup.state, [p["code"] for p in snap["problems"] if p["code"] == "download_paused"]) == (
+            State.READY,
+            [],
+        )
 
 
 async def test_answer_probe_under_require_authentication() -> None:

@@ -27,6 +27,23 @@ def test_commander_with_daemon_up_and_bind() -> None:
     assert (caps.dialect, caps.daemon, caps.bind, caps.local) == ("commander", {"status", "up"}, True, False)
 
 
+def test_coloured_commander_help_is_read() -> None:
+    """Commander colours help under FORCE_COLOR even on a pipe (`ESC[1mup`, facts §9): the
+    subcommands and options are found all the same."""
+    daemon = (
+        "Usage: lms daemon [options] [command]\n\nCommands:\n  \x1b[1mstatus\x1b[22m [options]\n  \x1b[1mup\x1b[22m\n"
+    )
+    caps = parse_help(
+        "/l",
+        "1:2",
+        "07b7252",
+        HelpOutput(0, daemon, ""),
+        HelpOutput(0, "Options:\n  \x1b[1m--bind\x1b[22m <address>\n", ""),
+        HelpOutput(0, "Options:\n", ""),
+    )
+    assert (caps.dialect, caps.daemon, caps.bind) == ("commander", {"status", "up"}, True)
+
+
 def test_cmdts_without_daemon_and_legacy_json() -> None:
     """cmd-ts's error box names the dialect; a CLI semver below 0.3.11 means the old JSON shapes."""
     caps = parse_help(
@@ -44,6 +61,50 @@ def test_cmdts_without_daemon_and_legacy_json() -> None:
         "legacy",
         False,
     )
+
+
+# What the real CLIs print (facts §9): cmd-ts exits 1 after any --help, and prints its root
+# help for an unknown subcommand; Commander prints its root help with exit 0.
+CMDTS_ROOT = "lms <subcommand>\n> LM Studio CLI\n\nwhere <subcommand> can be one of:\n\n- status\n- server\n"
+CMDTS_START = (
+    "lms server start\n\nOPTIONS:\n  --port, -p <number> - Port [optional]\n\nFLAGS:\n  --cors\n  --help, -h\n"
+)
+CMDTS_LOAD_038 = "lms load\n\nOPTIONS:\n  --gpu <str> [optional]\n  --identifier <str> [optional]\n\nFLAGS:\n  --yes\n"
+COMMANDER_ROOT = "Usage: lms [options] [command]\n\nOptions:\n  -h, --help\n\nCommands:\n  server\n  ls\n"
+
+
+def test_both_real_dialects_are_recognised_from_help() -> None:
+    """cmd-ts help exits 1 and an unknown `daemon` prints the root help (no error box);
+    Commander's `daemon --help` before `daemon` existed prints the root help, exit 0. Both
+    dialects are named, and a `0.0.x` version (the CLI package, before 2026-01) is not
+    mistaken for a 0.3.x app older than 0.3.11 (facts §9)."""
+    cmdts = parse_help(
+        "/l", "1:2", "0.0.14", HelpOutput(1, CMDTS_ROOT, ""), HelpOutput(1, CMDTS_START, ""), HelpOutput(1, "", "")
+    )
+    commander = parse_help(
+        "/l",
+        "1:2",
+        "0.0.39",
+        HelpOutput(0, COMMANDER_ROOT, ""),
+        HelpOutput(0, "Usage: lms server start [options]\n\nOptions:\n  --port <port>\n", ""),
+        HelpOutput(0, "Usage: lms load [options] [path]\n", ""),
+    )
+    assert [(c.dialect, c.daemon, c.ps_json) for c in (cmdts, commander)] == [
+        ("cmdts", frozenset(), "instance"),
+        ("commander", frozenset(), "instance"),
+    ]
+
+
+def test_ttl_is_known_from_load_help() -> None:
+    """`--ttl` arrived in 0.3.9 (facts §9): absent from a readable `load --help`, it is not
+    passed; an unreadable help does not take it away."""
+    old = parse_help("/l", "1:2", "0.0.9", HelpOutput(1, CMDTS_ROOT, ""), HelpOutput(1, CMDTS_START, ""),
+                     HelpOutput(1, CMDTS_LOAD_038, ""))  # fmt: skip
+    new = parse_help("/l", "1:2", "0.0.14", HelpOutput(1, CMDTS_ROOT, ""), HelpOutput(1, CMDTS_START, ""),
+                     HelpOutput(1, CMDTS_LOAD_038 + "  --ttl <number> [optional]\n", ""))  # fmt: skip
+    blind = parse_help("/l", "1:2", None, HelpOutput(1, "", ""), HelpOutput(1, "", ""), HelpOutput(1, "", "boom"))
+    assert (old.ttl, new.ttl, blind.ttl) == (False, True, True)
+    assert CliCapabilities.from_json("/l", "1:2", old.to_json()) == old
 
 
 def test_dialect_wordings() -> None:

@@ -40,6 +40,14 @@ def test_example_config_parses() -> None:
     assert config.parse(tomllib.loads(example.read_text())).health.failures_before_restart == 3
 
 
+def test_start_timeout_allows_a_cold_start_of_the_real_lms() -> None:
+    """120 s by default, in the code and the shipped example: a cold `lms daemon up` alone
+    may poll for about 60 s before the server starts (facts §9)."""
+    example = Path(config.__file__).with_name("config.example.toml")
+    shipped = config.parse(tomllib.loads(example.read_text())).server.start_timeout
+    assert (config.Config().server.start_timeout, shipped) == (120.0, 120.0)
+
+
 def test_full_model_entry() -> None:
     """A [[models]] entry with every key parses into a ModelConfig."""
     cfg = parse_toml(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from lmsupervisor.core.observed import effective_server
 from lmsupervisor.lmstudio.homedir import resolve_home
 from lmsupervisor.lmstudio.install import Platform, detect, read_server_settings
@@ -126,6 +128,27 @@ def test_preferences_json_read_where_it_exists(tmp_path: Path) -> None:
     sim = create_install(tmp_path, settings={"enableLocalService": None})
     (sim.home / "preferences.json").write_text('{"developer": {"enableLocalLLMService": false}}')
     assert detect(linux(sim.root)).local_service_enabled is False
+
+
+@pytest.mark.parametrize(
+    ("system", "env", "folder"),
+    [
+        ("linux", {}, ".config/LM Studio"),
+        ("linux", {"XDG_CONFIG_HOME": "{root}/xdg"}, "xdg/LM Studio"),
+        ("darwin", {}, "Library/Application Support/LM Studio"),
+        ("windows", {"APPDATA": "{root}/AppData/Roaming"}, "AppData/Roaming/LM Studio"),
+    ],
+)
+def test_settings_in_the_apps_folder_are_read(tmp_path: Path, system: str, env: dict[str, str], folder: str) -> None:
+    """0.3 keeps settings.json in the app's own folder (Electron userData, facts §2/§9), not
+    the home: read there too, so a disabled local service is reported on 0.3 as well."""
+    sim = create_install(tmp_path, profile="0.3.31")
+    (sim.home / "settings.json").unlink()
+    (sim.root / folder).mkdir(parents=True)
+    (sim.root / folder / "settings.json").write_text('{"enableLocalService": false}')
+    env = {k: v.format(root=sim.root) for k, v in env.items()}
+    found = detect(Platform(system, sim.root, {"PATH": "/usr/bin", **env}))
+    assert (found.local_service_enabled, "local_service_disabled" in codes(found)) == (False, True)
 
 
 def test_macos_app_layout(tmp_path: Path) -> None:

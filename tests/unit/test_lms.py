@@ -12,6 +12,8 @@ from lmsupervisor.lmstudio.lms import Lms, LmsClient, error_line, parse_daemon_s
 from lmsupervisor.pids import pid_alive
 from tests.conftest import eventually
 
+NO_COLOUR = {"NO_COLOR": "1", "FORCE_COLOR": "0"}
+
 
 def script(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "lms"
@@ -137,9 +139,9 @@ def test_error_line_without_prefix() -> None:
 
 
 def test_runner_uses_given_env(tmp_path: Path) -> None:
-    """The runner passes its env (HOME points the simulated lms at its install)."""
+    """The runner passes its env (HOME points the simulated lms at its install), colours off."""
     runner = Lms(tmp_path / "lms", env={"HOME": "/x"})
-    assert (runner.env, os.environ.get("HOME") != "/x") == ({"HOME": "/x"}, True)
+    assert (runner.env, os.environ.get("HOME") != "/x") == ({"HOME": "/x", **NO_COLOUR}, True)
 
 
 def test_error_line_keeps_the_cause_without_the_stack() -> None:
@@ -160,7 +162,43 @@ def test_error_line_keeps_the_cause_without_the_stack() -> None:
 def test_lms_server_host_is_stripped(tmp_path: Path) -> None:
     """The supervisor decides the bind: LMS_SERVER_HOST never reaches `lms server start`."""
     runner = Lms(tmp_path / "lms", env={"HOME": "/x", "LMS_SERVER_HOST": "0.0.0.0"})
-    assert runner.env == {"HOME": "/x"}
+    assert runner.env == {"HOME": "/x", **NO_COLOUR}
+
+
+async def test_lms_runs_without_colour_or_a_server_info_path(tmp_path: Path) -> None:
+    """`lms` sees NO_COLOR=1 and FORCE_COLOR=0 (Commander colours help under FORCE_COLOR even
+    on a pipe) and no LMS_API_SERVER_INFO_PATH (it turns off discovery and wake-up), facts §9."""
+    lms = script(tmp_path, 'echo "${NO_COLOR-unset} ${FORCE_COLOR-unset} ${LMS_API_SERVER_INFO_PATH-unset}"\n')
+    env = {"PATH": os.environ.get("PATH", ""), "FORCE_COLOR": "3", "LMS_API_SERVER_INFO_PATH": "/nonexistent"}
+    result = await Lms(lms, env=env).run("--help")
+    assert result.stdout.split() == ["1", "0", "unset"]
+
+
+def test_error_line_names_the_authentication_failure() -> None:
+    """A CLI that cannot authenticate ends with `Error: WebSocket connection closed`; the
+    cause is the earlier passkey line (BT#1566, facts §9)."""
+    stderr = (
+        "[LMStudioClient][LLM][ClientPort] WebSocket error: Error: Failed to authenticate: "
+        "Invalid passkey for lms CLI client\n"
+        "Error: WebSocket connection closed\n"
+    )
+    assert error_line(stderr) == "Failed to authenticate: Invalid passkey for lms CLI client"
+
+
+def test_error_line_reads_the_titled_load_failure_of_head() -> None:
+    """HEAD prints `Error: <title>`, a `(!) SUGGESTION` and a `(X) CAUSE` block, no frames
+    (friendlyErrorDeserializer, facts §9): the title and the cause, then the suggestion."""
+    stderr = (
+        "Error: \x1b[41m Failed to load model \x1b[0m\n\n\n"
+        " \x1b[47m  (!) SUGGESTION  \x1b[0m\n\n"
+        "Try a smaller context length.\n\n\n"
+        " \x1b[47m  (X) CAUSE  \x1b[0m\n\n"
+        "Model loading was stopped due to insufficient system resources.\n"
+    )
+    assert error_line(stderr) == (
+        "Failed to load model: Model loading was stopped due to insufficient system resources. "
+        "(suggestion: Try a smaller context length.)"
+    )
 
 
 def test_legacy_json_shapes() -> None:
@@ -175,3 +213,25 @@ def test_daemon_up_json_gives_the_version() -> None:
     """`daemon up --json` names the app/llmster version, not the CLI's commit (facts §8)."""
     status = parse_daemon_status({"status": "running", "pid": 7, "isDaemon": True, "version": "0.4.12"}, ["x"])
     assert (status.pid, status.version) == (7, "0.4.12")
+
+
+def test_device_identifier_marks_lm_link_entries() -> None:
+    """`deviceIdentifier` (LM Link builds, facts §9): null is this machine, a string a linked
+    device; its presence means this `lms` has the hidden `--local`. `ps` keeps only this
+    machine's instances."""
+    local = {"identifier": "q", "modelKey": "q", "path": "a/q", "deviceIdentifier": None}
+    remote = {**local, "deviceIdentifier": "desk-pc"}
+    [here, there] = parse_ls([local, remote])
+    [old] = parse_ls([{"modelKey": "q", "path": "a/q"}])
+    assert [(m.device, m.lm_link) for m in (here, there, old)] == [(None, True), ("desk-pc", True), (None, False)]
+    assert [(m.device, m.lm_link) for m in parse_ps([local, remote])] == [(None, True), ("desk-pc", True)]
+
+
+async def test_ps_lists_only_this_machines_instances(tmp_path: Path) -> None:
+    """An instance on a linked device is not loaded here (facts §9)."""
+    lms = script(
+        tmp_path,
+        """echo '[{"identifier":"q","modelKey":"q","path":"a/q","deviceIdentifier":"desk-pc"},"""
+        """{"identifier":"r","modelKey":"r","path":"a/r","deviceIdentifier":null}]'\n""",
+    )
+    assert [m.identifier for m in await LmsClient(Lms(lms)).ps()] == ["r"]

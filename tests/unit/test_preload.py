@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lmsupervisor.config import ModelConfig
 from lmsupervisor.core.observed import DownloadedModel, LoadedModel
-from lmsupervisor.core.preload import Action, plan
+from lmsupervisor.core.preload import Action, instance_of, plan
 
 DL = [
     DownloadedModel("openai/gpt-oss-20b", "openai/gpt-oss-20b", "llm", 1, "g"),
@@ -42,3 +44,21 @@ def test_missing_and_download() -> None:
     missing = plan([ModelConfig("ibm/granite")], [], DL)[0]
     assert (missing.action, "lms get ibm/granite --yes" in missing.detail) == (Action.MISSING, True)
     assert plan([ModelConfig("ibm/granite", download=True)], [], DL)[0].action is Action.DOWNLOAD_AND_LOAD
+
+
+def test_a_linked_device_neither_satisfies_nor_supplies_a_model() -> None:
+    """LM Link (facts §9): an instance on a remote device is not loaded here, its identifier
+    is no conflict here, and a copy there never gives `--exact` its path."""
+    remote = replace(inst("q", "qwen/qwen3-4b"), device="desk-pc", lm_link=True)
+    there = DownloadedModel("qwen/qwen3-4b", "remote/q.gguf", "llm", 1, "q", device="desk-pc", lm_link=True)
+    here = DownloadedModel("qwen/qwen3-4b", "local/q.gguf", "llm", 1, "q", lm_link=True)
+    assert instance_of(ModelConfig("qwen/qwen3-4b"), [remote]) is None
+    plain, named = plan(
+        [ModelConfig("qwen/qwen3-4b"), ModelConfig("qwen/qwen3-4b", identifier="q")], [remote], [there, here]
+    )
+    assert [(plain.action, plain.path), (named.action, named.path)] == [
+        (Action.LOAD, "local/q.gguf"),
+        (Action.LOAD, "local/q.gguf"),
+    ]
+    [only_there] = plan([ModelConfig("qwen/qwen3-4b")], [], [there])
+    assert (only_there.action, "desk-pc" in only_there.detail) == (Action.MISSING, True)
