@@ -32,6 +32,7 @@ pytestmark = [
 ]
 
 QWEN = "qwen/qwen3-4b"
+NOMIC = "text-embedding-nomic-embed-text-v1.5"
 QWEN_ONLY = '\n[[models]]\nkey = "qwen/qwen3-4b"\nidentifier = "qwen"\n'
 
 
@@ -44,15 +45,18 @@ def run_program(sim: SimInstall) -> tuple[int, dict[str, Any]]:
     """Run the program to its end: exit code and its JSON line."""
     done = subprocess.run(program(sim), cwd=JS_DIR, capture_output=True, text=True, timeout=60, check=False)
     assert done.stdout.strip(), done.stderr[-3000:]
+    assert "Received invalid" not in done.stderr, done.stderr[-3000:]  # the SDK's zod rejections
     found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return done.returncode, found
 
 
 def test_respond_and_act_with_one_tool_call(sim: SimInstall) -> None:
     """`model(key)` loads JIT (as `lms ps` shows), `respond` answers, `act` calls the tool once with
-    schema-built arguments and ends with an answer quoting its result, in two rounds."""
+    schema-built arguments and ends with an answer quoting its result, in two rounds; the
+    listings and an embedding pass the SDK's zod schemas (else its calls never resolve)."""
     assert sim.lms("server", "start").returncode == 0
     code, out = run_program(sim)
+    listed = [m["modelKey"] for m in json.loads(sim.lms("ls", "--json").stdout)]
     assert (code, out) == (
         0,
         {
@@ -60,9 +64,12 @@ def test_respond_and_act_with_one_tool_call(sim: SimInstall) -> None:
             "calls": [{"a": 1.5, "b": 1.5}],
             "final": f"Simulated reply from {QWEN}. The tool returned: 3",
             "rounds": 2,
+            "loaded": [QWEN],
+            "downloaded": listed,
+            "dimensions": 768,
         },
     )
-    assert [m["identifier"] for m in sim.loaded()] == [QWEN]
+    assert sorted(m["identifier"] for m in sim.loaded()) == [QWEN, NOMIC]
 
 
 def test_a_crash_is_the_sdks_error_and_run_brings_it_back(sim: SimInstall, start: Callable[..., Running]) -> None:
