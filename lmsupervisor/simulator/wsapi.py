@@ -51,7 +51,10 @@ message}``... then ``channelClose`` or ``channelError{channelId,error}``; ``keep
 
 A load here is :meth:`Daemon.load`, the same load `lms` and REST run, with the same faults
 (``fail_load``, ``fail_answer``, hangs; a crash closes every socket). Instance references
-are the daemon's ``instanceReference``.
+are the daemon's ``instanceReference``. Simulator choices: ``cancel`` packets are accepted
+and ignored (loads and predictions run to their end); Auto-Evict in ``getOrLoad`` only
+unloads a JIT model of the same namespace; error titles other than the CLI's auth error
+are the simulator's wording.
 
 Framing, masking, ping/pong and the close handshake are the ``websockets`` library's
 Sans-I/O :class:`~websockets.server.ServerProtocol`; this module feeds it the request head

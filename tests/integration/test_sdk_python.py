@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import lmstudio as lms
 import pytest
@@ -113,3 +114,24 @@ def test_a_crash_is_the_sdks_error_and_run_brings_it_back(sim: SimInstall, start
     run.wait_state("ready")
     with lms.Client(host) as client:
         assert client.llm.model(QWEN).respond("hi").content == "Simulated reply from qwen."
+
+
+def test_act_calls_the_tool_once_then_answers(sim: SimInstall) -> None:
+    """``model.act`` with a Python function: one call with schema-built arguments (ints from the
+    type hints), then an answer quoting the result, in two rounds."""
+    serving(sim)
+    calls: list[tuple[int, int]] = []
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        calls.append((a, b))
+        return a + b
+
+    said: list[Any] = []
+    with lms.Client(f"127.0.0.1:{sim.http_port}") as client:
+        result = client.llm.model(QWEN).act("What is a + b?", [add], on_message=said.append)
+    assert (result.rounds, calls, said[-1].content[0].text) == (
+        2,
+        [(1, 1)],
+        f"Simulated reply from {QWEN}. The tool returned: 2",
+    )
