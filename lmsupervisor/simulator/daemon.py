@@ -740,6 +740,8 @@ class _Handler(BaseHTTPRequestHandler):
             message = str(broken[ident] or "Model crashed while generating (exit code 134)")
             self._send_json(500, {"error": {"message": message, "type": "server_error", "code": None}})
             return
+        if not inst.get("trainedForToolUse"):  # only tool-capable models call tools (toolcalls.py)
+            body = {k: v for k, v in body.items() if k != "tools"}
         if kind == "embedding":
             answer = openai_api.embeddings(ident, body)
             if answer is None:

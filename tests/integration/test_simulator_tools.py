@@ -19,6 +19,7 @@ from lmsupervisor.simulator.home import SimInstall
 pytestmark = pytest.mark.integration
 
 QWEN = "qwen/qwen3-4b"
+GEMMA = "google/gemma-3-1b"
 WEATHER: Any = {
     "type": "function",
     "function": {
@@ -94,4 +95,18 @@ def test_tool_call_streamed(client: openai.OpenAI) -> None:
     assert (plain.choices[0].finish_reason, plain.choices[0].message.content) == (
         "stop",
         f"Simulated reply from {QWEN}.",
+    )
+
+
+def test_a_model_not_trained_for_tools_answers_in_words(sim: SimInstall, client: openai.OpenAI) -> None:
+    """A model whose ``trainedForToolUse`` is false ignores ``tools`` and answers in words."""
+    path = sim.home / ".sim" / "catalog.json"
+    models = json.loads(path.read_text())
+    for m in models:
+        m["trainedForToolUse"] = m["modelKey"] != GEMMA
+    path.write_text(json.dumps(models))
+    reply = client.chat.completions.create(model=GEMMA, messages=ASK, tools=[WEATHER])
+    assert (reply.choices[0].finish_reason, reply.choices[0].message.content) == (
+        "stop",
+        f"Simulated reply from {GEMMA}.",
     )
