@@ -10,11 +10,13 @@ the module that makes it.
 - :class:`lmsupervisor.simulator.home.SimInstall` drives it and injects faults;
 - ``lmsupervisor.simulator.lms_cli`` is the `lms` CLI (``bin/lms`` runs it);
 - ``lmsupervisor.simulator.daemon`` is llmster or the GUI app, serving LM Studio's HTTP
-  API (bodies of the OpenAI-compatible answers in ``openai_api``);
+  API (bodies of the OpenAI-compatible answers in ``openai_api``, tool calls in
+  ``toolcalls``) and its websocket API (``wsapi``, what the official SDKs speak);
 - ``lmsupervisor.simulator.profiles`` is the table of release lines (facts §8) that both
   read their capabilities and wordings from;
 - ``lmsupervisor.simulator.tool`` is ``lmsupervisor simulate`` (foreground run, faults).
 
-This package imports nothing outside the standard library, so the simulated `lms`
+Only ``wsapi`` (the daemon's websocket API) imports outside the standard library (the
+``websockets`` package); the simulated `lms` imports the standard library only, so it
 starts about as fast as an interpreter can.
 """

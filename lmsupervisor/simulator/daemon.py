@@ -9,6 +9,8 @@ It owns the state (HTTP server on/off, loaded instances) and serves two listener
   41343, 52993, ...): ``GET /lms-status`` (0.4 only) -> ``{"package","version"}``,
   ``GET /lmstudio-greeting`` -> ``{"lmstudio":true}``, and ``POST /sim/rpc``, the
   simulator's private stand-in for LM Studio's websocket RPC, used by the simulated `lms`;
+- **LM Studio's websocket API** on both listeners (``ws://127.0.0.1:<port>/<namespace>``,
+  facts §9), what the official SDKs and the real `lms` speak: :mod:`.wsapi`;
 - LM Studio's **HTTP server**, once started, on the configured bind/port (facts §4):
   the greeting, ``/v1/models``, ``/v1/chat/completions`` (plain and SSE),
   ``/v1/completions``, ``/v1/embeddings``, ``/v1/responses``, REST v0, and on profiles
@@ -41,11 +43,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from lmsupervisor.simulator import common, openai_api, profiles
+from lmsupervisor.simulator import common, openai_api, profiles, wsapi
 
 _FOREVER = threading.Event()  # never set: a hung handler waits on it
 _TOKEN_RE = re.compile(r"sk-lm-[A-Za-z0-9]{8}:[A-Za-z0-9]{20}")  # [py] token regex, facts §4
@@ -183,6 +186,9 @@ class Daemon:
             self.log(f"no free API port in {self.config['api_ports']}; exiting")
             sys.exit(1)
         api_port = self.api.server_address[1]
+        key2 = self.home / ".internal" / "lms-key-2"
+        if not key2.is_file():  # the CLI's passkey half, made by the service on its first run ([lms] createClient.ts)
+            key2.write_text(uuid.uuid4().hex, encoding="utf-8")
         if self.profile.publishes_server_info:
             common.write_json(
                 self.home / ".internal" / "http-server.json",
@@ -286,8 +292,16 @@ class Daemon:
                 return m
         return None
 
-    def load(self, params: dict[str, Any], jit: bool = False) -> dict[str, Any]:
-        """Load a model; ``{"instance": ...}`` or ``{"error": message}``."""
+    def load(
+        self, params: dict[str, Any], jit: bool = False, on_progress: Callable[[float], None] | None = None
+    ) -> dict[str, Any]:
+        """Load a model; ``{"instance": ...}`` or ``{"error": message}``.
+
+        ``params``: ``modelKey`` (key or path), ``identifier``, ``ttl`` (seconds),
+        ``contextLength``. ``on_progress`` gets 0.25, 0.5, 0.75 as the simulated load time
+        passes (the websocket ``loadModel`` channel's ``progress``). The instance carries a
+        fresh ``instanceReference`` (websocket only: `lms ps --json` does not show it).
+        """
         model = self.find_downloaded(str(params["modelKey"]))
         if model is None:
             return {"error": f"Model not found: {params['modelKey']}"}
@@ -298,7 +312,11 @@ class Daemon:
                 return {"error": f'An instance with identifier "{wanted}" already exists.'}
         seconds = self.config["load_s_base"] + self.config["load_s_per_gb"] * (model["sizeBytes"] / 1e9)
         started = time.monotonic()
-        common.sleep_simulated(self.config, seconds)
+        for quarter in (0.25, 0.5, 0.75):
+            common.sleep_simulated(self.config, seconds / 4)
+            if on_progress is not None:
+                on_progress(quarter)
+        common.sleep_simulated(self.config, seconds / 4)
         failing = common.load_faults(self.home).get("fail_load", {})
         if isinstance(failing, dict) and model["modelKey"] in failing:
             message = failing[model["modelKey"]] or profiles.guardrail_text(self.profile, int(model["sizeBytes"]))
@@ -316,6 +334,7 @@ class Daemon:
             inst.update(
                 {
                     "identifier": ident,
+                    "instanceReference": uuid.uuid4().hex,
                     "ttlMs": int(ttl) * 1000 if ttl else None,
                     "lastUsedTime": int(time.time() * 1000),
                     "contextLength": int(params.get("contextLength") or min(4096, model["maxContextLength"])),
@@ -379,7 +398,7 @@ class Daemon:
             return {"models": common.downloaded_models(self.home)}
         if method == "list_loaded":
             with self.lock:
-                return {"models": [dict(i) for i in self.instances]}
+                return {"models": [{k: v for k, v in i.items() if k != "instanceReference"} for i in self.instances]}
         if method == "load":
             return self.load(params)
         if method == "unload":
@@ -471,6 +490,7 @@ class Daemon:
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    raw_requestline: bytes  # set by BaseHTTPRequestHandler.handle_one_request (undeclared in typeshed)
     protocol_version = "HTTP/1.1"
     # TCP_NODELAY on every connection, as LM Studio's Node/bun server has (Node's http
     # `noDelay` defaults to true since v18, nodejs/node#42163). Without it a kept-alive
@@ -523,6 +543,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self._maybe_hang():
             return
         path = self.path.split("?", 1)[0]
+        if (self.headers.get("Upgrade") or "").lower() == "websocket":
+            # The request head again, as sent (CRLF): the websockets library parses it itself.
+            head = self.raw_requestline + b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in self.headers.items())
+            wsapi.serve(self.server.daemon, self.connection, head + b"\r\n", path, self.server.role == "http")
+            self.close_connection = True
+            return
         if self.server.role == "api":
             self._api_get(path)
         else:
@@ -717,6 +743,8 @@ class _Handler(BaseHTTPRequestHandler):
             message = str(broken[ident] or "Model crashed while generating (exit code 134)")
             self._send_json(500, {"error": {"message": message, "type": "server_error", "code": None}})
             return
+        if not inst.get("trainedForToolUse"):  # only tool-capable models call tools (toolcalls.py)
+            body = {k: v for k, v in body.items() if k != "tools"}
         if kind == "embedding":
             answer = openai_api.embeddings(ident, body)
             if answer is None:

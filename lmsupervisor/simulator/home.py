@@ -74,12 +74,13 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 }
 
 
-def _script(target_module: str, args: str = "") -> str:
+def _script(target_module: str, args: str = "", site: bool = False) -> str:
     package_parent = str(Path(lmsupervisor.__file__).resolve().parent.parent)
     # -S: skip site; the package path is inserted by hand and the module is stdlib-only,
-    # so `lms` starts in a few ms like the real single binary.
+    # so `lms` starts in a few ms like the real single binary. The daemon keeps site: its
+    # websocket API needs the `websockets` package.
     return (
-        f"#!{sys.executable} -S\n"
+        f"#!{sys.executable}{'' if site else ' -S'}\n"
         "import sys\n"
         f"sys.path.insert(0, {package_parent!r})\n"
         f"from {target_module} import main\n"
@@ -441,7 +442,7 @@ def create_install(
 
     lms_path = home / "bin" / ("lms.exe" if layout == "windows" else "lms")
     _write_exe(lms_path, _script("lmsupervisor.simulator.lms_cli"))
-    daemon_script = _script("lmsupervisor.simulator.daemon")
+    daemon_script = _script("lmsupervisor.simulator.daemon", site=True)
     if not release.is_app:
         exe = home / "llmster" / "0.0.14-2" / ("llmster.exe" if layout == "windows" else "llmster")
         _write_exe(exe, daemon_script)

@@ -9,7 +9,9 @@ parses (tests/integration/test_simulator_openai.py drives it).
 
 Simulator choices, documented: the reply is a fixed sentence naming the instance, one
 "token" per word; ``max_tokens`` (``max_output_tokens`` for responses) cuts it, with
-``finish_reason`` ``"length"``, and ``-1`` means unlimited. Embeddings are 768 floats
+``finish_reason`` ``"length"``, and ``-1`` means unlimited. A chat with ``tools`` gets one
+call of the first tool, then an answer quoting the tool's result
+(:mod:`lmsupervisor.simulator.toolcalls`). Embeddings are 768 floats
 (nomic-embed-text-v1.5's width) derived from a hash of the text, unit length, so equal
 texts embed equally; ``encoding_format: "base64"`` returns little-endian float32 bytes in
 base64 as OpenAI does (whether LM Studio honours it is UNCONFIRMED).
@@ -21,11 +23,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 import struct
 import time
 import uuid
 from typing import Any
+
+from lmsupervisor.simulator import toolcalls
 
 EMBEDDING_DIM = 768
 PROMPT_TOKENS = 10  # a fixed, plausible prompt count: the simulator does not tokenize
@@ -33,10 +38,25 @@ PROMPT_TOKENS = 10  # a fixed, plausible prompt count: the simulator does not to
 
 def reply_words(identifier: str, limit: Any) -> tuple[list[str], str]:
     """The reply's words under ``limit`` (None or -1: unlimited) and its finish reason."""
-    words = f"Simulated reply from {identifier}.".split()
-    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(words):
-        return words[:limit], "length"
-    return words, "stop"
+    return toolcalls.answer_words(identifier, [], limit)
+
+
+def _chat_turn(identifier: str, body: dict[str, Any]) -> tuple[list[str], str, dict[str, Any] | None]:
+    """``(words, finish_reason, tool_call)`` of a chat: a ``tool_calls`` entry when the model calls
+    a tool now (:mod:`lmsupervisor.simulator.toolcalls`: ``tools`` offered, no tool result yet;
+    ``tool_choice: "none"`` forbids it), else the words of the answer."""
+    messages = toolcalls.openai_messages(body.get("messages"))
+    tools = [] if body.get("tool_choice") == "none" else toolcalls.tools_from(body.get("tools"))
+    call = toolcalls.next_call(tools, messages)
+    if call is not None:
+        tool_call = {
+            "id": f"call_{uuid.uuid4().hex[:20]}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
+        }
+        return [], "tool_calls", tool_call
+    words, finish = toolcalls.answer_words(identifier, messages, body.get("max_tokens"))
+    return words, finish, None
 
 
 def _usage(completion_tokens: int) -> dict[str, int]:
@@ -48,8 +68,16 @@ def _usage(completion_tokens: int) -> dict[str, int]:
 
 
 def chat_completion(identifier: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A ``chat.completion`` object; id like ``chatcmpl-i3gkjwthhw96whukek9tz`` (facts §4)."""
-    words, finish = reply_words(identifier, body.get("max_tokens"))
+    """A ``chat.completion`` object; id like ``chatcmpl-i3gkjwthhw96whukek9tz`` (facts §4).
+
+    A tool call is ``message.tool_calls`` ``[{"id","type":"function","function":{"name",
+    "arguments": JSON text}}]`` with ``content`` null and ``finish_reason`` ``"tool_calls"``
+    (OpenAI's shape).
+    """
+    words, finish, tool_call = _chat_turn(identifier, body)
+    message: dict[str, Any] = {"role": "assistant", "content": " ".join(words) if tool_call is None else None}
+    if tool_call is not None:
+        message["tool_calls"] = [tool_call]
     return {
         "id": "chatcmpl-" + uuid.uuid4().hex[:21],
         "object": "chat.completion",
@@ -60,18 +88,24 @@ def chat_completion(identifier: str, body: dict[str, Any]) -> dict[str, Any]:
                 "index": 0,
                 "logprobs": None,
                 "finish_reason": finish,
-                "message": {"role": "assistant", "content": " ".join(words)},
+                "message": message,
             }
         ],
-        "usage": _usage(len(words)),
+        "usage": _usage(len(words) or 1),
         "stats": {},
         "system_fingerprint": identifier,
     }
 
 
 def chat_chunks(identifier: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ``chat.completion.chunk`` objects of a streamed chat, in order (without [DONE])."""
-    words, finish = reply_words(identifier, body.get("max_tokens"))
+    """The ``chat.completion.chunk`` objects of a streamed chat, in order (without [DONE]).
+
+    A tool call streams as OpenAI's deltas: ``{"role","content":null,"tool_calls":[{"index":0,
+    "id","type":"function","function":{"name","arguments":""}}]}``, then the arguments in
+    ``{"tool_calls":[{"index":0,"function":{"arguments"}}]}``, then ``finish_reason``
+    ``"tool_calls"``.
+    """
+    words, finish, tool_call = _chat_turn(identifier, body)
     cid, created = "chatcmpl-" + uuid.uuid4().hex[:21], int(time.time())
 
     def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,10 +131,15 @@ def chat_chunks(identifier: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         )
         for n, w in enumerate(words)
     ]
+    if tool_call is not None:
+        head = {**tool_call, "index": 0, "function": {"name": tool_call["function"]["name"], "arguments": ""}}
+        args = {"index": 0, "function": {"arguments": tool_call["function"]["arguments"]}}
+        for delta in ({"role": "assistant", "content": None, "tool_calls": [head]}, {"tool_calls": [args]}):
+            chunks.append(chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]))
     chunks.append(chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}]))
     options = body.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage"):
-        chunks.append({**chunk([]), "usage": _usage(len(words))})
+        chunks.append({**chunk([]), "usage": _usage(len(words) or 1)})
     return chunks
 
 

@@ -76,10 +76,12 @@ def environment(sim: SimInstall, own_home: bool) -> list[str]:
         f"export OPENAI_BASE_URL={url}/v1",
         f"export OPENAI_API_KEY={token or 'lm-studio'}",
     ]
-    if token:
-        lines.append(f"export LM_API_TOKEN={token}")
+    if token:  # the JS SDK and the docs read LM_API_TOKEN, the Python SDK (1.6+) LMSTUDIO_API_TOKEN (facts §5)
+        lines += [f"export LM_API_TOKEN={token}", f"export LMSTUDIO_API_TOKEN={token}"]
+    ws = url.replace("http://", "ws://", 1)
     lines += [
         f"# HTTP endpoint: {url} (OpenAI-compatible under /v1, REST under /api)",
+        f'# SDK websocket: {ws} (LMStudioClient({{baseUrl: "{ws}"}}), lmstudio.Client("{ws[5:]}"))',
         f"# Faults: lmsupervisor simulate --home {sim.root} --fault {'|'.join(FAULTS)}",
         "# Ctrl-C stops it" + (f" and removes {sim.root}" if own_home else "; the home stays"),
     ]

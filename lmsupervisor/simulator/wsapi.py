@@ -1,0 +1,564 @@
+"""LM Studio's websocket API, served by the simulated daemon over its existing state.
+
+What `lms` and both official SDKs speak (facts §9 "The websocket API", §5): one websocket
+per namespace, ``ws://127.0.0.1:<port>/<namespace>``, on the API port and on LM Studio's
+HTTP port (``LMStudioClient({baseUrl: "ws://127.0.0.1:1234"})``, ``lmstudio.Client(
+"127.0.0.1:1234")``). Namespaces served: ``system``, ``llm``, ``embedding``; any other
+(``repository``, ``runtime``, ``files``, ``plugins``, ``diagnostics``) authenticates and
+answers every call with an ``rpcError`` / ``channelError`` saying it is not simulated.
+
+**Handshake.** The first text message is ``{"authVersion":1,"clientIdentifier",
+"clientPasskey"}``; the answer is ``{"success":true}`` or ``{"success":false,"error":..}``
+followed by a close (code 1008). ``clientIdentifier`` ``"lms-cli"`` needs a passkey that
+ends with ``.internal/lms-key-2`` (the real one is the CLI's build key plus that file,
+[lms] ``src/createClient.ts``); with "Require Authentication" on (``config.json``
+``api_token`` on a profile with API tokens), every other client must send the token's two
+halves, ``sk-lm-<clientIdentifier>:<clientPasskey>`` ([js] ``LMStudioClient.ts``, [py]
+``json_api.py`` 1.6). Error wordings after ``Failed to authenticate: `` are the real one
+for the CLI (BT#1566) and the simulator's for tokens.
+
+**Messages** ([js] ``lms-communication`` ``clientToServerMessageSchema`` /
+``serverToClientMessageSchema``): ``rpcCall{endpoint,callId,parameter}`` ->
+``rpcResult{callId,result?}`` (no ``result`` key for ``z.void()`` endpoints: ``null``
+fails the SDK's zod check and the call never resolves) or ``rpcError{callId,error}``;
+``channelCreate{endpoint,channelId,creationParameter}`` -> ``channelSend{channelId,
+message}``... then ``channelClose`` or ``channelError{channelId,error}``; ``keepAlive`` ->
+``keepAliveAck``; signal subscriptions get ``signalError``. Errors are
+``{title, cause?, suggestion?, rootTitle}`` (``serializedLMSExtendedErrorSchema``).
+
+**Endpoints** ([js] ``lms-external-backend-interfaces``; result shapes from
+``lms-shared-types``: ``ModelInfo``, ``LLMInstanceInfo``, ``EmbeddingModelInstanceInfo``,
+``KVConfig``, ``LLMPredictionStats``, ``ModelProcessingState``):
+
+- system: ``listDownloadedModels``, ``info`` ``{pid,isDaemon,version}``, ``version``
+  ``{version,build}``, ``startHttpServer{port?,cors?,networkInterface?}``,
+  ``stopHttpServer``, ``requestShutdown``, ``notify``, ``getExperimentFlags``, channel
+  ``alive``;
+- llm and embedding: ``listLoaded``, ``getModelInfo{specifier,throwIfNotFound}``,
+  ``getLoadConfig``, ``getInstanceProcessingState`` ``{status,queued}``,
+  ``unloadModel{identifier}``, channels ``loadModel{modelKey,identifier?,ttlMs?,
+  loadConfigStack}`` (``resolved``, ``progress``..., ``success{info}``) and
+  ``getOrLoad{identifier,loadTtlMs?,loadConfigStack}`` (``alreadyLoaded`` or
+  ``unloadingOtherJITModel``?, ``startLoading``, ``loadProgress``..., ``loadSuccess``);
+- llm: channel ``predict{modelSpecifier,history,predictionConfigStack}``: ``fragment``
+  per word of :func:`lmsupervisor.simulator.openai_api.reply_words`, then ``success
+  {stats,modelInfo,loadModelConfig,predictionConfig}``; with tools in the config
+  (``llm.prediction.tools`` ``{type:"toolArray",tools}``) and no tool result yet, one
+  call of the first tool instead (``toolCallGenerationStart``, ``...NameReceived``,
+  ``...ArgumentFragmentGenerated``, ``...End{toolCallRequest}``, stop reason
+  ``toolCalls``), and after the result an answer that quotes it (:mod:`.toolcalls`);
+- embedding: ``embedString`` (the vectors of ``/v1/embeddings``), ``countTokens``.
+
+A load here is :meth:`Daemon.load`, the same load `lms` and REST run, with the same faults
+(``fail_load``, ``fail_answer``, hangs; a crash closes every socket). Instance references
+are the daemon's ``instanceReference``. Simulator choices: ``cancel`` packets are accepted
+and ignored (loads and predictions run to their end); Auto-Evict in ``getOrLoad`` only
+unloads a JIT model of the same namespace; error titles other than the CLI's auth error
+are the simulator's wording.
+
+Framing, masking, ping/pong and the close handshake are the ``websockets`` library's
+Sans-I/O :class:`~websockets.server.ServerProtocol`; this module feeds it the request head
+``http.server`` already parsed and runs the socket loop (the library's documented
+integration path), one thread per connection plus one per call or channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from lmsupervisor.simulator import common, openai_api, toolcalls
+
+if TYPE_CHECKING:
+    from lmsupervisor.simulator.daemon import Daemon
+
+NAMESPACES = ("system", "llm", "embedding", "repository", "runtime", "files", "plugins", "diagnostics")
+_MODEL_OPTIONAL = ("paramsString", "architecture", "quantization")  # z.optional(): null would fail the zod check
+
+
+class WsError(Exception):
+    """An error answered as ``rpcError`` / ``channelError`` (``title``, optional ``cause``)."""
+
+    def __init__(self, title: str, cause: str | None = None) -> None:
+        super().__init__(title)
+        self.title, self.cause = title, cause
+
+    def serialized(self) -> dict[str, Any]:
+        """``serializedLMSExtendedErrorSchema``: ``{title, cause?, rootTitle}``."""
+        error: dict[str, Any] = {"title": self.title, "rootTitle": self.title}
+        if self.cause is not None:
+            error["cause"] = self.cause
+        return error
+
+
+def _internal(exc: Exception) -> dict[str, Any]:
+    return WsError("Internal error in the simulated LM Studio.", f"{type(exc).__name__}: {exc}").serialized()
+
+
+def model_info(m: dict[str, Any]) -> dict[str, Any]:
+    """``ModelInfo`` (``llmInfoSchema`` / ``embeddingModelInfoSchema``) of an `lms ls --json` entry."""
+    keys = [
+        "type",
+        "modelKey",
+        "format",
+        "displayName",
+        "publisher",
+        "path",
+        "sizeBytes",
+        "indexedModelIdentifier",
+        "deviceIdentifier",
+        *_MODEL_OPTIONAL,
+        "maxContextLength",
+    ]
+    if m["type"] == "llm":
+        keys += ["vision", "trainedForToolUse"]
+    return {k: m.get(k) for k in keys if not (k in _MODEL_OPTIONAL and m.get(k) is None)}
+
+
+def instance_info(inst: dict[str, Any]) -> dict[str, Any]:
+    """``LLMInstanceInfo`` / ``EmbeddingModelInstanceInfo`` of a loaded instance (ms times)."""
+    return {
+        **model_info(inst),
+        "identifier": inst["identifier"],
+        "instanceReference": inst["instanceReference"],
+        "ttlMs": inst.get("ttlMs"),
+        "lastUsedTime": inst.get("lastUsedTime"),
+        "contextLength": inst["contextLength"],
+    }
+
+
+def load_config(inst: dict[str, Any]) -> dict[str, Any]:
+    """The instance's ``KVConfig``: its context length under ``<type>.load.contextLength``."""
+    return {"fields": [{"key": f"{inst['type']}.load.contextLength", "value": inst["contextLength"]}]}
+
+
+def config_fields(stack: Any) -> dict[str, Any]:
+    """A ``KVConfigStack`` ``{layers:[{layerName, config:{fields:[{key,value}]}}]}`` flattened, first layer wins."""
+    found: dict[str, Any] = {}
+    layers = stack.get("layers") if isinstance(stack, dict) else None
+    for layer in layers if isinstance(layers, list) else []:
+        fields = (layer.get("config") or {}).get("fields") if isinstance(layer, dict) else None
+        for field in fields if isinstance(fields, list) else []:
+            if isinstance(field, dict) and isinstance(field.get("key"), str):
+                found.setdefault(field["key"], field.get("value"))
+    return found
+
+
+def serve(daemon: Daemon, sock: socket.socket, head: bytes, path: str, on_http_port: bool) -> None:
+    """Answer one websocket upgrade whose request ``head`` (request line + headers, CRLF) was already read.
+
+    Blocks until the connection closes. ``on_http_port``: the connection came in on LM
+    Studio's HTTP server, so stopping that server closes it.
+    """
+    protocol = ServerProtocol(max_size=None)
+    protocol.receive_data(head)
+    events = protocol.events_received()
+    namespace = path.strip("/")
+    if not events or not isinstance(events[0], Request):
+        return
+    if namespace not in NAMESPACES:
+        response = protocol.reject(404, f"Unexpected endpoint or method. (GET {path})")
+    else:
+        response = protocol.accept(events[0])
+    protocol.send_response(response)
+    session = Session(daemon, sock, protocol, namespace, on_http_port)
+    session.flush()
+    if response.status_code == 101:
+        session.run()
+
+
+class Session:
+    """One authenticated websocket on one namespace: a read loop and a thread per call."""
+
+    def __init__(
+        self, daemon: Daemon, sock: socket.socket, protocol: ServerProtocol, namespace: str, on_http_port: bool
+    ) -> None:
+        self.d, self.sock, self.protocol, self.namespace = daemon, sock, protocol, namespace
+        self.on_http_port = on_http_port
+        self.lock = threading.Lock()  # one writer of the protocol and the socket
+        self.authenticated = False
+        self.channels: dict[int, queue.SimpleQueue[dict[str, Any]]] = {}
+        self._parts: list[bytes] = []
+
+    # -- I/O -------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write what the protocol has queued; an empty chunk means half-close (Sans-I/O contract)."""
+        for data in self.protocol.data_to_send():
+            with contextlib.suppress(OSError):
+                if data:
+                    self.sock.sendall(data)
+                else:
+                    self.sock.shutdown(socket.SHUT_WR)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send one JSON message; dropped once the connection is closing."""
+        with self.lock:
+            if self.protocol.state is State.OPEN:
+                self.protocol.send_text(json.dumps(message).encode())
+                self.flush()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake (the read loop ends when the client answers or leaves)."""
+        with self.lock:
+            if self.protocol.state is State.OPEN:
+                self.protocol.send_close(code, reason)
+                self.flush()
+
+    def run(self) -> None:
+        """Read frames until the connection closes; each complete text message goes to :meth:`dispatch`."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            with self.lock:
+                if data:
+                    self.protocol.receive_data(data)
+                else:
+                    self.protocol.receive_eof()
+                events = self.protocol.events_received()
+                self.flush()  # pongs and close replies
+            for event in events:
+                if isinstance(event, Frame):
+                    self._frame(event)
+            if not data or self.protocol.state is State.CLOSED:
+                return
+
+    def _frame(self, frame: Frame) -> None:
+        if frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            self._parts.append(bytes(frame.data))
+            if frame.fin:
+                raw, self._parts = b"".join(self._parts), []
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    self.send({"type": "communicationWarning", "warning": "Received a message that is not JSON."})
+                    return
+                if isinstance(message, dict):
+                    self.dispatch(message)
+
+    # -- messages --------------------------------------------------------------
+    def dispatch(self, message: dict[str, Any]) -> None:
+        """Handle one client message (the handshake first, then calls and channels)."""
+        d = self.d
+        if d.hang_all or (self.on_http_port and d.hang_http):
+            return  # a hung LM Studio reads and never answers
+        if self.on_http_port and d.http is None:
+            self.close(1001, "server stopped")
+            return
+        if not self.authenticated:
+            error = self._auth_error(message)
+            if error is None:
+                self.authenticated = True
+                self.send({"success": True})
+            else:
+                self.send({"success": False, "error": error})
+                self.close(1008, "authentication failed")
+            return
+        kind = message.get("type")
+        if kind == "keepAlive":
+            self.send({"type": "keepAliveAck"})
+        elif kind == "rpcCall":
+            threading.Thread(target=self._rpc, args=(message,), daemon=True).start()
+        elif kind == "channelCreate":
+            channel_id = message.get("channelId")
+            if isinstance(channel_id, int):
+                self.channels[channel_id] = queue.SimpleQueue()
+                threading.Thread(target=self._channel, args=(message,), daemon=True).start()
+        elif kind == "channelSend":
+            inbox = self.channels.get(message.get("channelId", -1))
+            if inbox is not None and isinstance(message.get("message"), dict):
+                inbox.put(message["message"])
+        elif kind in ("signalSubscribe", "writableSignalSubscribe"):
+            self.send(
+                {
+                    "type": "signalError" if kind == "signalSubscribe" else "writableSignalError",
+                    "subscribeId": message.get("subscribeId"),
+                    "error": WsError(f"Signal {message.get('endpoint')} is not simulated.").serialized(),
+                }
+            )
+
+    def _auth_error(self, message: dict[str, Any]) -> str | None:
+        """None when the handshake message may connect, else the error text (see the module docstring)."""
+        ident, passkey = message.get("clientIdentifier"), message.get("clientPasskey")
+        if message.get("authVersion") != 1 or not isinstance(ident, str):
+            return "Unsupported authentication message."
+        if ident == "lms-cli":
+            key2 = ""
+            with contextlib.suppress(OSError):
+                key2 = (self.d.home / ".internal" / "lms-key-2").read_text(encoding="utf-8").strip()
+            if key2 and isinstance(passkey, str) and passkey.endswith(key2):
+                return None
+            return "Invalid passkey for lms CLI client"
+        token = self.d.config.get("api_token")
+        if token and self.d.profile.api_tokens and f"sk-lm-{ident}:{passkey}" != token:
+            return (
+                "An LM Studio API token is required to connect to this server, but the client "
+                "did not provide a valid one (LM_API_TOKEN / apiToken)."
+            )
+        return None
+
+    def _rpc(self, message: dict[str, Any]) -> None:
+        call_id, endpoint = message.get("callId"), str(message.get("endpoint"))
+        try:
+            result = self.rpc(endpoint, message.get("parameter"))
+        except WsError as exc:
+            self.send({"type": "rpcError", "callId": call_id, "error": exc.serialized()})
+            return
+        except Exception as exc:  # noqa: BLE001 - a simulator bug must answer, not leave the SDK waiting
+            self.send({"type": "rpcError", "callId": call_id, "error": _internal(exc)})
+            return
+        reply: dict[str, Any] = {"type": "rpcResult", "callId": call_id}
+        if result is not None:
+            reply["result"] = result
+        self.send(reply)
+
+    def _channel(self, message: dict[str, Any]) -> None:
+        channel_id = int(message["channelId"])
+        endpoint = str(message.get("endpoint"))
+
+        def send(packet: dict[str, Any]) -> None:
+            self.send({"type": "channelSend", "channelId": channel_id, "message": packet})
+
+        try:
+            keep_open = self.channel(endpoint, message.get("creationParameter"), send, self.channels[channel_id])
+        except WsError as exc:
+            self.send({"type": "channelError", "channelId": channel_id, "error": exc.serialized()})
+        except Exception as exc:  # noqa: BLE001 - a simulator bug must answer, not leave the SDK waiting
+            self.send({"type": "channelError", "channelId": channel_id, "error": _internal(exc)})
+        else:
+            if not keep_open:
+                self.send({"type": "channelClose", "channelId": channel_id})
+        finally:
+            if message.get("endpoint") != "alive":
+                self.channels.pop(channel_id, None)
+
+    # -- endpoints -------------------------------------------------------------
+    def _instances(self) -> list[dict[str, Any]]:
+        with self.d.lock:
+            return [i for i in self.d.instances if i["type"] == self.namespace]
+
+    def resolve(self, spec: Any) -> dict[str, Any] | None:
+        """The loaded instance a ``ModelSpecifier`` names: ``instanceReference``, or a query by
+        ``identifier`` (instance id, then model key) / ``path``; an empty query takes the first."""
+        instances = self._instances()
+        if not isinstance(spec, dict):
+            return None
+        if spec.get("type") == "instanceReference":
+            return next((i for i in instances if i["instanceReference"] == spec.get("instanceReference")), None)
+        query = spec.get("query")
+        if not isinstance(query, dict):
+            query = {}
+        ident, path = query.get("identifier"), query.get("path")
+        if ident is not None:
+            found = next((i for i in instances if i["identifier"] == ident), None)
+            return found or next((i for i in instances if i["modelKey"] == ident), None)
+        if path is not None:
+            return next((i for i in instances if path in (i["path"], i["modelKey"])), None)
+        return instances[0] if instances else None
+
+    def rpc(self, endpoint: str, param: Any) -> Any:
+        """The result of ``endpoint`` (None: ``z.void()``); raises :class:`WsError`."""
+        d, p = self.d, param if isinstance(param, dict) else {}
+        if self.namespace == "system":
+            if endpoint == "listDownloadedModels":
+                return [model_info(m) for m in common.downloaded_models(d.home)]
+            if endpoint == "info":
+                return {"pid": os.getpid(), "isDaemon": not d.is_app, "version": d.version()}
+            if endpoint == "version":
+                return {"version": d.version(), "build": 1}
+            if endpoint == "startHttpServer":
+                cfg = d.server_config()
+                bind = p.get("networkInterface")
+                error = d.start_http(
+                    int(p.get("port") or cfg.get("port", 1234)), bool(p.get("cors")), str(bind) if bind else None
+                )
+                if error:
+                    raise WsError("Failed to start the server.", error)
+                return None
+            if endpoint == "stopHttpServer":
+                d.stop_http()
+                return None
+            if endpoint == "requestShutdown":
+                d.request_shutdown()
+                return None
+            if endpoint in ("notify", "setExperimentFlag"):
+                return None
+            if endpoint == "getExperimentFlags":
+                return []
+        elif self.namespace in ("llm", "embedding"):
+            if endpoint == "listLoaded":
+                return [instance_info(i) for i in self._instances()]
+            if endpoint == "getModelInfo":
+                inst = self.resolve(p.get("specifier"))
+                if inst is None and p.get("throwIfNotFound"):
+                    raise WsError("No loaded model matches the specifier.")
+                return None if inst is None else instance_info(inst)
+            if endpoint in ("getLoadConfig", "getInstanceProcessingState"):
+                inst = self.resolve(p.get("specifier"))
+                if inst is None:
+                    raise WsError("No loaded model matches the specifier.")
+                if endpoint == "getLoadConfig":
+                    return load_config(inst)
+                return {"status": inst.get("status", "idle"), "queued": inst.get("queued", 0)}
+            if endpoint == "unloadModel":
+                identifier = str(p.get("identifier"))
+                if not d.unload(identifier):
+                    raise WsError(f'No model found with identifier "{identifier}".')
+                return None
+            if endpoint in ("countTokens", "tokenize"):
+                words = str(p.get("inputString", "")).split()
+                return {"tokenCount": len(words)} if endpoint == "countTokens" else {"tokens": list(range(len(words)))}
+            if endpoint == "embedString" and self.namespace == "embedding":
+                inst = self.resolve(p.get("modelSpecifier"))
+                if inst is None:
+                    raise WsError("No loaded model matches the specifier.")
+                return {"embedding": openai_api.embedding_vector(str(p.get("inputString", "")))}
+        raise WsError(f"Endpoint {self.namespace}.{endpoint} is not simulated.")
+
+    def channel(
+        self,
+        endpoint: str,
+        param: Any,
+        send: Callable[[dict[str, Any]], None],
+        inbox: queue.SimpleQueue[dict[str, Any]],
+    ) -> bool:
+        """Run channel ``endpoint`` to its end; True to leave it open (``alive``). Raises :class:`WsError`."""
+        p = param if isinstance(param, dict) else {}
+        if self.namespace == "system" and endpoint == "alive":
+            return True
+        if self.namespace in ("llm", "embedding") and endpoint == "loadModel":
+            self._load(str(p.get("modelKey")), p, send, jit=False)
+            return False
+        if self.namespace in ("llm", "embedding") and endpoint == "getOrLoad":
+            self._get_or_load(p, send)
+            return False
+        if self.namespace == "llm" and endpoint == "predict":
+            self._predict(p, send)
+            return False
+        raise WsError(f"Channel {self.namespace}.{endpoint} is not simulated.")
+
+    def _downloaded(self, key: str) -> dict[str, Any]:
+        model = self.d.find_downloaded(key)
+        if model is None:
+            raise WsError(f'Cannot find a model with path or key "{key}".', "The model is not downloaded.")
+        if model["type"] != self.namespace:
+            raise WsError(f'Model "{key}" is an {model["type"]} model, not an {self.namespace} model.')
+        return model
+
+    def _load(self, key: str, p: dict[str, Any], send: Callable[[dict[str, Any]], None], jit: bool) -> None:
+        """``loadModel``: ``resolved``, ``progress``..., ``success`` (getOrLoad's names when ``jit``)."""
+        model = self._downloaded(key)
+        fields = config_fields(p.get("loadConfigStack"))
+        context = fields.get(f"{self.namespace}.load.contextLength")
+        ttl_ms = p.get("loadTtlMs" if jit else "ttlMs")
+        params: dict[str, Any] = {
+            "modelKey": model["modelKey"],
+            "identifier": p.get("identifier") if not jit else None,
+            "ttl": ttl_ms / 1000 if isinstance(ttl_ms, int | float) and ttl_ms > 0 else None,
+            "contextLength": context if isinstance(context, int) else None,
+        }
+        if jit:
+            send({"type": "startLoading", "identifier": model["modelKey"], "info": model_info(model)})
+        else:
+            send({"type": "resolved", "info": model_info(model)})
+        step = "loadProgress" if jit else "progress"
+        result = self.d.load(params, jit=jit, on_progress=lambda f: send({"type": step, "progress": f}))
+        if "error" in result:
+            raise WsError(f'Failed to load model "{model["modelKey"]}".', str(result["error"]))
+        send({"type": "loadSuccess" if jit else "success", "info": instance_info(result["instance"])})
+
+    def _get_or_load(self, p: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> None:
+        """``getOrLoad``: ``alreadyLoaded`` when an instance has that identifier or key, else a JIT load
+        (Auto-Evict unloads the previous JIT model first, as the HTTP server does, facts §4)."""
+        wanted = str(p.get("identifier"))
+        instances = self._instances()
+        found = next((i for i in instances if i["identifier"] == wanted), None) or next(
+            (i for i in instances if wanted in (i["modelKey"], i["path"])), None
+        )
+        if found is not None:
+            found["lastUsedTime"] = int(time.time() * 1000)
+            send({"type": "alreadyLoaded", "info": instance_info(found)})
+            return
+        self._downloaded(wanted)
+        last = self.d.last_jit
+        previous = next((i for i in instances if i["identifier"] == last), None)
+        if previous is not None:
+            send({"type": "unloadingOtherJITModel", "info": instance_info(previous)})
+            self.d.unload(previous["identifier"])
+        self._load(wanted, p, send, jit=True)
+
+    def _predict(self, p: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> None:
+        """``predict``: word fragments then ``success``, or one tool call (see :mod:`.toolcalls`)."""
+        inst = self.resolve(p.get("modelSpecifier"))
+        if inst is None:
+            raise WsError("No loaded model satisfies the query.", "Load a model first, or use client.llm.model(key).")
+        ident = str(inst["identifier"])
+        broken = common.load_faults(self.d.home).get("fail_answer", {})
+        if isinstance(broken, dict) and ident in broken:
+            raise WsError(str(broken[ident] or "Model crashed while generating (exit code 134)"))
+        inst["lastUsedTime"] = int(time.time() * 1000)
+        started = time.monotonic()
+        fields = config_fields(p.get("predictionConfigStack"))
+        messages = toolcalls.history_messages(p.get("history"))
+        tools = toolcalls.tools_from(fields.get("llm.prediction.tools"))
+        send({"type": "promptProcessingProgress", "progress": 1.0})
+        call = toolcalls.next_call(tools, messages) if inst.get("trainedForToolUse") else None
+        if call is not None:
+            arguments = json.dumps(call["arguments"])
+            call_id = f"{uuid.uuid4().int % 10**9}"
+            send({"type": "toolCallGenerationStart", "toolCallId": call_id})
+            send({"type": "toolCallGenerationNameReceived", "name": call["name"]})
+            send({"type": "toolCallGenerationArgumentFragmentGenerated", "content": arguments})
+            request = {"id": call_id, "type": "function", "name": call["name"], "arguments": call["arguments"]}
+            raw = json.dumps({"name": call["name"], "arguments": call["arguments"]})
+            send({"type": "toolCallGenerationEnd", "toolCallRequest": request, "rawContent": raw})
+            words, stop = raw.split(), "toolCalls"
+        else:
+            limit = fields.get("llm.prediction.maxPredictedTokens")
+            if isinstance(limit, dict):  # checkbox numeric {checked, value}
+                limit = limit.get("value") if limit.get("checked") else None
+            words, finish = toolcalls.answer_words(ident, messages, limit)
+            stop = "maxPredictedTokensReached" if finish == "length" else "eosFound"
+            for n, word in enumerate(words):
+                fragment = {
+                    "content": word if n == 0 else " " + word,
+                    "tokensCount": 1,
+                    "containsDrafted": False,
+                    "reasoningType": "none",
+                    "isStructural": False,
+                }
+                send({"type": "fragment", "fragment": fragment})
+        seconds = max(time.monotonic() - started, 1e-3)
+        stats = {
+            "stopReason": stop,
+            "tokensPerSecond": round(len(words) / seconds, 2),
+            "numGpuLayers": -1,
+            "timeToFirstTokenSec": round(seconds, 4),
+            "totalTimeSec": round(seconds, 4),
+            "promptTokensCount": openai_api.PROMPT_TOKENS,
+            "predictedTokensCount": len(words),
+            "totalTokensCount": openai_api.PROMPT_TOKENS + len(words),
+        }
+        send(
+            {
+                "type": "success",
+                "stats": stats,
+                "modelInfo": instance_info(inst),
+                "loadModelConfig": load_config(inst),
+                "predictionConfig": {"fields": []},
+            }
+        )
