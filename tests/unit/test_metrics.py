@@ -27,7 +27,7 @@ RULES = Path(__file__).parents[2] / "contrib" / "prometheus" / "lmsupervisor.rul
 
 
 def snapshot(**changes: Any) -> dict[str, Any]:
-    """A design §5 snapshot: ready, one loaded model with an answer latency, one failed."""
+    """A design §5 snapshot: ready, one loaded model with an answer latency, one failed, one problem."""
     snap: dict[str, Any] = {
         "state": "ready",
         "ready": True,
@@ -46,6 +46,7 @@ def snapshot(**changes: Any) -> dict[str, Any]:
             {"key": "qwen/qwen3-4b", "identifier": "qwen", "state": "failed", "error": "no memory"},
         ],
         "restarts": {"count": 0},
+        "problems": [{"code": "app_hung", "message": "m", "fix": "f", "severity": "error"}],
     }
     snap.update(changes)
     return snap
