@@ -76,9 +76,13 @@ The last four are *deterministic*: a restart cannot fix them, so the supervisor 
 them as a problem in ``/v1/status`` (``DETERMINISTIC`` maps each kind to its code) and
 never climb the ladder for them. For each the soak also measures
 
-   time to problem  seconds from the fault in effect (the trigger; for ``auth_without_token``
-                    the first moment LM Studio's restarted server refuses a request without
-                    the token) to its code in ``/v1/status``; the bound is
+   time to problem  seconds from the fault in effect to its code in ``/v1/status``: from the
+                    trigger (a stopped server, a killed daemon, a hung app); for
+                    ``auth_without_token`` from the first moment LM Studio's restarted server
+                    refuses a request without the token; for ``state_folder_unwritable`` from
+                    the supervisor's first write (its log's ``lms_capabilities_detected``, just
+                    before ``capabilities.json`` is written; the `lms` re-detection before it
+                    takes about 1-1.5 s here). The bound is
                     ``failures_before_restart x interval + timeout`` of the soak's config
                     (:func:`problem_bound`); a problem later than that, or never, is *late*;
    daemon restarts  LM Studio daemon processes started during the fault (the simulator's
@@ -740,6 +744,7 @@ class _Soak:
         self.state_folder = self.sim.root / ".local" / "state" / "lmsupervisor"
         self.state_aside = root / "state-aside"  # where break_state_folder keeps what it moved
         self.problem_bound = problem_bound(config_text())
+        self.turns: dict[str, int] = {}
         self.log_offset = 0
         self.run: _Supervisor | None = None
         self.expected_exit = False
@@ -954,6 +959,29 @@ class _Soak:
 
         if self.wait_for(retried, HOLD_TIMEOUT, other) is None:
             r.notes.append(f"fewer than {retries} retries while held {HOLD_TIMEOUT:g} s")
+
+    def logged(self, event: str) -> Callable[[], bool]:
+        """A check: the supervisor's log has an ``event`` line written after this call."""
+        try:
+            offset = self.log.stat().st_size
+        except OSError:
+            offset = 0
+        needle = f'"event": "{event}"'
+
+        def seen() -> bool:
+            try:
+                with self.log.open("rb") as f:
+                    f.seek(offset)
+                    return needle in f.read().decode("utf-8", errors="replace")
+            except OSError:
+                return False
+
+        return seen
+
+    def turn(self, kind: str) -> int:
+        """How many faults of ``kind`` came before this one (variants taken in turn)."""
+        self.turns[kind] = self.turns.get(kind, -1) + 1
+        return self.turns[kind]
 
     def problem_gone(self, code: str) -> Callable[[Snapshot], bool]:
         return lambda s: code not in problem_codes(s)
@@ -1283,7 +1311,7 @@ def _bad_network_interface(s: _Soak, r: FaultResult) -> _Outcome:
     """LM Studio's saved ``networkInterface`` is one its server cannot bind (no ``[server]
     bind`` declared in the soak's config); a stopped server or a killed daemon makes a
     bring-up read it. Held through ``RETRIES_HELD`` retries, then the file is restored."""
-    value = s.rng.choice(ODD_INTERFACES)
+    value = ODD_INTERFACES[s.turn(r.kind) % len(ODD_INTERFACES)]  # in turn: 4 faults hold every value
     trigger = s.rng.choice(("server_stop", "kill_daemon"))
     r.variant = f"{json.dumps(value)},{trigger}"
     before = int(s.snap_now()["restarts"]["count"])
@@ -1313,20 +1341,22 @@ def _bad_network_interface(s: _Soak, r: FaultResult) -> _Outcome:
 
 def _state_folder_unwritable(s: _Soak, r: FaultResult) -> _Outcome:
     """lmsupervisor's state folder cannot be written; an `lms` update and a restart request
-    make the next bring-up write ``capabilities.json``. Held until ready (the supervisor
+    make the next bring-up detect the capabilities again and write ``capabilities.json``
+    (the time to problem counts from that write). Held until ready (the supervisor
     goes on without its state files), then mended and written once more (the problem
     clears at the next successful write, :mod:`lmsupervisor.statefile`)."""
-    how = s.rng.choice(("folder_is_a_file", "file_is_a_folder"))
+    how = ("folder_is_a_file", "file_is_a_folder")[s.turn(r.kind) % 2]
     r.variant = how
     if not s.state_folder.is_dir():
         raise _Missed(f"no state folder at {s.state_folder}")
     before = int(s.snap_now()["restarts"]["count"])
     s.break_state_folder(how)
     s.lms_updated()
+    writes = s.logged("lms_capabilities_detected")  # logged just before capabilities.json is written
     if s.post("/v1/restart") != 202:
         s.mend_state_folder()
         raise _Missed("POST /v1/restart was not accepted")
-    s.await_problem(r, time.monotonic())
+    s.await_problem(r, time.monotonic(), effect=writes)
     if not s.await_steady("unwritable held", time.monotonic(), require=s.count_above(before), wedge=False).ok:
         r.notes.append("not ready while the state folder was unwritable")
     s.mend_state_folder()
