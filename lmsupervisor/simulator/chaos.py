@@ -1396,9 +1396,10 @@ def _auth_without_token(s: _Soak, r: FaultResult) -> _Outcome:
 
 def _app_hung(s: _Soak, r: FaultResult) -> _Outcome:
     """The GUI app hangs (a second install, :class:`_AppSide`): the supervisor must name it
-    ``app_hung`` and spare it. Held through ``RETRIES_HELD`` retries, then its user quits
-    it (kill -9: it answers nothing) and reopens it. The soak's own supervisor is not
-    involved; ``seconds`` is the app side's time to ready."""
+    ``app_hung`` and spare it. Held until the ladder's ``kill_daemon`` rung (the 3rd retry),
+    which must spare it too; then, as that rung runs, its user quits it (kill -9: it
+    answers nothing) and reopens it. The soak's own supervisor is not involved; ``seconds``
+    is the app side's time to ready with ``app_hung`` gone."""
     app = _AppSide(s.root / f"app{r.n}", s.cfg.time_scale)
     try:
         up = s.await_app(app, "app start", time.monotonic(), app.ready)
