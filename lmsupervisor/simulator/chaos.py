@@ -57,7 +57,39 @@ The catalogue (``KINDS``; variants in brackets):
 ``reload_during_load``             the declared models change while a model loads, then reverted
 ``restart_request``                ``POST /v1/restart`` [and ``?daemon=1``]
 ``restart_during_load``            the same while a model loads (the ``:2`` duplicate case)
+``bad_network_interface``          LM Studio's ``networkInterface`` set to a value its server cannot bind
+                                   [``"localhost:1234"``, ``"999.1.1.1"``, ``"127.0.0.1\\n"``, ``"0.0.0.0 "``]
+                                   (no ``[server] bind`` declared), then [``lms server stop``, kill -9 of
+                                   the daemon] so that a bring-up must read it; held, then restored
+``state_folder_unwritable``        lmsupervisor's state folder (``$HOME/.local/state/lmsupervisor``)
+                                   [replaced by a file, its ``capabilities.json`` replaced by a folder],
+                                   then an `lms` update (new mtime) and ``POST /v1/restart`` so that a
+                                   state file is written; held, then restored (and written once more)
+``auth_without_token``             "Require Authentication" turned on (the simulator's ``api_token``), the
+                                   daemon killed so that it applies, no token in the supervisor's
+                                   config; held until ready, then turned off (the daemon killed again)
+``app_hung``                       the GUI app (a second, small install: profile ``0.4-app``, its own
+                                   supervisor, no models) hangs; held, then quit and reopened by its user
 =================================  =====================================================================
+
+The last four are *deterministic*: a restart cannot fix them, so the supervisor must name
+them as a problem in ``/v1/status`` (``DETERMINISTIC`` maps each kind to its code) and
+never climb the ladder for them. For each the soak also measures
+
+   time to problem  seconds from the fault in effect to its code in ``/v1/status``: from the
+                    trigger (a stopped server, a killed daemon, a hung app); for
+                    ``auth_without_token`` from the first moment LM Studio's restarted server
+                    refuses a request without the token; for ``state_folder_unwritable`` from
+                    the supervisor's first write (its log's ``lms_capabilities_detected``, just
+                    before ``capabilities.json`` is written; the `lms` re-detection before it
+                    takes about 1-1.5 s here). The bound is
+                    ``failures_before_restart x interval + timeout`` of the soak's config
+                    (:func:`problem_bound`); a problem later than that, or never, is *late*;
+   daemon restarts  LM Studio daemon processes started during the fault (the simulator's
+                    :meth:`SimInstall.daemon_starts`) minus those the fault made necessary
+                    itself (a kill, a reopened app): the daemon stops and kills the supervisor
+                    caused for it; more than one is *harmful* (``0 beyond the first``);
+   recovery         as for every kind, and the problem gone from ``/v1/status``.
 
 Reloads reach the supervisor by SIGHUP, ``POST /v1/reload`` or only the file write (its
 watcher). Every wait is bounded; everything started is killed at the end, also on errors.
@@ -80,6 +112,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -110,7 +143,17 @@ KINDS: tuple[str, ...] = (
     "reload_during_load",
     "restart_request",
     "restart_during_load",
+    "bad_network_interface",
+    "state_folder_unwritable",
+    "auth_without_token",
+    "app_hung",
 )
+DETERMINISTIC: dict[str, str] = {  # kind -> the problem code it must raise (lmsupervisor's design §9)
+    "bad_network_interface": "server_address_invalid",
+    "state_folder_unwritable": "state_folder_unwritable",
+    "auth_without_token": "api_token_missing",
+    "app_hung": "app_hung",
+}
 
 SLOW = ("openai/gpt-oss-20b", None)  # (key, identifier): 15 simulated seconds to load
 QWEN = ("qwen/qwen3-4b", "qwen")
@@ -126,6 +169,13 @@ STEADY_BEFORE_FAULT = 0.4  # seconds steady before a fault: past restart.reset_a
 LOAD_REACHES_DAEMON = 0.45  # seconds from the `loading` state to the simulator loading (lms start-up, ls)
 PROBES_WITHIN = 3.0  # seconds: a steady supervisor probes (every 0.2 s) at least once in this time
 LOG_EXCERPT = 1500  # characters of log kept per crash
+ODD_INTERFACES = ("localhost:1234", "999.1.1.1", "127.0.0.1\n", "0.0.0.0 ")  # issue 14: each once a kill loop
+TOKEN = "sk-lm-chaos123:abcdefghijklmnopqrst"  # noqa: S105 - the simulator's token, shaped as LM Studio's
+PROBLEM_WAIT = 15.0  # seconds to wait for a deterministic fault's problem: past the bound, a late one is measured
+RETRIES_HELD = 4  # retries a held deterministic fault waits for: past the ladder's kill_daemon rung (the 3rd)
+HOLD_TIMEOUT = 10.0  # seconds, at most, that a deterministic fault is held after its problem
+APP_READY_WITHIN = 15.0  # seconds for the app side (no models) to be ready after a start or reopen
+SECOND_INSTALL = frozenset({"app_hung"})  # kinds played on their own install: no reset of the soak's
 
 SNAPSHOT_KEYS = {"state", "since", "supervisor", "lmstudio", "server", "models", "restarts"}
 Model = tuple[str, str | None]
@@ -194,12 +244,36 @@ class FaultResult:
     reset: bool = False
     notes: list[str] = field(default_factory=list)
     phases: list[Phase] = field(default_factory=list)
+    # Deterministic kinds only (``DETERMINISTIC``), else None:
+    problem: str | None = None  # the problem code the fault must raise
+    problem_bound_s: float | None = None  # failures_before_restart x interval + timeout
+    to_problem_s: float | None = None  # seconds from the fault in effect to the problem (None: never seen)
+    daemon_restarts: int | None = None  # daemon starts during the fault, minus the fault's own
+
+    @property
+    def problem_late(self) -> bool:
+        """A deterministic fault whose problem was not in the status within the bound."""
+        if self.problem is None or self.problem_bound_s is None:
+            return False
+        return self.to_problem_s is None or self.to_problem_s > self.problem_bound_s
+
+    @property
+    def harmful(self) -> bool:
+        """LM Studio's daemon was stopped or killed more than once for one deterministic fault."""
+        return self.daemon_restarts is not None and self.daemon_restarts > 1
 
     @property
     def failed(self) -> bool:
-        """Not recovered, or a duplicate, a wedge, a crash or lost settings: a target missed."""
+        """Not recovered, or a duplicate, a wedge, a crash, lost settings, a late problem or a
+        harmful restart: a target missed."""
         return self.missed is None and (
-            not self.recovered or bool(self.duplicates) or self.wedged or self.crashed or bool(self.settings_lost)
+            not self.recovered
+            or bool(self.duplicates)
+            or self.wedged
+            or self.crashed
+            or bool(self.settings_lost)
+            or self.problem_late
+            or self.harmful
         )
 
 
@@ -217,6 +291,16 @@ class KindSummary:
     crashes: int = 0
     settings_lost: int = 0
     missed: int = 0
+    # Deterministic kinds only (``DETERMINISTIC``): the problem, times to it (s) and harm.
+    problem: str | None = None
+    problem_bound_s: float | None = None
+    problems_seen: int = 0  # faults whose problem appeared in /v1/status (in time or late)
+    problems_late: int = 0  # ... not within the bound, or never
+    to_problem_median_s: float | None = None
+    to_problem_max_s: float | None = None
+    daemon_restarts: int = 0  # summed over the faults
+    daemon_restarts_max: int = 0
+    harmful: int = 0  # faults that restarted LM Studio's daemon more than once
 
 
 @dataclass
@@ -246,20 +330,31 @@ class SoakReport:
                 continue
             done = [f for f in mine if f.missed is None]
             times = [f.seconds for f in done if f.recovered and f.seconds is not None]
-            out.append(
-                KindSummary(
-                    kind=kind,
-                    count=len(done),
-                    recovered=sum(f.recovered for f in done),
-                    median_s=statistics.median(times) if times else None,
-                    max_s=max(times) if times else None,
-                    duplicates=sum(bool(f.duplicates) for f in done),
-                    wedges=sum(f.wedged for f in done),
-                    crashes=sum(f.crashed for f in done),
-                    settings_lost=sum(bool(f.settings_lost) for f in done),
-                    missed=len(mine) - len(done),
-                )
+            summary = KindSummary(
+                kind=kind,
+                count=len(done),
+                recovered=sum(f.recovered for f in done),
+                median_s=statistics.median(times) if times else None,
+                max_s=max(times) if times else None,
+                duplicates=sum(bool(f.duplicates) for f in done),
+                wedges=sum(f.wedged for f in done),
+                crashes=sum(f.crashed for f in done),
+                settings_lost=sum(bool(f.settings_lost) for f in done),
+                missed=len(mine) - len(done),
             )
+            if kind in DETERMINISTIC:
+                to_problem = [f.to_problem_s for f in done if f.to_problem_s is not None]
+                restarts = [f.daemon_restarts for f in done if f.daemon_restarts is not None]
+                summary.problem = DETERMINISTIC[kind]
+                summary.problem_bound_s = next((f.problem_bound_s for f in done if f.problem_bound_s), None)
+                summary.problems_seen = len(to_problem)
+                summary.problems_late = sum(f.problem_late for f in done)
+                summary.to_problem_median_s = statistics.median(to_problem) if to_problem else None
+                summary.to_problem_max_s = max(to_problem) if to_problem else None
+                summary.daemon_restarts = sum(restarts)
+                summary.daemon_restarts_max = max(restarts, default=0)
+                summary.harmful = sum(f.harmful for f in done)
+            out.append(summary)
         return out
 
     def totals(self) -> dict[str, Any]:
@@ -272,6 +367,8 @@ class SoakReport:
             "wedges": sum(f.wedged for f in done),
             "crashes": sum(f.crashed for f in done),
             "settings_lost": sum(bool(f.settings_lost) for f in done),
+            "problems_late": sum(f.problem_late for f in done),
+            "harmful": sum(f.harmful for f in done),
             "missed": len(self.faults) - len(done),
             "resets": self.resets,
             "status_p50_ms": percentile(self.status_ms, 0.50),
@@ -296,7 +393,7 @@ class SoakReport:
         }
 
     def render(self) -> str:
-        """A table per kind, the totals, the status latency and each failed fault."""
+        """A table per kind, the totals, the deterministic kinds' figures, the status latency and each failed fault."""
         t = self.totals()
         lines = [
             f"chaos soak: seed {self.seed}, {t['faults']} faults in {t['wall_seconds']} s "
@@ -323,6 +420,23 @@ class SoakReport:
         )
         pct = 100.0 * t["recovered"] / t["faults"] if t["faults"] else 0.0
         lines.append(f"recovered {pct:.1f}%")
+        deterministic = [k for k in self.by_kind() if k.problem is not None]
+        if deterministic:
+            bound = next((k.problem_bound_s for k in deterministic if k.problem_bound_s), None)
+            lines.append(
+                "deterministic faults: the problem in /v1/status within failures_before_restart x interval + "
+                f"timeout = {fmt(bound)} s, LM Studio's daemon restarted 0 times beyond the first"
+            )
+            lines.append(
+                f"{'kind':30s} {'count':>5s} {'recov':>5s} {'problem':24s} {'seen':>4s} {'late':>4s} "
+                f"{'to problem median s':>19s} {'max s':>6s} {'daemon restarts':>15s} {'max':>3s} {'harmful':>7s}"
+            )
+            for k in deterministic:
+                lines.append(
+                    f"{k.kind:30s} {k.count:5d} {k.recovered:5d} {k.problem or '':24s} {k.problems_seen:4d} "
+                    f"{k.problems_late:4d} {fmt(k.to_problem_median_s):>19s} {fmt(k.to_problem_max_s):>6s} "
+                    f"{k.daemon_restarts:15d} {k.daemon_restarts_max:3d} {k.harmful:7d}"
+                )
         lines.append(
             f"/v1/status during the soak: {t['status_answers']} answers, p50 {fmt(t['status_p50_ms'])} ms, "
             f"p99 {fmt(t['status_p99_ms'])} ms, max {fmt(t['status_max_ms'])} ms; "
@@ -345,6 +459,11 @@ class SoakReport:
                 what.append("crash: " + (f.crash_log.strip().splitlines() or ["process died"])[-1][:200])
             if f.settings_lost:
                 what.append("settings lost: " + f.settings_lost)
+            if f.problem_late:
+                seen = "never seen" if f.to_problem_s is None else f"after {f.to_problem_s:.2f} s"
+                what.append(f"{f.problem} {seen} (bound {fmt(f.problem_bound_s)} s)")
+            if f.harmful:
+                what.append(f"LM Studio's daemon restarted {f.daemon_restarts} times for it")
             notes = f" [{'; '.join(f.notes)}]" if f.notes else ""
             lines.append(f"  #{f.n} {f.kind}[{f.variant}]: {'; '.join(what)}{notes}")
         return "\n".join(lines)
@@ -416,6 +535,19 @@ def _invalid_configs() -> dict[str, str]:
 INVALID_CONFIGS = _invalid_configs()
 
 
+def problem_bound(text: str) -> float:
+    """``failures_before_restart x interval + timeout`` (seconds) of the config ``text``: the
+    time within which a deterministic fault must be a named problem in ``/v1/status``
+    (1.6 s for :func:`config_text`)."""
+    health = tomllib.loads(text)["health"]
+    return float(health["failures_before_restart"]) * float(health["interval"]) + float(health["timeout"])
+
+
+def problem_codes(snap: Snapshot) -> set[str]:
+    """The codes of the snapshot's ``problems``."""
+    return {str(p.get("code")) for p in snap.get("problems") or [] if isinstance(p, dict)}
+
+
 # -- small helpers --------------------------------------------------------------------------
 def _name(model: Model) -> str:
     return model[1] or model[0]
@@ -433,6 +565,41 @@ def _greets(endpoint: str, timeout: float = 0.5) -> bool:
         return False
     finally:
         conn.close()
+
+
+def _refuses_without_token(url: str, timeout: float = 0.5) -> bool:
+    """LM Studio's HTTP server at ``url`` answers 401 to ``GET /v1/models`` without a token
+    ("Require Authentication" in effect, facts §4)."""
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("GET", "/v1/models")
+        return conn.getresponse().status == 401
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _kill_under(folder: Path) -> None:
+    """Kill every process (but this one) whose command line names something under ``folder``."""
+    mine = str(folder) + os.sep
+    victims = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if proc.pid != os.getpid() and any(mine in part for part in cmdline):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                victims.append(proc)
+    psutil.wait_procs(victims, timeout=5)
 
 
 @contextlib.contextmanager
@@ -479,6 +646,7 @@ class _Supervisor:
 
     def __init__(self, sim: SimInstall, sock: Path, config: Path, log: Path) -> None:
         env = {**sim.env(), "LMSUPERVISOR_SOCKET": str(sock)}
+        env.pop("XDG_STATE_HOME", None)  # its state folder: $HOME/.local/state/lmsupervisor, in the soak's HOME
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)],
@@ -513,6 +681,34 @@ class _Supervisor:
         return True
 
 
+class _AppSide:
+    """A second, small install for the faults of the GUI app (profile ``0.4-app``): its own
+    LM Studio app (started as its user would), its own supervisor (no models, so it is
+    cheap) on its own socket and HOME, under ``root``. :meth:`close` kills all of it."""
+
+    def __init__(self, root: Path, time_scale: float) -> None:
+        self.root = root
+        self.sim = create_install(root / "home", "0.4-app", time_scale=time_scale, server_config=dict(USER_SERVER))
+        self.sock = root / "s.sock"
+        config = root / "c.toml"
+        config.write_text(config_text(models=()), encoding="utf-8")
+        self.sim.launch_app()
+        self.run = _Supervisor(self.sim, self.sock, config, root / "supervisor.log")
+
+    def ready(self, snap: Snapshot) -> bool:
+        """Ready, no config error, LM Studio's HTTP server greets where the snapshot says."""
+        return (
+            snap.get("state") == "ready"
+            and snap["supervisor"]["config_error"] is None
+            and _greets(str(snap["server"]["api_endpoint"]))
+        )
+
+    def close(self) -> None:
+        self.run.kill()
+        _kill_under(self.root)
+        self.sim.stop()  # reaps the app it launched (already killed)
+
+
 @dataclass
 class _Outcome:
     """What a fault function reports back to the loop."""
@@ -520,8 +716,11 @@ class _Outcome:
     gone_at: float  # monotonic time the fault was gone (injected, or cleared)
     require: Callable[[Snapshot], bool] | None = None
     missed: str | None = None
-    failed: Phase | None = None  # an intermediate phase that did not reach steady
+    phase: Phase | None = (
+        None  # measured by the fault itself: an intermediate one that failed, or a second install's recovery
+    )
     cleanup: Callable[[], None] | None = None
+    own_starts: int | None = None  # daemon starts the fault itself made necessary (deterministic kinds: counted)
 
 
 class _Missed(Exception):
@@ -542,6 +741,10 @@ class _Soak:
         self.settings_text = (self.sim.home / "settings.json").read_text(encoding="utf-8")
         self.server_config_text = self.sim.server_config_path.read_text(encoding="utf-8")
         self.hung_pids: set[int] = set()
+        self.state_folder = self.sim.root / ".local" / "state" / "lmsupervisor"
+        self.state_aside = root / "state-aside"  # where break_state_folder keeps what it moved
+        self.problem_bound = problem_bound(config_text())
+        self.turns: dict[str, int] = {}
         self.log_offset = 0
         self.run: _Supervisor | None = None
         self.expected_exit = False
@@ -567,15 +770,7 @@ class _Soak:
         self.expected_exit = True
         if self.run is not None:
             self.run.kill()
-        mine = str(self.root) + os.sep
-        victims = []
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            cmdline = proc.info.get("cmdline") or []
-            if proc.pid != os.getpid() and any(mine in part for part in cmdline):
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
-                    victims.append(proc)
-        psutil.wait_procs(victims, timeout=5)
+        _kill_under(self.root)
         self.hung_pids.clear()
 
     def restore_files(self) -> None:
@@ -583,12 +778,50 @@ class _Soak:
         (self.sim.home / "settings.json").write_text(self.settings_text, encoding="utf-8")
         self.sim.server_config_path.write_text(self.server_config_text, encoding="utf-8")
         self.config.write_text(config_text(), encoding="utf-8")
+        if self.sim.api_token is not None:
+            self.sim.configure(api_token=None)
+        self.mend_state_folder()
+
+    # -- lmsupervisor's own state folder ---------------------------------------------
+    def break_state_folder(self, how: str) -> None:
+        """Make the supervisor's state folder unwritable (we may run as root: chmod would not):
+        ``folder_is_a_file`` moves it aside and puts a file in its place (the home lock, open,
+        moves with it); ``file_is_a_folder`` puts a folder where ``capabilities.json`` is."""
+        if how == "folder_is_a_file":
+            self.state_folder.rename(self.state_aside)
+            self.state_folder.write_text("not a folder", encoding="utf-8")
+        else:
+            caps = self.state_folder / "capabilities.json"
+            if caps.exists():
+                caps.rename(self.state_aside)
+            else:
+                self.state_aside.write_text("{}", encoding="utf-8")
+            (caps / "not-a-file").mkdir(parents=True)
+
+    def mend_state_folder(self) -> None:
+        """Undo :meth:`break_state_folder` (either way); nothing when it is not broken."""
+        if not self.state_aside.exists():
+            return
+        if self.state_aside.is_dir():  # folder_is_a_file
+            self.state_folder.unlink(missing_ok=True)
+            self.state_aside.rename(self.state_folder)
+        else:  # file_is_a_folder
+            caps = self.state_folder / "capabilities.json"
+            shutil.rmtree(caps, ignore_errors=True)
+            self.state_aside.rename(caps)
+
+    def lms_updated(self) -> None:
+        """Give the `lms` binary a new mtime, as an LM Studio update would: the next bring-up
+        detects its capabilities again and writes ``capabilities.json``."""
+        stamp = time.time_ns()
+        os.utime(self.sim.lms_path, ns=(stamp, stamp))
 
     # -- looking ---------------------------------------------------------------------
-    def status(self, timeout: float = 2.0) -> Snapshot | None:
-        """The snapshot, or None: no answer, or not a 200 with a design §5 document."""
+    def status(self, timeout: float = 2.0, sock: Path | None = None) -> Snapshot | None:
+        """The snapshot (of the supervisor at ``sock``, default the soak's), or None: no
+        answer, or not a 200 with a design §5 document."""
         try:
-            code, body = request(self.sock, "GET", "/v1/status", timeout=timeout)
+            code, body = request(sock or self.sock, "GET", "/v1/status", timeout=timeout)
         except (StatusSocketError, OSError, ValueError):
             return None
         if code != 200 or not isinstance(body, dict) or not body.keys() >= SNAPSHOT_KEYS:
@@ -672,17 +905,99 @@ class _Soak:
         """The health loop still runs: ``server.last_probe_ms`` changes within ``PROBES_WITHIN`` s."""
         return self.wait_for(lambda s: s["server"]["last_probe_ms"] != last_probe_ms, PROBES_WITHIN) is not None
 
-    def wait_for(self, check: Callable[[Snapshot], bool], timeout: float) -> Snapshot | None:
-        """The first snapshot that passes ``check`` within ``timeout`` s, else None."""
+    def wait_for(
+        self, check: Callable[[Snapshot], bool], timeout: float, other: _AppSide | None = None
+    ) -> Snapshot | None:
+        """The first snapshot (of ``other``'s supervisor if given) that passes ``check``
+        within ``timeout`` s, else None."""
         deadline = min(time.monotonic() + timeout, self.hard_deadline)
         while time.monotonic() < deadline:
-            if self.crashed():
+            if self.crashed() if other is None else not other.run.alive():
                 return None
-            snap = self.status()
+            snap = self.status(sock=None if other is None else other.sock)
             if snap is not None and check(snap):
                 return snap
             time.sleep(0.02)
         return None
+
+    def await_problem(
+        self,
+        r: FaultResult,
+        since: float,
+        effect: Callable[[], bool] | None = None,
+        other: _AppSide | None = None,
+    ) -> Snapshot | None:
+        """Wait (at most ``PROBLEM_WAIT`` s) for ``r.kind``'s problem in the status and record
+        the time to it in ``r``: from ``since``, or, with ``effect``, from the first moment
+        ``effect()`` holds (the fault in effect; 0 if the supervisor named it first)."""
+        r.problem, r.problem_bound_s = DETERMINISTIC[r.kind], self.problem_bound
+        deadline = min(since + PROBLEM_WAIT, self.hard_deadline)
+        effect_at = None if effect is not None else since
+        while time.monotonic() < deadline:
+            if self.crashed() if other is None else not other.run.alive():
+                return None
+            if effect_at is None and effect is not None and effect():
+                effect_at = time.monotonic()
+            snap = self.status(sock=None if other is None else other.sock)
+            if snap is not None and r.problem in problem_codes(snap):
+                seen_at = time.monotonic()
+                r.to_problem_s = round(max(0.0, seen_at - (effect_at or seen_at)), 3)
+                if effect_at is None:
+                    r.notes.append("the problem was named before the soak saw the fault in effect")
+                return snap
+            time.sleep(0.02)
+        r.notes.append(f"{r.problem} not in /v1/status within {PROBLEM_WAIT:g} s")
+        return None
+
+    def hold(self, r: FaultResult, before: int, retries: int = RETRIES_HELD, other: _AppSide | None = None) -> None:
+        """Hold a deterministic fault until the supervisor has retried ``retries`` times
+        since its restart count was ``before`` (by the 3rd the ladder would have reached
+        ``kill_daemon``), at most ``HOLD_TIMEOUT`` s."""
+
+        def retried(snap: Snapshot) -> bool:
+            return int(snap["restarts"]["count"]) >= before + retries
+
+        if self.wait_for(retried, HOLD_TIMEOUT, other) is None:
+            r.notes.append(f"fewer than {retries} retries while held {HOLD_TIMEOUT:g} s")
+
+    def logged(self, event: str) -> Callable[[], bool]:
+        """A check: the supervisor's log has an ``event`` line written after this call."""
+        try:
+            offset = self.log.stat().st_size
+        except OSError:
+            offset = 0
+        needle = f'"event": "{event}"'
+
+        def seen() -> bool:
+            try:
+                with self.log.open("rb") as f:
+                    f.seek(offset)
+                    return needle in f.read().decode("utf-8", errors="replace")
+            except OSError:
+                return False
+
+        return seen
+
+    def turn(self, kind: str) -> int:
+        """How many faults of ``kind`` came before this one (variants taken in turn)."""
+        self.turns[kind] = self.turns.get(kind, -1) + 1
+        return self.turns[kind]
+
+    def problem_gone(self, code: str) -> Callable[[Snapshot], bool]:
+        return lambda s: code not in problem_codes(s)
+
+    def await_app(self, app: _AppSide, label: str, since: float, check: Callable[[Snapshot], bool]) -> Phase:
+        """Wait (``APP_READY_WITHIN``, at most ``recover_timeout``) for the app side's supervisor to pass ``check``."""
+        timeout = min(APP_READY_WITHIN, self.cfg.recover_timeout)
+        snap = self.wait_for(check, max(0.0, since + timeout - time.monotonic()), app)
+        now = time.monotonic()
+        if snap is not None:
+            return Phase(label, True, now - since, last_state="ready")
+        if not app.run.alive():
+            return Phase(label, False, now - since, crashed=True, detail="the app's supervisor died")
+        last = self.status(sock=app.sock)
+        state = None if last is None else str(last["state"])
+        return Phase(label, False, now - since, last_state=state, detail=f"app side still {state}")
 
     def scan_log(self) -> tuple[bool, str, int]:
         """New log text since the last scan: (crash seen, excerpt, handled `action_crashed` count)."""
@@ -933,7 +1248,7 @@ def _reload_valid(s: _Soak, r: FaultResult) -> _Outcome:
     phase = s.await_steady("new config", time.monotonic(), target)
     r.phases.append(phase)
     if not phase.ok:
-        return _Outcome(time.monotonic(), failed=phase)
+        return _Outcome(time.monotonic(), phase=phase)
     s.reload(config_text(), how)
     return _Outcome(time.monotonic())
 
@@ -962,7 +1277,7 @@ def _reload_during_load(s: _Soak, r: FaultResult) -> _Outcome:
     phase = s.await_steady("new config", time.monotonic(), target)
     r.phases.append(phase)
     if not phase.ok:
-        return _Outcome(time.monotonic(), failed=phase)
+        return _Outcome(time.monotonic(), phase=phase)
     s.reload(config_text(), "sighup")
     return _Outcome(time.monotonic())
 
@@ -992,6 +1307,131 @@ def _restart_during_load(s: _Soak, r: FaultResult) -> _Outcome:
     return _restart(s, r, during_load=True)
 
 
+def _bad_network_interface(s: _Soak, r: FaultResult) -> _Outcome:
+    """LM Studio's saved ``networkInterface`` is one its server cannot bind (no ``[server]
+    bind`` declared in the soak's config); a stopped server or a killed daemon makes a
+    bring-up read it. Held through ``RETRIES_HELD`` retries, then the file is restored."""
+    value = ODD_INTERFACES[s.turn(r.kind) % len(ODD_INTERFACES)]  # in turn: 4 faults hold every value
+    trigger = s.rng.choice(("server_stop", "kill_daemon"))
+    r.variant = f"{json.dumps(value)},{trigger}"
+    before = int(s.snap_now()["restarts"]["count"])
+    settings = json.dumps({**json.loads(s.server_config_text), "networkInterface": value})
+    own = 0
+    if trigger == "server_stop":
+        # Stopped first: `lms server stop` itself reads networkInterface (facts §2); the file
+        # is written before the supervisor can notice (failures_before_restart probes).
+        if s.sim.lms("server", "stop", timeout=15).returncode != 0:
+            raise _Missed("`lms server stop` failed")
+        at = time.monotonic()
+        s.sim.server_config_path.write_text(settings, encoding="utf-8")
+    else:
+        s.sim.server_config_path.write_text(settings, encoding="utf-8")
+        try:
+            s.sim.crash_daemon()
+        except LookupError as exc:
+            s.sim.server_config_path.write_text(s.server_config_text, encoding="utf-8")
+            raise _Missed("no daemon to kill") from exc
+        at = time.monotonic()
+        own = 1  # the bring-up after the fix starts a daemon: the kill's doing
+    s.await_problem(r, at)
+    s.hold(r, before)
+    s.sim.server_config_path.write_text(s.server_config_text, encoding="utf-8")
+    return _Outcome(time.monotonic(), s.problem_gone(r.problem or ""), own_starts=own)
+
+
+def _state_folder_unwritable(s: _Soak, r: FaultResult) -> _Outcome:
+    """lmsupervisor's state folder cannot be written; an `lms` update and a restart request
+    make the next bring-up detect the capabilities again and write ``capabilities.json``
+    (the time to problem counts from that write). Held until ready (the supervisor
+    goes on without its state files), then mended and written once more (the problem
+    clears at the next successful write, :mod:`lmsupervisor.statefile`)."""
+    how = ("folder_is_a_file", "file_is_a_folder")[s.turn(r.kind) % 2]
+    r.variant = how
+    if not s.state_folder.is_dir():
+        raise _Missed(f"no state folder at {s.state_folder}")
+    before = int(s.snap_now()["restarts"]["count"])
+    s.break_state_folder(how)
+    s.lms_updated()
+    writes = s.logged("lms_capabilities_detected")  # logged just before capabilities.json is written
+    if s.post("/v1/restart") != 202:
+        s.mend_state_folder()
+        raise _Missed("POST /v1/restart was not accepted")
+    s.await_problem(r, time.monotonic(), effect=writes)
+    if not s.await_steady("unwritable held", time.monotonic(), require=s.count_above(before), wedge=False).ok:
+        r.notes.append("not ready while the state folder was unwritable")
+    s.mend_state_folder()
+    s.lms_updated()
+    s.post("/v1/restart")
+    return _Outcome(time.monotonic(), s.problem_gone(r.problem or ""), own_starts=0)
+
+
+def _auth_without_token(s: _Soak, r: FaultResult) -> _Outcome:
+    """ "Require Authentication" on, no token in the supervisor's config: the daemon is
+    killed so that the setting applies (the simulator reads it at start). Held until ready
+    (through `lms`), then off again, the daemon killed again: two daemon starts are the
+    fault's own."""
+    r.variant = "kill_daemon"
+    s.sim.configure(api_token=TOKEN)
+    try:
+        s.sim.crash_daemon()
+    except LookupError as exc:
+        s.sim.configure(api_token=None)
+        raise _Missed("no daemon to kill") from exc
+    url = s.sim.http_url
+    s.await_problem(r, time.monotonic(), effect=lambda: _refuses_without_token(url))
+    shown = None if r.to_problem_s is None else (lambda x: r.problem in problem_codes(x))
+    if not s.await_steady("auth held", time.monotonic(), require=shown, wedge=False).ok:
+        r.notes.append("not ready with authentication on")
+    time.sleep(STEADY_BEFORE_FAULT)  # the next kill is a first failure again (past reset_after)
+    s.sim.configure(api_token=None)
+    try:
+        old = s.sim.crash_daemon()
+    except LookupError:
+        old = None
+        r.notes.append("no daemon to kill when turning authentication off")
+    gone = s.problem_gone(r.problem or "")
+    other = s.daemon_other_than(old)
+    return _Outcome(time.monotonic(), lambda x: gone(x) and other(x), own_starts=2 if old else 1)
+
+
+def _app_hung(s: _Soak, r: FaultResult) -> _Outcome:
+    """The GUI app hangs (a second install, :class:`_AppSide`): the supervisor must name it
+    ``app_hung`` and spare it. Held until the ladder's ``kill_daemon`` rung (the 3rd retry),
+    which must spare it too; then, as that rung runs, its user quits it (kill -9: it
+    answers nothing) and reopens it. The soak's own supervisor is not involved; ``seconds``
+    is the app side's time to ready with ``app_hung`` gone."""
+    app = _AppSide(s.root / f"app{r.n}", s.cfg.time_scale)
+    try:
+        up = s.await_app(app, "app start", time.monotonic(), app.ready)
+        if not up.ok:
+            return _Outcome(time.monotonic(), phase=up)
+        snap = s.status(sock=app.sock)
+        pid = app.sim.daemon_pid()
+        if snap is None or pid is None:
+            raise _Missed("the app's supervisor or the app went away before the fault")
+        before, starts = int(snap["restarts"]["count"]), app.sim.daemon_starts()
+        app.sim.hang_daemon()
+        s.await_problem(r, time.monotonic(), other=app)
+        s.hold(r, before, retries=3, other=app)  # up to the kill_daemon rung, which must spare the app
+        if not _alive(pid):
+            r.notes.append("the hung app was killed by the supervisor")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        app.sim.launch_app()
+        gone_at = time.monotonic()
+        gone = s.problem_gone(r.problem or "")
+        phase = s.await_app(app, "app reopened", gone_at, lambda x: app.ready(x) and gone(x))
+        r.daemon_restarts = app.sim.daemon_starts() - starts - 1  # the reopened app is its user's doing
+    except TimeoutError as exc:  # launch_app: the app did not answer
+        raise _Missed(str(exc)) from exc
+    finally:
+        app.close()
+    return _Outcome(gone_at, phase=phase)
+
+
 FAULTS: dict[str, FaultFn] = {
     "kill_daemon": _kill_daemon,
     "hang_daemon": _hang_daemon,
@@ -1011,6 +1451,10 @@ FAULTS: dict[str, FaultFn] = {
     "reload_during_load": _reload_during_load,
     "restart_request": _restart_request,
     "restart_during_load": _restart_during_load,
+    "bad_network_interface": _bad_network_interface,
+    "state_folder_unwritable": _state_folder_unwritable,
+    "auth_without_token": _auth_without_token,
+    "app_hung": _app_hung,
 }
 
 
@@ -1028,6 +1472,7 @@ def fault_order(seed: int, count: int, kinds: tuple[str, ...] = KINDS) -> list[s
 def _one_fault(s: _Soak, r: FaultResult) -> None:
     """Inject ``r.kind``, wait for recovery, check probing and duplicates; fills ``r``."""
     started = time.monotonic()
+    daemon_starts = s.sim.daemon_starts()
     try:
         try:
             outcome = FAULTS[r.kind](s, r)
@@ -1045,14 +1490,18 @@ def _one_fault(s: _Soak, r: FaultResult) -> None:
         r.notes.append(exc.detail)
         return
     try:
-        if outcome.failed is not None:
-            phase = outcome.failed
+        if outcome.phase is not None:
+            phase = outcome.phase
+            if phase not in r.phases:
+                r.phases.append(phase)
         else:
             phase = s.await_steady("recovery", outcome.gone_at, require=outcome.require)
             r.phases.append(phase)
     finally:
         if outcome.cleanup is not None:
             outcome.cleanup()
+    if outcome.own_starts is not None:
+        r.daemon_restarts = s.sim.daemon_starts() - daemon_starts - outcome.own_starts
     if phase.cut:
         r.missed = phase.detail
         return
@@ -1118,6 +1567,8 @@ def run_soak(cfg: SoakConfig, progress: Callable[[FaultResult], None] | None = N
             if soak.crashed() and result.missed is None:  # died after its last wait
                 result.crashed, result.recovered = True, False
             needs_reset = result.missed is None and (not result.recovered or result.crashed or result.wedged)
+            if kind in SECOND_INSTALL and not result.crashed:  # the soak's own supervisor was not involved
+                needs_reset = False
             if needs_reset:
                 stuck = soak.stop_gently()
                 if stuck:
