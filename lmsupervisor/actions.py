@@ -179,9 +179,12 @@ class Actions:
         async def up(reason: str, daemon: DaemonProcess | None, adopted: bool) -> ServerUp:
             rest, rest_notes = await self._rest_available(url, cfg.health.timeout)
             known = version or await self._service_version(install, cfg.health.timeout)
+            # The server answers: whatever this bring-up found hung on its way (an app the user
+            # has reopened meanwhile) is not hung any more.
+            found_on_way = tuple(p for p in notes if p.code != "app_hung")
             return ServerUp(
                 eff.action, install, server, daemon, reason, known, adopted, sound, caps, rest,
-                (*notes, *rest_notes),
+                (*found_on_way, *rest_notes),
             )  # fmt: skip
 
         if eff.step is Step.START:
@@ -198,7 +201,14 @@ class Actions:
             daemon.is_daemon is False or (daemon.is_daemon is None and install.kind in ("app", "appimage"))
         )
         spare_app = is_app and not cfg.restart.kill_app
-        hung_app = eff.step >= Step.RESTART_DAEMON and daemon is not None and spare_app
+        hung_app = (
+            daemon is not None
+            and spare_app
+            and (
+                eff.step >= Step.RESTART_DAEMON
+                or (eff.step >= Step.RESTART_SERVER and not await self._service_answers(install, cfg.health.timeout))
+            )
+        )
         if hung_app and daemon is not None:
             # The GUI app is the user's interactive program: never killed unless kill_app (facts §8).
             note(_app_hung(daemon))
@@ -235,14 +245,15 @@ class Actions:
         if (eff.step >= Step.RESTART_SERVER or differs) and not fresh:
             try:
                 await lms.server_stop(timeout=ladder_timeout(cfg))
-            except LmsTimeoutError as exc:  # a live service that cannot answer `stop` at once is hung
+            except LmsError as exc:
                 log.info("server_stop_failed", error=exc.message)
-                if spare_app and daemon is not None and not hung_app:
+                # A live app that cannot answer `stop` (no answer in time, or `lms` cannot reach
+                # it at all) is hung; "The server is not running." is an answer.
+                reached = isinstance(exc, LmsExitError) and "server is not running" in exc.error_line.lower()
+                if spare_app and daemon is not None and not hung_app and not reached:
                     hung_app = True
                     note(_app_hung(daemon))
                     log.warning("app_spared", pid=daemon.pid)
-            except LmsError as exc:
-                log.info("server_stop_failed", error=exc.message)
         start_error: str | None = None
         # A spared app that hung answers nothing: `server start` gets the ladder's timeout, not start_timeout.
         start_timeout = ladder_timeout(cfg) if hung_app else cfg.server.start_timeout
@@ -315,6 +326,15 @@ class Actions:
             "set CORS in LM Studio's Developer settings to match, or update LM Studio",
             "warning",
         )
+
+    async def _service_answers(self, install: Install, timeout: float) -> bool:
+        """Whether LM Studio's service answers ``/lms-status`` on the API port named in
+        ``.internal/http-server.json`` within ``timeout`` seconds (2025-11+); True where that
+        cannot be asked (no port published, no REST client): no verdict is no evidence."""
+        port = (install.api_server or {}).get("port")
+        if self.rest is None or not isinstance(port, int) or isinstance(port, bool):
+            return True
+        return await self._service_version(install, timeout) is not None
 
     async def _service_version(self, install: Install, timeout: float) -> str | None:
         """The app/llmster version from ``/lms-status`` on the API port named in

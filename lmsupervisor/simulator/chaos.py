@@ -84,7 +84,8 @@ never climb the ladder for them. For each the soak also measures
                     before ``capabilities.json`` is written; the `lms` re-detection before it
                     takes about 1-1.5 s here). The bound is
                     ``failures_before_restart x interval + timeout`` of the soak's config
-                    (:func:`problem_bound`); a problem later than that, or never, is *late*;
+                    (:func:`problem_bound`), plus the ladder's timeout for ``app_hung``
+                    (:data:`HUNG_EVIDENCE_S`); a problem later than that, or never, is *late*;
    daemon restarts  LM Studio daemon processes started during the fault (the simulator's
                     :meth:`SimInstall.daemon_starts`) minus those the fault made necessary
                     itself (a kill, a reopened app): the daemon stops and kills the supervisor
@@ -171,6 +172,10 @@ PROBES_WITHIN = 3.0  # seconds: a steady supervisor probes (every 0.2 s) at leas
 LOG_EXCERPT = 1500  # characters of log kept per crash
 ODD_INTERFACES = ("localhost:1234", "999.1.1.1", "127.0.0.1\n", "0.0.0.0 ")  # issue 14: each once a kill loop
 TOKEN = "sk-lm-chaos123:abcdefghijklmnopqrst"  # noqa: S105 - the simulator's token, shaped as LM Studio's
+# app_hung's bound adds the ladder's timeout (min(15, max(3, 2 x health.timeout)) = 3 s here):
+# failed probes say the server is down; only a call to the service that does not answer in
+# time says the app itself hangs.
+HUNG_EVIDENCE_S = 3.0
 PROBLEM_WAIT = 15.0  # seconds to wait for a deterministic fault's problem: past the bound, a late one is measured
 RETRIES_HELD = 4  # retries a held deterministic fault waits for: past the ladder's kill_daemon rung (the 3rd)
 HOLD_TIMEOUT = 10.0  # seconds, at most, that a deterministic fault is held after its problem
@@ -931,6 +936,8 @@ class _Soak:
         the time to it in ``r``: from ``since``, or, with ``effect``, from the first moment
         ``effect()`` holds (the fault in effect; 0 if the supervisor named it first)."""
         r.problem, r.problem_bound_s = DETERMINISTIC[r.kind], self.problem_bound
+        if r.kind == "app_hung":  # a hang is known only by a call that does not answer in time
+            r.problem_bound_s = self.problem_bound + HUNG_EVIDENCE_S
         deadline = min(since + PROBLEM_WAIT, self.hard_deadline)
         effect_at = None if effect is not None else since
         while time.monotonic() < deadline:

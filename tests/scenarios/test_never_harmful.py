@@ -187,6 +187,61 @@ async def test_a_hung_app_is_shown_while_the_bring_up_still_runs() -> None:
         assert ("app_hung" in w.problems(), w.lm.signalled) == (True, [])
 
 
+async def test_a_hung_app_that_lms_cannot_reach_is_named_at_the_first_rung() -> None:
+    """`lms server stop` against a hung app may fail at once (its discovery gives up) instead
+    of timing out: that is the same evidence, and app_hung is named while the restart_server
+    rung still runs (not a rung later); the app is never signalled."""
+    world = World()
+    world.lm.is_daemon = False
+    async for w in started(world):
+        await w.clock.advance(0)
+        mark = len(w.events)
+        w.lm.hung = True
+        w.lm.fail[("server", "stop")] = (1, "Error: Failed to start or connect to local LM Studio API server.")
+        for _ in range(30):
+            await w.clock.advance(1)
+        state, reason = "ready", ""
+        for event in w.events[mark:]:
+            if event["type"] == "state":
+                state, reason = event["state"], event["reason"]
+            elif event["type"] == "problems" and "app_hung" in [p["code"] for p in event["problems"]]:
+                break
+        else:
+            raise AssertionError(w.events[mark:])
+        assert (state, reason) == ("starting", "retry 1: restart_server")
+        assert w.lm.signalled == []
+
+
+async def test_an_app_reopened_during_the_bring_up_is_not_reported_hung() -> None:
+    """The user reopens the hung app while the bring-up that spared it still runs: that bring-up
+    succeeds, and the status no longer says app_hung."""
+    world = World()
+    world.lm.is_daemon = False
+    real_run = world.lm.run
+
+    async def run(*args: str, timeout: float | None = None) -> Any:
+        if args[:2] == ("server", "start") and w.lm.hung:  # the app comes back meanwhile
+            w.lm.hung = False
+            w.lm.stalled = set()
+        return await real_run(*args, timeout=timeout)
+
+    async for w in started(world):
+        await w.clock.advance(0)
+        w.lm.hung = True
+        w.lm.stalled = {("server",)}
+        for _ in range(60):
+            await w.clock.advance(1)
+            if "app_hung" in w.problems():
+                break
+        assert "app_hung" in w.problems()
+        w.lm.run = run  # type: ignore[method-assign]
+        for _ in range(60):
+            await w.clock.advance(1)
+            if w.sup.state is State.READY:
+                break
+        assert (w.sup.state, "app_hung" in w.problems()) == (State.READY, False)
+
+
 async def test_an_unwritable_state_file_never_restarts_lmstudio(tmp_path: Path) -> None:
     """The last-good-settings file cannot be written (its folder is a file): ready all the
     same, no restart, and `state_folder_unwritable` says why and how to fix it."""
