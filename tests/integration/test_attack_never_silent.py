@@ -170,3 +170,27 @@ def test_the_native_host_answers_with_a_huge_number_in_config_or_request(
     host = native_host(sim, f"[health]\ninterval = {HUGE}\n")
     checked = host.ask({"action": "check_lmstudio", "id": 2})
     assert (checked["status"], "health.interval" in str(checked["payload"]["config_error"])) == ("success", True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a hung GUI app is named only at the restart_daemon rung: the restart_server rung before it "
+    "waits the full start_timeout on `lms server start` against the hung app with problems: []",
+)
+@pytest.mark.parametrize("profile", ["0.4-app", "0.3.31"])
+def test_a_hung_app_is_named_within_the_detection_bound(
+    make_sim: Callable[..., SimInstall], start: Callable[..., Running], profile: str
+) -> None:
+    """The GUI app hangs while ready: app_hung is in the status within
+    failures_before_restart x interval + timeout (1.6 s here) plus one ladder timeout (3 s)
+    and some slack, not after a `lms server start` that waits start_timeout (120 s, the
+    default) against an app that answers nothing; the app is never killed."""
+    sim = make_sim(profile=profile)
+    sim.launch_app()
+    run = start(sim, "", BASE_CONFIG.replace("start_timeout = 15", "start_timeout = 120"))
+    run.wait_state("ready")
+    app = sim.daemon_pid()
+    sim.hang_daemon()
+    run.wait_for(lambda s: s["state"] != "ready", timeout=10)
+    run.wait_for(lambda s: "app_hung" in problems(s), timeout=6)
+    assert sim.daemon_pid() in (app, None) and sim.daemon_starts() == 1
