@@ -4,6 +4,7 @@ on, and is marked ``xfail(strict=True)`` until the finding is fixed."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -241,3 +242,36 @@ def test_hostile_requests_are_bad_requests(sim: SimInstall, native_host: Callabl
     answer = port.recv()
     assert (answer["status"], answer["code"]) == ("error", "bad_request"), answer
     assert port.ask({"action": "check_lmstudio", "id": 9})["id"] == 9
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server.json (lmsupervisor's own remembered settings) is trusted as loaded: with LM Studio's "
+    "http-server-config.json missing, a port out of range or a boolean crashes every bring-up "
+    "(supervisor_error), and an unusable bind is blamed on LM Studio's missing file; never ready",
+)
+@pytest.mark.parametrize(
+    "remembered",
+    [
+        {"port": 99999, "bind": "127.0.0.1", "cors": False},
+        {"port": True, "bind": "127.0.0.1", "cors": False},
+        {"port": None, "bind": "localhost:1234", "cors": False},  # None: this install's port
+    ],
+    ids=["port-99999", "port-true", "bind-host-port"],
+)
+def test_a_bad_remembered_setting_never_fails_supervision(
+    sim: SimInstall, start: Callable[..., Running], remembered: dict[str, Any]
+) -> None:
+    """State files never fail supervision: an unusable value in lmsupervisor's own
+    server.json is ignored (LM Studio's defaults apply) when LM Studio's own settings file
+    is missing, and the server is ready. (Fixed, the two port cases serve on LM Studio's
+    default port, 1234.)"""
+    remembered = {**remembered, "port": remembered["port"] or sim.http_port}
+    state = sim.root / ".local" / "state" / "lmsupervisor"
+    state.mkdir(parents=True)
+    (state / "server.json").write_text(json.dumps(remembered))
+    sim.server_config_path.unlink()
+    run = start(sim, ONE_MODEL)
+    run.wait_for(lambda s: s["restarts"]["count"] >= 2 or s["state"] == "ready")
+    snap = run.wait_state("ready", timeout=10)
+    assert not {"supervisor_error", "server_address_invalid"} & set(problems(snap)), snap["problems"]
