@@ -5,6 +5,7 @@ on, and is marked ``xfail(strict=True)`` until the finding is fixed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -14,10 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from lmsupervisor.api.client import request
 from lmsupervisor.simulator.home import SimInstall
+from tests.conftest import eventually
 from tests.integration.test_nativehost import Browser
 from tests.integration.test_run import BASE_CONFIG, Running
 
@@ -290,3 +293,29 @@ def test_an_ipv6_bind_is_ready_against_the_simulator(sim: SimInstall, start: Cal
     run.wait_for(lambda s: s["restarts"]["count"] >= 2 or s["state"] == "ready")
     snap = run.wait_state("ready", timeout=10)
     assert (snap["server"]["api_endpoint"], sim.daemon_starts()) == (f"http://[::1]:{sim.http_port}", 1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a problem noted by a bring-up that then succeeds stays in the status while the server is "
+    "healthy: app_hung (naming the dead PID of the app the user replaced) stands beside ready, forever",
+)
+def test_app_hung_clears_when_the_user_replaces_the_hung_app(
+    make_sim: Callable[..., SimInstall], start: Callable[..., Running]
+) -> None:
+    """The GUI app hangs (app_hung, spared); the user quits it and starts it again while the
+    bring-up that named it runs: that bring-up ends ready, and app_hung is gone with it."""
+    sim = make_sim(profile="0.4-app")
+    sim.launch_app()
+    run = start(sim, "", BASE_CONFIG.replace("start_timeout = 15", "start_timeout = 120"))
+    run.wait_state("ready")
+    app = sim.daemon_pid()
+    assert app is not None
+    sim.hang_daemon()
+    run.wait_for(lambda s: "app_hung" in problems(s), timeout=30)
+    os.kill(app, signal.SIGKILL)  # the user quits the hung app...
+    assert eventually(lambda: not psutil.pid_exists(app) or psutil.Process(app).status() == "zombie")
+    sim.launch_app()  # ...and starts it again
+    run.wait_for(lambda s: s["state"] == "ready", timeout=30)
+    snap = run.wait_for(lambda s: "app_hung" not in problems(s), timeout=10)
+    assert snap["state"] == "ready"
