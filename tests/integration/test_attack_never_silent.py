@@ -319,3 +319,27 @@ def test_app_hung_clears_when_the_user_replaces_the_hung_app(
     run.wait_for(lambda s: s["state"] == "ready", timeout=30)
     snap = run.wait_for(lambda s: "app_hung" not in problems(s), timeout=10)
     assert snap["state"] == "ready"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the native host builds LM Studio's URL from the raw inherited networkInterface: with "
+    "'localhost:1234' every request is an internal error 'InvalidURL: Invalid IPv6 address' (issue 14 "
+    "item 1, still there outside the supervisor)",
+)
+@pytest.mark.parametrize("action", ["check_lmstudio", "start_lmstudio", "chat_completion"])
+def test_the_native_host_names_an_unusable_network_interface(
+    make_sim: Callable[..., SimInstall], native_host: Callable[..., Browser], action: str
+) -> None:
+    """No supervisor runs; LM Studio's saved networkInterface is "localhost:1234". Each
+    request is answered without an internal error: check_lmstudio succeeds (server not
+    running, the reason named), the others are refused naming networkInterface."""
+    sim = make_sim(server_config={"networkInterface": "localhost:1234"})
+    port = native_host(sim)
+    request: dict[str, Any] = {"action": action, "id": 1, "timeout": 30}
+    if action == "chat_completion":
+        request["messages"] = [{"role": "user", "content": "hi"}]
+    answer = port.ask(request, timeout=60)
+    assert answer.get("code") != "internal", answer
+    text = json.dumps(answer)
+    assert ("networkInterface" in text, sim.daemon_starts()) == (True, 0), answer
