@@ -224,18 +224,22 @@ def load_error_stack(cause: str) -> str:
     )
 
 
+LOAD_FAILED_TITLE = "Failed to load model"  # the simulator's title of a failed load (LM Studio's is unconfirmed)
+LOAD_FAILED_SUGGESTION = "Try loading the model with a smaller context length or less GPU offload."
+
+
 def load_error_titled(cause: str) -> str:
-    """How HEAD's `lms load` prints a failed load (facts §9, public SDK
-    ``friendlyErrorDeserializer``): ``Error: <title>``, then a ``(!) SUGGESTION`` and a
-    ``(X) CAUSE`` block, no stack frames (colours off, as when piped)."""
+    """How HEAD's `lms load` prints a failed load whose error is ``{title, suggestion,
+    cause}`` (facts §9; [js] ``friendlyErrorDeserializer.ts`` ``deserializeOtherError``,
+    byte for byte what the real CLI 07b7252 printed against the simulator's websocket API,
+    colours off as when piped): ``Error: <title> ``, then `` (!) SUGGESTION <suggestion>``
+    on one line, then a ``(X) CAUSE`` heading and the cause; no stack frames."""
     return "\n".join(
         [
-            "Error: Failed to load model",
+            f"Error: {LOAD_FAILED_TITLE} ",
             "",
             "",
-            "   (!) SUGGESTION  ",
-            "",
-            "Try loading the model with a smaller context length or less GPU offload.",
+            f" (!) SUGGESTION {LOAD_FAILED_SUGGESTION}",
             "",
             "",
             "   (X) CAUSE  ",

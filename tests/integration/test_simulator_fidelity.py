@@ -283,7 +283,8 @@ SESSION: list[tuple[str, list[str], Any]] = [
                 ("0.4", "0.4-app"): (
                     1,
                     "",
-                    r"^Error: .+\n\n\n +\(!\) SUGGESTION +\n\n.+\n\n\n +\(X\) CAUSE +\n\n"
+                    # what the real `lms` 07b7252 printed: the suggestion on its heading's line
+                    r"^Error: Failed to load model \n\n\n \(!\) SUGGESTION Try .+\n\n\n   \(X\) CAUSE  \n\n"
                     r"Model loading was stopped due to insufficient system resources\. .*\n$",
                 ),
             },
