@@ -274,11 +274,12 @@ class Cli:
             return None
         return None
 
-    def connect(self) -> Service:
-        """Discovery that wakes the daemon/app, as every real client command does."""
+    def connect(self, namespaces: tuple[str, ...] = ("System",), settles: bool = True) -> Service:
+        """Discovery that wakes the daemon/app, as every real client command does; then the
+        handshake on ``namespaces`` (see :meth:`_authenticate`)."""
         found = self.find()
         if found is not None:
-            self._authenticate()
+            self._authenticate(namespaces, settles)
             return found
         if os.environ.get("LMS_API_SERVER_INFO_PATH"):  # facts §9: no scan and no wake-up either
             err(f"LM Studio is not running at the API server named in {os.environ['LMS_API_SERVER_INFO_PATH']}.")
@@ -311,7 +312,7 @@ class Cli:
         while time.monotonic() < deadline:
             found = self.find()
             if found is not None:
-                self._authenticate()
+                self._authenticate(namespaces, settles)
                 return found
             if child.poll() is not None:
                 break
@@ -322,10 +323,16 @@ class Cli:
         err("LM Studio daemon is not running and no valid installation could be found or installed.")
         fail("Error: Failed to start or connect to local LM Studio API server.")
 
-    def _authenticate(self) -> None:
+    def _authenticate(self, namespaces: tuple[str, ...] = ("System",), settles: bool = True) -> None:
         """The websocket handshake: with the ``cli_passkey_rejected`` fault the service
-        refuses this CLI's passkey (BT#1566), printed as the real CLI does (facts §9)."""
+        refuses this CLI's passkey (BT#1566), printed as the real CLI does (facts §9).
+
+        ``namespaces`` are the sockets the command opens (``System``, ``LLM``, ...) and
+        ``settles`` False for a command whose promise never settles on that error (HEAD:
+        `ps`, `unload`, exit 13); both only matter to the ``head`` shape."""
         if common.load_faults(self.home).get("cli_passkey_rejected"):
+            if self.profile.auth_error == "head":
+                fail(profiles.auth_failed_head(namespaces, settles), 1 if settles else 13)
             fail(profiles.AUTH_FAILED_STDERR)
 
     # -- commands ------------------------------------------------------------
@@ -456,6 +463,7 @@ class Cli:
                 else:
                     out("LM Studio is not running")
                 return
+            self._authenticate()  # `daemon status` asks the service over the websocket
             info = svc.rpc("info", timeout=PROBE_TIMEOUT)
             if as_json:
                 out_json({"status": "running", "pid": info["pid"], "isDaemon": info["isDaemon"]})
@@ -468,6 +476,8 @@ class Cli:
             started = svc is None
             if svc is None:
                 svc = self.connect()
+            else:
+                self._authenticate()
             info = svc.rpc("info", timeout=PROBE_TIMEOUT)
             if as_json:
                 out_json(
@@ -484,6 +494,7 @@ class Cli:
             svc = self.find()
             if svc is None:
                 fail("Daemon is not running.")
+            self._authenticate()
             info = svc.rpc("info", timeout=PROBE_TIMEOUT)
             if not info["isDaemon"]:
                 fail("The daemon is currently running as part of LM Studio. Please exit LM Studio to stop it.")
@@ -589,7 +600,7 @@ class Cli:
         With ``--json`` the `ps --json` array (``{identifier, path}`` items on ``legacy``
         profiles, facts §8), else the table; when empty, stderr ``No models are currently loaded.``"""
         opts, _ = parse(args, {"--json": False}, max_positional=0, path=["ps"])
-        models = self._with_devices(self.connect().rpc("list_loaded")["models"], "loaded")
+        models = self._with_devices(self.connect(("Repository", "LLM"), False).rpc("list_loaded")["models"], "loaded")
         if opts.get("--json"):
             if self.profile.ps_json == "legacy":  # before ≈0.3.11 (facts §8)
                 out_json([{"identifier": m["identifier"], "path": m["path"]} for m in models])
@@ -616,7 +627,7 @@ class Cli:
         opts, pos = parse(
             args, {"--json": False, "--llm": False, "--embedding": False, "--variants": False}, path=["ls"]
         )
-        models = self._with_devices(self.connect().rpc("list_downloaded")["models"], "models")
+        models = self._with_devices(self.connect(("Repository", "System")).rpc("list_downloaded")["models"], "models")
         if opts.get("--llm"):
             models = [m for m in models if m["type"] == "llm"]
         if opts.get("--embedding"):
@@ -686,7 +697,7 @@ class Cli:
                     fail(
                         f"error: option '{flag}' argument '{opts[flag]}' is invalid. Expected an integer of at least 1"
                     )
-        svc = self.connect()
+        svc = self.connect(("Repository", "System"))
         models = self._with_devices(svc.rpc("list_downloaded")["models"], "models")
         if opts.get("--local"):
             models = [m for m in models if m.get("deviceIdentifier") is None]
@@ -789,7 +800,7 @@ class Cli:
 
         An unknown id prints ``Model Not Found`` and exits 0; no argument with nothing loaded exits 1."""
         opts, pos = parse(args, {"--all": False}, aliases={"-a": "--all"}, path=["unload"])
-        svc = self.connect()
+        svc = self.connect(("Repository", "LLM"), False)
         if opts.get("--all"):
             count = svc.rpc("unload_all")["count"]
             err(f"Unloaded {count} models." if count else "No models to unload.")

@@ -101,6 +101,9 @@ class Profile:
     ttl_flag: bool = True  # `load --ttl` (0909a74, shipped in 0.3.9)
     # how `lms load` prints a failed load: "stack" (`- Caused By:`, facts §8) or "titled" (HEAD, §9)
     load_error: str = "stack"
+    # a refused passkey (BT#1566): "closed" (`Error: WebSocket connection closed` last, the
+    # shape users reported) or "head" (07b7252: per-namespace lines, exit 13 for `ps`/`unload`)
+    auth_error: str = "closed"
     no_models_error: dict[str, object] = field(default_factory=lambda: dict(NO_MODELS_04))
 
     @property
@@ -129,6 +132,7 @@ _LLMSTER = Profile(
     guardrail=GUARDRAIL_STOPPED,
     load_local=True,
     load_error="titled",
+    auth_error="head",
 )
 _CMDTS_APP = Profile(
     name="0.3-cmdts",
@@ -254,6 +258,28 @@ AUTH_FAILED_STDERR = (  # BT#1566, facts §9: the cause comes before the last `E
     "Invalid passkey for lms CLI client\n"
     "Error: WebSocket connection closed"
 )
+AUTH_FAILED = "Failed to authenticate: Invalid passkey for lms CLI client"
+_WS_FRAMES = (  # two of the ten frames the real CLI prints after each line
+    "    at ws.addEventListener.once (file:///lms/dist/index.js:72243:36)\n"
+    "    at WebSocket.onMessage (/lms/node_modules/ws/lib/event-target.js:209:9)"
+)
+
+
+def auth_failed_head(namespaces: tuple[str, ...], settles: bool) -> str:
+    """What HEAD's `lms` (07b7252, run against the simulator) prints when the service refuses
+    its passkey: one ``[LMStudioClient][<Namespace>][ClientPort][WsClientTransport:
+    AuthenticatedWsClientTransport] WebSocket error: Error: Failed to authenticate: ...`` line
+    with stack frames per namespace the command opened, then, for a command whose promise
+    settles, ``Error: Failed to authenticate: ...`` with frames (exit 1). `ps` and `unload`
+    never settle: no final line, and Node exits 13 (unsettled top-level await)."""
+    lines = [
+        f"[LMStudioClient][{ns}][ClientPort][WsClientTransport:AuthenticatedWsClientTransport] "
+        f"WebSocket error: Error: {AUTH_FAILED}\n{_WS_FRAMES}"
+        for ns in namespaces
+    ]
+    if settles:
+        lines.append(f"Error: {AUTH_FAILED}\n{_WS_FRAMES}")
+    return "\n".join(lines)
 
 
 def cmdts_error(argv: list[str], bad: int, message: str, breadcrumbs: list[str], count: int = 1) -> str:

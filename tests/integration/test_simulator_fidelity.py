@@ -795,15 +795,39 @@ def test_server_info_path_turns_off_the_wake_up(make_sim: Any) -> None:
     assert (sim.lms("daemon", "up").returncode, sim.daemon_pid() is not None) == (0, True)
 
 
-def test_rejected_passkey_prints_the_cause_before_the_last_error(sim: SimInstall) -> None:
-    """BT#1566, facts §9: the authentication failure comes first, `Error: WebSocket connection
-    closed` last, exit 1."""
-    up(sim, "daemon")
-    sim.reject_cli_passkey()
-    result = sim.lms("ps", "--json")
+def test_rejected_passkey_prints_the_cause_before_the_last_error(make_sim: Any) -> None:
+    """BT#1566, facts §9: the authentication failure comes first. Shipped builds then print
+    `Error: WebSocket connection closed`, exit 1; HEAD (what the real `lms` 07b7252 printed)
+    one line per namespace socket with frames, then `Error: Failed to authenticate: ...` and
+    exit 1, except `ps`/`unload`, whose promise never settles: no last line, exit 13; and
+    `daemon status`, which asks the service, fails too."""
+    cause = "Failed to authenticate: Invalid passkey for lms CLI client"
+    old = make_sim("old", profile="0.3.31")
+    up(old, "server")
+    old.reject_cli_passkey()
+    result = old.lms("ps", "--json")
     lines = result.stderr.splitlines()
-    assert (result.returncode, lines[-1]) == (1, "Error: WebSocket connection closed")
-    assert "Failed to authenticate: Invalid passkey for lms CLI client" in lines[0]
+    assert (result.returncode, lines[-1], cause in lines[0]) == (1, "Error: WebSocket connection closed", True)
+
+    head = make_sim("head", profile="0.4")
+    up(head, "daemon")
+    head.reject_cli_passkey()
+    socket_line = re.compile(
+        r"^\[LMStudioClient\]\[(Repository|LLM|System)\]\[ClientPort\]\[WsClientTransport:"
+        r"AuthenticatedWsClientTransport\] WebSocket error: Error: " + re.escape(cause) + "$"
+    )
+    for args, code, last in (
+        (("ps", "--json"), 13, None),
+        (("unload", "--all"), 13, None),
+        (("ls", "--json"), 1, f"Error: {cause}"),
+        (("daemon", "status", "--json"), 1, f"Error: {cause}"),
+        (("server", "start"), 1, f"Error: {cause}"),
+    ):
+        result = head.lms(*args)
+        messages = [ln for ln in result.stderr.splitlines() if not ln.startswith("    at ")]
+        assert (result.returncode, result.stdout) == (code, ""), (args, result)
+        assert all(socket_line.match(ln) for ln in messages[: -1 if last else None]), (args, messages)
+        assert (messages[-1] if last else None) == last, (args, messages)
 
 
 def test_lm_link_device_is_listed_and_exact_picks_its_copy_without_local(make_sim: Any) -> None:
