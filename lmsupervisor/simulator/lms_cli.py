@@ -289,6 +289,7 @@ class Cli:
             err("LM Studio daemon is not running and no valid installation could be found or installed.")
             fail("Error: Failed to start or connect to local LM Studio API server.")
         loc, is_app = located
+        err("Waking up LM Studio service...")  # [js] findOrStartLlmster.ts, logger.info
         argv = [loc["path"]]
         if isinstance(loc.get("argv"), list) and loc["argv"][1:2] == ["."]:
             argv.append(".")
@@ -605,19 +606,30 @@ class Cli:
             if self.profile.ps_json == "legacy":  # before ≈0.3.11 (facts §8)
                 out_json([{"identifier": m["identifier"], "path": m["path"]} for m in models])
             else:
-                out_json(models)
+                out_json([_schema_order(_zod_optional(m)) for m in models])
             return
         if not models:
-            err("No models are currently loaded.")
+            err("No models are currently loaded.\n\nTo load a model, run:\n\n    lms load <model path>")
             return
-        out("IDENTIFIER  MODEL  STATUS  SIZE  CONTEXT  PARALLEL  DEVICE  TTL")
+        rows = [["IDENTIFIER", "MODEL", "STATUS", "SIZE", "CONTEXT", "PARALLEL", "DEVICE", "TTL"]]
         for m in models:
             ttl = f"{m['ttlMs'] // 1000}s" if m.get("ttlMs") else ""
-            out(
-                f"{m['identifier']}  {m['modelKey']}  {m['status'].upper()}  "
-                f"{common.format_size(m['sizeBytes'])}  {m['contextLength']}  "
-                f"{m.get('parallel', '')}  {m.get('deviceIdentifier') or 'Local'}  {ttl}"
+            rows.append(
+                [
+                    m["identifier"],
+                    m["modelKey"],
+                    m["status"].upper(),
+                    common.format_size(m["sizeBytes"]),
+                    str(m["contextLength"]),
+                    str(m.get("parallel", "")),
+                    m.get("deviceIdentifier") or "Local",
+                    ttl,
+                ]
             )
+        out("")  # columnify's table, after a blank line, as the real 07b7252 printed it
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            out("    ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
     def cmd_ls(self, args: list[str]) -> None:
         """`lms ls [key] [--llm] [--embedding] [--json]` (facts §3): the downloaded models; always exit 0.
@@ -637,7 +649,7 @@ class Cli:
         if opts.get("--json"):
             if not self.profile.ls_model_key:  # before [js] 52ff1cbe (2025-01-28)
                 models = [{k: v for k, v in m.items() if k != "modelKey"} for m in models]
-            out_json(models)
+            out_json([_zod_optional(m) for m in models])
             return
         total = sum(m["sizeBytes"] for m in models)
         out(f"You have {len(models)} models, taking up {common.format_size(total)} of disk space.")
@@ -708,18 +720,23 @@ class Cli:
             model = next((m for m in models if m["path"] == path), None)
             if model is None:
                 shortest = min((m["path"] for m in models), key=len, default="")
-                fail(
-                    f'Model not found\n\n    No model found with path being exactly "{path}".'
-                    "\n\n    To disable exact matching, remove the --exact flag.\n\n"
-                    f"    Note, you need to provide the full model path. For example:\n\n"
-                    f"       lms load --exact {shortest}"
+                fail(  # [lms] load.ts, as the real 07b7252 printed it
+                    f'Model not found\n\nNo model found with path being exactly "{path}".'
+                    "\n\nTo disable exact matching, remove the --exact flag.\n\n"
+                    "To see a list of all downloaded models, run:\n\n    lms ls\n\n"
+                    f"Note, you need to provide the full model path. For example:\n\n"
+                    f"  lms load --exact {shortest}"
                 )
         else:
             matches = [m for m in models if _fuzzy(path or "", m["path"])]
             if not opts.get("--yes"):
                 fail("Error: the simulated lms has no interactive prompt; pass --yes or --exact.")
             if not matches:
-                fail(f'Model not found\n\n    No model found that matches path "{path}".')
+                fail(
+                    f'Model not found\n\nNo model found that matches model key "{path}".\n\n'
+                    "To see a list of all downloaded models, run:\n\n    lms ls\n\n"
+                    "To select a model interactively, remove the --yes flag:\n\n    lms load"
+                )
             if len(matches) > 1:
                 err(f"W {len(matches)} models match the provided path. Loading the first one.")
             model = matches[0]
@@ -730,7 +747,7 @@ class Cli:
         started = time.monotonic()
         if model.get("deviceIdentifier") is not None:  # LM Link: loaded on the other machine
             inst = self._load_remote(model, opts.get("--identifier"))
-            err(f"Model loaded successfully in {time.monotonic() - started:.2f}s.")
+            err(f"Model loaded successfully in {common.format_elapsed(time.monotonic() - started)}.")
             err(f'To use the model in the API/SDK, use the identifier "{inst}".')
             return
         reply = svc.rpc(
@@ -745,8 +762,9 @@ class Cli:
             shape = profiles.load_error_titled if self.profile.load_error == "titled" else profiles.load_error_stack
             fail(shape(str(reply["error"])))
         inst = reply["instance"]
-        err(f"Model loaded successfully in {time.monotonic() - started:.2f}s.")
-        err(f"({common.format_size(model['sizeBytes'])})")
+        err(f"Model loaded successfully in {common.format_elapsed(time.monotonic() - started)}.")
+        size = common.format_size_1024 if self.profile.load_size_1024 else common.format_size
+        err(f"({size(model['sizeBytes'])})")
         err(f'To use the model in the API/SDK, use the identifier "{inst["identifier"]}".')
 
     def _linked(self) -> dict[str, Any] | None:
@@ -801,19 +819,25 @@ class Cli:
         An unknown id prints ``Model Not Found`` and exits 0; no argument with nothing loaded exits 1."""
         opts, pos = parse(args, {"--all": False}, aliases={"-a": "--all"}, path=["unload"])
         svc = self.connect(("Repository", "LLM"), False)
-        if opts.get("--all"):
-            count = svc.rpc("unload_all")["count"]
-            err(f"Unloaded {count} models." if count else "No models to unload.")
+        if opts.get("--all"):  # [lms] unload.ts, as the real 07b7252 printed it
+            loaded = svc.rpc("list_loaded")["models"]
+            for m in loaded:
+                err(f'Unloading "{m["identifier"]}"...')
+            count = svc.rpc("unload_all")["count"] if loaded else 0
+            err({0: "No models to unload.", 1: "Unloaded 1 model."}.get(count, f"Unloaded {count} models."))
             return
         if not pos:
             loaded = svc.rpc("list_loaded")["models"]
             if not loaded:
-                fail("No models to unload.")
+                fail('You don\'t have any models loaded. Use "lms load" to load a model.')
             fail("Error: the simulated lms has no interactive prompt; name the model.")
         if svc.rpc("unload", identifier=pos[0])["found"]:
             err(f'Model "{pos[0]}" unloaded.')
         else:
-            err("Model Not Found")  # facts §3: exits 0 all the same
+            err(  # facts §3: exits 0 all the same
+                f'Model Not Found\n\nCannot find a model with the identifier "{pos[0]}".\n\n'
+                "To see a list of loaded models, run:\n\n    lms ps"
+            )
 
     def cmd_get(self, args: list[str]) -> None:
         """`lms get <name[@quant]>` (facts §3): download from the simulated hub, ``@quant`` ignored.
@@ -898,6 +922,49 @@ class Cli:
             out("  No Models Loaded")
         for m in models:
             out(f"  · {m['identifier']} - {common.format_size(m['sizeBytes'])}")
+
+
+_OPTIONAL = ("paramsString", "architecture", "quantization")  # z.optional() in [js] ModelInfoBase
+
+
+def _zod_optional(model: dict[str, Any]) -> dict[str, Any]:
+    """``model`` without its unset optional keys: the service leaves them out (null fails
+    the SDK's zod check), so the real `lms` prints no ``"paramsString": null``."""
+    return {k: v for k, v in model.items() if not (k in _OPTIONAL and v is None)}
+
+
+# The real `ps --json` key order: the SDK's zod parse rebuilds each instance in its schema's
+# order (facts §3 sample; what the real 07b7252 printed from the simulator's websocket).
+_PS_ORDER = (
+    "type",
+    "modelKey",
+    "format",
+    "displayName",
+    "publisher",
+    "path",
+    "sizeBytes",
+    "indexedModelIdentifier",
+    "deviceIdentifier",
+    "paramsString",
+    "architecture",
+    "quantization",
+    "identifier",
+    "ttlMs",
+    "lastUsedTime",
+    "vision",
+    "trainedForToolUse",
+    "maxContextLength",
+    "contextLength",
+    "status",
+    "queued",
+    "parallel",
+)
+
+
+def _schema_order(instance: dict[str, Any]) -> dict[str, Any]:
+    """``instance`` with its keys in :data:`_PS_ORDER`, any others after them."""
+    ordered = {k: instance[k] for k in _PS_ORDER if k in instance}
+    return {**ordered, **{k: v for k, v in instance.items() if k not in ordered}}
 
 
 def _fuzzy(pattern: str, text: str) -> bool:

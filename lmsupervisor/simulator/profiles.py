@@ -104,6 +104,7 @@ class Profile:
     # a refused passkey (BT#1566): "closed" (`Error: WebSocket connection closed` last, the
     # shape users reported) or "head" (07b7252: per-namespace lines, exit 13 for `ps`/`unload`)
     auth_error: str = "closed"
+    load_size_1024: bool = False  # `lms load` prints the size in GiB (ee91760, 2026-02-07), before in GB
     no_models_error: dict[str, object] = field(default_factory=lambda: dict(NO_MODELS_04))
 
     @property
@@ -133,6 +134,7 @@ _LLMSTER = Profile(
     load_local=True,
     load_error="titled",
     auth_error="head",
+    load_size_1024=True,
 )
 _CMDTS_APP = Profile(
     name="0.3-cmdts",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.sync.client import connect
 
 from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator.home import SimInstall
@@ -95,7 +96,9 @@ NO_DAEMON = {
 # One session per release line, in order: (id, argv, exit code, stdout, stderr regex).
 # stdout: "" (nothing), a regex, "ls-shape"/"ps-shape", or a JSON value in which a type
 # name ("int", "str", "bool") stands for any value of that type. `{argv}` in a regex is
-# the command line as cmd-ts echoes it. Sources: facts §3 (wordings), §8 (release lines).
+# the command line as cmd-ts echoes it. Sources: facts §3 (wordings), §8 (release lines), and
+# what the real `lms` 07b7252 printed against the simulator (wordings that date from 2024-04
+# apply to every row).
 SESSION: list[tuple[str, list[str], Any]] = [
     (
         "version-json",
@@ -124,7 +127,11 @@ SESSION: list[tuple[str, list[str], Any]] = [
     ),
     ("server-status-off-json", ["server", "status", "--json"], (0, {"running": False, "port": "int"}, r"^$")),
     ("server-status-off-text", ["server", "status"], (0, "", r"^The server is not running\.\n$")),
-    ("server-start-wakes-service", ["server", "start"], (0, "", r"^Success! Server is now running on port \d+\n$")),
+    (
+        "server-start-wakes-service",
+        ["server", "start"],
+        (0, "", r"^Waking up LM Studio service\.\.\.\nSuccess! Server is now running on port \d+\n$"),
+    ),
     (
         "daemon-status-up-json",
         ["daemon", "status", "--json"],
@@ -187,24 +194,43 @@ SESSION: list[tuple[str, list[str], Any]] = [
     ("server-status-on-json", ["server", "status", "--json"], (0, {"running": True, "port": "int"}, r"^$")),
     ("server-status-on-text", ["server", "status"], (0, "", r"^The server is running on port \d+\.\n$")),
     ("ps-empty-json", ["ps", "--json"], (0, [], r"^$")),
-    ("ps-empty-text", ["ps"], (0, "", r"^No models are currently loaded\.\n$")),
+    (
+        "ps-empty-text",
+        ["ps"],
+        (0, "", r"^No models are currently loaded\.\n\nTo load a model, run:\n\n    lms load <model path>\n$"),
+    ),
     ("ls-json", ["ls", "--json"], (0, "ls-shape", r"^$")),
     ("ls-text", ["ls"], (0, re.compile(r"^You have \d+ models, taking up [\d.]+ GB of disk space\."), r"^$")),
     (
         "load-exact",
         ["load", ORNITH_PATH, "--exact", "--yes"],
-        (
-            0,
-            "",
-            r"^Model loaded successfully in [\d.]+s\.\n\(37\.73 GB\)\nTo use the model in the API/SDK, use the "
-            r'identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
+        by_profile(  # formatElapsedTime: `311.00ms` under a second; GiB since ee91760 (2026-02)
+            (
+                0,
+                "",
+                r"^Model loaded successfully in [\d.]+m?s\.\n\(37\.73 GB\)\nTo use the model in the API/SDK, use the "
+                r'identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
+            ),
+            {
+                ("0.4", "0.4-app"): (
+                    0,
+                    "",
+                    r"^Model loaded successfully in [\d.]+m?s\.\n\(35\.14 GiB\)\nTo use the model in the API/SDK, use "
+                    r'the identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
+                )
+            },
         ),
     ),
     ("ps-json", ["ps", "--json"], (0, "ps-shape", r"^$")),
     (
         "ps-text",
         ["ps"],
-        (0, re.compile(r"^IDENTIFIER\s+MODEL\s+STATUS\s+SIZE\s+CONTEXT\s+PARALLEL\s+DEVICE\s+TTL\n"), r"^$"),
+        # columnify: a blank line, then columns padded to their width and 4 spaces apart
+        (
+            0,
+            re.compile(r"^\nIDENTIFIER {4,}MODEL {4,}STATUS {4,}SIZE {4,}CONTEXT {4,}PARALLEL {4,}DEVICE {4,}TTL\n"),
+            r"^$",
+        ),
     ),
     (
         "load-duplicate-makes-:2",
@@ -228,13 +254,39 @@ SESSION: list[tuple[str, list[str], Any]] = [
         ["unload", "ornith-1.0-35b-mlx-oq8:2"],
         (0, "", r'^Model "ornith-1\.0-35b-mlx-oq8:2" unloaded\.\n$'),
     ),
-    ("unload-unknown-exits-0", ["unload", "nope"], (0, "", r"^Model Not Found\n$")),
+    (
+        "unload-unknown-exits-0",
+        ["unload", "nope"],
+        (
+            0,
+            "",
+            r'^Model Not Found\n\nCannot find a model with the identifier "nope"\.\n\n'
+            r"To see a list of loaded models, run:\n\n    lms ps\n$",
+        ),
+    ),
     (
         "load-exact-needs-path-not-key",
         ["load", "ornith-1.0-35b-mlx-oq8", "--exact", "--yes"],
-        (1, "", r"^Model not found\n"),
+        (
+            1,
+            "",
+            r'^Model not found\n\nNo model found with path being exactly "ornith-1\.0-35b-mlx-oq8"\.\n\n'
+            r"To disable exact matching, remove the --exact flag\.\n\n"
+            r"To see a list of all downloaded models, run:\n\n    lms ls\n\n"
+            r"Note, you need to provide the full model path\. For example:\n\n  lms load --exact \S+\n$",
+        ),
     ),
-    ("load-yes-unknown", ["load", "zzzz-no-such", "--yes"], (1, "", r"^Model not found\n")),
+    (
+        "load-yes-unknown",
+        ["load", "zzzz-no-such", "--yes"],
+        (
+            1,
+            "",
+            r'^Model not found\n\nNo model found that matches model key "zzzz-no-such"\.\n\n'
+            r"To see a list of all downloaded models, run:\n\n    lms ls\n\n"
+            r"To select a model interactively, remove the --yes flag:\n\n    lms load\n$",
+        ),
+    ),
     (
         "get-already",
         ["get", "openai/gpt-oss-20b", "--yes"],
@@ -290,9 +342,13 @@ SESSION: list[tuple[str, list[str], Any]] = [
             },
         ),
     ),
-    ("unload-all", ["unload", "--all"], (0, "", r"^Unloaded 1 models\.\n$")),
+    ("unload-all", ["unload", "--all"], (0, "", r'^Unloading "ornith-1\.0-35b-mlx-oq8"\.\.\.\nUnloaded 1 model\.\n$')),
     ("unload-all-none", ["unload", "-a"], (0, "", r"^No models to unload\.\n$")),
-    ("unload-no-arg-none-loaded", ["unload"], (1, "", r"No models to unload")),
+    (
+        "unload-no-arg-none-loaded",
+        ["unload"],
+        (1, "", r'^You don\'t have any models loaded\. Use "lms load" to load a model\.\n$'),
+    ),
     ("server-stop", ["server", "stop"], (0, "", r"^Stopped the server on port \d+\.\n$")),
     ("server-stop-not-running", ["server", "stop"], (1, "", r"^Error: The server is not running\.\n$")),
     ("status-off", ["status"], (0, re.compile(r"^Server:  OFF \n"), r"^$")),
@@ -848,3 +904,19 @@ def test_lm_link_device_is_listed_and_exact_picks_its_copy_without_local(make_si
     old = make_sim(profile="0.3.31")
     up(old, "daemon")
     assert "deviceIdentifier" not in json.loads(old.lms("ls", "--json").stdout)[0]
+
+
+def test_ls_json_is_what_the_websocket_lists(sim: SimInstall) -> None:
+    """The real `lms ls --json` prints the service's ``system.listDownloadedModels`` items
+    (07b7252 against the simulator): the simulated `lms` prints the same objects, so an unset
+    optional key (an embedding model's ``paramsString``) is absent, not ``null``."""
+    up(sim, "daemon")
+    printed = json.loads(sim.lms("ls", "--json").stdout)
+    key2 = (sim.home / ".internal" / "lms-key-2").read_text().strip()
+    with connect(f"ws://127.0.0.1:{sim.api_port}/system", open_timeout=5) as ws:
+        ws.send(json.dumps({"authVersion": 1, "clientIdentifier": "lms-cli", "clientPasskey": "<key>" + key2}))
+        assert json.loads(ws.recv(timeout=5)) == {"success": True}
+        ws.send(json.dumps({"type": "rpcCall", "endpoint": "listDownloadedModels", "callId": 1}))
+        listed = json.loads(ws.recv(timeout=10))["result"]
+    embedding = next(m for m in printed if m["type"] == "embedding")
+    assert (printed, "paramsString" in embedding) == (listed, False)
