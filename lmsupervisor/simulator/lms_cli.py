@@ -106,6 +106,81 @@ COMMON_FLAGS = {"--quiet": False, "--verbose": False, "--log-level": True}
 HIDDEN_FLAGS = ("--exact", "--local")  # `.hideHelp()` in [lms] load.ts (facts §9)
 ROOT_COMMANDS = ("server", "ls", "ps", "load", "unload", "get")  # what the root help lists
 
+# The HEAD help (what the real `lms` 07b7252 printed, colours off): each command's one-line
+# description, and the options the simulator knows as that help shows them (short flags,
+# value names, the first sentence of each description).
+HEAD_DESCRIPTIONS = {
+    "daemon": "Commands for managing the LM Studio daemon",
+    "server": "Commands for managing the local server",
+    "server start": "Starts the local server",
+    "server stop": "Stops the local server",
+    "server status": "Displays the status of the local server",
+    "load": "Load a model",
+    "ps": "List the models currently loaded in memory",
+    "ls": "List the models available on disk",
+    "unload": "Unload a model",
+    "get": "Search and download local models or Hub artifacts",
+}
+HEAD_DAEMON = {
+    "up": "Manually start the llmster daemon",
+    "down": "Manually shutdown the llmster daemon",
+    "status": "Check the status of the LM Studio daemon",
+    "update": "Update the llmster daemon",
+}
+HEAD_OPTIONS = {
+    "--port": ("-p, --port <port>", "Port to run the server on."),
+    "--bind": ("--bind <address>", "Network address to bind the server to."),
+    "--cors": ("--cors", "Enable CORS on the server."),
+    "--gpu": ("--gpu <offload-ratio>", "GPU offload ratio."),
+    "--context-length": ("-c, --context-length <length>", "The number of tokens to consider as context."),
+    "--parallel": ("--parallel <count>", "Maximum number of predictions the model can run at a given time."),
+    "--ttl": (
+        "--ttl <seconds>",
+        "TTL: If provided, when the model is not used for this number of seconds, it will be unloaded.",
+    ),
+    "--identifier": ("--identifier <identifier>", "The identifier to assign to the loaded model."),
+    "--estimate-only": ("--estimate-only", "Calculate an estimate of the resources required to load the model."),
+    "--yes": ("-y, --yes", "Automatically approve all prompts."),
+    "--json": ("--json", "Outputs in JSON format to stdout."),
+}
+HEAD_ROOT = """Usage: lms [options] [command]
+
+Local models
+   chat               Start an interactive chat with a model
+   get                Search and download local models or Hub artifacts
+   load               Load a model
+   unload             Unload a model
+   ls                 List the models available on disk
+   ps                 List the models currently loaded in memory
+   import             Import a model file into LM Studio
+
+Serve
+   server             Commands for managing the local server
+   log                Log incoming and outgoing messages
+
+Remote Instances
+   link               Commands for managing LM Link
+
+Runtime
+   runtime            Manage and update the inference runtime
+
+Develop & Publish (Beta)
+   clone              Clone an artifact from LM Studio Hub to a local folder
+   push               Uploads the artifact in the current folder to LM Studio Hub
+   dev                Starts a plugin dev server in the current folder
+   login              Authenticate with LM Studio
+   logout             Log out of LM Studio
+   whoami             Check the current authentication status
+
+Learn more:           https://lmstudio.ai/docs/developer
+Join our Discord:     https://discord.gg/lmstudio"""
+
+
+def head_table(rows: list[tuple[str, str]]) -> list[str]:
+    """HEAD's help table: three spaces, the term padded to the longest plus 12, the text."""
+    width = max(len(term_) for term_, _ in rows) + 12
+    return [f"   {term(term_)}{' ' * (width - len(term_))}{text}" for term_, text in rows]
+
 
 def coloured() -> bool:
     """Commander's help colours: on under ``FORCE_COLOR`` even on a pipe, off with
@@ -362,6 +437,23 @@ class Cli:
             out("FLAGS:")
             out("  --help, -h - show help")
             raise _Exit(1)
+        if self.profile.help_layout == "head":
+            command = " ".join(shown.path)
+            out(f"Usage: {name} [options]{' [model-key]' if command == 'load' else ''}")
+            out("")
+            out(HEAD_DESCRIPTIONS.get(command, ""))
+            out("")
+            rows = [HEAD_OPTIONS.get(opt.split()[0], (opt, "")) for opt in shown.options]
+            arguments = [("model-key", "The model key to load.")] if command == "load" else []
+            table = head_table(arguments + rows)  # one width for both tables
+            if arguments:
+                out("Arguments:")
+                out(table[0])
+                out("")
+            out("Options:")
+            for line in table[len(arguments) :]:
+                out(line)
+            return
         out(f"Usage: {name} [options]")
         out("")
         out("Options:")
@@ -383,6 +475,9 @@ class Cli:
             out("")
             out("For more help, try running `lms <subcommand> --help`")
             raise _Exit(1)
+        if self.profile.help_layout == "head":
+            out(HEAD_ROOT)
+            return
         out("Usage: lms [options] [command]")
         out("")
         out("Options:")
@@ -438,6 +533,15 @@ class Cli:
         runs or the GUI app holds the service, and on 0.4 prints ``Done.`` before the daemon has
         exited. ``update`` exits 1 (not simulated).
         """
+        if args[:1] in (["--help"], ["-h"]) and self.profile.help_layout == "head":
+            out("Usage: lms daemon [options] [command]")
+            out("")
+            out(HEAD_DESCRIPTIONS["daemon"])
+            out("")
+            out("Commands:")
+            for line in head_table([(sub, text) for sub, text in HEAD_DAEMON.items() if sub in self.profile.daemon]):
+                out(line)
+            return
         if args[:1] in (["--help"], ["-h"]):
             out("Usage: lms daemon [options] [command]")
             out("")
@@ -536,6 +640,24 @@ class Cli:
         up to 5 times, 1 s apart) and exits 1 with ``Failed to verify the server is running``,
         also for ``--bind 0.0.0.0`` on profiles with ``verify_at_bind`` (BT#1720).
         """
+        if args[:1] in (["--help"], ["-h"]) and self.profile.dialect == "commander":
+            # Commander answers `--help` on a command that has subcommands (the real 07b7252: exit 0)
+            out("Usage: lms server [options] [command]")
+            out("")
+            if self.profile.help_layout == "head":
+                out(HEAD_DESCRIPTIONS["server"])
+                out("")
+                out("Commands:")
+                for line in head_table(
+                    [(sub, HEAD_DESCRIPTIONS[f"server {sub}"]) for sub in ("start", "stop", "status")]
+                ):
+                    out(line)
+            else:
+                out("Commands:")
+                for sub in ("start", "stop", "status"):
+                    out(f"  {term(sub)} [options]")
+                out("  help [command]  display help for command")
+            return
         if not args or args[0] not in ("start", "stop", "status"):
             raise _UsageError("command", args[0] if args else "", ["server"])
         sub, rest = args[0], args[1:]

@@ -104,6 +104,9 @@ class Profile:
     # a refused passkey (BT#1566): "closed" (`Error: WebSocket connection closed` last, the
     # shape users reported) or "head" (07b7252: per-namespace lines, exit 13 for `ps`/`unload`)
     auth_error: str = "closed"
+    # help layout: "commander" (Commander's own) or "head" (07b7252: a description line,
+    # three-space indents, option descriptions, no `-h, --help` line; `lms --help` in sections)
+    help_layout: str = "commander"
     load_size_1024: bool = False  # `lms load` prints the size in GiB (ee91760, 2026-02-07), before in GB
     no_models_error: dict[str, object] = field(default_factory=lambda: dict(NO_MODELS_04))
 
@@ -135,6 +138,7 @@ _LLMSTER = Profile(
     load_error="titled",
     auth_error="head",
     load_size_1024=True,
+    help_layout="head",
 )
 _CMDTS_APP = Profile(
     name="0.3-cmdts",

@@ -920,3 +920,31 @@ def test_ls_json_is_what_the_websocket_lists(sim: SimInstall) -> None:
         listed = json.loads(ws.recv(timeout=10))["result"]
     embedding = next(m for m in printed if m["type"] == "embedding")
     assert (printed, "paramsString" in embedding) == (listed, False)
+
+
+def test_head_help_has_the_real_layout(make_sim: Any) -> None:
+    """On the 0.4 rows the help is laid out as the real `lms` 07b7252 printed it (colours off):
+    a description line, three-space indents, options with their short flags and value names
+    and no `-h, --help` line; `lms server --help` lists start/stop/status and exits 0."""
+    sim = make_sim()
+    env = {**sim.env(), "NO_COLOR": "1", "FORCE_COLOR": "0"}
+
+    def help_of(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(sim.lms_path), *args, "--help"], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
+
+    daemon, server, start, load = help_of("daemon"), help_of("server"), help_of("server", "start"), help_of("load")
+    assert [r.returncode for r in (daemon, server, start, load)] == [0, 0, 0, 0]
+    assert daemon.stdout.startswith(
+        "Usage: lms daemon [options] [command]\n\nCommands for managing the LM Studio daemon\n\nCommands:\n"
+        "   up                Manually start the llmster daemon\n"
+        "   down              Manually shutdown the llmster daemon\n"
+        "   status            Check the status of the LM Studio daemon\n"
+    ), daemon.stdout
+    assert re.search(r"^   start {13}Starts the local server$", server.stdout, re.MULTILINE), server.stdout
+    assert start.stdout.startswith("Usage: lms server start [options]\n\nStarts the local server\n\nOptions:\n")
+    assert re.search(r"^   -p, --port <port> {12}Port to run the server on\.", start.stdout, re.MULTILINE)
+    assert re.search(r"^   -c, --context-length <length> +The number", load.stdout, re.MULTILINE), load.stdout
+    assert re.search(r"^Arguments:\n   model-key +The model key to load", load.stdout, re.MULTILINE), load.stdout
+    assert "--help" not in start.stdout + load.stdout
