@@ -68,6 +68,9 @@ def out(line: str) -> None:
     sys.stdout.write(line + "\n")
 
 
+SPINNER_END = "\n\x1b[K\x1b[?25h"  # the spinner's last line cleared, the cursor shown again, no newline
+
+
 def out_json(value: Any) -> None:
     """JSON on stdout, compact as JavaScript's ``JSON.stringify`` writes it."""
     out(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
@@ -850,12 +853,15 @@ class Cli:
                     f"  lms load --exact {shortest}"
                 )
         else:
-            matches = [m for m in models if _fuzzy(path or "", m["path"])]
+            # fuzzy over model keys since 066002e (2026-02-11, LM Link builds), over paths before
+            by = "modelKey" if self.profile.load_local else "path"
+            matches = [m for m in models if _fuzzy(path or "", m[by])]
             if not opts.get("--yes"):
                 fail("Error: the simulated lms has no interactive prompt; pass --yes or --exact.")
             if not matches:
                 fail(
-                    f'Model not found\n\nNo model found that matches model key "{path}".\n\n'
+                    f"Model not found\n\nNo model found that matches {'model key' if by == 'modelKey' else 'path'} "
+                    f'"{path}".\n\n'
                     "To see a list of all downloaded models, run:\n\n    lms ls\n\n"
                     "To select a model interactively, remove the --yes flag:\n\n    lms load"
                 )
@@ -872,6 +878,9 @@ class Cli:
             err(f"Model loaded successfully in {common.format_elapsed(time.monotonic() - started)}.")
             err(f'To use the model in the API/SDK, use the identifier "{inst}".')
             return
+        if self.profile.load_spinner:  # hides the cursor, one spinner frame; see SPINNER_END
+            sys.stdout.write(f"\x1b[?25l\nLoading {model['modelKey']} \u280b")
+            sys.stdout.flush()
         reply = svc.rpc(
             "load",
             modelKey=model["modelKey"],
@@ -880,6 +889,9 @@ class Cli:
             contextLength=int(opts["--context-length"]) if "--context-length" in opts else None,
             gpu=opts.get("--gpu"),
         )
+        if self.profile.load_spinner:
+            sys.stdout.write(SPINNER_END)
+            sys.stdout.flush()
         if "error" in reply:  # HEAD: a titled error (facts §9); before: an SDK stack (facts §8)
             shape = profiles.load_error_titled if self.profile.load_error == "titled" else profiles.load_error_stack
             fail(shape(str(reply["error"])))

@@ -107,6 +107,8 @@ class Profile:
     # help layout: "commander" (Commander's own) or "head" (07b7252: a description line,
     # three-space indents, option descriptions, no `-h, --help` line; `lms --help` in sections)
     help_layout: str = "commander"
+    # `lms load` draws its progress spinner on stdout even on a pipe (the real 07b7252 did)
+    load_spinner: bool = False
     load_size_1024: bool = False  # `lms load` prints the size in GiB (ee91760, 2026-02-07), before in GB
     no_models_error: dict[str, object] = field(default_factory=lambda: dict(NO_MODELS_04))
 
@@ -139,6 +141,7 @@ _LLMSTER = Profile(
     auth_error="head",
     load_size_1024=True,
     help_layout="head",
+    load_spinner=True,
 )
 _CMDTS_APP = Profile(
     name="0.3-cmdts",

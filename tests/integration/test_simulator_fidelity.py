@@ -99,6 +99,12 @@ NO_DAEMON = {
 # the command line as cmd-ts echoes it. Sources: facts §3 (wordings), §8 (release lines), and
 # what the real `lms` 07b7252 printed against the simulator (wordings that date from 2024-04
 # apply to every row).
+# `lms load` on the 0.4 rows draws its spinner on stdout, as the real 07b7252 did on a pipe
+SPINNER = re.compile(r"^\x1b\[\?25l\nLoading \S+ [\u2800-\u28ff]\n\x1b\[K\x1b\[\?25h$")
+LOAD_HINTS = (
+    r"To see a list of all downloaded models, run:\n\n    lms ls\n\n"
+    r"To select a model interactively, remove the --yes flag:\n\n    lms load\n$"
+)
 SESSION: list[tuple[str, list[str], Any]] = [
     (
         "version-json",
@@ -214,7 +220,7 @@ SESSION: list[tuple[str, list[str], Any]] = [
             {
                 ("0.4", "0.4-app"): (
                     0,
-                    "",
+                    SPINNER,
                     r"^Model loaded successfully in [\d.]+m?s\.\n\(35\.14 GiB\)\nTo use the model in the API/SDK, use "
                     r'the identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
                 )
@@ -235,7 +241,10 @@ SESSION: list[tuple[str, list[str], Any]] = [
     (
         "load-duplicate-makes-:2",
         ["load", ORNITH_PATH, "--exact", "--yes"],
-        (0, "", r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"'),
+        by_profile(
+            (0, "", r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"'),
+            {("0.4", "0.4-app"): (0, SPINNER, r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"')},
+        ),
     ),
     (
         "status-on",
@@ -279,12 +288,15 @@ SESSION: list[tuple[str, list[str], Any]] = [
     (
         "load-yes-unknown",
         ["load", "zzzz-no-such", "--yes"],
-        (
-            1,
-            "",
-            r'^Model not found\n\nNo model found that matches model key "zzzz-no-such"\.\n\n'
-            r"To see a list of all downloaded models, run:\n\n    lms ls\n\n"
-            r"To select a model interactively, remove the --yes flag:\n\n    lms load\n$",
+        by_profile(  # fuzzy over paths before 066002e (2026-02-11, LM Link), over model keys since
+            (1, "", r'^Model not found\n\nNo model found that matches path "zzzz-no-such"\.\n\n' + LOAD_HINTS),
+            {
+                LM_LINK: (
+                    1,
+                    "",
+                    r'^Model not found\n\nNo model found that matches model key "zzzz-no-such"\.\n\n' + LOAD_HINTS,
+                )
+            },
         ),
     ),
     (
@@ -334,7 +346,7 @@ SESSION: list[tuple[str, list[str], Any]] = [
                 ),
                 ("0.4", "0.4-app"): (
                     1,
-                    "",
+                    SPINNER,
                     # what the real `lms` 07b7252 printed: the suggestion on its heading's line
                     r"^Error: Failed to load model \n\n\n \(!\) SUGGESTION Try .+\n\n\n   \(X\) CAUSE  \n\n"
                     r"Model loading was stopped due to insufficient system resources\. .*\n$",
@@ -948,3 +960,18 @@ def test_head_help_has_the_real_layout(make_sim: Any) -> None:
     assert re.search(r"^   -c, --context-length <length> +The number", load.stdout, re.MULTILINE), load.stdout
     assert re.search(r"^Arguments:\n   model-key +The model key to load", load.stdout, re.MULTILINE), load.stdout
     assert "--help" not in start.stdout + load.stdout
+
+
+def test_head_load_draws_its_spinner_on_stdout(make_sim: Any) -> None:
+    """The real `lms` 07b7252 draws its load progress on stdout even on a pipe (cursor hidden,
+    ``Loading <key> <frame>`` lines, the line cleared and the cursor shown again): stdout of
+    `lms load` is not empty and is not JSON; the messages stay on stderr. Older rows print nothing."""
+    head, old = make_sim("head"), make_sim("old", profile="0.3.31")
+    loaded = head.lms("load", "google/gemma-3-1b", "--yes")  # fuzzy over model keys (066002e)
+    assert re.fullmatch(
+        r"\x1b\[\?25l(\nLoading google/gemma-3-1b( \d+%)? [\u2800-\u28ff](\x1b\[\?25l)?)+\n\x1b\[K\x1b\[\?25h",
+        loaded.stdout,
+    )
+    assert "Model loaded successfully" in loaded.stderr
+    old_load = old.lms("load", GEMMA_PATH, "--exact", "--yes")
+    assert (old_load.returncode, old_load.stdout, "Model loaded successfully" in old_load.stderr) == (0, "", True)
