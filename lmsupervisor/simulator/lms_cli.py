@@ -1036,24 +1036,25 @@ class Cli:
         err("✓ Added LM Studio CLI tool (lms) to PATH. Open a new terminal window to use it.")
 
     def cmd_status(self, args: list[str]) -> None:
-        """`lms status` (facts §3): server on/off and the loaded models on stdout; exit 0.
+        """`lms status` ([lms] ``status.ts``, facts §3): server on/off and the loaded models on stdout; exit 0.
 
-        ``Server: ON (port: N)``, or ``Server:  OFF `` with a ``lms server start`` hint."""
+        It checks the server's greeting first and connects only when it answers, so with the
+        server off it wakes nothing (the real 07b7252 did not): ``Server:  OFF `` and a
+        ``lms server start`` hint; on: ``Server: ON (port: N)``, then ``No Models Loaded`` or
+        ``Loaded Models`` and a ``  · <id> - <size>`` line per instance."""
         parse(args, {}, max_positional=0, path=["status"])
-        svc = self.connect()
         cfg = common.read_json(self.home / ".internal" / "http-server-config.json", {})
         port = int(cfg.get("port", 1234)) if isinstance(cfg, dict) else 1234
-        running = self._greets("127.0.0.1", port, 1.0)
-        if running:
-            out(f"Server: ON (port: {port})")
-        else:
-            out("Server:  OFF ")
-            out("  (Start the server with: lms server start)")
+        if not self._greets("127.0.0.1", port, 1.0):
+            out("Server:  OFF \n\n(i) To start the server, run the following command:\n\n    lms server start")
+            return
+        out(f"Server: ON (port: {port})")
         out("")
-        models = svc.rpc("list_loaded")["models"]
-        out("Loaded Models")
+        models = self.connect(("LLM", "Embedding", "System")).rpc("list_loaded")["models"]
         if not models:
-            out("  No Models Loaded")
+            out("No Models Loaded")
+            return
+        out("Loaded Models")
         for m in models:
             out(f"  · {m['identifier']} - {common.format_size(m['sizeBytes'])}")
 

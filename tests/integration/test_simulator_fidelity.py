@@ -363,7 +363,17 @@ SESSION: list[tuple[str, list[str], Any]] = [
     ),
     ("server-stop", ["server", "stop"], (0, "", r"^Stopped the server on port \d+\.\n$")),
     ("server-stop-not-running", ["server", "stop"], (1, "", r"^Error: The server is not running\.\n$")),
-    ("status-off", ["status"], (0, re.compile(r"^Server:  OFF \n"), r"^$")),
+    (
+        "status-off",
+        ["status"],
+        (
+            0,
+            re.compile(
+                r"^Server:  OFF \n\n\(i\) To start the server, run the following command:\n\n    lms server start\n$"
+            ),
+            r"^$",
+        ),
+    ),
     (
         "daemon-down",
         ["daemon", "down"],
@@ -975,3 +985,14 @@ def test_head_load_draws_its_spinner_on_stdout(make_sim: Any) -> None:
     assert "Model loaded successfully" in loaded.stderr
     old_load = old.lms("load", GEMMA_PATH, "--exact", "--yes")
     assert (old_load.returncode, old_load.stdout, "Model loaded successfully" in old_load.stderr) == (0, "", True)
+
+
+def test_status_with_the_server_off_wakes_nothing(sim: SimInstall) -> None:
+    """`lms status` checks the server's greeting first and connects only when it answers
+    ([lms] status.ts; the real 07b7252 against the simulator): with nothing running it prints
+    the OFF hint and starts no daemon; with the server on and nothing loaded, `No Models Loaded`."""
+    off = sim.lms("status")
+    assert (off.returncode, off.stdout.splitlines()[0], sim.daemon_pid()) == (0, "Server:  OFF ", None)
+    up(sim, "server")
+    on = sim.lms("status")
+    assert on.stdout == f"Server: ON (port: {sim.http_port})\n\nNo Models Loaded\n"
