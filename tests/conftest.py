@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,21 @@ from lmsupervisor.simulator.home import SimInstall, create_install
 
 FAST = 0.02  # time_scale for tests: a 12 GB model loads in about 0.3 s
 
+# Opt-in, never set in CI: an executable real `lms` (built elsewhere from lmstudio-ai/lms)
+# that becomes ``bin/lms`` of every simulated install whose profile stands for the CLI it
+# was built from (HEAD 07b7252: the 0.4 profiles). Nothing in this repository builds it.
+REAL_LMS = os.environ.get("LMSUPERVISOR_REAL_LMS", "")
+REAL_LMS_PROFILES = ("0.4", "0.4-app")
+
+
+def use_real_lms(sim: SimInstall) -> SimInstall:
+    """Replace ``sim``'s fake `lms` with a wrapper running :data:`REAL_LMS`, when that is set
+    and ``sim``'s profile is one of :data:`REAL_LMS_PROFILES`; returns ``sim``."""
+    if REAL_LMS and sim.profile in REAL_LMS_PROFILES:
+        sim.lms_path.write_text(f'#!/bin/sh\nexec "{REAL_LMS}" "$@"\n', encoding="utf-8")
+        sim.lms_path.chmod(0o755)
+    return sim
+
 
 @pytest.fixture
 def make_sim(tmp_path: Path) -> Iterator[Callable[..., SimInstall]]:
@@ -21,7 +37,7 @@ def make_sim(tmp_path: Path) -> Iterator[Callable[..., SimInstall]]:
     def make(name: str = "home", **kwargs: Any) -> SimInstall:
         kwargs.setdefault("time_scale", FAST)
         kwargs.setdefault("lms_cost", (0.0, 0.0))  # benchmarks keep the default Node-like cost
-        sim = create_install(tmp_path / name, **kwargs)
+        sim = use_real_lms(create_install(tmp_path / name, **kwargs))
         made.append(sim)
         return sim
 

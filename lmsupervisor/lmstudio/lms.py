@@ -52,7 +52,9 @@ ERROR_MAX = 500  # characters of LM Studio's message kept in the status
 
 
 AUTH_FAILED = "Failed to authenticate:"  # BT#1566: printed before `Error: WebSocket connection closed`
-_TITLED_BLOCK = re.compile(r"^\(([!X])\) (SUGGESTION|CAUSE)$")  # HEAD's friendlyErrorDeserializer
+# HEAD's friendlyErrorDeserializer: a heading, alone on its line or (the real 07b7252 CLI's
+# `(!) SUGGESTION <text>`) followed by the block's first text on the same line
+_TITLED_BLOCK = re.compile(r"^\(([!X])\) (SUGGESTION|CAUSE)(?:\s+(.*))?$")
 
 
 def error_line(stderr: str) -> str:
@@ -97,10 +99,13 @@ def _titled(lines: list[str]) -> str:
         m = _TITLED_BLOCK.match(line)
         if m:
             current = blocks.setdefault(m[2], [])
+            if m[3]:
+                current.append(m[3])
         else:
             current.append(line)
     title = " ".join(head)
     title = title[len("Error: ") :] if title.startswith("Error: ") else title
+    title = title.rstrip(".")  # `Failed to load model "x".` reads `Failed to load model "x": <cause>`
     cause, suggestion = " ".join(blocks.get("CAUSE", [])), " ".join(blocks.get("SUGGESTION", []))
     one = f"{title}: {cause}" if cause else title
     return f"{one} (suggestion: {suggestion})" if suggestion else one

@@ -160,6 +160,33 @@ def format_size(size_bytes: int) -> str:
     return f"{value:.2f} TB"
 
 
+def format_size_1024(size_bytes: int) -> str:
+    """Size in binary units as `lms load` prints it since ee91760 (2026-02, `formatSizeBytes1024`): ``11.28 GiB``."""
+    value = float(size_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.2f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{value:.2f} TiB"
+
+
+def format_elapsed(seconds: float) -> str:
+    """A duration as `lms load` prints it ([lms] ``formatElapsedTime.ts``): ``311.00ms``,
+    ``6.88s``, ``1m 5.00s``, ``1h 0m 0.00s``."""
+    ms = seconds * 1000
+    if ms < 1000:
+        return f"{ms:.2f}ms"
+    segments: list[str] = []
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    if hours:
+        segments.append(f"{int(hours)}h")
+    if hours or minutes:
+        segments.append(f"{int(minutes)}m")
+    segments.append(f"{ms / 1000:.2f}s")
+    return " ".join(segments)
+
+
 def socket_host(bind: str) -> str:
     """The address the simulator really binds for LM Studio's ``networkInterface`` ``bind``.
 

@@ -68,6 +68,9 @@ def out(line: str) -> None:
     sys.stdout.write(line + "\n")
 
 
+SPINNER_END = "\n\x1b[K\x1b[?25h"  # the spinner's last line cleared, the cursor shown again, no newline
+
+
 def out_json(value: Any) -> None:
     """JSON on stdout, compact as JavaScript's ``JSON.stringify`` writes it."""
     out(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
@@ -105,6 +108,81 @@ class _Help(Exception):
 COMMON_FLAGS = {"--quiet": False, "--verbose": False, "--log-level": True}
 HIDDEN_FLAGS = ("--exact", "--local")  # `.hideHelp()` in [lms] load.ts (facts §9)
 ROOT_COMMANDS = ("server", "ls", "ps", "load", "unload", "get")  # what the root help lists
+
+# The HEAD help (what the real `lms` 07b7252 printed, colours off): each command's one-line
+# description, and the options the simulator knows as that help shows them (short flags,
+# value names, the first sentence of each description).
+HEAD_DESCRIPTIONS = {
+    "daemon": "Commands for managing the LM Studio daemon",
+    "server": "Commands for managing the local server",
+    "server start": "Starts the local server",
+    "server stop": "Stops the local server",
+    "server status": "Displays the status of the local server",
+    "load": "Load a model",
+    "ps": "List the models currently loaded in memory",
+    "ls": "List the models available on disk",
+    "unload": "Unload a model",
+    "get": "Search and download local models or Hub artifacts",
+}
+HEAD_DAEMON = {
+    "up": "Manually start the llmster daemon",
+    "down": "Manually shutdown the llmster daemon",
+    "status": "Check the status of the LM Studio daemon",
+    "update": "Update the llmster daemon",
+}
+HEAD_OPTIONS = {
+    "--port": ("-p, --port <port>", "Port to run the server on."),
+    "--bind": ("--bind <address>", "Network address to bind the server to."),
+    "--cors": ("--cors", "Enable CORS on the server."),
+    "--gpu": ("--gpu <offload-ratio>", "GPU offload ratio."),
+    "--context-length": ("-c, --context-length <length>", "The number of tokens to consider as context."),
+    "--parallel": ("--parallel <count>", "Maximum number of predictions the model can run at a given time."),
+    "--ttl": (
+        "--ttl <seconds>",
+        "TTL: If provided, when the model is not used for this number of seconds, it will be unloaded.",
+    ),
+    "--identifier": ("--identifier <identifier>", "The identifier to assign to the loaded model."),
+    "--estimate-only": ("--estimate-only", "Calculate an estimate of the resources required to load the model."),
+    "--yes": ("-y, --yes", "Automatically approve all prompts."),
+    "--json": ("--json", "Outputs in JSON format to stdout."),
+}
+HEAD_ROOT = """Usage: lms [options] [command]
+
+Local models
+   chat               Start an interactive chat with a model
+   get                Search and download local models or Hub artifacts
+   load               Load a model
+   unload             Unload a model
+   ls                 List the models available on disk
+   ps                 List the models currently loaded in memory
+   import             Import a model file into LM Studio
+
+Serve
+   server             Commands for managing the local server
+   log                Log incoming and outgoing messages
+
+Remote Instances
+   link               Commands for managing LM Link
+
+Runtime
+   runtime            Manage and update the inference runtime
+
+Develop & Publish (Beta)
+   clone              Clone an artifact from LM Studio Hub to a local folder
+   push               Uploads the artifact in the current folder to LM Studio Hub
+   dev                Starts a plugin dev server in the current folder
+   login              Authenticate with LM Studio
+   logout             Log out of LM Studio
+   whoami             Check the current authentication status
+
+Learn more:           https://lmstudio.ai/docs/developer
+Join our Discord:     https://discord.gg/lmstudio"""
+
+
+def head_table(rows: list[tuple[str, str]]) -> list[str]:
+    """HEAD's help table: three spaces, the term padded to the longest plus 12, the text."""
+    width = max(len(term_) for term_, _ in rows) + 12
+    return [f"   {term(term_)}{' ' * (width - len(term_))}{text}" for term_, text in rows]
 
 
 def coloured() -> bool:
@@ -274,11 +352,12 @@ class Cli:
             return None
         return None
 
-    def connect(self) -> Service:
-        """Discovery that wakes the daemon/app, as every real client command does."""
+    def connect(self, namespaces: tuple[str, ...] = ("System",), settles: bool = True) -> Service:
+        """Discovery that wakes the daemon/app, as every real client command does; then the
+        handshake on ``namespaces`` (see :meth:`_authenticate`)."""
         found = self.find()
         if found is not None:
-            self._authenticate()
+            self._authenticate(namespaces, settles)
             return found
         if os.environ.get("LMS_API_SERVER_INFO_PATH"):  # facts §9: no scan and no wake-up either
             err(f"LM Studio is not running at the API server named in {os.environ['LMS_API_SERVER_INFO_PATH']}.")
@@ -288,6 +367,7 @@ class Cli:
             err("LM Studio daemon is not running and no valid installation could be found or installed.")
             fail("Error: Failed to start or connect to local LM Studio API server.")
         loc, is_app = located
+        err("Waking up LM Studio service...")  # [js] findOrStartLlmster.ts, logger.info
         argv = [loc["path"]]
         if isinstance(loc.get("argv"), list) and loc["argv"][1:2] == ["."]:
             argv.append(".")
@@ -311,7 +391,7 @@ class Cli:
         while time.monotonic() < deadline:
             found = self.find()
             if found is not None:
-                self._authenticate()
+                self._authenticate(namespaces, settles)
                 return found
             if child.poll() is not None:
                 break
@@ -322,10 +402,16 @@ class Cli:
         err("LM Studio daemon is not running and no valid installation could be found or installed.")
         fail("Error: Failed to start or connect to local LM Studio API server.")
 
-    def _authenticate(self) -> None:
+    def _authenticate(self, namespaces: tuple[str, ...] = ("System",), settles: bool = True) -> None:
         """The websocket handshake: with the ``cli_passkey_rejected`` fault the service
-        refuses this CLI's passkey (BT#1566), printed as the real CLI does (facts §9)."""
+        refuses this CLI's passkey (BT#1566), printed as the real CLI does (facts §9).
+
+        ``namespaces`` are the sockets the command opens (``System``, ``LLM``, ...) and
+        ``settles`` False for a command whose promise never settles on that error (HEAD:
+        `ps`, `unload`, exit 13); both only matter to the ``head`` shape."""
         if common.load_faults(self.home).get("cli_passkey_rejected"):
+            if self.profile.auth_error == "head":
+                fail(profiles.auth_failed_head(namespaces, settles), 1 if settles else 13)
             fail(profiles.AUTH_FAILED_STDERR)
 
     # -- commands ------------------------------------------------------------
@@ -354,6 +440,23 @@ class Cli:
             out("FLAGS:")
             out("  --help, -h - show help")
             raise _Exit(1)
+        if self.profile.help_layout == "head":
+            command = " ".join(shown.path)
+            out(f"Usage: {name} [options]{' [model-key]' if command == 'load' else ''}")
+            out("")
+            out(HEAD_DESCRIPTIONS.get(command, ""))
+            out("")
+            rows = [HEAD_OPTIONS.get(opt.split()[0], (opt, "")) for opt in shown.options]
+            arguments = [("model-key", "The model key to load.")] if command == "load" else []
+            table = head_table(arguments + rows)  # one width for both tables
+            if arguments:
+                out("Arguments:")
+                out(table[0])
+                out("")
+            out("Options:")
+            for line in table[len(arguments) :]:
+                out(line)
+            return
         out(f"Usage: {name} [options]")
         out("")
         out("Options:")
@@ -375,6 +478,9 @@ class Cli:
             out("")
             out("For more help, try running `lms <subcommand> --help`")
             raise _Exit(1)
+        if self.profile.help_layout == "head":
+            out(HEAD_ROOT)
+            return
         out("Usage: lms [options] [command]")
         out("")
         out("Options:")
@@ -430,6 +536,15 @@ class Cli:
         runs or the GUI app holds the service, and on 0.4 prints ``Done.`` before the daemon has
         exited. ``update`` exits 1 (not simulated).
         """
+        if args[:1] in (["--help"], ["-h"]) and self.profile.help_layout == "head":
+            out("Usage: lms daemon [options] [command]")
+            out("")
+            out(HEAD_DESCRIPTIONS["daemon"])
+            out("")
+            out("Commands:")
+            for line in head_table([(sub, text) for sub, text in HEAD_DAEMON.items() if sub in self.profile.daemon]):
+                out(line)
+            return
         if args[:1] in (["--help"], ["-h"]):
             out("Usage: lms daemon [options] [command]")
             out("")
@@ -456,6 +571,7 @@ class Cli:
                 else:
                     out("LM Studio is not running")
                 return
+            self._authenticate()  # `daemon status` asks the service over the websocket
             info = svc.rpc("info", timeout=PROBE_TIMEOUT)
             if as_json:
                 out_json({"status": "running", "pid": info["pid"], "isDaemon": info["isDaemon"]})
@@ -468,6 +584,8 @@ class Cli:
             started = svc is None
             if svc is None:
                 svc = self.connect()
+            else:
+                self._authenticate()
             info = svc.rpc("info", timeout=PROBE_TIMEOUT)
             if as_json:
                 out_json(
@@ -484,6 +602,7 @@ class Cli:
             svc = self.find()
             if svc is None:
                 fail("Daemon is not running.")
+            self._authenticate()
             info = svc.rpc("info", timeout=PROBE_TIMEOUT)
             if not info["isDaemon"]:
                 fail("The daemon is currently running as part of LM Studio. Please exit LM Studio to stop it.")
@@ -524,6 +643,24 @@ class Cli:
         up to 5 times, 1 s apart) and exits 1 with ``Failed to verify the server is running``,
         also for ``--bind 0.0.0.0`` on profiles with ``verify_at_bind`` (BT#1720).
         """
+        if args[:1] in (["--help"], ["-h"]) and self.profile.dialect == "commander":
+            # Commander answers `--help` on a command that has subcommands (the real 07b7252: exit 0)
+            out("Usage: lms server [options] [command]")
+            out("")
+            if self.profile.help_layout == "head":
+                out(HEAD_DESCRIPTIONS["server"])
+                out("")
+                out("Commands:")
+                for line in head_table(
+                    [(sub, HEAD_DESCRIPTIONS[f"server {sub}"]) for sub in ("start", "stop", "status")]
+                ):
+                    out(line)
+            else:
+                out("Commands:")
+                for sub in ("start", "stop", "status"):
+                    out(f"  {term(sub)} [options]")
+                out("  help [command]  display help for command")
+            return
         if not args or args[0] not in ("start", "stop", "status"):
             raise _UsageError("command", args[0] if args else "", ["server"])
         sub, rest = args[0], args[1:]
@@ -589,24 +726,35 @@ class Cli:
         With ``--json`` the `ps --json` array (``{identifier, path}`` items on ``legacy``
         profiles, facts §8), else the table; when empty, stderr ``No models are currently loaded.``"""
         opts, _ = parse(args, {"--json": False}, max_positional=0, path=["ps"])
-        models = self._with_devices(self.connect().rpc("list_loaded")["models"], "loaded")
+        models = self._with_devices(self.connect(("Repository", "LLM"), False).rpc("list_loaded")["models"], "loaded")
         if opts.get("--json"):
             if self.profile.ps_json == "legacy":  # before ≈0.3.11 (facts §8)
                 out_json([{"identifier": m["identifier"], "path": m["path"]} for m in models])
             else:
-                out_json(models)
+                out_json([_schema_order(_zod_optional(m)) for m in models])
             return
         if not models:
-            err("No models are currently loaded.")
+            err("No models are currently loaded.\n\nTo load a model, run:\n\n    lms load <model path>")
             return
-        out("IDENTIFIER  MODEL  STATUS  SIZE  CONTEXT  PARALLEL  DEVICE  TTL")
+        rows = [["IDENTIFIER", "MODEL", "STATUS", "SIZE", "CONTEXT", "PARALLEL", "DEVICE", "TTL"]]
         for m in models:
             ttl = f"{m['ttlMs'] // 1000}s" if m.get("ttlMs") else ""
-            out(
-                f"{m['identifier']}  {m['modelKey']}  {m['status'].upper()}  "
-                f"{common.format_size(m['sizeBytes'])}  {m['contextLength']}  "
-                f"{m.get('parallel', '')}  {m.get('deviceIdentifier') or 'Local'}  {ttl}"
+            rows.append(
+                [
+                    m["identifier"],
+                    m["modelKey"],
+                    m["status"].upper(),
+                    common.format_size(m["sizeBytes"]),
+                    str(m["contextLength"]),
+                    str(m.get("parallel", "")),
+                    m.get("deviceIdentifier") or "Local",
+                    ttl,
+                ]
             )
+        out("")  # columnify's table, after a blank line, as the real 07b7252 printed it
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            out("    ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
     def cmd_ls(self, args: list[str]) -> None:
         """`lms ls [key] [--llm] [--embedding] [--json]` (facts §3): the downloaded models; always exit 0.
@@ -616,7 +764,7 @@ class Cli:
         opts, pos = parse(
             args, {"--json": False, "--llm": False, "--embedding": False, "--variants": False}, path=["ls"]
         )
-        models = self._with_devices(self.connect().rpc("list_downloaded")["models"], "models")
+        models = self._with_devices(self.connect(("Repository", "System")).rpc("list_downloaded")["models"], "models")
         if opts.get("--llm"):
             models = [m for m in models if m["type"] == "llm"]
         if opts.get("--embedding"):
@@ -626,7 +774,7 @@ class Cli:
         if opts.get("--json"):
             if not self.profile.ls_model_key:  # before [js] 52ff1cbe (2025-01-28)
                 models = [{k: v for k, v in m.items() if k != "modelKey"} for m in models]
-            out_json(models)
+            out_json([_zod_optional(m) for m in models])
             return
         total = sum(m["sizeBytes"] for m in models)
         out(f"You have {len(models)} models, taking up {common.format_size(total)} of disk space.")
@@ -686,7 +834,7 @@ class Cli:
                     fail(
                         f"error: option '{flag}' argument '{opts[flag]}' is invalid. Expected an integer of at least 1"
                     )
-        svc = self.connect()
+        svc = self.connect(("Repository", "System"))
         models = self._with_devices(svc.rpc("list_downloaded")["models"], "models")
         if opts.get("--local"):
             models = [m for m in models if m.get("deviceIdentifier") is None]
@@ -697,18 +845,26 @@ class Cli:
             model = next((m for m in models if m["path"] == path), None)
             if model is None:
                 shortest = min((m["path"] for m in models), key=len, default="")
-                fail(
-                    f'Model not found\n\n    No model found with path being exactly "{path}".'
-                    "\n\n    To disable exact matching, remove the --exact flag.\n\n"
-                    f"    Note, you need to provide the full model path. For example:\n\n"
-                    f"       lms load --exact {shortest}"
+                fail(  # [lms] load.ts, as the real 07b7252 printed it
+                    f'Model not found\n\nNo model found with path being exactly "{path}".'
+                    "\n\nTo disable exact matching, remove the --exact flag.\n\n"
+                    "To see a list of all downloaded models, run:\n\n    lms ls\n\n"
+                    f"Note, you need to provide the full model path. For example:\n\n"
+                    f"  lms load --exact {shortest}"
                 )
         else:
-            matches = [m for m in models if _fuzzy(path or "", m["path"])]
+            # fuzzy over model keys since 066002e (2026-02-11, LM Link builds), over paths before
+            by = "modelKey" if self.profile.load_local else "path"
+            matches = [m for m in models if _fuzzy(path or "", m[by])]
             if not opts.get("--yes"):
                 fail("Error: the simulated lms has no interactive prompt; pass --yes or --exact.")
             if not matches:
-                fail(f'Model not found\n\n    No model found that matches path "{path}".')
+                fail(
+                    f"Model not found\n\nNo model found that matches {'model key' if by == 'modelKey' else 'path'} "
+                    f'"{path}".\n\n'
+                    "To see a list of all downloaded models, run:\n\n    lms ls\n\n"
+                    "To select a model interactively, remove the --yes flag:\n\n    lms load"
+                )
             if len(matches) > 1:
                 err(f"W {len(matches)} models match the provided path. Loading the first one.")
             model = matches[0]
@@ -719,9 +875,12 @@ class Cli:
         started = time.monotonic()
         if model.get("deviceIdentifier") is not None:  # LM Link: loaded on the other machine
             inst = self._load_remote(model, opts.get("--identifier"))
-            err(f"Model loaded successfully in {time.monotonic() - started:.2f}s.")
+            err(f"Model loaded successfully in {common.format_elapsed(time.monotonic() - started)}.")
             err(f'To use the model in the API/SDK, use the identifier "{inst}".')
             return
+        if self.profile.load_spinner:  # hides the cursor, one spinner frame; see SPINNER_END
+            sys.stdout.write(f"\x1b[?25l\nLoading {model['modelKey']} \u280b")
+            sys.stdout.flush()
         reply = svc.rpc(
             "load",
             modelKey=model["modelKey"],
@@ -730,12 +889,16 @@ class Cli:
             contextLength=int(opts["--context-length"]) if "--context-length" in opts else None,
             gpu=opts.get("--gpu"),
         )
+        if self.profile.load_spinner:
+            sys.stdout.write(SPINNER_END)
+            sys.stdout.flush()
         if "error" in reply:  # HEAD: a titled error (facts §9); before: an SDK stack (facts §8)
             shape = profiles.load_error_titled if self.profile.load_error == "titled" else profiles.load_error_stack
             fail(shape(str(reply["error"])))
         inst = reply["instance"]
-        err(f"Model loaded successfully in {time.monotonic() - started:.2f}s.")
-        err(f"({common.format_size(model['sizeBytes'])})")
+        err(f"Model loaded successfully in {common.format_elapsed(time.monotonic() - started)}.")
+        size = common.format_size_1024 if self.profile.load_size_1024 else common.format_size
+        err(f"({size(model['sizeBytes'])})")
         err(f'To use the model in the API/SDK, use the identifier "{inst["identifier"]}".')
 
     def _linked(self) -> dict[str, Any] | None:
@@ -789,20 +952,26 @@ class Cli:
 
         An unknown id prints ``Model Not Found`` and exits 0; no argument with nothing loaded exits 1."""
         opts, pos = parse(args, {"--all": False}, aliases={"-a": "--all"}, path=["unload"])
-        svc = self.connect()
-        if opts.get("--all"):
-            count = svc.rpc("unload_all")["count"]
-            err(f"Unloaded {count} models." if count else "No models to unload.")
+        svc = self.connect(("Repository", "LLM"), False)
+        if opts.get("--all"):  # [lms] unload.ts, as the real 07b7252 printed it
+            loaded = svc.rpc("list_loaded")["models"]
+            for m in loaded:
+                err(f'Unloading "{m["identifier"]}"...')
+            count = svc.rpc("unload_all")["count"] if loaded else 0
+            err({0: "No models to unload.", 1: "Unloaded 1 model."}.get(count, f"Unloaded {count} models."))
             return
         if not pos:
             loaded = svc.rpc("list_loaded")["models"]
             if not loaded:
-                fail("No models to unload.")
+                fail('You don\'t have any models loaded. Use "lms load" to load a model.')
             fail("Error: the simulated lms has no interactive prompt; name the model.")
         if svc.rpc("unload", identifier=pos[0])["found"]:
             err(f'Model "{pos[0]}" unloaded.')
         else:
-            err("Model Not Found")  # facts §3: exits 0 all the same
+            err(  # facts §3: exits 0 all the same
+                f'Model Not Found\n\nCannot find a model with the identifier "{pos[0]}".\n\n'
+                "To see a list of loaded models, run:\n\n    lms ps"
+            )
 
     def cmd_get(self, args: list[str]) -> None:
         """`lms get <name[@quant]>` (facts §3): download from the simulated hub, ``@quant`` ignored.
@@ -867,26 +1036,70 @@ class Cli:
         err("✓ Added LM Studio CLI tool (lms) to PATH. Open a new terminal window to use it.")
 
     def cmd_status(self, args: list[str]) -> None:
-        """`lms status` (facts §3): server on/off and the loaded models on stdout; exit 0.
+        """`lms status` ([lms] ``status.ts``, facts §3): server on/off and the loaded models on stdout; exit 0.
 
-        ``Server: ON (port: N)``, or ``Server:  OFF `` with a ``lms server start`` hint."""
+        It checks the server's greeting first and connects only when it answers, so with the
+        server off it wakes nothing (the real 07b7252 did not): ``Server:  OFF `` and a
+        ``lms server start`` hint; on: ``Server: ON (port: N)``, then ``No Models Loaded`` or
+        ``Loaded Models`` and a ``  · <id> - <size>`` line per instance."""
         parse(args, {}, max_positional=0, path=["status"])
-        svc = self.connect()
         cfg = common.read_json(self.home / ".internal" / "http-server-config.json", {})
         port = int(cfg.get("port", 1234)) if isinstance(cfg, dict) else 1234
-        running = self._greets("127.0.0.1", port, 1.0)
-        if running:
-            out(f"Server: ON (port: {port})")
-        else:
-            out("Server:  OFF ")
-            out("  (Start the server with: lms server start)")
+        if not self._greets("127.0.0.1", port, 1.0):
+            out("Server:  OFF \n\n(i) To start the server, run the following command:\n\n    lms server start")
+            return
+        out(f"Server: ON (port: {port})")
         out("")
-        models = svc.rpc("list_loaded")["models"]
-        out("Loaded Models")
+        models = self.connect(("LLM", "Embedding", "System")).rpc("list_loaded")["models"]
         if not models:
-            out("  No Models Loaded")
+            out("No Models Loaded")
+            return
+        out("Loaded Models")
         for m in models:
             out(f"  · {m['identifier']} - {common.format_size(m['sizeBytes'])}")
+
+
+_OPTIONAL = ("paramsString", "architecture", "quantization")  # z.optional() in [js] ModelInfoBase
+
+
+def _zod_optional(model: dict[str, Any]) -> dict[str, Any]:
+    """``model`` without its unset optional keys: the service leaves them out (null fails
+    the SDK's zod check), so the real `lms` prints no ``"paramsString": null``."""
+    return {k: v for k, v in model.items() if not (k in _OPTIONAL and v is None)}
+
+
+# The real `ps --json` key order: the SDK's zod parse rebuilds each instance in its schema's
+# order (facts §3 sample; what the real 07b7252 printed from the simulator's websocket).
+_PS_ORDER = (
+    "type",
+    "modelKey",
+    "format",
+    "displayName",
+    "publisher",
+    "path",
+    "sizeBytes",
+    "indexedModelIdentifier",
+    "deviceIdentifier",
+    "paramsString",
+    "architecture",
+    "quantization",
+    "identifier",
+    "ttlMs",
+    "lastUsedTime",
+    "vision",
+    "trainedForToolUse",
+    "maxContextLength",
+    "contextLength",
+    "status",
+    "queued",
+    "parallel",
+)
+
+
+def _schema_order(instance: dict[str, Any]) -> dict[str, Any]:
+    """``instance`` with its keys in :data:`_PS_ORDER`, any others after them."""
+    ordered = {k: instance[k] for k in _PS_ORDER if k in instance}
+    return {**ordered, **{k: v for k, v in instance.items() if k not in ordered}}
 
 
 def _fuzzy(pattern: str, text: str) -> bool:

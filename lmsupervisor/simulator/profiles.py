@@ -101,6 +101,15 @@ class Profile:
     ttl_flag: bool = True  # `load --ttl` (0909a74, shipped in 0.3.9)
     # how `lms load` prints a failed load: "stack" (`- Caused By:`, facts §8) or "titled" (HEAD, §9)
     load_error: str = "stack"
+    # a refused passkey (BT#1566): "closed" (`Error: WebSocket connection closed` last, the
+    # shape users reported) or "head" (07b7252: per-namespace lines, exit 13 for `ps`/`unload`)
+    auth_error: str = "closed"
+    # help layout: "commander" (Commander's own) or "head" (07b7252: a description line,
+    # three-space indents, option descriptions, no `-h, --help` line; `lms --help` in sections)
+    help_layout: str = "commander"
+    # `lms load` draws its progress spinner on stdout even on a pipe (the real 07b7252 did)
+    load_spinner: bool = False
+    load_size_1024: bool = False  # `lms load` prints the size in GiB (ee91760, 2026-02-07), before in GB
     no_models_error: dict[str, object] = field(default_factory=lambda: dict(NO_MODELS_04))
 
     @property
@@ -129,6 +138,10 @@ _LLMSTER = Profile(
     guardrail=GUARDRAIL_STOPPED,
     load_local=True,
     load_error="titled",
+    auth_error="head",
+    load_size_1024=True,
+    help_layout="head",
+    load_spinner=True,
 )
 _CMDTS_APP = Profile(
     name="0.3-cmdts",
@@ -224,18 +237,22 @@ def load_error_stack(cause: str) -> str:
     )
 
 
+LOAD_FAILED_TITLE = "Failed to load model"  # the simulator's title of a failed load (LM Studio's is unconfirmed)
+LOAD_FAILED_SUGGESTION = "Try loading the model with a smaller context length or less GPU offload."
+
+
 def load_error_titled(cause: str) -> str:
-    """How HEAD's `lms load` prints a failed load (facts §9, public SDK
-    ``friendlyErrorDeserializer``): ``Error: <title>``, then a ``(!) SUGGESTION`` and a
-    ``(X) CAUSE`` block, no stack frames (colours off, as when piped)."""
+    """How HEAD's `lms load` prints a failed load whose error is ``{title, suggestion,
+    cause}`` (facts §9; [js] ``friendlyErrorDeserializer.ts`` ``deserializeOtherError``,
+    byte for byte what the real CLI 07b7252 printed against the simulator's websocket API,
+    colours off as when piped): ``Error: <title> ``, then `` (!) SUGGESTION <suggestion>``
+    on one line, then a ``(X) CAUSE`` heading and the cause; no stack frames."""
     return "\n".join(
         [
-            "Error: Failed to load model",
+            f"Error: {LOAD_FAILED_TITLE} ",
             "",
             "",
-            "   (!) SUGGESTION  ",
-            "",
-            "Try loading the model with a smaller context length or less GPU offload.",
+            f" (!) SUGGESTION {LOAD_FAILED_SUGGESTION}",
             "",
             "",
             "   (X) CAUSE  ",
@@ -250,6 +267,28 @@ AUTH_FAILED_STDERR = (  # BT#1566, facts §9: the cause comes before the last `E
     "Invalid passkey for lms CLI client\n"
     "Error: WebSocket connection closed"
 )
+AUTH_FAILED = "Failed to authenticate: Invalid passkey for lms CLI client"
+_WS_FRAMES = (  # two of the ten frames the real CLI prints after each line
+    "    at ws.addEventListener.once (file:///lms/dist/index.js:72243:36)\n"
+    "    at WebSocket.onMessage (/lms/node_modules/ws/lib/event-target.js:209:9)"
+)
+
+
+def auth_failed_head(namespaces: tuple[str, ...], settles: bool) -> str:
+    """What HEAD's `lms` (07b7252, run against the simulator) prints when the service refuses
+    its passkey: one ``[LMStudioClient][<Namespace>][ClientPort][WsClientTransport:
+    AuthenticatedWsClientTransport] WebSocket error: Error: Failed to authenticate: ...`` line
+    with stack frames per namespace the command opened, then, for a command whose promise
+    settles, ``Error: Failed to authenticate: ...`` with frames (exit 1). `ps` and `unload`
+    never settle: no final line, and Node exits 13 (unsettled top-level await)."""
+    lines = [
+        f"[LMStudioClient][{ns}][ClientPort][WsClientTransport:AuthenticatedWsClientTransport] "
+        f"WebSocket error: Error: {AUTH_FAILED}\n{_WS_FRAMES}"
+        for ns in namespaces
+    ]
+    if settles:
+        lines.append(f"Error: {AUTH_FAILED}\n{_WS_FRAMES}")
+    return "\n".join(lines)
 
 
 def cmdts_error(argv: list[str], bad: int, message: str, breadcrumbs: list[str], count: int = 1) -> str:

@@ -80,7 +80,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from lmsupervisor.simulator import common, openai_api, toolcalls
+from lmsupervisor.simulator import common, openai_api, profiles, toolcalls
 
 if TYPE_CHECKING:
     from lmsupervisor.simulator.daemon import Daemon
@@ -92,15 +92,17 @@ _MODEL_OPTIONAL = ("paramsString", "architecture", "quantization")  # z.optional
 class WsError(Exception):
     """An error answered as ``rpcError`` / ``channelError`` (``title``, optional ``cause``)."""
 
-    def __init__(self, title: str, cause: str | None = None) -> None:
+    def __init__(self, title: str, cause: str | None = None, suggestion: str | None = None) -> None:
         super().__init__(title)
-        self.title, self.cause = title, cause
+        self.title, self.cause, self.suggestion = title, cause, suggestion
 
     def serialized(self) -> dict[str, Any]:
-        """``serializedLMSExtendedErrorSchema``: ``{title, cause?, rootTitle}``."""
+        """``serializedLMSExtendedErrorSchema``: ``{title, cause?, suggestion?, rootTitle}``."""
         error: dict[str, Any] = {"title": self.title, "rootTitle": self.title}
         if self.cause is not None:
             error["cause"] = self.cause
+        if self.suggestion is not None:
+            error["suggestion"] = self.suggestion
         return error
 
 
@@ -297,6 +299,8 @@ class Session:
         if message.get("authVersion") != 1 or not isinstance(ident, str):
             return "Unsupported authentication message."
         if ident == "lms-cli":
+            if common.load_faults(self.d.home).get("cli_passkey_rejected"):  # BT#1566, SimInstall.reject_cli_passkey
+                return "Invalid passkey for lms CLI client"
             key2 = ""
             with contextlib.suppress(OSError):
                 key2 = (self.d.home / ".internal" / "lms-key-2").read_text(encoding="utf-8").strip()
@@ -477,8 +481,8 @@ class Session:
             send({"type": "resolved", "info": model_info(model)})
         step = "loadProgress" if jit else "progress"
         result = self.d.load(params, jit=jit, on_progress=lambda f: send({"type": step, "progress": f}))
-        if "error" in result:
-            raise WsError(f'Failed to load model "{model["modelKey"]}".', str(result["error"]))
+        if "error" in result:  # what HEAD's `lms load` prints as a titled error (facts §9)
+            raise WsError(profiles.LOAD_FAILED_TITLE, str(result["error"]), profiles.LOAD_FAILED_SUGGESTION)
         send({"type": "loadSuccess" if jit else "success", "info": instance_info(result["instance"])})
 
     def _get_or_load(self, p: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.sync.client import connect
 
 from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator.home import SimInstall
@@ -95,7 +96,15 @@ NO_DAEMON = {
 # One session per release line, in order: (id, argv, exit code, stdout, stderr regex).
 # stdout: "" (nothing), a regex, "ls-shape"/"ps-shape", or a JSON value in which a type
 # name ("int", "str", "bool") stands for any value of that type. `{argv}` in a regex is
-# the command line as cmd-ts echoes it. Sources: facts §3 (wordings), §8 (release lines).
+# the command line as cmd-ts echoes it. Sources: facts §3 (wordings), §8 (release lines), and
+# what the real `lms` 07b7252 printed against the simulator (wordings that date from 2024-04
+# apply to every row).
+# `lms load` on the 0.4 rows draws its spinner on stdout, as the real 07b7252 did on a pipe
+SPINNER = re.compile(r"^\x1b\[\?25l\nLoading \S+ [\u2800-\u28ff]\n\x1b\[K\x1b\[\?25h$")
+LOAD_HINTS = (
+    r"To see a list of all downloaded models, run:\n\n    lms ls\n\n"
+    r"To select a model interactively, remove the --yes flag:\n\n    lms load\n$"
+)
 SESSION: list[tuple[str, list[str], Any]] = [
     (
         "version-json",
@@ -124,7 +133,11 @@ SESSION: list[tuple[str, list[str], Any]] = [
     ),
     ("server-status-off-json", ["server", "status", "--json"], (0, {"running": False, "port": "int"}, r"^$")),
     ("server-status-off-text", ["server", "status"], (0, "", r"^The server is not running\.\n$")),
-    ("server-start-wakes-service", ["server", "start"], (0, "", r"^Success! Server is now running on port \d+\n$")),
+    (
+        "server-start-wakes-service",
+        ["server", "start"],
+        (0, "", r"^Waking up LM Studio service\.\.\.\nSuccess! Server is now running on port \d+\n$"),
+    ),
     (
         "daemon-status-up-json",
         ["daemon", "status", "--json"],
@@ -187,29 +200,51 @@ SESSION: list[tuple[str, list[str], Any]] = [
     ("server-status-on-json", ["server", "status", "--json"], (0, {"running": True, "port": "int"}, r"^$")),
     ("server-status-on-text", ["server", "status"], (0, "", r"^The server is running on port \d+\.\n$")),
     ("ps-empty-json", ["ps", "--json"], (0, [], r"^$")),
-    ("ps-empty-text", ["ps"], (0, "", r"^No models are currently loaded\.\n$")),
+    (
+        "ps-empty-text",
+        ["ps"],
+        (0, "", r"^No models are currently loaded\.\n\nTo load a model, run:\n\n    lms load <model path>\n$"),
+    ),
     ("ls-json", ["ls", "--json"], (0, "ls-shape", r"^$")),
     ("ls-text", ["ls"], (0, re.compile(r"^You have \d+ models, taking up [\d.]+ GB of disk space\."), r"^$")),
     (
         "load-exact",
         ["load", ORNITH_PATH, "--exact", "--yes"],
-        (
-            0,
-            "",
-            r"^Model loaded successfully in [\d.]+s\.\n\(37\.73 GB\)\nTo use the model in the API/SDK, use the "
-            r'identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
+        by_profile(  # formatElapsedTime: `311.00ms` under a second; GiB since ee91760 (2026-02)
+            (
+                0,
+                "",
+                r"^Model loaded successfully in [\d.]+m?s\.\n\(37\.73 GB\)\nTo use the model in the API/SDK, use the "
+                r'identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
+            ),
+            {
+                ("0.4", "0.4-app"): (
+                    0,
+                    SPINNER,
+                    r"^Model loaded successfully in [\d.]+m?s\.\n\(35\.14 GiB\)\nTo use the model in the API/SDK, use "
+                    r'the identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
+                )
+            },
         ),
     ),
     ("ps-json", ["ps", "--json"], (0, "ps-shape", r"^$")),
     (
         "ps-text",
         ["ps"],
-        (0, re.compile(r"^IDENTIFIER\s+MODEL\s+STATUS\s+SIZE\s+CONTEXT\s+PARALLEL\s+DEVICE\s+TTL\n"), r"^$"),
+        # columnify: a blank line, then columns padded to their width and 4 spaces apart
+        (
+            0,
+            re.compile(r"^\nIDENTIFIER {4,}MODEL {4,}STATUS {4,}SIZE {4,}CONTEXT {4,}PARALLEL {4,}DEVICE {4,}TTL\n"),
+            r"^$",
+        ),
     ),
     (
         "load-duplicate-makes-:2",
         ["load", ORNITH_PATH, "--exact", "--yes"],
-        (0, "", r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"'),
+        by_profile(
+            (0, "", r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"'),
+            {("0.4", "0.4-app"): (0, SPINNER, r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"')},
+        ),
     ),
     (
         "status-on",
@@ -228,13 +263,42 @@ SESSION: list[tuple[str, list[str], Any]] = [
         ["unload", "ornith-1.0-35b-mlx-oq8:2"],
         (0, "", r'^Model "ornith-1\.0-35b-mlx-oq8:2" unloaded\.\n$'),
     ),
-    ("unload-unknown-exits-0", ["unload", "nope"], (0, "", r"^Model Not Found\n$")),
+    (
+        "unload-unknown-exits-0",
+        ["unload", "nope"],
+        (
+            0,
+            "",
+            r'^Model Not Found\n\nCannot find a model with the identifier "nope"\.\n\n'
+            r"To see a list of loaded models, run:\n\n    lms ps\n$",
+        ),
+    ),
     (
         "load-exact-needs-path-not-key",
         ["load", "ornith-1.0-35b-mlx-oq8", "--exact", "--yes"],
-        (1, "", r"^Model not found\n"),
+        (
+            1,
+            "",
+            r'^Model not found\n\nNo model found with path being exactly "ornith-1\.0-35b-mlx-oq8"\.\n\n'
+            r"To disable exact matching, remove the --exact flag\.\n\n"
+            r"To see a list of all downloaded models, run:\n\n    lms ls\n\n"
+            r"Note, you need to provide the full model path\. For example:\n\n  lms load --exact \S+\n$",
+        ),
     ),
-    ("load-yes-unknown", ["load", "zzzz-no-such", "--yes"], (1, "", r"^Model not found\n")),
+    (
+        "load-yes-unknown",
+        ["load", "zzzz-no-such", "--yes"],
+        by_profile(  # fuzzy over paths before 066002e (2026-02-11, LM Link), over model keys since
+            (1, "", r'^Model not found\n\nNo model found that matches path "zzzz-no-such"\.\n\n' + LOAD_HINTS),
+            {
+                LM_LINK: (
+                    1,
+                    "",
+                    r'^Model not found\n\nNo model found that matches model key "zzzz-no-such"\.\n\n' + LOAD_HINTS,
+                )
+            },
+        ),
+    ),
     (
         "get-already",
         ["get", "openai/gpt-oss-20b", "--yes"],
@@ -282,19 +346,34 @@ SESSION: list[tuple[str, list[str], Any]] = [
                 ),
                 ("0.4", "0.4-app"): (
                     1,
-                    "",
-                    r"^Error: .+\n\n\n +\(!\) SUGGESTION +\n\n.+\n\n\n +\(X\) CAUSE +\n\n"
+                    SPINNER,
+                    # what the real `lms` 07b7252 printed: the suggestion on its heading's line
+                    r"^Error: Failed to load model \n\n\n \(!\) SUGGESTION Try .+\n\n\n   \(X\) CAUSE  \n\n"
                     r"Model loading was stopped due to insufficient system resources\. .*\n$",
                 ),
             },
         ),
     ),
-    ("unload-all", ["unload", "--all"], (0, "", r"^Unloaded 1 models\.\n$")),
+    ("unload-all", ["unload", "--all"], (0, "", r'^Unloading "ornith-1\.0-35b-mlx-oq8"\.\.\.\nUnloaded 1 model\.\n$')),
     ("unload-all-none", ["unload", "-a"], (0, "", r"^No models to unload\.\n$")),
-    ("unload-no-arg-none-loaded", ["unload"], (1, "", r"No models to unload")),
+    (
+        "unload-no-arg-none-loaded",
+        ["unload"],
+        (1, "", r'^You don\'t have any models loaded\. Use "lms load" to load a model\.\n$'),
+    ),
     ("server-stop", ["server", "stop"], (0, "", r"^Stopped the server on port \d+\.\n$")),
     ("server-stop-not-running", ["server", "stop"], (1, "", r"^Error: The server is not running\.\n$")),
-    ("status-off", ["status"], (0, re.compile(r"^Server:  OFF \n"), r"^$")),
+    (
+        "status-off",
+        ["status"],
+        (
+            0,
+            re.compile(
+                r"^Server:  OFF \n\n\(i\) To start the server, run the following command:\n\n    lms server start\n$"
+            ),
+            r"^$",
+        ),
+    ),
     (
         "daemon-down",
         ["daemon", "down"],
@@ -794,15 +873,39 @@ def test_server_info_path_turns_off_the_wake_up(make_sim: Any) -> None:
     assert (sim.lms("daemon", "up").returncode, sim.daemon_pid() is not None) == (0, True)
 
 
-def test_rejected_passkey_prints_the_cause_before_the_last_error(sim: SimInstall) -> None:
-    """BT#1566, facts §9: the authentication failure comes first, `Error: WebSocket connection
-    closed` last, exit 1."""
-    up(sim, "daemon")
-    sim.reject_cli_passkey()
-    result = sim.lms("ps", "--json")
+def test_rejected_passkey_prints_the_cause_before_the_last_error(make_sim: Any) -> None:
+    """BT#1566, facts §9: the authentication failure comes first. Shipped builds then print
+    `Error: WebSocket connection closed`, exit 1; HEAD (what the real `lms` 07b7252 printed)
+    one line per namespace socket with frames, then `Error: Failed to authenticate: ...` and
+    exit 1, except `ps`/`unload`, whose promise never settles: no last line, exit 13; and
+    `daemon status`, which asks the service, fails too."""
+    cause = "Failed to authenticate: Invalid passkey for lms CLI client"
+    old = make_sim("old", profile="0.3.31")
+    up(old, "server")
+    old.reject_cli_passkey()
+    result = old.lms("ps", "--json")
     lines = result.stderr.splitlines()
-    assert (result.returncode, lines[-1]) == (1, "Error: WebSocket connection closed")
-    assert "Failed to authenticate: Invalid passkey for lms CLI client" in lines[0]
+    assert (result.returncode, lines[-1], cause in lines[0]) == (1, "Error: WebSocket connection closed", True)
+
+    head = make_sim("head", profile="0.4")
+    up(head, "daemon")
+    head.reject_cli_passkey()
+    socket_line = re.compile(
+        r"^\[LMStudioClient\]\[(Repository|LLM|System)\]\[ClientPort\]\[WsClientTransport:"
+        r"AuthenticatedWsClientTransport\] WebSocket error: Error: " + re.escape(cause) + "$"
+    )
+    for args, code, last in (
+        (("ps", "--json"), 13, None),
+        (("unload", "--all"), 13, None),
+        (("ls", "--json"), 1, f"Error: {cause}"),
+        (("daemon", "status", "--json"), 1, f"Error: {cause}"),
+        (("server", "start"), 1, f"Error: {cause}"),
+    ):
+        result = head.lms(*args)
+        messages = [ln for ln in result.stderr.splitlines() if not ln.startswith("    at ")]
+        assert (result.returncode, result.stdout) == (code, ""), (args, result)
+        assert all(socket_line.match(ln) for ln in messages[: -1 if last else None]), (args, messages)
+        assert (messages[-1] if last else None) == last, (args, messages)
 
 
 def test_lm_link_device_is_listed_and_exact_picks_its_copy_without_local(make_sim: Any) -> None:
@@ -823,3 +926,73 @@ def test_lm_link_device_is_listed_and_exact_picks_its_copy_without_local(make_si
     old = make_sim(profile="0.3.31")
     up(old, "daemon")
     assert "deviceIdentifier" not in json.loads(old.lms("ls", "--json").stdout)[0]
+
+
+def test_ls_json_is_what_the_websocket_lists(sim: SimInstall) -> None:
+    """The real `lms ls --json` prints the service's ``system.listDownloadedModels`` items
+    (07b7252 against the simulator): the simulated `lms` prints the same objects, so an unset
+    optional key (an embedding model's ``paramsString``) is absent, not ``null``."""
+    up(sim, "daemon")
+    printed = json.loads(sim.lms("ls", "--json").stdout)
+    key2 = (sim.home / ".internal" / "lms-key-2").read_text().strip()
+    with connect(f"ws://127.0.0.1:{sim.api_port}/system", open_timeout=5) as ws:
+        ws.send(json.dumps({"authVersion": 1, "clientIdentifier": "lms-cli", "clientPasskey": "<key>" + key2}))
+        assert json.loads(ws.recv(timeout=5)) == {"success": True}
+        ws.send(json.dumps({"type": "rpcCall", "endpoint": "listDownloadedModels", "callId": 1}))
+        listed = json.loads(ws.recv(timeout=10))["result"]
+    embedding = next(m for m in printed if m["type"] == "embedding")
+    assert (printed, "paramsString" in embedding) == (listed, False)
+
+
+def test_head_help_has_the_real_layout(make_sim: Any) -> None:
+    """On the 0.4 rows the help is laid out as the real `lms` 07b7252 printed it (colours off):
+    a description line, three-space indents, options with their short flags and value names
+    and no `-h, --help` line; `lms server --help` lists start/stop/status and exits 0."""
+    sim = make_sim()
+    env = {**sim.env(), "NO_COLOR": "1", "FORCE_COLOR": "0"}
+
+    def help_of(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(sim.lms_path), *args, "--help"], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
+
+    daemon, server, start, load = help_of("daemon"), help_of("server"), help_of("server", "start"), help_of("load")
+    assert [r.returncode for r in (daemon, server, start, load)] == [0, 0, 0, 0]
+    assert daemon.stdout.startswith(
+        "Usage: lms daemon [options] [command]\n\nCommands for managing the LM Studio daemon\n\nCommands:\n"
+        "   up                Manually start the llmster daemon\n"
+        "   down              Manually shutdown the llmster daemon\n"
+        "   status            Check the status of the LM Studio daemon\n"
+    ), daemon.stdout
+    assert re.search(r"^   start {13}Starts the local server$", server.stdout, re.MULTILINE), server.stdout
+    assert start.stdout.startswith("Usage: lms server start [options]\n\nStarts the local server\n\nOptions:\n")
+    assert re.search(r"^   -p, --port <port> {12}Port to run the server on\.", start.stdout, re.MULTILINE)
+    assert re.search(r"^   -c, --context-length <length> +The number", load.stdout, re.MULTILINE), load.stdout
+    assert re.search(r"^Arguments:\n   model-key +The model key to load", load.stdout, re.MULTILINE), load.stdout
+    assert "--help" not in start.stdout + load.stdout
+
+
+def test_head_load_draws_its_spinner_on_stdout(make_sim: Any) -> None:
+    """The real `lms` 07b7252 draws its load progress on stdout even on a pipe (cursor hidden,
+    ``Loading <key> <frame>`` lines, the line cleared and the cursor shown again): stdout of
+    `lms load` is not empty and is not JSON; the messages stay on stderr. Older rows print nothing."""
+    head, old = make_sim("head"), make_sim("old", profile="0.3.31")
+    loaded = head.lms("load", "google/gemma-3-1b", "--yes")  # fuzzy over model keys (066002e)
+    assert re.fullmatch(
+        r"\x1b\[\?25l(\nLoading google/gemma-3-1b( \d+%)? [\u2800-\u28ff](\x1b\[\?25l)?)+\n\x1b\[K\x1b\[\?25h",
+        loaded.stdout,
+    )
+    assert "Model loaded successfully" in loaded.stderr
+    old_load = old.lms("load", GEMMA_PATH, "--exact", "--yes")
+    assert (old_load.returncode, old_load.stdout, "Model loaded successfully" in old_load.stderr) == (0, "", True)
+
+
+def test_status_with_the_server_off_wakes_nothing(sim: SimInstall) -> None:
+    """`lms status` checks the server's greeting first and connects only when it answers
+    ([lms] status.ts; the real 07b7252 against the simulator): with nothing running it prints
+    the OFF hint and starts no daemon; with the server on and nothing loaded, `No Models Loaded`."""
+    off = sim.lms("status")
+    assert (off.returncode, off.stdout.splitlines()[0], sim.daemon_pid()) == (0, "Server:  OFF ", None)
+    up(sim, "server")
+    on = sim.lms("status")
+    assert on.stdout == f"Server: ON (port: {sim.http_port})\n\nNo Models Loaded\n"

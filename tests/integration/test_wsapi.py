@@ -90,3 +90,42 @@ def test_model_calls_and_errors(sim: SimInstall) -> None:
     with pytest.raises(InvalidStatus) as refused:
         connect(f"ws://127.0.0.1:{sim.api_port}/nowhere", open_timeout=5)
     assert refused.value.response.status_code == 404
+
+
+def test_a_refused_load_is_a_titled_error_with_a_suggestion(sim: SimInstall) -> None:
+    """A load LM Studio refuses ends the ``loadModel`` channel with ``channelError`` ``{title,
+    suggestion, cause}``: the fields the real `lms` 07b7252 prints as `Error: <title>`,
+    ``(!) SUGGESTION`` and ``(X) CAUSE`` (facts §9), the same text the simulated `lms` prints."""
+    sim.fail_load("qwen/qwen3-4b", "Model loading was stopped due to insufficient system resources.")
+    assert sim.lms("daemon", "up").returncode == 0
+    with connect(f"ws://127.0.0.1:{sim.api_port}/llm", open_timeout=5) as ws:
+        Port(ws, sim)
+        create = {"modelKey": "qwen/qwen3-4b", "loadConfigStack": {"layers": []}}
+        ws.send(
+            json.dumps({"type": "channelCreate", "endpoint": "loadModel", "channelId": 1, "creationParameter": create})
+        )
+        error: dict[str, Any] = {"type": "channelSend"}
+        for _ in range(200):  # resolved, progress..., then the end of the channel
+            error = json.loads(ws.recv(timeout=10))
+            if error["type"] != "channelSend":
+                break
+    assert (error["type"], error["error"]["title"], error["error"]["cause"], error["error"]["suggestion"]) == (
+        "channelError",
+        "Failed to load model",
+        "Model loading was stopped due to insufficient system resources.",
+        "Try loading the model with a smaller context length or less GPU offload.",
+    )
+
+
+def test_a_rejected_cli_passkey_fails_the_handshake(sim: SimInstall) -> None:
+    """With the ``cli_passkey_rejected`` fault (BT#1566) the websocket refuses `lms`'s passkey
+    with the real wording, so a real `lms` fails as on such installs; SDK clients still connect."""
+    assert sim.lms("daemon", "up").returncode == 0
+    sim.reject_cli_passkey()
+    key2 = (sim.home / ".internal" / "lms-key-2").read_text().strip()
+    with connect(f"ws://127.0.0.1:{sim.api_port}/system", open_timeout=5) as ws:
+        ws.send(json.dumps({"authVersion": 1, "clientIdentifier": "lms-cli", "clientPasskey": "<key>" + key2}))
+        assert json.loads(ws.recv(timeout=5)) == {"success": False, "error": "Invalid passkey for lms CLI client"}
+    with connect(f"ws://127.0.0.1:{sim.api_port}/system", open_timeout=5) as ws:
+        ws.send(json.dumps({"authVersion": 1, "clientIdentifier": "my-sdk-app", "clientPasskey": "x"}))
+        assert json.loads(ws.recv(timeout=5)) == {"success": True}

@@ -164,3 +164,79 @@ def test_detected_once_per_binary_and_again_when_it_changes(tmp_path: Path) -> N
     os.utime(binary, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     asyncio.run(cache.get(binary, LmsClient(runner)))
     assert len(runner.calls) == 8
+
+
+# `daemon --help`, `server start --help` and `load --help` as the real `lms` 07b7252 (built
+# from lmstudio-ai/lms + lmstudio-js) printed them with NO_COLOR=1; load's long option
+# descriptions cut at 100 columns. Three-space indents, a description line, no `-h, --help`.
+REAL_DAEMON_HELP = (
+    "Usage: lms daemon [options] [command]\n"
+    "\n"
+    "Commands for managing the LM Studio daemon\n"
+    "\n"
+    "Commands:\n"
+    "   up                Manually start the llmster daemon\n"
+    "   down              Manually shutdown the llmster daemon\n"
+    "   status            Check the status of the LM Studio daemon\n"
+    "   update            Update the llmster daemon\n"
+)
+REAL_SERVER_START_HELP = (
+    "Usage: lms server start [options]\n"
+    "\n"
+    "Starts the local server\n"
+    "\n"
+    "Options:\n"
+    "   -p, --port <port>            Port to run the server on. If not provided, the server\n"
+    "                                will run on the same port as the last time it was started.\n"
+    '   --bind <address>             Network address to bind the server to. Use "0.0.0.0" to\n'
+    '                                accept connections from the local network, or "127.0.0.1"\n'
+    "                                (default) for localhost only. Can also be set via the\n"
+    "                                LMS_SERVER_HOST environment variable.\n"
+    "   --cors                       Enable CORS on the server. Allows any website you visit to\n"
+    "                                access the server. This is required if you are developing\n"
+    "                                a web application.\n"
+)
+REAL_LOAD_HELP = (
+    "Usage: lms load [options] [model-key]\n"
+    "\n"
+    "Load a model\n"
+    "\n"
+    "Arguments:\n"
+    "   model-key                                                             The model key to load. If n\n"
+    "\n"
+    "Options:\n"
+    "   --gpu <offload-ratio>                                                 GPU offload ratio. Valid va\n"
+    "   -c, --context-length <length>                                         The number of tokens to con\n"
+    "   --parallel <count>                                                    Maximum number of predictio\n"
+    "   --ttl <seconds>                                                       TTL: If provided, when the\n"
+    "   --speculative-draft-mtp                                               Enable load-time Draft MTP\n"
+    "   --no-speculative-draft-mtp                                            Disable load-time Draft MTP\n"
+    "   --speculative-draft-simple                                            Enable load-time Draft Simp\n"
+    "   --speculative-draft-model <model>                                     Draft model resource to use\n"
+    "   --speculative-draft-max-tokens <count>                                Maximum number of draft tok\n"
+    "   --speculative-draft-min-tokens <count>                                Minimum draft length to con\n"
+    "   --speculative-draft-min-continue-probability <probability>            Continue drafting while tok\n"
+    "   --identifier <identifier>                                             The identifier to assign to\n"
+    "   --estimate-only                                                       Calculate an estimate of th\n"
+    "   -y, --yes                                                             Automatically approve all p\n"
+)
+
+
+def test_the_real_head_help_is_read() -> None:
+    """The help of the real `lms` 07b7252: `daemon` up/down/status, `--bind`, `--ttl`, Commander;
+    `--local` stays unknown (hidden, facts §9)."""
+    caps = parse_help(
+        "/l",
+        "1:2",
+        "07b7252",
+        HelpOutput(0, REAL_DAEMON_HELP, ""),
+        HelpOutput(0, REAL_SERVER_START_HELP, ""),
+        HelpOutput(0, REAL_LOAD_HELP, ""),
+    )
+    assert (caps.dialect, caps.daemon, caps.bind, caps.ttl, caps.local) == (
+        "commander",
+        {"status", "up", "down"},
+        True,
+        True,
+        False,
+    )

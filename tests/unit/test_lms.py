@@ -201,6 +201,22 @@ def test_error_line_reads_the_titled_load_failure_of_head() -> None:
     )
 
 
+def test_error_line_reads_the_suggestion_on_its_heading_line() -> None:
+    """The real `lms` 07b7252 prints `(!) SUGGESTION <text>` on one line and a title that may end
+    in a period (what it printed against the simulator's websocket API): the suggestion is
+    not read as part of the title, and the title's period does not end up before the colon."""
+    stderr = (
+        'Error: Failed to load model "qwen/qwen3-4b". \n\n\n'
+        " (!) SUGGESTION Try loading the model with a smaller context length or less GPU offload.\n\n\n"
+        "   (X) CAUSE  \n\n"
+        "Model loading was stopped due to insufficient system resources.\n"
+    )
+    assert error_line(stderr) == (
+        'Failed to load model "qwen/qwen3-4b": Model loading was stopped due to insufficient system '
+        "resources. (suggestion: Try loading the model with a smaller context length or less GPU offload.)"
+    )
+
+
 def test_legacy_json_shapes() -> None:
     """Before ≈0.3.11 `ps --json` items are {identifier, path} and `ls --json` has no modelKey
     (facts §8): both parse, keyed by their path."""
