@@ -867,7 +867,7 @@ def _dispatch(r: _Step, msg: Message) -> None:
                   deterministic=msg.deterministic)  # fmt: skip
             r.fail(msg.reason, "bring_up_failed", signature=signature, deterministic=msg.deterministic)  # -> BACKOFF
         case BringUpNoted(problem=problem) if msg.action == s.action and state is State.STARTING:
-            r.set(notes=(*(p for p in s.notes if p.code != problem.code), problem))
+            r.set(notes=_with(s.notes, problem.code, problem))
         case LoadStarted(name=name):
             if r.snap.model(name) is not None:
                 others = tuple(f for f in s.in_flight if f.name != name)
@@ -939,8 +939,7 @@ def _dispatch(r: _Step, msg: Message) -> None:
             r.log("error", "config_rejected", error=error, key=key)
             r.emit(Publish({"type": "config", "error": error}))
         case Noted(code=code, problem=problem):
-            kept = tuple(p for p in s.standing if p.code != code)
-            r.set(standing=(*kept, problem) if problem is not None else kept)
+            r.set(standing=_with(s.standing, code, problem))
         case ActionCrashed():
             _crashed(r, msg)
         case _:
@@ -967,6 +966,12 @@ def _verify_models(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
                 r.set_model(name, "failed", "still loading in LM Studio (a load started earlier has not finished)")
             else:
                 r.set_model(name, "failed", "not listed by `lms ps --json` after loading")
+
+
+def _with(problems: tuple[Problem, ...], code: str, problem: Problem | None) -> tuple[Problem, ...]:
+    """``problems`` with the one called ``code`` replaced by ``problem`` (None: removed)."""
+    kept = tuple(p for p in problems if p.code != code)
+    return (*kept, problem) if problem is not None else kept
 
 
 def _note(r: _Step, prefix: str, problem: Problem | None) -> None:
@@ -1062,7 +1067,7 @@ def _crashed(r: _Step, msg: ActionCrashed) -> None:
     r.log("error", "action_crashed", effect=msg.effect, error=msg.error)
     problem = crash_problem(msg.effect, msg.error)
     if msg.action == EFFECT_ACTION:  # a synchronous effect: shown, never the running action's failure
-        r.set(standing=(*(p for p in s.standing if p.code != problem.code), problem))
+        r.set(standing=_with(s.standing, problem.code, problem))
     elif msg.action == CONFIG_ACTION:
         r.set(config_error=f"reading the config failed: {msg.error}")
         r.emit(Publish({"type": "config", "error": r.snap.config_error}))
@@ -1072,7 +1077,7 @@ def _crashed(r: _Step, msg: ActionCrashed) -> None:
     elif msg.action == s.action and s.state in (State.STARTING, State.LOADING_MODELS):
         # Our own code failed: restarting LM Studio cannot fix it. Shown at once, retried
         # under backoff at rung START only (nothing of LM Studio's is stopped or killed).
-        r.set(notes=(*(p for p in s.notes if p.code != problem.code), problem))
+        r.set(notes=_with(s.notes, problem.code, problem))
         r.fail(f"{msg.effect} crashed: {msg.error}", "action_crashed", deterministic=True)  # -> BACKOFF
 
 
