@@ -55,6 +55,38 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
+# ModelInfo's keys in the SDK's schema order ([js] lms-shared-types ModelInfoBase), up to the
+# optional ones; MODEL_OPTIONAL are z.optional(): left out when unset (null fails the zod check,
+# and the real `lms` prints no ``"paramsString": null``). Shared by `ls/ps --json` and the websocket.
+MODEL_INFO_HEAD = (
+    "type",
+    "modelKey",
+    "format",
+    "displayName",
+    "publisher",
+    "path",
+    "sizeBytes",
+    "indexedModelIdentifier",
+    "deviceIdentifier",
+)
+MODEL_OPTIONAL = ("paramsString", "architecture", "quantization")
+
+
+def linked_instance(entry: dict[str, Any], identifier: str) -> dict[str, Any]:
+    """A loaded instance of catalogue ``entry`` on a linked LM Link device, as `ps --json`
+    lists it (idle, 4096 context, no TTL)."""
+    return {
+        **entry,
+        "identifier": identifier,
+        "ttlMs": None,
+        "lastUsedTime": None,
+        "contextLength": 4096,
+        "status": "idle",
+        "queued": 0,
+        "parallel": 1,
+    }
+
+
 def lmstudio_home() -> Path:
     """The home LM Studio would use for the current ``HOME``; writes the pointer as it does."""
     user_home = Path.home()

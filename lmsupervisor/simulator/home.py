@@ -282,16 +282,7 @@ class SimInstall:
         catalog = {m["modelKey"]: m for m in common.read_json(common.sim_dir(self.home) / "catalog.json", [])}
         entries = [{k: v for k, v in catalog[k].items() if k != "downloaded"} for k in models]
         instances = [
-            {
-                **catalog_entry,
-                "identifier": catalog_entry["modelKey"],
-                "ttlMs": None,
-                "lastUsedTime": None,
-                "contextLength": 4096,
-                "status": "idle",
-                "queued": 0,
-                "parallel": 1,
-            }
+            common.linked_instance(catalog_entry, catalog_entry["modelKey"])
             for catalog_entry in (e for e in entries if e["modelKey"] in loaded)
         ]
         common.write_json(

@@ -932,18 +932,7 @@ class Cli:
         while ident in taken:
             ident, n = f"{identifier or model['modelKey']}:{n}", n + 1
         entry = {k: v for k, v in model.items() if k != "deviceIdentifier"}
-        linked.setdefault("loaded", []).append(
-            {
-                **entry,
-                "identifier": ident,
-                "ttlMs": None,
-                "lastUsedTime": None,
-                "contextLength": 4096,
-                "status": "idle",
-                "queued": 0,
-                "parallel": 1,
-            }
-        )
+        linked.setdefault("loaded", []).append(common.linked_instance(entry, ident))
         common.write_json(path, linked)
         return ident
 
@@ -1059,30 +1048,17 @@ class Cli:
             out(f"  · {m['identifier']} - {common.format_size(m['sizeBytes'])}")
 
 
-_OPTIONAL = ("paramsString", "architecture", "quantization")  # z.optional() in [js] ModelInfoBase
-
-
 def _zod_optional(model: dict[str, Any]) -> dict[str, Any]:
     """``model`` without its unset optional keys: the service leaves them out (null fails
     the SDK's zod check), so the real `lms` prints no ``"paramsString": null``."""
-    return {k: v for k, v in model.items() if not (k in _OPTIONAL and v is None)}
+    return {k: v for k, v in model.items() if not (k in common.MODEL_OPTIONAL and v is None)}
 
 
 # The real `ps --json` key order: the SDK's zod parse rebuilds each instance in its schema's
 # order (facts §3 sample; what the real 07b7252 printed from the simulator's websocket).
 _PS_ORDER = (
-    "type",
-    "modelKey",
-    "format",
-    "displayName",
-    "publisher",
-    "path",
-    "sizeBytes",
-    "indexedModelIdentifier",
-    "deviceIdentifier",
-    "paramsString",
-    "architecture",
-    "quantization",
+    *common.MODEL_INFO_HEAD,
+    *common.MODEL_OPTIONAL,
     "identifier",
     "ttlMs",
     "lastUsedTime",

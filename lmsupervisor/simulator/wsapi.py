@@ -86,7 +86,6 @@ if TYPE_CHECKING:
     from lmsupervisor.simulator.daemon import Daemon
 
 NAMESPACES = ("system", "llm", "embedding", "repository", "runtime", "files", "plugins", "diagnostics")
-_MODEL_OPTIONAL = ("paramsString", "architecture", "quantization")  # z.optional(): null would fail the zod check
 
 
 class WsError(Exception):
@@ -112,22 +111,10 @@ def _internal(exc: Exception) -> dict[str, Any]:
 
 def model_info(m: dict[str, Any]) -> dict[str, Any]:
     """``ModelInfo`` (``llmInfoSchema`` / ``embeddingModelInfoSchema``) of an `lms ls --json` entry."""
-    keys = [
-        "type",
-        "modelKey",
-        "format",
-        "displayName",
-        "publisher",
-        "path",
-        "sizeBytes",
-        "indexedModelIdentifier",
-        "deviceIdentifier",
-        *_MODEL_OPTIONAL,
-        "maxContextLength",
-    ]
+    keys = [*common.MODEL_INFO_HEAD, *common.MODEL_OPTIONAL, "maxContextLength"]
     if m["type"] == "llm":
         keys += ["vision", "trainedForToolUse"]
-    return {k: m.get(k) for k in keys if not (k in _MODEL_OPTIONAL and m.get(k) is None)}
+    return {k: m.get(k) for k in keys if not (k in common.MODEL_OPTIONAL and m.get(k) is None)}
 
 
 def instance_info(inst: dict[str, Any]) -> dict[str, Any]:
