@@ -133,27 +133,31 @@ class Actions:
         ServerUp, NotInstalled or BringUpFailed. Bounded by :func:`rung_deadline`."""
         log = self.log.bind(step=eff.step.name.lower(), action=eff.action)
         deadline = rung_deadline(eff.step, eff.config)
+        seen = _Seen()
         try:
-            return await within(self.clock, self._bring_up(eff, log), deadline)
+            return await within(self.clock, self._bring_up(eff, log, seen), deadline)
         except TimeoutError:
-            return BringUpFailed(eff.action, f"the {eff.step.name.lower()} rung did not finish within {deadline:g} s")
-        except LmSupervisorError as exc:
+            why = f"the {eff.step.name.lower()} rung did not finish within {deadline:g} s"
+        except LmSupervisorError as exc:  # `lms daemon up` failed, ...: what detection named still shows
             log.warning("bring_up_step_failed", error=str(exc))
-            return BringUpFailed(eff.action, exc.message)
+            why = exc.message
+        return BringUpFailed(eff.action, why, seen.install, tuple(seen.notes), seen.capabilities)
 
-    async def _bring_up(self, eff: BringUp, log: structlog.typing.FilteringBoundLogger) -> Message:
+    async def _bring_up(self, eff: BringUp, log: structlog.typing.FilteringBoundLogger, seen: _Seen) -> Message:
         cfg = eff.config
         install = self.detect(cfg)
         if not install.installed or install.lms is None:
             reason = next((p.message for p in install.problems if p.severity == "error"), "LM Studio not found")
             return NotInstalled(eff.action, install, reason)
+        seen.install = install
         began = self.clock.wall()
         lms = self.lms_factory(install.lms)
-        caps = await self.capabilities.get(install.lms, lms)  # cached per binary: no call once known
+        caps = seen.capabilities = await self.capabilities.get(install.lms, lms)  # cached per binary
         install, found, sound = _settings(install, eff.last_good_server)
+        seen.install = install
         sound = sound and server_address(found.bind) is not None  # never remember an unusable address
         server = effective(cfg.server.bind, cfg.server.port, cfg.server.cors, found)
-        notes: list[Problem] = []
+        notes = seen.notes
 
         def note(problem: Problem) -> None:  # shown at once, not when this bring-up ends
             notes.append(problem)
@@ -302,7 +306,7 @@ class Actions:
         except RestUnsupportedError:
             return False, []
         except RestAuthError as exc:
-            return True, [token_problem(exc)]
+            return True, [token_problem(exc.code, exc.message)]
         except (RestError, TimeoutError) as exc:
             self.log.info("rest_check_failed", error=str(exc))
             return None, []
@@ -449,16 +453,23 @@ class Actions:
             inst = instance_of(m, loaded)
             if name not in eff.ask or inst is None or not eff.url:
                 continue
-            result = await self.ask(eff.url, inst.identifier, inst.type, eff.answer_timeout)
-            answers.append(Answered(0, name, result.ok, result.latency_ms, result.error))
+            answers.append(await self.ask(0, name, eff.url, inst.identifier, inst.type, eff.answer_timeout))
         return tuple(answers)
 
-    async def ask(self, url: str, identifier: str, kind: str, timeout: float) -> ProbeResult:
-        """One answer probe of ``identifier`` bounded by ``timeout`` seconds of clock time."""
+    async def ask(self, epoch: int, name: str, url: str, identifier: str, kind: str, timeout: float) -> Answered:
+        """One answer probe of model ``name`` (instance ``identifier``, server ``epoch``)
+        bounded by ``timeout`` seconds of clock time. A 401 is not the model's failure: the
+        answer is ok-less and carries the token problem (``api_token_missing`` or
+        ``api_token_invalid``); the model stays loaded."""
         try:
-            return await within(self.clock, self.prober.ask(url, identifier, kind, timeout), timeout)
+            result = await within(self.clock, self.prober.ask(url, identifier, kind, timeout), timeout)
         except TimeoutError:
-            return ProbeResult(False, timeout * 1000, None, f"{identifier} did not answer within {timeout:g} s")
+            result = ProbeResult(False, timeout * 1000, None, f"{identifier} did not answer within {timeout:g} s")
+        problem = None
+        if result.status == 401:
+            code = "api_token_invalid" if self.prober.token() else "api_token_missing"
+            problem = token_problem(code, result.error or "HTTP 401")
+        return Answered(epoch, name, result.ok, result.latency_ms, result.error, problem)
 
     async def _rest_listing(self, rest: RestClient | None, eff: LoadModels) -> Listing | None:
         """``GET /api/v1/models`` when REST can stand in for `lms` for every declared model
@@ -591,6 +602,16 @@ class Actions:
 
 
 @dataclass
+class _Seen:
+    """What one bring-up has learnt so far (the install as detected, problems noted on its
+    way, this `lms`'s capabilities): kept when it fails by an exception or its deadline."""
+
+    install: Install | None = None
+    notes: list[Problem] = field(default_factory=list)
+    capabilities: CliCapabilities | None = None
+
+
+@dataclass
 class _Pass:
     """What one load pass learns as it goes: ``local`` (an LM Link `lms`: pass ``--local``)
     and the names whose download is ``paused``."""
@@ -609,11 +630,13 @@ def _paused_problem(names: list[str]) -> Problem:
     )
 
 
-def token_problem(exc: RestAuthError) -> Problem:
-    """The problem for a 401 from LM Studio's REST API ("Require Authentication" is on)."""
+def token_problem(code: str, message: str) -> Problem:
+    """``api_token_missing`` or ``api_token_invalid`` (``code``): LM Studio answered 401
+    ("Require Authentication" is on) with ``message``, to a REST v1 request
+    (:class:`~lmsupervisor.errors.RestAuthError`) or an answer probe."""
     return Problem(
-        exc.code,
-        f"LM Studio's REST API refused lmsupervisor's request: {error_line(exc.message)}",
+        code,
+        f"LM Studio refused lmsupervisor's request (HTTP 401): {error_line(message)}",
         "create an API token in LM Studio's Developer page and set [lmstudio] api_token (or api_token_file, "
         "or LM_API_TOKEN); meanwhile lmsupervisor uses lms",
         "warning",

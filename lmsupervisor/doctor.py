@@ -205,7 +205,7 @@ async def diagnose(
             diag.rest_v1 = False
         except RestAuthError as exc:
             diag.rest_v1 = True
-            diag.problems.append(token_problem(exc))
+            diag.problems.append(token_problem(exc.code, exc.message))
         except RestError:
             pass
         finally:

@@ -231,12 +231,28 @@ def lock_home(
     digest = hashlib.sha256(os.path.realpath(home).encode()).hexdigest()[:24]
     lock = InstanceLock(folder / f"{digest}.lock")
     note = folder / f"{digest}.json"
+    holder = json.dumps({"pid": os.getpid(), "socket": str(sock), "home": str(home)})
+
+    def late() -> bool:
+        """The lock once the folder is repaired (taken for the rest of this process: an
+        flock ends with it); True when the folder works again, even if another supervisor
+        took the home meanwhile (logged: the folder problem is gone all the same)."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            lock.acquire()
+        except InstanceLockedError:
+            structlog.get_logger("lmsupervisor").warning("home_lock_taken", lock=str(lock.path))
+            return True
+        except (OSError, ConfigError):
+            return False
+        return files.write(note, holder)
+
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock.acquire()
     except (OSError, ConfigError) as exc:
         cause = exc.__cause__ if isinstance(exc, ConfigError) and isinstance(exc.__cause__, OSError) else exc
-        files.failed(lock.path, cause if isinstance(cause, OSError) else OSError(str(exc)))
+        files.failed(lock.path, cause if isinstance(cause, OSError) else OSError(str(exc)), again=late)
         return None
     except InstanceLockedError:
         try:
@@ -248,5 +264,5 @@ def lock_home(
             f"LM Studio at {home} is already supervised ({who})",
             hint="one supervisor per LM Studio home: stop the other one, or point this one at another home",
         ) from None
-    files.write(note, json.dumps({"pid": os.getpid(), "socket": str(sock), "home": str(home)}))
+    files.write(note, holder)
     return lock

@@ -10,7 +10,10 @@ setting, never LM Studio's uptime. So a write that fails (a read-only or full di
 folder with the wrong owner) never raises: it is logged ``state_file_write_failed`` once
 per file and cause, and reported as the problem ``state_folder_unwritable`` with the fix
 (through :attr:`StateFiles.listener`, which the supervisor turns into a ``Noted``
-message); the next successful write of every failed file clears it.
+message). The supervisor calls :meth:`StateFiles.retry` each health round while the
+problem stands: every failed write is tried again with its last text (a lock, its
+acquisition), and the problem clears once all of them succeed, so a repaired folder
+never leaves a stale warning (nor the alert built on it).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class StateFiles:
         self.listener: Callable[[Problem | None], None] | None = None
         self.problem: Problem | None = None
         self._failing: dict[Path, str] = {}  # file -> cause already logged
+        self._again: dict[Path, Callable[[], bool]] = {}  # file -> its write (or lock) tried again
         self.log = structlog.get_logger("lmsupervisor")
 
     def attach(self, listener: Callable[[Problem | None], None]) -> None:
@@ -67,19 +71,21 @@ class StateFiles:
         except OSError as exc:
             with contextlib.suppress(OSError):  # the same disk problem: nothing more to do about it
                 tmp.unlink(missing_ok=True)
-            self.failed(path, exc)
+            self.failed(path, exc, again=lambda: self.write(path, text))
             return False
-        if self._failing.pop(path, None) is not None and not self._failing:
-            self._report(None)
+        self._written(path)
         return True
 
-    def failed(self, path: Path, exc: OSError) -> None:
+    def failed(self, path: Path, exc: OSError, again: Callable[[], bool] | None = None) -> None:
         """Log (once per file and cause) and report that ``path`` could not be written:
-        for a state file that is not written with :meth:`write` (a lock file)."""
+        for a state file that is not written with :meth:`write` (a lock file). ``again``
+        tries once more (True: done), for :meth:`retry`."""
         cause = exc.strerror or type(exc).__name__
         if self._failing.get(path) != cause:
             self.log.warning("state_file_write_failed", path=str(path), error=cause)
         self._failing[path] = cause
+        if again is not None:
+            self._again[path] = again
         folder = path.parent
         self._report(
             Problem(
@@ -90,6 +96,18 @@ class StateFiles:
                 "warning",
             )
         )
+
+    def retry(self) -> None:
+        """Try every failed write again; the problem clears when the last one succeeds.
+        Cheap when nothing failed; never raises ``OSError``."""
+        for path, again in list(self._again.items()):
+            if again():
+                self._written(path)
+
+    def _written(self, path: Path) -> None:
+        self._again.pop(path, None)
+        if self._failing.pop(path, None) is not None and not self._failing:
+            self._report(None)
 
     def _report(self, problem: Problem | None) -> None:
         if problem == self.problem:

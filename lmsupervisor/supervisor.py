@@ -37,7 +37,6 @@ from lmsupervisor.core.reducer import (
     EFFECT_ACTION,
     HEALTH_ACTION,
     ActionCrashed,
-    Answered,
     BringUp,
     CancelAction,
     ConfigChanged,
@@ -414,6 +413,8 @@ class Supervisor:
             mode = self._health_mode
             if not mode.probe:
                 return
+            if self.memory.files.problem is not None:
+                self.memory.files.retry()  # a repaired state folder clears state_folder_unwritable
             drift = mode.drift and bool(self.snap.config.models)
             rest = self.rest if drift and self.snap.rest_drift else None
             if len(self._probes) < health.failures_before_restart:  # a slow server: never a pile-up
@@ -422,14 +423,42 @@ class Supervisor:
                 self._probes.add(probe)
                 probe.add_done_callback(self._probes.discard)
             if drift and rest is None:
-                self._start_drift_check(mode.epoch, health.timeout)
+                if self.rest is not None and any(p.code.startswith("api_token_") for p in self.snap.notes):
+                    self._start_drift_check(mode.epoch, health.timeout, recheck=self.rest)
+                else:
+                    self._start_drift_check(mode.epoch, health.timeout)
             if mode.drift:
                 self._ask_due(mode.epoch)
 
-    def _start_drift_check(self, epoch: int, timeout: float, problem: Problem | None = None) -> None:
-        """`lms ps --json` as a drift check, unless one is still running."""
+    def _start_drift_check(
+        self, epoch: int, timeout: float, problem: Problem | None = None, recheck: RestClient | None = None
+    ) -> None:
+        """`lms ps --json` as a drift check, unless one is still running; with ``recheck``,
+        REST is asked first whether it still refuses our token (:meth:`_recheck_token`)."""
         if self._drift is None or self._drift.done():
-            self._drift = self._spawn_health("drift_check", partial(self._check_drift, epoch, timeout, problem))
+            if recheck is not None:
+                work = partial(self._recheck_token, recheck, epoch, timeout)
+            else:
+                work = partial(self._check_drift, epoch, timeout, problem)
+            self._drift = self._spawn_health("drift_check", work)
+
+    async def _recheck_token(self, rest: RestClient, epoch: int, timeout: float) -> None:
+        """While a token problem stands and drift checks use `lms` (the load pass fell back
+        to it): one ``GET /api/v1/models`` (within ``timeout`` seconds) tells whether LM
+        Studio still refuses our token, so a token set by a reload, or made in LM Studio,
+        clears the problem without a restart. The `lms ps` drift check carries the verdict:
+        the refusal (``api_token_*``), or None when REST answered. No verdict (no answer,
+        another error) leaves the problem as it is."""
+        server = self.snap.server
+        try:
+            await within(self.clock, rest.models(base_url(server.bind, server.port), timeout=timeout), timeout)
+        except RestAuthError as exc:
+            await self._check_drift(epoch, timeout, token_problem(exc.code, exc.message))
+        except (RestError, TimeoutError) as exc:
+            self.log.info("token_recheck_failed", error=str(exc))
+            await self._check_drift(epoch, timeout)
+        else:
+            await self._check_drift(epoch, timeout, checked=True)
 
     def _ask_due(self, epoch: int) -> None:
         """Deep readiness: ask each loaded model with probe = "answer" whose last ask is
@@ -465,8 +494,7 @@ class Supervisor:
 
     async def _ask(self, epoch: int, name: str, instance: str, kind: str) -> None:
         server, timeout = self.snap.server, self.snap.config.health.answer_timeout
-        result = await self.actions.ask(base_url(server.bind, server.port), instance, kind, timeout)
-        self.send(Answered(epoch, name, result.ok, result.latency_ms, result.error))
+        self.send(await self.actions.ask(epoch, name, base_url(server.bind, server.port), instance, kind, timeout))
 
     async def _probe(self, epoch: int, timeout: float) -> None:
         server = self.snap.server
@@ -524,7 +552,7 @@ class Supervisor:
             elif isinstance(exc, RestAuthError):
                 if alive is None:
                     self.send(Probed(epoch, ProbeResult(True, ms, 401)))
-                self._start_drift_check(epoch, timeout, token_problem(exc))
+                self._start_drift_check(epoch, timeout, token_problem(exc.code, exc.message))
             elif greeted is not None and greeted.ok:  # alive; the listing failed or is late
                 if alive is None:
                     self.send(Probed(epoch, greeted))
@@ -544,9 +572,12 @@ class Supervisor:
             for future in (listing, greeting):
                 _discard(future)
 
-    async def _check_drift(self, epoch: int, timeout: float, problem: Problem | None = None) -> None:
+    async def _check_drift(
+        self, epoch: int, timeout: float, problem: Problem | None = None, checked: bool = False
+    ) -> None:
         """What LM Studio has loaded, from `lms ps --json` (releases without REST v1, or while
-        REST refuses our token: then ``problem`` is that refusal, reported with the list)."""
+        REST refuses our token: then ``problem`` is that refusal, reported with the list;
+        ``checked``: REST accepted our token, which clears a refusal reported before)."""
         install = self.snap.install
         if install is None or install.lms is None:
             return
@@ -554,7 +585,7 @@ class Supervisor:
         try:
             lms = self.lms_factory(install.lms)
             loaded = await within(self.clock, lms.ps(timeout=limit), limit)
-            self.send(Observed(epoch, tuple(loaded), problem, rest=problem is not None))
+            self.send(Observed(epoch, tuple(loaded), problem, rest=problem is not None or checked))
         except (LmsError, TimeoutError) as exc:
             self.log.info("drift_check_failed", error=str(exc))  # the liveness probe judges liveness
 

@@ -65,7 +65,7 @@ import math
 import os
 import struct
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -82,7 +82,7 @@ from lmsupervisor.core.reducer import BringUp, BringUpFailed, NotInstalled, Serv
 from lmsupervisor.errors import LmsError, LmSupervisorError, StatusSocketError
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import LmsRunner
-from lmsupervisor.lmstudio.rest import parse_models
+from lmsupervisor.lmstudio.rest import BearerAuth, parse_models
 from lmsupervisor.lmstudio.wiring import wire
 from lmsupervisor.statefile import default_folder as state_dir
 
@@ -310,7 +310,7 @@ class NativeHost:
         self.http = httpx.AsyncClient(
             transport=transport,
             trust_env=False,
-            auth=_BearerFrom(self.io.token),  # the supervisor's resolver: api_token, api_token_file, LM_API_TOKEN
+            auth=BearerAuth(self.io.token),  # the supervisor's resolver: api_token, api_token_file, LM_API_TOKEN
             timeout=httpx.Timeout(CHAT_TIMEOUT, connect=config.health.timeout),
             # A fresh loopback connection costs about a millisecond; a kept-alive one can
             # stall 40 ms per request on a server that writes head and body apart (Nagle
@@ -654,19 +654,6 @@ class NativeHost:
         yield success(
             {"type": "done", "done": True, "finish_reason": finish, "usage": usage, "id": cid, "model": model}
         )
-
-
-class _BearerFrom(httpx.Auth):
-    """``Authorization: Bearer <token()>`` on every request, when ``token()`` gives one."""
-
-    def __init__(self, token: Callable[[], str | None]) -> None:
-        self.token = token
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.token()
-        if token:
-            request.headers["Authorization"] = f"Bearer {token}"
-        yield request
 
 
 def _request_id(value: Any) -> str | int | None:

@@ -295,13 +295,15 @@ class ModelsDone:
 @dataclass(frozen=True)
 class Answered:
     """Deep readiness: model ``name`` was asked for one token (server ``epoch``); ``ok``
-    with ``latency_ms``, else LM Studio's ``error``."""
+    with ``latency_ms``, else LM Studio's ``error``. ``problem`` is set when the answer was
+    a 401 (``api_token_missing``/``api_token_invalid``): our token's failure, not the model's."""
 
     epoch: int
     name: str
     ok: bool
     latency_ms: float
     error: str | None = None
+    problem: Problem | None = None
 
 
 @dataclass(frozen=True)
@@ -1033,9 +1035,15 @@ def _observed(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
 
 def _answered(r: _Step, answer: Answered, reload: bool) -> None:
     """A loaded model that cannot answer is failed with LM Studio's words, and reloaded
-    (unloaded first) by the next load pass, under the model backoff."""
+    (unloaded first) by the next load pass, under the model backoff. A 401 is the token's
+    problem (noted; the model stays loaded: no reload can fix a token); an answer clears it."""
     status = r.snap.model(answer.name)
     if status is None or status.state != "loaded":
+        return
+    if answer.problem is not None or answer.ok:
+        _note(r, "api_token_", answer.problem)
+    if answer.problem is not None:
+        r.log("warning", "model_answer_refused", model=answer.name, error=answer.error)
         return
     if answer.ok:
         new = replace(status, last_answer_ms=round(answer.latency_ms, 3))

@@ -25,6 +25,7 @@ import httpx
 
 from lmsupervisor.core.observed import ProbeResult
 from lmsupervisor.errors import ProbeError
+from lmsupervisor.lmstudio.rest import BearerAuth
 
 
 def _no_token() -> str | None:
@@ -51,12 +52,8 @@ class Prober:
             timeout=timeout,
             trust_env=False,
             limits=httpx.Limits(max_keepalive_connections=0),
+            auth=BearerAuth(token),
         )
-
-    def _auth(self) -> dict[str, str]:
-        """The ``Authorization`` header for one request to a route behind the token."""
-        token = self.token()
-        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def aclose(self) -> None:
         """Close the underlying :class:`httpx.AsyncClient`; the prober is unusable afterwards."""
@@ -65,9 +62,9 @@ class Prober:
     async def _get(self, url: str, timeout: float | None, auth: bool = True) -> tuple[httpx.Response, float]:
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
-        headers = self._auth() if auth else {}
         try:
-            response = await asyncio.wait_for(self._client.get(url, headers=headers, timeout=limit), limit)
+            request = self._client.get(url, timeout=limit) if auth else self._client.get(url, timeout=limit, auth=None)
+            response = await asyncio.wait_for(request, limit)
         except TimeoutError:
             raise ProbeError(f"no answer from {url} within {limit:g} s") from None
         except httpx.TimeoutException:
@@ -112,7 +109,7 @@ class Prober:
             target, field = "/v1/chat/completions", "choices"
             body = {"model": model, "messages": messages, "max_tokens": 1, "stream": False}
         try:
-            request = self._client.post(f"{url}{target}", json=body, headers=self._auth(), timeout=timeout)
+            request = self._client.post(f"{url}{target}", json=body, timeout=timeout)
             response = await asyncio.wait_for(request, timeout)
         except (TimeoutError, httpx.TimeoutException):
             return ProbeResult(False, timeout * 1000, None, f"{model} did not answer within {timeout:g} s")

@@ -20,7 +20,7 @@ Also here: the CORS check (``Origin`` header, ``Access-Control-Allow-Origin`` an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,18 +37,37 @@ CORS_ORIGIN = "http://lmsupervisor.invalid"
 
 def resolve_token(config: Config, env: Mapping[str, str]) -> str | None:
     """The API token: ``[lmstudio] api_token``, else the first line of ``api_token_file``,
-    else ``$LM_API_TOKEN``, else None. A file that cannot be read gives None (the 401
-    that follows names the fix)."""
+    else ``$LM_API_TOKEN``, else None. The file is read as UTF-8 with or without a BOM
+    (Windows Notepad writes one), surrounding whitespace and CRLF dropped. A file that
+    cannot be read gives None (the 401 that follows names the fix)."""
     lm = config.lmstudio
     if lm.api_token:
         return lm.api_token
     if lm.api_token_file is not None:
         try:
-            text = Path(lm.api_token_file).read_text(encoding="utf-8").strip()
+            text = Path(lm.api_token_file).read_text(encoding="utf-8-sig").strip()
         except (OSError, UnicodeDecodeError):
             return None
         return text.splitlines()[0].strip() if text else None
-    return env.get(TOKEN_ENV) or None
+    return env.get(TOKEN_ENV, "").strip() or None
+
+
+class BearerAuth(httpx.Auth):
+    """``Authorization: Bearer <token()>`` on each request when ``token()`` gives one (read
+    per request, so a reload applies at once). A token that is not ASCII (a pasted
+    non-breaking space) goes out as UTF-8, as curl would send it: LM Studio refuses it
+    with a 401 (``api_token_invalid``) instead of the request failing here with a
+    ``UnicodeEncodeError``. A request made with ``auth=None`` goes without it."""
+
+    def __init__(self, token: Callable[[], str | None]) -> None:
+        self.token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """httpx's hook: sets the header (when there is a token) and sends ``request`` once."""
+        token = self.token()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"  # httpx encodes a set header as UTF-8
+        yield request
 
 
 @dataclass(frozen=True)
@@ -114,7 +133,7 @@ class RestClient:
     ) -> None:
         self.timeout = timeout
         self.token = token
-        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
+        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False, auth=BearerAuth(token))
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -122,12 +141,8 @@ class RestClient:
 
     async def _call(self, method: str, url: str, body: dict[str, Any] | None, timeout: float | None) -> Any:
         limit = self.timeout if timeout is None else timeout
-        token = self.token()
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            response = await asyncio.wait_for(
-                self._client.request(method, url, json=body, headers=headers, timeout=limit), limit
-            )
+            response = await asyncio.wait_for(self._client.request(method, url, json=body, timeout=limit), limit)
         except (TimeoutError, httpx.TimeoutException):
             raise RestTimeoutError(f"{method} {url}: no answer within {limit:g} s") from None
         except httpx.ConnectError as exc:
@@ -141,7 +156,7 @@ class RestClient:
         error = data.get("error") if isinstance(data, dict) else None
         if response.status_code == 401:
             message = error.get("message") if isinstance(error, dict) else None
-            code = "api_token_invalid" if token else "api_token_missing"
+            code = "api_token_invalid" if self.token() else "api_token_missing"
             raise RestAuthError(str(message or f"{url}: HTTP 401"), code)
         if isinstance(error, str) and error.startswith("Unexpected endpoint"):
             raise RestUnsupportedError(f"{method} {url}: {error}")  # facts §4: 200 for unknown routes
@@ -185,7 +200,8 @@ class RestClient:
         limit = self.timeout if timeout is None else timeout
         try:
             response = await asyncio.wait_for(
-                self._client.get(f"{url}/lmstudio-greeting", headers={"Origin": CORS_ORIGIN}, timeout=limit), limit
+                self._client.get(f"{url}/lmstudio-greeting", headers={"Origin": CORS_ORIGIN}, timeout=limit, auth=None),
+                limit,
             )
         except (TimeoutError, httpx.HTTPError) as exc:
             raise RestError(f"CORS check of {url}: {exc.__class__.__name__}") from None

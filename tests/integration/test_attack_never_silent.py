@@ -42,11 +42,6 @@ def loads(sim: SimInstall) -> int:
     return (sim.home / ".sim" / "daemon.log").read_text(encoding="utf-8").count(" loaded ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="state_folder_unwritable never clears once the folder is writable again: no state file is "
-    "written again (server.json is remembered only when the settings change), not even after a restart",
-)
 def test_state_folder_problem_clears_once_the_folder_is_writable(
     sim: SimInstall, start: Callable[..., Running]
 ) -> None:
@@ -65,11 +60,6 @@ def test_state_folder_problem_clears_once_the_folder_is_writable(
     run.wait_for(lambda s: "state_folder_unwritable" not in problems(s), timeout=15)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a missing API token fails every answer probe (401): the model is unloaded and loaded again "
-    "under model backoff forever, for a cause no reload can fix",
-)
 def test_a_missing_token_never_unloads_an_answer_probed_model(
     make_sim: Callable[..., SimInstall], start: Callable[..., Running]
 ) -> None:
@@ -85,11 +75,6 @@ def test_a_missing_token_never_unloads_an_answer_probed_model(
     assert ([m["state"] for m in snap["models"]], loads(sim)) == (["loaded"], 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api_token_missing stays after the token is configured by a reload: token problems are "
-    "re-checked only by REST drift checks, and a load pass that fell back to lms turned those off",
-)
 def test_a_token_problem_clears_when_the_token_is_configured_by_reload(
     make_sim: Callable[..., SimInstall], start: Callable[..., Running]
 ) -> None:
@@ -105,12 +90,6 @@ def test_a_token_problem_clears_when_the_token_is_configured_by_reload(
     assert (snap["state"], snap["restarts"]["count"]) == ("ready", 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an install problem detected by the bring-up is dropped when `lms daemon up` fails: the "
-    "BringUpFailed built from the LmSupervisorError carries no install, so only the generic "
-    "bring_up_failed (fix: 'restarting the server, then the daemon') is shown",
-)
 @pytest.mark.parametrize("broken", ["llmster_gone", "appimage"])
 def test_an_install_problem_is_named_when_daemon_up_fails(
     make_sim: Callable[..., SimInstall], start: Callable[..., Running], broken: str
@@ -208,12 +187,6 @@ def test_a_hung_app_is_named_within_the_detection_bound(
     assert sim.daemon_pid() in (app, None) and sim.daemon_starts() == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a token that is not ASCII (a UTF-8 BOM from Notepad, a pasted non-breaking space) crashes "
-    "every bring-up (UnicodeEncodeError building the Authorization header): never ready, shown as "
-    "supervisor_error 'a bug in lmsupervisor', instead of a token problem while lms serves",
-)
 def test_a_token_file_with_a_bom_is_a_token_problem_not_a_crash(
     make_sim: Callable[..., SimInstall], start: Callable[..., Running], tmp_path: Path
 ) -> None:

@@ -244,7 +244,8 @@ async def test_an_app_reopened_during_the_bring_up_is_not_reported_hung() -> Non
 
 async def test_an_unwritable_state_file_never_restarts_lmstudio(tmp_path: Path) -> None:
     """The last-good-settings file cannot be written (its folder is a file): ready all the
-    same, no restart, and `state_folder_unwritable` says why and how to fix it."""
+    same, no restart, and `state_folder_unwritable` says why and how to fix it, until the
+    folder is repaired: then the file is written and the problem is gone."""
     blocker = tmp_path / "state"
     blocker.write_text("not a folder")
     w = World()
@@ -258,6 +259,12 @@ async def test_an_unwritable_state_file_never_restarts_lmstudio(tmp_path: Path) 
         assert (w.sup.state, w.sup.snap.restart_count) == (State.READY, 0)
         problem = w.problems()["state_folder_unwritable"]
         assert (str(blocker / "server.json") in problem["message"], str(blocker) in problem["fix"]) == (True, True)
+        blocker.unlink()  # the user repairs the folder: the next health round writes the file and clears it
+        blocker.mkdir()
+        await w.clock.advance(5)
+        remembered = ServerMemory(blocker / "server.json").load()
+        assert ("state_folder_unwritable" in w.problems(), remembered is not None) == (False, True)
+        assert remembered == w.sup.snap.last_good_server
 
 
 class DyingLmStudio(FakeLmStudio):

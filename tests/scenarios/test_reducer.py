@@ -12,6 +12,7 @@ import pytest
 from lmsupervisor.config import ModelConfig, ServerConfig, StatusConfig
 from lmsupervisor.core.observed import ProbeResult, ServerSettings
 from lmsupervisor.core.policy import Step
+from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.reducer import (
     ActionCrashed,
     Answered,
@@ -316,6 +317,28 @@ def test_ready_to_loading_models_when_a_model_stops_answering() -> None:
         "Model crashed while generating",
         ("two",),
     )
+
+
+def test_a_refused_answer_is_a_token_problem_and_the_model_stays_loaded() -> None:
+    """A 401 to the answer probe ("Require Authentication" on, no token) is noted as the
+    token's problem; the model is neither failed nor unloaded (no reload fixes a token),
+    in READY and in the load pass alike; the next answer clears the problem."""
+    refused = Problem("api_token_missing", "LM Studio refused lmsupervisor's request (HTTP 401)", "set one")
+    snap = replace(at(S.READY, loaded=True), config=ANSWERING)
+    snap, effects = step(snap, Answered(2, "two", False, 3.0, "token required", refused))
+    assert (snap.state, snap.model("two").state, snap.unload_next, of(LoadModels, effects)) == (  # type: ignore[union-attr]
+        S.READY,
+        "loaded",
+        (),
+        [],
+    )
+    assert [p.code for p in snap.all_problems] == ["api_token_missing"]
+    snap, _ = step(snap, Answered(2, "two", True, 12.0))
+    assert snap.all_problems == ()
+    fresh = replace(at(S.STARTING), config=ANSWERING)
+    fresh, _ = step(fresh, ServerUp(5, INSTALL, ServerSettings(), DAEMON, "up"))
+    fresh, _ = step(fresh, ModelsDone(6, (ONE, TWO), answers=(Answered(0, "two", False, 1.0, "401", refused),)))
+    assert (fresh.state, fresh.model("two").state) == (S.READY, "loaded")  # type: ignore[union-attr]
 
 
 def test_loading_models_to_degraded_when_a_fresh_load_cannot_answer() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from lmsupervisor.config import Config, LmStudioConfig
 from lmsupervisor.errors import RestAuthError, RestError, RestUnsupportedError
+from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient, resolve_token
 
 URL = "http://127.0.0.1:1234"
@@ -121,3 +122,38 @@ def test_token_sources(tmp_path: Path) -> None:
         resolve_token(Config(), env),
         resolve_token(Config(lmstudio=LmStudioConfig(api_token_file=tmp_path / "gone")), env),
     ] == ["sk-lm-cfg", "sk-lm-file", "sk-lm-env", None]
+
+
+def test_a_token_file_saved_with_a_bom_and_crlf_gives_the_bare_token(tmp_path: Path) -> None:
+    """Windows Notepad saves UTF-8 with a BOM and CRLF: the token is read without either."""
+    file = tmp_path / "t"
+    file.write_bytes(b"\xef\xbb\xbfsk-lm-abc:def\r\n")
+    assert resolve_token(Config(lmstudio=LmStudioConfig(api_token_file=file)), {}) == "sk-lm-abc:def"
+
+
+def test_a_token_that_is_not_ascii_is_refused_by_lm_studio_not_a_crash() -> None:
+    """A pasted non-breaking space: the header goes out as UTF-8 (as curl sends it) and LM
+    Studio's 401 is api_token_invalid, on every path that carries the token (REST, the
+    answer probe); the greeting and the CORS check carry no token at all."""
+    seen: list[bytes | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.headers.raw).get(b"Authorization"))
+        if request.url.path == "/lmstudio-greeting":
+            return httpx.Response(200, json={"lmstudio": True})
+        return httpx.Response(401, json={"error": {"message": "Invalid LM Studio API token"}})
+
+    token = "sk-lm-abc\u00a0def"
+    with pytest.raises(RestAuthError) as refused:
+        asyncio.run(client(handler, token).models(URL))
+    prober = Prober(timeout=1.0, transport=httpx.MockTransport(handler), token=lambda: token)
+    answer = asyncio.run(prober.ask(URL, "qwen", "llm", 1.0))
+    greeting = asyncio.run(prober.greeting(URL))
+    asyncio.run(client(handler, token).cors(URL))
+    bearer = "Bearer sk-lm-abc\u00a0def".encode()
+    assert (refused.value.code, answer.status, greeting.ok, seen) == (
+        "api_token_invalid",
+        401,
+        True,
+        [bearer, bearer, None, None],
+    )
