@@ -1,7 +1,7 @@
 """The two long effects, performed against LM Studio: a bring-up and a load pass.
 
-Each takes its effect value (:class:`~lmsupervisor.core.reducer.BringUp`,
-:class:`~lmsupervisor.core.reducer.LoadModels`) and *returns* the message that ends it;
+Each takes its effect value (:class:`~lmsupervisor.core.messages.BringUp`,
+:class:`~lmsupervisor.core.messages.LoadModels`) and *returns* the message that ends it;
 progress goes out through ``post``. Neither writes any state: the reducer does. Our own
 errors (:class:`~lmsupervisor.errors.LmSupervisorError`) become failure messages here;
 anything else escapes to the runner, which turns it into ``ActionCrashed``.
@@ -26,21 +26,7 @@ from lmsupervisor.clock import Clock, within
 from lmsupervisor.config import Config, ModelConfig, server_address
 from lmsupervisor.core.capabilities import CliCapabilities, bind_problem, ttl_problem
 from lmsupervisor.core.configdiff import model_name
-from lmsupervisor.core.observed import (
-    DaemonProcess,
-    DownloadedModel,
-    DownloadProgress,
-    Install,
-    LoadedModel,
-    ProbeResult,
-    ServerSettings,
-    base_url,
-)
-from lmsupervisor.core.observed import effective_server as effective
-from lmsupervisor.core.policy import Step
-from lmsupervisor.core.preload import Action, instance_of, plan
-from lmsupervisor.core.problems import Problem
-from lmsupervisor.core.reducer import (
+from lmsupervisor.core.messages import (
     Answered,
     BringUp,
     BringUpFailed,
@@ -56,6 +42,20 @@ from lmsupervisor.core.reducer import (
     NotInstalled,
     ServerUp,
 )
+from lmsupervisor.core.observed import (
+    DaemonProcess,
+    DownloadedModel,
+    DownloadProgress,
+    Install,
+    LoadedModel,
+    ProbeResult,
+    ServerSettings,
+    base_url,
+)
+from lmsupervisor.core.observed import effective_server as effective
+from lmsupervisor.core.policy import Step
+from lmsupervisor.core.preload import Action, instance_of, plan
+from lmsupervisor.core.problems import Problem
 from lmsupervisor.errors import (
     LmsError,
     LmsExitError,

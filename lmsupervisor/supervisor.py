@@ -30,9 +30,7 @@ from lmsupervisor.clock import Clock, iso, within
 from lmsupervisor.config import Config
 from lmsupervisor.core import reducer as core
 from lmsupervisor.core.configdiff import model_name
-from lmsupervisor.core.observed import DaemonProcess, Install, ProbeResult, ServerSettings, base_url
-from lmsupervisor.core.problems import Problem
-from lmsupervisor.core.reducer import (
+from lmsupervisor.core.messages import (
     CONFIG_ACTION,
     EFFECT_ACTION,
     HEALTH_ACTION,
@@ -59,14 +57,17 @@ from lmsupervisor.core.reducer import (
     Remember,
     RestartRequested,
     Schedule,
-    Snapshot,
     Start,
     StopRequested,
     TimerFired,
     Unload,
     Watch,
 )
+from lmsupervisor.core.observed import DaemonProcess, Install, ProbeResult, ServerSettings, base_url
+from lmsupervisor.core.problems import SUPERVISOR_ERROR, Problem
+from lmsupervisor.core.snapshot import Snapshot, initial
 from lmsupervisor.core.states import State
+from lmsupervisor.core.status import render
 from lmsupervisor.errors import ConfigError, LmsError, RestAuthError, RestConnectError, RestError, RestTimeoutError
 from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.lms import LmsClient
@@ -144,7 +145,7 @@ class Supervisor:
         self.log = structlog.get_logger("lmsupervisor")
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.memory.files.attach(self.note_state_files)  # after the queue: a known problem is sent at once
-        self.snap: Snapshot = core.initial(config, clock.wall(), self.memory.load())
+        self.snap: Snapshot = initial(config, clock.wall(), self.memory.load())
         self.rest = rest
         self.actions = Actions(
             clock=clock,
@@ -254,7 +255,7 @@ class Supervisor:
                 if name in self._failed_effects:
                     self._failed_effects.discard(name)
                     if not self._failed_effects:  # every effect that failed has worked since
-                        self.send(Noted(core.SUPERVISOR_ERROR, None))
+                        self.send(Noted(SUPERVISOR_ERROR, None))
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
         """A queue that receives every event from now on (``None`` at shutdown)."""
@@ -283,7 +284,7 @@ class Supervisor:
 
     def snapshot(self) -> dict[str, Any]:
         """The status document of design §5 (``GET /v1/status``)."""
-        return core.render(
+        return render(
             self.snap,
             version=__version__,
             pid=self.pid,

@@ -42,6 +42,8 @@ from prometheus_client.registry import Collector
 from lmsupervisor import __version__
 from lmsupervisor.clock import Clock
 from lmsupervisor.core import reducer as core
+from lmsupervisor.core.messages import Probed
+from lmsupervisor.core.snapshot import Snapshot
 from lmsupervisor.core.states import State
 from lmsupervisor.errors import LmsNotFoundError, LmsTimeoutError
 from lmsupervisor.lmstudio.lms import LmsResult, LmsRunner
@@ -138,9 +140,9 @@ class Metrics:
         self._restart_count = 0
 
     # -- sources ------------------------------------------------------------------------
-    def observe(self, message: object, snap: core.Snapshot) -> None:
+    def observe(self, message: object, snap: Snapshot) -> None:
         """``Supervisor.observe`` callback: count restarts and probes from each reduced message."""
-        if isinstance(message, core.Probed):
+        if isinstance(message, Probed):
             ok = message.result.ok
             self.probes.labels(result="ok" if ok else "failed").inc()
             if ok:

@@ -76,9 +76,9 @@ from httpx_sse import SSEError, aconnect_sse
 
 from lmsupervisor.actions import Actions
 from lmsupervisor.config import Config
+from lmsupervisor.core.messages import BringUp, BringUpFailed, NotInstalled, ServerUp
 from lmsupervisor.core.observed import Install, base_url, effective_server
 from lmsupervisor.core.policy import Step
-from lmsupervisor.core.reducer import BringUp, BringUpFailed, NotInstalled, ServerUp
 from lmsupervisor.errors import LmsError, LmSupervisorError, StatusSocketError
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import LmsRunner

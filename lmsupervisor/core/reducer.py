@@ -1,7 +1,10 @@
 """The reconcile core: ``reduce(snapshot, message, now) -> (snapshot, effects)``. Pure.
 
 This is the only code that changes the supervisor's state, the whole of it: lifecycle,
-models, problems, server settings, install, restarts. Messages come in (typed, frozen:
+models, problems, server settings, install, restarts. The state is
+:class:`~lmsupervisor.core.snapshot.Snapshot`; messages and effects are in
+:mod:`lmsupervisor.core.messages`; the status document is rendered by
+:mod:`lmsupervisor.core.status`. Messages come in (typed, frozen:
 :class:`ServerUp`, :class:`BringUpFailed`, :class:`ModelsDone`, :class:`Probed`,
 :class:`DaemonExited`, :class:`RestartRequested`, :class:`ConfigChanged`,
 :class:`TimerFired` ...); a new :class:`Snapshot` and a tuple of effects come out
@@ -18,537 +21,70 @@ sample, so the function stays deterministic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from lmsupervisor.config import Config, ModelConfig
-from lmsupervisor.core.capabilities import CliCapabilities
 from lmsupervisor.core.configdiff import ConfigDiff, config_diff, model_name
+from lmsupervisor.core.messages import (
+    CONFIG_ACTION,
+    EFFECT_ACTION,
+    HEALTH_ACTION,
+    ActionCrashed,
+    Answered,
+    BringUp,
+    BringUpFailed,
+    BringUpNoted,
+    CancelAction,
+    ConfigChanged,
+    ConfigRejected,
+    DaemonExited,
+    Effect,
+    Health,
+    LoadModels,
+    LoadPassFailed,
+    LoadSettled,
+    LoadStarted,
+    Log,
+    Message,
+    ModelChanged,
+    ModelDownload,
+    ModelsDone,
+    Noted,
+    NotInstalled,
+    Now,
+    Observed,
+    Probed,
+    Publish,
+    ReadConfig,
+    ReloadRequested,
+    Relog,
+    Remember,
+    RestartRequested,
+    Schedule,
+    ServerUp,
+    Start,
+    StopRequested,
+    TimerFired,
+    Unload,
+    Watch,
+)
 from lmsupervisor.core.observed import (
-    DaemonProcess,
     DownloadProgress,
-    Install,
     LoadedModel,
     ProbeResult,
-    ServerSettings,
     base_url,
 )
 from lmsupervisor.core.policy import Step, retry_delay, step_for
 from lmsupervisor.core.preload import Action, instance_of, plan
-from lmsupervisor.core.problems import Problem
+from lmsupervisor.core.problems import Problem, bring_up_problem, crash_problem
+from lmsupervisor.core.snapshot import MODEL_STATES, InFlight, Snapshot, statuses
 from lmsupervisor.core.states import ON_ENTER, Entry, State, Trigger, accepts, next_state
-from lmsupervisor.core.timefmt import iso
 
 # The cause of a restart, as the reducer records it (``Snapshot.cause``): the
 # ``lmsupervisor_restarts_total{reason}`` label values, every one reachable.
 RESTART_CAUSES = ("requested", "probe_failed", "daemon_exited", "bring_up_failed", "action_crashed")
-SUPERVISOR_ERROR = "supervisor_error"  # the problem code of a failure of lmsupervisor's own code
 LOAD_DEADLINE = 900.0  # seconds a load we started may take to show up in `lms ps`
-MODEL_STATES = ("pending", "downloading", "loading", "loaded", "failed", "idle_unloaded")
-
-
-# -- the state ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelStatus:
-    """One declared model in the snapshot; ``state`` is one of :data:`MODEL_STATES`."""
-
-    key: str
-    identifier: str | None
-    state: str = "pending"
-    error: str | None = None
-    last_answer_ms: float | None = None  # deep readiness: latency of the last good answer
-    instance: str | None = None  # the identifier LM Studio serves it under, once loaded
-    kind: str = "llm"  # "llm" or "embedding" (from `lms ps --json` type), for the answer probe
-    download: DownloadProgress | None = None  # while ``downloading`` through REST v1
-
-    @property
-    def name(self) -> str:
-        """The identifier, else the key (how the config and the status name it)."""
-        return self.identifier or self.key
-
-
-@dataclass(frozen=True)
-class InFlight:
-    """A load we started that LM Studio may still finish even if we stopped waiting for it
-    (killing `lms load` does not stop LM Studio). ``deadline`` is monotonic seconds."""
-
-    name: str
-    deadline: float
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything the supervisor knows; ``GET /v1/status`` is rendered from it.
-
-    Times: ``since``, ``started_at``, ``last_restart_at``, ``next_attempt_at`` are wall
-    seconds (shown to people); ``healthy_since`` is monotonic seconds. ``attempt`` counts
-    consecutive failed bring-ups (the rung is :func:`step_for` of it); ``action`` is the id
-    of the running action (bring-up or load pass), ``timer`` of the armed timer and
-    ``epoch`` of the current server bring-up (probe results of an older one are ignored).
-    ``ours`` are the instance identifiers this supervisor loaded; ``last_good_server`` the
-    last settings read from a sound ``http-server-config.json`` (never replaced by defaults).
-    ``lms_version`` is the app/llmster version; ``capabilities`` what the `lms` binary can
-    do (facts §8); ``rest`` whether the server has REST v1 (None: not known yet);
-    ``rest_drift`` whether drift checks read ``GET /api/v1/models`` instead of `lms ps`
-    (the last load pass found every declared model under its REST key); ``notes`` the
-    problems found while running (capabilities, the API token, a hung app), beside the
-    install's; ``standing`` those posted with :class:`Noted` (state files, load options,
-    paused downloads), kept across bring-ups until cleared.
-
-    The last failure: ``cause`` is its :data:`RESTART_CAUSES` label (what the restart it
-    leads to is counted as), ``failure`` its signature (the problem code and words), and
-    ``deterministic`` whether it recurs on every retry whatever LM Studio does (an unusable
-    address, a crash of our own code): then retries only try to start (rung START), never
-    stop or kill anything. ``spent`` is the signature for which a daemon rung (restart or
-    kill) was already climbed: the same cause never makes the supervisor stop or kill
-    LM Studio's daemon a second time (reset with the attempt count).
-    """
-
-    config: Config
-    state: State = State.STOPPED
-    since: float = 0.0
-    started_at: float = 0.0
-    config_error: str | None = None
-    pending_config: Config | None = None
-    install: Install | None = None
-    problems: tuple[Problem, ...] = ()
-    server: ServerSettings = field(default_factory=ServerSettings)
-    server_running: bool = False
-    last_probe_ms: float | None = None
-    consecutive_failures: int = 0
-    daemon: DaemonProcess | None = None
-    lms_version: str | None = None
-    models: tuple[ModelStatus, ...] = ()
-    restart_count: int = 0
-    last_restart_reason: str | None = None
-    last_restart_at: float | None = None
-    next_attempt_at: float | None = None
-    attempt: int = 0
-    model_attempt: int = 0
-    healthy_since: float | None = None
-    action: int = 0
-    timer: int = 0
-    epoch: int = 0
-    in_flight: tuple[InFlight, ...] = ()
-    ours: frozenset[str] = frozenset()
-    unload_next: tuple[str, ...] = ()
-    last_good_server: ServerSettings | None = None
-    capabilities: CliCapabilities | None = None
-    rest: bool | None = None
-    rest_drift: bool = False
-    notes: tuple[Problem, ...] = ()
-    standing: tuple[Problem, ...] = ()
-    cause: str | None = None
-    failure: str | None = None
-    deterministic: bool = False
-    spent: str | None = None
-
-    @property
-    def all_problems(self) -> tuple[Problem, ...]:
-        """Every problem shown in the status, once per code: the install's, the last
-        bring-up's (``notes``), then the standing ones (:class:`Noted`)."""
-        seen: dict[str, Problem] = {}
-        for p in (*self.problems, *self.notes, *self.standing):
-            seen.setdefault(p.code, p)
-        return tuple(seen.values())
-
-    @property
-    def ready(self) -> bool:
-        """True in ``ready`` only (design §5 ``ready``)."""
-        return self.state is State.READY
-
-    def model(self, name: str) -> ModelStatus | None:
-        """The status of the declared model called ``name`` (identifier, else key)."""
-        return next((m for m in self.models if m.name == name), None)
-
-
-def initial(config: Config, wall: float, last_good_server: ServerSettings | None = None) -> Snapshot:
-    """The snapshot before ``Start``: stopped, every declared model pending."""
-    return Snapshot(
-        config=config,
-        since=wall,
-        started_at=wall,
-        models=_statuses(config.models, ()),
-        last_good_server=last_good_server,
-    )
-
-
-@dataclass(frozen=True)
-class Now:
-    """Clock readings for one message: ``mono`` and ``wall`` seconds, and ``jitter`` in
-    ``[-1, 1]`` (drawn by the runner) for the backoff spread."""
-
-    mono: float
-    wall: float
-    jitter: float = 0.0
-
-
-# -- messages -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Start:
-    """The supervisor begins."""
-
-
-@dataclass(frozen=True)
-class StopRequested:
-    """SIGTERM/SIGINT: stop supervising, leave LM Studio running."""
-
-    reason: str = "stop requested"
-
-
-@dataclass(frozen=True)
-class ServerUp:
-    """Bring-up ``action`` ended with the server answering its greeting at ``server``."""
-
-    action: int
-    install: Install
-    server: ServerSettings
-    daemon: DaemonProcess | None
-    reason: str
-    version: str | None = None
-    adopted: bool = False
-    settings_source_ok: bool = True  # http-server-config.json was sound (remember it)
-    capabilities: CliCapabilities | None = None
-    rest: bool | None = None  # the server has REST v1
-    problems: tuple[Problem, ...] = ()  # found on the way (bind unsupported, API token, CORS)
-
-
-@dataclass(frozen=True)
-class NotInstalled:
-    """Bring-up ``action`` found no usable LM Studio."""
-
-    action: int
-    install: Install
-    reason: str
-
-
-@dataclass(frozen=True)
-class BringUpFailed:
-    """Bring-up ``action`` failed; ``reason`` is for people (LM Studio's words)."""
-
-    action: int
-    reason: str
-    install: Install | None = None
-    problems: tuple[Problem, ...] = ()  # e.g. app_hung: the GUI app holds a hung service
-    capabilities: CliCapabilities | None = None
-    problem: Problem | None = None  # the failure itself, named (None: the generic bring_up_failed)
-    deterministic: bool = False  # recurs on every retry: no rung above START can fix it
-
-
-@dataclass(frozen=True)
-class BringUpNoted:
-    """Bring-up ``action`` found ``problem`` on its way (a hung app it spares, a capability
-    this `lms` lacks, a refused token): shown at once, not when the bring-up ends."""
-
-    action: int
-    problem: Problem
-
-
-@dataclass(frozen=True)
-class LoadStarted:
-    """An `lms load` for declared model ``name`` was launched (accepted from any action:
-    LM Studio may finish it whatever happens to us)."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class LoadSettled:
-    """The `lms load` for ``name`` ended with LM Studio's own failure: not in flight."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class ModelChanged:
-    """Load pass ``action`` moved model ``name`` to ``state``."""
-
-    action: int
-    name: str
-    state: str
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelDownload:
-    """Load pass ``action``: REST v1 download progress of declared model ``name``."""
-
-    action: int
-    name: str
-    progress: DownloadProgress
-
-
-@dataclass(frozen=True)
-class ModelsDone:
-    """Load pass ``action`` ended; ``loaded`` is what LM Studio listed at its end,
-    ``ours`` the instance identifiers this pass loaded; ``rest`` that REST v1 listed every
-    declared model by its key (drift checks may then use it instead of `lms ps`)."""
-
-    action: int
-    loaded: tuple[LoadedModel, ...]
-    ours: tuple[str, ...] = ()
-    answers: tuple[Answered, ...] = ()
-    rest: bool = False
-
-
-@dataclass(frozen=True)
-class Answered:
-    """Deep readiness: model ``name`` was asked for one token (server ``epoch``); ``ok``
-    with ``latency_ms``, else LM Studio's ``error``. ``problem`` is set when the answer was
-    a 401 (``api_token_missing``/``api_token_invalid``): our token's failure, not the model's."""
-
-    epoch: int
-    name: str
-    ok: bool
-    latency_ms: float
-    error: str | None = None
-    problem: Problem | None = None
-
-
-@dataclass(frozen=True)
-class LoadPassFailed:
-    """Load pass ``action`` could not list models (`lms ps`/`ls` failed): ``reason``."""
-
-    action: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Probed:
-    """A liveness probe of server ``epoch`` finished: the greeting, or on REST v1 the
-    ``GET /api/v1/models`` listing (a 401 there counts as alive)."""
-
-    epoch: int
-    result: ProbeResult
-
-
-@dataclass(frozen=True)
-class Observed:
-    """A drift check of server ``epoch``: the instances LM Studio lists as loaded.
-    ``rest``: the REST API was asked; then ``problem`` is its refusal of our token (the
-    list came from `lms ps`), and None clears an earlier one."""
-
-    epoch: int
-    loaded: tuple[LoadedModel, ...]
-    problem: Problem | None = None
-    rest: bool = False
-
-
-@dataclass(frozen=True)
-class DaemonExited:
-    """The watched daemon process ``pid`` exited."""
-
-    pid: int
-
-
-@dataclass(frozen=True)
-class TimerFired:
-    """Timer ``gen`` ran out."""
-
-    gen: int
-
-
-@dataclass(frozen=True)
-class RestartRequested:
-    """``POST /v1/restart`` (``daemon``: the daemon rung) or `lmsupervisor restart`."""
-
-    daemon: bool = False
-    reason: str = "restart requested"
-
-
-@dataclass(frozen=True)
-class ReloadRequested:
-    """SIGHUP, a config file change or ``POST /v1/reload``: read the config again."""
-
-
-@dataclass(frozen=True)
-class ConfigChanged:
-    """The config was read again and is valid."""
-
-    config: Config
-
-
-@dataclass(frozen=True)
-class ConfigRejected:
-    """The config was read again and is invalid; the old one keeps running."""
-
-    error: str
-    key: str = ""
-
-
-@dataclass(frozen=True)
-class Noted:
-    """A problem found outside a bring-up's result (a state file that cannot be written, a
-    load option this `lms` lacks, a paused download): ``problem`` replaces the standing
-    problem with the same ``code``; None clears it. Accepted in every state."""
-
-    code: str
-    problem: Problem | None = None
-
-
-@dataclass(frozen=True)
-class ActionCrashed:
-    """An effect raised something unexpected. ``action`` is its action id (-1 for the
-    health loop, -2 for reading the config, -3 for a synchronous effect such as writing a
-    state file); ``error`` the exception, ``effect`` its name."""
-
-    action: int
-    effect: str
-    error: str
-
-
-Message = (
-    Start
-    | StopRequested
-    | ServerUp
-    | NotInstalled
-    | BringUpFailed
-    | BringUpNoted
-    | LoadStarted
-    | LoadSettled
-    | ModelChanged
-    | ModelDownload
-    | ModelsDone
-    | LoadPassFailed
-    | Answered
-    | Probed
-    | Observed
-    | DaemonExited
-    | TimerFired
-    | RestartRequested
-    | ReloadRequested
-    | ConfigChanged
-    | ConfigRejected
-    | Noted
-    | ActionCrashed
-)
-
-HEALTH_ACTION = -1  # ActionCrashed.action of the health loop
-CONFIG_ACTION = -2  # ActionCrashed.action of reading the config
-EFFECT_ACTION = -3  # ActionCrashed.action of a synchronous effect (never the running action's failure)
-
-
-# -- effects --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BringUp:
-    """Detect LM Studio, then adopt it or climb to ``step``; answers with ServerUp,
-    NotInstalled or BringUpFailed carrying ``action``."""
-
-    action: int
-    step: Step
-    config: Config
-    daemon: DaemonProcess | None
-    last_good_server: ServerSettings | None
-    lms_version: str | None
-    capabilities: CliCapabilities | None = None
-
-
-@dataclass(frozen=True)
-class LoadModels:
-    """Unload ``unload`` (identifiers we loaded), wait for ``in_flight`` loads to show up,
-    then load what ``models`` still lack; answers with ModelChanged.. and ModelsDone.
-    With ``rest`` (REST v1 at ``url``) it lists, loads and downloads over HTTP; `lms`
-    (its ``capabilities``) otherwise, and for what REST cannot express."""
-
-    action: int
-    models: tuple[ModelConfig, ...]
-    in_flight: tuple[InFlight, ...]
-    unload: tuple[str, ...] = ()
-    lms: Path | None = None
-    url: str | None = None
-    rest: bool = False
-    capabilities: CliCapabilities | None = None
-    ask: tuple[str, ...] = ()  # names of models with probe = "answer": ask each once loaded
-    answer_timeout: float = 30.0
-
-
-@dataclass(frozen=True)
-class CancelAction:
-    """Cancel the running action (its late messages carry an old id and are ignored)."""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Arm timer ``gen`` to fire after ``delay`` seconds (replacing any armed one)."""
-
-    gen: int
-    delay: float
-
-
-@dataclass(frozen=True)
-class Health:
-    """What the health loop does from now on: greeting probes, drift checks, for ``epoch``."""
-
-    probe: bool
-    drift: bool
-    epoch: int
-
-
-@dataclass(frozen=True)
-class Watch:
-    """Watch ``daemon``'s PID for its exit (None: stop watching)."""
-
-    daemon: DaemonProcess | None
-
-
-@dataclass(frozen=True)
-class Unload:
-    """Unload instance ``identifier`` (a duplicate we created)."""
-
-    identifier: str
-
-
-@dataclass(frozen=True)
-class ReadConfig:
-    """Read the config file again; answers with ConfigChanged or ConfigRejected."""
-
-
-@dataclass(frozen=True)
-class Relog:
-    """Apply ``[log]`` settings live."""
-
-    level: str
-    format: str
-
-
-@dataclass(frozen=True)
-class Remember:
-    """Persist ``server``: the last good settings of LM Studio's server config."""
-
-    server: ServerSettings
-
-
-@dataclass(frozen=True)
-class Publish:
-    """Send ``event`` (design §5 event shape, without ``time``) to every subscriber."""
-
-    event: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Log:
-    """Log ``event`` (snake_case, past tense) at ``level`` with ``fields``."""
-
-    level: str
-    event: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-Effect = (
-    BringUp
-    | LoadModels
-    | CancelAction
-    | Schedule
-    | Health
-    | Watch
-    | Unload
-    | ReadConfig
-    | Relog
-    | Remember
-    | Publish
-    | Log
-)
 
 
 # -- the reducer ----------------------------------------------------------------------
@@ -746,7 +282,7 @@ class _Step:
         self.set(
             config=new,
             pending_config=None,
-            models=_statuses(new.models, kept),
+            models=statuses(new.models, kept),
             unload_next=tuple(dict.fromkeys(unload)),
             ours=ours - set(unload),
             in_flight=tuple(f for f in self.snap.in_flight if f.name not in diff.removed),
@@ -792,11 +328,6 @@ _MODEL_EVENTS = {  # log event names, past tense, per model state entered
     "pending": "requeued",
     "idle_unloaded": "idle_unloaded",
 }
-
-
-def _statuses(models: tuple[ModelConfig, ...], old: tuple[ModelStatus, ...]) -> tuple[ModelStatus, ...]:
-    by_name = {m.name: m for m in old}
-    return tuple(by_name.get(model_name(m)) or ModelStatus(m.key, m.identifier) for m in models)
 
 
 def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effect, ...]]:
@@ -1089,98 +620,6 @@ def _crashed(r: _Step, msg: ActionCrashed) -> None:
         r.fail(f"{msg.effect} crashed: {msg.error}", "action_crashed", deterministic=True)  # -> BACKOFF
 
 
-def bring_up_problem(reason: str) -> Problem:
-    """The problem shown while bring-ups fail for a reason with no name of its own."""
-    return Problem(
-        "bring_up_failed",
-        f"LM Studio's server could not be brought up: {reason}",
-        "lmsupervisor retries with backoff (restarting the server, then the daemon, once per cause); if it "
-        "persists, run `lmsupervisor doctor` and read LM Studio's server log",
-    )
-
-
-def crash_problem(effect: str, error: str) -> Problem:
-    """The problem shown when lmsupervisor's own code failed while performing ``effect``."""
-    return Problem(
-        SUPERVISOR_ERROR,
-        f"lmsupervisor's {effect} failed: {error}",
-        "a bug in lmsupervisor (it retries without stopping LM Studio): please report it with the "
-        "`action_crashed` log event and its traceback",
-    )
-
-
 def _by_code(problems: tuple[Problem, ...]) -> tuple[Problem, ...]:
     """``problems`` with one problem per code (the last one wins)."""
     return tuple({p.code: p for p in problems}.values())
-
-
-def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -> dict[str, Any]:
-    """The status document of design §5 (``GET /v1/status``); times as UTC ISO-8601."""
-    inst = snap.install
-    server = snap.server
-    return {
-        "state": snap.state.value,
-        "ready": snap.ready,
-        "since": iso(snap.since),
-        "supervisor": {
-            "version": version,
-            "pid": pid,
-            "started_at": iso(snap.started_at),
-            "config_path": config_path,
-            "config_error": snap.config_error,
-        },
-        "lmstudio": {
-            "installed": bool(inst and inst.installed),
-            "bootstrapped": bool(inst and inst.bootstrapped),
-            "home": str(inst.home) if inst else None,
-            "lms": str(inst.lms) if inst and inst.lms else None,
-            "version": snap.lms_version,
-            "cli_version": snap.capabilities.cli_version if snap.capabilities else None,
-            "daemon_pid": snap.daemon.pid if snap.daemon else None,
-            "local_service_enabled": inst.local_service_enabled if inst else None,
-            "kind": inst.kind if inst else None,
-            "capabilities": _capabilities(snap),
-        },
-        "server": {
-            "running": snap.server_running,
-            "bind": server.bind,
-            "port": server.port,
-            "cors": server.cors,
-            "api_endpoint": base_url(server.bind, server.port),
-            "last_probe_ms": None if snap.last_probe_ms is None else round(snap.last_probe_ms, 3),
-            "consecutive_failures": snap.consecutive_failures,
-        },
-        "models": [
-            {
-                "key": m.key,
-                "identifier": m.identifier,
-                "state": m.state,
-                "error": m.error,
-                "last_answer_ms": m.last_answer_ms,
-                "download": m.download.to_json() if m.download else None,
-            }
-            for m in snap.models
-        ],
-        "restarts": {
-            "count": snap.restart_count,
-            "last_reason": snap.last_restart_reason,
-            "last_at": iso(snap.last_restart_at),
-            "next_attempt_at": iso(snap.next_attempt_at),
-            "attempt": snap.attempt,
-        },
-        "problems": [p.to_json() for p in snap.all_problems],
-    }
-
-
-def _capabilities(snap: Snapshot) -> dict[str, Any] | None:
-    """``lmstudio.capabilities``: the `lms` binary's (facts §8), REST v1 and the install kind."""
-    if snap.capabilities is None and snap.rest is None:
-        return None
-    caps = snap.capabilities.to_json() if snap.capabilities else {}
-    caps.pop("cli_version", None)  # shown as lmstudio.cli_version
-    return {
-        **caps,
-        "rest_v1": snap.rest,
-        "rest_drift": snap.rest_drift,
-        "install_kind": snap.install.kind if snap.install else None,
-    }

@@ -6,8 +6,9 @@ from dataclasses import replace
 from typing import Any
 
 from lmsupervisor.config import Config, HealthConfig, ModelConfig, RestartConfig
+from lmsupervisor.core.messages import Now
 from lmsupervisor.core.observed import DaemonProcess, LoadedModel
-from lmsupervisor.core.reducer import Now, Snapshot, initial
+from lmsupervisor.core.snapshot import Snapshot, initial
 from lmsupervisor.core.states import State
 from tests.scenarios.fakes import make_install
 

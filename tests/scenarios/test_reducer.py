@@ -10,10 +10,7 @@ from typing import TypeVar
 import pytest
 
 from lmsupervisor.config import ModelConfig, ServerConfig, StatusConfig
-from lmsupervisor.core.observed import ProbeResult, ServerSettings
-from lmsupervisor.core.policy import Step
-from lmsupervisor.core.problems import Problem
-from lmsupervisor.core.reducer import (
+from lmsupervisor.core.messages import (
     ActionCrashed,
     Answered,
     BringUp,
@@ -28,7 +25,6 @@ from lmsupervisor.core.reducer import (
     LoadStarted,
     Message,
     ModelsDone,
-    ModelStatus,
     NotInstalled,
     Now,
     Observed,
@@ -37,15 +33,17 @@ from lmsupervisor.core.reducer import (
     RestartRequested,
     Schedule,
     ServerUp,
-    Snapshot,
     Start,
     StopRequested,
     TimerFired,
     Unload,
     Watch,
-    initial,
-    reduce,
 )
+from lmsupervisor.core.observed import ProbeResult, ServerSettings
+from lmsupervisor.core.policy import Step
+from lmsupervisor.core.problems import Problem
+from lmsupervisor.core.reducer import reduce
+from lmsupervisor.core.snapshot import ModelStatus, Snapshot, initial
 from lmsupervisor.core.states import TRANSITIONS, State, Trigger
 from tests.scenarios.coredata import CFG, DAEMON, INSTALL, NOW, ONE, TWO, at
 from tests.scenarios.fakes import make_install

@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmsupervisor.config import ModelConfig, ServerConfig
-from lmsupervisor.core.observed import DaemonProcess, ProbeResult, ServerSettings
-from lmsupervisor.core.reducer import (
+from lmsupervisor.core.messages import (
     ActionCrashed,
     BringUp,
     BringUpFailed,
@@ -28,12 +27,12 @@ from lmsupervisor.core.reducer import (
     Probed,
     RestartRequested,
     ServerUp,
-    Snapshot,
     Start,
     TimerFired,
-    initial,
-    reduce,
 )
+from lmsupervisor.core.observed import DaemonProcess, ProbeResult, ServerSettings
+from lmsupervisor.core.reducer import reduce
+from lmsupervisor.core.snapshot import Snapshot, initial
 from lmsupervisor.core.states import State
 from tests.scenarios.coredata import CFG, INSTALL, ONE, TWO
 from tests.scenarios.fakes import make_install

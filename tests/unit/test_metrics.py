@@ -17,7 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from lmsupervisor.api.metrics import CountingRunner, Metrics, lms_command
 from lmsupervisor.config import Config, HealthConfig, RestartConfig
 from lmsupervisor.core import reducer as core
+from lmsupervisor.core.messages import Probed
 from lmsupervisor.core.observed import ProbeResult
+from lmsupervisor.core.snapshot import Snapshot, initial
 from lmsupervisor.core.states import State
 from lmsupervisor.errors import LmsNotFoundError, LmsTimeoutError
 from lmsupervisor.lmstudio.lms import LmsResult
@@ -119,17 +121,17 @@ def test_a_config_error_shows() -> None:
     assert parse(Metrics(lambda: snap, FakeClock()))[("lmsupervisor_config_rejected", ())] == 1
 
 
-def base() -> core.Snapshot:
-    return core.initial(Config(), 0.0)
+def base() -> Snapshot:
+    return initial(Config(), 0.0)
 
 
 def test_probes_are_counted_and_successful_latencies_observed() -> None:
     """Every probe counts by result; only answered ones go into the latency histogram."""
     metrics = Metrics(snapshot, FakeClock())
     snap = dataclasses.replace(base(), state=State.READY)
-    metrics.observe(core.Probed(1, ProbeResult(True, 3.0)), snap)
-    metrics.observe(core.Probed(1, ProbeResult(True, 30.0)), snap)
-    metrics.observe(core.Probed(1, ProbeResult(False, 5000.0, error="timed out")), snap)
+    metrics.observe(Probed(1, ProbeResult(True, 3.0)), snap)
+    metrics.observe(Probed(1, ProbeResult(True, 30.0)), snap)
+    metrics.observe(Probed(1, ProbeResult(False, 5000.0, error="timed out")), snap)
     samples = parse(metrics)
     assert samples[("lmsupervisor_probes_total", (("result", "ok"),))] == 2
     assert samples[("lmsupervisor_probes_total", (("result", "failed"),))] == 1

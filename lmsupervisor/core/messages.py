@@ -1,0 +1,405 @@
+"""What flows through the reconcile core: messages in (what happened: :class:`ServerUp`,
+:class:`BringUpFailed`, :class:`ModelsDone`, :class:`Probed`, :class:`DaemonExited`,
+:class:`RestartRequested`, :class:`ConfigChanged`, :class:`TimerFired` ...) and effects out
+(what to do: :class:`BringUp`, :class:`LoadModels`, :class:`Schedule`, :class:`Watch`,
+:class:`Publish` ...), plus :class:`Now`, the clock readings of one reduction. Frozen
+data; :func:`lmsupervisor.core.reducer.reduce` is the only code that reads messages and
+writes effects, the runner (:mod:`lmsupervisor.supervisor`) the only code that performs
+effects and sends messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmsupervisor.config import Config, ModelConfig
+from lmsupervisor.core.capabilities import CliCapabilities
+from lmsupervisor.core.observed import (
+    DaemonProcess,
+    DownloadProgress,
+    Install,
+    LoadedModel,
+    ProbeResult,
+    ServerSettings,
+)
+from lmsupervisor.core.policy import Step
+from lmsupervisor.core.problems import Problem
+from lmsupervisor.core.snapshot import InFlight
+
+
+@dataclass(frozen=True)
+class Now:
+    """Clock readings for one message: ``mono`` and ``wall`` seconds, and ``jitter`` in
+    ``[-1, 1]`` (drawn by the runner) for the backoff spread."""
+
+    mono: float
+    wall: float
+    jitter: float = 0.0
+
+
+# -- messages -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Start:
+    """The supervisor begins."""
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    """SIGTERM/SIGINT: stop supervising, leave LM Studio running."""
+
+    reason: str = "stop requested"
+
+
+@dataclass(frozen=True)
+class ServerUp:
+    """Bring-up ``action`` ended with the server answering its greeting at ``server``."""
+
+    action: int
+    install: Install
+    server: ServerSettings
+    daemon: DaemonProcess | None
+    reason: str
+    version: str | None = None
+    adopted: bool = False
+    settings_source_ok: bool = True  # http-server-config.json was sound (remember it)
+    capabilities: CliCapabilities | None = None
+    rest: bool | None = None  # the server has REST v1
+    problems: tuple[Problem, ...] = ()  # found on the way (bind unsupported, API token, CORS)
+
+
+@dataclass(frozen=True)
+class NotInstalled:
+    """Bring-up ``action`` found no usable LM Studio."""
+
+    action: int
+    install: Install
+    reason: str
+
+
+@dataclass(frozen=True)
+class BringUpFailed:
+    """Bring-up ``action`` failed; ``reason`` is for people (LM Studio's words)."""
+
+    action: int
+    reason: str
+    install: Install | None = None
+    problems: tuple[Problem, ...] = ()  # e.g. app_hung: the GUI app holds a hung service
+    capabilities: CliCapabilities | None = None
+    problem: Problem | None = None  # the failure itself, named (None: the generic bring_up_failed)
+    deterministic: bool = False  # recurs on every retry: no rung above START can fix it
+
+
+@dataclass(frozen=True)
+class BringUpNoted:
+    """Bring-up ``action`` found ``problem`` on its way (a hung app it spares, a capability
+    this `lms` lacks, a refused token): shown at once, not when the bring-up ends."""
+
+    action: int
+    problem: Problem
+
+
+@dataclass(frozen=True)
+class LoadStarted:
+    """An `lms load` for declared model ``name`` was launched (accepted from any action:
+    LM Studio may finish it whatever happens to us)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class LoadSettled:
+    """The `lms load` for ``name`` ended with LM Studio's own failure: not in flight."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ModelChanged:
+    """Load pass ``action`` moved model ``name`` to ``state``."""
+
+    action: int
+    name: str
+    state: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelDownload:
+    """Load pass ``action``: REST v1 download progress of declared model ``name``."""
+
+    action: int
+    name: str
+    progress: DownloadProgress
+
+
+@dataclass(frozen=True)
+class ModelsDone:
+    """Load pass ``action`` ended; ``loaded`` is what LM Studio listed at its end,
+    ``ours`` the instance identifiers this pass loaded; ``rest`` that REST v1 listed every
+    declared model by its key (drift checks may then use it instead of `lms ps`)."""
+
+    action: int
+    loaded: tuple[LoadedModel, ...]
+    ours: tuple[str, ...] = ()
+    answers: tuple[Answered, ...] = ()
+    rest: bool = False
+
+
+@dataclass(frozen=True)
+class Answered:
+    """Deep readiness: model ``name`` was asked for one token (server ``epoch``); ``ok``
+    with ``latency_ms``, else LM Studio's ``error``. ``problem`` is set when the answer was
+    a 401 (``api_token_missing``/``api_token_invalid``): our token's failure, not the model's."""
+
+    epoch: int
+    name: str
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+    problem: Problem | None = None
+
+
+@dataclass(frozen=True)
+class LoadPassFailed:
+    """Load pass ``action`` could not list models (`lms ps`/`ls` failed): ``reason``."""
+
+    action: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Probed:
+    """A liveness probe of server ``epoch`` finished: the greeting, or on REST v1 the
+    ``GET /api/v1/models`` listing (a 401 there counts as alive)."""
+
+    epoch: int
+    result: ProbeResult
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A drift check of server ``epoch``: the instances LM Studio lists as loaded.
+    ``rest``: the REST API was asked; then ``problem`` is its refusal of our token (the
+    list came from `lms ps`), and None clears an earlier one."""
+
+    epoch: int
+    loaded: tuple[LoadedModel, ...]
+    problem: Problem | None = None
+    rest: bool = False
+
+
+@dataclass(frozen=True)
+class DaemonExited:
+    """The watched daemon process ``pid`` exited."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """Timer ``gen`` ran out."""
+
+    gen: int
+
+
+@dataclass(frozen=True)
+class RestartRequested:
+    """``POST /v1/restart`` (``daemon``: the daemon rung) or `lmsupervisor restart`."""
+
+    daemon: bool = False
+    reason: str = "restart requested"
+
+
+@dataclass(frozen=True)
+class ReloadRequested:
+    """SIGHUP, a config file change or ``POST /v1/reload``: read the config again."""
+
+
+@dataclass(frozen=True)
+class ConfigChanged:
+    """The config was read again and is valid."""
+
+    config: Config
+
+
+@dataclass(frozen=True)
+class ConfigRejected:
+    """The config was read again and is invalid; the old one keeps running."""
+
+    error: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Noted:
+    """A problem found outside a bring-up's result (a state file that cannot be written, a
+    load option this `lms` lacks, a paused download): ``problem`` replaces the standing
+    problem with the same ``code``; None clears it. Accepted in every state."""
+
+    code: str
+    problem: Problem | None = None
+
+
+@dataclass(frozen=True)
+class ActionCrashed:
+    """An effect raised something unexpected. ``action`` is its action id (-1 for the
+    health loop, -2 for reading the config, -3 for a synchronous effect such as writing a
+    state file); ``error`` the exception, ``effect`` its name."""
+
+    action: int
+    effect: str
+    error: str
+
+
+Message = (
+    Start
+    | StopRequested
+    | ServerUp
+    | NotInstalled
+    | BringUpFailed
+    | BringUpNoted
+    | LoadStarted
+    | LoadSettled
+    | ModelChanged
+    | ModelDownload
+    | ModelsDone
+    | LoadPassFailed
+    | Answered
+    | Probed
+    | Observed
+    | DaemonExited
+    | TimerFired
+    | RestartRequested
+    | ReloadRequested
+    | ConfigChanged
+    | ConfigRejected
+    | Noted
+    | ActionCrashed
+)
+
+HEALTH_ACTION = -1  # ActionCrashed.action of the health loop
+CONFIG_ACTION = -2  # ActionCrashed.action of reading the config
+EFFECT_ACTION = -3  # ActionCrashed.action of a synchronous effect (never the running action's failure)
+
+
+# -- effects --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BringUp:
+    """Detect LM Studio, then adopt it or climb to ``step``; answers with ServerUp,
+    NotInstalled or BringUpFailed carrying ``action``."""
+
+    action: int
+    step: Step
+    config: Config
+    daemon: DaemonProcess | None
+    last_good_server: ServerSettings | None
+    lms_version: str | None
+    capabilities: CliCapabilities | None = None
+
+
+@dataclass(frozen=True)
+class LoadModels:
+    """Unload ``unload`` (identifiers we loaded), wait for ``in_flight`` loads to show up,
+    then load what ``models`` still lack; answers with ModelChanged.. and ModelsDone.
+    With ``rest`` (REST v1 at ``url``) it lists, loads and downloads over HTTP; `lms`
+    (its ``capabilities``) otherwise, and for what REST cannot express."""
+
+    action: int
+    models: tuple[ModelConfig, ...]
+    in_flight: tuple[InFlight, ...]
+    unload: tuple[str, ...] = ()
+    lms: Path | None = None
+    url: str | None = None
+    rest: bool = False
+    capabilities: CliCapabilities | None = None
+    ask: tuple[str, ...] = ()  # names of models with probe = "answer": ask each once loaded
+    answer_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class CancelAction:
+    """Cancel the running action (its late messages carry an old id and are ignored)."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Arm timer ``gen`` to fire after ``delay`` seconds (replacing any armed one)."""
+
+    gen: int
+    delay: float
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the health loop does from now on: greeting probes, drift checks, for ``epoch``."""
+
+    probe: bool
+    drift: bool
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Watch ``daemon``'s PID for its exit (None: stop watching)."""
+
+    daemon: DaemonProcess | None
+
+
+@dataclass(frozen=True)
+class Unload:
+    """Unload instance ``identifier`` (a duplicate we created)."""
+
+    identifier: str
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """Read the config file again; answers with ConfigChanged or ConfigRejected."""
+
+
+@dataclass(frozen=True)
+class Relog:
+    """Apply ``[log]`` settings live."""
+
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
+class Remember:
+    """Persist ``server``: the last good settings of LM Studio's server config."""
+
+    server: ServerSettings
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Send ``event`` (design §5 event shape, without ``time``) to every subscriber."""
+
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Log:
+    """Log ``event`` (snake_case, past tense) at ``level`` with ``fields``."""
+
+    level: str
+    event: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+Effect = (
+    BringUp
+    | LoadModels
+    | CancelAction
+    | Schedule
+    | Health
+    | Watch
+    | Unload
+    | ReadConfig
+    | Relog
+    | Remember
+    | Publish
+    | Log
+)
