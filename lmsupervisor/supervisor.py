@@ -18,23 +18,21 @@ import contextlib
 import json
 import random
 from collections.abc import AsyncGenerator, Callable, Coroutine
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from lmsupervisor import __version__, logs, statefile
-from lmsupervisor.actions import QUICK_TIMEOUT, Actions, token_problem
-from lmsupervisor.clock import Clock, iso, within
+from lmsupervisor.actions import QUICK_TIMEOUT, Actions
+from lmsupervisor.clock import Clock, iso
 from lmsupervisor.config import Config
 from lmsupervisor.core import reducer as core
-from lmsupervisor.core.configdiff import model_name
 from lmsupervisor.core.messages import (
     CONFIG_ACTION,
     EFFECT_ACTION,
-    HEALTH_ACTION,
     ActionCrashed,
+    Ask,
     BringUp,
     CancelAction,
     ConfigChanged,
@@ -48,8 +46,6 @@ from lmsupervisor.core.messages import (
     Message,
     Noted,
     Now,
-    Observed,
-    Probed,
     Publish,
     ReadConfig,
     ReloadRequested,
@@ -63,12 +59,13 @@ from lmsupervisor.core.messages import (
     Unload,
     Watch,
 )
-from lmsupervisor.core.observed import DaemonProcess, Install, ProbeResult, ServerSettings, base_url
+from lmsupervisor.core.observed import DaemonProcess, Install, ServerSettings, base_url
 from lmsupervisor.core.problems import SUPERVISOR_ERROR, Problem
 from lmsupervisor.core.snapshot import Snapshot, initial
 from lmsupervisor.core.states import State
 from lmsupervisor.core.status import render
-from lmsupervisor.errors import ConfigError, LmsError, RestAuthError, RestConnectError, RestError, RestTimeoutError
+from lmsupervisor.errors import ConfigError, LmsError, RestError
+from lmsupervisor.health import HealthChecks, describe
 from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.lms import LmsClient
 from lmsupervisor.lmstudio.probe import Prober
@@ -159,16 +156,21 @@ class Supervisor:
         )
         self._action: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
-        self._health: asyncio.Task[None] | None = None
-        self._health_mode = Health(probe=False, drift=False, epoch=0)
-        self._drift: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._probes: set[asyncio.Task[None]] = set()
+        self.health = HealthChecks(
+            clock=clock,
+            actions=self.actions,
+            rest=rest,
+            lms_factory=lms_factory,
+            send=self.send,
+            spawn=self._spawn,
+            snapshot=lambda: self.snap,
+            files=self.memory.files,
+        )
         self._unwatch: Callable[[], None] | None = None
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._observers: list[Callable[[Message, Snapshot], None]] = []
         self._failed_effects: set[str] = set()  # effects whose last run raised (shown as supervisor_error)
-        self._asked_at: dict[str, float] = {}  # monotonic seconds of each model's last answer probe
 
     # -- public interface ------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -250,7 +252,7 @@ class Supervisor:
             except Exception as exc:  # its own failure, never the running action's (which did nothing wrong)
                 self.log.exception("effect_crashed", effect=name)
                 self._failed_effects.add(name)
-                self.send(ActionCrashed(EFFECT_ACTION, name, _describe(exc)))
+                self.send(ActionCrashed(EFFECT_ACTION, name, describe(exc)))
             else:
                 if name in self._failed_effects:
                     self._failed_effects.discard(name)
@@ -308,7 +310,9 @@ class Supervisor:
                 _cancel(self._timer)
                 self._timer = self._spawn(self._fire_later(gen, delay))
             case Health():
-                self._set_health(effect)
+                self.health.set_mode(effect)
+            case Ask():
+                self.health.ask(effect)
             case Watch(daemon=daemon):
                 self._watch(daemon)
             case Unload(identifier=identifier):
@@ -336,18 +340,14 @@ class Supervisor:
                 raise
             except Exception as exc:
                 self.log.exception("action_crashed", effect=name, action=action)
-                msg = ActionCrashed(action, name, _describe(exc))
+                msg = ActionCrashed(action, name, describe(exc))
             self.send(msg)
 
         self._action = self._spawn(guarded())
 
     async def _load(self, effect: LoadModels) -> Message:
         try:
-            done = await self.actions.load_models(effect)
-            now = self.clock.monotonic()
-            for name in effect.ask:
-                self._asked_at[name] = now  # the pass asked them: the next ask is an interval away
-            return done
+            return await self.actions.load_models(effect)
         except LmsError as exc:
             return LoadPassFailed(effect.action, f"listing models failed: {exc.message}")
 
@@ -376,7 +376,7 @@ class Supervisor:
             self.send(ConfigRejected(exc.message, exc.key))
         except Exception as exc:  # RecursionError, MemoryError on a hostile file: never fatal
             self.log.exception("action_crashed", effect="read_config")
-            self.send(ActionCrashed(CONFIG_ACTION, "read_config", _describe(exc)))
+            self.send(ActionCrashed(CONFIG_ACTION, "read_config", describe(exc)))
         else:
             self.send(ConfigChanged(new))
 
@@ -393,203 +393,6 @@ class Supervisor:
         self._unwatch = self.pids.watch(pid, lambda: self.send(DaemonExited(pid)))
 
     # -- health: probes on a fixed cadence, drift checks beside them ------------------------
-    def _set_health(self, mode: Health) -> None:
-        self._health_mode = mode
-        if not mode.probe:
-            for task in (self._health, self._drift, *self._probes):
-                _cancel(task)
-            self._health = self._drift = None
-        elif self._health is None or self._health.done():
-            self._health = self._spawn(self._health_loop())
-
-    async def _health_loop(self) -> None:
-        """Every ``health.interval``: start a liveness check (and a drift check when none is
-        running), each bounded by ``health.timeout``. Started on a fixed cadence, not one
-        after another, so a hang is noticed within
-        ``failures_before_restart * interval + timeout`` whatever is in flight. On 0.4 with
-        models declared, one ``GET /api/v1/models`` is both (see :meth:`_probe_rest`)."""
-        while True:
-            health = self.snap.config.health  # read each round: a reload applies at the next one
-            await self.clock.sleep(health.interval)
-            mode = self._health_mode
-            if not mode.probe:
-                return
-            if self.memory.files.problem is not None:
-                self.memory.files.retry()  # a repaired state folder clears state_folder_unwritable
-            drift = mode.drift and bool(self.snap.config.models)
-            rest = self.rest if drift and self.snap.rest_drift else None
-            if len(self._probes) < health.failures_before_restart:  # a slow server: never a pile-up
-                check = partial(self._probe_rest, rest) if rest is not None else self._probe
-                probe = self._spawn_health("probe", partial(check, mode.epoch, health.timeout))
-                self._probes.add(probe)
-                probe.add_done_callback(self._probes.discard)
-            if drift and rest is None:
-                if self.rest is not None and any(p.code.startswith("api_token_") for p in self.snap.notes):
-                    self._start_drift_check(mode.epoch, health.timeout, recheck=self.rest)
-                else:
-                    self._start_drift_check(mode.epoch, health.timeout)
-            if mode.drift:
-                self._ask_due(mode.epoch)
-
-    def _start_drift_check(
-        self, epoch: int, timeout: float, problem: Problem | None = None, recheck: RestClient | None = None
-    ) -> None:
-        """`lms ps --json` as a drift check, unless one is still running; with ``recheck``,
-        REST is asked first whether it still refuses our token (:meth:`_recheck_token`)."""
-        if self._drift is None or self._drift.done():
-            if recheck is not None:
-                work = partial(self._recheck_token, recheck, epoch, timeout)
-            else:
-                work = partial(self._check_drift, epoch, timeout, problem)
-            self._drift = self._spawn_health("drift_check", work)
-
-    async def _recheck_token(self, rest: RestClient, epoch: int, timeout: float) -> None:
-        """While a token problem stands and drift checks use `lms` (the load pass fell back
-        to it): one ``GET /api/v1/models`` (within ``timeout`` seconds) tells whether LM
-        Studio still refuses our token, so a token set by a reload, or made in LM Studio,
-        clears the problem without a restart. The `lms ps` drift check carries the verdict:
-        the refusal (``api_token_*``), or None when REST answered. No verdict (no answer,
-        another error) leaves the problem as it is."""
-        server = self.snap.server
-        try:
-            await within(self.clock, rest.models(base_url(server.bind, server.port), timeout=timeout), timeout)
-        except RestAuthError as exc:
-            await self._check_drift(epoch, timeout, token_problem(exc.code, exc.message))
-        except (RestError, TimeoutError) as exc:
-            self.log.info("token_recheck_failed", error=str(exc))
-            await self._check_drift(epoch, timeout)
-        else:
-            await self._check_drift(epoch, timeout, checked=True)
-
-    def _ask_due(self, epoch: int) -> None:
-        """Deep readiness: ask each loaded model with probe = "answer" whose last ask is
-        ``health.answer_interval`` seconds old (the load pass asked it first)."""
-        health = self.snap.config.health
-        now = self.clock.monotonic()
-        declared = {model_name(m): m for m in self.snap.config.models}
-        for status in self.snap.models:
-            m = declared.get(status.name)
-            if m is None or m.probe != "answer" or status.state != "loaded" or status.instance is None:
-                continue
-            if now - self._asked_at.get(status.name, now) < health.answer_interval:
-                self._asked_at.setdefault(status.name, now)
-                continue
-            self._asked_at[status.name] = now
-            self._spawn_health("ask", partial(self._ask, epoch, status.name, status.instance, status.kind))
-
-    def _spawn_health(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
-        """Run one health check; anything it raises becomes ``ActionCrashed`` of the health
-        loop (counted like a failed probe), never a dead task. ``work`` is a factory so a
-        check cancelled before it starts leaves no un-awaited coroutine behind."""
-
-        async def guarded() -> None:
-            try:
-                await work()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.log.exception("action_crashed", effect=name)
-                self.send(ActionCrashed(HEALTH_ACTION, name, _describe(exc)))
-
-        return self._spawn(guarded())
-
-    async def _ask(self, epoch: int, name: str, instance: str, kind: str) -> None:
-        server, timeout = self.snap.server, self.snap.config.health.answer_timeout
-        self.send(await self.actions.ask(epoch, name, base_url(server.bind, server.port), instance, kind, timeout))
-
-    async def _probe(self, epoch: int, timeout: float) -> None:
-        server = self.snap.server
-        self.send(Probed(epoch, await self.actions.greet(base_url(server.bind, server.port), timeout)))
-
-    async def _probe_rest(self, rest: RestClient, epoch: int, timeout: float) -> None:
-        """On 0.4 (REST v1, facts §4, §8): one ``GET /api/v1/models`` is the liveness probe
-        *and* the drift check, so an idle round costs one local HTTP request and no `lms`
-        process. The whole check ends within ``timeout`` seconds:
-
-        - a listing: ``Probed`` ok and ``Observed``;
-        - no connection, or no answer within ``timeout``: a failed probe;
-        - no listing after ``timeout / 2`` (many models, a slow disk): the greeting is sent
-          too, and the first good answer of the two within ``timeout`` decides (a listing
-          that still comes is observed);
-        - a 401 (the server answered; our token is refused): ok, reported, `lms ps` lists;
-        - any other error answer: the greeting decides, and `lms ps` lists when it is ok.
-        """
-        server = self.snap.server
-        url = base_url(server.bind, server.port)
-        started = self.clock.monotonic()
-
-        def left() -> float:
-            return timeout - (self.clock.monotonic() - started)
-
-        async def until(futures: set[asyncio.Future[Any]], seconds: float) -> None:
-            """Wait for the first of ``futures`` or ``seconds`` of clock time (one timer task:
-            this runs every idle round)."""
-            timer = asyncio.ensure_future(self.clock.sleep(seconds))
-            try:
-                await asyncio.wait({*futures, timer}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                timer.cancel()
-
-        listing = asyncio.ensure_future(rest.models(url, timeout=timeout))
-        greeting: asyncio.Future[ProbeResult] | None = None
-        alive: ProbeResult | None = None  # the greeting's ok, sent before the listing came
-        try:
-            await until({listing}, timeout / 2)
-            if not listing.done():  # slow: the greeting races the listing until the deadline
-                greeting = asyncio.ensure_future(self.actions.greet(url, left(), timeout))
-                while not listing.done() and not (greeting.done() and greeting.result().ok) and left() > 0:
-                    await until({f for f in (listing, greeting) if not f.done()}, left())
-                if greeting.done() and greeting.result().ok and not listing.done():
-                    alive = greeting.result()
-                    self.send(Probed(epoch, alive))
-                    await until({listing}, left())
-            ms = (self.clock.monotonic() - started) * 1000
-            exc = listing.exception() if listing.done() else None
-            greeted = greeting.result() if greeting is not None and greeting.done() else None
-            if listing.done() and exc is None:
-                if alive is None:
-                    self.send(Probed(epoch, ProbeResult(True, ms, 200)))
-                self.send(Observed(epoch, listing.result().loaded, rest=True))
-            elif isinstance(exc, RestAuthError):
-                if alive is None:
-                    self.send(Probed(epoch, ProbeResult(True, ms, 401)))
-                self._start_drift_check(epoch, timeout, token_problem(exc.code, exc.message))
-            elif greeted is not None and greeted.ok:  # alive; the listing failed or is late
-                if alive is None:
-                    self.send(Probed(epoch, greeted))
-                self.log.info("drift_check_failed", error=str(exc or f"no listing within {timeout:g} s"))
-            elif exc is None or isinstance(exc, (RestTimeoutError, RestConnectError)):
-                why = exc.message if isinstance(exc, RestConnectError) else f"no answer from {url} within {timeout:g} s"
-                self.send(Probed(epoch, ProbeResult(False, ms, None, (greeted and greeted.error) or why)))
-            elif isinstance(exc, RestError):  # an answer, but not a listing: no verdict on liveness
-                self.log.info("drift_check_failed", error=exc.message)
-                result = greeted or await self.actions.greet(url, left(), timeout)
-                self.send(Probed(epoch, result))
-                if result.ok:
-                    self._start_drift_check(epoch, timeout)
-            else:
-                raise exc  # a bug, not an answer: the health guard reports it
-        finally:
-            for future in (listing, greeting):
-                _discard(future)
-
-    async def _check_drift(
-        self, epoch: int, timeout: float, problem: Problem | None = None, checked: bool = False
-    ) -> None:
-        """What LM Studio has loaded, from `lms ps --json` (releases without REST v1, or while
-        REST refuses our token: then ``problem`` is that refusal, reported with the list;
-        ``checked``: REST accepted our token, which clears a refusal reported before)."""
-        install = self.snap.install
-        if install is None or install.lms is None:
-            return
-        limit = max(timeout, 1.0)
-        try:
-            lms = self.lms_factory(install.lms)
-            loaded = await within(self.clock, lms.ps(timeout=limit), limit)
-            self.send(Observed(epoch, tuple(loaded), problem, rest=problem is not None or checked))
-        except (LmsError, TimeoutError) as exc:
-            self.log.info("drift_check_failed", error=str(exc))  # the liveness probe judges liveness
-
     # -- events -------------------------------------------------------------------------
     def _publish(self, event: dict[str, Any]) -> None:
         event = {"time": iso(self.clock.wall()), **event}
@@ -613,24 +416,3 @@ class Supervisor:
 def _cancel(task: asyncio.Task[None] | None) -> None:
     if task is not None and not task.done():
         task.cancel()
-
-
-def _discard(future: asyncio.Future[Any] | None) -> None:
-    """Cancel ``future`` and make sure its exception is read whenever it ends: a check cancelled
-    just as its request failed (a daemon exit stops the health loop) must leave no "Task
-    exception was never retrieved". (Python 3.11's ``wait_for`` may even finish a cancelled
-    task with the inner exception instead of ``CancelledError``.)"""
-    if future is None:
-        return
-    future.cancel()
-    future.add_done_callback(_read_outcome)
-
-
-def _read_outcome(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

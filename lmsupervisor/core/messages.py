@@ -340,6 +340,19 @@ class Health:
 
 
 @dataclass(frozen=True)
+class Ask:
+    """Deep readiness: ask model ``name`` (served as ``instance``, ``kind`` ``"llm"`` or
+    ``"embedding"``) for one token within ``timeout`` seconds, for server ``epoch``;
+    answers with :class:`Answered`."""
+
+    epoch: int
+    name: str
+    instance: str
+    kind: str
+    timeout: float
+
+
+@dataclass(frozen=True)
 class Watch:
     """Watch ``daemon``'s PID for its exit (None: stop watching)."""
 
@@ -395,6 +408,7 @@ Effect = (
     | CancelAction
     | Schedule
     | Health
+    | Ask
     | Watch
     | Unload
     | ReadConfig

@@ -32,6 +32,7 @@ from lmsupervisor.core.messages import (
     HEALTH_ACTION,
     ActionCrashed,
     Answered,
+    Ask,
     BringUp,
     BringUpFailed,
     BringUpNoted,
@@ -423,6 +424,7 @@ def _dispatch(r: _Step, msg: Message) -> None:
             r.duplicates(msg.loaded)
             _verify_models(r, msg.loaded)
             for answer in msg.answers:
+                _update_model(r, answer.name, asked_at=r.now.mono)  # the next ask is an interval away
                 _answered(r, answer, reload=False)
             pending = r.snap.pending_config
             if pending is not None:
@@ -438,6 +440,8 @@ def _dispatch(r: _Step, msg: Message) -> None:
                 r.fire(Trigger.MODELS_LOADED, "all declared models are loaded")  # -> READY
         case Probed() if msg.epoch == s.epoch and state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
             _probed(r, msg.result)
+            if msg.result.ok and state in (State.READY, State.DEGRADED):
+                _ask_due(r)
         case Observed() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
             if msg.rest:
                 _note(r, "api_token_", msg.problem)
@@ -564,6 +568,28 @@ def _observed(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
         r.fire(Trigger.DRIFT, f"declared model no longer loaded: {names}")  # -> LOADING_MODELS
 
 
+def _update_model(r: _Step, name: str, **changes: Any) -> None:
+    """Replace fields of the status of the declared model ``name`` (no event)."""
+    r.set(models=tuple(replace(m, **changes) if m.name == name else m for m in r.snap.models))
+
+
+def _ask_due(r: _Step) -> None:
+    """Deep readiness, on a good probe: ask each loaded model with probe = "answer" whose
+    last ask is ``health.answer_interval`` seconds old (the load pass asked it first; one
+    first seen loaded is asked an interval later)."""
+    s = r.snap
+    declared = {model_name(m): m for m in s.config.models}
+    for status in s.models:
+        m = declared.get(status.name)
+        if m is None or m.probe != "answer" or status.state != "loaded" or status.instance is None:
+            continue
+        if status.asked_at is not None and r.now.mono - status.asked_at < s.config.health.answer_interval:
+            continue
+        _update_model(r, status.name, asked_at=r.now.mono)
+        if status.asked_at is not None:
+            r.emit(Ask(s.epoch, status.name, status.instance, status.kind, s.config.health.answer_timeout))
+
+
 def _answered(r: _Step, answer: Answered, reload: bool) -> None:
     """A loaded model that cannot answer is failed with LM Studio's words, and reloaded
     (unloaded first) by the next load pass, under the model backoff. A 401 is the token's
@@ -577,8 +603,7 @@ def _answered(r: _Step, answer: Answered, reload: bool) -> None:
         r.log("warning", "model_answer_refused", model=answer.name, error=answer.error)
         return
     if answer.ok:
-        new = replace(status, last_answer_ms=round(answer.latency_ms, 3))
-        r.set(models=tuple(new if m.name == answer.name else m for m in r.snap.models))
+        _update_model(r, answer.name, last_answer_ms=round(answer.latency_ms, 3))
         return
     r.log("warning", "model_answer_failed", model=answer.name, error=answer.error)
     r.set_model(answer.name, "failed", answer.error or "did not answer")

@@ -28,6 +28,7 @@ class ModelStatus:
     instance: str | None = None  # the identifier LM Studio serves it under, once loaded
     kind: str = "llm"  # "llm" or "embedding" (from `lms ps --json` type), for the answer probe
     download: DownloadProgress | None = None  # while ``downloading`` through REST v1
+    asked_at: float | None = None  # monotonic seconds of its last answer probe (probe = "answer")
 
     @property
     def name(self) -> str:

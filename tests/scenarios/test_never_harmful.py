@@ -249,9 +249,7 @@ async def test_an_unwritable_state_file_never_restarts_lmstudio(tmp_path: Path) 
     blocker = tmp_path / "state"
     blocker.write_text("not a folder")
     w = World()
-    w.sup = make_supervisor(CONFIG, w.lm, w.clock, detect=w.detect)
-    w.sup.memory = ServerMemory(blocker / "server.json")
-    w.sup.memory.files.attach(w.sup.note_state_files)
+    w.sup = make_supervisor(CONFIG, w.lm, w.clock, detect=w.detect, memory=ServerMemory(blocker / "server.json"))
     async for _ in started(w):
         await w.clock.advance(0)
         for _ in range(5):

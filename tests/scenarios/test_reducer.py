@@ -13,6 +13,7 @@ from lmsupervisor.config import ModelConfig, ServerConfig, StatusConfig
 from lmsupervisor.core.messages import (
     ActionCrashed,
     Answered,
+    Ask,
     BringUp,
     BringUpFailed,
     CancelAction,
@@ -337,6 +338,36 @@ def test_a_refused_answer_is_a_token_problem_and_the_model_stays_loaded() -> Non
     fresh, _ = step(fresh, ServerUp(5, INSTALL, ServerSettings(), DAEMON, "up"))
     fresh, _ = step(fresh, ModelsDone(6, (ONE, TWO), answers=(Answered(0, "two", False, 1.0, "401", refused),)))
     assert (fresh.state, fresh.model("two").state) == (S.READY, "loaded")  # type: ignore[union-attr]
+
+
+def test_answer_probes_are_scheduled_by_the_reducer_one_interval_apart() -> None:
+    """Deep readiness is the reducer's: a good probe in READY asks each loaded probe =
+    "answer" model whose last ask is health.answer_interval old (one first seen loaded an
+    interval later; the load pass's own ask counts), never a model that is not loaded."""
+    cfg = replace(ANSWERING, health=replace(ANSWERING.health, answer_interval=60.0, answer_timeout=7.0))
+    models = tuple(replace(m, state="loaded", instance=m.name, kind="llm") for m in at(S.READY).models)
+    snap = replace(at(S.READY, loaded=True), config=cfg, models=models)
+    alive = Probed(2, ProbeResult(True, 3.0, 200))
+
+    def asks(snap: Snapshot, mono: float) -> tuple[Snapshot, list[Ask]]:
+        snap, effects = step(snap, alive, replace(NOW, mono=mono))
+        return snap, of(Ask, effects)
+
+    snap, first = asks(snap, 1000.0)  # first seen: asked an interval from now
+    snap, early = asks(snap, 1059.0)
+    snap, due = asks(snap, 1060.0)
+    snap, again = asks(snap, 1061.0)
+    failing, _ = step(snap, Answered(2, "two", False, 1.0, "boom"))
+    _, not_loaded = asks(failing, 2000.0)
+    assert (first, early, due, again, not_loaded) == ([], [], [Ask(2, "two", "two", "llm", 7.0)], [], [])
+    _, effects = step(snap, Probed(2, ProbeResult(False, 1.0, None, "refused")), replace(NOW, mono=3000.0))
+    assert of(Ask, effects) == []  # due, but the server did not answer its probe
+    passed, _ = step(
+        replace(at(S.LOADING_MODELS), config=cfg, models=models),
+        ModelsDone(5, (ONE, TWO), answers=(Answered(0, "two", True, 2.0),)),
+        replace(NOW, mono=5000.0),
+    )
+    assert [m.asked_at for m in passed.models] == [None, 5000.0]
 
 
 def test_loading_models_to_degraded_when_a_fresh_load_cannot_answer() -> None:

@@ -1,0 +1,344 @@
+"""Health: the probe cadence, and what counts as alive.
+
+Two halves, as everywhere in this codebase (reduce, then perform):
+
+- :func:`judge` is the one answer to "what counts as alive?": from what one check saw (the
+  REST listing's outcome, the greeting's) it decides the liveness verdict to send
+  (:class:`~lmsupervisor.core.messages.Probed`), the listing to observe, and whether `lms`
+  must list instead. Pure.
+- :class:`HealthChecks` runs the checks on a fixed cadence (``health.interval`` seconds),
+  each bounded by ``health.timeout``, so a hang is noticed within
+  ``failures_before_restart * interval + timeout`` whatever is in flight; it performs the
+  reducer's :class:`~lmsupervisor.core.messages.Health` and
+  :class:`~lmsupervisor.core.messages.Ask` effects and sends every result as a message. It
+  keeps no state the reducer needs: which models are due an answer probe is in the
+  snapshot (``ModelStatus.asked_at``), decided by the reducer.
+
+On 0.4 with models declared, one ``GET /api/v1/models`` is both the liveness probe and
+the drift check (facts §4, §8): an idle round costs one local HTTP request and no `lms`
+process. Elsewhere the greeting (``GET /lmstudio-greeting``) is the probe and
+`lms ps --json` the drift check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from lmsupervisor.actions import Actions, token_problem
+from lmsupervisor.clock import Clock, within
+from lmsupervisor.core.messages import HEALTH_ACTION, ActionCrashed, Ask, Health, Message, Observed, Probed
+from lmsupervisor.core.observed import LoadedModel, ProbeResult, base_url
+from lmsupervisor.core.problems import Problem
+from lmsupervisor.core.snapshot import Snapshot
+from lmsupervisor.errors import LmsError, RestAuthError, RestConnectError, RestError, RestTimeoutError
+from lmsupervisor.lmstudio.lms import LmsClient
+from lmsupervisor.lmstudio.rest import Listing, RestClient
+from lmsupervisor.statefile import StateFiles
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What one REST health check concluded (see :func:`judge`).
+
+    ``probed`` is the liveness verdict to send (None: none, or already sent); ``observed``
+    the loaded instances the listing showed; ``drift`` whether `lms ps` must list instead
+    (``problem``: the token refusal to report with that list); ``greet`` that no verdict
+    can be given without the greeting; ``failed`` why the REST drift check gave nothing
+    (logged ``drift_check_failed``)."""
+
+    probed: ProbeResult | None = None
+    observed: tuple[LoadedModel, ...] | None = None
+    drift: bool = False
+    problem: Problem | None = None
+    greet: bool = False
+    failed: str | None = None
+
+
+def judge(
+    listing: Listing | BaseException | None,
+    greeting: ProbeResult | None,
+    *,
+    url: str,
+    ms: float,
+    timeout: float,
+    alive_sent: bool = False,
+) -> Judgement:
+    """What counts as alive, from one check of the server at ``url``.
+
+    ``listing`` is the outcome of ``GET /api/v1/models``: a :class:`Listing`, the
+    exception it raised, or None when it had not answered within ``timeout`` seconds;
+    ``greeting`` the greeting probe's result when it was sent (None: not sent, or not
+    back); ``ms`` the check's duration; ``alive_sent`` that the greeting's ok was sent
+    already (the listing was slow). Rules:
+
+    - a listing: alive, and observed;
+    - a 401 (the server answered; our token is refused): alive, reported, `lms ps` lists;
+    - any other error answer (a 500, 0.3's "Unexpected endpoint"): no verdict by itself;
+      the greeting decides (``greet`` when it was not sent), and `lms ps` lists when it
+      is ok;
+    - a good greeting while the listing is late or could not connect: alive;
+    - no connection, or no answer: dead (the greeting's words when it failed).
+
+    Raises nothing; an exception that is not a :class:`~lmsupervisor.errors.RestError` is
+    a bug the caller re-raises unless the greeting was good (see
+    :meth:`HealthChecks.probe_rest`).
+    """
+    exc = listing if isinstance(listing, BaseException) else None
+
+    def alive(result: ProbeResult) -> ProbeResult | None:
+        return None if alive_sent else result
+
+    if isinstance(listing, Listing):
+        return Judgement(probed=alive(ProbeResult(True, ms, 200)), observed=listing.loaded)
+    if isinstance(exc, RestAuthError):
+        problem = token_problem(exc.code, exc.message)
+        return Judgement(probed=alive(ProbeResult(True, ms, 401)), drift=True, problem=problem)
+    if isinstance(exc, RestError) and not isinstance(exc, (RestTimeoutError, RestConnectError)):
+        if greeting is None:  # an answer, but not a listing: no verdict on liveness yet
+            return Judgement(greet=True, failed=exc.message)
+        return Judgement(probed=alive(greeting) if greeting.ok else greeting, drift=greeting.ok, failed=exc.message)
+    if greeting is not None and greeting.ok:  # alive; the listing failed or is late
+        return Judgement(probed=alive(greeting), failed=str(exc or f"no listing within {timeout:g} s"))
+    why = exc.message if isinstance(exc, RestConnectError) else f"no answer from {url} within {timeout:g} s"
+    return Judgement(probed=ProbeResult(False, ms, None, (greeting and greeting.error) or why))
+
+
+class HealthChecks:
+    """The health loop of one supervisor: performs ``Health`` (start, change or stop the
+    cadence) and ``Ask`` effects; results go to ``send`` as messages.
+
+    ``snapshot()`` gives the reducer's snapshot (server, config, install, notes, read at
+    each round so a reload applies at the next one); ``spawn`` starts a task the
+    supervisor cancels at shutdown; ``files`` are the state files, retried each round
+    while they fail (:meth:`~lmsupervisor.statefile.StateFiles.retry`). Anything a check
+    raises becomes ``ActionCrashed`` of the health loop (counted like a failed probe),
+    never a dead task.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        actions: Actions,
+        rest: RestClient | None,
+        lms_factory: Callable[[Path], LmsClient],
+        send: Callable[[Message], None],
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+        snapshot: Callable[[], Snapshot],
+        files: StateFiles,
+    ) -> None:
+        self.clock = clock
+        self.actions = actions
+        self.rest = rest
+        self.lms_factory = lms_factory
+        self.send = send
+        self.spawn = spawn
+        self.snapshot = snapshot
+        self.files = files
+        self.log = structlog.get_logger("lmsupervisor")
+        self.mode = Health(probe=False, drift=False, epoch=0)
+        self._loop: asyncio.Task[None] | None = None
+        self._drift: asyncio.Task[None] | None = None
+        self._probes: set[asyncio.Task[None]] = set()
+
+    def set_mode(self, mode: Health) -> None:
+        """Perform a ``Health`` effect: start the loop, or stop it and every check in flight."""
+        self.mode = mode
+        if not mode.probe:
+            for task in (self._loop, self._drift, *self._probes):
+                if task is not None and not task.done():
+                    task.cancel()
+            self._loop = self._drift = None
+        elif self._loop is None or self._loop.done():
+            self._loop = self.spawn(self._run())
+
+    def ask(self, effect: Ask) -> None:
+        """Perform an ``Ask`` effect: one answer probe, sent back as ``Answered``."""
+        url = base_url(self.snapshot().server.bind, self.snapshot().server.port)
+        work = partial(self.actions.ask, effect.epoch, effect.name, url, effect.instance, effect.kind, effect.timeout)
+
+        async def asked() -> None:
+            self.send(await work())
+
+        self._check("ask", asked)
+
+    async def _run(self) -> None:
+        while True:
+            snap = self.snapshot()
+            health = snap.config.health  # read each round: a reload applies at the next one
+            await self.clock.sleep(health.interval)
+            mode, snap = self.mode, self.snapshot()
+            if not mode.probe:
+                return
+            if self.files.problem is not None:
+                self.files.retry()  # a repaired state folder clears state_folder_unwritable
+            drift = mode.drift and bool(snap.config.models)
+            rest = self.rest if drift and snap.rest_drift else None
+            if len(self._probes) < health.failures_before_restart:  # a slow server: never a pile-up
+                if rest is not None:
+                    probe = self._check("probe", partial(self.probe_rest, rest, mode.epoch, health.timeout))
+                else:
+                    probe = self._check("probe", partial(self._greet, mode.epoch, health.timeout))
+                self._probes.add(probe)
+                probe.add_done_callback(self._probes.discard)
+            if drift and rest is None:
+                token_refused = any(p.code.startswith("api_token_") for p in snap.notes)
+                recheck = self.rest if token_refused else None
+                self._start_drift_check(mode.epoch, health.timeout, recheck=recheck)
+
+    def _check(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+        """Run one check; ``work`` is a factory so a check cancelled before it starts
+        leaves no un-awaited coroutine behind."""
+
+        async def guarded() -> None:
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.exception("action_crashed", effect=name)
+                self.send(ActionCrashed(HEALTH_ACTION, name, describe(exc)))
+
+        return self.spawn(guarded())
+
+    def _start_drift_check(
+        self, epoch: int, timeout: float, problem: Problem | None = None, recheck: RestClient | None = None
+    ) -> None:
+        """`lms ps --json` as a drift check, unless one is still running; with ``recheck``,
+        REST is asked first whether it still refuses our token (:meth:`_recheck_token`)."""
+        if self._drift is None or self._drift.done():
+            if recheck is not None:
+                work = partial(self._recheck_token, recheck, epoch, timeout)
+            else:
+                work = partial(self._check_drift, epoch, timeout, problem)
+            self._drift = self._check("drift_check", work)
+
+    async def _recheck_token(self, rest: RestClient, epoch: int, timeout: float) -> None:
+        """While a token problem stands and drift checks use `lms` (the load pass fell back
+        to it): one ``GET /api/v1/models`` (within ``timeout`` seconds) tells whether LM
+        Studio still refuses our token, so a token set by a reload, or made in LM Studio,
+        clears the problem without a restart. The `lms ps` drift check carries the verdict:
+        the refusal (``api_token_*``), or None when REST answered. No verdict (no answer,
+        another error) leaves the problem as it is."""
+        server = self.snapshot().server
+        try:
+            await within(self.clock, rest.models(base_url(server.bind, server.port), timeout=timeout), timeout)
+        except RestAuthError as exc:
+            await self._check_drift(epoch, timeout, token_problem(exc.code, exc.message))
+        except (RestError, TimeoutError) as exc:
+            self.log.info("token_recheck_failed", error=str(exc))
+            await self._check_drift(epoch, timeout)
+        else:
+            await self._check_drift(epoch, timeout, checked=True)
+
+    async def _greet(self, epoch: int, timeout: float) -> None:
+        server = self.snapshot().server
+        self.send(Probed(epoch, await self.actions.greet(base_url(server.bind, server.port), timeout)))
+
+    async def probe_rest(self, rest: RestClient, epoch: int, timeout: float) -> None:
+        """On 0.4 (REST v1, facts §4, §8): one ``GET /api/v1/models`` is the liveness probe
+        *and* the drift check. The whole check ends within ``timeout`` seconds; when no
+        listing has come after ``timeout / 2`` (many models, a slow disk) the greeting is
+        sent too, and the first good answer of the two decides (a listing that still comes
+        is observed). What the outcomes mean is :func:`judge`'s."""
+        server = self.snapshot().server
+        url = base_url(server.bind, server.port)
+        started = self.clock.monotonic()
+
+        def left() -> float:
+            return timeout - (self.clock.monotonic() - started)
+
+        async def until(futures: set[asyncio.Future[Any]], seconds: float) -> None:
+            """Wait for the first of ``futures`` or ``seconds`` of clock time (one timer task:
+            this runs every idle round)."""
+            timer = asyncio.ensure_future(self.clock.sleep(seconds))
+            try:
+                await asyncio.wait({*futures, timer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                timer.cancel()
+
+        listing = asyncio.ensure_future(rest.models(url, timeout=timeout))
+        greeting: asyncio.Future[ProbeResult] | None = None
+        alive_sent = False
+        try:
+            await until({listing}, timeout / 2)
+            if not listing.done():  # slow: the greeting races the listing until the deadline
+                greeting = asyncio.ensure_future(self.actions.greet(url, left(), timeout))
+                while not listing.done() and not (greeting.done() and greeting.result().ok) and left() > 0:
+                    await until({f for f in (listing, greeting) if not f.done()}, left())
+                if greeting.done() and greeting.result().ok and not listing.done():
+                    self.send(Probed(epoch, greeting.result()))
+                    alive_sent = True
+                    await until({listing}, left())
+            outcome: Listing | BaseException | None = None
+            if listing.done():
+                outcome = listing.exception() or listing.result()
+            greeted = greeting.result() if greeting is not None and greeting.done() else None
+            bug = isinstance(outcome, BaseException) and not isinstance(outcome, RestError)
+            if bug and isinstance(outcome, BaseException) and not (greeted and greeted.ok):
+                raise outcome  # a bug, not an answer: the health guard reports it
+            ms = (self.clock.monotonic() - started) * 1000
+
+            def verdict(greeted: ProbeResult | None) -> Judgement:
+                return judge(outcome, greeted, url=url, ms=ms, timeout=timeout, alive_sent=alive_sent)
+
+            found = verdict(greeted)
+            if found.greet:
+                found = verdict(await self.actions.greet(url, left(), timeout))
+            if found.failed is not None:
+                self.log.info("drift_check_failed", error=found.failed)
+            if found.probed is not None:
+                self.send(Probed(epoch, found.probed))
+            if found.observed is not None:
+                self.send(Observed(epoch, found.observed, rest=True))
+            if found.drift:
+                self._start_drift_check(epoch, timeout, found.problem)
+        finally:
+            for future in (listing, greeting):
+                discard(future)
+
+    async def _check_drift(
+        self, epoch: int, timeout: float, problem: Problem | None = None, checked: bool = False
+    ) -> None:
+        """What LM Studio has loaded, from `lms ps --json` (releases without REST v1, or while
+        REST refuses our token: then ``problem`` is that refusal, reported with the list;
+        ``checked``: REST accepted our token, which clears a refusal reported before)."""
+        install = self.snapshot().install
+        if install is None or install.lms is None:
+            return
+        limit = max(timeout, 1.0)
+        try:
+            lms = self.lms_factory(install.lms)
+            loaded = await within(self.clock, lms.ps(timeout=limit), limit)
+            self.send(Observed(epoch, tuple(loaded), problem, rest=problem is not None or checked))
+        except (LmsError, TimeoutError) as exc:
+            self.log.info("drift_check_failed", error=str(exc))  # the liveness probe judges liveness
+
+
+def discard(future: asyncio.Future[Any] | None) -> None:
+    """Cancel ``future`` and make sure its exception is read whenever it ends: a check cancelled
+    just as its request failed (a daemon exit stops the health loop) must leave no "Task
+    exception was never retrieved". (Python 3.11's ``wait_for`` may even finish a cancelled
+    task with the inner exception instead of ``CancelledError``.)"""
+    if future is None:
+        return
+    future.cancel()
+    future.add_done_callback(_read_outcome)
+
+
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def describe(exc: BaseException) -> str:
+    """``"TypeName: message"`` (the type alone when the message is empty), as failures show it."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
