@@ -26,8 +26,11 @@ surrogate: the answer names the place (``settings.temperature``). Answers:
 
 ``check_lmstudio``
     payload ``{"installed", "bootstrapped", "server_running", "api_endpoint",
-    "current_model", "loaded_models", "supervisor": {"running", "socket", "state",
-    "ready", ...}, "config_error"}``.
+    "current_model", "loaded_models", "server_error", "supervisor": {"running", "socket",
+    "state", "ready", ...}, "config_error"}``. When LM Studio's saved ``networkInterface``
+    (and no ``[server] bind``) is no address a server can bind (``server_address_invalid``),
+    ``api_endpoint`` is null and ``server_error`` names it with its fix; ``start_lmstudio``
+    and ``chat_completion`` are then refused (``lmstudio_error``) saying the same.
 ``start_lmstudio`` (``"timeout"`` seconds, default ``server.start_timeout``)
     asks the running supervisor (waits for ``ready``; in ``backoff`` it posts
     ``/v1/restart`` so the attempt happens now), else starts LM Studio itself with the
@@ -76,10 +79,11 @@ import httpx
 import structlog
 from httpx_sse import SSEError, aconnect_sse
 
-from lmsupervisor.actions import Actions
+from lmsupervisor.actions import Actions, usable_server
 from lmsupervisor.config import Config, finite
-from lmsupervisor.core.observed import Install, base_url, effective_server
+from lmsupervisor.core.observed import Install, ProbeResult, base_url, effective_server
 from lmsupervisor.core.policy import Step
+from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.reducer import BringUp, BringUpFailed, NotInstalled, ServerUp
 from lmsupervisor.errors import LmsError, LmSupervisorError, StatusSocketError
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
@@ -368,13 +372,19 @@ class NativeHost:
         return detect(self.platform, self.config.lmstudio.home, self.config.lmstudio.lms)
 
     def _endpoint(self, install: Install, snap: Mapping[str, Any] | None) -> str:
-        """The supervisor's endpoint when one runs (it knows its config), else ours."""
+        """The supervisor's endpoint when one runs (it knows its config), else ours: the
+        declared server settings, else LM Studio's own. Raises :class:`NativeHostError`
+        (``lmstudio_error``, naming ``networkInterface`` and the fix) when the bind they
+        give is no address (``server_address_invalid``, :func:`lmsupervisor.actions.usable_server`):
+        nothing can reach or start a server there."""
         server = snap.get("server") if snap else None
         if isinstance(server, dict) and isinstance(server.get("api_endpoint"), str):
             return str(server["api_endpoint"])
         cfg = self.config.server
-        eff = effective_server(cfg.bind, cfg.port, cfg.cors, install.server)
-        return base_url(eff.bind, eff.port)
+        usable = usable_server(effective_server(cfg.bind, cfg.port, cfg.cors, install.server), install)
+        if isinstance(usable, Problem):
+            raise NativeHostError(usable.message, code="lmstudio_error", hint=usable.fix)
+        return base_url(usable.bind, usable.port)
 
     async def _loaded_models(self, url: str) -> list[str] | None:
         """API identifiers of the loaded models: REST v1 (0.4), else v0 (0.3.6+); None if unknown."""
@@ -398,9 +408,14 @@ class NativeHost:
 
     async def _payload(self, snap: dict[str, Any] | None) -> dict[str, Any]:
         install = self._install()
-        url = self._endpoint(install, snap)
-        probe = await self.prober.greeting(url)
-        loaded = await self._loaded_models(url) if probe.ok else []
+        url: str | None = None
+        try:
+            endpoint = self._endpoint(install, snap)
+        except NativeHostError as exc:  # no address to probe: not running, and why
+            probe = ProbeResult(ok=False, latency_ms=0.0, error=str(exc))
+        else:
+            url, probe = endpoint, await self.prober.greeting(endpoint)
+        loaded = await self._loaded_models(url) if url is not None and probe.ok else []
         if loaded is None and snap is not None:  # the server answers but lists nothing we can read
             loaded = [
                 str(m.get("identifier") or m.get("key"))

@@ -199,9 +199,10 @@ def make_host(
     clock: Clock | None = None,
     config: Config | None = None,
     env: dict[str, str] | None = None,
+    server_config: dict[str, Any] | None = None,
 ) -> NativeHost:
-    if installed:
-        sim = create_install(tmp_path / "home", http_port=1234)  # files only: nothing is started
+    if installed:  # files only: nothing is started
+        sim = create_install(tmp_path / "home", http_port=1234, server_config=server_config)
         root = sim.root
     else:
         root = tmp_path / "empty"
@@ -752,3 +753,39 @@ async def test_chat_bodies_are_utf8_json(tmp_path: Path, stream: bool) -> None:
     await answers(make_host(tmp_path, server=server), msg)
     [(kind, body)] = server.raw
     assert (kind, '"content":"héllo ✓"'.encode() in body) == ("application/json", True), body
+
+
+# -- LM Studio's saved networkInterface is unusable (issue 14 item 1) -------------------
+BAD_INTERFACE = {"networkInterface": "localhost:1234"}  # a host:port mistake: no address to bind or reach
+
+
+async def test_check_names_an_unusable_network_interface(tmp_path: Path) -> None:
+    """check_lmstudio succeeds: the server is not running, no endpoint, and server_error
+    names networkInterface with its fix; nothing is probed (a server answering elsewhere
+    is not LM Studio's as configured)."""
+    host = make_host(tmp_path, server=LmStudio(up=True), server_config=BAD_INTERFACE)
+    [answer] = await answers(host, {"action": "check_lmstudio"})
+    p = answer["payload"]
+    assert (answer["status"], p["server_running"], p["api_endpoint"]) == ("success", False, None)
+    assert "networkInterface 'localhost:1234' is not an address" in p["server_error"]
+    assert "declare [server] bind" in p["server_error"]
+
+
+@pytest.mark.parametrize("action", ["start_lmstudio", "chat_completion"])
+async def test_start_and_chat_refuse_an_unusable_network_interface(tmp_path: Path, action: str) -> None:
+    """start_lmstudio and chat_completion are refused as lmstudio_error naming
+    networkInterface: no `lms` call (no daemon started), no chat sent (they were internal
+    errors: InvalidURL)."""
+    server, lms = LmStudio(up=False), FakeLms({})
+    host = make_host(tmp_path, server=server, lms=lms, server_config=BAD_INTERFACE)
+    [answer] = await answers(host, {**CHAT_MSG, "action": action})
+    assert (answer["status"], answer["code"], lms.calls, server.bodies) == ("error", "lmstudio_error", [], [])
+    assert "networkInterface 'localhost:1234' is not an address LM Studio's server can bind" in answer["error"]
+
+
+async def test_a_declared_bind_overrides_an_unusable_network_interface(tmp_path: Path) -> None:
+    """`[server] bind` wins over LM Studio's saved interface: the server there is found."""
+    config = Config(server=ServerConfig(bind="127.0.0.1", start_timeout=5))
+    host = make_host(tmp_path, config=config, server_config=BAD_INTERFACE)
+    [answer] = await answers(host, {"action": "check_lmstudio"})
+    assert (answer["payload"]["server_running"], answer["payload"]["api_endpoint"]) == (True, URL)
