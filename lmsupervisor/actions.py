@@ -167,11 +167,10 @@ class Actions:
             if (unsupported := bind_problem(cfg.server.bind, found.bind, caps)) is not None:
                 note(unsupported)
             server = replace(server, bind=found.bind)
-        bind = server_address(server.bind)
-        if bind is None:  # LM Studio's own networkInterface is unusable: no retry or restart can fix it
-            problem = address_problem(install, server.bind, declarable=caps.bind)
-            return BringUpFailed(eff.action, problem.message, install, tuple(notes), caps, problem, True)
-        server = replace(server, bind=bind)
+        usable = usable_server(server, install, declarable=caps.bind)
+        if isinstance(usable, Problem):  # LM Studio's own networkInterface is unusable: no retry or restart can fix it
+            return BringUpFailed(eff.action, usable.message, install, tuple(notes), caps, usable, True)
+        server = usable
         url = base_url(server.bind, server.port)
         version = eff.lms_version
         differs = (
@@ -658,6 +657,19 @@ def address_problem(install: Install, value: str, declarable: bool) -> Problem:
         f"{declare}set the server's network interface in LM Studio's Developer settings (127.0.0.1 for this "
         "machine only, 0.0.0.0 for the local network)",
     )
+
+
+def usable_server(server: ServerSettings, install: Install, declarable: bool = True) -> ServerSettings | Problem:
+    """``server`` (the settings in force, :func:`~lmsupervisor.core.observed.effective_server`)
+    with its bind spelled as :func:`~lmsupervisor.config.server_address` returns it
+    (``[::1]`` becomes ``::1``), ready for :func:`~lmsupervisor.core.observed.base_url`; or,
+    when that bind is no address LM Studio's server can bind, ``server_address_invalid``
+    (:func:`address_problem`, for ``install``; ``declarable``: whether declaring
+    ``[server] bind`` would fix it): such a server cannot be reached, and is not started."""
+    bind = server_address(server.bind)
+    if bind is None:
+        return address_problem(install, server.bind, declarable=declarable)
+    return replace(server, bind=bind)
 
 
 def _app_hung(daemon: DaemonProcess) -> Problem:

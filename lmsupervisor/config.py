@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,7 @@ MODEL_PROBES = ("none", "load", "answer")
 TRANSPORTS = ("unix", "tcp")  # status.transport: a Unix socket, or loopback TCP with a bearer token
 MAX_SECONDS = 86_400.0  # upper bound of every duration: a day (a larger value is a typo, not a wish)
 MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
+SHOWN_DIGITS = 20  # an integer in a message is shown whole up to this many digits, else by its length
 
 
 @dataclass(frozen=True)
@@ -175,11 +177,32 @@ def _describe(value: Any) -> str:
         return f'"{value}"'
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and abs(value) >= 10**SHOWN_DIGITS:
+        return f"an integer of {_digits(value)} digits"
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
         return "an array"
     return repr(value)
+
+
+def _digits(value: int) -> str:
+    """How many decimal digits ``value`` has, as text; ``"more than N"`` past Python's
+    int-to-text limit (``sys.get_int_max_str_digits()``, 4300), where ``str()`` raises
+    (a TOML hex, octal or binary literal is read past it)."""
+    try:
+        return str(len(str(abs(value))))
+    except ValueError:
+        return f"more than {sys.get_int_max_str_digits()}"
+
+
+def finite(value: object) -> bool:
+    """Whether ``value`` is a finite number: any ``int`` (TOML and JSON integers have no
+    bound: ``10**400`` is finite, and is never turned into a float, which it would
+    overflow) or a ``float`` that is neither NaN nor an infinity. A bool is not a number."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def server_address(value: object) -> str | None:
@@ -217,11 +240,13 @@ def _number(
     positive: bool = False,
     what: str = "seconds as a number",
 ) -> float:
-    """A finite number in ``[minimum, maximum]`` (``> 0`` with ``positive``); NaN and
-    infinity are refused, since they silently turn timers off or into busy loops."""
+    """A finite number in ``[minimum, maximum]`` (``> 0`` with ``positive``) as a float;
+    NaN and infinity are refused, since they silently turn timers off or into busy loops.
+    An integer is compared as an integer, so one too large for a float (``10**400``) is
+    out of range like any other, never an OverflowError."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(key, what, value)
-    if not math.isfinite(value):
+    if not finite(value):
         raise _fail(key, f"{what} (finite)", value)
     if value < minimum or (positive and value <= 0):
         raise _fail(key, f"{what} {'> 0' if positive else f'>= {minimum:g}'}", value)
@@ -282,14 +307,12 @@ def _keys(cls: type) -> set[str]:
 
 
 def _gpu(key: str, value: Any) -> str | float:
-    if isinstance(value, str):
-        if value in ("off", "max"):
-            return value
+    """``"off"``, ``"max"``, or a ratio from 0.0 to 1.0 as a float."""
+    if value in ("off", "max") and isinstance(value, str):
+        return value
+    if not finite(value) or not 0 <= value <= 1:
         raise _fail(key, '"off", "max" or a number from 0.0 to 1.0', value)
-    ratio = _number(key, value, what='"off", "max" or a number from 0.0 to 1.0')
-    if ratio > 1:
-        raise _fail(key, '"off", "max" or a number from 0.0 to 1.0', value)
-    return ratio
+    return float(value)
 
 
 def _model(key: str, raw: Any) -> ModelConfig:
@@ -451,6 +474,10 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> tuple[Confi
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
     except RecursionError:  # tomllib recurses per nesting level
         raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
+    except ValueError:  # not a TOMLDecodeError: int() refused a decimal literal past sys.get_int_max_str_digits()
+        raise ConfigError(
+            f"{path}: not valid TOML (an integer of more than {sys.get_int_max_str_digits()} digits)"
+        ) from None
     try:
         return parse(data), path
     except ConfigError as exc:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmsupervisor.actions import address_problem, token_problem
-from lmsupervisor.config import Config, server_address
+from lmsupervisor.actions import token_problem, usable_server
+from lmsupervisor.config import Config
 from lmsupervisor.core.capabilities import CliCapabilities, bind_problem
 from lmsupervisor.core.observed import (
     DEFAULT_BIND,
@@ -120,10 +120,10 @@ async def diagnose(
     install = detect(platform, config.lmstudio.home, config.lmstudio.lms)
     server = effective_server(config.server.bind, config.server.port, config.server.cors, install.server)
     problems = list(install.problems)
-    bind = server_address(server.bind)
-    if bind is None:  # LM Studio's saved networkInterface is unusable: named, and probed on the default
-        problems.append(address_problem(install, server.bind, declarable=True))
-    url = base_url(bind or DEFAULT_BIND, server.port)
+    usable = usable_server(server, install)
+    if isinstance(usable, Problem):  # LM Studio's saved networkInterface is unusable: named, and probed on the default
+        problems.append(usable)
+    url = base_url(DEFAULT_BIND if isinstance(usable, Problem) else usable.bind, server.port)
     diag = Diagnosis(install, server, url, problems=problems)
     diag.services = services() if services is not None else installed_services(home=platform.user_home)
     if unit_dirs is None:

@@ -17,14 +17,20 @@ One message at a time, until stdin closes. Requests are JSON objects with ``"act
 an ``"id"`` (an integer, or a string of at most :data:`MAX_ID_BYTES` bytes of UTF-8) is
 echoed in every answer to it; an id that cannot be echoed (longer, or holding a lone
 UTF-16 surrogate, which has no UTF-8 form) gets a ``bad_request`` answer without it. A
-``"timeout"`` is seconds in (0, :data:`MAX_TIMEOUT`]; anything else is ``bad_request``. Answers:
+``"timeout"`` is seconds in (0, :data:`MAX_TIMEOUT`]; anything else is ``bad_request``. So
+is JSON nested deeper than Python's reader goes, and, in what ``chat_completion`` sends on
+to LM Studio (``messages``, ``settings``), a NaN or an infinity, or a string with a lone
+surrogate: the answer names the place (``settings.temperature``). Answers:
 ``{"status": "success", "payload": {...}}`` or ``{"status": "error", "error": "...",
 "code": "..."}``. Actions:
 
 ``check_lmstudio``
     payload ``{"installed", "bootstrapped", "server_running", "api_endpoint",
-    "current_model", "loaded_models", "supervisor": {"running", "socket", "state",
-    "ready", ...}, "config_error"}``.
+    "current_model", "loaded_models", "server_error", "supervisor": {"running", "socket",
+    "state", "ready", ...}, "config_error"}``. When LM Studio's saved ``networkInterface``
+    (and no ``[server] bind``) is no address a server can bind (``server_address_invalid``),
+    ``api_endpoint`` is null and ``server_error`` names it with its fix; ``start_lmstudio``
+    and ``chat_completion`` are then refused (``lmstudio_error``) saying the same.
 ``start_lmstudio`` (``"timeout"`` seconds, default ``server.start_timeout``)
     asks the running supervisor (waits for ``ready``; in ``backoff`` it posts
     ``/v1/restart`` so the attempt happens now), else starts LM Studio itself with the
@@ -61,11 +67,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import struct
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -74,11 +79,12 @@ import httpx
 import structlog
 from httpx_sse import SSEError, aconnect_sse
 
-from lmsupervisor.actions import Actions
-from lmsupervisor.config import Config
+from lmsupervisor.actions import Actions, usable_server
+from lmsupervisor.config import Config, finite
 from lmsupervisor.core.messages import BringUp, BringUpFailed, NotInstalled, ServerUp
-from lmsupervisor.core.observed import Install, base_url, effective_server
+from lmsupervisor.core.observed import Install, ProbeResult, base_url, effective_server
 from lmsupervisor.core.policy import Step
+from lmsupervisor.core.problems import Problem
 from lmsupervisor.errors import LmsError, LmSupervisorError, StatusSocketError
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import LmsRunner
@@ -93,6 +99,8 @@ MAX_INCOMING = 64 * 1024 * 1024  # bytes of JSON, browser -> host (Chrome's docu
 HEADER = struct.Struct("=I")  # 32-bit unsigned, native byte order, no padding
 MAX_ID_BYTES = 64 * 1024  # bytes of UTF-8: a longer "id" is refused, never echoed (it would crowd out the answer)
 MAX_TIMEOUT = 3600.0  # seconds: the largest "timeout" a request may ask (as server.start_timeout)
+SHOWN_CHARS = 40  # characters of a refused value's JSON quoted in an error answer
+JSON_HEADERS = {"Content-Type": "application/json"}  # of the chat bodies sent to LM Studio (_json_bytes)
 SUPERVISOR_TIMEOUT = 2.0  # seconds for one status-socket request
 LMS_TIMEOUT = 15.0  # seconds for `lms` status and stop calls
 CHAT_TIMEOUT = 300.0  # seconds: a cold JIT load can delay the first token for long
@@ -341,6 +349,8 @@ class NativeHost:
                 raise NativeHostError(f"the message is not UTF-8 ({exc.reason} at byte {exc.start})") from None
             except ValueError as exc:
                 raise NativeHostError(f"the message is not JSON ({exc})") from None
+            except RecursionError:  # json.loads recurses per nesting level
+                raise NativeHostError("the message is not usable JSON: arrays or objects nested too deeply") from None
             if not isinstance(msg, dict):
                 raise NativeHostError(f"expected a JSON object with an action, got {type(msg).__name__}")
             request_id = _request_id(msg.get("id"))
@@ -362,13 +372,19 @@ class NativeHost:
         return detect(self.platform, self.config.lmstudio.home, self.config.lmstudio.lms)
 
     def _endpoint(self, install: Install, snap: Mapping[str, Any] | None) -> str:
-        """The supervisor's endpoint when one runs (it knows its config), else ours."""
+        """The supervisor's endpoint when one runs (it knows its config), else ours: the
+        declared server settings, else LM Studio's own. Raises :class:`NativeHostError`
+        (``lmstudio_error``, naming ``networkInterface`` and the fix) when the bind they
+        give is no address (``server_address_invalid``, :func:`lmsupervisor.actions.usable_server`):
+        nothing can reach or start a server there."""
         server = snap.get("server") if snap else None
         if isinstance(server, dict) and isinstance(server.get("api_endpoint"), str):
             return str(server["api_endpoint"])
         cfg = self.config.server
-        eff = effective_server(cfg.bind, cfg.port, cfg.cors, install.server)
-        return base_url(eff.bind, eff.port)
+        usable = usable_server(effective_server(cfg.bind, cfg.port, cfg.cors, install.server), install)
+        if isinstance(usable, Problem):
+            raise NativeHostError(usable.message, code="lmstudio_error", hint=usable.fix)
+        return base_url(usable.bind, usable.port)
 
     async def _loaded_models(self, url: str) -> list[str] | None:
         """API identifiers of the loaded models: REST v1 (0.4), else v0 (0.3.6+); None if unknown."""
@@ -392,9 +408,14 @@ class NativeHost:
 
     async def _payload(self, snap: dict[str, Any] | None) -> dict[str, Any]:
         install = self._install()
-        url = self._endpoint(install, snap)
-        probe = await self.prober.greeting(url)
-        loaded = await self._loaded_models(url) if probe.ok else []
+        url: str | None = None
+        try:
+            endpoint = self._endpoint(install, snap)
+        except NativeHostError as exc:  # no address to probe: not running, and why
+            probe = ProbeResult(ok=False, latency_ms=0.0, error=str(exc))
+        else:
+            url, probe = endpoint, await self.prober.greeting(endpoint)
+        loaded = await self._loaded_models(url) if url is not None and probe.ok else []
         if loaded is None and snap is not None:  # the server answers but lists nothing we can read
             loaded = [
                 str(m.get("identifier") or m.get("key"))
@@ -554,6 +575,7 @@ class NativeHost:
         if unknown:
             raise NativeHostError(f"settings: unknown key {unknown[0]!r}; known: {', '.join(sorted(CHAT_SETTINGS))}")
         timeout = _seconds(msg, "timeout", CHAT_TIMEOUT)
+        _check_sendable({"messages": messages, "settings": settings})
         snap = await self.supervisor.status()
         url = self._endpoint(self._install(), snap)
         body: dict[str, Any] = {**settings, "messages": messages, "stream": settings.get("stream") is True}
@@ -568,7 +590,13 @@ class NativeHost:
             return
         try:
             resp = await asyncio.wait_for(
-                self.http.post(f"{url}/v1/chat/completions", json=body, timeout=self._timeout(timeout)), timeout
+                self.http.post(
+                    f"{url}/v1/chat/completions",
+                    content=_json_bytes(body),
+                    headers=JSON_HEADERS,
+                    timeout=self._timeout(timeout),
+                ),
+                timeout,
             )
         except (TimeoutError, httpx.TimeoutException):
             raise NativeHostError(f"LM Studio did not answer within {timeout:g} s", code="timeout") from None
@@ -611,7 +639,14 @@ class NativeHost:
         model: Any = None
         target = f"{url}/v1/chat/completions"
         try:
-            async with aconnect_sse(self.http, "POST", target, json=body, timeout=self._timeout(timeout)) as source:
+            async with aconnect_sse(
+                self.http,
+                "POST",
+                target,
+                content=_json_bytes(body),
+                headers=dict(JSON_HEADERS),  # aconnect_sse adds its own to this dict
+                timeout=self._timeout(timeout),
+            ) as source:
                 resp = source.response
                 if resp.status_code != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
                     await resp.aread()
@@ -668,20 +703,92 @@ def _request_id(value: Any) -> str | int | None:
         return None
     if isinstance(value, int):
         return value
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise NativeHostError(
-            f"id: expected text, got a string with a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X} at "
-            f"character {exc.start}), which cannot be sent back as UTF-8; use an integer or a plain string id "
-            "(this answer carries none)"
-        ) from None
+    size = len(_encoded("id", value, "; use an integer or a plain string id (this answer carries none)"))
     if size > MAX_ID_BYTES:
         raise NativeHostError(
             f"id: expected at most {MAX_ID_BYTES} bytes, got {size}; use an integer or a short string id "
             "(this answer carries none)"
         )
     return value
+
+
+def _encoded(path: str, text: str, advice: str = "") -> bytes:
+    """``text`` as UTF-8. Raises :class:`NativeHostError` (``bad_request``) naming ``path``
+    for a string holding a lone UTF-16 surrogate (``"\\ud800"`` is legal JSON text, but has
+    no UTF-8 form, so it can neither be echoed nor sent on); ``advice`` ends the message."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise NativeHostError(
+            f"{path}: expected text, got a string with a lone UTF-16 surrogate (U+{ord(text[exc.start]):04X} at "
+            f"character {exc.start}), which has no UTF-8 form{advice}"
+        ) from None
+
+
+def _json_bytes(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON, the body LM Studio is sent (as httpx 0.28+ writes
+    ``json=``; written here so every httpx writes it alike, and once). Raises ValueError for
+    NaN or an infinity, UnicodeEncodeError (a ValueError) for a lone UTF-16 surrogate,
+    RecursionError for nesting deeper than the writer goes."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _check_sendable(parts: Mapping[str, Any]) -> None:
+    """Refuse request values that cannot be sent on to LM Studio as JSON: raises
+    :class:`NativeHostError` (``bad_request``) naming the first offending place
+    (``settings.temperature``, ``messages[0].content``): NaN or an infinity (Python's JSON
+    reader takes ``NaN``, ``Infinity`` and ``1e999``; no JSON writer may send them), a
+    string or object key with a lone UTF-16 surrogate (:func:`_encoded`), or nesting too
+    deep for the writer (JSON the reader took can be that deep). ``parts`` maps each
+    part's name to its value. The writer tries first, so a sound request costs one
+    C-speed pass; only a refused one is walked to find the place."""
+    try:
+        _json_bytes(parts)
+    except RecursionError:
+        raise NativeHostError(f"{' or '.join(parts)}: nested too deeply to be sent on as JSON") from None
+    except ValueError as exc:
+        for name, value in parts.items():
+            _name_unsendable(name, value)
+        raise NativeHostError(f"{' or '.join(parts)}: cannot be sent on as JSON ({exc})") from None
+
+
+def _name_unsendable(path: str, value: Any) -> None:
+    """Raise :class:`NativeHostError` for the first value under ``path`` that has no JSON
+    form (see :func:`_check_sendable`). Depth first over iterators: memory grows with the
+    depth, not the size, and a place's name is spelled out only when it is refused."""
+    names = [path]  # the name of each level down to the current item: "messages", "[0]", ".content"
+    levels: list[Iterator[tuple[str, Any]]] = []
+    item = value
+    while True:
+        if isinstance(item, float) and not finite(item):
+            raise NativeHostError(
+                f"{''.join(names)}: expected a finite number, got {json.dumps(item)}, which JSON cannot carry"
+            )
+        if isinstance(item, str):
+            _encoded("".join(names), item)
+        elif isinstance(item, dict | list):
+            levels.append(_members(names, item))
+            names.append("")
+        while levels:  # the next item: the current level's next member, else the parent's
+            member = next(levels[-1], None)
+            if member is not None:
+                names[-1], item = member
+                break
+            levels.pop()
+            names.pop()
+        else:
+            return
+
+
+def _members(names: list[str], item: dict[str, Any] | list[Any]) -> Iterator[tuple[str, Any]]:
+    """``(".key", value)`` for an object (each key checked as text, named after ``names``
+    as they are when it is reached), ``("[i]", value)`` for an array."""
+    if isinstance(item, list):
+        yield from ((f"[{i}]", v) for i, v in enumerate(item))
+        return
+    for key, v in item.items():
+        _encoded(f"{''.join(names[:-1])} (a key)", key)
+        yield f".{key}", v
 
 
 def _with_id(answer: dict[str, Any], request_id: Any) -> dict[str, Any]:
@@ -691,11 +798,12 @@ def _with_id(answer: dict[str, Any], request_id: Any) -> dict[str, Any]:
 def _seconds(msg: Mapping[str, Any], key: str, default: float) -> float:
     """``msg[key]`` (else ``default``) as seconds in (0, :data:`MAX_TIMEOUT`]; raises
     :class:`NativeHostError` (``bad_request``) naming ``key`` and the range for anything
-    else: not a number, a bool, NaN, an infinity, zero, negative or larger."""
+    else: not a number, a bool, NaN, an infinity, zero, negative or larger (an integer of
+    any size, ``10**400`` too, is compared as an integer: :func:`lmsupervisor.config.finite`)."""
     value = msg.get(key, default)
-    number = not isinstance(value, bool) and isinstance(value, int | float)
-    if not number or not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT:
-        shown = value if number else json.dumps(value)[:40]
+    if not finite(value) or not 0 < value <= MAX_TIMEOUT:
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= SHOWN_CHARS else f"{shown[:SHOWN_CHARS]}... ({len(shown)} characters)"
         raise NativeHostError(f"{key}: expected seconds > 0 and <= {MAX_TIMEOUT:g}, got {shown}")
     return float(value)
 

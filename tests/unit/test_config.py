@@ -142,6 +142,99 @@ def test_non_finite_and_huge_numbers_are_rejected(text: str, key: str) -> None:
     assert (info.value.key, info.value.message.startswith(f"{key}: expected")) == (key, True)
 
 
+HUGE = 10**400  # a TOML integer no float holds: math.isfinite() and float() raise OverflowError on it
+
+# Every numeric key of the config, with a minimal table around it.
+NUMERIC_KEYS = [
+    ("server", "port"),
+    ("server", "start_timeout"),
+    ("health", "interval"),
+    ("health", "timeout"),
+    ("health", "failures_before_restart"),
+    ("health", "answer_interval"),
+    ("health", "answer_timeout"),
+    ("restart", "initial_delay"),
+    ("restart", "max_delay"),
+    ("restart", "multiplier"),
+    ("restart", "jitter"),
+    ("restart", "reset_after"),
+    ("models", "context_length"),
+    ("models", "gpu"),
+    ("models", "ttl"),
+]
+
+
+def _one_number(table: str, key: str, value: int) -> tuple[dict[str, object], str]:
+    if table == "models":
+        return {"models": [{"key": "a/b", key: value}]}, f"models[0].{key}"
+    return {table: {key: value}}, f"{table}.{key}"
+
+
+@pytest.mark.parametrize(("table", "key"), NUMERIC_KEYS)
+@pytest.mark.parametrize("sign", [1, -1])
+def test_an_integer_too_large_for_a_float_is_an_error_naming_the_key(table: str, key: str, sign: int) -> None:
+    """10**400 (or its negative) in any numeric key: a ConfigError naming the key and the
+    integer's length, not an OverflowError and not 401 digits of message."""
+    data, path = _one_number(table, key, sign * HUGE)
+    with pytest.raises(ConfigError) as info:
+        config.parse(data)
+    assert (info.value.key, info.value.message.startswith(f"{path}: expected")) == (path, True)
+    assert info.value.message.endswith("got an integer of 401 digits"), info.value.message
+
+
+def test_an_integer_past_pythons_text_limit_is_described_by_its_length() -> None:
+    """A hex literal of 5000 digits is read by tomllib but has no decimal text in Python
+    (sys.get_int_max_str_digits): the error still names the key, and says how long it is."""
+    with pytest.raises(ConfigError) as info:
+        parse_toml("[health]\ninterval = 0x" + "f" * 5000)
+    assert info.value.message == (
+        f"health.interval: expected seconds as a number <= 3600, got an integer of more than "
+        f"{sys.get_int_max_str_digits()} digits"
+    )
+
+
+def test_a_decimal_literal_past_pythons_text_limit_is_a_config_error(tmp_path: Path) -> None:
+    """tomllib raises a plain ValueError (not TOMLDecodeError) for a decimal integer of more
+    than 4300 digits: a ConfigError naming the file, not a traceback."""
+    path = tmp_path / "long.toml"
+    path.write_text("[health]\ninterval = " + "1" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"long\.toml: not valid TOML \(an integer of more than \d+ digits\)"):
+        config.load(path)
+
+
+@pytest.mark.parametrize(("value", "shown"), [(10**20 - 1, str(10**20 - 1)), (10**20, "an integer of 21 digits")])
+def test_integers_are_shown_whole_up_to_twenty_digits(value: int, shown: str) -> None:
+    """An integer in a message is shown as written up to 20 digits, longer ones by their length."""
+    with pytest.raises(ConfigError) as info:
+        config.parse({"server": {"port": value}})
+    assert info.value.message.endswith(f"got {shown}")
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(0, True), (HUGE, True), (-HUGE, True), (1.5, True), (float("nan"), False), (float("inf"), False),
+     (True, False), ("1", False)],
+    ids=["0", "huge", "-huge", "1.5", "nan", "inf", "true", "text"],
+)  # fmt: skip
+def test_finite(value: object, ok: bool) -> None:
+    """Any int is finite (never converted to a float); NaN, infinities, bools and text are not."""
+    assert config.finite(value) is ok
+
+
+@pytest.mark.parametrize(("value", "parsed"), [("off", "off"), ("max", "max"), (0, 0.0), (1, 1.0), (0.25, 0.25)])
+def test_gpu_values(value: object, parsed: object) -> None:
+    """gpu is "off", "max" or a ratio from 0.0 to 1.0, kept as a float."""
+    assert config.parse({"models": [{"key": "a/b", "gpu": value}]}).models[0].gpu == parsed
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, 100_000, True, "auto"])
+def test_gpu_out_of_range_says_what_it_takes(value: object) -> None:
+    """Any other gpu value is refused with the one description of what gpu takes."""
+    with pytest.raises(ConfigError) as info:
+        config.parse({"models": [{"key": "a/b", "gpu": value}]})
+    assert info.value.message.startswith('models[0].gpu: expected "off", "max" or a number from 0.0 to 1.0, got ')
+
+
 def test_deeply_nested_toml_is_a_config_error(tmp_path: Path) -> None:
     """A file nested past Python's recursion limit is a ConfigError, not a RecursionError."""
     path = tmp_path / "deep.toml"

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from lmsupervisor.actions import usable_server
 from lmsupervisor.core.observed import effective_server
+from lmsupervisor.core.problems import Problem
 from lmsupervisor.lmstudio.homedir import resolve_home
 from lmsupervisor.lmstudio.install import Platform, detect, read_server_settings
 from lmsupervisor.simulator.home import create_install
@@ -208,3 +210,31 @@ def test_effective_server_inherits_lmstudio_settings(tmp_path: Path) -> None:
     declared = effective_server("127.0.0.1", 4321, False, found)
     assert (inherited.bind, inherited.cors, inherited.port) == ("0.0.0.0", True, sim.http_port)
     assert (declared.bind, declared.cors, declared.port) == ("127.0.0.1", False, 4321)
+
+
+@pytest.mark.parametrize(
+    ("saved", "usable"),
+    [("127.0.0.1", "127.0.0.1"), ("[::1]", "::1"), ("LOCALHOST", "localhost"), ("localhost:1234", None),
+     ("0.0.0.0 ", None), ("999.1.1.1", None)],
+)  # fmt: skip
+def test_usable_server_spells_the_bind_or_names_the_problem(tmp_path: Path, saved: str, usable: str | None) -> None:
+    """The inherited networkInterface, spelled as an address (ready for a URL), or
+    server_address_invalid naming it, the settings file, and the fix."""
+    sim = create_install(tmp_path, server_config={"networkInterface": saved})
+    install = detect(linux(sim.root), sim.home)
+    server = usable_server(effective_server(None, None, None, install.server), install)
+    if usable is not None:
+        assert not isinstance(server, Problem) and (server.bind, server.port) == (usable, sim.http_port)
+        return
+    assert isinstance(server, Problem)
+    assert (server.code, f"networkInterface {saved!r}" in server.message) == ("server_address_invalid", True)
+    assert str(sim.home / ".internal" / "http-server-config.json") in server.message
+
+
+@pytest.mark.parametrize("declarable", [True, False])
+def test_usable_server_suggests_a_declared_bind_only_where_it_helps(tmp_path: Path, declarable: bool) -> None:
+    """`[server] bind` is suggested only when this `lms` can pass --bind (facts §8)."""
+    sim = create_install(tmp_path, server_config={"networkInterface": "localhost:1234"})
+    install = detect(linux(sim.root), sim.home)
+    problem = usable_server(install.server, install, declarable=declarable)
+    assert isinstance(problem, Problem) and ("declare [server] bind" in problem.fix) is declarable

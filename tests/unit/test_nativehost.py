@@ -20,8 +20,10 @@ from lmsupervisor.api.nativehost import (
     MAX_TIMEOUT,
     Clock,
     NativeHost,
+    NativeHostError,
     OversizedFrameError,
     TruncatedFrameError,
+    _check_sendable,
     encode_frame,
     read_frame,
     serve,
@@ -160,6 +162,7 @@ class LmStudio:
             },
         )
         self.bodies: list[dict[str, Any]] = []
+        self.raw: list[tuple[str | None, bytes]] = []  # (Content-Type, body bytes) of each chat request
 
     token: str | None = None  # "Require Authentication": the token every route but the greeting needs
 
@@ -182,6 +185,7 @@ class LmStudio:
         if req.url.path == "/v1/chat/completions":
             body = json.loads(req.content)
             self.bodies.append(body)
+            self.raw.append((req.headers.get("content-type"), req.content))
             return self.chat(body)
         return httpx.Response(200, json={"error": f"Unexpected endpoint or method. ({req.method} {req.url.path})"})
 
@@ -195,9 +199,10 @@ def make_host(
     clock: Clock | None = None,
     config: Config | None = None,
     env: dict[str, str] | None = None,
+    server_config: dict[str, Any] | None = None,
 ) -> NativeHost:
-    if installed:
-        sim = create_install(tmp_path / "home", http_port=1234)  # files only: nothing is started
+    if installed:  # files only: nothing is started
+        sim = create_install(tmp_path / "home", http_port=1234, server_config=server_config)
         root = sim.root
     else:
         root = tmp_path / "empty"
@@ -342,7 +347,9 @@ async def test_an_answer_json_cannot_carry_is_an_internal_error(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("action", ["chat_completion", "start_lmstudio"])
-@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"-Infinity", b"1e308", b"0", b"-1", b"3601", b'"10"', b"true"])
+@pytest.mark.parametrize(
+    "value", [b"NaN", b"Infinity", b"-Infinity", b"1e308", b"0", b"-1", b"3601", b'"10"', b"true", b"1" + b"0" * 400]
+)
 async def test_timeout_must_be_finite_and_in_range(tmp_path: Path, action: str, value: bytes) -> None:
     """A timeout that is not a number of seconds in (0, 3600] is bad_request naming the field
     and the range, before anything is asked (NaN was an internal error; inf and 1e308 were taken)."""
@@ -352,6 +359,14 @@ async def test_timeout_must_be_finite_and_in_range(tmp_path: Path, action: str, 
     assert (answer["status"], answer["code"]) == ("error", "bad_request"), answer
     assert f"timeout: expected seconds > 0 and <= {MAX_TIMEOUT:g}" in answer["error"]
     assert (server.bodies, lms.calls) == ([], [])
+
+
+async def test_a_huge_integer_timeout_is_shown_by_its_length(tmp_path: Path) -> None:
+    """A timeout of 10**400 (no float holds it) is compared as an integer, and the answer
+    quotes its first characters and its length, not 401 digits."""
+    raw = b'{"action": "start_lmstudio", "timeout": 1%s}' % (b"0" * 400)
+    [answer] = await answers(make_host(tmp_path), raw)
+    assert answer["error"] == f"timeout: expected seconds > 0 and <= 3600, got 1{'0' * 39}... (401 characters)"
 
 
 async def test_a_timeout_in_range_is_taken(tmp_path: Path) -> None:
@@ -675,3 +690,102 @@ async def test_chat_bad_requests(tmp_path: Path, msg: dict[str, Any], says: str)
     [answer] = await answers(make_host(tmp_path, server=server), msg)
     assert (answer["code"], server.bodies) == ("bad_request", [])
     assert says in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "content", "says"),
+    [
+        (b'"temperature": NaN', b'"hi"', "settings.temperature: expected a finite number, got NaN"),
+        (b'"top_p": -Infinity', b'"hi"', "settings.top_p: expected a finite number, got -Infinity"),
+        (b'"seed": 1e999', b'"hi"', "settings.seed: expected a finite number, got Infinity"),
+        (b'"stop": ["a", "\\udfff"]', b'"hi"', "settings.stop[1]: expected text, got a string with a lone UTF-16 "
+         "surrogate (U+DFFF at character 0)"),
+        (b'"seed": 1', b'"a\\ud800"', "messages[0].content: expected text, got a string with a lone UTF-16 "
+         "surrogate (U+D800 at character 1), which has no UTF-8 form"),
+        (b'"seed": 1', b'[{"type": "text", "text": "ok"}, {"type": "x", "n": NaN}]', "messages[0].content[1].n: "
+         "expected a finite number"),
+        (b'"seed": 1', b'{"\\ud800": 1}', "messages[0].content (a key): expected text, got a string with a lone"),
+    ],
+    ids=["nan", "-infinity", "overflowing-float", "surrogate-in-stop", "surrogate-content", "nan-in-part",
+         "surrogate-key"],
+)  # fmt: skip
+@pytest.mark.parametrize("stream", [b"false", b"true"])
+async def test_what_chat_cannot_send_on_is_a_bad_request_naming_the_place(
+    tmp_path: Path, setting: bytes, content: bytes, says: str, stream: bytes
+) -> None:
+    """Messages and settings are sent on to LM Studio as JSON: a NaN or an infinity (which
+    Python's reader takes), or text with a lone surrogate (no UTF-8 form) is bad_request
+    naming where it is, and LM Studio is sent nothing (they were internal errors)."""
+    server = LmStudio()
+    raw = (
+        b'{"action": "chat_completion", "messages": [{"role": "user", "content": %s}], "settings": {%s, "stream": %s}}'
+    )
+    [answer] = await answers(make_host(tmp_path, server=server), raw % (content, setting, stream))
+    assert (answer["code"], server.bodies) == ("bad_request", []), answer
+    assert answer["error"].startswith(says), answer["error"]
+
+
+async def test_a_message_nested_too_deep_to_read_is_a_bad_request(tmp_path: Path) -> None:
+    """JSON nested past Python's reader (RecursionError) is bad_request, not internal."""
+    [answer] = await answers(make_host(tmp_path), b"[" * 100_000 + b"]" * 100_000)
+    assert (answer["code"], "nested too deeply" in answer["error"]) == ("bad_request", True), answer
+
+
+def test_values_nested_too_deep_to_write_are_refused() -> None:
+    """What the reader took can still be too deep for the writer: bad_request, not a RecursionError."""
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(NativeHostError, match="messages or settings: nested too deeply to be sent on as JSON"):
+        _check_sendable({"messages": deep, "settings": {}})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_chat_bodies_are_utf8_json(tmp_path: Path, stream: bool) -> None:
+    """LM Studio is sent compact UTF-8 JSON with its content type, whatever httpx writes for
+    ``json=``: text outside ASCII as itself, plain or streamed."""
+    server = LmStudio()
+    if stream:
+        done = "data: [DONE]\n\n"
+        server.chat = lambda body: httpx.Response(200, text=done, headers={"content-type": "text/event-stream"})
+    settings = {"model": "q", "stream": stream}
+    msg = {"action": "chat_completion", "messages": [{"role": "user", "content": "héllo ✓"}], "settings": settings}
+    await answers(make_host(tmp_path, server=server), msg)
+    [(kind, body)] = server.raw
+    assert (kind, '"content":"héllo ✓"'.encode() in body) == ("application/json", True), body
+
+
+# -- LM Studio's saved networkInterface is unusable (issue 14 item 1) -------------------
+BAD_INTERFACE = {"networkInterface": "localhost:1234"}  # a host:port mistake: no address to bind or reach
+
+
+async def test_check_names_an_unusable_network_interface(tmp_path: Path) -> None:
+    """check_lmstudio succeeds: the server is not running, no endpoint, and server_error
+    names networkInterface with its fix; nothing is probed (a server answering elsewhere
+    is not LM Studio's as configured)."""
+    host = make_host(tmp_path, server=LmStudio(up=True), server_config=BAD_INTERFACE)
+    [answer] = await answers(host, {"action": "check_lmstudio"})
+    p = answer["payload"]
+    assert (answer["status"], p["server_running"], p["api_endpoint"]) == ("success", False, None)
+    assert "networkInterface 'localhost:1234' is not an address" in p["server_error"]
+    assert "declare [server] bind" in p["server_error"]
+
+
+@pytest.mark.parametrize("action", ["start_lmstudio", "chat_completion"])
+async def test_start_and_chat_refuse_an_unusable_network_interface(tmp_path: Path, action: str) -> None:
+    """start_lmstudio and chat_completion are refused as lmstudio_error naming
+    networkInterface: no `lms` call (no daemon started), no chat sent (they were internal
+    errors: InvalidURL)."""
+    server, lms = LmStudio(up=False), FakeLms({})
+    host = make_host(tmp_path, server=server, lms=lms, server_config=BAD_INTERFACE)
+    [answer] = await answers(host, {**CHAT_MSG, "action": action})
+    assert (answer["status"], answer["code"], lms.calls, server.bodies) == ("error", "lmstudio_error", [], [])
+    assert "networkInterface 'localhost:1234' is not an address LM Studio's server can bind" in answer["error"]
+
+
+async def test_a_declared_bind_overrides_an_unusable_network_interface(tmp_path: Path) -> None:
+    """`[server] bind` wins over LM Studio's saved interface: the server there is found."""
+    config = Config(server=ServerConfig(bind="127.0.0.1", start_timeout=5))
+    host = make_host(tmp_path, config=config, server_config=BAD_INTERFACE)
+    [answer] = await answers(host, {"action": "check_lmstudio"})
+    assert (answer["payload"]["server_running"], answer["payload"]["api_endpoint"]) == (True, URL)
