@@ -255,12 +255,6 @@ def test_hostile_requests_are_bad_requests(sim: SimInstall, native_host: Callabl
     assert port.ask({"action": "check_lmstudio", "id": 9})["id"] == 9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server.json (lmsupervisor's own remembered settings) is trusted as loaded: with LM Studio's "
-    "http-server-config.json missing, a port out of range or a boolean crashes every bring-up "
-    "(supervisor_error), and an unusable bind is blamed on LM Studio's missing file; never ready",
-)
 @pytest.mark.parametrize(
     "remembered",
     [

@@ -21,7 +21,7 @@ from lmsupervisor.errors import LmsTimeoutError
 from lmsupervisor.lmstudio.lms import LmsClient, LmsResult
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient
-from lmsupervisor.supervisor import Supervisor
+from lmsupervisor.supervisor import ServerMemory, Supervisor
 
 
 class FakeClock:
@@ -361,6 +361,7 @@ def make_supervisor(
     detect: Callable[[Config], Install] | None = None,
     config_loader: Callable[[], Config] | None = None,
     token: str | None = None,
+    memory: ServerMemory | None = None,
 ) -> Supervisor:
     lm.clock = clock
     prober = Prober(timeout=1.0, transport=httpx.MockTransport(lm.http), token=lambda: token)
@@ -377,4 +378,5 @@ def make_supervisor(
         pid=1,
         rng=random.Random(0),
         rest=rest,
+        memory=memory,
     )

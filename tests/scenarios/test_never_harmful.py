@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -258,6 +259,36 @@ async def test_an_unwritable_state_file_never_restarts_lmstudio(tmp_path: Path) 
         assert (w.sup.state, w.sup.snap.restart_count) == (State.READY, 0)
         problem = w.problems()["state_folder_unwritable"]
         assert (str(blocker / "server.json") in problem["message"], str(blocker) in problem["fix"]) == (True, True)
+
+
+@pytest.mark.parametrize(
+    "remembered",
+    [
+        {"port": 99999, "bind": "127.0.0.1", "cors": False},
+        {"port": True, "bind": "127.0.0.1", "cors": False},
+        {"port": 1234, "bind": "localhost:1234", "cors": False},
+    ],
+    ids=["port-99999", "port-true", "bind-host-port"],
+)
+async def test_a_bad_remembered_setting_is_ignored(tmp_path: Path, remembered: dict[str, Any]) -> None:
+    """LM Studio's http-server-config.json is missing and lmsupervisor's own server.json
+    holds a value it never writes: the file is ignored, LM Studio's defaults apply (ready at
+    http://127.0.0.1:1234, no restart), and nothing is blamed on LM Studio's file."""
+    (tmp_path / "server.json").write_text(json.dumps(remembered))
+    w = World()
+    missing = replace(make_install(), server=ServerSettings())  # found=False: LM Studio's defaults
+    w.sup = make_supervisor(
+        CONFIG, w.lm, w.clock, detect=lambda _: missing, memory=ServerMemory(tmp_path / "server.json")
+    )
+    async for _ in started(w):
+        await w.clock.advance(0)
+        snap = w.sup.snapshot()
+        assert (w.sup.state, snap["server"]["api_endpoint"], w.sup.snap.restart_count, w.problems()) == (
+            State.READY,
+            "http://127.0.0.1:1234",
+            0,
+            {},
+        )
 
 
 class DyingLmStudio(FakeLmStudio):
