@@ -629,10 +629,14 @@ class Cli:
         return self._greets(host, port, 1.0), port
 
     def _greets(self, host: str, port: int, timeout: float) -> bool:
-        if host == "0.0.0.0":  # BT#1720: the literal bind address is not reachable
+        """[lms] ``checkHttpServer``: ``GET http://${host}:${port}/lmstudio-greeting``.
+
+        ``0.0.0.0`` fails (BT#1720); so does an IPv6 address (``::1``, ``::``): written into
+        the URL without brackets it is no URL, and fetch throws before any request.
+        """
+        if host == "0.0.0.0" or ":" in host:
             return False
-        host = common.socket_host(host)
-        return _get(host, port, "/lmstudio-greeting", timeout) == {"lmstudio": True}
+        return _get(common.socket_hosts(host)[0], port, "/lmstudio-greeting", timeout) == {"lmstudio": True}
 
     def cmd_server(self, args: list[str]) -> None:
         """`lms server start|stop|status` (facts §3, §8).

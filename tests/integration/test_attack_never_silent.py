@@ -20,7 +20,7 @@ import pytest
 
 from lmsupervisor.api.client import request
 from lmsupervisor.simulator.home import SimInstall
-from tests.conftest import eventually
+from tests.conftest import NO_IPV6, eventually
 from tests.integration.test_nativehost import Browser
 from tests.integration.test_run import BASE_CONFIG, Running
 
@@ -282,12 +282,7 @@ def test_a_bad_remembered_setting_never_fails_supervision(
     assert not {"supervisor_error", "server_address_invalid"} & set(problems(snap)), snap["problems"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the simulator binds every address not starting with '127.' on 127.0.0.1, so LM Studio's IPv6 "
-    "binds (::1, and :: that real LM Studio serves dual-stack) are never reachable where the supervisor "
-    "probes them ([::1]): never ready, and the simulated daemon is restarted for it",
-)
+@NO_IPV6
 @pytest.mark.parametrize("bind", ["::1", "::"])
 def test_an_ipv6_bind_is_ready_against_the_simulator(sim: SimInstall, start: Callable[..., Running], bind: str) -> None:
     """`[server] bind = "::1"` (config.example lists it) or `"::"`: ready at http://[::1]:<port>."""

@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator.home import SimInstall
 from lmsupervisor.simulator.profiles import PROFILES
-from tests.conftest import eventually
+from tests.conftest import NO_IPV6, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -504,6 +504,31 @@ def test_bind_all_fails_verification_while_serving(make_sim: Any, profile: str) 
     assert json.loads(sim.server_config_path.read_text())["networkInterface"] == "0.0.0.0"
     status = sim.lms("server", "status", "--json")
     assert json.loads(status.stdout)["running"] is False
+
+
+def _greets_at(host: str, port: int) -> bool:
+    """Whether LM Studio's greeting answers at ``http://{host}:{port}`` (``host`` bracketed for IPv6)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/lmstudio-greeting", timeout=5) as resp:
+            return bool(json.loads(resp.read()) == {"lmstudio": True})
+    except OSError:
+        return False
+
+
+@NO_IPV6
+@pytest.mark.parametrize(("bind", "served"), [("::1", (True, False)), ("::", (True, True))])
+def test_an_ipv6_bind_is_served_on_ipv6_loopback(make_sim: Any, bind: str, served: tuple[bool, bool]) -> None:
+    """`server start --bind ::1` serves on [::1] only, `--bind ::` dual-stack as Node's listen
+    does (here on loopback: [::1] and 127.0.0.1). lms verifies at `http://${bind}:${port}`,
+    which is no URL for an IPv6 address: exit 1 with the verify error while serving (as BT#1720)."""
+    sim = make_sim()
+    result = sim.lms("server", "start", "--bind", bind)
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        1,
+        "Error: Failed to verify the server is running. Please try to use another port.",
+    )
+    assert (_greets_at("[::1]", sim.http_port), _greets_at("127.0.0.1", sim.http_port)) == served
+    assert json.loads(sim.server_config_path.read_text())["networkInterface"] == bind
 
 
 @pytest.mark.parametrize("profile", ["0.3.31", "0.3-cmdts"])
