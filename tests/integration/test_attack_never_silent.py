@@ -180,14 +180,7 @@ def test_the_native_host_answers_with_a_huge_number_in_config_or_request(
     "profile",
     [
         "0.4-app",  # fixed: /lms-status on the published API port does not answer
-        pytest.param(
-            "0.3.31",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="0.3 publishes no API port and its simulated `lms server stop` against the hung app "
-                "neither times out nor fails within the ladder's timeout: app_hung is named a rung later",
-            ),
-        ),
+        "0.3.31",
     ],
 )
 def test_a_hung_app_is_named_within_the_detection_bound(

@@ -480,6 +480,25 @@ def test_daemon_down_returns_before_the_process_exits(make_sim: Any) -> None:
     assert eventually(lambda: not pid_alive(pid or 0), timeout=10)
 
 
+@pytest.mark.parametrize(("profile", "held"), [("0.3.31", True), ("0.4-app", False)])
+def test_a_hung_app_holds_discovery_only_before_2025_11(make_sim: Any, profile: str, held: bool) -> None:
+    """Before [lms] 7795183 (2025-11-27) discovery fetched the API ports with no timeout: a hung
+    app holds `lms daemon status` (until undici's 300 s); since then each probe gives up after
+    3 s and it says LM Studio is not running. `server stop` checks the HTTP server first (500 ms)
+    on both: "The server is not running." at once, without asking the app."""
+    sim = make_sim(profile=profile)
+    sim.launch_app()
+    sim.hang_daemon()
+    try:
+        status = sim.lms("daemon", "status", "--json", timeout=10)
+        answer = json.loads(status.stdout)["status"]
+    except subprocess.TimeoutExpired:
+        answer = "held"
+    assert answer == ("held" if held else "not-running")
+    stop = sim.lms("server", "stop", timeout=10)
+    assert (stop.returncode, stop.stderr.splitlines()[-1]) == (1, "Error: The server is not running.")
+
+
 def test_app_holding_the_service_refuses_daemon_down(make_sim: Any) -> None:
     """0.4-app: the GUI app holds the service, `daemon down` refuses (exit 1) and the app lives on."""
     sim = make_sim(profile="0.4-app")
