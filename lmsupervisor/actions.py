@@ -209,7 +209,7 @@ class Actions:
             and spare_app
             and (
                 eff.step >= Step.RESTART_DAEMON
-                or (eff.step >= Step.RESTART_SERVER and not await self._service_answers(install, cfg.health.timeout))
+                or (eff.step >= Step.RESTART_SERVER and not await self._service_answers(install, lms, caps, cfg))
             )
         )
         if hung_app and daemon is not None:
@@ -330,14 +330,29 @@ class Actions:
             "warning",
         )
 
-    async def _service_answers(self, install: Install, timeout: float) -> bool:
-        """Whether LM Studio's service answers ``/lms-status`` on the API port named in
-        ``.internal/http-server.json`` within ``timeout`` seconds (2025-11+); True where that
-        cannot be asked (no port published, no REST client): no verdict is no evidence."""
+    async def _service_answers(self, install: Install, lms: LmsClient, caps: CliCapabilities, cfg: Config) -> bool:
+        """Whether LM Studio's service (a live app's) answers, asked the one way this install
+        allows: ``/lms-status`` on the API port named in ``.internal/http-server.json``
+        (2026+) within ``health.timeout`` seconds; else `lms daemon status --json` (0.3.31+)
+        within :func:`ladder_timeout` seconds. That `lms` asks the app on its API port: no
+        answer in time (before [lms] 7795183, 2025-11-27, its discovery has no timeout, so a
+        hung app holds it) or "not running" while the process lives is no answer. True where
+        it cannot be asked (no port published and no `daemon status`) or `lms` fails
+        otherwise (a refused passkey is not a hung app): no verdict is no evidence."""
         port = (install.api_server or {}).get("port")
-        if self.rest is None or not isinstance(port, int) or isinstance(port, bool):
+        if self.rest is not None and isinstance(port, int) and not isinstance(port, bool):
+            return await self._service_version(install, cfg.health.timeout) is not None
+        if "status" not in caps.daemon:
             return True
-        return await self._service_version(install, timeout) is not None
+        try:
+            status = await lms.daemon_status(timeout=ladder_timeout(cfg))
+        except LmsTimeoutError as exc:
+            self.log.info("daemon_status_failed", error=exc.message)
+            return False
+        except LmsError as exc:
+            self.log.info("daemon_status_failed", error=exc.message)
+            return True
+        return status.running or not status.supported
 
     async def _service_version(self, install: Install, timeout: float) -> str | None:
         """The app/llmster version from ``/lms-status`` on the API port named in

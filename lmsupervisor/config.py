@@ -227,6 +227,16 @@ def server_address(value: object) -> str | None:
         return None
 
 
+def server_port(value: object) -> int | None:
+    """``value`` as a TCP port LM Studio's server can listen on (an integer from 1 to
+    65535, as ``http-server-config.json``'s ``port`` and `lms server start --port` take it,
+    facts §2, §3), or None when it is not one: out of range, a boolean (JSON ``true`` is not
+    a port), a float, a string, or None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 1 <= value <= 65535 else None
+
+
 def _fail(key: str, expected: str, value: Any) -> ConfigError:
     return ConfigError(f"{key}: expected {expected}, got {_describe(value)}", key=key)
 

@@ -26,7 +26,7 @@ import structlog
 from lmsupervisor import __version__, logs, statefile
 from lmsupervisor.actions import QUICK_TIMEOUT, Actions
 from lmsupervisor.clock import Clock, iso
-from lmsupervisor.config import Config
+from lmsupervisor.config import Config, server_address, server_port
 from lmsupervisor.core import reducer as core
 from lmsupervisor.core.messages import (
     CONFIG_ACTION,
@@ -86,19 +86,42 @@ class ServerMemory:
     def __init__(self, path: Path | None, files: StateFiles | None = None) -> None:
         self.path = path
         self.files = files or StateFiles()
+        self.log = structlog.get_logger("lmsupervisor")
 
     def load(self) -> ServerSettings | None:
-        """The remembered settings, or None (no file, or not readable)."""
+        """The remembered settings, or None: no file, not readable, or not what
+        :meth:`save` writes. Each value is checked as LM Studio's own are: ``port`` by
+        :func:`~lmsupervisor.config.server_port` (1..65535, not a boolean), ``bind`` by
+        :func:`~lmsupervisor.config.server_address` (returned normalised), ``cors`` a
+        boolean. A file with an unusable value is ignored whole (LM Studio's settings, or
+        its defaults, apply) and logged ``server_memory_ignored`` naming the value; never
+        raises: a state file is never a reason to fail."""
         if self.path is None:
             return None
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            port, bind, cors = data["port"], data["bind"], data["cors"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except FileNotFoundError:
             return None
-        if not (isinstance(port, int) and isinstance(bind, str) and isinstance(cors, bool)):
+        except (OSError, ValueError) as exc:
+            self._ignored(f"not readable JSON ({type(exc).__name__}: {exc})")
             return None
-        return ServerSettings(port=port, bind=bind, cors=cors, found=True)
+        if not isinstance(data, dict):
+            self._ignored(f"expected a JSON object, got {type(data).__name__}")
+            return None
+        port, bind, cors = server_port(data.get("port")), server_address(data.get("bind")), data.get("cors")
+        if port is None:
+            self._ignored(f"port: expected an integer from 1 to 65535, got {data.get('port')!r}")
+        elif bind is None:
+            self._ignored(f"bind: expected an IP address or localhost, got {data.get('bind')!r}")
+        elif not isinstance(cors, bool):
+            self._ignored(f"cors: expected true or false, got {cors!r}")
+        else:
+            return ServerSettings(port=port, bind=bind, cors=cors, found=True)
+        return None
+
+    def _ignored(self, why: str) -> None:
+        # Nothing for the user to do: it is written again once LM Studio's own file is sound.
+        self.log.warning("server_memory_ignored", path=str(self.path), error=why)
 
     def save(self, server: ServerSettings) -> bool:
         """Write atomically (temp file + rename); False when it could not (reported by

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,21 @@ def make_sim(tmp_path: Path) -> Iterator[Callable[..., SimInstall]]:
 def sim(make_sim: Callable[..., SimInstall]) -> SimInstall:
     """A fresh LM Studio 0.4 install, nothing running."""
     return make_sim()
+
+
+def ipv6_loopback() -> bool:
+    """Whether this machine can bind ::1 (a container or host may have no IPv6 at all)."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+NO_IPV6 = pytest.mark.skipif(
+    not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1 cannot be bound): IPv6 binds cannot be served"
+)
 
 
 def eventually(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:

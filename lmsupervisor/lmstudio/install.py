@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lmsupervisor.config import server_port
 from lmsupervisor.core.observed import DEFAULT_BIND, DEFAULT_PORT, Install, ServerSettings
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.lmstudio.homedir import resolve_home
@@ -144,13 +145,14 @@ def read_server_settings(home: Path, reader: _Reader | None = None) -> ServerSet
             )
         )
         return ServerSettings()
-    port = data.get("port")
-    if not (isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536):
+    port = server_port(data.get("port"))
+    if port is None:
         if "port" in data:
+            written = data["port"]
             reader.problems.append(
                 Problem(
                     "server_config_corrupt",
-                    f"{path}: port: expected 1..65535, got {port!r}",
+                    f"{path}: port: expected 1..65535, got {written!r}",
                     "set a valid port in LM Studio's server settings",
                     "warning",
                 )

@@ -219,14 +219,23 @@ def format_elapsed(seconds: float) -> str:
     return " ".join(segments)
 
 
-def socket_host(bind: str) -> str:
-    """The address the simulator really binds for LM Studio's ``networkInterface`` ``bind``.
+def socket_hosts(bind: str) -> tuple[str, ...]:
+    """The addresses the simulator really binds for LM Studio's ``networkInterface`` ``bind``.
 
-    House rule: everything stays on this machine. A loopback address is bound as given;
-    anything else (``0.0.0.0``, a LAN IP) is bound on 127.0.0.1 while the daemon still
-    reports and persists the address it was asked for.
+    House rule: everything stays on this machine, so each address LM Studio would serve is
+    bound on its loopback stand-in. A loopback address (``127.x``, ``localhost``, ``::1``)
+    is bound as given; ``::``, which real LM Studio (Node's ``listen``) serves dual-stack, on
+    both ``::1`` and ``127.0.0.1``; any other IPv6 address on ``::1``; anything else
+    (``0.0.0.0``, a LAN IP) on ``127.0.0.1``. The daemon still reports and persists the
+    address it was asked for.
     """
-    return bind if bind.startswith("127.") or bind == "localhost" else "127.0.0.1"
+    if bind.startswith("127.") or bind == "localhost":
+        return (bind,)
+    if bind == "::":
+        return ("::1", "127.0.0.1")
+    if ":" in bind:
+        return ("::1",)
+    return ("127.0.0.1",)
 
 
 def burn(cost: Any) -> None:

@@ -17,8 +17,9 @@ It owns the state (HTTP server on/off, loaded instances) and serves two listener
   with ``rest_v1`` the native ``/api/v1/models``, ``/load``, ``/unload``, ``/download``
   and ``/download/status/<job_id>`` (facts §4), behind an API token when
   ``config.json`` ``api_token`` is set (the greeting stays open: `lms` probes it without
-  a token). A non-loopback bind is really bound on 127.0.0.1 (see
-  :func:`lmsupervisor.simulator.common.socket_host`).
+  a token). Every bind is really bound on loopback: ``0.0.0.0`` on 127.0.0.1, ``::``
+  (dual-stack in real LM Studio) on ::1 and 127.0.0.1 (see
+  :func:`lmsupervisor.simulator.common.socket_hosts`).
 
 Capabilities come from the profile row (:mod:`lmsupervisor.simulator.profiles`).
 Profiles with ``publishes_server_info`` publish ``.internal/http-server.json`` ``{"host","pid","port"}`` (the API
@@ -35,10 +36,12 @@ starts the server when the daemon starts; TTLs run in simulated time.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -110,6 +113,15 @@ def _v1_item(m: dict[str, Any], loaded: list[dict[str, Any]]) -> dict[str, Any]:
     return item
 
 
+# libuv's texts for the errors a listen meets, as Node prints them (`listen EADDRINUSE: ...`)
+_LISTEN_ERRORS = {
+    errno.EADDRINUSE: "EADDRINUSE: address already in use",
+    errno.EADDRNOTAVAIL: "EADDRNOTAVAIL: address not available",
+    errno.EAFNOSUPPORT: "EAFNOSUPPORT: address family not supported",
+    errno.EACCES: "EACCES: permission denied",
+}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -117,6 +129,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], role: str, daemon: Daemon) -> None:
         self.role = role
         self.daemon = daemon
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
 
 
@@ -130,7 +143,7 @@ class Daemon:
         self.profile = profiles.get(str(self.config["profile"]))
         self.lock = threading.RLock()
         self.instances: list[dict[str, Any]] = []
-        self.http: _Server | None = None
+        self.http: tuple[_Server, ...] = ()  # the HTTP server's listeners; empty while it is off
         self.http_settings: dict[str, Any] = {}
         self.hang_all = False
         self.hang_http = False
@@ -218,9 +231,7 @@ class Daemon:
         """Stop the HTTP server and exit the process with 0 at once (``os._exit``); the loaded models go with it."""
         self.log("shutting down")
         with self.lock:
-            if self.http is not None:
-                self.http.shutdown()
-                self.http.server_close()
+            self._close_http()
         os._exit(0)
 
     def _ttl_loop(self) -> None:
@@ -245,20 +256,23 @@ class Daemon:
         if bind is None:
             bind = str(self.server_config().get("networkInterface") or "127.0.0.1")
         with self.lock:
-            if self.http is not None:
-                self.http.shutdown()
-                self.http.server_close()
-                self.http = None
+            self._close_http()
             self.hang_http = False
             common.sleep_simulated(self.config, self.config["server_start_s"])
-            try:
-                server = _Server((common.socket_host(bind), port), "http", self)
-            except OSError as exc:
-                self.log(f"http server failed: {exc}")
-                return f"listen EADDRINUSE: address already in use {bind}:{port}"
-            self.http = server
+            servers: list[_Server] = []
+            for host in common.socket_hosts(bind):
+                try:
+                    servers.append(_Server((host, port), "http", self))
+                except OSError as exc:
+                    self.log(f"http server failed on {host}: {exc}")
+                    for bound in servers:
+                        bound.server_close()
+                    text = _LISTEN_ERRORS.get(exc.errno or 0, _LISTEN_ERRORS[errno.EADDRINUSE])
+                    return f"listen {text} {bind}:{port}"
+            self.http = tuple(servers)
             self.http_settings = {"port": port, "cors": cors, "networkInterface": bind}
-            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+            for server in servers:
+                threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
             if persist:
                 cfg = self.server_config()
                 cfg.update(self.http_settings)
@@ -272,13 +286,18 @@ class Daemon:
     def stop_http(self) -> int | None:
         """`lms server stop` (facts §3): stop the HTTP server; the port it served, or None when it was not running."""
         with self.lock:
-            if self.http is None:
+            if not self.http:
                 return None
             port = int(self.http_settings["port"])
-            self.http.shutdown()
-            self.http.server_close()
-            self.http = None
+            self._close_http()
             return port
+
+    def _close_http(self) -> None:
+        """Stop every listener of the HTTP server (the caller holds ``lock``)."""
+        for server in self.http:
+            server.shutdown()
+            server.server_close()
+        self.http = ()
 
     def jit_enabled(self) -> bool:
         """True unless ``http-server-config.json`` sets ``justInTimeModelLoading`` to false (default on, facts §2)."""
@@ -511,7 +530,7 @@ class _Handler(BaseHTTPRequestHandler):
         d = self.server.daemon
         if d.hang_all or (self.server.role == "http" and d.hang_http):
             _FOREVER.wait()
-        if self.server.role == "http" and self.server is not d.http:
+        if self.server.role == "http" and self.server not in d.http:
             self.close_connection = True
             return True
         return False

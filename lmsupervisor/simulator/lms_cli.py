@@ -16,7 +16,9 @@ exit codes, quirks included:
 
 Discovery follows [lms] ``createClient.ts``: probe the preferred API port
 (``$LMS_API_SERVER_INFO_PATH`` or ``.internal/http-server.json``), then the simulator's
-``api_ports`` list; failing that, spawn the install named in
+``api_ports`` list, all at once (each probe gives up after 3 s; on release lines before
+2025-11-27, profile ``probe`` "greeting", it has no timeout, so a hung app holds it until
+undici's 300 s); failing that, spawn the install named in
 ``.internal/llmster-install-location.json`` (if that file exists, its path must too: no
 fall-back to the app, facts §8) or ``app-install-location.json``, and poll (60 s in all,
 as the real one does).
@@ -47,7 +49,11 @@ from typing import Any, NoReturn
 from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator import common, profiles
 
-PROBE_TIMEOUT = 3.0  # s, as [lms] createClient.ts
+PROBE_TIMEOUT = 3.0  # s, as [js] findOrStartLlmster.ts ([lms] since 7795183, 2025-11-27)
+# s: before that, [lms] createClient.ts fetched the API ports with no timeout of its own, so a
+# hung app held discovery (and every command that needs the service) until undici's
+# headersTimeout (300 s) ended the fetch.
+UNBOUNDED_PROBE = 300.0
 SPAWN_WAIT = 60.0  # s, 60 polls of 1 s in the real CLI; we poll faster, same deadline
 
 
@@ -307,8 +313,8 @@ class Cli:
         self.profile = profiles.get(str(self.config["profile"]))
 
     def _valid_reply(self, port: int) -> bool:
-        if self.profile.probe == "greeting":  # before 2025-11 the probe was /lmstudio-greeting
-            reply = _get("127.0.0.1", port, "/lmstudio-greeting", PROBE_TIMEOUT)
+        if self.profile.probe == "greeting":  # before 2025-11 the probe was /lmstudio-greeting, unbounded
+            reply = _get("127.0.0.1", port, "/lmstudio-greeting", UNBOUNDED_PROBE)
             return reply == {"lmstudio": True}
         status = _get("127.0.0.1", port, "/lms-status", PROBE_TIMEOUT)
         return status is not None and isinstance(status.get("package"), str) and isinstance(status.get("version"), str)
@@ -331,9 +337,28 @@ class Cli:
             return Service(preferred)
         if os.environ.get("LMS_API_SERVER_INFO_PATH"):
             return None  # an explicit info path disables the scan
-        for port in self.config["api_ports"]:
-            if port != preferred and self._valid_reply(int(port)):
-                return Service(int(port))
+        found = self._first_valid([int(p) for p in self.config["api_ports"] if p != preferred])
+        return None if found is None else Service(found)
+
+    def _first_valid(self, ports: list[int]) -> int | None:
+        """The first of ``ports`` to give a valid reply, all probed at once as [lms] scans
+        them (``Promise.any``): a port that never answers holds the result only while no
+        other port has answered."""
+        if len(ports) <= 1:
+            return ports[0] if ports and self._valid_reply(ports[0]) else None
+        import queue  # only for a scan of several ports: every `lms` call pays its imports
+        import threading
+
+        replies: queue.Queue[int | None] = queue.Queue()
+
+        def probe(port: int) -> None:
+            replies.put(port if self._valid_reply(port) else None)
+
+        for port in ports:
+            threading.Thread(target=probe, args=(port,), daemon=True).start()
+        for _ in ports:
+            if (answered := replies.get()) is not None:
+                return answered
         return None
 
     def _install_location(self) -> tuple[dict[str, Any], bool] | None:
@@ -629,10 +654,14 @@ class Cli:
         return self._greets(host, port, 1.0), port
 
     def _greets(self, host: str, port: int, timeout: float) -> bool:
-        if host == "0.0.0.0":  # BT#1720: the literal bind address is not reachable
+        """[lms] ``checkHttpServer``: ``GET http://${host}:${port}/lmstudio-greeting``.
+
+        ``0.0.0.0`` fails (BT#1720); so does an IPv6 address (``::1``, ``::``): written into
+        the URL without brackets it is no URL, and fetch throws before any request.
+        """
+        if host == "0.0.0.0" or ":" in host:
             return False
-        host = common.socket_host(host)
-        return _get(host, port, "/lmstudio-greeting", timeout) == {"lmstudio": True}
+        return _get(common.socket_hosts(host)[0], port, "/lmstudio-greeting", timeout) == {"lmstudio": True}
 
     def cmd_server(self, args: list[str]) -> None:
         """`lms server start|stop|status` (facts §3, §8).

@@ -86,7 +86,8 @@ class Profile:
     # subcommands of `lms daemon`; empty: no `daemon` command at all
     daemon: frozenset[str]
     bind_flag: bool  # `server start --bind` (and LMS_SERVER_HOST)
-    # discovery probe on the API ports: "lms-status" (2025-11+) or "greeting" (/lmstudio-greeting)
+    # discovery probe on the API ports: "lms-status" (2025-11+, 3 s each) or "greeting"
+    # (/lmstudio-greeting, with no timeout: a hung app holds discovery, [lms] createClient.ts)
     probe: str
     publishes_server_info: bool  # the daemon writes .internal/http-server.json
     ps_json: str  # "instance" (ModelInstanceInfo) or "legacy" ({identifier, path})

@@ -245,7 +245,7 @@ class Session:
         d = self.d
         if d.hang_all or (self.on_http_port and d.hang_http):
             return  # a hung LM Studio reads and never answers
-        if self.on_http_port and d.http is None:
+        if self.on_http_port and not d.http:
             self.close(1001, "server stopped")
             return
         if not self.authenticated:

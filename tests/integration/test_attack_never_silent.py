@@ -20,7 +20,7 @@ import pytest
 
 from lmsupervisor.api.client import request
 from lmsupervisor.simulator.home import SimInstall
-from tests.conftest import eventually
+from tests.conftest import NO_IPV6, eventually
 from tests.integration.test_nativehost import Browser
 from tests.integration.test_run import BASE_CONFIG, Running
 
@@ -149,14 +149,7 @@ def test_the_native_host_answers_with_a_huge_number_in_config_or_request(
     "profile",
     [
         "0.4-app",  # fixed: /lms-status on the published API port does not answer
-        pytest.param(
-            "0.3.31",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="0.3 publishes no API port and its simulated `lms server stop` against the hung app "
-                "neither times out nor fails within the ladder's timeout: app_hung is named a rung later",
-            ),
-        ),
+        "0.3.31",
     ],
 )
 def test_a_hung_app_is_named_within_the_detection_bound(
@@ -212,12 +205,6 @@ def test_hostile_requests_are_bad_requests(sim: SimInstall, native_host: Callabl
     assert port.ask({"action": "check_lmstudio", "id": 9})["id"] == 9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server.json (lmsupervisor's own remembered settings) is trusted as loaded: with LM Studio's "
-    "http-server-config.json missing, a port out of range or a boolean crashes every bring-up "
-    "(supervisor_error), and an unusable bind is blamed on LM Studio's missing file; never ready",
-)
 @pytest.mark.parametrize(
     "remembered",
     [
@@ -245,12 +232,7 @@ def test_a_bad_remembered_setting_never_fails_supervision(
     assert not {"supervisor_error", "server_address_invalid"} & set(problems(snap)), snap["problems"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the simulator binds every address not starting with '127.' on 127.0.0.1, so LM Studio's IPv6 "
-    "binds (::1, and :: that real LM Studio serves dual-stack) are never reachable where the supervisor "
-    "probes them ([::1]): never ready, and the simulated daemon is restarted for it",
-)
+@NO_IPV6
 @pytest.mark.parametrize("bind", ["::1", "::"])
 def test_an_ipv6_bind_is_ready_against_the_simulator(sim: SimInstall, start: Callable[..., Running], bind: str) -> None:
     """`[server] bind = "::1"` (config.example lists it) or `"::"`: ready at http://[::1]:<port>."""

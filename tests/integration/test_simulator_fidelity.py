@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator.home import SimInstall
 from lmsupervisor.simulator.profiles import PROFILES
-from tests.conftest import eventually
+from tests.conftest import NO_IPV6, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -480,6 +480,25 @@ def test_daemon_down_returns_before_the_process_exits(make_sim: Any) -> None:
     assert eventually(lambda: not pid_alive(pid or 0), timeout=10)
 
 
+@pytest.mark.parametrize(("profile", "held"), [("0.3.31", True), ("0.4-app", False)])
+def test_a_hung_app_holds_discovery_only_before_2025_11(make_sim: Any, profile: str, held: bool) -> None:
+    """Before [lms] 7795183 (2025-11-27) discovery fetched the API ports with no timeout: a hung
+    app holds `lms daemon status` (until undici's 300 s); since then each probe gives up after
+    3 s and it says LM Studio is not running. `server stop` checks the HTTP server first (500 ms)
+    on both: "The server is not running." at once, without asking the app."""
+    sim = make_sim(profile=profile)
+    sim.launch_app()
+    sim.hang_daemon()
+    try:
+        status = sim.lms("daemon", "status", "--json", timeout=10)
+        answer = json.loads(status.stdout)["status"]
+    except subprocess.TimeoutExpired:
+        answer = "held"
+    assert answer == ("held" if held else "not-running")
+    stop = sim.lms("server", "stop", timeout=10)
+    assert (stop.returncode, stop.stderr.splitlines()[-1]) == (1, "Error: The server is not running.")
+
+
 def test_app_holding_the_service_refuses_daemon_down(make_sim: Any) -> None:
     """0.4-app: the GUI app holds the service, `daemon down` refuses (exit 1) and the app lives on."""
     sim = make_sim(profile="0.4-app")
@@ -504,6 +523,31 @@ def test_bind_all_fails_verification_while_serving(make_sim: Any, profile: str) 
     assert json.loads(sim.server_config_path.read_text())["networkInterface"] == "0.0.0.0"
     status = sim.lms("server", "status", "--json")
     assert json.loads(status.stdout)["running"] is False
+
+
+def _greets_at(host: str, port: int) -> bool:
+    """Whether LM Studio's greeting answers at ``http://{host}:{port}`` (``host`` bracketed for IPv6)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/lmstudio-greeting", timeout=5) as resp:
+            return bool(json.loads(resp.read()) == {"lmstudio": True})
+    except OSError:
+        return False
+
+
+@NO_IPV6
+@pytest.mark.parametrize(("bind", "served"), [("::1", (True, False)), ("::", (True, True))])
+def test_an_ipv6_bind_is_served_on_ipv6_loopback(make_sim: Any, bind: str, served: tuple[bool, bool]) -> None:
+    """`server start --bind ::1` serves on [::1] only, `--bind ::` dual-stack as Node's listen
+    does (here on loopback: [::1] and 127.0.0.1). lms verifies at `http://${bind}:${port}`,
+    which is no URL for an IPv6 address: exit 1 with the verify error while serving (as BT#1720)."""
+    sim = make_sim()
+    result = sim.lms("server", "start", "--bind", bind)
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        1,
+        "Error: Failed to verify the server is running. Please try to use another port.",
+    )
+    assert (_greets_at("[::1]", sim.http_port), _greets_at("127.0.0.1", sim.http_port)) == served
+    assert json.loads(sim.server_config_path.read_text())["networkInterface"] == bind
 
 
 @pytest.mark.parametrize("profile", ["0.3.31", "0.3-cmdts"])

@@ -103,14 +103,14 @@ class FakeLmStudio:
         self.terminated: list[int] = []
         self.signalled: list[DaemonProcess] = []
         self.raises: dict[tuple[str, ...], BaseException] = {}  # argv prefix -> exception from spawning
-        self.stalled: set[tuple[str, ...]] = set()  # first words of `lms` calls that never answer
+        self.stalled: set[tuple[str, ...]] = set()  # argv prefixes of `lms` calls that never answer
         self.http_stalled = False  # the HTTP server accepts and never answers
         self.http_raises: BaseException | None = None
         self.clock: FakeClock | None = None
         self.verified = True
         self._pids = itertools.count(1000)
         # What this `lms` can do (facts §8), answered to the capability detection's --help calls.
-        self.daemon_commands = ("status", "up", "down")
+        self.daemon_commands: tuple[str, ...] = ("status", "up", "down")
         self.is_daemon = True  # False: the GUI app holds the service (0.4-app)
         self.rest_v1 = False  # REST v1 /api/v1/models (0.4)
         self.token: str | None = None  # "Require Authentication": the token it wants
@@ -133,7 +133,7 @@ class FakeLmStudio:
         for prefix, exc in self.raises.items():
             if args[: len(prefix)] == prefix:
                 raise exc
-        if self.stalled and self.clock is not None and args[:1] in self.stalled:
+        if self.clock is not None and any(args[: len(prefix)] == prefix for prefix in self.stalled):
             # a hung daemon: `lms` never answers, and is killed at its timeout as the real runner does
             await self.clock.sleep(1e9 if timeout is None else timeout)
             raise LmsTimeoutError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -212,6 +213,58 @@ async def test_a_hung_app_that_lms_cannot_reach_is_named_at_the_first_rung() -> 
         assert w.lm.signalled == []
 
 
+def app_0_3(world: World) -> World:
+    """``world`` with a 0.3.31 GUI app running (`lms daemon status` only: the app is opened
+    by its user, or woken by `server start`)."""
+    world.lm.is_daemon = False
+    world.lm.daemon_commands = ("status",)
+    world.lm.daemon_pid = 4242
+    return world
+
+
+def hung_0_3_app(w: World) -> None:
+    """0.3.31's `lms` (facts §8, §9: `daemon status` only) against its hung GUI app: `server
+    stop` checks the HTTP server first and says "The server is not running." at once, without
+    asking the app; what must ask it (discovery, with no timeout before 2025-11-27) never ends."""
+    w.lm.hung = True
+    w.lm.stalled = {("daemon",), ("server", "start"), ("ps",)}
+    w.lm.fail[("server", "stop")] = (1, "Error: The server is not running.")
+
+
+async def test_a_hung_0_3_app_is_named_by_its_daemon_status_at_the_first_rung() -> None:
+    """0.3.31 publishes no API port and its `server stop` fails at once with "not running",
+    which tells nothing of the app: `lms daemon status` not finishing within the ladder's
+    timeout names app_hung while the restart_server rung runs, and `server start` gets the
+    ladder's timeout, not start_timeout (120 s); the app is never signalled."""
+    async for w in started(app_0_3(World(replace(CONFIG, server=ServerConfig(start_timeout=120))))):
+        await w.clock.advance(0)
+        assert w.sup.state is State.READY
+        hung_0_3_app(w)
+        while w.sup.state is not State.STARTING:
+            await w.clock.advance(1)
+        began = w.clock.monotonic()
+        while "app_hung" not in w.problems() and w.clock.monotonic() - began < 200:
+            await w.clock.advance(0.5)
+        seen = w.clock.monotonic() - began
+        assert (w.sup.state, seen <= 3.5) == (State.STARTING, True), seen  # one ladder timeout (3 s)
+        while w.sup.state is State.STARTING and w.clock.monotonic() - began < 200:
+            await w.clock.advance(1)
+        assert (w.sup.state, w.clock.monotonic() - began < 30, w.lm.signalled) == (State.BACKOFF, True, [])
+
+
+async def test_a_0_3_app_that_answers_is_not_hung_when_its_server_stopped() -> None:
+    """0.3.31, the user stopped the server of a healthy app: `server stop` says "not running"
+    and `daemon status` answers (the app is running), so the restart_server rung starts the
+    server again without naming app_hung."""
+    async for w in started(app_0_3(World())):
+        await w.clock.advance(0)
+        w.lm.server = False  # `lms server stop` behind the supervisor's back
+        for _ in range(30):
+            await w.clock.advance(1)
+            assert "app_hung" not in w.problems()
+        assert (w.sup.state, ("daemon", "status", "--json") in w.lm.calls) == (State.READY, True)
+
+
 async def test_an_app_reopened_during_the_bring_up_is_not_reported_hung() -> None:
     """The user reopens the hung app while the bring-up that spared it still runs: that bring-up
     succeeds, and the status no longer says app_hung."""
@@ -263,6 +316,36 @@ async def test_an_unwritable_state_file_never_restarts_lmstudio(tmp_path: Path) 
         remembered = ServerMemory(blocker / "server.json").load()
         assert ("state_folder_unwritable" in w.problems(), remembered is not None) == (False, True)
         assert remembered == w.sup.snap.last_good_server
+
+
+@pytest.mark.parametrize(
+    "remembered",
+    [
+        {"port": 99999, "bind": "127.0.0.1", "cors": False},
+        {"port": True, "bind": "127.0.0.1", "cors": False},
+        {"port": 1234, "bind": "localhost:1234", "cors": False},
+    ],
+    ids=["port-99999", "port-true", "bind-host-port"],
+)
+async def test_a_bad_remembered_setting_is_ignored(tmp_path: Path, remembered: dict[str, Any]) -> None:
+    """LM Studio's http-server-config.json is missing and lmsupervisor's own server.json
+    holds a value it never writes: the file is ignored, LM Studio's defaults apply (ready at
+    http://127.0.0.1:1234, no restart), and nothing is blamed on LM Studio's file."""
+    (tmp_path / "server.json").write_text(json.dumps(remembered))
+    w = World()
+    missing = replace(make_install(), server=ServerSettings())  # found=False: LM Studio's defaults
+    w.sup = make_supervisor(
+        CONFIG, w.lm, w.clock, detect=lambda _: missing, memory=ServerMemory(tmp_path / "server.json")
+    )
+    async for _ in started(w):
+        await w.clock.advance(0)
+        snap = w.sup.snapshot()
+        assert (w.sup.state, snap["server"]["api_endpoint"], w.sup.snap.restart_count, w.problems()) == (
+            State.READY,
+            "http://127.0.0.1:1234",
+            0,
+            {},
+        )
 
 
 class DyingLmStudio(FakeLmStudio):

@@ -345,3 +345,13 @@ def test_config_check_rejects_a_bind_that_is_not_an_address(tmp_path: Path) -> N
         check=False,
     )
     assert (proc.returncode, "server.bind" in proc.stderr + proc.stdout) == (78, True), proc
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(1, 1), (1234, 1234), (65535, 65535), (0, None), (65536, None), (-1, None), (True, None), (False, None),
+     (1234.0, None), ("1234", None), (None, None)],
+)  # fmt: skip
+def test_server_port(value: object, expected: int | None) -> None:
+    """A port is an integer from 1 to 65535; a boolean (JSON true is 1 to Python) is not one."""
+    assert expected == config.server_port(value)
