@@ -284,7 +284,7 @@ EFFECT_ACTION = -3  # ActionCrashed.action of a synchronous effect (never the ru
 
 
 # -- effects --------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BringUp:
     """Detect LM Studio, then adopt it or climb to ``step``; answers with ServerUp,
     NotInstalled or BringUpFailed carrying ``action``."""
@@ -298,7 +298,7 @@ class BringUp:
     capabilities: CliCapabilities | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LoadModels:
     """Unload ``unload`` (identifiers we loaded), wait for ``in_flight`` loads to show up,
     then load what ``models`` still lack; answers with ModelChanged.. and ModelsDone.
@@ -339,7 +339,7 @@ class Health:
     epoch: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Ask:
     """Deep readiness: ask model ``name`` (served as ``instance``, ``kind`` ``"llm"`` or
     ``"embedding"``) for one token within ``timeout`` seconds, for server ``epoch``;

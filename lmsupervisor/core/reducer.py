@@ -138,23 +138,33 @@ class _Step:
         elif entry is Entry.BRING_UP:
             self.set(action=s.action + 1, epoch=s.epoch + 1, server_running=False, consecutive_failures=0)
             s = self.snap
-            self.emit(BringUp(s.action, step, s.config, s.daemon, s.last_good_server, s.lms_version, s.capabilities))
+            self.emit(
+                BringUp(
+                    action=s.action,
+                    step=step,
+                    config=s.config,
+                    daemon=s.daemon,
+                    last_good_server=s.last_good_server,
+                    lms_version=s.lms_version,
+                    capabilities=s.capabilities,
+                )
+            )
         elif entry is Entry.LOAD_MODELS:
             in_flight = tuple(f for f in s.in_flight if f.deadline > self.now.mono)
             self.set(action=s.action + 1, unload_next=(), in_flight=in_flight)
             ask = tuple(model_name(m) for m in self.wanted() if m.probe == "answer")
             self.emit(
                 LoadModels(
-                    s.action + 1,
-                    self.wanted(),
-                    in_flight,
-                    s.unload_next,
-                    s.install.lms if s.install else None,
-                    base_url(s.server.bind, s.server.port),
-                    bool(s.rest),
-                    s.capabilities,
-                    ask,
-                    s.config.health.answer_timeout,
+                    action=s.action + 1,
+                    models=self.wanted(),
+                    in_flight=in_flight,
+                    unload=s.unload_next,
+                    lms=s.install.lms if s.install else None,
+                    url=base_url(s.server.bind, s.server.port),
+                    rest=bool(s.rest),
+                    capabilities=s.capabilities,
+                    ask=ask,
+                    answer_timeout=s.config.health.answer_timeout,
                 )
             )
         elif entry is Entry.MARK_HEALTHY:
@@ -587,7 +597,8 @@ def _ask_due(r: _Step) -> None:
             continue
         _update_model(r, status.name, asked_at=r.now.mono)
         if status.asked_at is not None:
-            r.emit(Ask(s.epoch, status.name, status.instance, status.kind, s.config.health.answer_timeout))
+            timeout = s.config.health.answer_timeout
+            r.emit(Ask(epoch=s.epoch, name=status.name, instance=status.instance, kind=status.kind, timeout=timeout))
 
 
 def _answered(r: _Step, answer: Answered, reload: bool) -> None:

@@ -359,7 +359,13 @@ def test_answer_probes_are_scheduled_by_the_reducer_one_interval_apart() -> None
     snap, again = asks(snap, 1061.0)
     failing, _ = step(snap, Answered(2, "two", False, 1.0, "boom"))
     _, not_loaded = asks(failing, 2000.0)
-    assert (first, early, due, again, not_loaded) == ([], [], [Ask(2, "two", "two", "llm", 7.0)], [], [])
+    assert (first, early, due, again, not_loaded) == (
+        [],
+        [],
+        [Ask(epoch=2, name="two", instance="two", kind="llm", timeout=7.0)],
+        [],
+        [],
+    )
     _, effects = step(snap, Probed(2, ProbeResult(False, 1.0, None, "refused")), replace(NOW, mono=3000.0))
     assert of(Ask, effects) == []  # due, but the server did not answer its probe
     passed, _ = step(
