@@ -656,10 +656,11 @@ class Cli:
     def _greets(self, host: str, port: int, timeout: float) -> bool:
         """[lms] ``checkHttpServer``: ``GET http://${host}:${port}/lmstudio-greeting``.
 
-        ``0.0.0.0`` fails (BT#1720); so does an IPv6 address (``::1``, ``::``): written into
-        the URL without brackets it is no URL, and fetch throws before any request.
+        ``0.0.0.0`` fails (BT#1720); so does an IPv6 address without brackets (``::1``,
+        ``::``, as `--bind` takes it): written into the URL so it is no URL, and fetch
+        throws before any request.
         """
-        if host == "0.0.0.0" or ":" in host:
+        if host == "0.0.0.0" or (":" in host and not host.startswith("[")):
             return False
         return _get(common.socket_hosts(host)[0], port, "/lmstudio-greeting", timeout) == {"lmstudio": True}
 
