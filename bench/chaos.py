@@ -1,10 +1,10 @@
 """Chaos soak: random faults against the real `lmsupervisor run` and a simulated LM Studio.
 
-Injects ``--faults`` faults (default 200) from the whole catalogue of
-:mod:`lmsupervisor.simulator.chaos` one at a time, waiting for recovery between them, and
-prints per fault kind: count, recovered, median and max time to ready, duplicates seen,
-wedges, supervisor crashes, lost LM Studio settings; then the ``/v1/status`` latency
-(p50/p99/max, ms) measured a few times a second during the soak, and every failed fault.
+Injects ``--faults`` faults (default 200) from the whole catalogue of :mod:`chaos_soak.faults`
+(``bench/chaos_soak/``) one at a time, waiting for recovery between them, and prints per fault
+kind: count, recovered, median and max time to ready, duplicates seen, wedges, supervisor
+crashes, lost LM Studio settings; then the ``/v1/status`` latency (p50/p99/max, ms) measured
+a few times a second during the soak, and every failed fault.
 For the deterministic kinds (``bad_network_interface``, ``state_folder_unwritable``,
 ``auth_without_token``, ``app_hung``: faults a restart cannot fix) a second table gives the
 problem code each must raise, how many times it was seen and late, the time from the fault
@@ -30,7 +30,9 @@ import json
 import random
 import sys
 
-from lmsupervisor.simulator.chaos import KINDS, FaultResult, SoakConfig, run_soak
+from chaos_soak.plan import KINDS, SoakConfig
+from chaos_soak.report import FaultResult
+from chaos_soak.soak import run_soak
 
 
 def main() -> int:

@@ -14,6 +14,9 @@ The simulator keeps its own settings in ``<home>/.sim/`` (nothing of LM Studio's
 - ``faults.json``: persistent faults (see :mod:`lmsupervisor.simulator.home`);
 - ``daemon.log``: what the daemon printed.
 
+LM Studio's home is found here as facts §1 describes it (:func:`find_home`), not with the
+supervisor's own code (``lmsupervisor.lmstudio.homedir``), which the simulator checks.
+
 Stdlib only: `bin/lms` imports this on every call.
 """
 
@@ -27,9 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lmsupervisor.lmstudio.homedir import resolve_home, write_pointer
-
 SIM_DIR = ".sim"
+POINTER_FILE = ".lmstudio-home-pointer"  # in realpath(homedir()), facts §1
 # Real LM Studio's API-server ports, facts §1 ([js] lms-common/src/apiServerPorts.ts).
 REAL_API_PORTS = [41343, 52993, 16141, 39414, 22931]
 GUARDRAIL_ERROR = (
@@ -87,14 +89,36 @@ def linked_instance(entry: dict[str, Any], identifier: str) -> dict[str, Any]:
     }
 
 
+def find_home(user_home: Path) -> tuple[Path, bool]:
+    """LM Studio's home for the user whose home folder is ``user_home``, as
+    ``findLMStudioHome()`` resolves it (facts §1, [js] ``lms-common-server/src/findLMStudioHome.ts``),
+    and whether the pointer file named it:
+
+    1. the trimmed content of ``realpath(user_home)/.lmstudio-home-pointer``;
+    2. else ``user_home/.cache/lm-studio`` if that folder exists;
+    3. else ``user_home/.lmstudio``.
+
+    No environment variable changes this (facts §1). An empty or unreadable pointer file is
+    passed over like a missing one (and :func:`lmstudio_home` rewrites it): a simplification
+    kept from before; LM Studio itself would take the empty text as its home, or fail reading.
+    """
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        named = Path(os.path.realpath(user_home), POINTER_FILE).read_text(encoding="utf-8").strip()
+        if named:
+            return Path(named), True
+    cache = user_home / ".cache" / "lm-studio"
+    return (cache if cache.is_dir() else user_home / ".lmstudio"), False
+
+
 def lmstudio_home() -> Path:
-    """The home LM Studio would use for the current ``HOME``; writes the pointer as it does."""
+    """The home LM Studio would use for the current ``HOME`` (:func:`find_home`); when the
+    pointer file did not name it, writes it there, as LM Studio does (facts §1)."""
     user_home = Path.home()
-    resolution = resolve_home(user_home)
-    if resolution.source != "pointer":
+    home, from_pointer = find_home(user_home)
+    if not from_pointer:
         with contextlib.suppress(OSError):
-            write_pointer(user_home, resolution.home)
-    return resolution.home
+            Path(os.path.realpath(user_home), POINTER_FILE).write_text(str(home), encoding="utf-8")
+    return home
 
 
 def sim_dir(home: Path) -> Path:

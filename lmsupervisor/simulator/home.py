@@ -405,7 +405,7 @@ def create_install(
     internal = home / ".internal"
     internal.mkdir(parents=True, exist_ok=True)
     if pointer and not legacy_home:
-        (root / ".lmstudio-home-pointer").write_text(str(home), encoding="utf-8")
+        (root / common.POINTER_FILE).write_text(str(home), encoding="utf-8")
 
     if real_ports:
         ports = list(common.REAL_API_PORTS)

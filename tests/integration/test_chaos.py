@@ -1,7 +1,7 @@
 """A bounded chaos soak: the real `lmsupervisor run` against the simulator, random faults.
 
 The full soak (200 faults, the figures) is ``bench/chaos.py``; this one runs at least 24
-faults of the same catalogue (:mod:`lmsupervisor.simulator.chaos`, every kind once, the
+faults of the same catalogue (:mod:`chaos_soak.faults` in ``bench/``, every kind once, the
 deterministic ones included) in about three minutes. On failure the message is the soak's
 report: each failed fault with its kind, variant and what happened; ``python
 bench/chaos.py --seed SEED --kinds KIND`` replays one kind.
@@ -10,19 +10,10 @@ bench/chaos.py --seed SEED --kinds KIND`` replays one kind.
 from __future__ import annotations
 
 import pytest
-
-from lmsupervisor.simulator.chaos import (
-    DETERMINISTIC,
-    KINDS,
-    FaultResult,
-    SoakConfig,
-    SoakReport,
-    config_text,
-    fault_order,
-    problem_bound,
-    run_soak,
-    scan_log_text,
-)
+from chaos_soak.plan import DETERMINISTIC, KINDS, SoakConfig, config_text, fault_order, problem_bound
+from chaos_soak.processes import scan_log_text
+from chaos_soak.report import FaultResult, SoakReport
+from chaos_soak.soak import run_soak
 
 pytestmark = pytest.mark.integration
 

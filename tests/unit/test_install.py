@@ -12,6 +12,7 @@ from lmsupervisor.core.observed import effective_server
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.lmstudio.homedir import resolve_home
 from lmsupervisor.lmstudio.install import Platform, detect, read_server_settings
+from lmsupervisor.simulator import common
 from lmsupervisor.simulator.home import create_install
 
 
@@ -42,6 +43,49 @@ def test_home_default(tmp_path: Path) -> None:
     (tmp_path / ".lmstudio-home-pointer").write_text("\n")
     res = resolve_home(tmp_path)
     assert (res.home, res.source, res.pointer_error is not None) == (tmp_path / ".lmstudio", "default", True)
+
+
+# Facts §1's cases: the folders under the user's home, and the pointer file's text (None: no file).
+HOME_CASES: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "pointer-wins": ((".cache/lm-studio", ".lmstudio"), "  /srv/lms-home\n"),
+    "cache-before-default": ((".cache/lm-studio", ".lmstudio"), None),
+    "cache": ((".cache/lm-studio",), None),
+    "default": ((), None),
+}
+
+
+@pytest.mark.parametrize("linked", [False, True], ids=["home", "home-is-a-symlink"])
+@pytest.mark.parametrize(("folders", "pointer"), HOME_CASES.values(), ids=list(HOME_CASES))
+def test_the_simulator_and_the_supervisor_find_the_same_home(
+    tmp_path: Path, folders: tuple[str, ...], pointer: str | None, linked: bool
+) -> None:
+    """The simulator's own reading of facts §1 (``common.find_home``, the oracle) and the
+    supervisor's (``resolve_home``) agree on every case of the sheet, also when the user's home
+    is a symlink (the pointer is read in its realpath): a change to one shows here."""
+    real = tmp_path / "real"
+    real.mkdir()
+    for folder in folders:
+        (real / folder).mkdir(parents=True)
+    if pointer is not None:
+        (real / common.POINTER_FILE).write_text(pointer)
+    user_home = real
+    if linked:
+        user_home = tmp_path / "link"
+        user_home.symlink_to(real)
+    found = resolve_home(user_home)
+    assert (found.home, found.source == "pointer") == common.find_home(user_home)
+
+
+def test_the_pointer_the_simulator_writes_is_the_home_the_supervisor_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a pointer file the simulated LM Studio writes one naming the home it chose
+    (facts §1); the supervisor then finds that home through the pointer."""
+    (tmp_path / ".cache" / "lm-studio").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = common.lmstudio_home()
+    found = resolve_home(tmp_path)
+    assert (home, found.home, found.source) == (tmp_path / ".cache" / "lm-studio", home, "pointer")
 
 
 def test_nothing_installed(tmp_path: Path) -> None:
