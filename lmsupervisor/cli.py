@@ -353,6 +353,7 @@ def cmd_native_host(args: argparse.Namespace) -> int:
 
         return host_main(args.config, args.socket)
     from lmsupervisor.api import nativehost_install as nhi
+    from lmsupervisor.errors import NativeHostInstallError
     from lmsupervisor.lmstudio.install import Platform
 
     platform = Platform.current()
@@ -369,7 +370,7 @@ def cmd_native_host(args: argparse.Namespace) -> int:
             )
         else:
             plan = nhi.plan_uninstall(args.browser, platform, name=args.name)
-    except nhi.NativeHostInstallError as exc:
+    except NativeHostInstallError as exc:
         _err(str(exc))
         return EXIT_USAGE
     try:
@@ -395,7 +396,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     ``--fault`` (needs ``--home``), injects it into the simulator running there and exits.
     Exits 0 on success, 2 for ``--fault`` without ``--home``, 1 on :class:`SimulateError`.
     """
-    from lmsupervisor.simulator.tool import SimulateError, send_fault, serve
+    from lmsupervisor.errors import SimulateError
+    from lmsupervisor.simulator.tool import send_fault, serve
 
     try:
         if args.fault:
@@ -431,7 +433,8 @@ def cmd_service(args: argparse.Namespace) -> int:
     """
     import os
 
-    from lmsupervisor.service.install import Installer, ServiceError, plan_for
+    from lmsupervisor.errors import ServiceError
+    from lmsupervisor.service.install import Installer, plan_for
 
     if args.action == "status":
         return _service_status(args)

@@ -20,13 +20,12 @@ from lmsupervisor.api.nativehost import (
     MAX_TIMEOUT,
     Clock,
     NativeHost,
-    OversizedFrameError,
-    TruncatedFrameError,
     encode_frame,
     read_frame,
     serve,
 )
 from lmsupervisor.config import Config, LmStudioConfig, ServerConfig
+from lmsupervisor.errors import OversizedFrameError, TruncatedFrameError
 from lmsupervisor.lmstudio.install import Platform
 from lmsupervisor.lmstudio.lms import LmsResult
 from lmsupervisor.simulator.home import create_install
