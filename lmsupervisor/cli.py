@@ -209,16 +209,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from lmsupervisor.lmstudio.install import Platform
 
     cfg, _ = config.load(args.config)
-    import pathlib
-
-    import platformdirs
-
     from lmsupervisor.lmstudio.capabilities import CapabilityCache
+    from lmsupervisor.statefile import default_folder
 
-    state = pathlib.Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))
-    diag = asyncio.run(
-        diagnose(cfg, Platform.current(), capabilities=CapabilityCache(state / "capabilities.json", quiet=True))
-    )
+    cache = CapabilityCache(default_folder() / "capabilities.json", quiet=True)
+    diag = asyncio.run(diagnose(cfg, Platform.current(), capabilities=cache))
     if args.json:
         print(json.dumps(diag.to_json(), indent=2))
     else:
@@ -499,13 +494,11 @@ def _service_status(args: argparse.Namespace) -> int:
         states = [query(plan_for(args.scope, args.config))]
     else:
         states = installed_services() or [query(plan_for("user", args.config))]
-    import os
-
-    socket_path = resolve_socket(None)
     system = next((st for st in states if st.unit.startswith("lmsupervisor@")), None)
-    if system is not None and not os.environ.get("LMSUPERVISOR_SOCKET") and (system.active or args.scope):
-        user = system.unit.removeprefix("lmsupervisor@").removesuffix(".service")
-        socket_path = paths.system_socket(user) or socket_path
+    unit_socket = None
+    if system is not None and (system.active or args.scope):  # its socket, unless $LMSUPERVISOR_SOCKET names one
+        unit_socket = paths.system_socket(system.unit.removeprefix("lmsupervisor@").removesuffix(".service"))
+    socket_path = resolve_socket(None, unit_socket=unit_socket)
     try:
         snap = request(socket_path, "GET", "/v1/status")[1]
     except StatusSocketError as exc:

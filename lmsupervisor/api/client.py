@@ -36,6 +36,7 @@ import time
 
 import httptools
 
+from lmsupervisor import paths
 from lmsupervisor.api import tokenfile
 from lmsupervisor.errors import StatusSocketError
 
@@ -52,32 +53,32 @@ MAX_ANSWER = 16 * 1024 * 1024  # bytes: a bigger answer is not the supervisor's
 OWNER_ENV = "LMSUPERVISOR_SOCKET_OWNER"
 
 
-def resolve_socket(cli: str | os.PathLike[str] | None, system_root: str | None = None) -> str:
+def resolve_socket(
+    cli: str | os.PathLike[str] | None, system_root: str | None = None, unit_socket: str | None = None
+) -> str:
     """``--socket``, else ``$LMSUPERVISOR_SOCKET``, else the config's, else the default; when
     nothing names one and no supervisor listens on the default, the system unit's socket
     (``/run/lmsupervisor/USER/status.sock``, :func:`lmsupervisor.paths.system_socket`;
-    ``system_root`` replaces ``/run/lmsupervisor``) if one listens there."""
-    if cli is not None:
-        return os.fspath(cli)
-    if os.environ.get("LMSUPERVISOR_SOCKET"):
-        return os.environ["LMSUPERVISOR_SOCKET"]
-    from lmsupervisor import paths  # noqa: PLC0415
+    ``system_root`` replaces ``/run/lmsupervisor``) if one listens there. The rule is
+    :func:`lmsupervisor.paths.resolve_socket`; ``unit_socket`` (the socket of a system unit
+    found installed, for `service status`) wins over the config's."""
+    return paths.resolve_socket(
+        cli, os.environ, lambda: unit_socket or _config_socket(), _listening, system_root or paths.SYSTEM_RUNTIME
+    )
 
-    if os.path.exists(paths.default_config_file(os.environ)):  # else no need to parse one
-        from lmsupervisor import config  # noqa: PLC0415 - only when a config file may name the socket
-        from lmsupervisor.errors import ConfigError  # noqa: PLC0415
 
-        try:
-            cfg, _ = config.load(None)
-        except ConfigError:
-            cfg = config.Config()
-        if cfg.status.socket is not None:
-            return str(cfg.status.socket)
-    default = paths.default_socket(os.environ)
-    system = paths.system_socket(None, system_root or paths.SYSTEM_RUNTIME)
-    if system is None or _listening(default):  # no system unit's socket to fall back to (not Linux)
-        return default
-    return system if _listening(system) else default
+def _config_socket() -> str | None:
+    """``status.socket`` of the default config file; None without one (then it is not parsed)."""
+    if not os.path.exists(paths.default_config_file(os.environ)):
+        return None
+    from lmsupervisor import config  # noqa: PLC0415 - only when a config file may name the socket
+    from lmsupervisor.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        cfg, _ = config.load(None)
+    except ConfigError:
+        return None
+    return None if cfg.status.socket is None else str(cfg.status.socket)
 
 
 LISTEN_CHECK_TIMEOUT = 1.0  # seconds a connect to a local Unix socket may take (a busy supervisor)
