@@ -1,5 +1,5 @@
 """`python -m lmsupervisor`: the same entry point as the `lmsupervisor` script."""
 
-from lmsupervisor.cli import main
+from lmsupervisor.cli import script
 
-raise SystemExit(main())
+script()

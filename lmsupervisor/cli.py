@@ -2,26 +2,82 @@
 
 Exit codes: ``status``/``wait``: 0 ready, 1 reachable but not ready, 3 not running
 (LSB). ``run``: 0 clean stop, 2 usage, 69 another instance holds the lock, 78 config
-error. ``doctor``: 0 nothing wrong, 1 otherwise.
+error. ``doctor``: 0 nothing wrong, 1 otherwise. Library code raises; an exception that
+ends a command gets its exit code (and its message on stderr) from one table,
+:data:`EXIT_CODES`, applied by :func:`main` and by the status commands' ``*_main``.
 
 Imports are lazy: ``lmsupervisor status`` is called in loops by other tools, so it must
-not pay for httpx, structlog or asyncio.
+not pay for httpx, structlog or asyncio (:mod:`lmsupervisor.errors` is standard library only).
 """
 
 from __future__ import annotations
 
 import sys
 
+from lmsupervisor.errors import (
+    ConfigError,
+    InstanceLockedError,
+    LmSupervisorError,
+    NativeHostFileError,
+    NativeHostInstallError,
+    ServiceError,
+    SimulateError,
+    StatusSocketError,
+)
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `status` must not pay for importing typing
 if TYPE_CHECKING:
     import argparse
+    import os
+    from collections.abc import Callable
+    from typing import NoReturn, ParamSpec
+
+    P = ParamSpec("P")
 
 EXIT_OK = 0
-EXIT_NOT_READY = 1
+EXIT_NOT_READY = 1  # status, wait: reachable but not ready; restart, reload: refused
+EXIT_FAILED = 1  # the other commands: they could not do what was asked
 EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3
+EXIT_NOT_RUNNING = 3  # LSB "program is not running"
 EXIT_LOCKED = 69  # EX_UNAVAILABLE
 EXIT_CONFIG = 78  # EX_CONFIG
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+
+# The one table from an exception that ends a command to its exit code, most specific first.
+# An lmsupervisor error's message (with its hint) goes to stderr; the others end silently.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (ConfigError, EXIT_CONFIG),  # every command: the message names the TOML key
+    (InstanceLockedError, EXIT_LOCKED),
+    (StatusSocketError, EXIT_NOT_RUNNING),  # nobody answers on the socket, or nobody to be trusted
+    (NativeHostInstallError, EXIT_USAGE),  # a refused plan
+    (NativeHostFileError, EXIT_FAILED),
+    (ServiceError, EXIT_FAILED),  # the service manager failed
+    (SimulateError, EXIT_FAILED),
+    (KeyboardInterrupt, EXIT_INTERRUPTED),
+    (BrokenPipeError, EXIT_OK),  # whoever read our stdout left
+)
+_ENDING = tuple(kind for kind, _ in EXIT_CODES)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The code :data:`EXIT_CODES` gives ``exc`` (one of its kinds); an lmsupervisor error's
+    message goes to stderr first."""
+    if isinstance(exc, LmSupervisorError):
+        _err(str(exc))
+    return next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
+
+
+def _mapped(command: Callable[P, int]) -> Callable[P, int]:
+    """``command`` returning the :func:`exit_code` of an exception it ends with."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> int:
+        try:
+            return command(*args, **kwargs)
+        except _ENDING as exc:
+            return exit_code(exc)
+
+    run.__name__, run.__qualname__, run.__doc__ = command.__name__, command.__qualname__, command.__doc__
+    return run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,19 +200,19 @@ def _fast_status(argv: list[str]) -> int | None:
         else:
             return None
         i += 1
-    from lmsupervisor.api.client import status_main
-
     return status_main(sock, as_json=as_json)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return its exit code.
 
-    ``status`` is answered by a fast path without argparse. Errors every command may raise
-    are mapped here: :class:`ConfigError` exits 78, :class:`InstanceLockedError` 69,
-    Ctrl-C 130, a closed stdout (``BrokenPipeError``) 0; a usage error exits 2 (argparse).
+    ``status`` is answered by a fast path without argparse. An exception that ends a
+    command gets its code from :data:`EXIT_CODES` (:class:`ConfigError` 78,
+    :class:`InstanceLockedError` 69, Ctrl-C 130, a closed stdout 0, ...); a usage error
+    exits 2 (argparse).
     """
-    fast = _fast_status(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    fast = _fast_status(argv)
     if fast is not None:
         return fast
     args = _parser().parse_args(argv)
@@ -174,20 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         "simulate": cmd_simulate,
         "service": cmd_service,
     }[args.command]
-    from lmsupervisor.errors import ConfigError, InstanceLockedError
+    return _mapped(handler)(args)
 
-    try:
-        return handler(args)
-    except ConfigError as exc:  # every command: the message names the TOML key
-        _err(f"{exc.message} ({exc.hint})")
-        return EXIT_CONFIG
-    except InstanceLockedError as exc:
-        _err(str(exc))
-        return EXIT_LOCKED
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+
+def script() -> NoReturn:
+    """`python -m lmsupervisor`: run :func:`main` and exit the process with its code."""
+    raise SystemExit(main())
 
 
 def _err(message: str) -> None:
@@ -209,21 +257,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from lmsupervisor.lmstudio.install import Platform
 
     cfg, _ = config.load(args.config)
-    import pathlib
-
-    import platformdirs
-
     from lmsupervisor.lmstudio.capabilities import CapabilityCache
+    from lmsupervisor.statefile import default_folder
 
-    state = pathlib.Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))
-    diag = asyncio.run(
-        diagnose(cfg, Platform.current(), capabilities=CapabilityCache(state / "capabilities.json", quiet=True))
-    )
+    cache = CapabilityCache(default_folder() / "capabilities.json", quiet=True)
+    diag = asyncio.run(diagnose(cfg, Platform.current(), capabilities=cache))
     if args.json:
         print(json.dumps(diag.to_json(), indent=2))
     else:
         print(render(diag))
-    return EXIT_OK if diag.ok else EXIT_NOT_READY
+    return EXIT_OK if diag.ok else EXIT_FAILED
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -282,8 +325,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     Exits 0 ready, 1 reachable but not ready, 3 not running or not trusted (LSB). Usually
     answered by :func:`_fast_status` before argparse; this is the path for odd spellings.
     """
-    from lmsupervisor.api.client import status_main
-
     return status_main(args.socket, as_json=args.json)
 
 
@@ -292,8 +333,6 @@ def cmd_events(args: argparse.Namespace) -> int:
 
     Exits 0 when the stream ends, 3 if no supervisor answers on the socket.
     """
-    from lmsupervisor.api.client import events_main
-
     return events_main(args.socket)
 
 
@@ -303,8 +342,6 @@ def cmd_wait(args: argparse.Namespace) -> int:
     ``--timeout`` is in seconds (default: forever). Exits 0 once ready, 1 if still not ready
     at the timeout, 3 if no supervisor answers (design §3).
     """
-    from lmsupervisor.api.client import wait_main
-
     return wait_main(args.socket, args.timeout)
 
 
@@ -314,8 +351,6 @@ def cmd_restart(args: argparse.Namespace) -> int:
     Sends ``POST /v1/restart`` (``?daemon=1`` restarts the daemon too, design §5). Exits 0
     when accepted (202), 1 when refused (the server's reason on stderr), 3 if not running.
     """
-    from lmsupervisor.api.client import post_main
-
     return post_main(args.socket, "/v1/restart" + ("?daemon=1" if args.daemon else ""))
 
 
@@ -325,9 +360,66 @@ def cmd_reload(args: argparse.Namespace) -> int:
     Sends ``POST /v1/reload`` (same as SIGHUP or a file change). Exits 0 when accepted (202),
     1 when refused, 3 if no supervisor answers.
     """
-    from lmsupervisor.api.client import post_main
-
     return post_main(args.socket, "/v1/reload")
+
+
+@_mapped
+def status_main(socket_path: str | os.PathLike[str] | None, as_json: bool) -> int:
+    """`lmsupervisor status`: 0 ready, 1 reachable but not ready, 3 not running or not trusted."""
+    import json
+
+    from lmsupervisor.api.client import Client
+
+    snap = Client(socket_path).status()
+    if as_json:
+        sys.stdout.write(json.dumps(snap, indent=2) + "\n")
+    else:
+        from lmsupervisor.api.status import summary
+
+        try:
+            text = summary(snap)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):  # a newer or odd shape
+            _err("the status has a shape this version does not know; showing it as JSON")
+            text = json.dumps(snap, indent=2)
+        sys.stdout.write(text + "\n")
+    return EXIT_OK if snap.get("ready") is True else EXIT_NOT_READY
+
+
+@_mapped
+def wait_main(socket_path: str | os.PathLike[str] | None, timeout: float | None) -> int:
+    """`lmsupervisor wait`: 0 once ready, 1 if still not ready at the timeout, 3 if nobody answered."""
+    from lmsupervisor.api.client import Client
+
+    if Client(socket_path).wait_ready(timeout):
+        return EXIT_OK
+    _err(f"not ready after {timeout:g} s")
+    return EXIT_NOT_READY
+
+
+@_mapped
+def events_main(socket_path: str | os.PathLike[str] | None) -> int:
+    """`lmsupervisor events`: the raw NDJSON stream on stdout until the supervisor stops."""
+    import json
+
+    from lmsupervisor.api.client import Client, EventStream
+
+    for event in EventStream(Client(socket_path).path):
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+@_mapped
+def post_main(socket_path: str | os.PathLike[str] | None, target: str) -> int:
+    """`lmsupervisor restart|reload`: 0 accepted, 1 refused (the server's reason), 3 not running."""
+    from lmsupervisor.api.client import Client
+
+    answer = Client(socket_path).request("POST", target)
+    if answer.status != 202:
+        _err(answer.error())
+        return EXIT_NOT_READY
+    sys.stdout.write("accepted\n")
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -346,7 +438,8 @@ def cmd_native_host(args: argparse.Namespace) -> int:
     Without an action, serve a browser extension on stdin/stdout (exit 0 when stdin
     closes). ``install`` writes the host manifest and launcher for ``--browser``;
     ``uninstall`` removes them. Exits 0 on success, 2 for a refused plan
-    (:class:`NativeHostInstallError`), 1 when writing or removing a file fails.
+    (:class:`NativeHostInstallError`), 1 when writing or removing a file fails
+    (:class:`NativeHostFileError`).
     """
     if args.native_command is None:
         from lmsupervisor.api.nativehost import host_main
@@ -356,27 +449,22 @@ def cmd_native_host(args: argparse.Namespace) -> int:
     from lmsupervisor.lmstudio.install import Platform
 
     platform = Platform.current()
-    try:
-        if args.native_command == "install":
-            plan = nhi.plan_install(
-                args.browser,
-                args.extension_ids,
-                platform,
-                nhi.console_script(),
-                name=args.name,
-                config=args.config.resolve() if args.config else None,
-                socket=args.socket.resolve() if args.socket else None,
-            )
-        else:
-            plan = nhi.plan_uninstall(args.browser, platform, name=args.name)
-    except nhi.NativeHostInstallError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+    if args.native_command == "install":
+        plan = nhi.plan_install(
+            args.browser,
+            args.extension_ids,
+            platform,
+            nhi.console_script(),
+            name=args.name,
+            config=args.config.resolve() if args.config else None,
+            socket=args.socket.resolve() if args.socket else None,
+        )
+    else:
+        plan = nhi.plan_uninstall(args.browser, platform, name=args.name)
     try:
         changed = nhi.apply(plan)
     except OSError as exc:
-        _err(f"{exc.filename}: {exc.strerror}")
-        return 1
+        raise NativeHostFileError(f"{exc.filename}: {exc.strerror}") from exc
     if args.native_command == "install":
         print(f"wrote {plan.manifest}\nwrote {plan.launcher}")
     else:
@@ -395,27 +483,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     ``--fault`` (needs ``--home``), injects it into the simulator running there and exits.
     Exits 0 on success, 2 for ``--fault`` without ``--home``, 1 on :class:`SimulateError`.
     """
-    from lmsupervisor.simulator.tool import SimulateError, send_fault, serve
+    from lmsupervisor.simulator.tool import send_fault, serve
 
-    try:
-        if args.fault:
-            if args.home is None:
-                _err("--fault needs --home: the folder a running `lmsupervisor simulate` printed as HOME")
-                return EXIT_USAGE
-            print(send_fault(args.home, args.fault, seconds=args.seconds, model=args.model, message=args.message))
-            return EXIT_OK
-        serve(
-            sys.stdout,
-            home=args.home,
-            profile=args.profile,
-            port=args.port,
-            time_scale=args.time_scale,
-            api_token=args.api_token,
-            load=tuple(args.load),
-        )
-    except SimulateError as exc:
-        _err(f"{exc.message} ({exc.hint})")
-        return EXIT_NOT_READY
+    if args.fault:
+        if args.home is None:
+            _err("--fault needs --home: the folder a running `lmsupervisor simulate` printed as HOME")
+            return EXIT_USAGE
+        print(send_fault(args.home, args.fault, seconds=args.seconds, model=args.model, message=args.message))
+        return EXIT_OK
+    serve(
+        sys.stdout,
+        home=args.home,
+        profile=args.profile,
+        port=args.port,
+        time_scale=args.time_scale,
+        api_token=args.api_token,
+        load=tuple(args.load),
+    )
     return EXIT_OK
 
 
@@ -431,7 +515,7 @@ def cmd_service(args: argparse.Namespace) -> int:
     """
     import os
 
-    from lmsupervisor.service.install import Installer, ServiceError, plan_for
+    from lmsupervisor.service.install import Installer, plan_for
 
     if args.action == "status":
         return _service_status(args)
@@ -443,7 +527,7 @@ def cmd_service(args: argparse.Namespace) -> int:
     root = hasattr(os, "geteuid") and os.geteuid() == 0
     if scope == "system" and plan.manager != "schtasks" and not root and not args.dry_run:
         _err(f"--system writes {plan.files[0].path}: run it with sudo (or look first with --dry-run)")
-        return EXIT_NOT_READY
+        return EXIT_FAILED
     print(f"lmsupervisor service {args.action} --{scope}: {plan.manager} {plan.unit}")
     owner = None
     if scope == "system" and plan.manager == "launchd" and root:  # the log folder belongs to the job's user
@@ -452,14 +536,10 @@ def cmd_service(args: argparse.Namespace) -> int:
         entry = pwd.getpwnam(plan.unit.rsplit(".", 1)[-1])
         owner = (entry.pw_uid, entry.pw_gid)
     installer = Installer(out=print, owner=owner)
-    try:
-        if args.action == "install":
-            installer.install(plan, dry_run=args.dry_run)
-        else:
-            installer.uninstall(plan, dry_run=args.dry_run)
-    except ServiceError as exc:
-        _err(str(exc))
-        return EXIT_NOT_READY
+    if args.action == "install":
+        installer.install(plan, dry_run=args.dry_run)
+    else:
+        installer.uninstall(plan, dry_run=args.dry_run)
     if args.action == "install":
         for note in plan.notes if plan.linger is None else ():
             print(f"note: {note}")
@@ -488,7 +568,6 @@ def _service_status(args: argparse.Namespace) -> int:
 
     from lmsupervisor import paths
     from lmsupervisor.api.client import request, resolve_socket
-    from lmsupervisor.errors import StatusSocketError
     from lmsupervisor.service.install import installed_services, plan_for, query
     from lmsupervisor.service.report import rows
 
@@ -496,13 +575,11 @@ def _service_status(args: argparse.Namespace) -> int:
         states = [query(plan_for(args.scope, args.config))]
     else:
         states = installed_services() or [query(plan_for("user", args.config))]
-    import os
-
-    socket_path = resolve_socket(None)
     system = next((st for st in states if st.unit.startswith("lmsupervisor@")), None)
-    if system is not None and not os.environ.get("LMSUPERVISOR_SOCKET") and (system.active or args.scope):
-        user = system.unit.removeprefix("lmsupervisor@").removesuffix(".service")
-        socket_path = paths.system_socket(user) or socket_path
+    unit_socket = None
+    if system is not None and (system.active or args.scope):  # its socket, unless $LMSUPERVISOR_SOCKET names one
+        unit_socket = paths.system_socket(system.unit.removeprefix("lmsupervisor@").removesuffix(".service"))
+    socket_path = resolve_socket(None, unit_socket=unit_socket)
     try:
         snap = request(socket_path, "GET", "/v1/status")[1]
     except StatusSocketError as exc:

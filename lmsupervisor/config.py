@@ -500,13 +500,9 @@ def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def socket_path(config: Config, cli: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """``--socket``, else ``$LMSUPERVISOR_SOCKET``, else ``status.socket``, else the default."""
-    env = os.environ if env is None else env
-    if cli is not None:
-        return cli
-    if env.get("LMSUPERVISOR_SOCKET"):
-        return Path(env["LMSUPERVISOR_SOCKET"])
-    return config.status.socket or default_socket_path(env)
+    """``--socket``, else ``$LMSUPERVISOR_SOCKET``, else ``status.socket``, else the default
+    (:func:`lmsupervisor.paths.resolve_socket`)."""
+    return Path(paths.resolve_socket(cli, os.environ if env is None else env, lambda: config.status.socket))
 
 
 def status_transport(config: Config, os_name: str = os.name) -> str:

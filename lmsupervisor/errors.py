@@ -1,26 +1,44 @@
-"""The one exception tree of lmsupervisor.
+"""The one exception tree of lmsupervisor: every exception class the package raises is here.
 
-Every error carries a ``hint``: the next step that fixes it, shown to the user.
+Every error carries a ``hint``: the next step that fixes it, shown to the user. The exit
+code each one ends a command with is ``cli.EXIT_CODES`` (the one table).
 
 ::
 
     LmSupervisorError
      +-- ConfigError                  a config file is unreadable or invalid (exit 78)
      +-- InstanceLockedError          another `run` holds the lock (exit 69)
+     +-- IllegalTransition            a trigger with no edge out of the state (a bug: core.states.TRANSITIONS)
      +-- LmsError                     a call of the `lms` CLI failed
      |    +-- LmsNotFoundError        no `lms` executable where we looked
      |    +-- LmsTimeoutError         `lms` did not finish within its timeout
      |    +-- LmsExitError            `lms` exited non-zero (carries code, stderr, the Error: line)
      |    +-- LmsOutputError          `lms` printed something we cannot parse
      +-- ProbeError                   the HTTP server did not prove it is LM Studio
-     +-- StatusSocketError            the status socket is unreachable or answered badly
      +-- RestError                    LM Studio's REST API v1 failed (refused, error body)
-          +-- RestTimeoutError        no answer in time (a load may still finish)
-          +-- RestUnsupportedError    no REST v1 here (0.3.x: "Unexpected endpoint")
-          +-- RestAuthError           401: the API token is missing or wrong
+     |    +-- RestTimeoutError        no answer in time (a load may still finish)
+     |    +-- RestConnectError        nothing listens on the port (refused, unreachable)
+     |    +-- RestUnsupportedError    no REST v1 here (0.3.x: "Unexpected endpoint")
+     |    +-- RestAuthError           401: the API token is missing or wrong
+     +-- StatusSocketError            the status socket is unreachable or answered badly (exit 3)
+     +-- HttpError                    the status server refuses a request (carries the HTTP status)
+     +-- ServiceError                 installing or removing the system service failed (exit 1)
+     +-- NativeHostError              a browser's native-messaging request failed (carries a code)
+     |    +-- TruncatedFrameError     stdin ended inside a frame: the browser is gone
+     |    +-- OversizedFrameError     a message over the host's limit (read and discarded)
+     +-- NativeHostInstallError       `native-host install|uninstall` was given a value it cannot use (exit 2)
+     +-- NativeHostFileError          the host's manifest or launcher could not be written or removed (exit 1)
+     +-- SimulateError                `lmsupervisor simulate` could not do what was asked (exit 1)
+
+The simulator's own exceptions stay in :mod:`lmsupervisor.simulator`: they model LM Studio's
+errors (``WsError``, the simulated `lms`'s exits) or steer its chaos harness, and the
+simulator must re-derive LM Studio rather than share the supervisor's code (style.md 20).
+Standard library only: ``lmsupervisor status`` and the simulated `lms` import this.
 """
 
 from __future__ import annotations
+
+import enum
 
 
 class LmSupervisorError(Exception):
@@ -129,3 +147,60 @@ class RestAuthError(RestError):
     def __init__(self, message: str, code: str, hint: str = "") -> None:
         super().__init__(message, hint)
         self.code = code
+
+
+class IllegalTransition(LmSupervisorError):
+    """``trigger`` has no edge out of ``state`` in :data:`lmsupervisor.core.states.TRANSITIONS`:
+    a bug in the reducer, raised instead of silently changing state."""
+
+    def __init__(self, state: enum.Enum, trigger: enum.Enum) -> None:
+        super().__init__(f"no transition from {state.value!r} on {trigger.value!r}")
+        self.state = state
+        self.trigger = trigger
+
+
+class HttpError(LmSupervisorError):
+    """A request the status server refuses with ``status``; the message is for the client
+    (``{"error": ...}``, see :mod:`lmsupervisor.statusd.http1`)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ServiceError(LmSupervisorError):
+    """Installing or removing the service failed (a command exited non-zero, a file
+    could not be written); ``hint`` says what to do."""
+
+
+class NativeHostError(LmSupervisorError):
+    """A request failed; ``message`` is the ``error`` answered, ``code`` its kind.
+
+    Codes: ``bad_request``, ``too_large``, ``not_installed``, ``unreachable``,
+    ``lmstudio_error``, ``timeout``, ``supervised``, ``internal``.
+    """
+
+    def __init__(self, message: str, code: str = "bad_request", hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.code = code
+
+
+class TruncatedFrameError(NativeHostError):
+    """stdin ended inside a frame: the browser is gone, nothing more can be read."""
+
+
+class OversizedFrameError(NativeHostError):
+    """An incoming message over the host's ``MAX_INCOMING``; its bytes were read and discarded."""
+
+
+class NativeHostInstallError(LmSupervisorError):
+    """A value given to `native-host install|uninstall` cannot be used (a usage error)."""
+
+
+class NativeHostFileError(LmSupervisorError):
+    """The native-messaging host's manifest or launcher could not be written or removed;
+    the message names the file and the system's reason."""
+
+
+class SimulateError(LmSupervisorError):
+    """`lmsupervisor simulate` could not do what was asked; ``hint`` says what to do instead."""

@@ -1,7 +1,7 @@
 """lmsupervisor's own state files, written atomically with one failure policy.
 
-The state folder (``platformdirs.user_state_dir("lmsupervisor")``, ``~/.local/state/
-lmsupervisor`` on Linux) holds what the supervisor remembers between runs:
+The state folder (:func:`lmsupervisor.paths.state_folder`: ``~/.local/state/lmsupervisor``
+on Linux) holds what the supervisor remembers between runs:
 ``server.json`` (LM Studio's last good server settings), ``capabilities.json`` (what each
 `lms` binary can do) and ``homes/<hash>.json`` (who supervises which LM Studio home).
 
@@ -23,17 +23,17 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import platformdirs
 import structlog
 
+from lmsupervisor import paths
 from lmsupervisor.core.problems import Problem
 
 PROBLEM = "state_folder_unwritable"
 
 
 def default_folder() -> Path:
-    """The per-user state folder (platformdirs ``user_state_dir("lmsupervisor")``)."""
-    return Path(platformdirs.user_state_dir("lmsupervisor", appauthor=False))
+    """The per-user state folder (:func:`lmsupervisor.paths.state_folder`)."""
+    return Path(paths.state_folder(os.environ))
 
 
 class StateFiles:

@@ -20,9 +20,6 @@ socket) raises :class:`~lmsupervisor.errors.StatusSocketError` with the reason.
 
 ``lmsupervisor status`` runs in loops in other tools, so the blocking path imports
 neither asyncio nor structlog: :class:`AsyncClient` imports asyncio when first used.
-
-CLI exit codes (LSB): 0 ready, 1 reachable but not ready, 3 supervisor not running (or
-not to be trusted).
 """
 
 from __future__ import annotations
@@ -36,6 +33,7 @@ import time
 
 import httptools
 
+from lmsupervisor import paths
 from lmsupervisor.api import tokenfile
 from lmsupervisor.errors import StatusSocketError
 
@@ -46,38 +44,37 @@ if TYPE_CHECKING:
 
     from lmsupervisor.api.events import Event
 
-EXIT_READY, EXIT_NOT_READY, EXIT_NOT_RUNNING = 0, 1, 3
 TIMEOUT = 5.0  # seconds for one request
 MAX_ANSWER = 16 * 1024 * 1024  # bytes: a bigger answer is not the supervisor's
 OWNER_ENV = "LMSUPERVISOR_SOCKET_OWNER"
 
 
-def resolve_socket(cli: str | os.PathLike[str] | None, system_root: str | None = None) -> str:
+def resolve_socket(
+    cli: str | os.PathLike[str] | None, system_root: str | None = None, unit_socket: str | None = None
+) -> str:
     """``--socket``, else ``$LMSUPERVISOR_SOCKET``, else the config's, else the default; when
     nothing names one and no supervisor listens on the default, the system unit's socket
     (``/run/lmsupervisor/USER/status.sock``, :func:`lmsupervisor.paths.system_socket`;
-    ``system_root`` replaces ``/run/lmsupervisor``) if one listens there."""
-    if cli is not None:
-        return os.fspath(cli)
-    if os.environ.get("LMSUPERVISOR_SOCKET"):
-        return os.environ["LMSUPERVISOR_SOCKET"]
-    from lmsupervisor import paths  # noqa: PLC0415
+    ``system_root`` replaces ``/run/lmsupervisor``) if one listens there. The rule is
+    :func:`lmsupervisor.paths.resolve_socket`; ``unit_socket`` (the socket of a system unit
+    found installed, for `service status`) wins over the config's."""
+    return paths.resolve_socket(
+        cli, os.environ, lambda: unit_socket or _config_socket(), _listening, system_root or paths.SYSTEM_RUNTIME
+    )
 
-    if os.path.exists(paths.default_config_file(os.environ)):  # else no need to parse one
-        from lmsupervisor import config  # noqa: PLC0415 - only when a config file may name the socket
-        from lmsupervisor.errors import ConfigError  # noqa: PLC0415
 
-        try:
-            cfg, _ = config.load(None)
-        except ConfigError:
-            cfg = config.Config()
-        if cfg.status.socket is not None:
-            return str(cfg.status.socket)
-    default = paths.default_socket(os.environ)
-    system = paths.system_socket(None, system_root or paths.SYSTEM_RUNTIME)
-    if system is None or _listening(default):  # no system unit's socket to fall back to (not Linux)
-        return default
-    return system if _listening(system) else default
+def _config_socket() -> str | None:
+    """``status.socket`` of the default config file; None without one (then it is not parsed)."""
+    if not os.path.exists(paths.default_config_file(os.environ)):
+        return None
+    from lmsupervisor import config  # noqa: PLC0415 - only when a config file may name the socket
+    from lmsupervisor.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        cfg, _ = config.load(None)
+    except ConfigError:
+        return None
+    return None if cfg.status.socket is None else str(cfg.status.socket)
 
 
 LISTEN_CHECK_TIMEOUT = 1.0  # seconds a connect to a local Unix socket may take (a busy supervisor)
@@ -679,67 +676,3 @@ class AsyncEventStream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-# -- the CLI's commands ----------------------------------------------------------
-def _err(message: str) -> None:
-    sys.stderr.write(f"lmsupervisor: {message}\n")
-
-
-def status_main(socket_path: str | os.PathLike[str] | None, as_json: bool) -> int:
-    """`lmsupervisor status`: 0 ready, 1 reachable but not ready, 3 not running or not trusted."""
-    try:
-        snap = Client(socket_path).status()
-    except StatusSocketError as exc:
-        _err(str(exc))
-        return EXIT_NOT_RUNNING
-    if as_json:
-        sys.stdout.write(json.dumps(snap, indent=2) + "\n")
-    else:
-        from lmsupervisor.api.status import summary  # noqa: PLC0415
-
-        try:
-            text = summary(snap)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError):  # a newer or odd shape
-            _err("the status has a shape this version does not know; showing it as JSON")
-            text = json.dumps(snap, indent=2)
-        sys.stdout.write(text + "\n")
-    return EXIT_READY if snap.get("ready") is True else EXIT_NOT_READY
-
-
-def wait_main(socket_path: str | os.PathLike[str] | None, timeout: float | None) -> int:
-    """`lmsupervisor wait`: 0 once ready, 1 if still not ready at the timeout, 3 if nobody answered."""
-    try:
-        if Client(socket_path).wait_ready(timeout):
-            return EXIT_READY
-    except StatusSocketError as exc:
-        _err(str(exc))
-        return EXIT_NOT_RUNNING
-    _err(f"not ready after {timeout:g} s")
-    return EXIT_NOT_READY
-
-
-def events_main(socket_path: str | os.PathLike[str] | None) -> int:
-    """`lmsupervisor events`: the raw NDJSON stream on stdout until the supervisor stops."""
-    try:
-        for event in EventStream(Client(socket_path).path):
-            sys.stdout.write(json.dumps(event) + "\n")
-            sys.stdout.flush()
-    except StatusSocketError as exc:
-        _err(str(exc))
-        return EXIT_NOT_RUNNING
-    return 0
-
-
-def post_main(socket_path: str | os.PathLike[str] | None, target: str) -> int:
-    """`lmsupervisor restart|reload`: 0 accepted, 1 refused (the server's reason), 3 not running."""
-    try:
-        answer = Client(socket_path).request("POST", target)
-    except StatusSocketError as exc:
-        _err(str(exc))
-        return EXIT_NOT_RUNNING
-    if answer.status != 202:
-        _err(answer.error())
-        return EXIT_NOT_READY
-    sys.stdout.write("accepted\n")
-    return 0

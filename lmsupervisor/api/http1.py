@@ -1,7 +1,7 @@
 """HTTP/1.1 for the status server: requests parsed by httptools (llhttp, C), answers formatted here.
 
 :class:`RequestParser` is fed bytes as they arrive and hands out complete
-:class:`Request` objects in order (pipelining), or an :class:`HttpError` saying why the
+:class:`Request` objects in order (pipelining), or an :class:`~lmsupervisor.errors.HttpError` saying why the
 next one is refused: 400 (malformed, no ``Host`` on HTTP/1.1, a target that is not
 printable ASCII, a protocol upgrade), 411 (HTTP/1.0 POST without a length), 413 (a body
 over ``max_body`` bytes, by ``Content-Length`` or as it arrives), 431 (a head over
@@ -20,17 +20,11 @@ from http import HTTPStatus
 
 import httptools
 
+from lmsupervisor.errors import HttpError
+
 MAX_HEAD = 16 * 1024  # bytes: request line + headers (431 past it)
 MAX_BODY = 1024 * 1024  # bytes: request bodies are read and dropped (413 past it)
 PHRASES = {s.value: s.phrase for s in HTTPStatus}
-
-
-class HttpError(Exception):
-    """A request refused with ``status``; the message is for the client (``{"error": ...}``)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Request:

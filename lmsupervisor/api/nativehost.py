@@ -85,7 +85,13 @@ from lmsupervisor.core.messages import BringUp, BringUpFailed, NotInstalled, Ser
 from lmsupervisor.core.observed import Install, ProbeResult, base_url, effective_server
 from lmsupervisor.core.policy import Step
 from lmsupervisor.core.problems import Problem
-from lmsupervisor.errors import LmsError, LmSupervisorError, StatusSocketError
+from lmsupervisor.errors import (
+    LmsError,
+    NativeHostError,
+    OversizedFrameError,
+    StatusSocketError,
+    TruncatedFrameError,
+)
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import LmsRunner
 from lmsupervisor.lmstudio.rest import BearerAuth, parse_models
@@ -112,26 +118,6 @@ CHAT_SETTINGS = frozenset(
 UP_STATES = frozenset({"ready", "degraded"})  # server healthy (degraded: a declared model failed)
 GONE_STATES = frozenset({"stopping", "stopped"})  # the supervisor is leaving: it no longer restarts anything
 BRING_UP_ACTION = 1  # the action number of the host's bring-up (its own, never a supervisor's)
-
-
-class NativeHostError(LmSupervisorError):
-    """A request failed; ``message`` is the ``error`` answered, ``code`` its kind.
-
-    Codes: ``bad_request``, ``too_large``, ``not_installed``, ``unreachable``,
-    ``lmstudio_error``, ``timeout``, ``supervised``, ``internal``.
-    """
-
-    def __init__(self, message: str, code: str = "bad_request", hint: str = "") -> None:
-        super().__init__(message, hint)
-        self.code = code
-
-
-class TruncatedFrameError(NativeHostError):
-    """stdin ended inside a frame: the browser is gone, nothing more can be read."""
-
-
-class OversizedFrameError(NativeHostError):
-    """An incoming message over :data:`MAX_INCOMING`; its bytes were read and discarded."""
 
 
 # -- framing ------------------------------------------------------------------------

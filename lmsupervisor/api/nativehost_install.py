@@ -39,7 +39,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmsupervisor.errors import LmSupervisorError
+from lmsupervisor.errors import NativeHostInstallError
 from lmsupervisor.lmstudio.install import Platform
 
 HOST_NAME = "org.lmsupervisor.host"
@@ -63,10 +63,6 @@ _REGISTRY = {
     "edge": r"HKEY_CURRENT_USER\Software\Microsoft\Edge\NativeMessagingHosts",
     "firefox": r"HKEY_CURRENT_USER\Software\Mozilla\NativeMessagingHosts",
 }
-
-
-class NativeHostInstallError(LmSupervisorError):
-    """A value given to `native-host install|uninstall` cannot be used (a usage error)."""
 
 
 @dataclass(frozen=True)

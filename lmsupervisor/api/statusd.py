@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import structlog
 
 from lmsupervisor.api.broadcast import Broadcast, Stream
-from lmsupervisor.api.http1 import MAX_BODY, MAX_HEAD, HttpError, Request, RequestParser, chunk, response, stream_head
+from lmsupervisor.api.http1 import MAX_BODY, MAX_HEAD, Request, RequestParser, chunk, response, stream_head
 from lmsupervisor.api.metrics import CONTENT_TYPE as METRICS_TYPE
 from lmsupervisor.api.metrics import Metrics
 from lmsupervisor.api.transport import (
@@ -54,7 +54,7 @@ from lmsupervisor.api.transport import (
 )
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.core.states import State
-from lmsupervisor.errors import ConfigError
+from lmsupervisor.errors import ConfigError, HttpError
 
 __all__ = ["MAX_BODY", "MAX_HEAD", "ROUTES", "StatusServer", "Supervised", "peer_uid", "remove_stale_socket"]
 

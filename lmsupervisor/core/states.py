@@ -1,4 +1,5 @@
-"""The supervisor's states, its transition table and its entry actions (design §5, §6). Stdlib only.
+"""The supervisor's states, its transition table and its entry actions (design §5, §6). Standard library and
+:mod:`lmsupervisor.errors` only.
 
 ``TRANSITIONS`` maps ``(state, trigger)`` to the next state. It is data: the reducer
 (:mod:`lmsupervisor.core.reducer`) looks edges up here, tests iterate over it, and an edge
@@ -13,6 +14,8 @@ regenerate it with ``python -m lmsupervisor.core.states``).
 from __future__ import annotations
 
 import enum
+
+from lmsupervisor.errors import IllegalTransition
 
 
 class State(enum.StrEnum):
@@ -96,15 +99,6 @@ ON_ENTER: dict[State, tuple[Entry, ...]] = {
     S.STOPPING: (E.CANCEL_WORK, E.QUIET, E.UNWATCH),
     S.STOPPED: (),
 }
-
-
-class IllegalTransition(Exception):
-    """``trigger`` has no edge out of ``state`` in :data:`TRANSITIONS`."""
-
-    def __init__(self, state: State, trigger: Trigger) -> None:
-        super().__init__(f"no transition from {state.value!r} on {trigger.value!r}")
-        self.state = state
-        self.trigger = trigger
 
 
 def next_state(state: State, trigger: Trigger) -> State:

@@ -23,15 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Protocol
 
-from lmsupervisor.errors import LmSupervisorError
+from lmsupervisor.errors import ServiceError
 from lmsupervisor.service.render import SYSTEMD_TEMPLATE, Command, Plan, Target, UnitFile, render
 
 COMMAND_TIMEOUT = 120.0  # seconds: `systemctl enable --now` waits for READY=1
-
-
-class ServiceError(LmSupervisorError):
-    """Installing or removing the service failed (a command exited non-zero, a file
-    could not be written); ``hint`` says what to do."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from lmsupervisor.errors import SimulateError
 from lmsupervisor.simulator import common, profiles
 from lmsupervisor.simulator.home import SimInstall, create_install, open_install
 
@@ -35,14 +36,6 @@ FAULTS: dict[str, str] = {
     "fail-load": "loading --model fails with the version's guardrail text (or --message)",
     "clear": "remove the persistent faults (slow-start, fail-load)",
 }
-
-
-class SimulateError(Exception):
-    """`simulate` could not do what was asked; ``hint`` says what to do instead."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.message, self.hint = message, hint
 
 
 def _port_free(port: int) -> bool:

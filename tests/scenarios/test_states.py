@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from lmsupervisor.config import RestartConfig
 from lmsupervisor.core.policy import Step, retry_delay, step_for
-from lmsupervisor.core.states import TRANSITIONS, IllegalTransition, State, Trigger, next_state
+from lmsupervisor.core.states import TRANSITIONS, State, Trigger, next_state
+from lmsupervisor.errors import IllegalTransition
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lmsupervisor.api.client import status_main, wait_main
+from lmsupervisor.cli import status_main, wait_main
 from lmsupervisor.client import AsyncClient, Client, StateEvent, StatusSocketError
 from tests.unit.test_statusd import FakeSupervisor, sock_path, started
 

@@ -20,15 +20,13 @@ from lmsupervisor.api.nativehost import (
     MAX_TIMEOUT,
     Clock,
     NativeHost,
-    NativeHostError,
-    OversizedFrameError,
-    TruncatedFrameError,
     _check_sendable,
     encode_frame,
     read_frame,
     serve,
 )
 from lmsupervisor.config import Config, LmStudioConfig, ServerConfig
+from lmsupervisor.errors import NativeHostError, OversizedFrameError, TruncatedFrameError
 from lmsupervisor.lmstudio.install import Platform
 from lmsupervisor.lmstudio.lms import LmsResult
 from lmsupervisor.simulator.home import create_install

@@ -11,12 +11,12 @@ import pytest
 
 from lmsupervisor.api.nativehost_install import (
     BROWSERS,
-    NativeHostInstallError,
     apply,
     console_script,
     plan_install,
     plan_uninstall,
 )
+from lmsupervisor.errors import NativeHostInstallError
 from lmsupervisor.lmstudio.install import Platform
 
 CHROME_ID = "knldjmfmopnpolahpmmgbagdohdnhkik"

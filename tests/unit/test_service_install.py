@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from lmsupervisor.errors import ServiceError
 from lmsupervisor.service.install import (
     Installer,
     Result,
-    ServiceError,
     host_path,
     parse_launchctl_print,
     parse_schtasks_list,
