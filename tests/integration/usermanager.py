@@ -15,12 +15,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 SYSTEMD = Path("/lib/systemd/systemd")
 TOOLS = ("useradd", "userdel", "setpriv", "setsid", "systemctl")
@@ -63,27 +65,79 @@ def system_python() -> Path | None:
     return None
 
 
-def service_venv(dest: Path) -> Path:
-    """A venv under ``dest`` that another user can run, seeing this environment's packages
-    (lmsupervisor included) through a ``.pth``, with a ``bin/lmsupervisor`` console script as
-    pip writes it. Returns that script."""
+CHECKOUT = Path(__file__).resolve().parents[2]
+BUILD_TIMEOUT = 600.0  # seconds for `pip wheel` with build isolation on a busy machine (~10 s idle)
+
+
+def build_wheel(dest: Path) -> Path:
+    """This checkout's lmsupervisor as a wheel in ``dest``, built by pip with the build
+    requirements of pyproject.toml from a copy of the sources (no ``build/`` in the checkout).
+
+    The throwaway user cannot read the checkout itself when it lies in a folder only root may
+    enter (a clone under ``/root``): it gets this wheel instead. Returns the wheel's path."""
+    src = dest / "src"
+    src.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(CHECKOUT / name, src / name)
+    shutil.copytree(CHECKOUT / "lmsupervisor", src / "lmsupervisor", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(dest), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    shutil.rmtree(src)
+    (wheel,) = dest.glob("lmsupervisor-*.whl")
+    return wheel
+
+
+def runtime_distributions() -> list[metadata.Distribution]:
+    """The installed distributions lmsupervisor needs to run (its requirements without extras,
+    and theirs), from this environment."""
+    found: dict[str, metadata.Distribution] = {}
+    todo = [req.name for req in map(Requirement, metadata.requires("lmsupervisor") or []) if _runtime(req)]
+    while todo:
+        dist = metadata.distribution(todo.pop())
+        name = canonicalize_name(dist.metadata["Name"])
+        if name not in found:
+            found[name] = dist
+            todo += [req.name for req in map(Requirement, dist.requires or []) if _runtime(req)]
+    return list(found.values())
+
+
+def _runtime(req: Requirement) -> bool:
+    return req.marker is None or req.marker.evaluate({"extra": ""})
+
+
+def service_venv(dest: Path, wheel: Path) -> Path:
+    """A venv under ``dest`` that another user can run: ``wheel`` installed by pip (which writes
+    ``bin/lmsupervisor``), and the runtime dependencies copied from this environment (the same
+    versions the tests run with, no package index needed). Nothing in it points back into the
+    checkout or this environment. Returns the console script."""
     python = system_python()
     assert python is not None
     subprocess.run([str(python), "-m", "venv", "--without-pip", str(dest)], check=True, timeout=60)
-    purelib = subprocess.run(
-        [str(dest / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.strip()
-    ours = sysconfig.get_path("purelib")
-    Path(purelib, "lmsupervisor-test.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
-    script = dest / "bin" / "lmsupervisor"
-    script.write_text(f"#!{dest / 'bin' / 'python'}\nimport sys\nfrom lmsupervisor.cli import main\nsys.exit(main())\n")
-    script.chmod(0o755)
-    dest.chmod(0o755)
-    return script
+    purelib = Path(
+        subprocess.run(
+            [str(dest / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    )
+    for dist in runtime_distributions():
+        for file in dist.files or []:
+            if ".." in file.parts or "__pycache__" in file.parts:
+                continue  # console scripts of the dependencies, bytecode
+            target = purelib / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(str(dist.locate_file(file))), target)
+    pip = [sys.executable, "-m", "pip", "--python", str(dest / "bin" / "python"), "install", "--quiet"]
+    subprocess.run([*pip, "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True, timeout=120)
+    for folder, _, _ in os.walk(dest):  # whatever root's umask: the throwaway user runs it
+        os.chmod(folder, 0o755)  # noqa: S103 - world-readable on purpose, like a venv under /tmp
+    return dest / "bin" / "lmsupervisor"
 
 
 class UserManager:

@@ -21,6 +21,7 @@ from lmsupervisor.errors import LmsTimeoutError
 from lmsupervisor.lmstudio.lms import LmsClient, LmsResult
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient
+from lmsupervisor.lmstudio.watch import ProcessTable
 from lmsupervisor.supervisor import ServerMemory, Supervisor
 
 
@@ -362,7 +363,10 @@ def make_supervisor(
     config_loader: Callable[[], Config] | None = None,
     token: str | None = None,
     memory: ServerMemory | None = None,
+    processes: ProcessTable | None = None,
 ) -> Supervisor:
+    """A supervisor on ``clock`` whose `lms`, HTTP server, PIDs and process table are ``lm``'s;
+    ``processes`` replaces the process table (the real one, for a test that owns a real process)."""
     lm.clock = clock
     prober = Prober(timeout=1.0, transport=httpx.MockTransport(lm.http), token=lambda: token)
     rest = RestClient(timeout=1.0, transport=httpx.MockTransport(lm.http), token=lambda: token)
@@ -373,7 +377,7 @@ def make_supervisor(
         prober=prober,
         detect=detect or (lambda c: make_install(installed())),
         pids=lm,
-        processes=lm,
+        processes=processes or lm,
         config_loader=config_loader,
         pid=1,
         rng=random.Random(0),

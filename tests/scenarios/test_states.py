@@ -10,31 +10,147 @@ from hypothesis import strategies as st
 
 from lmsupervisor.config import RestartConfig
 from lmsupervisor.core.policy import Step, retry_delay, step_for
-from lmsupervisor.core.states import TRANSITIONS, State, Trigger, next_state
+from lmsupervisor.core.states import TRANSITIONS, State, Trigger, accepts, next_state
 from lmsupervisor.errors import IllegalTransition
+
+S, T = State, Trigger
+
+# The edges design.md §1, §5 and §6 call for, written out one by one here rather than read from
+# TRANSITIONS: the oracle the table is checked against (an edge added, dropped or re-pointed in
+# the table fails a test below until this list agrees).
+EXPECTED: dict[tuple[State, Trigger], State] = {
+    # start, detect, bring up, load (§1 steps 1-3)
+    (S.STOPPED, T.START): S.STARTING,
+    (S.STARTING, T.NOT_INSTALLED): S.NOT_INSTALLED,
+    (S.NOT_INSTALLED, T.TIMER): S.STARTING,  # never gives up: LM Studio is looked for again
+    (S.STARTING, T.SERVER_UP): S.LOADING_MODELS,
+    (S.LOADING_MODELS, T.MODELS_LOADED): S.READY,
+    (S.LOADING_MODELS, T.MODEL_FAILED): S.DEGRADED,  # "server healthy, a declared model failed"
+    # drift and the model retry (§1 step 3: "reload any that drift away")
+    (S.READY, T.DRIFT): S.LOADING_MODELS,
+    (S.DEGRADED, T.DRIFT): S.LOADING_MODELS,
+    (S.DEGRADED, T.TIMER): S.LOADING_MODELS,
+    # failure, backoff, retry (§1: "never gives up ... backoff")
+    (S.STARTING, T.FAILED): S.BACKOFF,
+    (S.LOADING_MODELS, T.FAILED): S.BACKOFF,
+    (S.READY, T.FAILED): S.BACKOFF,
+    (S.DEGRADED, T.FAILED): S.BACKOFF,
+    (S.BACKOFF, T.TIMER): S.STARTING,
+    # a hot config change (§6: parse, diff, apply): server settings restart the server,
+    # declared models are reconciled without a restart
+    (S.STARTING, T.RECONFIGURE_SERVER): S.STARTING,
+    (S.LOADING_MODELS, T.RECONFIGURE_SERVER): S.STARTING,
+    (S.READY, T.RECONFIGURE_SERVER): S.STARTING,
+    (S.DEGRADED, T.RECONFIGURE_SERVER): S.STARTING,
+    (S.LOADING_MODELS, T.RECONFIGURE_MODELS): S.LOADING_MODELS,
+    (S.READY, T.RECONFIGURE_MODELS): S.LOADING_MODELS,
+    (S.DEGRADED, T.RECONFIGURE_MODELS): S.LOADING_MODELS,
+    # POST /v1/restart (§5), from anywhere the supervisor runs
+    (S.STARTING, T.RESTART): S.STARTING,
+    (S.LOADING_MODELS, T.RESTART): S.STARTING,
+    (S.READY, T.RESTART): S.STARTING,
+    (S.DEGRADED, T.RESTART): S.STARTING,
+    (S.BACKOFF, T.RESTART): S.STARTING,
+    (S.NOT_INSTALLED, T.RESTART): S.STARTING,
+    # SIGTERM/SIGINT (§6 "Shutdown"), from anywhere the supervisor runs
+    (S.STARTING, T.STOP): S.STOPPING,
+    (S.LOADING_MODELS, T.STOP): S.STOPPING,
+    (S.READY, T.STOP): S.STOPPING,
+    (S.DEGRADED, T.STOP): S.STOPPING,
+    (S.BACKOFF, T.STOP): S.STOPPING,
+    (S.NOT_INSTALLED, T.STOP): S.STOPPING,
+    (S.STOPPING, T.STOPPED): S.STOPPED,
+}
+RUNNING = {S.NOT_INSTALLED, S.STARTING, S.LOADING_MODELS, S.READY, S.DEGRADED, S.BACKOFF}
+FAILURE_STATES = {S.BACKOFF, S.DEGRADED, S.NOT_INSTALLED}
+
+
+# What the user or the service manager asks for; the rest the supervisor meets by itself.
+REQUESTS = frozenset({T.START, T.STOP, T.RESTART, T.RECONFIGURE_SERVER, T.RECONFIGURE_MODELS})
+
+
+def reachable(start: State, triggers: frozenset[Trigger] = frozenset(Trigger)) -> set[State]:
+    """The states TRANSITIONS leads to from ``start`` (itself included) along ``triggers`` only."""
+    seen, todo = {start}, [start]
+    while todo:
+        here = todo.pop()
+        for (src, trigger), dst in TRANSITIONS.items():
+            if src is here and trigger in triggers and dst not in seen:
+                seen.add(dst)
+                todo.append(dst)
+    return seen
 
 
 @pytest.mark.parametrize(
-    ("edge", "target"), list(TRANSITIONS.items()), ids=[f"{s.value}-{t.value}" for s, t in TRANSITIONS]
+    ("edge", "target"),
+    list(EXPECTED.items()),
+    ids=[f"{s.value}_to_{d.value}_on_{t.value}" for (s, t), d in EXPECTED.items()],
 )
 def test_transition(edge: tuple[State, Trigger], target: State) -> None:
-    """Each edge of the table leads where the table says."""
+    """Each edge the design calls for leads where the design says."""
     assert next_state(*edge) == target
 
 
+def test_table_has_no_edges_beyond_the_design() -> None:
+    """TRANSITIONS holds exactly the expected edges: an extra one (a FAILED out of BACKOFF, a
+    STOP out of STOPPED) is as wrong as a missing one."""
+    assert sorted(f"{s.value} --{t.value}--> {d.value}" for (s, t), d in TRANSITIONS.items()) == sorted(
+        f"{s.value} --{t.value}--> {d.value}" for (s, t), d in EXPECTED.items()
+    )
+
+
 def test_illegal_transitions_raise() -> None:
-    """Every (state, trigger) pair not in the table raises IllegalTransition."""
-    illegal = [(s, t) for s in State for t in Trigger if (s, t) not in TRANSITIONS]
-    assert len(illegal) > 0
+    """Every (state, trigger) pair the design has no edge for raises IllegalTransition, naming
+    both, and accepts() says False for it."""
+    illegal = [(s, t) for s in State for t in Trigger if (s, t) not in EXPECTED]
+    assert (S.BACKOFF, T.FAILED) in illegal and (S.STOPPED, T.STOP) in illegal
     for state, trigger in illegal:
-        with pytest.raises(IllegalTransition):
+        with pytest.raises(IllegalTransition) as raised:
             next_state(state, trigger)
+        assert (raised.value.state, raised.value.trigger, accepts(state, trigger)) == (state, trigger, False)
+        assert f"{state.value!r}" in str(raised.value) and f"{trigger.value!r}" in str(raised.value)
 
 
-def test_every_state_can_stop_and_is_reachable() -> None:
-    """Every state except the two shutdown states accepts STOP, and every state is entered by some edge."""
-    assert {s for s in State if (s, Trigger.STOP) in TRANSITIONS} == set(State) - {State.STOPPING, State.STOPPED}
-    assert set(TRANSITIONS.values()) == set(State)
+def test_every_state_is_reachable_from_stopped() -> None:
+    """A supervisor that starts can end up in any state: none is unreachable (dead table rows)."""
+    assert reachable(S.STOPPED) == set(State)
+
+
+def test_no_dead_ends() -> None:
+    """Every state has an edge out (STOPPED's is START), and from every state the supervisor can
+    still shut down (reach STOPPED)."""
+    assert [s for s in State if not any(src is s for src, _ in TRANSITIONS)] == []
+    assert [s for s in State if S.STOPPED not in reachable(s)] == []
+
+
+def test_ready_is_reachable_after_every_failure_without_being_asked() -> None:
+    """From each failure state (backoff, degraded, not installed) and every other running state
+    the supervisor gets back to READY by itself: along its own triggers (timers, probes, loads),
+    with no restart, reload or stop requested by anyone."""
+    own = frozenset(Trigger) - REQUESTS
+    assert FAILURE_STATES <= RUNNING
+    assert [s.value for s in RUNNING if S.READY not in reachable(s, own)] == []
+
+
+def test_every_trigger_is_used() -> None:
+    """Each Trigger labels at least one edge: a trigger with no edge would always raise."""
+    assert {t for _, t in TRANSITIONS} == set(Trigger)
+
+
+def test_every_running_state_can_stop_and_restart() -> None:
+    """STOP and RESTART are accepted in every running state and lead to STOPPING and STARTING;
+    STOPPING and STOPPED accept neither (a restart cannot undo a shutdown)."""
+    assert {s for s in State if accepts(s, T.STOP)} == RUNNING
+    assert {s for s in State if accepts(s, T.RESTART)} == RUNNING
+    assert {next_state(s, T.STOP) for s in RUNNING} == {S.STOPPING}
+    assert {next_state(s, T.RESTART) for s in RUNNING} == {S.STARTING}
+
+
+def test_only_stopping_leads_to_stopped() -> None:
+    """The shutdown is one path: nothing enters STOPPED but STOPPING's STOPPED edge, and STOPPING
+    has no other way out."""
+    assert [(s, t) for (s, t), d in TRANSITIONS.items() if d is S.STOPPED] == [(S.STOPPING, T.STOPPED)]
+    assert [t for (s, t) in TRANSITIONS if s is S.STOPPING] == [T.STOPPED]
 
 
 def test_ladder() -> None:

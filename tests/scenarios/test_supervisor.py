@@ -342,19 +342,6 @@ async def test_restart_mid_load_creates_no_duplicate() -> None:
     await w.sup.prober.aclose()
 
 
-async def test_unverified_daemon_is_never_signalled(world: World) -> None:
-    """The kill rung never signals a process that is not verified as LM Studio's."""
-    await world.clock.advance(0)
-    world.lm.verified = False
-    world.sup.post("restart", reason="re-pin as unverified")
-    await world.clock.advance(0)
-    world.lm.hung = True
-    world.lm.fail[("daemon", "up")] = (1, "Error: Failed to start or connect to local LM Studio API server.")
-    for _ in range(20):
-        await world.clock.advance(5)
-    assert (world.lm.terminated, [p.verified for p in world.lm.signalled]) == ([], [False] * len(world.lm.signalled))
-
-
 PAST_TENSE = re.compile(r"^[a-z]+(_[a-z0-9]+)*_?(ed|held|reset|overran|bound|unloaded)$")
 
 
