@@ -121,7 +121,7 @@ from typing import Any
 
 import psutil
 
-from lmsupervisor.api.client import request
+from lmsupervisor.client.sync import request
 from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import SimInstall, create_install
 
