@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from lmsupervisor.api.client import request
+from lmsupervisor.client.sync import request
 from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import SimInstall
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 from harness import Supervised
 
-from lmsupervisor.api.client import request
+from lmsupervisor.client.sync import request
 from lmsupervisor.simulator.home import create_install
 
 KEYS = ["qwen/qwen3-4b", "google/gemma-3-1b", "text-embedding-nomic-embed-text-v1.5", "openai/gpt-oss-20b"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 from harness import Supervised, pct
 
-from lmsupervisor.api.client import open_events, request
+from lmsupervisor.client.sync import open_events, request
 from lmsupervisor.simulator.home import SimInstall, create_install
 
 MODELS = ["qwen/qwen3-4b", "google/gemma-3-1b"]

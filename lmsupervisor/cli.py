@@ -292,7 +292,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return EXIT_OK
     if args.config_command == "check":
-        from lmsupervisor.api.socketdir import check_config
+        from lmsupervisor.statusd.socketdir import check_config
 
         cfg, path = config.load(args.path)
         check_config(cfg)  # status.group exists, status.socket is usable: what `run` would refuse
@@ -351,7 +351,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
     Sends ``POST /v1/restart`` (``?daemon=1`` restarts the daemon too, design §5). Exits 0
     when accepted (202), 1 when refused (the server's reason on stderr), 3 if not running.
     """
-    return post_main(args.socket, "/v1/restart" + ("?daemon=1" if args.daemon else ""))
+    from lmsupervisor.client.protocol import control_target
+
+    return post_main(args.socket, control_target("restart", args.daemon))
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -360,7 +362,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
     Sends ``POST /v1/reload`` (same as SIGHUP or a file change). Exits 0 when accepted (202),
     1 when refused, 3 if no supervisor answers.
     """
-    return post_main(args.socket, "/v1/reload")
+    from lmsupervisor.client.protocol import control_target
+
+    return post_main(args.socket, control_target("reload"))
 
 
 @_mapped
@@ -368,13 +372,13 @@ def status_main(socket_path: str | os.PathLike[str] | None, as_json: bool) -> in
     """`lmsupervisor status`: 0 ready, 1 reachable but not ready, 3 not running or not trusted."""
     import json
 
-    from lmsupervisor.api.client import Client
+    from lmsupervisor.client import Client
 
     snap = Client(socket_path).status()
     if as_json:
         sys.stdout.write(json.dumps(snap, indent=2) + "\n")
     else:
-        from lmsupervisor.api.status import summary
+        from lmsupervisor.client.summary import summary
 
         try:
             text = summary(snap)
@@ -388,7 +392,7 @@ def status_main(socket_path: str | os.PathLike[str] | None, as_json: bool) -> in
 @_mapped
 def wait_main(socket_path: str | os.PathLike[str] | None, timeout: float | None) -> int:
     """`lmsupervisor wait`: 0 once ready, 1 if still not ready at the timeout, 3 if nobody answered."""
-    from lmsupervisor.api.client import Client
+    from lmsupervisor.client import Client
 
     if Client(socket_path).wait_ready(timeout):
         return EXIT_OK
@@ -401,7 +405,7 @@ def events_main(socket_path: str | os.PathLike[str] | None) -> int:
     """`lmsupervisor events`: the raw NDJSON stream on stdout until the supervisor stops."""
     import json
 
-    from lmsupervisor.api.client import Client, EventStream
+    from lmsupervisor.client import Client, EventStream
 
     for event in EventStream(Client(socket_path).path):
         sys.stdout.write(json.dumps(event) + "\n")
@@ -412,7 +416,7 @@ def events_main(socket_path: str | os.PathLike[str] | None) -> int:
 @_mapped
 def post_main(socket_path: str | os.PathLike[str] | None, target: str) -> int:
     """`lmsupervisor restart|reload`: 0 accepted, 1 refused (the server's reason), 3 not running."""
-    from lmsupervisor.api.client import Client
+    from lmsupervisor.client import Client
 
     answer = Client(socket_path).request("POST", target)
     if answer.status != 202:
@@ -567,7 +571,8 @@ def _service_status(args: argparse.Namespace) -> int:
     import json
 
     from lmsupervisor import paths
-    from lmsupervisor.api.client import request, resolve_socket
+    from lmsupervisor.client import resolve_socket
+    from lmsupervisor.client.sync import request
     from lmsupervisor.service.install import installed_services, plan_for, query
     from lmsupervisor.service.report import rows
 
@@ -601,7 +606,7 @@ def _service_status(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in lines)
     print("\n".join(f"{k.ljust(width)}  {v}" for k, v in lines))
     if snap is not None:
-        from lmsupervisor.api.status import summary
+        from lmsupervisor.client.summary import summary
 
         print(summary(snap))
     return code

@@ -127,7 +127,7 @@ class StatusConfig:
     group name or gid that may read it (mode 0660 in a 0750 folder), empty for none.
     ``transport`` is one of :data:`TRANSPORTS` (None: the platform's, see
     :func:`status_transport`); with ``"tcp"`` the port and token go to a file beside
-    ``socket`` (:mod:`lmsupervisor.api.tokenfile`).
+    ``socket`` (:mod:`lmsupervisor.endpoint.tokenfile`).
     """
 
     socket: Path | None = None  # None: the platform default (see default_socket_path)

@@ -19,9 +19,6 @@ import structlog
 
 from lmsupervisor import config as configmod
 from lmsupervisor import logs, statefile
-from lmsupervisor.api.metrics import Metrics
-from lmsupervisor.api.socketdir import InstanceLock, check_config, prepare_socket_dir, resolve_group
-from lmsupervisor.api.statusd import StatusServer
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.config import Config
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
@@ -31,6 +28,9 @@ from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.watch import OsPidWatcher
 from lmsupervisor.service.notify import Notifier, ServiceNotifier
 from lmsupervisor.statefile import StateFiles
+from lmsupervisor.statusd.metrics import Metrics
+from lmsupervisor.statusd.server import StatusServer
+from lmsupervisor.statusd.socketdir import InstanceLock, check_config, prepare_socket_dir, resolve_group
 from lmsupervisor.supervisor import ServerMemory, Supervisor
 
 STAGE_TIMEOUT = 5.0  # seconds for each shutdown stage

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from chaos_soak.plan import USER_SERVER, Snapshot, config_text
-from lmsupervisor.api.client import request
+from lmsupervisor.client.sync import request
 from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import SimInstall, create_install
 

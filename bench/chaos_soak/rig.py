@@ -35,7 +35,7 @@ from chaos_soak.plan import (
 )
 from chaos_soak.processes import AppSide, Supervisor, greets, kill_under, scan_log_text
 from chaos_soak.report import FaultResult, Phase
-from lmsupervisor.api.client import request
+from lmsupervisor.client.sync import request
 from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import create_install
 

@@ -225,14 +225,14 @@ class SupervisorLink(Protocol):
 
 
 class SocketSupervisor:
-    """The supervisor behind the status socket ``socket``, through :mod:`lmsupervisor.api.client`."""
+    """The supervisor behind the status socket ``socket``, through :mod:`lmsupervisor.client`."""
 
     def __init__(self, socket: str, timeout: float = SUPERVISOR_TIMEOUT) -> None:
         self.socket = socket
         self.timeout = timeout
 
     async def _request(self, method: str, target: str) -> tuple[int, Any]:
-        from lmsupervisor.api.client import request  # noqa: PLC0415 - client.py is being rewritten; call late
+        from lmsupervisor.client.sync import request  # noqa: PLC0415 - client.py is being rewritten; call late
 
         return await asyncio.to_thread(request, self.socket, method, target, self.timeout)
 
@@ -878,7 +878,7 @@ def host_main(config_path: Path | None, socket_cli: str | os.PathLike[str] | Non
     corrupt a frame.
     """
     from lmsupervisor import config, logs  # noqa: PLC0415
-    from lmsupervisor.api.client import resolve_socket  # noqa: PLC0415
+    from lmsupervisor.client import resolve_socket  # noqa: PLC0415
     from lmsupervisor.errors import ConfigError  # noqa: PLC0415
 
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)

@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
-from lmsupervisor.api.client import request
+from lmsupervisor.client.sync import request
 from lmsupervisor.simulator.home import SimInstall
 from tests.conftest import NO_IPV6, eventually
 from tests.integration.test_nativehost import Browser

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from lmsupervisor.api.client import request
 from lmsupervisor.api.nativehost import MAX_INCOMING
+from lmsupervisor.client.sync import request
 from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import SimInstall
 from tests.conftest import eventually

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lmsupervisor.api.client import open_events
 from lmsupervisor.client import Client
+from lmsupervisor.client.sync import open_events
 from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.lms import Lms, LmsClient
 from lmsupervisor.simulator import profiles

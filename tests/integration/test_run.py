@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lmsupervisor.api.client import request
+from lmsupervisor.client.sync import request
 from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.simulator.home import SimInstall
 from tests.conftest import eventually

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lmsupervisor.api.client import request
+from lmsupervisor.client.sync import request
 from lmsupervisor.simulator.home import SimInstall
 from tests.integration.test_run import BASE_CONFIG, TWO_MODELS
 

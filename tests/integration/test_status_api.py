@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lmsupervisor.api import tokenfile
-from lmsupervisor.api.client import Client
+from lmsupervisor.client import Client
+from lmsupervisor.endpoint import tokenfile
 from lmsupervisor.simulator.home import SimInstall
 from tests.integration.test_run import Running
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lmsupervisor.api.client import request
+from lmsupervisor.client.sync import request
 from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.service.render import RESTART_SEC, WATCHDOG_SEC
 from lmsupervisor.simulator.home import SimInstall

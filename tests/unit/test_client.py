@@ -170,8 +170,8 @@ def test_the_system_service_socket_is_found_when_no_default_listens(
     client uses it when nothing listens on the per-user default (absent, or a socket file left
     by a killed supervisor), and the per-user one when it listens (on a socket, or over TCP)."""
     from lmsupervisor import paths
-    from lmsupervisor.api import tokenfile
-    from lmsupervisor.api.client import resolve_socket
+    from lmsupervisor.client import resolve_socket
+    from lmsupervisor.endpoint import tokenfile
 
     root = str(tmp_path / "run")
     monkeypatch.delenv("LMSUPERVISOR_SOCKET", raising=False)

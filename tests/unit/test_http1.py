@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from lmsupervisor.api.broadcast import STREAM_BUFFER
-from lmsupervisor.api.http1 import MAX_HEAD, RequestParser, chunk, response
+from lmsupervisor.statusd.broadcast import STREAM_BUFFER
+from lmsupervisor.statusd.http1 import MAX_HEAD, RequestParser, chunk, response
 from tests.unit.test_statusd import exchange, sock_path, started, statuses
 
 __all__ = ["sock_path"]  # the fixture, imported for its name

@@ -14,7 +14,6 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from lmsupervisor.api.metrics import CountingRunner, Metrics, lms_command
 from lmsupervisor.config import Config, HealthConfig, RestartConfig
 from lmsupervisor.core import reducer as core
 from lmsupervisor.core.messages import Probed
@@ -23,6 +22,7 @@ from lmsupervisor.core.snapshot import Snapshot, initial
 from lmsupervisor.core.states import State
 from lmsupervisor.errors import LmsNotFoundError, LmsTimeoutError
 from lmsupervisor.lmstudio.lms import LmsResult
+from lmsupervisor.statusd.metrics import CountingRunner, Metrics, lms_command
 from tests.scenarios.fakes import FakeClock, FakeLmStudio, make_supervisor
 
 RULES = Path(__file__).parents[2] / "contrib" / "prometheus" / "lmsupervisor.rules.yml"

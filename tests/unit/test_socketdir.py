@@ -10,8 +10,8 @@ import platformdirs
 import pytest
 
 from lmsupervisor import paths
-from lmsupervisor.api.socketdir import InstanceLock, check_socket_path, prepare_socket_dir, resolve_group
 from lmsupervisor.errors import ConfigError, InstanceLockedError
+from lmsupervisor.statusd.socketdir import InstanceLock, check_socket_path, prepare_socket_dir, resolve_group
 
 NOGROUP = 65534
 

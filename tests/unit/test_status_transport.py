@@ -16,11 +16,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from lmsupervisor import config
-from lmsupervisor.api import tokenfile
-from lmsupervisor.api.client import AsyncClient, Client, check_peer, socket_peer_uid
-from lmsupervisor.api.statusd import StatusServer
-from lmsupervisor.api.transport import control_refusal, peer_uid
+from lmsupervisor.client import AsyncClient, Client
+from lmsupervisor.client.locate import check_peer
+from lmsupervisor.endpoint import tokenfile
+from lmsupervisor.endpoint.peer import socket_peer_uid
 from lmsupervisor.errors import ConfigError, StatusSocketError
+from lmsupervisor.statusd.server import StatusServer
+from lmsupervisor.statusd.transport import control_refusal, peer_uid
 from tests.unit.test_statusd import FakeSupervisor, exchange, sock_path, started, statuses
 
 __all__ = ["sock_path"]  # the fixture, imported for its name

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from lmsupervisor.api.statusd import StatusServer
 from lmsupervisor.core.states import State
+from lmsupervisor.statusd.server import StatusServer
 
 SNAPSHOT: dict[str, Any] = {
     "state": "ready",

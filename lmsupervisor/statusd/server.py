@@ -1,8 +1,8 @@
 """The status socket: HTTP/1.1 + JSON over a Unix domain socket or loopback TCP (design §5).
 
-Requests are parsed by httptools (llhttp) in :mod:`lmsupervisor.api.http1`.
+Requests are parsed by httptools (llhttp) in :mod:`lmsupervisor.statusd.http1`.
 
-How it listens is a :mod:`~lmsupervisor.api.transport`: on a Unix socket, read endpoints
+How it listens is a :mod:`~lmsupervisor.statusd.transport`: on a Unix socket, read endpoints
 answer whoever can connect (the socket is 0600 in a 0700 folder, or 0660 in a 0750 folder
 for ``status.group``) and POST endpoints also check the peer's uid (``SO_PEERCRED`` on
 Linux, ``LOCAL_PEERCRED`` on macOS): only the same uid or root may restart or reload. On
@@ -10,7 +10,7 @@ TCP (``status.transport = "tcp"``) every request needs the bearer token (401 wit
 
 ``/v1/status`` is encoded once per change of the supervisor's snapshot, not per request:
 the JSON body is cached, keyed by the identity of ``supervisor.snap`` (a new frozen object
-after every change). ``/metrics`` is rendered by :class:`~lmsupervisor.api.metrics.Metrics`.
+after every change). ``/metrics`` is rendered by :class:`~lmsupervisor.statusd.metrics.Metrics`.
 
 Hostile clients are bounded (issue 7): at most ``max_connections`` at once (past it the
 oldest connection not being answered is dropped, else the new one is closed at once, so
@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import sys
 from collections.abc import AsyncGenerator, Callable
@@ -39,11 +38,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from lmsupervisor.api.broadcast import Broadcast, Stream
-from lmsupervisor.api.http1 import MAX_BODY, MAX_HEAD, Request, RequestParser, chunk, response, stream_head
-from lmsupervisor.api.metrics import CONTENT_TYPE as METRICS_TYPE
-from lmsupervisor.api.metrics import Metrics
-from lmsupervisor.api.transport import (
+from lmsupervisor.clock import SystemClock
+from lmsupervisor.core.states import State
+from lmsupervisor.errors import ConfigError, HttpError
+from lmsupervisor.statusd.broadcast import Broadcast, Stream
+from lmsupervisor.statusd.conn import Conn, Watchdog
+from lmsupervisor.statusd.http1 import MAX_BODY, MAX_HEAD, Request, RequestParser, chunk, response, stream_head
+from lmsupervisor.statusd.metrics import CONTENT_TYPE as METRICS_TYPE
+from lmsupervisor.statusd.metrics import Metrics
+from lmsupervisor.statusd.transport import (
     READ_SIZE,
     TcpTransport,
     Transport,
@@ -52,9 +55,6 @@ from lmsupervisor.api.transport import (
     peer_uid,
     remove_stale_socket,
 )
-from lmsupervisor.clock import SystemClock
-from lmsupervisor.core.states import State
-from lmsupervisor.errors import ConfigError, HttpError
 
 __all__ = ["MAX_BODY", "MAX_HEAD", "ROUTES", "StatusServer", "Supervised", "peer_uid", "remove_stale_socket"]
 
@@ -103,65 +103,11 @@ class Supervised(Protocol):
         """The supervisor's state: a new object after every change (keys the cached ``/v1/status``)."""
 
 
-class _Conn:
-    """One client connection: ``busy`` while a request of it is being answered."""
-
-    __slots__ = ("busy", "linger", "writer")
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.busy = False
-        self.linger = False  # refused mid-request: drain the rest before closing
-
-
-class _Watchdog:
-    """Fails a connection's pending read with TimeoutError once :attr:`deadline` passes.
-
-    Moving the deadline is an attribute write; one timer per connection re-arms itself
-    only when it fires early, so a keep-alive request costs no timer operations.
-    """
-
-    __slots__ = ("_handle", "_loop", "_reader", "deadline")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader) -> None:
-        self._loop = loop
-        self._reader = reader
-        self._handle: asyncio.TimerHandle | None = None
-        self.deadline = math.inf
-
-    def arm(self, deadline: float) -> None:
-        """Time out the reads from now on at ``deadline`` (loop time)."""
-        self.deadline = deadline
-        if self._handle is None or self._handle.when() > deadline:
-            if self._handle is not None:
-                self._handle.cancel()
-            self._handle = self._loop.call_at(deadline, self._check)
-
-    def disarm(self) -> None:
-        """No deadline (while answering, or streaming events)."""
-        self.deadline = math.inf
-
-    def cancel(self) -> None:
-        """Drop the timer (the connection is over)."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _check(self) -> None:
-        self._handle = None
-        if self.deadline == math.inf:
-            return
-        if self._loop.time() >= self.deadline:
-            self._reader.set_exception(TimeoutError())
-        else:
-            self._handle = self._loop.call_at(self.deadline, self._check)
-
-
 class StatusServer:
     """The status server; :meth:`start`, then :meth:`close` at shutdown.
 
     ``path`` is the socket path (with ``transport="tcp"`` the endpoint file goes beside it,
-    see :mod:`lmsupervisor.api.transport`); ``gid`` the group of ``status.group``;
+    see :mod:`lmsupervisor.statusd.transport`); ``gid`` the group of ``status.group``;
     ``metrics`` what ``/metrics`` serves (default: the snapshot's metrics only);
     ``platform`` is ``sys.platform`` (how the peer's uid is read).
     """
@@ -194,9 +140,9 @@ class StatusServer:
         self.write_timeout = write_timeout
         self.on_recreated = on_recreated
         self.platform = platform
-        self.log = structlog.get_logger("lmsupervisor.api.statusd")
+        self.log = structlog.get_logger("lmsupervisor.statusd.server")
         self._server: asyncio.AbstractServer | None = None
-        self._conns: dict[_Conn, asyncio.Task[Any] | None] = {}  # oldest first
+        self._conns: dict[Conn, asyncio.Task[Any] | None] = {}  # oldest first
         self._tasks: set[asyncio.Task[Any]] = set()
         self._check_lock = asyncio.Lock()
         self._refused = 0
@@ -306,7 +252,7 @@ class StatusServer:
             writer.transport.abort()
             return
         writer.transport.set_write_buffer_limits(high=READ_SIZE)  # drain() waits past it: memory per client stays small
-        conn = _Conn(writer)
+        conn = Conn(writer)
         self._conns[conn] = asyncio.current_task()
         try:
             await self._session(conn, reader, writer)
@@ -339,10 +285,10 @@ class StatusServer:
         except (OSError, TimeoutError, asyncio.CancelledError):
             writer.transport.abort()
 
-    async def _session(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _session(self, conn: Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
         parser = RequestParser(MAX_HEAD, MAX_BODY)
-        watchdog = _Watchdog(loop, reader)
+        watchdog = Watchdog(loop, reader)
         request_deadline: float | None = None
         try:
             while True:
@@ -385,27 +331,16 @@ class StatusServer:
             async with asyncio.timeout(self.write_timeout):
                 await writer.drain()
 
-    async def _send(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        body: bytes,
-        ctype: str = "application/json",
-        extra: tuple[tuple[str, str], ...] = (),
-        head_only: bool = False,
-        close: bool = False,
-    ) -> None:
-        await self._write(writer, response(status, body, ctype, extra, close, head_only))
-
     async def _json(
         self, writer: asyncio.StreamWriter, status: int, value: Any, head_only: bool = False, close: bool = False
     ) -> None:
-        await self._send(writer, status, json.dumps(value).encode() + b"\n", head_only=head_only, close=close)
+        body = json.dumps(value).encode() + b"\n"
+        await self._write(writer, response(status, body, close=close, head_only=head_only))
 
     async def _refuse(self, writer: asyncio.StreamWriter, error: HttpError) -> None:
         """Answer an error; the connection closes after it."""
         body = json.dumps({"error": str(error)}).encode() + b"\n"
-        await self._send(writer, error.status, body, close=True)
+        await self._write(writer, response(error.status, body, close=True))
 
     async def _respond(self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection must close after it."""
@@ -416,7 +351,7 @@ class StatusServer:
         if refusal is not None:
             body = json.dumps({"error": refusal}).encode() + b"\n"
             extra = (("WWW-Authenticate", 'Bearer realm="lmsupervisor"'),)
-            await self._send(writer, 401, body, extra=extra, head_only=method == "HEAD", close=True)
+            await self._write(writer, response(401, body, extra=extra, close=True, head_only=method == "HEAD"))
             return False
         try:
             if method == "GET" and path == "/v1/status":  # the hot path: one write of cached bytes
@@ -448,7 +383,7 @@ class StatusServer:
         if method not in ROUTES[path]:
             body = json.dumps({"error": f"{method} not allowed on {path}"}).encode() + b"\n"
             allow = (("Allow", ", ".join(ROUTES[path])),)
-            await self._send(writer, 405, body, extra=allow, head_only=head, close=close)
+            await self._write(writer, response(405, body, extra=allow, close=close, head_only=head))
             return True
         if method == "POST":
             refusal = (
@@ -464,12 +399,12 @@ class StatusServer:
             await self._json(writer, 202, {"accepted": True}, close=close)
             return True
         if path == "/v1/status":
-            await self._send(writer, 200, self.status_body(), head_only=head, close=close)
+            await self._write(writer, response(200, self.status_body(), close=close, head_only=head))
         elif path == "/v1/health":
             ready = sup.ready
             await self._json(writer, 200 if ready else 503, {"ready": ready, "state": sup.state.value}, head, close)
         elif path == "/metrics":
-            await self._send(writer, 200, self.metrics.render(), METRICS_TYPE, head_only=head, close=close)
+            await self._write(writer, response(200, self.metrics.render(), METRICS_TYPE, close=close, head_only=head))
         else:
             return await self._stream_events(req, reader, writer, head)
         return True
@@ -494,7 +429,7 @@ class StatusServer:
         self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head_only: bool
     ) -> bool:
         """NDJSON, one event a line, until the client leaves or the supervisor stops
-        (written by the :class:`~lmsupervisor.api.broadcast.Broadcast`)."""
+        (written by the :class:`~lmsupervisor.statusd.broadcast.Broadcast`)."""
         chunked = req.version == "1.1"
         if head_only:
             await self._write(writer, stream_head("application/x-ndjson", chunked))

@@ -1,7 +1,7 @@
 """Pure rendering of the status snapshot for people: the `status` summary.
 
 The snapshot itself is the dict of design §5, built by ``Supervisor.snapshot()``; its
-Prometheus metrics are :mod:`lmsupervisor.api.metrics`. This module imports only the
+Prometheus metrics are :mod:`lmsupervisor.statusd.metrics`. This module imports only the
 standard library: ``lmsupervisor status`` uses :func:`summary`.
 """
 

@@ -18,7 +18,7 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
-from lmsupervisor.api.http1 import chunk
+from lmsupervisor.statusd.http1 import chunk
 
 STREAM_BUFFER = 256 * 1024  # bytes waiting for one subscriber before it is dropped
 

@@ -5,7 +5,7 @@ listens on ``127.0.0.1`` on a port the system picks, and writes ``<socket>.tcp.j
 beside where the socket would be: ``{"port": int, "token": str, "pid": int,
 "pid_namespace": int | null, "started": int | null}`` (the writer's PID namespace and start
 time, see :mod:`lmsupervisor.pids`), mode 0600
-in the socket's private folder (0700, see :mod:`lmsupervisor.api.socketdir`), so only the
+in the socket's private folder (0700, see :mod:`lmsupervisor.statusd.socketdir`), so only the
 user can read the token. Every request must carry ``Authorization: Bearer <token>``.
 
 The file is written to a temporary name and renamed over the old one, so a reader never

@@ -9,7 +9,7 @@ Two transports behind one small interface (:class:`Transport`), chosen by
   ``LOCAL_PEERCRED`` on macOS and FreeBSD).
 - :class:`TcpTransport` (Windows' default, selectable everywhere): ``127.0.0.1`` on a
   port the system picks; the port and a random token (256 bits) go to
-  ``<socket>.tcp.json`` (:mod:`lmsupervisor.api.tokenfile`, 0600 in the same private
+  ``<socket>.tcp.json`` (:mod:`lmsupervisor.endpoint.tokenfile`, 0600 in the same private
   folder). Every request needs ``Authorization: Bearer <token>``, compared in constant time
   (:func:`hmac.compare_digest`); a missing or wrong token is answered 401.
 
@@ -31,10 +31,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
-from lmsupervisor.api import tokenfile
-from lmsupervisor.api.client import socket_peer_uid
-from lmsupervisor.api.socketdir import prepare_socket_dir
+from lmsupervisor.endpoint import tokenfile
+from lmsupervisor.endpoint.peer import socket_peer_uid
 from lmsupervisor.errors import ConfigError, StatusSocketError
+from lmsupervisor.statusd.socketdir import prepare_socket_dir
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 READ_SIZE = 16 * 1024  # bytes: each connection's buffer limit
@@ -90,7 +90,7 @@ def remove_stale_socket(path: Path) -> None:
 
 
 class Transport(Protocol):
-    """What :class:`~lmsupervisor.api.statusd.StatusServer` needs of a way to listen."""
+    """What :class:`~lmsupervisor.statusd.server.StatusServer` needs of a way to listen."""
 
     kind: str  # "unix" or "tcp"
     file: Path  # what clients find: the socket, or the TCP endpoint file
