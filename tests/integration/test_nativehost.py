@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from lmsupervisor.api.client import request
-from lmsupervisor.api.nativehost import MAX_INCOMING
 from lmsupervisor.errors import StatusSocketError
+from lmsupervisor.nativehost.host import MAX_INCOMING
 from lmsupervisor.simulator.home import SimInstall
 from tests.conftest import eventually
 

@@ -13,7 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from lmsupervisor.api.nativehost import (
+from lmsupervisor.config import Config, LmStudioConfig, ServerConfig
+from lmsupervisor.lmstudio.install import Platform
+from lmsupervisor.lmstudio.lms import LmsResult
+from lmsupervisor.nativehost.host import (
     MAX_ID_BYTES,
     MAX_INCOMING,
     MAX_OUTGOING,
@@ -28,9 +31,6 @@ from lmsupervisor.api.nativehost import (
     read_frame,
     serve,
 )
-from lmsupervisor.config import Config, LmStudioConfig, ServerConfig
-from lmsupervisor.lmstudio.install import Platform
-from lmsupervisor.lmstudio.lms import LmsResult
 from lmsupervisor.simulator.home import create_install
 
 URL = "http://127.0.0.1:1234"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lmsupervisor.api.nativehost_install import (
+from lmsupervisor.lmstudio.install import Platform
+from lmsupervisor.nativehost.install import (
     BROWSERS,
     NativeHostInstallError,
     apply,
@@ -17,7 +18,6 @@ from lmsupervisor.api.nativehost_install import (
     plan_install,
     plan_uninstall,
 )
-from lmsupervisor.lmstudio.install import Platform
 
 CHROME_ID = "knldjmfmopnpolahpmmgbagdohdnhkik"
 FIREFOX_ID = "lmsupervisor@example.org"
