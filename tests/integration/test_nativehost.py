@@ -22,7 +22,7 @@ import pytest
 
 from lmsupervisor.api.client import request
 from lmsupervisor.errors import StatusSocketError
-from lmsupervisor.nativehost.host import MAX_INCOMING
+from lmsupervisor.nativehost.protocol import MAX_INCOMING
 from lmsupervisor.simulator.home import SimInstall
 from tests.conftest import eventually
 

@@ -16,21 +16,19 @@ import pytest
 from lmsupervisor.config import Config, LmStudioConfig, ServerConfig
 from lmsupervisor.lmstudio.install import Platform
 from lmsupervisor.lmstudio.lms import LmsResult
-from lmsupervisor.nativehost.host import (
+from lmsupervisor.nativehost.host import Clock, NativeHost, serve
+from lmsupervisor.nativehost.protocol import (
     MAX_ID_BYTES,
     MAX_INCOMING,
     MAX_OUTGOING,
     MAX_TIMEOUT,
-    Clock,
-    NativeHost,
     NativeHostError,
     OversizedFrameError,
     TruncatedFrameError,
-    _check_sendable,
     encode_frame,
     read_frame,
-    serve,
 )
+from lmsupervisor.nativehost.protocol import check_sendable as _check_sendable
 from lmsupervisor.simulator.home import create_install
 
 URL = "http://127.0.0.1:1234"
