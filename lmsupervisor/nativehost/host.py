@@ -16,8 +16,8 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,17 +25,18 @@ import httpx
 import structlog
 
 from lmsupervisor.actions import Actions, usable_server
+from lmsupervisor.clock import Clock, within
 from lmsupervisor.config import Config
 from lmsupervisor.core.messages import BringUp, BringUpFailed, NotInstalled, ServerUp
 from lmsupervisor.core.observed import Install, ProbeResult, base_url, effective_server
 from lmsupervisor.core.policy import Step
 from lmsupervisor.core.problems import Problem
-from lmsupervisor.errors import LmsError
+from lmsupervisor.errors import LmsError, RestError, RestTimeoutError
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import LmsRunner
-from lmsupervisor.lmstudio.rest import BearerAuth, parse_models
+from lmsupervisor.lmstudio.rest import BearerAuth
 from lmsupervisor.lmstudio.wiring import wire
-from lmsupervisor.nativehost.chat import CHAT_TIMEOUT, Chat, _json, chat_request
+from lmsupervisor.nativehost.chat import CHAT_TIMEOUT, Chat, chat_request
 from lmsupervisor.nativehost.link import GONE_STATES, UP_STATES, SocketSupervisor, SupervisorLink, supervisor_view
 from lmsupervisor.nativehost.protocol import (
     NativeHostError,
@@ -59,20 +60,11 @@ BRING_UP_ACTION = 1  # the action number of the host's bring-up (its own, never 
 
 
 # -- the host ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class Clock:
-    """Monotonic time and sleeping, passed in so waits are testable without real time."""
-
-    now: Callable[[], float]
-    sleep: Callable[[float], Awaitable[None]]
-
-
-REAL_CLOCK = Clock(lambda: asyncio.get_running_loop().time(), asyncio.sleep)
-
-
 class NativeHost:
     """Answers native messages. Every I/O seam is an argument: ``supervisor`` (the status
-    socket), ``runner_factory`` (`lms`), ``transport`` (httpx, for probes and chat)."""
+    socket), ``runner_factory`` (`lms`), ``transport`` (httpx, for probes, REST and chat),
+    ``clock`` (:class:`lmsupervisor.clock.Clock`, for waiting on the supervisor; default:
+    the wiring's :class:`~lmsupervisor.clock.SystemClock`, the one the bring-up uses)."""
 
     def __init__(
         self,
@@ -83,7 +75,7 @@ class NativeHost:
         config_error: str | None = None,
         runner_factory: Callable[[Path], LmsRunner] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        clock: Clock = REAL_CLOCK,
+        clock: Clock | None = None,
         cache_dir: Path | None = None,
     ) -> None:
         self.config = config
@@ -107,7 +99,7 @@ class NativeHost:
             limits=httpx.Limits(max_keepalive_connections=0),
         )
         self.chat = Chat(self.http, connect=config.health.timeout)
-        self.clock = clock
+        self.clock = clock if clock is not None else self.io.clock
         self.actions: dict[str, Callable[[dict[str, Any]], AsyncGenerator[dict[str, Any], None]]] = {
             "check_lmstudio": self.check_lmstudio,
             "start_lmstudio": self.start_lmstudio,
@@ -169,23 +161,27 @@ class NativeHost:
         return base_url(usable.bind, usable.port)
 
     async def _loaded_models(self, url: str) -> list[str] | None:
-        """API identifiers of the loaded models: REST v1 (0.4), else v0 (0.3.6+); None if unknown."""
+        """API identifiers of the loaded models: REST v1 (0.4, the supervisor's
+        :meth:`~lmsupervisor.lmstudio.rest.RestClient.models`), else v0 (0.3.6+); None if
+        unknown. Each request gets ``health.timeout`` seconds; no answer at all ends the
+        search (v0 would get none either)."""
         limit = self.config.health.timeout
         try:
-            resp = await asyncio.wait_for(self.http.get(f"{url}/api/v1/models", timeout=limit), limit)
-            body = _json(resp)
-            if resp.status_code == 200 and isinstance(body, dict) and isinstance(body.get("models"), list):
-                return [inst.identifier for inst in parse_models(body).loaded]  # the supervisor's parser
-            resp = await asyncio.wait_for(self.http.get(f"{url}/api/v0/models", timeout=limit), limit)
-            body = _json(resp)
-            if resp.status_code == 200 and isinstance(body, dict) and isinstance(body.get("data"), list):
-                return [
-                    str(m["id"])
-                    for m in body["data"]
-                    if isinstance(m, dict) and m.get("state") == "loaded" and "id" in m
-                ]
-        except (httpx.HTTPError, TimeoutError):
+            return [inst.identifier for inst in (await self.io.rest.models(url, timeout=limit)).loaded]
+        except RestTimeoutError:
             return None
+        except RestError as exc:  # an answer that is no v1 listing (0.3's "Unexpected endpoint", a 401...): try v0
+            if isinstance(exc.__cause__, httpx.HTTPError):  # no answer: refused, or the connection broke
+                return None
+        try:
+            resp = await asyncio.wait_for(self.http.get(f"{url}/api/v0/models", timeout=limit), limit)
+            body = resp.json()
+        except (httpx.HTTPError, TimeoutError, ValueError):  # ValueError: not JSON
+            return None
+        if resp.status_code == 200 and isinstance(body, dict) and isinstance(body.get("data"), list):
+            return [
+                str(m["id"]) for m in body["data"] if isinstance(m, dict) and m.get("state") == "loaded" and "id" in m
+            ]
         return None
 
     async def _payload(self, snap: dict[str, Any] | None) -> dict[str, Any]:
@@ -250,7 +246,7 @@ class NativeHost:
     async def _wait_up(self, timeout: float) -> dict[str, Any]:
         """Poll the supervisor (its snapshot) until ready/degraded; the status socket is
         local and answers in about a millisecond, so a 250 ms poll costs nothing."""
-        deadline = self.clock.now() + timeout
+        deadline = self.clock.monotonic() + timeout
         last: dict[str, Any] | None = None
         while True:
             last = await self.supervisor.status()
@@ -258,7 +254,7 @@ class NativeHost:
                 return last
             if last is None or last.get("state") in GONE_STATES:
                 raise NativeHostError("the supervisor stopped while LM Studio was starting", code="unreachable")
-            if self.clock.now() >= deadline:
+            if self.clock.monotonic() >= deadline:
                 raise NativeHostError(
                     f"the supervisor is still in state {last.get('state')!r} after {timeout:g} s "
                     "(it keeps trying; check_lmstudio shows its progress)",
@@ -298,7 +294,7 @@ class NativeHost:
             post=lambda m: log.info("bring_up_progress", message=repr(m)),
         )
         try:
-            result = await asyncio.wait_for(actions.bring_up(eff), timeout)
+            result = await within(self.io.clock, actions.bring_up(eff), timeout)  # the bring-up's own clock
         except TimeoutError:
             raise NativeHostError(f"LM Studio did not come up within {timeout:g} s", code="timeout") from None
         if isinstance(result, ServerUp):
