@@ -446,11 +446,11 @@ def cmd_native_host(args: argparse.Namespace) -> int:
     (:class:`NativeHostFileError`).
     """
     if args.native_command is None:
-        from lmsupervisor.api.nativehost import host_main
+        from lmsupervisor.nativehost.host import host_main
 
         return host_main(args.config, args.socket)
-    from lmsupervisor.api import nativehost_install as nhi
     from lmsupervisor.lmstudio.install import Platform
+    from lmsupervisor.nativehost import install as nhi
 
     platform = Platform.current()
     if args.native_command == "install":

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from lmsupervisor.api.nativehost import MAX_INCOMING
 from lmsupervisor.client.sync import request
 from lmsupervisor.errors import StatusSocketError
+from lmsupervisor.nativehost.protocol import MAX_INCOMING
 from lmsupervisor.simulator.home import SimInstall
 from tests.conftest import eventually
 

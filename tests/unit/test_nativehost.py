@@ -13,22 +13,21 @@ from typing import Any
 import httpx
 import pytest
 
-from lmsupervisor.api.nativehost import (
-    MAX_ID_BYTES,
-    MAX_INCOMING,
-    MAX_OUTGOING,
-    MAX_TIMEOUT,
-    Clock,
-    NativeHost,
-    _check_sendable,
-    encode_frame,
-    read_frame,
-    serve,
-)
+from lmsupervisor.clock import Clock
 from lmsupervisor.config import Config, LmStudioConfig, ServerConfig
 from lmsupervisor.errors import NativeHostError, OversizedFrameError, TruncatedFrameError
 from lmsupervisor.lmstudio.install import Platform
 from lmsupervisor.lmstudio.lms import LmsResult
+from lmsupervisor.nativehost.host import NativeHost, serve
+from lmsupervisor.nativehost.protocol import (
+    MAX_ID_BYTES,
+    MAX_INCOMING,
+    MAX_OUTGOING,
+    MAX_TIMEOUT,
+    encode_frame,
+    read_frame,
+)
+from lmsupervisor.nativehost.protocol import check_sendable as _check_sendable
 from lmsupervisor.simulator.home import create_install
 
 URL = "http://127.0.0.1:1234"
@@ -137,7 +136,10 @@ class FakeClock:
     def __init__(self) -> None:
         self.t = 0.0
 
-    def now(self) -> float:
+    def monotonic(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
         return self.t
 
     async def sleep(self, seconds: float) -> None:
@@ -214,7 +216,7 @@ def make_host(
         supervisor or FakeSupervisor(None),
         runner_factory=lambda _path: fake_lms,
         transport=httpx.MockTransport(server or LmStudio()),
-        clock=clock or Clock(fake_clock.now, fake_clock.sleep),
+        clock=clock or fake_clock,
     )
 
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from lmsupervisor.api.nativehost_install import (
+from lmsupervisor.errors import NativeHostInstallError
+from lmsupervisor.lmstudio.install import Platform
+from lmsupervisor.nativehost.install import (
     BROWSERS,
     apply,
     console_script,
     plan_install,
     plan_uninstall,
 )
-from lmsupervisor.errors import NativeHostInstallError
-from lmsupervisor.lmstudio.install import Platform
 
 CHROME_ID = "knldjmfmopnpolahpmmgbagdohdnhkik"
 FIREFOX_ID = "lmsupervisor@example.org"
