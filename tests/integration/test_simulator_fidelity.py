@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator.home import SimInstall
 from lmsupervisor.simulator.profiles import PROFILES
-from tests.conftest import eventually
+from tests.conftest import cpu_bound, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -438,6 +438,7 @@ def check_stdout(profile: str, stdout: str, expected: Any) -> None:
         assert seen == expected
 
 
+@cpu_bound(3.0)  # about 30 `lms` processes, each a Python start-up
 @pytest.mark.parametrize("profile", ALL_PROFILES)
 def test_lms_session(make_sim: Any, profile: str) -> None:
     """A whole `lms` session prints, on each release line, what facts §3 and §8 say: streams,
