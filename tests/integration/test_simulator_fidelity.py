@@ -11,6 +11,7 @@ import os
 import re
 import resource
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -468,6 +469,21 @@ def test_daemon_status_and_down_when_nothing_runs(sim: SimInstall) -> None:
     assert (down.returncode, down.stderr) == (1, "Daemon is not running.\n")
     started = sim.lms("daemon", "up")
     assert (started.returncode, bool(re.fullmatch(r"llmster started \(PID: \d+\)\.\n", started.stdout))) == (0, True)
+
+
+def test_teardown_never_kills_a_process_that_reuses_a_stale_daemon_pid(sim: SimInstall) -> None:
+    """SimInstall.stop() with no daemon answering and a PID in http-server.json that now belongs
+    to an unrelated process (PIDs wrap quickly on a busy machine) leaves that process alone;
+    the teardown of one test must not kill another test's daemon or supervisor."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        info = sim.home / ".internal" / "http-server.json"
+        info.write_text(json.dumps({"host": "127.0.0.1", "pid": other.pid, "port": sim.api_port}))
+        sim.stop()
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_daemon_down_returns_before_the_process_exits(make_sim: Any) -> None:
