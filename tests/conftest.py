@@ -9,10 +9,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from lmsupervisor.simulator.home import SimInstall, create_install
 
 FAST = 0.02  # time_scale for tests: a 12 GB model loads in about 0.3 s
+
+# No per-example deadline (hypothesis' default is 200 ms of wall time): an example that a busy
+# machine descheduled is not a failure. The per-test timeout still bounds each test.
+settings.register_profile("lmsupervisor", deadline=None)
+settings.load_profile("lmsupervisor")
+
+# The share of one core a test can count on while the suite runs: three workers, two CPU hogs
+# and more on two cores (measured: a test needing 3 s of CPU took 60 s next to two hogs and
+# other suites). A CPU-bound test's timeout is its CPU need (measured idle) over this share.
+BUSY_SHARE = 1 / 50
+
+
+def cpu_bound(cpu_seconds: float) -> pytest.MarkDecorator:
+    """The timeout mark of a test that needs ``cpu_seconds`` of CPU (measured on an idle machine,
+    its processes included): that need at :data:`BUSY_SHARE` of a core."""
+    return pytest.mark.timeout(cpu_seconds / BUSY_SHARE)
+
 
 # Opt-in, never set in CI: an executable real `lms` (built elsewhere from lmstudio-ai/lms)
 # that becomes ``bin/lms`` of every simulated install whose profile stands for the CLI it

@@ -51,7 +51,6 @@ HUNG_EVIDENCE_S = 3.0
 PROBLEM_WAIT = 15.0  # seconds to wait for a deterministic fault's problem: past the bound, a late one is measured
 RETRIES_HELD = 4  # retries a held deterministic fault waits for: past the ladder's kill_daemon rung (the 3rd)
 HOLD_TIMEOUT = 10.0  # seconds, at most, that a deterministic fault is held after its problem
-APP_READY_WITHIN = 15.0  # seconds for the app side (no models) to be ready after a start or reopen
 
 SNAPSHOT_KEYS = {"state", "since", "supervisor", "lmstudio", "server", "models", "restarts"}
 
@@ -335,9 +334,8 @@ class Soak:
         return lambda s: code not in problem_codes(s)
 
     def await_app(self, app: AppSide, label: str, since: float, check: Callable[[Snapshot], bool]) -> Phase:
-        """Wait (``APP_READY_WITHIN``, at most ``recover_timeout``) for the app side's supervisor to pass ``check``."""
-        timeout = min(APP_READY_WITHIN, self.cfg.recover_timeout)
-        snap = self.wait_for(check, max(0.0, since + timeout - time.monotonic()), app)
+        """Wait (``recover_timeout``, as for every recovery) for the app side's supervisor to pass ``check``."""
+        snap = self.wait_for(check, max(0.0, since + self.cfg.recover_timeout - time.monotonic()), app)
         now = time.monotonic()
         if snap is not None:
             return Phase(label, True, now - since, last_state="ready")

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 import lmsupervisor
 from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator import common, profiles
@@ -347,16 +349,28 @@ class SimInstall:
 
     def _stop_daemon(self) -> None:
         pid = self.daemon_pid()
-        if pid is None:
+        if pid is None:  # no answer: a hung daemon, or none left and a stale file
             info = common.read_json(self.home / ".internal" / "http-server.json", {})
             pid = info.get("pid") if isinstance(info, dict) else None
-        if not isinstance(pid, int) or not pid_alive(pid):
+            if not isinstance(pid, int) or not self._runs_here(pid):
+                return  # by now that PID may be another program's (PIDs wrap on a busy machine)
+        if not pid_alive(pid):
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.01)
+
+    def _runs_here(self, pid: int) -> bool:
+        """Whether the command line of ``pid`` names a path in this install (its daemon's or
+        app's does): a PID read from a file may have been reused by an unrelated process."""
+        try:
+            cmdline = psutil.Process(pid).cmdline()
+        except psutil.Error:
+            return False
+        mine = str(self.root) + os.sep
+        return any(mine in part for part in cmdline)
 
 
 DEFAULT_LMS_COST = (0.15, 0.05)  # (CPU s, sleep s) per `lms` call: a Node/bun CLI start, facts §8

@@ -1,8 +1,8 @@
 """A bounded chaos soak: the real `lmsupervisor run` against the simulator, random faults.
 
-The full soak (200 faults, the figures) is ``bench/chaos.py``; this one runs at least 24
+The full soak (200 faults, the figures) is ``bench/chaos.py``; this one runs 24
 faults of the same catalogue (:mod:`chaos_soak.faults` in ``bench/``, every kind once, the
-deterministic ones included) in about three minutes. On failure the message is the soak's
+deterministic ones included) about three minutes on an idle machine. On failure the message is the soak's
 report: each failed fault with its kind, variant and what happened; ``python
 bench/chaos.py --seed SEED --kinds KIND`` replays one kind.
 """
@@ -18,14 +18,23 @@ from chaos_soak.soak import run_soak
 pytestmark = pytest.mark.integration
 
 SEED = 6  # fixes the order and variants of the faults; the timings are real
+FAULTS = 24  # a round of the catalogue (22 kinds) and two more: the deterministic kinds take 5-25 s each
+# Every fault runs, however busy the machine: no fault-start cutoff by the clock (about 7 s a
+# fault when idle, 12 s next to two CPU hogs). The hard limit is a safety net only: a soak that
+# averages 30 s a fault is cut there and fails (its report names the fault that was cut).
+HARD_LIMIT = FAULTS * 30.0
 SOAK = SoakConfig(
-    faults=24,  # a round of the catalogue (22 kinds) and two more: the deterministic kinds take 5-25 s each
+    faults=FAULTS,
     seed=SEED,
-    time_limit=165.0,  # no fault starts after this
-    hard_limit=180.0,  # a fault still in progress is cut here (not counted)
+    time_limit=HARD_LIMIT,
+    hard_limit=HARD_LIMIT,
     time_scale=0.12,  # the slow model loads in 1.8 s: a restart during the load can duplicate it
-    recover_timeout=30.0,
-    wedge_after=15.0,
+    # From the soak's config (chaos.config_text): the slowest recovery, a hung daemon, spends
+    # ~15 s in its own timeouts (`server stop` 3 s, `server start` 8 s, `daemon down` 3 s, the
+    # probes) before the real work of a restart; the longest a healthy supervisor stays in one
+    # state is ~12 s (stop, start, a probe). Twice that or more, for a busy machine.
+    recover_timeout=60.0,
+    wedge_after=30.0,
     status_rate=2.0,
 )
 
@@ -98,16 +107,19 @@ def test_a_late_problem_or_a_second_daemon_restart_fails_the_fault_and_shows_in_
     assert "api_token_missing never seen" in text and "daemon restarted 2 times" in text
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(HARD_LIMIT + 60)  # + the start (its first steady state) and the end (processes killed)
 def test_chaos_soak_recovers_from_every_fault() -> None:
-    """At least 24 random faults, one at a time: every one recovered, no duplicate, no wedge, no
-    crash; each deterministic one named as its problem within failures_before_restart x interval
-    + timeout, and LM Studio's daemon restarted at most once for it (0 beyond the first)."""
+    """24 random faults, one at a time: every one recovered, no duplicate, no wedge, no crash;
+    each deterministic one named as its problem, and LM Studio's daemon restarted at most once
+    for it (0 beyond the first). How soon the problem shows (bound: failures_before_restart x
+    interval + timeout) is in the report, not asserted: it is wall time of a real process on a
+    machine that may be busy; the scenario tests (tests/scenarios/test_never_harmful.py) hold
+    the bound on the fake clock."""
     report = run_soak(SOAK)
     totals = report.totals()
     summary = report.render()
     assert report.aborted is None, summary
-    assert totals["faults"] >= 24, summary
+    assert totals["faults"] >= FAULTS, summary
     done = report.counted()
     known = [f for f in done if f.kind in KNOWN_FINDINGS]
     assert ([f.n for f in done if not f.recovered and f not in known], totals["duplicates"], totals["wedges"],
@@ -117,4 +129,3 @@ def test_chaos_soak_recovers_from_every_fault() -> None:
     assert {f.kind for f in deterministic} == set(DETERMINISTIC), summary
     assert [f.n for f in deterministic if f.harmful or f.daemon_restarts is None] == [], summary
     assert [f.n for f in deterministic if f.to_problem_s is None] == [], summary
-    assert [f.n for f in deterministic if f.problem_late and f not in known] == [], summary

@@ -9,10 +9,12 @@ import os
 import selectors
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,12 +121,19 @@ def host_env(sim: SimInstall, sock: Path) -> dict[str, str]:
 
 @pytest.fixture
 def browsers() -> Iterator[list[Browser]]:
+    """The ports a test opens; each host killed and its pipes closed at teardown, also when the
+    test failed before closing it (pipes left to the garbage collector raise a ResourceWarning
+    in whichever later test it happens to run, and fail that one)."""
     opened: list[Browser] = []
     yield opened
     for b in opened:
         if b.proc.poll() is None:
             b.proc.kill()
             b.proc.wait(5)
+        for pipe in (b.stdin, b.stdout):
+            if not pipe.closed:
+                pipe.close()
+        b.selector.close()
 
 
 def install(sim: SimInstall, env: dict[str, str], browser: str, ext: str, action: str = "install") -> str:
@@ -141,9 +150,12 @@ def install(sim: SimInstall, env: dict[str, str], browser: str, ext: str, action
     return cli.stdout
 
 
-def open_port(sim: SimInstall, short_dir: Path, browsers: list[Browser], tmp_path: Path) -> Browser:
-    """Install for Chrome, then start the manifest's ``path`` with the origin, as Chrome does."""
-    env = host_env(sim, short_dir / "status.sock")
+def open_port(
+    sim: SimInstall, short_dir: Path, browsers: list[Browser], tmp_path: Path, sock: Path | None = None
+) -> Browser:
+    """Install for Chrome, then start the manifest's ``path`` with the origin, as Chrome does;
+    the host finds the supervisor at ``sock`` (default ``short_dir/status.sock``)."""
+    env = host_env(sim, sock or short_dir / "status.sock")
     install(sim, env, "chrome", CHROME_ID)
     manifest = sim.root / ".config" / "google-chrome" / "NativeMessagingHosts" / "org.lmsupervisor.host.json"
     path = json.loads(manifest.read_text())["path"]
@@ -264,12 +276,12 @@ def test_hostile_ids_and_timeouts_never_end_the_host(
 
 
 class Supervisor:
-    """A real `lmsupervisor run` on the simulated install."""
+    """A real `lmsupervisor run` on the simulated install with ``config``."""
 
-    def __init__(self, sim: SimInstall, sock: Path, tmp_path: Path) -> None:
+    def __init__(self, sim: SimInstall, sock: Path, tmp_path: Path, config_text: str = CONFIG) -> None:
         self.sock = sock
         config = tmp_path / "config.toml"
-        config.write_text(CONFIG)
+        config.write_text(config_text)
         with (tmp_path / "run.log").open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "lmsupervisor", "run", "--config", str(config)],
@@ -294,40 +306,113 @@ class Supervisor:
                 self.proc.wait(5)
 
 
-@pytest.fixture
-def supervisor(sim: SimInstall, short_dir: Path, tmp_path: Path) -> Iterator[Supervisor]:
-    sup = Supervisor(sim, short_dir / "status.sock", tmp_path)
-    yield sup
-    sup.stop()
-
-
-def test_under_a_running_supervisor(
-    sim: SimInstall, short_dir: Path, browsers: list[Browser], tmp_path: Path, supervisor: Supervisor
-) -> None:
-    """start waits for the supervisor, check shows its state, stop is refused and LM Studio keeps running."""
-    sim.slow_start(1.0)  # the daemon takes a second: the host asks while the supervisor is starting
-    assert eventually(lambda: supervisor.state() is not None, timeout=15)
-    port = open_port(sim, short_dir, browsers, tmp_path)
-    started = port.ask({"action": "start_lmstudio"}, timeout=40)
-    assert started["status"] == "success", started
-    p = started["payload"]
-    assert (p["started_by"], p["how"], p["supervisor"]["state"], p["server_running"]) == (
-        "supervisor",
-        "waited",
-        "ready",
-        True,
+def gated_lms(sim: SimInstall, folder: Path) -> tuple[Path, Path]:
+    """A wrapper ``<folder>/lms`` around the install's `lms` whose ``daemon up`` does not begin
+    until the file ``<folder>/gate`` exists: LM Studio's daemon "takes" exactly as long as the
+    test wants. Returns (wrapper, gate)."""
+    gate = folder / "gate"
+    wrapper = folder / "lms"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1 $2" = "daemon up" ]; then while [ ! -e "{gate}" ]; do sleep 0.05; done; fi\n'
+        f'exec "{sim.lms_path}" "$@"\n',
+        encoding="utf-8",
     )
-    assert (p["supervisor"]["running"], p["current_model"]) == (True, "qwen")
-    pid = sim.daemon_pid()
+    wrapper.chmod(0o755)
+    return wrapper, gate
 
-    refused = port.ask({"action": "stop_lmstudio"})
-    assert (refused["status"], refused["code"]) == ("error", "supervised")
-    assert f"pid {supervisor.proc.pid}" in refused["error"]
-    assert json.loads(sim.lms("server", "status", "--json").stdout)["running"] is True
-    assert sim.daemon_pid() == pid
 
-    again = port.ask({"action": "start_lmstudio"})
-    assert (again["payload"]["how"], supervisor.state()) == ("already_running", "ready")
-    reply = port.ask({"action": "chat_completion", "messages": [{"role": "user", "content": "hi"}]})
-    assert reply["payload"]["content"] == "Simulated reply from qwen."  # no model given: the supervised one
-    assert port.close() == 0
+class Relay:
+    """A Unix socket in front of the supervisor's status socket that passes every connection
+    through and counts them: the test learns that the host has read the supervisor's state."""
+
+    def __init__(self, path: Path, target: Path) -> None:
+        self.target = target
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(str(path))
+        self.listener.listen(16)
+        self.connections = 0
+        self.changed = threading.Condition()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            with self.changed:
+                self.connections += 1
+                self.changed.notify_all()
+            threading.Thread(target=self._pass, args=(client,), daemon=True).start()
+
+    def _pass(self, client: socket.socket) -> None:
+        with client, socket.socket(socket.AF_UNIX) as upstream:
+            try:
+                upstream.connect(str(self.target))
+                ends = {client: upstream, upstream: client}
+                with selectors.DefaultSelector() as sel:
+                    for end in ends:
+                        sel.register(end, selectors.EVENT_READ)
+                    while True:
+                        for key, _ in sel.select():
+                            data = key.fileobj.recv(1 << 16)  # type: ignore[union-attr]
+                            if not data:
+                                return
+                            ends[key.fileobj].sendall(data)  # type: ignore[index]
+            except OSError:
+                return
+
+    def wait_beyond(self, count: int, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s, a guard) for more than ``count`` connections."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.connections > count, timeout)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_under_a_running_supervisor(sim: SimInstall, short_dir: Path, browsers: list[Browser], tmp_path: Path) -> None:
+    """start waits for the supervisor, check shows its state, stop is refused and LM Studio keeps running.
+
+    The supervisor's `lms daemon up` is held until the host has read the supervisor's state
+    (through a relay in front of the status socket), so the host always finds it starting."""
+    lms, gate = gated_lms(sim, tmp_path)
+    # start_timeout: longer than the test may run, so the gate, not `daemon up`'s timeout, ends the hold
+    config = CONFIG.replace("start_timeout = 15", "start_timeout = 600") + f'[lmstudio]\nlms = "{lms}"\n'
+    supervisor = Supervisor(sim, short_dir / "status.sock", tmp_path, config)
+    relay = Relay(short_dir / "relay.sock", short_dir / "status.sock")
+    try:
+        assert eventually(lambda: supervisor.state() == "starting", timeout=30)
+        port = open_port(sim, short_dir, browsers, tmp_path, sock=short_dir / "relay.sock")
+        before = relay.connections
+        port.send({"action": "start_lmstudio"})
+        assert relay.wait_beyond(before, timeout=30), "the host never read the supervisor's state"
+        assert supervisor.state() == "starting"  # still held: what the host read
+        gate.touch()
+        started = port.recv(timeout=60)
+        assert started["status"] == "success", started
+        p = started["payload"]
+        assert (p["started_by"], p["how"], p["supervisor"]["state"], p["server_running"]) == (
+            "supervisor",
+            "waited",
+            "ready",
+            True,
+        )
+        assert (p["supervisor"]["running"], p["current_model"]) == (True, "qwen")
+        pid = sim.daemon_pid()
+
+        refused = port.ask({"action": "stop_lmstudio"})
+        assert (refused["status"], refused["code"]) == ("error", "supervised")
+        assert f"pid {supervisor.proc.pid}" in refused["error"]
+        assert json.loads(sim.lms("server", "status", "--json").stdout)["running"] is True
+        assert sim.daemon_pid() == pid
+
+        again = port.ask({"action": "start_lmstudio"})
+        assert (again["payload"]["how"], supervisor.state()) == ("already_running", "ready")
+        reply = port.ask({"action": "chat_completion", "messages": [{"role": "user", "content": "hi"}]})
+        assert reply["payload"]["content"] == "Simulated reply from qwen."  # no model given: the supervised one
+        assert port.close() == 0
+    finally:
+        relay.close()
+        supervisor.stop()

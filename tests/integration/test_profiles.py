@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lmsupervisor.client import Client
 from lmsupervisor.client.sync import open_events
@@ -27,6 +27,13 @@ pytestmark = pytest.mark.integration
 PROFILES = list(profiles.PROFILES)
 FAST_LADDER = BASE_CONFIG.replace("start_timeout = 15", "start_timeout = 3")
 KILL_APP = FAST_LADDER.replace("[restart]", "[restart]\nkill_app = true")
+
+
+def probes_judged(run: Running) -> float:
+    """Liveness probes the supervisor has judged so far (ok or failed), from its /metrics."""
+    text = Client(run.sock).request("GET", "/metrics").body.decode()
+    families = text_string_to_metric_families(text)
+    return sum(s.value for f in families for s in f.samples if s.name == "lmsupervisor_probes_total")
 
 
 def server(line: str, base: str = BASE_CONFIG) -> str:
@@ -226,9 +233,10 @@ def test_idle_04_runs_no_lms(
     run.wait_for(lambda s: s["state"] == "ready" and s["restarts"]["count"] == 1)
     recovery = calls.read_text().splitlines()[before:]
     assert [c.split()[:2] for c in recovery] == [["daemon", "up"], ["server", "start"]]
-    idle_from = len(calls.read_text().splitlines())
-    time.sleep(2.0)  # ten probe intervals of 0.2 s: the absence of calls cannot be awaited
-    assert calls.read_text().splitlines()[idle_from:] == []  # 10 probe intervals, no lms
+    idle_from, probed = len(calls.read_text().splitlines()), probes_judged(run)
+    # ten probe rounds, however long the machine takes for them (about 2 s idle)
+    assert eventually(lambda: probes_judged(run) >= probed + 10, timeout=30)
+    assert calls.read_text().splitlines()[idle_from:] == []  # 10 probe rounds, no lms
 
 
 def test_api_token(make_sim: Callable[..., SimInstall], start: Callable[..., Running], tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import os
 import re
 import resource
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,7 +23,7 @@ from websockets.sync.client import connect
 from lmsupervisor.pids import pid_alive
 from lmsupervisor.simulator.home import SimInstall
 from lmsupervisor.simulator.profiles import PROFILES
-from tests.conftest import NO_IPV6, eventually
+from tests.conftest import NO_IPV6, cpu_bound, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -438,6 +439,7 @@ def check_stdout(profile: str, stdout: str, expected: Any) -> None:
         assert seen == expected
 
 
+@cpu_bound(3.0)  # about 30 `lms` processes, each a Python start-up
 @pytest.mark.parametrize("profile", ALL_PROFILES)
 def test_lms_session(make_sim: Any, profile: str) -> None:
     """A whole `lms` session prints, on each release line, what facts §3 and §8 say: streams,
@@ -467,6 +469,21 @@ def test_daemon_status_and_down_when_nothing_runs(sim: SimInstall) -> None:
     assert (down.returncode, down.stderr) == (1, "Daemon is not running.\n")
     started = sim.lms("daemon", "up")
     assert (started.returncode, bool(re.fullmatch(r"llmster started \(PID: \d+\)\.\n", started.stdout))) == (0, True)
+
+
+def test_teardown_never_kills_a_process_that_reuses_a_stale_daemon_pid(sim: SimInstall) -> None:
+    """SimInstall.stop() with no daemon answering and a PID in http-server.json that now belongs
+    to an unrelated process (PIDs wrap quickly on a busy machine) leaves that process alone;
+    the teardown of one test must not kill another test's daemon or supervisor."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        info = sim.home / ".internal" / "http-server.json"
+        info.write_text(json.dumps({"host": "127.0.0.1", "pid": other.pid, "port": sim.api_port}))
+        sim.stop()
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_daemon_down_returns_before_the_process_exits(make_sim: Any) -> None:

@@ -34,6 +34,7 @@ from lmsupervisor.core.observed import DaemonProcess, ProbeResult, ServerSetting
 from lmsupervisor.core.reducer import reduce
 from lmsupervisor.core.snapshot import Snapshot, initial
 from lmsupervisor.core.states import State
+from tests.conftest import cpu_bound
 from tests.scenarios.coredata import CFG, INSTALL, ONE, TWO
 from tests.scenarios.fakes import make_install
 
@@ -76,6 +77,7 @@ def message(data: st.DataObject, snap: Snapshot) -> Message:
     return options[kind]
 
 
+@cpu_bound(3.0)  # 150 generated message sequences
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_invariants_hold_for_any_message_sequence(data: st.DataObject) -> None:

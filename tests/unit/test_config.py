@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from lmsupervisor import config
 from lmsupervisor.errors import ConfigError
+from tests.conftest import cpu_bound
 
 
 def parse_toml(text: str) -> config.Config:
@@ -286,6 +287,7 @@ _configs = st.dictionaries(
 )
 
 
+@cpu_bound(3.0)  # 1,000 generated documents
 @settings(max_examples=1000, deadline=None)
 @given(_configs)
 def test_generated_configs_are_accepted_or_rejected_by_key(data: dict[str, object]) -> None:
