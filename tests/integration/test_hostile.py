@@ -13,10 +13,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from lmsupervisor.api.statusd import IDLE_TIMEOUT, REQUEST_TIMEOUT
 
 from lmsupervisor.client import Client
 from lmsupervisor.simulator.home import SimInstall
+from lmsupervisor.statusd.server import IDLE_TIMEOUT, REQUEST_TIMEOUT
 from tests.conftest import cpu_bound, eventually
 from tests.integration.test_run import Running
 
