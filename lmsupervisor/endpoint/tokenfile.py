@@ -87,7 +87,9 @@ def read(path: str, trusted: set[int]) -> tuple[int, str]:
         port, token = value["port"], value["token"]
     except (ValueError, TypeError, KeyError) as exc:
         raise StatusSocketError(f"{path}: not an endpoint file of lmsupervisor") from exc
-    if not (isinstance(port, int) and 0 < port < 65536 and isinstance(token, str) and token):
+    if not (
+        isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 and isinstance(token, str) and token
+    ):
         raise StatusSocketError(f"{path}: not an endpoint file of lmsupervisor")
     pid, namespace, started = value.get("pid"), value.get("pid_namespace"), value.get("started")
     ours = namespace == pid_namespace()  # a PID means nothing in another namespace (a container)

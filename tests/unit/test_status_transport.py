@@ -191,7 +191,10 @@ def test_the_client_refuses_an_endpoint_file_of_another_user(tmp_path: Path) -> 
         Client(sock).health()
 
 
-@pytest.mark.parametrize("content", [b"{}", b"not json", b'{"port": 0, "token": "x"}', b'{"port": 80, "token": ""}'])
+@pytest.mark.parametrize(
+    "content",
+    [b"{}", b"not json", b'{"port": 0, "token": "x"}', b'{"port": 80, "token": ""}', b'{"port": true, "token": "x"}'],
+)
 def test_a_malformed_endpoint_file_is_an_error_not_a_crash(tmp_path: Path, content: bytes) -> None:
     """Whatever is in the file, the client raises StatusSocketError."""
     sock = tmp_path / "s.sock"
