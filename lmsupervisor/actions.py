@@ -51,11 +51,12 @@ from lmsupervisor.core.observed import (
     ProbeResult,
     ServerSettings,
     base_url,
+    usable_server,
 )
 from lmsupervisor.core.observed import effective_server as effective
 from lmsupervisor.core.policy import Step
 from lmsupervisor.core.preload import Action, instance_of, plan
-from lmsupervisor.core.problems import Problem
+from lmsupervisor.core.problems import Problem, app_hung_problem, download_paused_problem
 from lmsupervisor.errors import (
     LmsError,
     LmsExitError,
@@ -70,7 +71,7 @@ from lmsupervisor.errors import (
 from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.lms import LmsClient, error_line
 from lmsupervisor.lmstudio.probe import Prober
-from lmsupervisor.lmstudio.rest import Listing, RestClient
+from lmsupervisor.lmstudio.rest import Listing, RestClient, token_problem
 from lmsupervisor.lmstudio.watch import ProcessTable
 
 QUICK_TIMEOUT = 15.0  # seconds for `lms` calls that answer at once (status, stop, ps, version)
@@ -214,7 +215,7 @@ class Actions:
         )
         if hung_app and daemon is not None:
             # The GUI app is the user's interactive program: never killed unless kill_app (facts §8).
-            note(_app_hung(daemon))
+            note(app_hung_problem(daemon.pid))
             log.warning("app_spared", pid=daemon.pid)
         elif eff.step >= Step.KILL_DAEMON and daemon is not None:
             log.warning("daemon_termination_started", pid=daemon.pid, verified=daemon.verified)
@@ -255,7 +256,7 @@ class Actions:
                 reached = isinstance(exc, LmsExitError) and "server is not running" in exc.error_line.lower()
                 if spare_app and daemon is not None and not hung_app and not reached:
                     hung_app = True
-                    note(_app_hung(daemon))
+                    note(app_hung_problem(daemon.pid))
                     log.warning("app_spared", pid=daemon.pid)
         start_error: str | None = None
         # A spared app that hung answers nothing: `server start` gets the ladder's timeout, not start_timeout.
@@ -452,7 +453,7 @@ class Actions:
                 started.append(m)
         # Every declared model was planned: a download not paused now (done, resumed, or the
         # model removed) no longer holds anything up.
-        self.post(Noted("download_paused", _paused_problem(run.paused) if run.paused else None))
+        self.post(Noted("download_paused", download_paused_problem(run.paused) if run.paused else None))
         loaded = await list_loaded()
         ours = tuple(i.identifier for m in started if (i := instance_of(m, loaded)) is not None)
         answers = await self._ask_all(eff, loaded)
@@ -632,69 +633,6 @@ class _Pass:
 
     local: bool = False
     paused: list[str] = field(default_factory=list)
-
-
-def _paused_problem(names: list[str]) -> Problem:
-    """``download_paused``: REST v1 downloads that wait for a person (facts §9)."""
-    return Problem(
-        "download_paused",
-        f"LM Studio's download of {', '.join(names)} is paused; a paused download does not resume by itself",
-        "resume it in LM Studio's downloads panel; lmsupervisor loads the model once it completes",
-        "warning",
-    )
-
-
-def token_problem(code: str, message: str) -> Problem:
-    """``api_token_missing`` or ``api_token_invalid`` (``code``): LM Studio answered 401
-    ("Require Authentication" is on) with ``message``, to a REST v1 request
-    (:class:`~lmsupervisor.errors.RestAuthError`) or an answer probe."""
-    return Problem(
-        code,
-        f"LM Studio refused lmsupervisor's request (HTTP 401): {error_line(message)}",
-        "create an API token in LM Studio's Developer page and set [lmstudio] api_token (or api_token_file, "
-        "or LM_API_TOKEN); meanwhile lmsupervisor uses lms",
-        "warning",
-    )
-
-
-def address_problem(install: Install, value: str, declarable: bool) -> Problem:
-    """``server_address_invalid``: LM Studio's saved ``networkInterface`` (``value``, from
-    ``.internal/http-server-config.json``) is not an address its server can bind, and no
-    ``[server] bind`` is declared (or this `lms` cannot pass one, facts §8)."""
-    path = install.home / ".internal" / "http-server-config.json"
-    trimmed = server_address(value.strip())
-    hint = f" (did you mean {trimmed!r}?)" if trimmed is not None else ""
-    declare = 'declare [server] bind (e.g. "127.0.0.1") in lmsupervisor\'s config, or ' if declarable else ""
-    return Problem(
-        "server_address_invalid",
-        f"{path}: networkInterface {value!r} is not an address LM Studio's server can bind{hint}; "
-        "lmsupervisor does not start the server with it",
-        f"{declare}set the server's network interface in LM Studio's Developer settings (127.0.0.1 for this "
-        "machine only, 0.0.0.0 for the local network)",
-    )
-
-
-def usable_server(server: ServerSettings, install: Install, declarable: bool = True) -> ServerSettings | Problem:
-    """``server`` (the settings in force, :func:`~lmsupervisor.core.observed.effective_server`)
-    with its bind spelled as :func:`~lmsupervisor.config.server_address` returns it
-    (``[::1]`` becomes ``::1``), ready for :func:`~lmsupervisor.core.observed.base_url`; or,
-    when that bind is no address LM Studio's server can bind, ``server_address_invalid``
-    (:func:`address_problem`, for ``install``; ``declarable``: whether declaring
-    ``[server] bind`` would fix it): such a server cannot be reached, and is not started."""
-    bind = server_address(server.bind)
-    if bind is None:
-        return address_problem(install, server.bind, declarable=declarable)
-    return replace(server, bind=bind)
-
-
-def _app_hung(daemon: DaemonProcess) -> Problem:
-    return Problem(
-        "app_hung",
-        f"LM Studio's app (PID {daemon.pid}) holds the server and does not recover; lmsupervisor does not "
-        "kill the app, your interactive program",
-        "quit and reopen LM Studio; or set [restart] kill_app = true to let lmsupervisor restart it; "
-        "or install llmster for a headless service",
-    )
 
 
 def _settings(install: Install, last_good: ServerSettings | None) -> tuple[Install, ServerSettings, bool]:

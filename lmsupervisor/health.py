@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from lmsupervisor.actions import Actions, token_problem
+from lmsupervisor.actions import Actions
 from lmsupervisor.clock import Clock, within
 from lmsupervisor.core.messages import HEALTH_ACTION, ActionCrashed, Ask, Health, Message, Observed, Probed
 from lmsupervisor.core.observed import LoadedModel, ProbeResult, base_url
@@ -39,7 +39,7 @@ from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.snapshot import Snapshot
 from lmsupervisor.errors import LmsError, RestAuthError, RestConnectError, RestError, RestTimeoutError
 from lmsupervisor.lmstudio.lms import LmsClient
-from lmsupervisor.lmstudio.rest import Listing, RestClient
+from lmsupervisor.lmstudio.rest import Listing, RestClient, token_problem
 from lmsupervisor.statefile import StateFiles
 
 

@@ -79,10 +79,10 @@ import httpx
 import structlog
 from httpx_sse import SSEError, aconnect_sse
 
-from lmsupervisor.actions import Actions, usable_server
+from lmsupervisor.actions import Actions
 from lmsupervisor.config import Config, finite
 from lmsupervisor.core.messages import BringUp, BringUpFailed, NotInstalled, ServerUp
-from lmsupervisor.core.observed import Install, ProbeResult, base_url, effective_server
+from lmsupervisor.core.observed import Install, ProbeResult, base_url, effective_server, usable_server
 from lmsupervisor.core.policy import Step
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.errors import LmsError, LmSupervisorError, StatusSocketError
@@ -375,7 +375,7 @@ class NativeHost:
         """The supervisor's endpoint when one runs (it knows its config), else ours: the
         declared server settings, else LM Studio's own. Raises :class:`NativeHostError`
         (``lmstudio_error``, naming ``networkInterface`` and the fix) when the bind they
-        give is no address (``server_address_invalid``, :func:`lmsupervisor.actions.usable_server`):
+        give is no address (``server_address_invalid``, :func:`lmsupervisor.core.observed.usable_server`):
         nothing can reach or start a server there."""
         server = snap.get("server") if snap else None
         if isinstance(server, dict) and isinstance(server.get("api_endpoint"), str):
