@@ -34,7 +34,7 @@ surrogate: the answer names the place (``settings.temperature``). Answers:
 ``start_lmstudio`` (``"timeout"`` seconds, default ``server.start_timeout``)
     asks the running supervisor (waits for ``ready``; in ``backoff`` it posts
     ``/v1/restart`` so the attempt happens now), else starts LM Studio itself with the
-    supervisor's own bring-up (:meth:`lmsupervisor.actions.Actions.bring_up`, rung START,
+    supervisor's own bring-up (:func:`lmsupervisor.lmstudio.bringup.start_once`, rung START,
     dependencies from :func:`lmsupervisor.lmstudio.wiring.wire`): the install's detected
     capabilities decide ``lms daemon up`` and ``--bind``, and ``lms server start`` gets the
     declared server settings, else LM Studio's own, so CORS/LAN choices survive. A server
@@ -79,13 +79,12 @@ import httpx
 import structlog
 from httpx_sse import SSEError, aconnect_sse
 
-from lmsupervisor.actions import Actions
 from lmsupervisor.config import Config, finite
-from lmsupervisor.core.messages import BringUp, BringUpFailed, NotInstalled, ServerUp
+from lmsupervisor.core.messages import BringUpFailed, NotInstalled, ServerUp
 from lmsupervisor.core.observed import Install, ProbeResult, base_url, effective_server, usable_server
-from lmsupervisor.core.policy import Step
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.errors import LmsError, LmSupervisorError, StatusSocketError
+from lmsupervisor.lmstudio.bringup import start_once
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import LmsRunner
 from lmsupervisor.lmstudio.rest import BearerAuth, parse_models
@@ -111,7 +110,6 @@ CHAT_SETTINGS = frozenset(
 )  # fmt: skip
 UP_STATES = frozenset({"ready", "degraded"})  # server healthy (degraded: a declared model failed)
 GONE_STATES = frozenset({"stopping", "stopped"})  # the supervisor is leaving: it no longer restarts anything
-BRING_UP_ACTION = 1  # the action number of the host's bring-up (its own, never a supervisor's)
 
 
 class NativeHostError(LmSupervisorError):
@@ -485,7 +483,7 @@ class NativeHost:
             await self.clock.sleep(WAIT_INTERVAL)
 
     async def _start_ourselves(self, timeout: float) -> str:
-        """Start LM Studio with the supervisor's own bring-up (:meth:`Actions.bring_up` at
+        """Start LM Studio with the supervisor's own bring-up (:func:`start_once` at
         rung START: the detected capabilities decide ``daemon up`` and ``--bind``, the
         declared server settings else LM Studio's own are applied); ``"already_running"``
         when its server answers already, else ``"started"``. Raises :class:`NativeHostError`:
@@ -497,26 +495,11 @@ class NativeHost:
         if (await self.prober.greeting(self._endpoint(install, None))).ok:
             return "already_running"  # never restarted from here, even with other settings
         server = replace(self.config.server, start_timeout=min(self.config.server.start_timeout, timeout))
-        eff = BringUp(
-            action=BRING_UP_ACTION,
-            step=Step.START,
-            config=replace(self.config, server=server),
-            daemon=None,
-            last_good_server=None,
-            lms_version=None,
-        )
-        actions = Actions(
-            clock=self.io.clock,
-            lms_factory=self.io.lms_factory,
-            prober=self.io.prober,
-            detect=self.io.detect,
-            processes=self.io.processes,
-            capabilities=self.io.capabilities,
-            rest=self.io.rest,
-            post=lambda m: log.info("bring_up_progress", message=repr(m)),
-        )
+        config = replace(self.config, server=server)
         try:
-            result = await asyncio.wait_for(actions.bring_up(eff), timeout)
+            result = await asyncio.wait_for(
+                start_once(self.io, config, lambda m: log.info("bring_up_progress", message=repr(m))), timeout
+            )
         except TimeoutError:
             raise NativeHostError(f"LM Studio did not come up within {timeout:g} s", code="timeout") from None
         if isinstance(result, ServerUp):
