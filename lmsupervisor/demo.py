@@ -38,7 +38,7 @@ async def _demo(sim: SimInstall) -> int:
         models=(ModelConfig("qwen/qwen3-4b", identifier="qwen"), ModelConfig("google/gemma-3-1b")),
     )
     platform = Platform("linux", sim.root, sim.env())
-    sup, prober = build_supervisor(cfg, platform, None, explicit_config=False)
+    sup = build_supervisor(cfg, platform, None, explicit_config=False)
     started = time.monotonic()
     _say(started, f"simulated LM Studio 0.4 in {sim.root} (HTTP port {sim.http_port})")
     _say(started, "declared: qwen/qwen3-4b as 'qwen', google/gemma-3-1b")
@@ -77,7 +77,7 @@ async def _demo(sim: SimInstall) -> int:
         sup.post("stop", reason="demo finished")
         await asyncio.wait_for(runner, 10)
         viewer.cancel()
-        await prober.aclose()
+        await sup.lmstudio.aclose()
 
 
 def demo_main() -> int:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmsupervisor.actions import token_problem, usable_server
 from lmsupervisor.config import Config
 from lmsupervisor.core.capabilities import CliCapabilities, bind_problem
 from lmsupervisor.core.observed import (
@@ -31,6 +30,7 @@ from lmsupervisor.core.observed import (
     ServerSettings,
     base_url,
     effective_server,
+    usable_server,
 )
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.errors import LmsError, RestAuthError, RestError, RestUnsupportedError
@@ -38,7 +38,7 @@ from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
 from lmsupervisor.lmstudio.probe import Prober
-from lmsupervisor.lmstudio.rest import RestClient, resolve_token
+from lmsupervisor.lmstudio.rest import RestClient, resolve_token, token_problem
 from lmsupervisor.service.install import UnitState, installed_services
 from lmsupervisor.service.report import rows as service_rows
 

@@ -26,20 +26,19 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import structlog
 
-from lmsupervisor.actions import Actions, token_problem
-from lmsupervisor.clock import Clock, within
+from lmsupervisor.clock import within
 from lmsupervisor.core.messages import HEALTH_ACTION, ActionCrashed, Ask, Health, Message, Observed, Probed
 from lmsupervisor.core.observed import LoadedModel, ProbeResult, base_url
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.snapshot import Snapshot
 from lmsupervisor.errors import LmsError, RestAuthError, RestConnectError, RestError, RestTimeoutError
-from lmsupervisor.lmstudio.lms import LmsClient
-from lmsupervisor.lmstudio.rest import Listing, RestClient
+from lmsupervisor.lmstudio.facade import LmStudio
+from lmsupervisor.lmstudio.loadpass import ask
+from lmsupervisor.lmstudio.rest import Listing, RestClient, token_problem
 from lmsupervisor.statefile import StateFiles
 
 
@@ -112,7 +111,7 @@ def judge(
 
 class HealthChecks:
     """The health loop of one supervisor: performs ``Health`` (start, change or stop the
-    cadence) and ``Ask`` effects; results go to ``send`` as messages.
+    cadence) and ``Ask`` effects against ``lmstudio``; results go to ``send`` as messages.
 
     ``snapshot()`` gives the reducer's snapshot (server, config, install, notes, read at
     each round so a reload applies at the next one); ``spawn`` starts a task the
@@ -124,20 +123,16 @@ class HealthChecks:
 
     def __init__(
         self,
+        lmstudio: LmStudio,
         *,
-        clock: Clock,
-        actions: Actions,
-        rest: RestClient | None,
-        lms_factory: Callable[[Path], LmsClient],
         send: Callable[[Message], None],
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
         snapshot: Callable[[], Snapshot],
         files: StateFiles,
     ) -> None:
-        self.clock = clock
-        self.actions = actions
-        self.rest = rest
-        self.lms_factory = lms_factory
+        self.lm = lmstudio
+        self.clock = lmstudio.clock
+        self.rest = lmstudio.rest
         self.send = send
         self.spawn = spawn
         self.snapshot = snapshot
@@ -162,7 +157,7 @@ class HealthChecks:
     def ask(self, effect: Ask) -> None:
         """Perform an ``Ask`` effect: one answer probe, sent back as ``Answered``."""
         url = base_url(self.snapshot().server.bind, self.snapshot().server.port)
-        work = partial(self.actions.ask, effect.epoch, effect.name, url, effect.instance, effect.kind, effect.timeout)
+        work = partial(ask, self.lm, effect.epoch, effect.name, url, effect.instance, effect.kind, effect.timeout)
 
         async def asked() -> None:
             self.send(await work())
@@ -240,7 +235,7 @@ class HealthChecks:
 
     async def _greet(self, epoch: int, timeout: float) -> None:
         server = self.snapshot().server
-        self.send(Probed(epoch, await self.actions.greet(base_url(server.bind, server.port), timeout)))
+        self.send(Probed(epoch, await self.lm.greet(base_url(server.bind, server.port), timeout)))
 
     async def probe_rest(self, rest: RestClient, epoch: int, timeout: float) -> None:
         """On 0.4 (REST v1, facts §4, §8): one ``GET /api/v1/models`` is the liveness probe
@@ -270,7 +265,7 @@ class HealthChecks:
         try:
             await until({listing}, timeout / 2)
             if not listing.done():  # slow: the greeting races the listing until the deadline
-                greeting = asyncio.ensure_future(self.actions.greet(url, left(), timeout))
+                greeting = asyncio.ensure_future(self.lm.greet(url, left(), timeout))
                 while not listing.done() and not (greeting.done() and greeting.result().ok) and left() > 0:
                     await until({f for f in (listing, greeting) if not f.done()}, left())
                 if greeting.done() and greeting.result().ok and not listing.done():
@@ -291,7 +286,7 @@ class HealthChecks:
 
             found = verdict(greeted)
             if found.greet:
-                found = verdict(await self.actions.greet(url, left(), timeout))
+                found = verdict(await self.lm.greet(url, left(), timeout))
             if found.failed is not None:
                 self.log.info("drift_check_failed", error=found.failed)
             if found.probed is not None:
@@ -315,7 +310,7 @@ class HealthChecks:
             return
         limit = max(timeout, 1.0)
         try:
-            lms = self.lms_factory(install.lms)
+            lms = self.lm.lms(install.lms)
             loaded = await within(self.clock, lms.ps(timeout=limit), limit)
             self.send(Observed(epoch, tuple(loaded), problem, rest=problem is not None or checked))
         except (LmsError, TimeoutError) as exc:

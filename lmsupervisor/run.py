@@ -24,8 +24,6 @@ from lmsupervisor.config import Config
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
 from lmsupervisor.lmstudio import wiring
 from lmsupervisor.lmstudio.install import Platform, detect
-from lmsupervisor.lmstudio.probe import Prober
-from lmsupervisor.lmstudio.watch import OsPidWatcher
 from lmsupervisor.service.notify import Notifier, ServiceNotifier
 from lmsupervisor.statefile import StateFiles
 from lmsupervisor.statusd.metrics import Metrics
@@ -43,14 +41,16 @@ def build_supervisor(
     explicit_config: bool,
     metrics: Metrics | None = None,
     files: StateFiles | None = None,
-) -> tuple[Supervisor, Prober]:
-    """A Supervisor with the real clock, lms, prober and process watching. With ``metrics``,
-    every `lms` call is counted there and it observes every reduced message. ``files``
-    writes the state files; its problems reach the supervisor as ``Noted`` messages."""
+) -> Supervisor:
+    """A Supervisor with the real LM Studio (:func:`~lmsupervisor.lmstudio.wiring.wire`:
+    clock, lms, prober, REST, process watching; ``sup.lmstudio.aclose()`` closes its HTTP
+    clients). With ``metrics``, every `lms` call is counted there and it observes every
+    reduced message. ``files`` writes the state files; its problems reach the supervisor
+    as ``Noted`` messages."""
     files = files or StateFiles()
     holder: list[Supervisor] = []
     state_dir = statefile.default_folder()
-    io = wiring.wire(
+    lmstudio = wiring.wire(
         platform,
         lambda: holder[0].config if holder else cfg,  # the config in force: a reload applies at once
         cache_dir=state_dir,
@@ -63,24 +63,17 @@ def build_supervisor(
 
     sup = Supervisor(
         cfg,
-        clock=io.clock,
-        lms_factory=io.lms_factory,
-        prober=io.prober,
-        detect=io.detect,
-        pids=OsPidWatcher(io.clock),
-        processes=io.processes,
+        lmstudio,
         config_loader=loader,
         config_path=config_path,
         pid=os.getpid(),
         memory=ServerMemory(state_dir / "server.json", files),
-        capabilities=io.capabilities,
-        rest=io.rest,
     )
     holder.append(sup)  # ServerMemory's files (shared with the capability cache) report through sup
     if metrics is not None:
         metrics.snapshot = sup.snapshot
         sup.observe(metrics.observe)
-    return sup, io.prober
+    return sup
 
 
 async def _watch_config(path: Path, sup: Supervisor) -> None:
@@ -114,7 +107,7 @@ async def serve(
     first reconcile ran (:mod:`lmsupervisor.service.notify`)."""
     log = structlog.get_logger("lmsupervisor")
     metrics = Metrics(None, SystemClock())
-    sup, prober = build_supervisor(cfg, platform or Platform.current(), config_path, explicit, metrics, files)
+    sup = build_supervisor(cfg, platform or Platform.current(), config_path, explicit, metrics, files)
     service = ServiceNotifier(notifier or Notifier(None), SystemClock())
     server = StatusServer(
         sup,
@@ -150,9 +143,7 @@ async def serve(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(watcher, STAGE_TIMEOUT)
         await server.close(STAGE_TIMEOUT)
-        await prober.aclose()
-        if sup.rest is not None:
-            await sup.rest.aclose()
+        await sup.lmstudio.aclose()
         log.info("supervisor_exited")
 
 

@@ -1,7 +1,8 @@
 """The runner: one queue of messages, the pure reducer, and one performer of effects.
 
-Signal handlers, the PID watcher, the health loop, timers and the actions only *post*
-messages; :meth:`Supervisor.run` takes them one at a time, asks
+Signal handlers, the PID watcher, the health loop, timers and the actions (the bring-up,
+:mod:`lmsupervisor.lmstudio.bringup`, and the load pass, :mod:`lmsupervisor.lmstudio.loadpass`)
+only *post* messages; :meth:`Supervisor.run` takes them one at a time, asks
 :func:`lmsupervisor.core.reducer.reduce` for the next snapshot and the effects, and
 performs the effects (:meth:`Supervisor._perform`). Nothing else writes the snapshot.
 
@@ -24,8 +25,7 @@ from typing import Any
 import structlog
 
 from lmsupervisor import __version__, logs, statefile
-from lmsupervisor.actions import QUICK_TIMEOUT, Actions
-from lmsupervisor.clock import Clock, iso
+from lmsupervisor.clock import iso
 from lmsupervisor.config import Config, server_address, server_port
 from lmsupervisor.core import reducer as core
 from lmsupervisor.core.messages import (
@@ -59,18 +59,17 @@ from lmsupervisor.core.messages import (
     Unload,
     Watch,
 )
-from lmsupervisor.core.observed import DaemonProcess, Install, ServerSettings, base_url
+from lmsupervisor.core.observed import DaemonProcess, ServerSettings, base_url
 from lmsupervisor.core.problems import SUPERVISOR_ERROR, Problem
 from lmsupervisor.core.snapshot import Snapshot, initial
 from lmsupervisor.core.states import State
 from lmsupervisor.core.status import render
 from lmsupervisor.errors import ConfigError, LmsError, RestError
 from lmsupervisor.health import HealthChecks, describe
-from lmsupervisor.lmstudio.capabilities import CapabilityCache
-from lmsupervisor.lmstudio.lms import LmsClient
+from lmsupervisor.lmstudio.bringup import bring_up
+from lmsupervisor.lmstudio.facade import QUICK_TIMEOUT, LmStudio
+from lmsupervisor.lmstudio.loadpass import load_models
 from lmsupervisor.lmstudio.probe import Prober
-from lmsupervisor.lmstudio.rest import RestClient
-from lmsupervisor.lmstudio.watch import PidWatcher, ProcessTable
 from lmsupervisor.statefile import StateFiles
 
 EVENT_BACKLOG = 256  # events buffered per subscriber before it is dropped
@@ -132,31 +131,25 @@ class ServerMemory:
 
 
 class Supervisor:
-    """Keeps LM Studio in the declared state. Construct, then ``await run()``."""
+    """Keeps LM Studio in the declared state. Construct, then ``await run()``.
+
+    ``lmstudio`` is LM Studio as the supervisor reaches it (every I/O seam,
+    :class:`~lmsupervisor.lmstudio.facade.LmStudio`); ``config_loader`` reads the config
+    again on a reload (None: never), ``memory`` keeps the last good server settings."""
 
     def __init__(
         self,
         config: Config,
+        lmstudio: LmStudio,
         *,
-        clock: Clock,
-        lms_factory: Callable[[Path], LmsClient],
-        prober: Prober,
-        detect: Callable[[Config], Install],
-        pids: PidWatcher,
-        processes: ProcessTable,
         config_loader: Callable[[], Config] | None = None,
         config_path: Path | None = None,
         rng: random.Random | None = None,
         pid: int = 0,
         memory: ServerMemory | None = None,
-        capabilities: CapabilityCache | None = None,
-        rest: RestClient | None = None,
     ) -> None:
-        self.clock = clock
-        self.lms_factory = lms_factory
-        self.prober = prober
-        self.pids = pids
-        self.processes = processes
+        self.lmstudio = lmstudio
+        self.clock = lmstudio.clock
         self.config_loader = config_loader
         self.config_path = config_path
         self.pid = pid
@@ -165,26 +158,12 @@ class Supervisor:
         self.log = structlog.get_logger("lmsupervisor")
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.memory.files.attach(self.note_state_files)  # after the queue: a known problem is sent at once
-        self.snap: Snapshot = initial(config, clock.wall(), self.memory.load())
-        self.rest = rest
-        self.actions = Actions(
-            clock=clock,
-            lms_factory=lms_factory,
-            prober=prober,
-            detect=detect,
-            processes=processes,
-            post=self.send,
-            capabilities=capabilities,
-            rest=rest,
-        )
+        self.snap: Snapshot = initial(config, self.clock.wall(), self.memory.load())
         self._action: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.health = HealthChecks(
-            clock=clock,
-            actions=self.actions,
-            rest=rest,
-            lms_factory=lms_factory,
+            lmstudio,
             send=self.send,
             spawn=self._spawn,
             snapshot=lambda: self.snap,
@@ -216,6 +195,11 @@ class Supervisor:
             self.send(RestartRequested(bool(data.get("daemon")), str(data.get("reason", "restart requested"))))
         else:
             raise ValueError(f"unknown request {kind!r}")
+
+    @property
+    def prober(self) -> Prober:
+        """LM Studio's prober (:meth:`LmStudio.aclose` closes it with the REST client)."""
+        return self.lmstudio.prober
 
     @property
     def state(self) -> State:
@@ -324,7 +308,7 @@ class Supervisor:
             case Publish(event=event):
                 self._publish(event)
             case BringUp():
-                self._start_action(effect.action, "bring_up", lambda: self.actions.bring_up(effect))
+                self._start_action(effect.action, "bring_up", lambda: bring_up(self.lmstudio, effect, self.send))
             case LoadModels():
                 self._start_action(effect.action, "load_models", lambda: self._load(effect))
             case CancelAction():
@@ -370,7 +354,7 @@ class Supervisor:
 
     async def _load(self, effect: LoadModels) -> Message:
         try:
-            return await self.actions.load_models(effect)
+            return await load_models(self.lmstudio, effect, self.send)
         except LmsError as exc:
             return LoadPassFailed(effect.action, f"listing models failed: {exc.message}")
 
@@ -379,12 +363,12 @@ class Supervisor:
         self.send(TimerFired(gen))
 
     async def _unload(self, identifier: str) -> None:
-        install, server = self.snap.install, self.snap.server
+        install, server, rest = self.snap.install, self.snap.server, self.lmstudio.rest
         try:
-            if self.rest is not None and self.snap.rest_drift:
-                await self.rest.unload(base_url(server.bind, server.port), identifier, timeout=QUICK_TIMEOUT)
+            if rest is not None and self.snap.rest_drift:
+                await rest.unload(base_url(server.bind, server.port), identifier, timeout=QUICK_TIMEOUT)
             elif install is not None and install.lms is not None:
-                await self.lms_factory(install.lms).unload(identifier, timeout=QUICK_TIMEOUT)
+                await self.lmstudio.lms(install.lms).unload(identifier, timeout=QUICK_TIMEOUT)
         except (LmsError, RestError) as exc:
             self.log.warning("model_unload_failed", identifier=identifier, error=exc.message)
         except Exception:
@@ -410,10 +394,10 @@ class Supervisor:
         if daemon is None:
             return
         pid = daemon.pid
-        if not self.processes.alive(daemon):
+        if not self.lmstudio.processes.alive(daemon):
             self.send(DaemonExited(pid))
             return
-        self._unwatch = self.pids.watch(pid, lambda: self.send(DaemonExited(pid)))
+        self._unwatch = self.lmstudio.pids.watch(pid, lambda: self.send(DaemonExited(pid)))
 
     # -- health: probes on a fixed cadence, drift checks beside them ------------------------
     # -- events -------------------------------------------------------------------------

@@ -7,11 +7,12 @@ parses them, the core plans with them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lmsupervisor.core.problems import Problem
+from lmsupervisor.config import server_address
+from lmsupervisor.core.problems import Problem, address_problem
 
 # LM Studio's defaults ([docs] headless.md): port 1234, bind 127.0.0.1, CORS off, JIT on.
 DEFAULT_PORT = 1234
@@ -150,6 +151,19 @@ def effective_server(bind: str | None, port: int | None, cors: bool | None, foun
         auto_start=found.auto_start,
         found=found.found,
     )
+
+
+def usable_server(server: ServerSettings, install: Install, declarable: bool = True) -> ServerSettings | Problem:
+    """``server`` (the settings in force, :func:`effective_server`) with its bind spelled
+    as :func:`~lmsupervisor.config.server_address` returns it (``[::1]`` becomes ``::1``),
+    ready for :func:`base_url`; or, when that bind is no address LM Studio's server can
+    bind, ``server_address_invalid`` (:func:`~lmsupervisor.core.problems.address_problem`,
+    for ``install``; ``declarable``: whether declaring ``[server] bind`` would fix it): such
+    a server cannot be reached, and is not started."""
+    bind = server_address(server.bind)
+    if bind is None:
+        return address_problem(install.home, server.bind, declarable=declarable)
+    return replace(server, bind=bind)
 
 
 @dataclass(frozen=True)

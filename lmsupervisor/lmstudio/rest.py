@@ -13,8 +13,9 @@ answer comes in time, :class:`RestError` otherwise. The API token comes from ``t
 (``[lmstudio] api_token``, ``api_token_file`` or ``LM_API_TOKEN``, see
 :func:`resolve_token`) and goes out as ``Authorization: Bearer``.
 
-Also here: the CORS check (``Origin`` header, ``Access-Control-Allow-Origin`` answer) and
-``/lms-status`` on the API port (the app/llmster version).
+Also here: the CORS check (``Origin`` header, ``Access-Control-Allow-Origin`` answer),
+``/lms-status`` on the API port (the app/llmster version), and what a 401 means to the
+user (:func:`token_problem`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import httpx
 
 from lmsupervisor.config import Config
 from lmsupervisor.core.observed import DownloadedModel, DownloadProgress, LoadedModel
+from lmsupervisor.core.problems import Problem
 from lmsupervisor.errors import RestAuthError, RestConnectError, RestError, RestTimeoutError, RestUnsupportedError
+from lmsupervisor.lmstudio.lms import error_line
 
 TOKEN_ENV = "LM_API_TOKEN"  # noqa: S105 - a variable name, not a secret. [js] and [docs]; [py] 1.6.0b1 reads LMSTUDIO_API_TOKEN (facts §5)
 CORS_ORIGIN = "http://lmsupervisor.invalid"
@@ -217,3 +220,16 @@ class RestClient:
             return None
         version = data.get("version") if isinstance(data, dict) else None
         return version if isinstance(version, str) else None
+
+
+def token_problem(code: str, message: str) -> Problem:
+    """``api_token_missing`` or ``api_token_invalid`` (``code``): LM Studio answered 401
+    ("Require Authentication" is on) with ``message``, to a REST v1 request
+    (:class:`~lmsupervisor.errors.RestAuthError`) or an answer probe."""
+    return Problem(
+        code,
+        f"LM Studio refused lmsupervisor's request (HTTP 401): {error_line(message)}",
+        "create an API token in LM Studio's Developer page and set [lmstudio] api_token (or api_token_file, "
+        "or LM_API_TOKEN); meanwhile lmsupervisor uses lms",
+        "warning",
+    )

@@ -1,8 +1,8 @@
-"""The real I/O dependencies of whatever drives LM Studio, wired in one place.
+"""The real :class:`~lmsupervisor.lmstudio.facade.LmStudio`, wired in one place.
 
 `lmsupervisor run` (:func:`lmsupervisor.run.build_supervisor`) and the native host's
-``start_lmstudio`` both bring LM Studio up through :class:`lmsupervisor.actions.Actions`.
-They take its dependencies from :func:`wire`, so both run the same `lms` (with the same
+``start_lmstudio`` both bring LM Studio up through :mod:`lmsupervisor.lmstudio.bringup`.
+They take LM Studio from :func:`wire`, so both run the same `lms` (with the same
 environment), detect the install the same way, probe with the same API token, and share
 the capability cache in lmsupervisor's state folder (``capabilities.json``): a native host
 started by a browser asks no `lms --help` that the supervisor already asked.
@@ -11,48 +11,22 @@ started by a browser asks no `lms --help` that the supervisor already asked.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from lmsupervisor.clock import Clock, SystemClock
 from lmsupervisor.config import Config
-from lmsupervisor.core.observed import Install
 from lmsupervisor.lmstudio.capabilities import CapabilityCache
+from lmsupervisor.lmstudio.facade import LmStudio
 from lmsupervisor.lmstudio.install import Platform, detect
 from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient, resolve_token
-from lmsupervisor.lmstudio.watch import OsProcessTable
+from lmsupervisor.lmstudio.watch import OsPidWatcher, OsProcessTable
 from lmsupervisor.statefile import StateFiles
 
 REST_MIN_TIMEOUT = 5.0  # seconds: a REST listing of many models may take longer than one greeting
-
-
-@dataclass(frozen=True)
-class LmStudioIo:
-    """What :class:`~lmsupervisor.actions.Actions` (and the supervisor around it) needs to
-    drive LM Studio: its keyword arguments, all but ``post``.
-
-    ``token`` is the API token resolver the prober and REST use (for any other client of
-    LM Studio's HTTP server, such as the native host's chat). ``prober`` and ``rest`` hold
-    HTTP clients: :meth:`aclose` them when done.
-    """
-
-    token: Callable[[], str | None]
-    clock: Clock
-    lms_factory: Callable[[Path], LmsClient]
-    prober: Prober
-    detect: Callable[[Config], Install]
-    processes: OsProcessTable
-    capabilities: CapabilityCache
-    rest: RestClient
-
-    async def aclose(self) -> None:
-        """Close the prober's and the REST client's HTTP clients."""
-        await self.prober.aclose()
-        await self.rest.aclose()
 
 
 def wire(
@@ -65,8 +39,8 @@ def wire(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock | None = None,
     files: StateFiles | None = None,
-) -> LmStudioIo:
-    """The real dependencies for ``platform``.
+) -> LmStudio:
+    """The real LM Studio for ``platform``.
 
     ``config`` gives the config in force: it is read once now for the timeouts
     (``health.timeout`` seconds per probe, at least :data:`REST_MIN_TIMEOUT` for REST) and
@@ -93,13 +67,13 @@ def wire(
         runner = make_runner(path)
         return LmsClient(wrap_runner(runner) if wrap_runner is not None else runner)
 
-    return LmStudioIo(
-        token=token,
+    return LmStudio(
         clock=clock,
+        detect=lambda c: detect(platform, c.lmstudio.home, c.lmstudio.lms),
         lms_factory=lms_factory,
         prober=Prober(timeout=timeout, transport=transport, token=token),
-        detect=lambda c: detect(platform, c.lmstudio.home, c.lmstudio.lms),
         processes=OsProcessTable(clock),
+        pids=OsPidWatcher(clock),
         capabilities=CapabilityCache(None if cache_dir is None else cache_dir / "capabilities.json", files=files),
         rest=RestClient(timeout=max(timeout, REST_MIN_TIMEOUT), transport=transport, token=token),
     )

@@ -8,7 +8,7 @@ stdin/stdout, one message at a time, until stdin closes. A module per concern:
   request passes, the browsers' size limits (pure);
 - :mod:`~lmsupervisor.nativehost.host`: the actions, the loop that serves them and
   `lmsupervisor native-host` itself; LM Studio is driven with the supervisor's own code
-  (:func:`lmsupervisor.lmstudio.wiring.wire`, :class:`lmsupervisor.actions.Actions`);
+  (:func:`lmsupervisor.lmstudio.wiring.wire`, :func:`lmsupervisor.lmstudio.bringup.start_once`);
 - :mod:`~lmsupervisor.nativehost.link`: a running supervisor, through its status socket;
 - :mod:`~lmsupervisor.nativehost.chat`: ``chat_completion`` (httpx, httpx-sse);
 - :mod:`~lmsupervisor.nativehost.install`: `native-host install|uninstall` (the browsers'
@@ -26,7 +26,7 @@ Actions:
 ``start_lmstudio`` (``"timeout"`` seconds, default ``server.start_timeout``)
     asks the running supervisor (waits for ``ready``; in ``backoff`` it posts
     ``/v1/restart`` so the attempt happens now), else starts LM Studio itself with the
-    supervisor's own bring-up (:meth:`lmsupervisor.actions.Actions.bring_up`, rung START,
+    supervisor's own bring-up (:func:`lmsupervisor.lmstudio.bringup.start_once`, rung START,
     dependencies from :func:`lmsupervisor.lmstudio.wiring.wire`): the install's detected
     capabilities decide ``lms daemon up`` and ``--bind``, and ``lms server start`` gets the
     declared server settings, else LM Studio's own, so CORS/LAN choices survive. A server

@@ -4,7 +4,7 @@ and `lmsupervisor native-host` (:func:`host_main`); what each action answers is 
 
 The host drives LM Studio only with the supervisor's own code: one wiring
 (:func:`lmsupervisor.lmstudio.wiring.wire`: `lms`, detection, the prober and REST with the
-API token, the capability cache), the bring-up of :class:`lmsupervisor.actions.Actions`,
+API token, the capability cache), the bring-up's :func:`~lmsupervisor.lmstudio.bringup.start_once`,
 and the supervisor's REST listing. Logs go to stderr (the browser keeps stdout for the
 protocol).
 """
@@ -24,12 +24,10 @@ from typing import Any, BinaryIO
 import httpx
 import structlog
 
-from lmsupervisor.actions import Actions, usable_server
 from lmsupervisor.clock import Clock, within
 from lmsupervisor.config import Config
-from lmsupervisor.core.messages import BringUp, BringUpFailed, NotInstalled, ServerUp
-from lmsupervisor.core.observed import Install, ProbeResult, base_url, effective_server
-from lmsupervisor.core.policy import Step
+from lmsupervisor.core.messages import BringUpFailed, NotInstalled, ServerUp
+from lmsupervisor.core.observed import Install, ProbeResult, base_url, effective_server, usable_server
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.errors import (
     LmsError,
@@ -39,6 +37,7 @@ from lmsupervisor.errors import (
     RestTimeoutError,
     TruncatedFrameError,
 )
+from lmsupervisor.lmstudio.bringup import start_once
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import LmsRunner
 from lmsupervisor.lmstudio.rest import BearerAuth
@@ -52,7 +51,6 @@ log = structlog.get_logger("lmsupervisor.nativehost")
 
 LMS_TIMEOUT = 15.0  # seconds for `lms` status and stop calls
 WAIT_INTERVAL = 0.25  # seconds between /v1/status reads while waiting for the supervisor
-BRING_UP_ACTION = 1  # the action number of the host's bring-up (its own, never a supervisor's)
 
 
 # -- the host ---------------------------------------------------------------------
@@ -145,7 +143,7 @@ class NativeHost:
         """The supervisor's endpoint when one runs (it knows its config), else ours: the
         declared server settings, else LM Studio's own. Raises :class:`NativeHostError`
         (``lmstudio_error``, naming ``networkInterface`` and the fix) when the bind they
-        give is no address (``server_address_invalid``, :func:`lmsupervisor.actions.usable_server`):
+        give is no address (``server_address_invalid``, :func:`lmsupervisor.core.observed.usable_server`):
         nothing can reach or start a server there."""
         server = snap.get("server") if snap else None
         if isinstance(server, dict) and isinstance(server.get("api_endpoint"), str):
@@ -163,7 +161,8 @@ class NativeHost:
         search (v0 would get none either)."""
         limit = self.config.health.timeout
         try:
-            return [inst.identifier for inst in (await self.io.rest.models(url, timeout=limit)).loaded]
+            if self.io.rest is not None:  # wire() always gives one
+                return [inst.identifier for inst in (await self.io.rest.models(url, timeout=limit)).loaded]
         except RestTimeoutError:
             return None
         except RestError as exc:  # an answer that is no v1 listing (0.3's "Unexpected endpoint", a 401...): try v0
@@ -259,7 +258,7 @@ class NativeHost:
             await self.clock.sleep(WAIT_INTERVAL)
 
     async def _start_ourselves(self, timeout: float) -> str:
-        """Start LM Studio with the supervisor's own bring-up (:meth:`Actions.bring_up` at
+        """Start LM Studio with the supervisor's own bring-up (:func:`start_once` at
         rung START: the detected capabilities decide ``daemon up`` and ``--bind``, the
         declared server settings else LM Studio's own are applied); ``"already_running"``
         when its server answers already, else ``"started"``. Raises :class:`NativeHostError`:
@@ -271,26 +270,12 @@ class NativeHost:
         if (await self.prober.greeting(self._endpoint(install, None))).ok:
             return "already_running"  # never restarted from here, even with other settings
         server = replace(self.config.server, start_timeout=min(self.config.server.start_timeout, timeout))
-        eff = BringUp(
-            action=BRING_UP_ACTION,
-            step=Step.START,
-            config=replace(self.config, server=server),
-            daemon=None,
-            last_good_server=None,
-            lms_version=None,
-        )
-        actions = Actions(
-            clock=self.io.clock,
-            lms_factory=self.io.lms_factory,
-            prober=self.io.prober,
-            detect=self.io.detect,
-            processes=self.io.processes,
-            capabilities=self.io.capabilities,
-            rest=self.io.rest,
-            post=lambda m: log.info("bring_up_progress", message=repr(m)),
-        )
+        config = replace(self.config, server=server)
+        progress = lambda m: log.info("bring_up_progress", message=repr(m))  # noqa: E731
         try:
-            result = await within(self.io.clock, actions.bring_up(eff), timeout)  # the bring-up's own clock
+            result = await within(
+                self.io.clock, start_once(self.io, config, progress), timeout
+            )  # the bring-up's own clock
         except TimeoutError:
             raise NativeHostError(f"LM Studio did not come up within {timeout:g} s", code="timeout") from None
         if isinstance(result, ServerUp):

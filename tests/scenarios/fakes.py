@@ -9,6 +9,7 @@ import itertools
 import json
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from lmsupervisor.config import Config
 from lmsupervisor.core.observed import DaemonProcess, Install, ServerSettings
 from lmsupervisor.core.states import State
 from lmsupervisor.errors import LmsTimeoutError
+from lmsupervisor.lmstudio.facade import LmStudio
 from lmsupervisor.lmstudio.lms import LmsClient, LmsResult
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient
@@ -368,19 +370,29 @@ def make_supervisor(
     """A supervisor on ``clock`` whose `lms`, HTTP server, PIDs and process table are ``lm``'s;
     ``processes`` replaces the process table (the real one, for a test that owns a real process)."""
     lm.clock = clock
-    prober = Prober(timeout=1.0, transport=httpx.MockTransport(lm.http), token=lambda: token)
-    rest = RestClient(timeout=1.0, transport=httpx.MockTransport(lm.http), token=lambda: token)
     return Supervisor(
         config,
-        clock=clock,
-        lms_factory=lambda p: LmsClient(lm),
-        prober=prober,
-        detect=detect or (lambda c: make_install(installed())),
-        pids=lm,
-        processes=processes or lm,
+        replace(
+            fake_lmstudio(lm, clock, detect or (lambda c: make_install(installed())), token), processes=processes or lm
+        ),
         config_loader=config_loader,
         pid=1,
         rng=random.Random(0),
-        rest=rest,
         memory=memory,
+    )
+
+
+def fake_lmstudio(
+    lm: FakeLmStudio, clock: FakeClock, detect: Callable[[Config], Install], token: str | None = None
+) -> LmStudio:
+    """LM Studio as the supervisor reaches it, built from fakes: ``lm`` runs `lms`, answers
+    HTTP (prober and REST, with API token ``token``) and plays the process table."""
+    return LmStudio(
+        clock=clock,
+        detect=detect,
+        lms_factory=lambda p: LmsClient(lm),
+        prober=Prober(timeout=1.0, transport=httpx.MockTransport(lm.http), token=lambda: token),
+        processes=lm,
+        pids=lm,
+        rest=RestClient(timeout=1.0, transport=httpx.MockTransport(lm.http), token=lambda: token),
     )

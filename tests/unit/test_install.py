@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lmsupervisor.actions import usable_server
-from lmsupervisor.core.observed import effective_server
+from lmsupervisor.core.observed import effective_server, usable_server
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.lmstudio.homedir import resolve_home
 from lmsupervisor.lmstudio.install import Platform, detect, read_server_settings
