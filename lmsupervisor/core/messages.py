@@ -23,7 +23,7 @@ from lmsupervisor.core.observed import (
     ProbeResult,
     ServerSettings,
 )
-from lmsupervisor.core.policy import Step
+from lmsupervisor.core.policy import Rung
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.snapshot import InFlight
 
@@ -290,7 +290,7 @@ class BringUp:
     NotInstalled or BringUpFailed carrying ``action``."""
 
     action: int
-    step: Step
+    step: Rung
     config: Config
     daemon: DaemonProcess | None
     last_good_server: ServerSettings | None

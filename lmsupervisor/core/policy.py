@@ -13,7 +13,7 @@ import enum
 from lmsupervisor.config import RestartConfig
 
 
-class Step(enum.IntEnum):
+class Rung(enum.IntEnum):
     """The escalation ladder (design §6), one rung per consecutive failure."""
 
     START = 0  # adopt what runs, else `daemon up` + `server start`
@@ -22,9 +22,9 @@ class Step(enum.IntEnum):
     KILL_DAEMON = 3  # terminate, wait, kill the daemon's PID, then up + start
 
 
-def step_for(attempt: int) -> Step:
+def rung_for(attempt: int) -> Rung:
     """The rung for the bring-up after ``attempt`` consecutive failures (0 = first start)."""
-    return Step(min(max(attempt, 0), Step.KILL_DAEMON))
+    return Rung(min(max(attempt, 0), Rung.KILL_DAEMON))
 
 
 def retry_delay(config: RestartConfig, attempt: int, jitter_sample: float = 0.0) -> float:

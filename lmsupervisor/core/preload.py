@@ -20,7 +20,7 @@ from lmsupervisor.config import ModelConfig
 from lmsupervisor.core.observed import DownloadedModel, LoadedModel
 
 
-class Action(enum.StrEnum):
+class Decision(enum.StrEnum):
     """What :func:`plan` decides for one declared model; the value is its JSON spelling.
 
     ``KEEP``: a loaded instance satisfies it. ``LOAD``: downloaded, `lms load` it.
@@ -42,7 +42,7 @@ class Planned:
     (the model's ``path``; ``None`` until it is known, e.g. before a download)."""
 
     model: ModelConfig
-    action: Action
+    decision: Decision
     path: str | None = None
     detail: str = ""
 
@@ -75,32 +75,32 @@ def plan(
             holder = next((i for i in loaded if i.identifier == model.identifier), None)
             if holder is not None:
                 if _matches(model, holder.model_key, holder.path):
-                    out.append(Planned(model, Action.KEEP, holder.path))
+                    out.append(Planned(model, Decision.KEEP, holder.path))
                 else:
                     out.append(
                         Planned(
                             model,
-                            Action.CONFLICT,
+                            Decision.CONFLICT,
                             None,
                             f'identifier "{model.identifier}" is taken by {holder.model_key}',
                         )
                     )
                 continue
         elif any(_matches(model, i.model_key, i.path) for i in loaded):
-            out.append(Planned(model, Action.KEEP))
+            out.append(Planned(model, Decision.KEEP))
             continue
         found = next((d for d in downloaded if _matches(model, d.model_key, d.path)), None)
         if found is not None:
-            out.append(Planned(model, Action.LOAD, found.path))
+            out.append(Planned(model, Decision.LOAD, found.path))
         elif model.download:
-            out.append(Planned(model, Action.DOWNLOAD_AND_LOAD))
+            out.append(Planned(model, Decision.DOWNLOAD_AND_LOAD))
         else:
             there = next((d.device for d in linked if _matches(model, d.model_key, d.path)), None)
             where = f" on this machine (only on the linked device {there})" if there else ""
             out.append(
                 Planned(
                     model,
-                    Action.MISSING,
+                    Decision.MISSING,
                     None,
                     f"{model.key} is not downloaded{where} (set download = true, or run `lms get {model.key} --yes`)",
                 )

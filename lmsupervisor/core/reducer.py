@@ -76,8 +76,8 @@ from lmsupervisor.core.observed import (
     ProbeResult,
     base_url,
 )
-from lmsupervisor.core.policy import Step, retry_delay, step_for
-from lmsupervisor.core.preload import Action, instance_of, plan
+from lmsupervisor.core.policy import Rung, retry_delay, rung_for
+from lmsupervisor.core.preload import Decision, instance_of, plan
 from lmsupervisor.core.problems import Problem, bring_up_problem, crash_problem
 from lmsupervisor.core.snapshot import MODEL_STATES, InFlight, Snapshot, statuses
 from lmsupervisor.core.states import ON_ENTER, Entry, State, Trigger, accepts, next_state
@@ -89,7 +89,7 @@ LOAD_DEADLINE = 900.0  # seconds a load we started may take to show up in `lms p
 
 
 # -- the reducer ----------------------------------------------------------------------
-class _Step:
+class _Reduction:
     """One reduction in progress: the snapshot so far and the effects collected."""
 
     def __init__(self, snap: Snapshot, now: Now) -> None:
@@ -107,7 +107,7 @@ class _Step:
         self.effects.append(Log(level, event, fields))
 
     # -- the one place the lifecycle state changes ----------------------------------
-    def fire(self, trigger: Trigger, reason: str, step: Step = Step.START) -> None:
+    def fire(self, trigger: Trigger, reason: str, step: Rung = Rung.START) -> None:
         previous = self.snap.state
         state = next_state(previous, trigger)  # raises IllegalTransition
         self.set(state=state, since=self.now.wall)
@@ -125,7 +125,7 @@ class _Step:
         if held is not None and held.reconcile_models and state in (State.READY, State.DEGRADED):
             self.fire(Trigger.RECONFIGURE_MODELS, "declared models changed while loading")
 
-    def enter(self, entry: Entry, step: Step) -> None:
+    def enter(self, entry: Entry, step: Rung) -> None:
         s = self.snap
         if entry is Entry.CANCEL_WORK:
             self.emit(CancelAction())
@@ -193,16 +193,16 @@ class _Step:
         elif entry is Entry.UNWATCH:
             self.emit(Watch(None))
 
-    def rung(self) -> Step:
-        """The ladder's rung for the next bring-up: :func:`step_for` the attempt count,
+    def rung(self) -> Rung:
+        """The ladder's rung for the next bring-up: :func:`rung_for` the attempt count,
         except that a deterministic failure only tries to start (no restart can fix it)
         and a cause whose daemon rung was spent restarts the server at most."""
         s = self.snap
-        step = step_for(s.attempt)
+        step = rung_for(s.attempt)
         if s.deterministic:
-            return Step.START
-        if step >= Step.RESTART_DAEMON and s.failure is not None and s.failure == s.spent:
-            return Step.RESTART_SERVER
+            return Rung.START
+        if step >= Rung.RESTART_DAEMON and s.failure is not None and s.failure == s.spent:
+            return Rung.RESTART_SERVER
         return step
 
     def arm(self, delay: float) -> None:
@@ -244,7 +244,7 @@ class _Step:
         still = []
         for f in self.snap.in_flight:
             m = declared.get(f.name)
-            shown = m is not None and plan([m], loaded, [])[0].action is Action.KEEP
+            shown = m is not None and plan([m], loaded, [])[0].decision is Decision.KEEP
             if not shown and f.deadline > self.now.mono:
                 still.append(f)
         self.set(in_flight=tuple(still))
@@ -273,7 +273,7 @@ class _Step:
         self.log("warning", "supervision_failed", reason=reason)
         self.fire(Trigger.FAILED, reason)
 
-    def count_restart(self, reason: str, step: Step) -> None:
+    def count_restart(self, reason: str, step: Rung) -> None:
         s = self.snap
         self.set(restart_count=s.restart_count + 1, last_restart_at=self.now.wall, last_restart_reason=reason)
         self.emit(Publish({"type": "restart", "count": s.restart_count + 1, "reason": reason,
@@ -311,7 +311,7 @@ class _Step:
         diff = self.replace_config(new)
         state = self.snap.state
         if diff.restart_server and accepts(state, Trigger.RECONFIGURE_SERVER):
-            self.fire(Trigger.RECONFIGURE_SERVER, "server settings changed", Step.RESTART_SERVER)
+            self.fire(Trigger.RECONFIGURE_SERVER, "server settings changed", Rung.RESTART_SERVER)
         elif (diff.reconcile_models or self.snap.unload_next) and state in (State.READY, State.DEGRADED):
             self.set(model_attempt=0)
             self.fire(Trigger.RECONFIGURE_MODELS, "declared models changed")
@@ -348,7 +348,7 @@ def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effe
     probe during a bring-up) returns the snapshot unchanged. Raises
     :class:`~lmsupervisor.core.states.IllegalTransition` only on a bug in this module.
     """
-    r = _Step(snap, now)
+    r = _Reduction(snap, now)
     _dispatch(r, msg)
     before, after = snap.all_problems, r.snap.all_problems
     if [p.code for p in before] != [p.code for p in after]:
@@ -356,7 +356,7 @@ def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effe
     return r.snap, tuple(r.effects)
 
 
-def _dispatch(r: _Step, msg: Message) -> None:
+def _dispatch(r: _Reduction, msg: Message) -> None:
     s = r.snap
     state = s.state
     match msg:
@@ -469,7 +469,7 @@ def _dispatch(r: _Step, msg: Message) -> None:
             _timer(r)
         case RestartRequested(daemon=daemon, reason=reason):
             if accepts(state, Trigger.RESTART):
-                step = Step.RESTART_DAEMON if daemon else Step.RESTART_SERVER
+                step = Rung.RESTART_DAEMON if daemon else Rung.RESTART_SERVER
                 for m in s.models:
                     if m.state == "idle_unloaded":
                         r.set_model(m.name, "pending")  # an explicit restart reloads them
@@ -493,7 +493,7 @@ def _dispatch(r: _Step, msg: Message) -> None:
             return  # stale or not applicable in this state
 
 
-def _verify_models(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
+def _verify_models(r: _Reduction, loaded: tuple[LoadedModel, ...]) -> None:
     """After a load pass, `lms ps --json` is the truth (a zero exit is not proof, facts §3)."""
     wanted = {model_name(m) for m in r.wanted()}
     for item in plan(r.snap.config.models, loaded, []):
@@ -501,7 +501,7 @@ def _verify_models(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
         status = r.snap.model(name)
         if status is None:
             continue
-        if item.action is Action.KEEP:
+        if item.decision is Decision.KEEP:
             r.set_model(name, "loaded")
             inst = instance_of(item.model, loaded)
             if inst is not None:
@@ -521,7 +521,7 @@ def _with(problems: tuple[Problem, ...], code: str, problem: Problem | None) -> 
     return (*kept, problem) if problem is not None else kept
 
 
-def _note(r: _Step, prefix: str, problem: Problem | None) -> None:
+def _note(r: _Reduction, prefix: str, problem: Problem | None) -> None:
     """Replace the notes whose code starts with ``prefix`` by ``problem`` (None: clear them)."""
     kept = tuple(p for p in r.snap.notes if not p.code.startswith(prefix))
     notes = (*kept, problem) if problem is not None else kept
@@ -529,7 +529,7 @@ def _note(r: _Step, prefix: str, problem: Problem | None) -> None:
         r.set(notes=notes)
 
 
-def _download(r: _Step, name: str, progress: DownloadProgress) -> None:
+def _download(r: _Reduction, name: str, progress: DownloadProgress) -> None:
     """REST v1 download progress: in ``models[].download`` and a ``model`` event."""
     current = r.snap.model(name)
     if current is None:
@@ -540,7 +540,7 @@ def _download(r: _Step, name: str, progress: DownloadProgress) -> None:
                     "error": None, "download": progress.to_json()}))  # fmt: skip
 
 
-def _probed(r: _Step, result: ProbeResult) -> None:
+def _probed(r: _Reduction, result: ProbeResult) -> None:
     s = r.snap
     r.set(last_probe_ms=result.latency_ms)
     if result.ok:
@@ -556,7 +556,7 @@ def _probed(r: _Step, result: ProbeResult) -> None:
         r.fail(f"server failed {failures} probes: {result.error}", "probe_failed")  # -> BACKOFF
 
 
-def _observed(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
+def _observed(r: _Reduction, loaded: tuple[LoadedModel, ...]) -> None:
     r.forget_in_flight(loaded)
     r.duplicates(loaded)
     gone = []
@@ -564,7 +564,7 @@ def _observed(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
         status = r.snap.model(model_name(m))
         if status is None or status.state != "loaded" or m.probe == "none":
             continue
-        if plan([m], loaded, [])[0].action is Action.KEEP:
+        if plan([m], loaded, [])[0].decision is Decision.KEEP:
             continue
         if m.ttl is not None:
             # TTL is not drift: LM Studio unloaded it after its idle time (facts §8).
@@ -578,12 +578,12 @@ def _observed(r: _Step, loaded: tuple[LoadedModel, ...]) -> None:
         r.fire(Trigger.DRIFT, f"declared model no longer loaded: {names}")  # -> LOADING_MODELS
 
 
-def _update_model(r: _Step, name: str, **changes: Any) -> None:
+def _update_model(r: _Reduction, name: str, **changes: Any) -> None:
     """Replace fields of the status of the declared model ``name`` (no event)."""
     r.set(models=tuple(replace(m, **changes) if m.name == name else m for m in r.snap.models))
 
 
-def _ask_due(r: _Step) -> None:
+def _ask_due(r: _Reduction) -> None:
     """Deep readiness, on a good probe: ask each loaded model with probe = "answer" whose
     last ask is ``health.answer_interval`` seconds old (the load pass asked it first; one
     first seen loaded is asked an interval later)."""
@@ -601,7 +601,7 @@ def _ask_due(r: _Step) -> None:
             r.emit(Ask(epoch=s.epoch, name=status.name, instance=status.instance, kind=status.kind, timeout=timeout))
 
 
-def _answered(r: _Step, answer: Answered, reload: bool) -> None:
+def _answered(r: _Reduction, answer: Answered, reload: bool) -> None:
     """A loaded model that cannot answer is failed with LM Studio's words, and reloaded
     (unloaded first) by the next load pass, under the model backoff. A 401 is the token's
     problem (noted; the model stays loaded: no reload can fix a token); an answer clears it."""
@@ -623,11 +623,11 @@ def _answered(r: _Step, answer: Answered, reload: bool) -> None:
         r.fire(Trigger.DRIFT, f"declared model does not answer: {answer.name}")  # READY -> LOADING_MODELS
 
 
-def _timer(r: _Step) -> None:
+def _timer(r: _Reduction) -> None:
     s = r.snap
     if s.state is State.BACKOFF:
         step = r.rung()
-        if step >= Step.RESTART_DAEMON:
+        if step >= Rung.RESTART_DAEMON:
             r.set(spent=s.failure)  # this cause has had its daemon rung
         r.count_restart(s.last_restart_reason or "retry", step)
         r.fire(Trigger.TIMER, f"retry {s.attempt}: {step.name.lower()}", step)  # BACKOFF -> STARTING
@@ -637,7 +637,7 @@ def _timer(r: _Step) -> None:
         r.fire(Trigger.TIMER, "retrying the failed models")  # DEGRADED -> LOADING_MODELS
 
 
-def _crashed(r: _Step, msg: ActionCrashed) -> None:
+def _crashed(r: _Reduction, msg: ActionCrashed) -> None:
     s = r.snap
     r.log("error", "action_crashed", effect=msg.effect, error=msg.error)
     problem = crash_problem(msg.effect, msg.error)

@@ -51,7 +51,7 @@ class Snapshot:
 
     Times: ``since``, ``started_at``, ``last_restart_at``, ``next_attempt_at`` are wall
     seconds (shown to people); ``healthy_since`` is monotonic seconds. ``attempt`` counts
-    consecutive failed bring-ups (the rung is :func:`step_for` of it); ``action`` is the id
+    consecutive failed bring-ups (the rung is :func:`rung_for` of it); ``action`` is the id
     of the running action (bring-up or load pass), ``timer`` of the armed timer and
     ``epoch`` of the current server bring-up (probe results of an older one are ignored).
     ``ours`` are the instance identifiers this supervisor loaded; ``last_good_server`` the

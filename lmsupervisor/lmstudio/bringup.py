@@ -34,7 +34,7 @@ from lmsupervisor.core.capabilities import CliCapabilities, bind_problem
 from lmsupervisor.core.messages import BringUp, BringUpFailed, BringUpNoted, Message, NotInstalled, ServerUp
 from lmsupervisor.core.observed import DaemonProcess, Install, ServerSettings, base_url, usable_server
 from lmsupervisor.core.observed import effective_server as effective
-from lmsupervisor.core.policy import Step
+from lmsupervisor.core.policy import Rung
 from lmsupervisor.core.problems import Problem, app_hung_problem
 from lmsupervisor.errors import LmsError, LmsExitError, LmsTimeoutError, LmSupervisorError
 from lmsupervisor.lmstudio.facade import QUICK_TIMEOUT, LmStudio
@@ -56,10 +56,10 @@ def ladder_timeout(config: Config) -> float:
     return min(QUICK_TIMEOUT, max(3.0, 2 * config.health.timeout))
 
 
-def rung_deadline(step: Step, config: Config) -> float:
+def rung_deadline(step: Rung, config: Config) -> float:
     """Seconds a whole bring-up at ``step`` may take before it counts as failed."""
     budget = config.server.start_timeout * 2 + QUICK_TIMEOUT * 4 + config.health.timeout * 2
-    if step >= Step.RESTART_DAEMON:
+    if step >= Rung.RESTART_DAEMON:
         budget += EXIT_WAIT + TERMINATE_GRACE + 5.0
     return budget
 
@@ -86,7 +86,7 @@ async def start_once(lm: LmStudio, config: Config, post: Callable[[Message], Non
     and ``--bind``): ServerUp (``adopted`` when its server answered already), NotInstalled
     or BringUpFailed, as :func:`bring_up`. ``post`` gets what it finds on its way."""
     eff = BringUp(
-        action=ONCE_ACTION, step=Step.START, config=config, daemon=None, last_good_server=None, lms_version=None
+        action=ONCE_ACTION, step=Rung.START, config=config, daemon=None, last_good_server=None, lms_version=None
     )
     return await bring_up(lm, eff, post or (lambda _: None))
 
@@ -171,16 +171,16 @@ async def _climb(
     if not isinstance(prepared, Climb):
         return prepared
     c = prepared
-    if eff.step is Step.START and (adopted := await adopt(c)) is not None:
+    if eff.step is Rung.START and (adopted := await adopt(c)) is not None:
         return adopted
     c.daemon = eff.daemon if eff.daemon is not None and lm.processes.alive(eff.daemon) else None
     if not await spare_app(c):
-        if eff.step >= Step.KILL_DAEMON and c.daemon is not None:
+        if eff.step >= Rung.KILL_DAEMON and c.daemon is not None:
             await kill_daemon(c, c.daemon)
-        elif eff.step is Step.RESTART_DAEMON:
+        elif eff.step is Rung.RESTART_DAEMON:
             await restart_daemon(c)
     await wake_daemon(c)
-    if (eff.step >= Step.RESTART_SERVER or c.differs) and not c.fresh:
+    if (eff.step >= Rung.RESTART_SERVER or c.differs) and not c.fresh:
         await restart_server(c)
     return await start_server(c)
 
@@ -265,7 +265,7 @@ async def spare_app(c: Climb) -> bool:
     c.hung_app = (
         daemon is not None
         and c.spare_app
-        and (step >= Step.RESTART_DAEMON or (step >= Step.RESTART_SERVER and not await _answers(c)))
+        and (step >= Rung.RESTART_DAEMON or (step >= Rung.RESTART_SERVER and not await _answers(c)))
     )
     if c.hung_app and daemon is not None:
         # The GUI app is the user's interactive program: never killed unless kill_app (facts §8).

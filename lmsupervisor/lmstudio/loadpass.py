@@ -37,7 +37,7 @@ from lmsupervisor.core.messages import (
     Noted,
 )
 from lmsupervisor.core.observed import DownloadedModel, DownloadProgress, LoadedModel, ProbeResult
-from lmsupervisor.core.preload import Action, Planned, instance_of, plan
+from lmsupervisor.core.preload import Decision, Planned, instance_of, plan
 from lmsupervisor.core.problems import download_paused_problem
 from lmsupervisor.errors import LmsError, LmsExitError, LmsNotFoundError, LmsTimeoutError, RestError, RestTimeoutError
 from lmsupervisor.lmstudio.facade import QUICK_TIMEOUT, LmStudio
@@ -258,7 +258,7 @@ async def load_models(lm: LmStudio, eff: LoadModels, post: Callable[[Message], N
         post(Noted("download_paused", None))  # nothing declared: nothing to wait for
         return ModelsDone(eff.action, tuple(loaded), rest=listing is not None)
     loaded = await _await_in_flight(lm.clock, eff, post, backend.loaded, loaded)
-    kept = all(i.action is Action.KEEP for i in plan(eff.models, loaded, []))
+    kept = all(i.decision is Decision.KEEP for i in plan(eff.models, loaded, []))
     downloaded = [] if kept else await backend.downloaded()  # KEEP never depends on what is downloaded
     # LM Link builds (facts §9) list `deviceIdentifier`: they have the hidden `load --local`.
     run = PassNotes(
@@ -298,10 +298,10 @@ async def _apply(
 ) -> bool:
     """Perform one planned item; True when this pass started a load LM Studio accepted."""
     name = model_name(item.model)
-    if item.action is Action.KEEP:
+    if item.decision is Decision.KEEP:
         post(ModelChanged(eff.action, name, "loaded"))
         return False
-    if item.action in (Action.MISSING, Action.CONFLICT):
+    if item.decision in (Decision.MISSING, Decision.CONFLICT):
         post(ModelChanged(eff.action, name, "failed", item.detail))
         return False
     return await _load_one(eff, post, backend, item.model, item.path, run)
@@ -319,7 +319,7 @@ async def _await_in_flight(
 
     def missing(now: float) -> list[str]:
         return [
-            n for n, d in waiting.items() if d > now and plan([by_name[n]], loaded, [])[0].action is not Action.KEEP
+            n for n, d in waiting.items() if d > now and plan([by_name[n]], loaded, [])[0].decision is not Decision.KEEP
         ]
 
     names = missing(clock.monotonic())

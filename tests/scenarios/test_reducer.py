@@ -41,7 +41,7 @@ from lmsupervisor.core.messages import (
     Watch,
 )
 from lmsupervisor.core.observed import ProbeResult, ServerSettings
-from lmsupervisor.core.policy import Step
+from lmsupervisor.core.policy import Rung
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.reducer import reduce
 from lmsupervisor.core.snapshot import ModelStatus, Snapshot, initial
@@ -134,7 +134,7 @@ def test_stopped_to_starting_begins_a_bring_up() -> None:
     """STOPPED -> STARTING: one BringUp at rung START, probes off, a new action and epoch."""
     snap, effects = step(initial(CFG, 0.0), Start())
     (bring_up,) = of(BringUp, effects)
-    assert (snap.state, bring_up.step, bring_up.action, snap.epoch) == (S.STARTING, Step.START, 1, 1)
+    assert (snap.state, bring_up.step, bring_up.action, snap.epoch) == (S.STARTING, Rung.START, 1, 1)
     assert of(Health, effects) == [Health(probe=False, drift=False, epoch=0)]
 
 
@@ -165,13 +165,13 @@ def test_loading_models_to_backoff_on_probe_failures() -> None:
 def test_restart_with_daemon_takes_the_daemon_rung() -> None:
     """RESTART with daemon=1 climbs to `daemon down` + `up` (never straight to a kill)."""
     _, effects = step(at(S.READY), RestartRequested(daemon=True, reason="asked"))
-    assert [b.step for b in of(BringUp, effects)] == [Step.RESTART_DAEMON]
+    assert [b.step for b in of(BringUp, effects)] == [Rung.RESTART_DAEMON]
 
 
 def test_backoff_to_starting_climbs_the_ladder() -> None:
     """BACKOFF -> STARTING at the rung of the attempt count, counted as a restart."""
     snap, effects = step(at(S.BACKOFF, attempt=3), TimerFired(3))
-    assert ([b.step for b in of(BringUp, effects)], snap.restart_count) == ([Step.KILL_DAEMON], 1)
+    assert ([b.step for b in of(BringUp, effects)], snap.restart_count) == ([Rung.KILL_DAEMON], 1)
 
 
 def test_stale_messages_change_nothing() -> None:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmsupervisor.config import RestartConfig
-from lmsupervisor.core.policy import Step, retry_delay, step_for
+from lmsupervisor.core.policy import Rung, retry_delay, rung_for
 from lmsupervisor.core.states import TRANSITIONS, State, Trigger, accepts, next_state
 from lmsupervisor.errors import IllegalTransition
 
@@ -155,13 +155,13 @@ def test_only_stopping_leads_to_stopped() -> None:
 
 def test_ladder() -> None:
     """Rungs by consecutive failures: start, restart server, restart daemon, kill daemon, and stay there."""
-    assert [step_for(n) for n in range(6)] == [
-        Step.START,
-        Step.RESTART_SERVER,
-        Step.RESTART_DAEMON,
-        Step.KILL_DAEMON,
-        Step.KILL_DAEMON,
-        Step.KILL_DAEMON,
+    assert [rung_for(n) for n in range(6)] == [
+        Rung.START,
+        Rung.RESTART_SERVER,
+        Rung.RESTART_DAEMON,
+        Rung.KILL_DAEMON,
+        Rung.KILL_DAEMON,
+        Rung.KILL_DAEMON,
     ]
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from lmsupervisor.config import ModelConfig
 from lmsupervisor.core.observed import DownloadedModel, LoadedModel
-from lmsupervisor.core.preload import Action, instance_of, plan
+from lmsupervisor.core.preload import Decision, instance_of, plan
 
 DL = [
     DownloadedModel("openai/gpt-oss-20b", "openai/gpt-oss-20b", "llm", 1, "g"),
@@ -21,29 +21,29 @@ def inst(ident: str, key: str, path: str | None = None) -> LoadedModel:
 def test_loaded_model_is_kept_whatever_its_identifier() -> None:
     """No identifier declared: any instance of the model satisfies it (no `:2`)."""
     [p] = plan([ModelConfig("qwen/qwen3-4b")], [inst("mine", "qwen/qwen3-4b")], DL)
-    assert p.action is Action.KEEP
+    assert p.decision is Decision.KEEP
 
 
 def test_load_uses_the_path_for_exact() -> None:
     """A model key resolves to the path `lms load --exact` matches against."""
     [p] = plan([ModelConfig("qwen/qwen3-4b")], [], DL)
-    assert (p.action, p.path) == (Action.LOAD, "lmstudio-community/Qwen3-4B-GGUF/q.gguf")
+    assert (p.decision, p.path) == (Decision.LOAD, "lmstudio-community/Qwen3-4B-GGUF/q.gguf")
 
 
 def test_declared_identifier() -> None:
     """With an identifier: kept only if that identifier is loaded; taken by another model is a conflict."""
     want = ModelConfig("qwen/qwen3-4b", identifier="q")
-    assert plan([want], [inst("qwen/qwen3-4b", "qwen/qwen3-4b")], DL)[0].action is Action.LOAD
-    assert plan([want], [inst("q", "qwen/qwen3-4b")], DL)[0].action is Action.KEEP
+    assert plan([want], [inst("qwen/qwen3-4b", "qwen/qwen3-4b")], DL)[0].decision is Decision.LOAD
+    assert plan([want], [inst("q", "qwen/qwen3-4b")], DL)[0].decision is Decision.KEEP
     conflict = plan([want], [inst("q", "openai/gpt-oss-20b")], DL)[0]
-    assert (conflict.action, "taken by openai/gpt-oss-20b" in conflict.detail) == (Action.CONFLICT, True)
+    assert (conflict.decision, "taken by openai/gpt-oss-20b" in conflict.detail) == (Decision.CONFLICT, True)
 
 
 def test_missing_and_download() -> None:
     """Not downloaded: MISSING with the fix, or DOWNLOAD_AND_LOAD when download = true."""
     missing = plan([ModelConfig("ibm/granite")], [], DL)[0]
-    assert (missing.action, "lms get ibm/granite --yes" in missing.detail) == (Action.MISSING, True)
-    assert plan([ModelConfig("ibm/granite", download=True)], [], DL)[0].action is Action.DOWNLOAD_AND_LOAD
+    assert (missing.decision, "lms get ibm/granite --yes" in missing.detail) == (Decision.MISSING, True)
+    assert plan([ModelConfig("ibm/granite", download=True)], [], DL)[0].decision is Decision.DOWNLOAD_AND_LOAD
 
 
 def test_a_linked_device_neither_satisfies_nor_supplies_a_model() -> None:
@@ -56,9 +56,9 @@ def test_a_linked_device_neither_satisfies_nor_supplies_a_model() -> None:
     plain, named = plan(
         [ModelConfig("qwen/qwen3-4b"), ModelConfig("qwen/qwen3-4b", identifier="q")], [remote], [there, here]
     )
-    assert [(plain.action, plain.path), (named.action, named.path)] == [
-        (Action.LOAD, "local/q.gguf"),
-        (Action.LOAD, "local/q.gguf"),
+    assert [(plain.decision, plain.path), (named.decision, named.path)] == [
+        (Decision.LOAD, "local/q.gguf"),
+        (Decision.LOAD, "local/q.gguf"),
     ]
     [only_there] = plan([ModelConfig("qwen/qwen3-4b")], [], [there])
-    assert (only_there.action, "desk-pc" in only_there.detail) == (Action.MISSING, True)
+    assert (only_there.decision, "desk-pc" in only_there.detail) == (Decision.MISSING, True)
