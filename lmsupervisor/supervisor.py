@@ -355,7 +355,7 @@ class Supervisor:
     async def _load(self, effect: LoadModels) -> Message:
         try:
             return await load_models(self.lmstudio, effect, self.send)
-        except LmsError as exc:
+        except (LmsError, RestError) as exc:  # LM Studio's failure (`lms`, or REST v1 answering an error)
             return LoadPassFailed(effect.action, f"listing models failed: {exc.message}")
 
     async def _fire_later(self, gen: int, delay: float) -> None:

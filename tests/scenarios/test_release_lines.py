@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import httpx
 import pytest
 
 from lmsupervisor.config import Config, HealthConfig, ModelConfig, RestartConfig, ServerConfig
@@ -306,3 +307,31 @@ async def test_answer_probe_under_require_authentication() -> None:
         assert (line.sup.state, snap["models"][0]["state"], snap["problems"]) == (State.READY, "loaded", [])
         assert line.lm.http_paths.count("/v1/chat/completions") >= 6
         assert "/api/v1/models/unload" not in line.lm.rest_calls
+
+
+class ListingFailsAfterLoad(FakeLmStudio):
+    """REST v1 whose listing answers 500 from the first load on (``failing``), as an
+    overloaded 0.4 server might while it loads."""
+
+    failing = True
+
+    async def http(self, request: httpx.Request) -> httpx.Response:
+        if self.failing and request.url.path == "/api/v1/models/load":
+            self.listing_error = (500, {"error": "Internal error"})
+        return await super().http(request)
+
+
+async def test_a_rest_error_in_the_load_pass_is_lm_studios_failure_not_ours() -> None:
+    """The listing that verifies a REST load pass answers an error: the pass fails as LM
+    Studio's failure (retried under the model backoff), never as `supervisor_error` ("a bug
+    in lmsupervisor"); once the listing answers again, the models are ready."""
+    line = Line(rest_v1=True)
+    line.lm = ListingFailsAfterLoad()
+    line.lm.rest_v1 = True
+    line.sup = make_supervisor(CONFIG, line.lm, line.clock)
+    async with line:
+        await line.clock.advance(0)
+        assert ("supervisor_error" in line.problems(), line.sup.state) == (False, State.DEGRADED)
+        line.lm.failing, line.lm.listing_error = False, None
+        await line.clock.advance(30)
+        assert (line.sup.state, "supervisor_error" in line.problems()) == (State.READY, False)
