@@ -4,6 +4,7 @@ and a real `lmsupervisor run`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -369,6 +370,9 @@ class Relay:
             return self.changed.wait_for(lambda: self.connections > count, timeout)
 
     def close(self) -> None:
+        """Stop accepting: shutdown() wakes the thread blocked in accept(), close() alone would not."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
 
 
