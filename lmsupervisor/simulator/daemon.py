@@ -51,7 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from lmsupervisor.simulator import common, openai_api, profiles, wsapi
+from lmsupervisor.simulator import common, hardware, openai_api, profiles, wsapi
 
 _FOREVER = threading.Event()  # never set: a hung handler waits on it
 _TOKEN_RE = re.compile(r"sk-lm-[A-Za-z0-9]{8}:[A-Za-z0-9]{20}")  # [py] token regex, facts §4
@@ -151,6 +151,9 @@ class Daemon:
         self.api: _Server | None = None
         self.jobs: dict[str, dict[str, Any]] = {}  # REST v1 download jobs by job_id
         self.log_path = common.sim_dir(home) / "daemon.log"
+        self.started = time.monotonic()  # reset once the API port is bound (gpu_late counts from there)
+        self.surveys: dict[str, dict[str, Any]] = {}  # the last survey of each engine, by name@version
+        self.on_gpu: dict[str, bool] = {}  # by instanceReference: whether it was loaded onto a GPU
 
     # -- helpers -------------------------------------------------------------
     def log(self, line: str) -> None:
@@ -208,6 +211,8 @@ class Daemon:
                 {"host": "127.0.0.1", "pid": os.getpid(), "port": api_port},
             )
         self.log(f"started pid={os.getpid()} api_port={api_port} app={self.is_app}")
+        self.started = time.monotonic()
+        self.survey({"type": "selected"})  # surveyed at start, kept until a scoped survey
         cfg = self.server_config()
         if cfg.get("autoStartOnLaunch") is True:
             self.start_http(
@@ -245,6 +250,72 @@ class Daemon:
                     if ttl is not None and now_ms - inst["lastUsedTime"] > ttl * scale:
                         self.instances.remove(inst)
                         self.server_log(f"Unloading model {inst['modelKey']} due to TTL expiration.")
+
+    # -- hardware (see :mod:`.hardware`) ----------------------------------------
+    def gpus_now(self) -> list[dict[str, Any]]:
+        """The GPUs visible now (``gpu_lost``, ``gpu_late`` faults applied)."""
+        return hardware.visible_gpus(
+            hardware.load(self.home),
+            common.load_faults(self.home),
+            time.monotonic() - self.started,
+            float(self.config["time_scale"]),
+        )
+
+    def survey(self, scope: Any) -> dict[str, Any]:
+        """``client.runtime.surveyHardware(scope)`` in this profile's schema (1 or 2).
+
+        ``scope`` None answers the kept survey of the selected engines (surveying any not
+        surveyed yet); ``{"type": "selected"}`` (`--refresh`) re-surveys them, ``{"type":
+        "all"}`` every installed engine, ``{"type": "custom", "engines": [{name, version}]}``
+        those named."""
+        hw = hardware.load(self.home)
+        if isinstance(scope, dict) and scope.get("type") == "all":
+            engines, fresh = list(hw["engines"]), True
+        elif isinstance(scope, dict) and scope.get("type") == "custom":
+            wanted = {f"{e.get('name')}@{e.get('version')}" for e in scope.get("engines") or [] if isinstance(e, dict)}
+            engines, fresh = [e for e in hw["engines"] if hardware.engine_key(e) in wanted], True
+        else:
+            engines, fresh = hardware.selected_engines(hw), isinstance(scope, dict)
+        gpus = self.gpus_now()
+        with self.lock:
+            for engine in engines:
+                key = hardware.engine_key(engine)
+                if fresh or key not in self.surveys:
+                    self.surveys[key] = hardware.survey_engine(engine, hw, gpus)
+            result = hardware.survey_result([self.surveys[hardware.engine_key(e)] for e in engines])
+        return hardware.as_schema(result, self.profile.survey_schema or 2)
+
+    def engines(self) -> dict[str, Any]:
+        """``{"engines": [RuntimeEngineInfo], "selections": {format: {name, version}}}``:
+        ``client.runtime.engine.list()`` and ``getSelections()``."""
+        hw = hardware.load(self.home)
+        selections = {}
+        for fmt, key in hw["selected"].items():
+            name, _, version = str(key).rpartition("@")
+            selections[fmt] = {"name": name, "version": version}
+        return {"engines": [hardware.engine_info(e, hw) for e in hw["engines"]], "selections": selections}
+
+    def select_engine(self, name: str, version: str, model_format: str) -> dict[str, Any]:
+        """``client.runtime.engine.select({name, version}, format)``: persisted in
+        ``hardware.json``; ``{"error"}`` when no such engine is installed."""
+        with self.lock:
+            hw = hardware.load(self.home)
+            if hardware.find_engine(hw, f"{name}@{version}") is None:
+                return {"error": f"No installed runtime extension {name}@{version}."}
+            hw["selected"] = {**hw["selected"], model_format: f"{name}@{version}"}
+            hardware.save(self.home, hw)
+        self.log(f"runtime selected: {name}@{version} for {model_format}")
+        return {"ok": True}
+
+    def seconds_per_token(self, inst: dict[str, Any]) -> float:
+        """Wall seconds one generated token of ``inst`` takes (0: at once), see :func:`hardware.speed`."""
+        rate = hardware.speed(
+            hardware.load(self.home),
+            common.load_faults(self.home),
+            self.on_gpu.get(str(inst.get("instanceReference")), False),
+            bool(self.gpus_now()),
+        )
+        return common.scaled(self.config, 1.0 / rate) if rate > 0 else 0.0
 
     # -- HTTP server ---------------------------------------------------------
     def start_http(self, port: int, cors: bool, bind: str | None, persist: bool = True) -> str | None:
@@ -341,6 +412,11 @@ class Daemon:
             message = failing[model["modelKey"]] or profiles.guardrail_text(self.profile, int(model["sizeBytes"]))
             self.log(f"load failed: {model['modelKey']}: {message}")
             return {"error": str(message)}
+        on_gpu = (
+            str(params.get("gpu") or "").lower() != "off"
+            and hardware.gpu_engine_selected(hardware.load(self.home))
+            and bool(self.gpus_now())
+        )
         with self.lock:
             taken = {i["identifier"] for i in self.instances}
             ident = wanted or model["modelKey"]
@@ -365,10 +441,11 @@ class Daemon:
             if model["type"] == "embedding":
                 for k in ("parallel",):
                     inst.pop(k)
+            self.on_gpu[inst["instanceReference"]] = on_gpu
             self.instances.append(inst)
             if jit:
                 self.last_jit = ident
-        self.log(f"loaded {ident} in {time.monotonic() - started:.3f}s")
+        self.log(f"loaded {ident} in {time.monotonic() - started:.3f}s on the {'GPU' if on_gpu else 'CPU'}")
         return {"instance": inst, "seconds": time.monotonic() - started}
 
     def unload(self, identifier: str) -> bool:
@@ -400,7 +477,10 @@ class Daemon:
         ``method`` is one of ``info`` (``{"pid","isDaemon","version"}``, as ``client.system.getInfo()``,
         facts §5), ``server_start``, ``server_stop``, ``list_downloaded``, ``list_loaded`` (``{"models":
         [...]}`` in `ls`/`ps --json` shape, facts §3), ``load``, ``unload``, ``unload_all``,
-        ``download``, ``shutdown`` (``requestShutdown()``) and ``fault`` (``hang``, ``http_hang``,
+        ``download``, ``shutdown`` (``requestShutdown()``), the runtime namespace's
+        ``list_engines`` (:meth:`engines`), ``select_engine{name,version,modelFormatName}``
+        and ``survey{scope}`` (``{"result": RuntimeHardwareSurveyResult}``), ``generation``
+        (the driver's: ``{identifier: {"on_gpu", "seconds_per_token"}}``), and ``fault`` (``hang``, ``http_hang``,
         ``crash``: the test driver's faults). Failures come back as ``{"error": message}``, never
         raised; ``crash`` exits the process with 1 instead of answering.
         """
@@ -432,6 +512,22 @@ class Daemon:
         if method == "shutdown":
             self.request_shutdown()
             return {"ok": True}
+        if method == "list_engines":
+            return self.engines()
+        if method == "select_engine":
+            return self.select_engine(str(params["name"]), str(params["version"]), str(params["modelFormatName"]))
+        if method == "survey":
+            return {"result": self.survey(params.get("scope"))}
+        if method == "generation":  # the test driver's view: where each instance runs, how fast
+            with self.lock:
+                instances = list(self.instances)
+            return {
+                i["identifier"]: {
+                    "on_gpu": self.on_gpu.get(i["instanceReference"], False),
+                    "seconds_per_token": self.seconds_per_token(i),
+                }
+                for i in instances
+            }
         if method == "fault":
             self.hang_all = bool(params.get("hang", self.hang_all))
             self.hang_http = bool(params.get("http_hang", self.hang_http))
@@ -770,17 +866,25 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(400, {"error": {"message": "'input' must be a string or an array of strings."}})
             else:
                 self._send_json(200, answer)
-        elif kind == "response" and stream:
+            return
+        # generation takes its time: per token on the GPU, slower on the CPU (hardware.py)
+        per_token = d.seconds_per_token(inst)
+        if kind == "response" and stream:
             self._sse(
-                [f"event: {e}\ndata: {json.dumps(data)}\n\n" for e, data in openai_api.response_events(ident, body)]
+                [f"event: {e}\ndata: {json.dumps(data)}\n\n" for e, data in openai_api.response_events(ident, body)],
+                per_token,
             )
         elif kind == "response":
-            self._send_json(200, openai_api.response(ident, body))
+            answer = openai_api.response(ident, body)
+            time.sleep(per_token * answer["usage"]["output_tokens"])
+            self._send_json(200, answer)
         elif stream:
             chunks = (openai_api.chat_chunks if kind == "chat" else openai_api.completion_chunks)(ident, body)
-            self._sse([f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"])
+            self._sse([f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"], per_token)
         else:
-            self._send_json(200, (openai_api.chat_completion if kind == "chat" else openai_api.completion)(ident, body))
+            answer = (openai_api.chat_completion if kind == "chat" else openai_api.completion)(ident, body)
+            time.sleep(per_token * answer["usage"]["completion_tokens"])
+            self._send_json(200, answer)
 
     def _rest_v1_post(self, action: str, body: dict[str, Any]) -> None:
         """``POST /api/v1/models/{load,unload,download}`` (facts §4, [docs] 2_rest/*).
@@ -826,13 +930,16 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._unexpected()
 
-    def _sse(self, frames: list[str]) -> None:
+    def _sse(self, frames: list[str], per_frame: float = 0.0) -> None:
+        """Send ``frames`` as server-sent events, ``per_frame`` wall seconds apart (generation time)."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
         for frame in frames:
+            if per_frame > 0:
+                time.sleep(per_frame)
             self.wfile.write(frame.encode())
             self.wfile.flush()
         self.close_connection = True

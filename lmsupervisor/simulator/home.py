@@ -29,7 +29,15 @@ Faults, the documented interface (:class:`SimInstall`):
 ``occupy_port(port)``         a context manager holding a TCP port, so ``server start`` fails
 ``fail_load(key, message)``   loading ``key`` fails with LM Studio's error text (guardrails)
 ``corrupt(name)``             overwrite ``settings.json`` or ``http-server-config.json``
+``gpu_late(seconds)``         after each daemon start no GPU is visible for ``seconds`` (simulated)
+``lose_gpu()``                every GPU disappears (``restore_gpu()`` brings them back)
+``cpu_fallback(factor)``      every answer ``factor`` times slower, the survey unchanged
+``update_runtime(to)``        an "update" selects another installed runtime for GGUF
 ===========================  ===============================================================
+
+The machine's hardware (GPUs, CPU, RAM, runtimes, the selected runtime, generation speed)
+is data in ``.sim/hardware.json``: :meth:`SimInstall.set_hardware`, shapes in
+:mod:`lmsupervisor.simulator.hardware`.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ import psutil
 
 import lmsupervisor
 from lmsupervisor.pids import pid_alive
-from lmsupervisor.simulator import common, profiles
+from lmsupervisor.simulator import common, hardware, profiles
 from lmsupervisor.simulator.catalog import default_catalog
 
 DEFAULT_SERVER_CONFIG: dict[str, Any] = {
@@ -307,6 +315,66 @@ class SimInstall:
         broken = dict(common.load_faults(self.home).get("fail_answer", {}))
         broken[identifier] = message or ""
         self._update_faults(fail_answer=broken)
+
+    @property
+    def hardware(self) -> dict[str, Any]:
+        """The machine as the simulator models it (``.sim/hardware.json`` over the defaults,
+        read anew on each access; shape in :mod:`lmsupervisor.simulator.hardware`)."""
+        return hardware.load(self.home)
+
+    def set_hardware(self, **changes: Any) -> None:
+        """Change the machine: ``gpus``, ``cpu``, ``ram_bytes``, ``engines``, ``selected``,
+        ``tokens_per_second`` (simulated tokens/s on the GPU; 0: answers at once),
+        ``cpu_slowdown``. A running daemon sees it on its next survey, load or answer."""
+        hardware.save(self.home, {**hardware.load(self.home), **changes})
+
+    def gpu_late(self, seconds: float) -> None:
+        """After every daemon start, no GPU is visible for ``seconds`` simulated seconds
+        (the driver not there yet at boot, BT#1186). The daemon's own survey at start
+        sees none; `lms runtime survey --refresh` sees them once they are there."""
+        self._update_faults(gpu_late=seconds)
+
+    def lose_gpu(self) -> None:
+        """Every GPU disappears now (a resume from sleep, Ollama #10053): surveys show none
+        (``gpuRequiredButNoneFound`` for a GPU runtime) and loaded models generate at CPU speed."""
+        self._update_faults(gpu_lost=True)
+
+    def restore_gpu(self) -> None:
+        """Undo :meth:`lose_gpu`: the GPUs are back (models loaded meanwhile stay on the CPU)."""
+        self._update_faults(gpu_lost=False)
+
+    def cpu_fallback(self, factor: float) -> None:
+        """Every answer generates ``factor`` times slower while the survey still says
+        ``compatible`` with its GPUs (a silent fall-back, BT#2312); 1 undoes it."""
+        self._update_faults(cpu_fallback=factor)
+
+    def generation(self) -> dict[str, dict[str, Any]]:
+        """Where each loaded instance generates and how fast, from the running daemon:
+        ``{identifier: {"on_gpu": bool (loaded onto a GPU), "seconds_per_token": wall s (0:
+        at once)}}``. Raises OSError when no daemon answers."""
+        return self._rpc("generation")
+
+    def selected_runtime(self, model_format: str = "GGUF") -> str:
+        """The runtime selected for ``model_format``, ``name@version``."""
+        return str(self.hardware["selected"].get(model_format, ""))
+
+    def update_runtime(self, to: str | None = None) -> str:
+        """What an LM Studio update did to users (BT#846, BT#2312): another installed
+        runtime is now selected for GGUF. ``to`` (``name@version``) defaults to the first
+        CPU-only engine installed, else the next one. Returns the runtime now selected;
+        raises LookupError when ``to`` is not installed."""
+        hw = self.hardware
+        current = self.selected_runtime()
+        others = [e for e in hw["engines"] if hardware.engine_key(e) != current and "GGUF" in e["formats"]]
+        if to is None:
+            pick = next((e for e in others if "gpu" not in e), others[0] if others else None)
+            if pick is None:
+                raise LookupError("no other GGUF runtime is installed")
+            to = hardware.engine_key(pick)
+        elif hardware.find_engine(hw, to) is None:
+            raise LookupError(f"runtime {to} is not installed")
+        self.set_hardware(selected={**hw["selected"], "GGUF": to})
+        return to
 
     def clear_faults(self) -> None:
         """Remove every persistent fault (``.sim/faults.json`` becomes ``{}``).

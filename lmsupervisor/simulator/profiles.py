@@ -11,6 +11,8 @@ is written to ``<home>/.sim/config.json`` and looked up here by every `lms` call
                down`` that returns before the exit
 ``0.4-app``    the same CLI, but the GUI app holds the service (``isDaemon: false``);
                ``daemon down`` refuses
+``0.4.0``      llmster 0.4.0 with the `lms` of 2026-01-27 (16afb91): ``runtime survey``
+               prints the first survey schema (TitleCase values), no LM Link, sizes in GB
 ``0.3.31``     the GUI app with a Commander `lms` that has ``daemon status`` only and no
                ``--bind`` (releases of about 2025-10/11)
 ``0.3-cmdts``  the GUI app with a cmd-ts `lms` (``Not a valid subcommand name``,
@@ -23,6 +25,12 @@ is written to ``<home>/.sim/config.json`` and looked up here by every `lms` call
                app, Commander, no ``daemon`` command but ``--bind`` accepted (a mix no
                real release had; prefer ``0.3.31`` or ``0.3-cmdts``)
 =============  =========================================================================
+
+Runtime commands by ``cli_date`` (the CLI's commit date, :mod:`.hardware`): ``runtime ls``
+and ``runtime select <name[@version]>`` since 2025-09-23 ([lms] 35b4769; the week before,
+6116bd9, had aliases and ``select llm-engine``, not simulated), ``runtime survey --json
+[--refresh]`` since 2025-12-18 ([lms] d6729dc, schema 1), with schema 2 since 2026-03-05
+([lms] 6c39cb8).
 
 Facts §9 on every row: ``load --help`` hides ``--exact`` and ``--local``; Commander
 help exits 0, cmd-ts help exits 1; ``version --json`` printed the CLI package's ``0.0.x``
@@ -112,6 +120,22 @@ class Profile:
     load_spinner: bool = False
     load_size_1024: bool = False  # `lms load` prints the size in GiB (ee91760, 2026-02-07), before in GB
     no_models_error: dict[str, object] = field(default_factory=lambda: dict(NO_MODELS_04))
+    # the date of the `lms` commit this row bundles (ISO): which `runtime` commands it has
+    cli_date: str = "2026-08-13"
+
+    @property
+    def runtime_commands(self) -> bool:
+        """`lms runtime ls` and `runtime select <name[@version]>` ([lms] 35b4769, 2025-09-23)."""
+        return self.dialect == "commander" and self.cli_date >= "2025-09-23"
+
+    @property
+    def survey_schema(self) -> int | None:
+        """The `lms runtime survey --json` schema this CLI prints: None (no ``survey``
+        before [lms] d6729dc, 2025-12-18), 1 (TitleCase values) or 2 (camelCase, [lms]
+        6c39cb8, 2026-03-05); see :mod:`lmsupervisor.simulator.hardware`."""
+        if self.cli_date < "2025-12-18":
+            return None
+        return 1 if self.cli_date < "2026-03-05" else 2
 
     @property
     def is_app(self) -> bool:
@@ -143,6 +167,7 @@ _LLMSTER = Profile(
     load_size_1024=True,
     help_layout="head",
     load_spinner=True,
+    cli_date="2026-08-13",  # 07b7252
 )
 _CMDTS_APP = Profile(
     name="0.3-cmdts",
@@ -162,6 +187,7 @@ _CMDTS_APP = Profile(
     daemon_down_waits=True,
     guardrail=GUARDRAIL_ABORTED,
     no_models_error=dict(NO_MODELS_03),
+    cli_date="2025-08-01",  # cmd-ts until 0e9d1c8 (2025-08-20)
 )
 
 PROFILES: dict[str, Profile] = {
@@ -169,6 +195,17 @@ PROFILES: dict[str, Profile] = {
     for p in (
         _LLMSTER,
         replace(_LLMSTER, name="0.4-app", service="app"),
+        # LM Studio 0.4.0 (2026-01): the `lms` of 16afb91 (2026-01-27), before LM Link
+        # (066002e, 2026-02-11) and GiB sizes (ee91760, 2026-02-07); the rest as HEAD
+        replace(
+            _LLMSTER,
+            name="0.4.0",
+            version="0.4.0",
+            cli_version="16afb91",
+            cli_date="2026-01-27",
+            load_local=False,
+            load_size_1024=False,
+        ),
         replace(
             _CMDTS_APP,
             name="0.3.31",
@@ -177,10 +214,17 @@ PROFILES: dict[str, Profile] = {
             dialect="commander",
             daemon=frozenset({"status"}),
             guardrail=GUARDRAIL_STOPPED,
+            cli_date="2025-10-20",
         ),
         _CMDTS_APP,
         replace(
-            _CMDTS_APP, name="0.3.10", version="0.3.10", cli_version="0.0.15", ps_json="legacy", ls_model_key=False
+            _CMDTS_APP,
+            name="0.3.10",
+            version="0.3.10",
+            cli_version="0.0.15",
+            ps_json="legacy",
+            ls_model_key=False,
+            cli_date="2025-02-18",
         ),
         replace(
             _CMDTS_APP,
@@ -190,6 +234,7 @@ PROFILES: dict[str, Profile] = {
             ps_json="legacy",
             ls_model_key=False,
             ttl_flag=False,
+            cli_date="2025-01-20",  # before --ttl (0909a74, 2025-01-24)
         ),
         replace(
             _CMDTS_APP,
@@ -200,6 +245,7 @@ PROFILES: dict[str, Profile] = {
             bind_flag=True,
             guardrail=GUARDRAIL_STOPPED,
             no_models_error=dict(NO_MODELS_04),
+            cli_date="2025-10-20",
         ),
     )
 }

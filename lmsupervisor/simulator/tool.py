@@ -34,7 +34,12 @@ FAULTS: dict[str, str] = {
     "stop-server": "stop the HTTP server behind everyone's back (`lms server stop`)",
     "slow-start": "every later daemon start takes --seconds longer (wall seconds)",
     "fail-load": "loading --model fails with the version's guardrail text (or --message)",
-    "clear": "remove the persistent faults (slow-start, fail-load)",
+    "gpu-lost": "every GPU disappears: surveys show none, loaded models answer at CPU speed",
+    "gpu-back": "the GPUs lost with gpu-lost are back",
+    "gpu-late": "after every later daemon start, no GPU is visible for --seconds (simulated)",
+    "cpu-fallback": "every answer --factor times slower while the survey looks fine (default 20)",
+    "runtime-update": "an update selects another installed runtime (--runtime name@version, default a CPU one)",
+    "clear": "remove the persistent faults (slow-start, fail-load, gpu-*, cpu-fallback)",
 }
 
 
@@ -136,7 +141,14 @@ def serve(
 
 
 def send_fault(
-    home: Path, fault: str, *, seconds: float = 5.0, model: str | None = None, message: str | None = None
+    home: Path,
+    fault: str,
+    *,
+    seconds: float = 5.0,
+    model: str | None = None,
+    message: str | None = None,
+    factor: float = 20.0,
+    runtime: str | None = None,
 ) -> str:
     """Inject ``fault`` (a key of :data:`FAULTS`) into the simulated LM Studio under ``home``.
 
@@ -159,6 +171,24 @@ def send_fault(
     if fault == "clear":
         sim.clear_faults()
         return "persistent faults cleared"
+    if fault == "gpu-lost":
+        sim.lose_gpu()
+        return "every GPU is gone"
+    if fault == "gpu-back":
+        sim.restore_gpu()
+        return "the GPUs are back"
+    if fault == "gpu-late":
+        sim.gpu_late(seconds)
+        return f"after every later daemon start, no GPU is visible for {seconds:g} s"
+    if fault == "cpu-fallback":
+        sim.cpu_fallback(factor)
+        return f"every answer is now {factor:g} times slower"
+    if fault == "runtime-update":
+        try:
+            selected = sim.update_runtime(runtime)
+        except LookupError as exc:
+            raise SimulateError(str(exc), "pick one `lms runtime ls` lists") from None
+        return f"the selected runtime is now {selected}"
     pid = sim.daemon_pid()
     if pid is None:
         raise SimulateError(f"no simulated daemon answers under {home}", "any `lms` command wakes it again")

@@ -3,8 +3,8 @@
 What `lms` and both official SDKs speak (facts §9 "The websocket API", §5): one websocket
 per namespace, ``ws://127.0.0.1:<port>/<namespace>``, on the API port and on LM Studio's
 HTTP port (``LMStudioClient({baseUrl: "ws://127.0.0.1:1234"})``, ``lmstudio.Client(
-"127.0.0.1:1234")``). Namespaces served: ``system``, ``llm``, ``embedding``; any other
-(``repository``, ``runtime``, ``files``, ``plugins``, ``diagnostics``) authenticates and
+"127.0.0.1:1234")``). Namespaces served: ``system``, ``llm``, ``embedding``, ``runtime``;
+any other (``repository``, ``files``, ``plugins``, ``diagnostics``) authenticates and
 answers every call with an ``rpcError`` / ``channelError`` saying it is not simulated.
 
 **Handshake.** The first text message is ``{"authVersion":1,"clientIdentifier",
@@ -47,7 +47,13 @@ message}``... then ``channelClose`` or ``channelError{channelId,error}``; ``keep
   call of the first tool instead (``toolCallGenerationStart``, ``...NameReceived``,
   ``...ArgumentFragmentGenerated``, ``...End{toolCallRequest}``, stop reason
   ``toolCalls``), and after the result an answer that quotes it (:mod:`.toolcalls`);
-- embedding: ``embedString`` (the vectors of ``/v1/embeddings``), ``countTokens``.
+- embedding: ``embedString`` (the vectors of ``/v1/embeddings``), ``countTokens``;
+- runtime ([js] ``runtimeBackendInterface.ts``; data and survey in :mod:`.hardware`):
+  ``listEngines`` (``RuntimeEngineInfo[]``), ``getEngineSelections`` (a
+  ``Map<ModelFormatName, {name, version}>`` in superjson: ``{"json": [[format, {name,
+  version}]], "meta": {"values": ["map"]}}``), ``selectEngine{engine, modelFormatName}``,
+  ``surveyHardware(scope?)`` (``RuntimeHardwareSurveyResult`` in the profile's schema;
+  on profiles before 2025-12-18 an error, as the endpoint did not exist).
 
 A load here is :meth:`Daemon.load`, the same load `lms` and REST run, with the same faults
 (``fail_load``, ``fail_answer``, hangs; a crash closes every socket). Instance references
@@ -418,7 +424,29 @@ class Session:
                 if inst is None:
                     raise WsError("No loaded model matches the specifier.")
                 return {"embedding": openai_api.embedding_vector(str(p.get("inputString", "")))}
+        elif self.namespace == "runtime":
+            return self._runtime(endpoint, param)
         raise WsError(f"Endpoint {self.namespace}.{endpoint} is not simulated.")
+
+    def _runtime(self, endpoint: str, param: Any) -> Any:
+        """The ``runtime`` namespace's RPCs (see the module docstring)."""
+        d, p = self.d, param if isinstance(param, dict) else {}
+        if endpoint == "listEngines":
+            return d.engines()["engines"]
+        if endpoint == "getEngineSelections":  # serialization "superjson": a Map
+            selections = d.engines()["selections"]
+            return {"json": [[fmt, spec] for fmt, spec in selections.items()], "meta": {"values": ["map"]}}
+        if endpoint == "selectEngine":
+            engine = p["engine"] if isinstance(p.get("engine"), dict) else {}
+            reply = d.select_engine(str(engine.get("name")), str(engine.get("version")), str(p.get("modelFormatName")))
+            if "error" in reply:
+                raise WsError(str(reply["error"]))
+            return None
+        if endpoint == "surveyHardware":
+            if d.profile.survey_schema is None:  # the simulator's wording of a missing endpoint
+                raise WsError(f"LM Studio {d.version()} has no endpoint runtime.surveyHardware.")
+            return d.survey(param)
+        raise WsError(f"Endpoint runtime.{endpoint} is not simulated.")
 
     def channel(
         self,
@@ -503,6 +531,7 @@ class Session:
             raise WsError(str(broken[ident] or "Model crashed while generating (exit code 134)"))
         inst["lastUsedTime"] = int(time.time() * 1000)
         started = time.monotonic()
+        per_token = self.d.seconds_per_token(inst)  # slower on the CPU (see .hardware)
         fields = config_fields(p.get("predictionConfigStack"))
         messages = toolcalls.history_messages(p.get("history"))
         tools = toolcalls.tools_from(fields.get("llm.prediction.tools"))
@@ -532,6 +561,7 @@ class Session:
                     "reasoningType": "none",
                     "isStructural": False,
                 }
+                time.sleep(per_token)
                 send({"type": "fragment", "fragment": fragment})
         seconds = max(time.monotonic() - started, 1e-3)
         stats = {

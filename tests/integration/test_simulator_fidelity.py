@@ -54,12 +54,14 @@ def shape(value: Any) -> Any:
 ALL_PROFILES = list(PROFILES)
 GEMMA_PATH = "lmstudio-community/gemma-3-1b-it-GGUF/gemma-3-1b-it-Q4_K_M.gguf"
 LLMSTER = ("0.4",)
+LLMSTER_040 = ("0.4.0",)  # llmster 0.4.0 with the `lms` of 2026-01-27 (sizes in GB, no LM Link)
 APP_04 = ("0.4-app",)
-HAS_DAEMON_STATUS = ("0.4", "0.4-app", "0.3.31")
+HEAD_CLI = ("0.4", "0.4-app", "0.4.0")  # Commander with HEAD's help, spinner and titled load errors
+HAS_DAEMON_STATUS = ("0.4", "0.4-app", "0.4.0", "0.3.31")
 CMDTS = ("0.3-cmdts", "0.3.10", "0.3.8")
 LEGACY_JSON = ("0.3.10", "0.3.8")  # before ≈0.3.11: `ps --json` {identifier, path}, `ls --json` without modelKey
 LM_LINK = tuple(name for name, row in PROFILES.items() if row.load_local)  # deviceIdentifier (2026-02+)
-BIND_FLAG = ("0.4", "0.4-app", "0.3")
+BIND_FLAG = ("0.4", "0.4-app", "0.4.0", "0.3")
 
 
 def up(sim: SimInstall, state: str) -> None:
@@ -114,7 +116,7 @@ SESSION: list[tuple[str, list[str], Any]] = [
         by_profile(
             (0, {"version": "0.0.46"}, r"^$"),
             {
-                ("0.4", "0.4-app"): (0, {"version": "str"}, r"^$"),
+                HEAD_CLI: (0, {"version": "str"}, r"^$"),
                 ("0.3-cmdts",): (0, {"version": "0.0.38"}, r"^$"),
                 ("0.3.10",): (0, {"version": "0.0.15"}, r"^$"),
                 ("0.3.8",): (0, {"version": "0.0.14"}, r"^$"),
@@ -144,7 +146,7 @@ SESSION: list[tuple[str, list[str], Any]] = [
         ["daemon", "status", "--json"],
         by_profile(
             (0, {"status": "running", "pid": "int", "isDaemon": False}, r"^$"),
-            {**NO_DAEMON, LLMSTER: (0, {"status": "running", "pid": "int", "isDaemon": True}, r"^$")},
+            {**NO_DAEMON, LLMSTER + LLMSTER_040: (0, {"status": "running", "pid": "int", "isDaemon": True}, r"^$")},
         ),
     ),
     (
@@ -155,6 +157,7 @@ SESSION: list[tuple[str, list[str], Any]] = [
             {
                 **NO_DAEMON,
                 LLMSTER: (0, re.compile(r"^llmster v0\.4\.12 is running \(PID: \d+\)\n$"), r"^$"),
+                LLMSTER_040: (0, re.compile(r"^llmster v0\.4\.0 is running \(PID: \d+\)\n$"), r"^$"),
                 APP_04: (0, re.compile(r"^LM Studio v0\.4\.12 is running \(PID: \d+\)\n$"), r"^$"),
             },
         ),
@@ -166,7 +169,7 @@ SESSION: list[tuple[str, list[str], Any]] = [
             (1, "", r"^error: unknown command 'up'\n$"),
             {
                 **NO_DAEMON,
-                LLMSTER: (0, re.compile(r"^The daemon is already running \(PID: \d+\)\.\n$"), r"^$"),
+                LLMSTER + LLMSTER_040: (0, re.compile(r"^The daemon is already running \(PID: \d+\)\.\n$"), r"^$"),
                 APP_04: (
                     0,
                     re.compile(r"^LM Studio is already running \(PID: \d+\); not starting a second daemon\.\n$"),
@@ -183,6 +186,7 @@ SESSION: list[tuple[str, list[str], Any]] = [
             {
                 **NO_DAEMON,
                 LLMSTER: (0, {"status": "running", "pid": "int", "isDaemon": True, "version": "0.4.12"}, r"^$"),
+                LLMSTER_040: (0, {"status": "running", "pid": "int", "isDaemon": True, "version": "0.4.0"}, r"^$"),
                 APP_04: (0, {"status": "running", "pid": "int", "isDaemon": False, "version": "0.4.12"}, r"^$"),
             },
         ),
@@ -224,7 +228,13 @@ SESSION: list[tuple[str, list[str], Any]] = [
                     SPINNER,
                     r"^Model loaded successfully in [\d.]+m?s\.\n\(35\.14 GiB\)\nTo use the model in the API/SDK, use "
                     r'the identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
-                )
+                ),
+                LLMSTER_040: (
+                    0,
+                    SPINNER,
+                    r"^Model loaded successfully in [\d.]+m?s\.\n\(37\.73 GB\)\nTo use the model in the API/SDK, use "
+                    r'the identifier "ornith-1\.0-35b-mlx-oq8"\.\n$',
+                ),
             },
         ),
     ),
@@ -244,7 +254,7 @@ SESSION: list[tuple[str, list[str], Any]] = [
         ["load", ORNITH_PATH, "--exact", "--yes"],
         by_profile(
             (0, "", r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"'),
-            {("0.4", "0.4-app"): (0, SPINNER, r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"')},
+            {HEAD_CLI: (0, SPINNER, r'use the identifier "ornith-1\.0-35b-mlx-oq8:2"')},
         ),
     ),
     (
@@ -345,7 +355,7 @@ SESSION: list[tuple[str, list[str], Any]] = [
                     r"- Caused By: Error: Model loading aborted due to insufficient system resources\. .*\n"
                     r"(    at .*\n)+$",
                 ),
-                ("0.4", "0.4-app"): (
+                HEAD_CLI: (
                     1,
                     SPINNER,
                     # what the real `lms` 07b7252 printed: the suggestion on its heading's line
@@ -382,7 +392,7 @@ SESSION: list[tuple[str, list[str], Any]] = [
             (1, "", r"^error: unknown command 'down'\n$"),
             {
                 **NO_DAEMON,
-                LLMSTER: (0, "", r"^Shutting down llmster\.\.\.\nDone\.\n$"),
+                LLMSTER + LLMSTER_040: (0, "", r"^Shutting down llmster\.\.\.\nDone\.\n$"),
                 APP_04: (
                     1,
                     "",
