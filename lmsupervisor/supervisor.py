@@ -363,9 +363,9 @@ class Supervisor:
         self.send(TimerFired(gen))
 
     async def _unload(self, identifier: str) -> None:
-        install, server, rest = self.snap.install, self.snap.server, self.lmstudio.rest
+        install, server, rest = self.snap.lmstudio.install, self.snap.lmstudio.server, self.lmstudio.rest
         try:
-            if rest is not None and self.snap.rest_drift:
+            if rest is not None and self.snap.lmstudio.rest_drift:
                 await rest.unload(base_url(server.bind, server.port), identifier, timeout=QUICK_TIMEOUT)
             elif install is not None and install.lms is not None:
                 await self.lmstudio.lms(install.lms).unload(identifier, timeout=QUICK_TIMEOUT)

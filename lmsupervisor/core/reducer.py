@@ -82,7 +82,7 @@ from lmsupervisor.core.problems import Problem, bring_up_problem, crash_problem
 from lmsupervisor.core.snapshot import MODEL_STATES, InFlight, Snapshot, statuses
 from lmsupervisor.core.states import ON_ENTER, Entry, State, Trigger, accepts, next_state
 
-# The cause of a restart, as the reducer records it (``Snapshot.cause``): the
+# The cause of a restart, as the reducer records it (``Snapshot.restarts.cause``): the
 # ``lmsupervisor_restarts_total{reason}`` label values, every one reachable.
 RESTART_CAUSES = ("requested", "probe_failed", "daemon_exited", "bring_up_failed", "action_crashed")
 LOAD_DEADLINE = 900.0  # seconds a load we started may take to show up in `lms ps`
@@ -98,7 +98,24 @@ class _Reduction:
         self.effects: list[Effect] = []
 
     def set(self, **changes: Any) -> None:
+        """Replace top-level fields of the snapshot (``state``, ``models``, ``notes`` ...)."""
         self.snap = replace(self.snap, **changes)
+
+    def set_lmstudio(self, **changes: Any) -> None:
+        """Replace fields of ``snapshot.lmstudio`` (:class:`LmStudioSeen`)."""
+        self.snap = replace(self.snap, lmstudio=replace(self.snap.lmstudio, **changes))
+
+    def set_liveness(self, **changes: Any) -> None:
+        """Replace fields of ``snapshot.liveness`` (:class:`Liveness`)."""
+        self.snap = replace(self.snap, liveness=replace(self.snap.liveness, **changes))
+
+    def set_restarts(self, **changes: Any) -> None:
+        """Replace fields of ``snapshot.restarts`` (:class:`Restarts`)."""
+        self.snap = replace(self.snap, restarts=replace(self.snap.restarts, **changes))
+
+    def set_work(self, **changes: Any) -> None:
+        """Replace fields of ``snapshot.work`` (:class:`Work`)."""
+        self.snap = replace(self.snap, work=replace(self.snap.work, **changes))
 
     def emit(self, *effects: Effect) -> None:
         self.effects.extend(effects)
@@ -112,7 +129,7 @@ class _Reduction:
         state = next_state(previous, trigger)  # raises IllegalTransition
         self.set(state=state, since=self.now.wall)
         if state is not State.BACKOFF:
-            self.set(next_attempt_at=None)
+            self.set_restarts(next_attempt_at=None)
         self.log("info", "state_changed", state=state.value, previous=previous.value, trigger=trigger.value,
                  reason=reason)  # fmt: skip
         self.emit(Publish({"type": "state", "state": state.value, "previous": previous.value, "reason": reason}))
@@ -127,68 +144,70 @@ class _Reduction:
 
     def enter(self, entry: Entry, step: Rung) -> None:
         s = self.snap
+        lm, work = s.lmstudio, s.work
         if entry is Entry.CANCEL_WORK:
             self.emit(CancelAction())
         elif entry is Entry.QUIET:
-            self.emit(Health(probe=False, drift=False, epoch=s.epoch))
+            self.emit(Health(probe=False, drift=False, epoch=work.epoch))
         elif entry is Entry.PROBE:
-            self.emit(Health(probe=True, drift=False, epoch=s.epoch))
+            self.emit(Health(probe=True, drift=False, epoch=work.epoch))
         elif entry is Entry.CHECK_DRIFT:
-            self.emit(Health(probe=True, drift=True, epoch=s.epoch))
+            self.emit(Health(probe=True, drift=True, epoch=work.epoch))
         elif entry is Entry.BRING_UP:
-            self.set(action=s.action + 1, epoch=s.epoch + 1, server_running=False, consecutive_failures=0)
-            s = self.snap
+            self.set_work(action=work.action + 1, epoch=work.epoch + 1)
+            self.set_liveness(running=False, consecutive_failures=0)
             self.emit(
                 BringUp(
-                    action=s.action,
+                    action=work.action + 1,
                     step=step,
                     config=s.config,
-                    daemon=s.daemon,
-                    last_good_server=s.last_good_server,
-                    lms_version=s.lms_version,
-                    capabilities=s.capabilities,
+                    daemon=lm.daemon,
+                    last_good_server=lm.last_good_server,
+                    lms_version=lm.lms_version,
+                    capabilities=lm.capabilities,
                 )
             )
         elif entry is Entry.LOAD_MODELS:
-            in_flight = tuple(f for f in s.in_flight if f.deadline > self.now.mono)
-            self.set(action=s.action + 1, unload_next=(), in_flight=in_flight)
+            in_flight = tuple(f for f in work.in_flight if f.deadline > self.now.mono)
+            self.set_work(action=work.action + 1, unload_next=(), in_flight=in_flight)
             ask = tuple(model_name(m) for m in self.wanted() if m.probe == "answer")
             self.emit(
                 LoadModels(
-                    action=s.action + 1,
+                    action=work.action + 1,
                     models=self.wanted(),
                     in_flight=in_flight,
-                    unload=s.unload_next,
-                    lms=s.install.lms if s.install else None,
-                    url=base_url(s.server.bind, s.server.port),
-                    rest=bool(s.rest),
-                    capabilities=s.capabilities,
+                    unload=work.unload_next,
+                    lms=lm.install.lms if lm.install else None,
+                    url=base_url(lm.server.bind, lm.server.port),
+                    rest=bool(lm.rest),
+                    capabilities=lm.capabilities,
                     ask=ask,
                     answer_timeout=s.config.health.answer_timeout,
                 )
             )
         elif entry is Entry.MARK_HEALTHY:
-            if s.healthy_since is None:
-                self.set(healthy_since=self.now.mono)
+            if s.liveness.healthy_since is None:
+                self.set_liveness(healthy_since=self.now.mono)
         elif entry is Entry.RETRY_LATER:
             # A failure after a long healthy period starts the backoff over.
             fresh = self.healthy_long_enough()
-            attempt = 1 if fresh else s.attempt + 1
+            attempt = 1 if fresh else s.restarts.attempt + 1
             delay = retry_delay(s.config.restart, attempt, self.now.jitter)
-            self.set(attempt=attempt, healthy_since=None, next_attempt_at=self.now.wall + delay)
+            self.set_restarts(attempt=attempt, next_attempt_at=self.now.wall + delay)
+            self.set_liveness(healthy_since=None)
             if fresh:
-                self.set(spent=None)
+                self.set_restarts(spent=None)
             self.arm(delay)
             self.log("warning", "retry_scheduled", attempt=attempt, retry_in=round(delay, 3),
                      step=self.rung().name.lower())  # fmt: skip
         elif entry is Entry.RECHECK_LATER:
-            attempt = s.attempt + 1
+            attempt = s.restarts.attempt + 1
             delay = retry_delay(s.config.restart, attempt, self.now.jitter)
-            self.set(attempt=attempt, next_attempt_at=self.now.wall + delay)
+            self.set_restarts(attempt=attempt, next_attempt_at=self.now.wall + delay)
             self.arm(delay)
         elif entry is Entry.RETRY_MODELS_LATER:
-            attempt = s.model_attempt + 1
-            self.set(model_attempt=attempt)
+            attempt = s.restarts.model_attempt + 1
+            self.set_restarts(model_attempt=attempt)
             self.arm(retry_delay(s.config.restart, attempt, self.now.jitter))
         elif entry is Entry.UNWATCH:
             self.emit(Watch(None))
@@ -197,20 +216,20 @@ class _Reduction:
         """The ladder's rung for the next bring-up: :func:`rung_for` the attempt count,
         except that a deterministic failure only tries to start (no restart can fix it)
         and a cause whose daemon rung was spent restarts the server at most."""
-        s = self.snap
-        step = rung_for(s.attempt)
-        if s.deterministic:
+        rs = self.snap.restarts
+        step = rung_for(rs.attempt)
+        if rs.deterministic:
             return Rung.START
-        if step >= Rung.RESTART_DAEMON and s.failure is not None and s.failure == s.spent:
+        if step >= Rung.RESTART_DAEMON and rs.failure is not None and rs.failure == rs.spent:
             return Rung.RESTART_SERVER
         return step
 
     def arm(self, delay: float) -> None:
-        self.set(timer=self.snap.timer + 1)
-        self.emit(Schedule(self.snap.timer, delay))
+        self.set_work(timer=self.snap.work.timer + 1)
+        self.emit(Schedule(self.snap.work.timer, delay))
 
     def healthy_long_enough(self) -> bool:
-        since = self.snap.healthy_since
+        since = self.snap.liveness.healthy_since
         return since is not None and self.now.mono - since >= self.snap.config.restart.reset_after
 
     def wanted(self) -> tuple[ModelConfig, ...]:
@@ -242,19 +261,19 @@ class _Reduction:
         """In-flight loads that LM Studio now lists are done; expired ones are dropped."""
         declared = {model_name(m): m for m in self.snap.config.models}
         still = []
-        for f in self.snap.in_flight:
+        for f in self.snap.work.in_flight:
             m = declared.get(f.name)
             shown = m is not None and plan([m], loaded, [])[0].decision is Decision.KEEP
             if not shown and f.deadline > self.now.mono:
                 still.append(f)
-        self.set(in_flight=tuple(still))
+        self.set_work(in_flight=tuple(still))
 
     def duplicates(self, loaded: tuple[LoadedModel, ...]) -> None:
         """Unload ``<name>:N`` instances of models we loaded while ``<name>`` itself is loaded."""
         ids = {i.identifier for i in loaded}
         for inst in loaded:
             base, sep, n = inst.identifier.rpartition(":")
-            if sep and n.isdigit() and base in ids and base in self.snap.ours:
+            if sep and n.isdigit() and base in ids and base in self.snap.work.ours:
                 self.log("warning", "duplicate_unloaded", identifier=inst.identifier, model=base)
                 self.emit(Unload(inst.identifier))
 
@@ -264,19 +283,19 @@ class _Reduction:
         deterministic: bool = False,
     ) -> None:  # fmt: skip
         """A failure in an active state: back off, then climb the ladder (a deterministic
-        one, or one whose daemon rung was spent, does not climb: see :class:`Snapshot`)."""
-        self.set(server_running=False, last_restart_reason=reason, cause=cause, failure=signature or reason,
-                 deterministic=deterministic)  # fmt: skip
+        one, or one whose daemon rung was spent, does not climb: see :class:`Restarts`)."""
+        self.set_liveness(running=False)
+        self.set_restarts(last_reason=reason, cause=cause, failure=signature or reason, deterministic=deterministic)
         if daemon_gone:
-            self.set(in_flight=())
+            self.set_work(in_flight=())
         self.models_pending()
         self.log("warning", "supervision_failed", reason=reason)
         self.fire(Trigger.FAILED, reason)
 
     def count_restart(self, reason: str, step: Rung) -> None:
-        s = self.snap
-        self.set(restart_count=s.restart_count + 1, last_restart_at=self.now.wall, last_restart_reason=reason)
-        self.emit(Publish({"type": "restart", "count": s.restart_count + 1, "reason": reason,
+        count = self.snap.restarts.count + 1
+        self.set_restarts(count=count, last_at=self.now.wall, last_reason=reason)
+        self.emit(Publish({"type": "restart", "count": count, "reason": reason,
                            "step": step.name.lower()}))  # fmt: skip
 
     # -- configuration -----------------------------------------------------------------
@@ -284,19 +303,18 @@ class _Reduction:
         """Make ``new`` the config: model statuses, unloads we owe, log settings."""
         old = self.snap.config
         diff = config_diff(old, new)
-        ours = self.snap.ours
-        unload = list(self.snap.unload_next)
+        work = self.snap.work
+        ours = work.ours
+        unload = list(work.unload_next)
         if new.reconcile.unload_removed:
             unload += [n for n in diff.removed if n in ours]
         unload += [n for n in diff.rekeyed if n in ours]
         kept = tuple(m for m in self.snap.models if m.name not in diff.rekeyed)
-        self.set(
-            config=new,
-            pending_config=None,
-            models=statuses(new.models, kept),
+        self.set(config=new, pending_config=None, models=statuses(new.models, kept))
+        self.set_work(
             unload_next=tuple(dict.fromkeys(unload)),
             ours=ours - set(unload),
-            in_flight=tuple(f for f in self.snap.in_flight if f.name not in diff.removed),
+            in_flight=tuple(f for f in work.in_flight if f.name not in diff.removed),
         )
         if diff.relog:
             self.emit(Relog(new.log.level, new.log.format))
@@ -312,8 +330,8 @@ class _Reduction:
         state = self.snap.state
         if diff.restart_server and accepts(state, Trigger.RECONFIGURE_SERVER):
             self.fire(Trigger.RECONFIGURE_SERVER, "server settings changed", Rung.RESTART_SERVER)
-        elif (diff.reconcile_models or self.snap.unload_next) and state in (State.READY, State.DEGRADED):
-            self.set(model_attempt=0)
+        elif (diff.reconcile_models or self.snap.work.unload_next) and state in (State.READY, State.DEGRADED):
+            self.set_restarts(model_attempt=0)
             self.fire(Trigger.RECONFIGURE_MODELS, "declared models changed")
 
     def config_changed(self, new: Config) -> None:
@@ -358,7 +376,7 @@ def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effe
 
 def _dispatch(r: _Reduction, msg: Message) -> None:
     s = r.snap
-    state = s.state
+    state, lm, work = s.state, s.lmstudio, s.work
     match msg:
         case Start():
             if state is State.STOPPED:
@@ -369,67 +387,69 @@ def _dispatch(r: _Reduction, msg: Message) -> None:
                 # LM Studio is left running on purpose: a supervisor restart must not
                 # take the models down (design §6).
                 r.fire(Trigger.STOPPED, "supervisor stopped; LM Studio left running")
-        case ServerUp() if msg.action == s.action and state is State.STARTING:
-            new_daemon = msg.daemon is not None and (s.daemon is None or s.daemon.pid != msg.daemon.pid)
-            r.set(
+        case ServerUp() if msg.action == work.action and state is State.STARTING:
+            new_daemon = msg.daemon is not None and (lm.daemon is None or lm.daemon.pid != msg.daemon.pid)
+            r.set(problems=msg.install.problems, notes=msg.problems)
+            r.set_lmstudio(
                 install=msg.install,
-                problems=msg.install.problems,
                 server=msg.server,
-                server_running=True,
-                consecutive_failures=0,
                 daemon=msg.daemon,
-                lms_version=msg.version or s.lms_version,
-                in_flight=() if new_daemon and not msg.adopted else s.in_flight,
-                capabilities=msg.capabilities or s.capabilities,
+                lms_version=msg.version or lm.lms_version,
+                capabilities=msg.capabilities or lm.capabilities,
                 rest=msg.rest,
                 rest_drift=False,
-                notes=msg.problems,
-                failure=None,
-                deterministic=False,
             )
-            if msg.settings_source_ok and msg.install.server.found and msg.install.server != s.last_good_server:
-                r.set(last_good_server=msg.install.server)
+            r.set_liveness(running=True, consecutive_failures=0)
+            r.set_work(in_flight=() if new_daemon and not msg.adopted else work.in_flight)
+            r.set_restarts(failure=None, deterministic=False)
+            if msg.settings_source_ok and msg.install.server.found and msg.install.server != lm.last_good_server:
+                r.set_lmstudio(last_good_server=msg.install.server)
                 r.emit(Remember(msg.install.server))
             r.emit(Watch(msg.daemon))
             r.log("info", "server_adopted" if msg.adopted else "server_started", reason=msg.reason,
                   daemon_pid=msg.daemon.pid if msg.daemon else None)  # fmt: skip
             r.fire(Trigger.SERVER_UP, msg.reason)  # STARTING -> LOADING_MODELS
-        case NotInstalled() if msg.action == s.action and state is State.STARTING:
-            r.set(install=msg.install, problems=msg.install.problems, server_running=False)
+        case NotInstalled() if msg.action == work.action and state is State.STARTING:
+            r.set(problems=msg.install.problems)
+            r.set_lmstudio(install=msg.install)
+            r.set_liveness(running=False)
             r.fire(Trigger.NOT_INSTALLED, msg.reason)  # STARTING -> NOT_INSTALLED
-        case BringUpFailed() if msg.action == s.action and state is State.STARTING:
+        case BringUpFailed() if msg.action == work.action and state is State.STARTING:
             if msg.install is not None:
-                r.set(install=msg.install, problems=msg.install.problems)
+                r.set(problems=msg.install.problems)
+                r.set_lmstudio(install=msg.install)
             problem = msg.problem or bring_up_problem(msg.reason)
             # This bring-up's problems (those it noted on its way are among them) replace the last
             # one's, unless the same cause persists: then what an earlier rung found (a hung app it
             # spared) is still true.
             signature = f"{problem.code}: {problem.message}"
-            earlier = s.notes if signature == s.failure else ()
-            r.set(notes=_by_code((*earlier, *msg.problems, problem)), capabilities=msg.capabilities or s.capabilities)
+            earlier = s.notes if signature == s.restarts.failure else ()
+            r.set(notes=_by_code((*earlier, *msg.problems, problem)))
+            r.set_lmstudio(capabilities=msg.capabilities or lm.capabilities)
             r.log("warning", "bring_up_failed", reason=msg.reason, problem=problem.code,
                   deterministic=msg.deterministic)  # fmt: skip
             r.fail(msg.reason, "bring_up_failed", signature=signature, deterministic=msg.deterministic)  # -> BACKOFF
-        case BringUpNoted(problem=problem) if msg.action == s.action and state is State.STARTING:
+        case BringUpNoted(problem=problem) if msg.action == work.action and state is State.STARTING:
             r.set(notes=_with(s.notes, problem.code, problem))
         case LoadStarted(name=name):
             if r.snap.model(name) is not None:
-                others = tuple(f for f in s.in_flight if f.name != name)
-                r.set(in_flight=(*others, InFlight(name, r.now.mono + LOAD_DEADLINE)))
+                others = tuple(f for f in work.in_flight if f.name != name)
+                r.set_work(in_flight=(*others, InFlight(name, r.now.mono + LOAD_DEADLINE)))
         case LoadSettled(name=name):
-            r.set(in_flight=tuple(f for f in s.in_flight if f.name != name))
-        case ModelChanged() if msg.action == s.action and state is State.LOADING_MODELS:
+            r.set_work(in_flight=tuple(f for f in work.in_flight if f.name != name))
+        case ModelChanged() if msg.action == work.action and state is State.LOADING_MODELS:
             if msg.state in MODEL_STATES:
                 r.set_model(msg.name, msg.state, msg.error)
-        case ModelDownload() if msg.action == s.action and state is State.LOADING_MODELS:
+        case ModelDownload() if msg.action == work.action and state is State.LOADING_MODELS:
             _download(r, msg.name, msg.progress)
-        case LoadPassFailed() if msg.action == s.action and state is State.LOADING_MODELS:
+        case LoadPassFailed() if msg.action == work.action and state is State.LOADING_MODELS:
             for m in s.models:
                 if m.state in ("pending", "loading", "downloading"):
                     r.set_model(m.name, "failed", msg.reason)
             r.fire(Trigger.MODEL_FAILED, msg.reason)  # LOADING_MODELS -> DEGRADED, retried later
-        case ModelsDone() if msg.action == s.action and state is State.LOADING_MODELS:
-            r.set(ours=s.ours | set(msg.ours), rest_drift=msg.rest)
+        case ModelsDone() if msg.action == work.action and state is State.LOADING_MODELS:
+            r.set_work(ours=work.ours | set(msg.ours))
+            r.set_lmstudio(rest_drift=msg.rest)
             r.forget_in_flight(msg.loaded)
             r.duplicates(msg.loaded)
             _verify_models(r, msg.loaded)
@@ -446,26 +466,28 @@ def _dispatch(r: _Reduction, msg: Message) -> None:
             if failed:
                 r.fire(Trigger.MODEL_FAILED, f"model failed: {', '.join(failed)}")  # -> DEGRADED
             else:
-                r.set(model_attempt=0)
+                r.set_restarts(model_attempt=0)
                 r.fire(Trigger.MODELS_LOADED, "all declared models are loaded")  # -> READY
-        case Probed() if msg.epoch == s.epoch and state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
+        case Probed() if msg.epoch == work.epoch and state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
             _probed(r, msg.result)
             if msg.result.ok and state in (State.READY, State.DEGRADED):
                 _ask_due(r)
-        case Observed() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
+        case Observed() if msg.epoch == work.epoch and state in (State.READY, State.DEGRADED):
             if msg.rest:
                 _note(r, "api_token_", msg.problem)
             _observed(r, msg.loaded)
-        case Answered() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
+        case Answered() if msg.epoch == work.epoch and state in (State.READY, State.DEGRADED):
             _answered(r, msg, reload=True)
-        case DaemonExited(pid=pid) if s.daemon is not None and pid == s.daemon.pid:
-            r.set(daemon=None, in_flight=(), server_running=False)
+        case DaemonExited(pid=pid) if lm.daemon is not None and pid == lm.daemon.pid:
+            r.set_lmstudio(daemon=None)
+            r.set_work(in_flight=())
+            r.set_liveness(running=False)
             r.models_pending()
             reason = f"LM Studio's daemon (PID {pid}) exited"
             r.log("warning", "daemon_exited", pid=pid)
             if state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
                 r.fail(reason, "daemon_exited", daemon_gone=True)  # -> BACKOFF
-        case TimerFired(gen=gen) if gen == s.timer:
+        case TimerFired(gen=gen) if gen == work.timer:
             _timer(r)
         case RestartRequested(daemon=daemon, reason=reason):
             if accepts(state, Trigger.RESTART):
@@ -473,7 +495,7 @@ def _dispatch(r: _Reduction, msg: Message) -> None:
                 for m in s.models:
                     if m.state == "idle_unloaded":
                         r.set_model(m.name, "pending")  # an explicit restart reloads them
-                r.set(cause="requested", failure=None, deterministic=False)
+                r.set_restarts(cause="requested", failure=None, deterministic=False)
                 r.count_restart(reason, step)
                 r.models_pending()
                 r.fire(Trigger.RESTART, reason, step)  # * -> STARTING
@@ -509,7 +531,7 @@ def _verify_models(r: _Reduction, loaded: tuple[LoadedModel, ...]) -> None:
                 new = replace(current, instance=inst.identifier, kind=inst.type)
                 r.set(models=tuple(new if m.name == name else m for m in r.snap.models))
         elif name in wanted and status.state not in ("failed", "idle_unloaded"):
-            if any(f.name == name for f in r.snap.in_flight):
+            if any(f.name == name for f in r.snap.work.in_flight):
                 r.set_model(name, "failed", "still loading in LM Studio (a load started earlier has not finished)")
             else:
                 r.set_model(name, "failed", "not listed by `lms ps --json` after loading")
@@ -542,15 +564,15 @@ def _download(r: _Reduction, name: str, progress: DownloadProgress) -> None:
 
 def _probed(r: _Reduction, result: ProbeResult) -> None:
     s = r.snap
-    r.set(last_probe_ms=result.latency_ms)
+    r.set_liveness(last_probe_ms=result.latency_ms)
     if result.ok:
-        r.set(consecutive_failures=0, server_running=True)
-        if s.state is State.READY and s.attempt and r.healthy_long_enough():
-            r.log("info", "backoff_reset", after_attempts=s.attempt)
-            r.set(attempt=0, spent=None)
+        r.set_liveness(consecutive_failures=0, running=True)
+        if s.state is State.READY and s.restarts.attempt and r.healthy_long_enough():
+            r.log("info", "backoff_reset", after_attempts=s.restarts.attempt)
+            r.set_restarts(attempt=0, spent=None)
         return
-    failures = s.consecutive_failures + 1
-    r.set(consecutive_failures=failures)
+    failures = s.liveness.consecutive_failures + 1
+    r.set_liveness(consecutive_failures=failures)
     r.log("warning", "probe_failed", error=result.error, consecutive=failures)
     if failures >= s.config.health.failures_before_restart:
         r.fail(f"server failed {failures} probes: {result.error}", "probe_failed")  # -> BACKOFF
@@ -598,7 +620,9 @@ def _ask_due(r: _Reduction) -> None:
         _update_model(r, status.name, asked_at=r.now.mono)
         if status.asked_at is not None:
             timeout = s.config.health.answer_timeout
-            r.emit(Ask(epoch=s.epoch, name=status.name, instance=status.instance, kind=status.kind, timeout=timeout))
+            r.emit(
+                Ask(epoch=s.work.epoch, name=status.name, instance=status.instance, kind=status.kind, timeout=timeout)
+            )
 
 
 def _answered(r: _Reduction, answer: Answered, reload: bool) -> None:
@@ -618,7 +642,7 @@ def _answered(r: _Reduction, answer: Answered, reload: bool) -> None:
         return
     r.log("warning", "model_answer_failed", model=answer.name, error=answer.error)
     r.set_model(answer.name, "failed", answer.error or "did not answer")
-    r.set(unload_next=tuple(dict.fromkeys((*r.snap.unload_next, answer.name))))
+    r.set_work(unload_next=tuple(dict.fromkeys((*r.snap.work.unload_next, answer.name))))
     if reload and r.snap.state is State.READY:
         r.fire(Trigger.DRIFT, f"declared model does not answer: {answer.name}")  # READY -> LOADING_MODELS
 
@@ -628,9 +652,9 @@ def _timer(r: _Reduction) -> None:
     if s.state is State.BACKOFF:
         step = r.rung()
         if step >= Rung.RESTART_DAEMON:
-            r.set(spent=s.failure)  # this cause has had its daemon rung
-        r.count_restart(s.last_restart_reason or "retry", step)
-        r.fire(Trigger.TIMER, f"retry {s.attempt}: {step.name.lower()}", step)  # BACKOFF -> STARTING
+            r.set_restarts(spent=s.restarts.failure)  # this cause has had its daemon rung
+        r.count_restart(s.restarts.last_reason or "retry", step)
+        r.fire(Trigger.TIMER, f"retry {s.restarts.attempt}: {step.name.lower()}", step)  # BACKOFF -> STARTING
     elif s.state is State.NOT_INSTALLED:
         r.fire(Trigger.TIMER, "checking for LM Studio again")  # NOT_INSTALLED -> STARTING
     elif s.state is State.DEGRADED:
@@ -649,7 +673,7 @@ def _crashed(r: _Reduction, msg: ActionCrashed) -> None:
     elif msg.action == HEALTH_ACTION:
         if s.state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
             _probed(r, ProbeResult(False, 0.0, None, f"{msg.effect} crashed: {msg.error}"))
-    elif msg.action == s.action and s.state in (State.STARTING, State.LOADING_MODELS):
+    elif msg.action == s.work.action and s.state in (State.STARTING, State.LOADING_MODELS):
         # Our own code failed: restarting LM Studio cannot fix it. Shown at once, retried
         # under backoff at rung START only (nothing of LM Studio's is stopped or killed).
         r.set(notes=_with(s.notes, problem.code, problem))
