@@ -17,6 +17,10 @@ from what LM Studio reports, so any pass may be repeated after any crash without
 Stale messages (from a cancelled action, an older timer, a previous server epoch) are
 recognised by their ids and ignored. ``now`` carries the clock readings and a jitter
 sample, so the function stays deterministic.
+
+This module decides what each message means (:func:`reduce` is its one entry point);
+:class:`~lmsupervisor.core.reduction.Reduction` is how a decision is written down (the
+snapshot so far, the effects, the one place the lifecycle state changes).
 """
 
 from __future__ import annotations
@@ -24,8 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from lmsupervisor.config import Config, ModelConfig
-from lmsupervisor.core.configdiff import ConfigDiff, config_diff, model_name
+from lmsupervisor.core.configdiff import model_name
 from lmsupervisor.core.messages import (
     CONFIG_ACTION,
     EFFECT_ACTION,
@@ -33,20 +36,15 @@ from lmsupervisor.core.messages import (
     ActionCrashed,
     Answered,
     Ask,
-    BringUp,
     BringUpFailed,
     BringUpNoted,
-    CancelAction,
     ConfigChanged,
     ConfigRejected,
     DaemonExited,
     Effect,
-    Health,
-    LoadModels,
     LoadPassFailed,
     LoadSettled,
     LoadStarted,
-    Log,
     Message,
     ModelChanged,
     ModelDownload,
@@ -59,304 +57,26 @@ from lmsupervisor.core.messages import (
     Publish,
     ReadConfig,
     ReloadRequested,
-    Relog,
     Remember,
     RestartRequested,
-    Schedule,
     ServerUp,
     Start,
     StopRequested,
     TimerFired,
-    Unload,
     Watch,
 )
-from lmsupervisor.core.observed import (
-    DownloadProgress,
-    LoadedModel,
-    ProbeResult,
-    base_url,
-)
-from lmsupervisor.core.policy import Rung, retry_delay, rung_for
+from lmsupervisor.core.observed import DownloadProgress, LoadedModel, ProbeResult
+from lmsupervisor.core.policy import Rung
 from lmsupervisor.core.preload import Decision, instance_of, plan
 from lmsupervisor.core.problems import Problem, bring_up_problem, crash_problem
-from lmsupervisor.core.snapshot import MODEL_STATES, InFlight, Snapshot, statuses
-from lmsupervisor.core.states import ON_ENTER, Entry, State, Trigger, accepts, next_state
+from lmsupervisor.core.reduction import Reduction
+from lmsupervisor.core.snapshot import MODEL_STATES, InFlight, Snapshot
+from lmsupervisor.core.states import State, Trigger, accepts
 
 # The cause of a restart, as the reducer records it (``Snapshot.restarts.cause``): the
 # ``lmsupervisor_restarts_total{reason}`` label values, every one reachable.
 RESTART_CAUSES = ("requested", "probe_failed", "daemon_exited", "bring_up_failed", "action_crashed")
 LOAD_DEADLINE = 900.0  # seconds a load we started may take to show up in `lms ps`
-
-
-# -- the reducer ----------------------------------------------------------------------
-class _Reduction:
-    """One reduction in progress: the snapshot so far and the effects collected."""
-
-    def __init__(self, snap: Snapshot, now: Now) -> None:
-        self.snap = snap
-        self.now = now
-        self.effects: list[Effect] = []
-
-    def set(self, **changes: Any) -> None:
-        """Replace top-level fields of the snapshot (``state``, ``models``, ``notes`` ...)."""
-        self.snap = replace(self.snap, **changes)
-
-    def set_lmstudio(self, **changes: Any) -> None:
-        """Replace fields of ``snapshot.lmstudio`` (:class:`LmStudioSeen`)."""
-        self.snap = replace(self.snap, lmstudio=replace(self.snap.lmstudio, **changes))
-
-    def set_liveness(self, **changes: Any) -> None:
-        """Replace fields of ``snapshot.liveness`` (:class:`Liveness`)."""
-        self.snap = replace(self.snap, liveness=replace(self.snap.liveness, **changes))
-
-    def set_restarts(self, **changes: Any) -> None:
-        """Replace fields of ``snapshot.restarts`` (:class:`Restarts`)."""
-        self.snap = replace(self.snap, restarts=replace(self.snap.restarts, **changes))
-
-    def set_work(self, **changes: Any) -> None:
-        """Replace fields of ``snapshot.work`` (:class:`Work`)."""
-        self.snap = replace(self.snap, work=replace(self.snap.work, **changes))
-
-    def emit(self, *effects: Effect) -> None:
-        self.effects.extend(effects)
-
-    def log(self, level: str, event: str, **fields: Any) -> None:
-        self.effects.append(Log(level, event, fields))
-
-    # -- the one place the lifecycle state changes ----------------------------------
-    def fire(self, trigger: Trigger, reason: str, step: Rung = Rung.START) -> None:
-        previous = self.snap.state
-        state = next_state(previous, trigger)  # raises IllegalTransition
-        self.set(state=state, since=self.now.wall)
-        if state is not State.BACKOFF:
-            self.set_restarts(next_attempt_at=None)
-        self.log("info", "state_changed", state=state.value, previous=previous.value, trigger=trigger.value,
-                 reason=reason)  # fmt: skip
-        self.emit(Publish({"type": "state", "state": state.value, "previous": previous.value, "reason": reason}))
-        pending = self.snap.pending_config
-        held = None
-        if pending is not None and state not in (State.LOADING_MODELS, State.STOPPING, State.STOPPED):
-            held = self.replace_config(pending)  # the next stable point: before the entry actions
-        for entry in ON_ENTER[state]:
-            self.enter(entry, step)
-        if held is not None and held.reconcile_models and state in (State.READY, State.DEGRADED):
-            self.fire(Trigger.RECONFIGURE_MODELS, "declared models changed while loading")
-
-    def enter(self, entry: Entry, step: Rung) -> None:
-        s = self.snap
-        lm, work = s.lmstudio, s.work
-        if entry is Entry.CANCEL_WORK:
-            self.emit(CancelAction())
-        elif entry is Entry.QUIET:
-            self.emit(Health(probe=False, drift=False, epoch=work.epoch))
-        elif entry is Entry.PROBE:
-            self.emit(Health(probe=True, drift=False, epoch=work.epoch))
-        elif entry is Entry.CHECK_DRIFT:
-            self.emit(Health(probe=True, drift=True, epoch=work.epoch))
-        elif entry is Entry.BRING_UP:
-            self.set_work(action=work.action + 1, epoch=work.epoch + 1)
-            self.set_liveness(running=False, consecutive_failures=0)
-            self.emit(
-                BringUp(
-                    action=work.action + 1,
-                    step=step,
-                    config=s.config,
-                    daemon=lm.daemon,
-                    last_good_server=lm.last_good_server,
-                    lms_version=lm.lms_version,
-                    capabilities=lm.capabilities,
-                )
-            )
-        elif entry is Entry.LOAD_MODELS:
-            in_flight = tuple(f for f in work.in_flight if f.deadline > self.now.mono)
-            self.set_work(action=work.action + 1, unload_next=(), in_flight=in_flight)
-            ask = tuple(model_name(m) for m in self.wanted() if m.probe == "answer")
-            self.emit(
-                LoadModels(
-                    action=work.action + 1,
-                    models=self.wanted(),
-                    in_flight=in_flight,
-                    unload=work.unload_next,
-                    lms=lm.install.lms if lm.install else None,
-                    url=base_url(lm.server.bind, lm.server.port),
-                    rest=bool(lm.rest),
-                    capabilities=lm.capabilities,
-                    ask=ask,
-                    answer_timeout=s.config.health.answer_timeout,
-                )
-            )
-        elif entry is Entry.MARK_HEALTHY:
-            if s.liveness.healthy_since is None:
-                self.set_liveness(healthy_since=self.now.mono)
-        elif entry is Entry.RETRY_LATER:
-            # A failure after a long healthy period starts the backoff over.
-            fresh = self.healthy_long_enough()
-            attempt = 1 if fresh else s.restarts.attempt + 1
-            delay = retry_delay(s.config.restart, attempt, self.now.jitter)
-            self.set_restarts(attempt=attempt, next_attempt_at=self.now.wall + delay)
-            self.set_liveness(healthy_since=None)
-            if fresh:
-                self.set_restarts(spent=None)
-            self.arm(delay)
-            self.log("warning", "retry_scheduled", attempt=attempt, retry_in=round(delay, 3),
-                     step=self.rung().name.lower())  # fmt: skip
-        elif entry is Entry.RECHECK_LATER:
-            attempt = s.restarts.attempt + 1
-            delay = retry_delay(s.config.restart, attempt, self.now.jitter)
-            self.set_restarts(attempt=attempt, next_attempt_at=self.now.wall + delay)
-            self.arm(delay)
-        elif entry is Entry.RETRY_MODELS_LATER:
-            attempt = s.restarts.model_attempt + 1
-            self.set_restarts(model_attempt=attempt)
-            self.arm(retry_delay(s.config.restart, attempt, self.now.jitter))
-        elif entry is Entry.UNWATCH:
-            self.emit(Watch(None))
-
-    def rung(self) -> Rung:
-        """The ladder's rung for the next bring-up: :func:`rung_for` the attempt count,
-        except that a deterministic failure only tries to start (no restart can fix it)
-        and a cause whose daemon rung was spent restarts the server at most."""
-        rs = self.snap.restarts
-        step = rung_for(rs.attempt)
-        if rs.deterministic:
-            return Rung.START
-        if step >= Rung.RESTART_DAEMON and rs.failure is not None and rs.failure == rs.spent:
-            return Rung.RESTART_SERVER
-        return step
-
-    def arm(self, delay: float) -> None:
-        self.set_work(timer=self.snap.work.timer + 1)
-        self.emit(Schedule(self.snap.work.timer, delay))
-
-    def healthy_long_enough(self) -> bool:
-        since = self.snap.liveness.healthy_since
-        return since is not None and self.now.mono - since >= self.snap.config.restart.reset_after
-
-    def wanted(self) -> tuple[ModelConfig, ...]:
-        """Declared models to load now: not the TTL-unloaded ones (they wait for a restart)."""
-        idle = {m.name for m in self.snap.models if m.state == "idle_unloaded"}
-        return tuple(m for m in self.snap.config.models if model_name(m) not in idle)
-
-    # -- models ------------------------------------------------------------------------
-    def set_model(self, name: str, state: str, error: str | None = None) -> None:
-        current = self.snap.model(name)
-        if current is None or (current.state, current.error) == (state, error):
-            return
-        new = replace(current, state=state, error=error, download=current.download if state == "downloading" else None)
-        self.set(models=tuple(new if m.name == name else m for m in self.snap.models))
-        fields: dict[str, Any] = {"model": name, "key": new.key, "state": state}
-        if error:
-            fields["error"] = error
-        self.log("warning" if state == "failed" else "info", f"model_{_MODEL_EVENTS[state]}", **fields)
-        self.emit(Publish({"type": "model", "key": new.key, "identifier": new.identifier, "state": state,
-                           "error": error}))  # fmt: skip
-
-    def models_pending(self, keep_failed: bool = True) -> None:
-        """LM Studio lost (or may have lost) its models: nothing is reported loaded."""
-        for m in self.snap.models:
-            if m.state in ("loaded", "loading", "downloading") or (not keep_failed and m.state == "failed"):
-                self.set_model(m.name, "pending")
-
-    def forget_in_flight(self, loaded: tuple[LoadedModel, ...]) -> None:
-        """In-flight loads that LM Studio now lists are done; expired ones are dropped."""
-        declared = {model_name(m): m for m in self.snap.config.models}
-        still = []
-        for f in self.snap.work.in_flight:
-            m = declared.get(f.name)
-            shown = m is not None and plan([m], loaded, [])[0].decision is Decision.KEEP
-            if not shown and f.deadline > self.now.mono:
-                still.append(f)
-        self.set_work(in_flight=tuple(still))
-
-    def duplicates(self, loaded: tuple[LoadedModel, ...]) -> None:
-        """Unload ``<name>:N`` instances of models we loaded while ``<name>`` itself is loaded."""
-        ids = {i.identifier for i in loaded}
-        for inst in loaded:
-            base, sep, n = inst.identifier.rpartition(":")
-            if sep and n.isdigit() and base in ids and base in self.snap.work.ours:
-                self.log("warning", "duplicate_unloaded", identifier=inst.identifier, model=base)
-                self.emit(Unload(inst.identifier))
-
-    # -- failure -----------------------------------------------------------------------
-    def fail(
-        self, reason: str, cause: str, daemon_gone: bool = False, signature: str | None = None,
-        deterministic: bool = False,
-    ) -> None:  # fmt: skip
-        """A failure in an active state: back off, then climb the ladder (a deterministic
-        one, or one whose daemon rung was spent, does not climb: see :class:`Restarts`)."""
-        self.set_liveness(running=False)
-        self.set_restarts(last_reason=reason, cause=cause, failure=signature or reason, deterministic=deterministic)
-        if daemon_gone:
-            self.set_work(in_flight=())
-        self.models_pending()
-        self.log("warning", "supervision_failed", reason=reason)
-        self.fire(Trigger.FAILED, reason)
-
-    def count_restart(self, reason: str, step: Rung) -> None:
-        count = self.snap.restarts.count + 1
-        self.set_restarts(count=count, last_at=self.now.wall, last_reason=reason)
-        self.emit(Publish({"type": "restart", "count": count, "reason": reason,
-                           "step": step.name.lower()}))  # fmt: skip
-
-    # -- configuration -----------------------------------------------------------------
-    def replace_config(self, new: Config) -> ConfigDiff:
-        """Make ``new`` the config: model statuses, unloads we owe, log settings."""
-        old = self.snap.config
-        diff = config_diff(old, new)
-        work = self.snap.work
-        ours = work.ours
-        unload = list(work.unload_next)
-        if new.reconcile.unload_removed:
-            unload += [n for n in diff.removed if n in ours]
-        unload += [n for n in diff.rekeyed if n in ours]
-        kept = tuple(m for m in self.snap.models if m.name not in diff.rekeyed)
-        self.set(config=new, pending_config=None, models=statuses(new.models, kept))
-        self.set_work(
-            unload_next=tuple(dict.fromkeys(unload)),
-            ours=ours - set(unload),
-            in_flight=tuple(f for f in work.in_flight if f.name not in diff.removed),
-        )
-        if diff.relog:
-            self.emit(Relog(new.log.level, new.log.format))
-        if diff.needs_restart:
-            keys = ", ".join(diff.needs_restart)
-            self.set(config_error=f"{keys}: changed; applies when lmsupervisor restarts (the socket stays as is)")
-        self.log("info", "config_applied", restart_server=diff.restart_server, models=diff.reconcile_models)
-        return diff
-
-    def apply_config(self, new: Config) -> None:
-        """Replace the config now and do what the difference requires in this state."""
-        diff = self.replace_config(new)
-        state = self.snap.state
-        if diff.restart_server and accepts(state, Trigger.RECONFIGURE_SERVER):
-            self.fire(Trigger.RECONFIGURE_SERVER, "server settings changed", Rung.RESTART_SERVER)
-        elif (diff.reconcile_models or self.snap.work.unload_next) and state in (State.READY, State.DEGRADED):
-            self.set_restarts(model_attempt=0)
-            self.fire(Trigger.RECONFIGURE_MODELS, "declared models changed")
-
-    def config_changed(self, new: Config) -> None:
-        self.set(config_error=None)
-        self.emit(Publish({"type": "config", "error": None}))
-        self.log("info", "config_reloaded")
-        state = self.snap.state
-        if state in (State.STOPPING, State.STOPPED):
-            return
-        diff = config_diff(self.snap.config, new)
-        if state is State.LOADING_MODELS and diff.reconcile_models and not diff.restart_server:
-            self.set(pending_config=new)  # applied when this load pass ends
-            self.log("info", "config_held", until="the load pass ends")
-            return
-        self.apply_config(new)
-
-
-_MODEL_EVENTS = {  # log event names, past tense, per model state entered
-    "loaded": "loaded",
-    "failed": "load_failed",
-    "loading": "load_started",
-    "downloading": "download_started",
-    "pending": "requeued",
-    "idle_unloaded": "idle_unloaded",
-}
 
 
 def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effect, ...]]:
@@ -366,7 +86,7 @@ def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effe
     probe during a bring-up) returns the snapshot unchanged. Raises
     :class:`~lmsupervisor.core.states.IllegalTransition` only on a bug in this module.
     """
-    r = _Reduction(snap, now)
+    r = Reduction(snap, now)
     _dispatch(r, msg)
     before, after = snap.all_problems, r.snap.all_problems
     if [p.code for p in before] != [p.code for p in after]:
@@ -374,7 +94,7 @@ def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effe
     return r.snap, tuple(r.effects)
 
 
-def _dispatch(r: _Reduction, msg: Message) -> None:
+def _dispatch(r: Reduction, msg: Message) -> None:
     s = r.snap
     state, lm, work = s.state, s.lmstudio, s.work
     match msg:
@@ -515,7 +235,7 @@ def _dispatch(r: _Reduction, msg: Message) -> None:
             return  # stale or not applicable in this state
 
 
-def _verify_models(r: _Reduction, loaded: tuple[LoadedModel, ...]) -> None:
+def _verify_models(r: Reduction, loaded: tuple[LoadedModel, ...]) -> None:
     """After a load pass, `lms ps --json` is the truth (a zero exit is not proof, facts §3)."""
     wanted = {model_name(m) for m in r.wanted()}
     for item in plan(r.snap.config.models, loaded, []):
@@ -543,7 +263,7 @@ def _with(problems: tuple[Problem, ...], code: str, problem: Problem | None) -> 
     return (*kept, problem) if problem is not None else kept
 
 
-def _note(r: _Reduction, prefix: str, problem: Problem | None) -> None:
+def _note(r: Reduction, prefix: str, problem: Problem | None) -> None:
     """Replace the notes whose code starts with ``prefix`` by ``problem`` (None: clear them)."""
     kept = tuple(p for p in r.snap.notes if not p.code.startswith(prefix))
     notes = (*kept, problem) if problem is not None else kept
@@ -551,7 +271,7 @@ def _note(r: _Reduction, prefix: str, problem: Problem | None) -> None:
         r.set(notes=notes)
 
 
-def _download(r: _Reduction, name: str, progress: DownloadProgress) -> None:
+def _download(r: Reduction, name: str, progress: DownloadProgress) -> None:
     """REST v1 download progress: in ``models[].download`` and a ``model`` event."""
     current = r.snap.model(name)
     if current is None:
@@ -562,7 +282,7 @@ def _download(r: _Reduction, name: str, progress: DownloadProgress) -> None:
                     "error": None, "download": progress.to_json()}))  # fmt: skip
 
 
-def _probed(r: _Reduction, result: ProbeResult) -> None:
+def _probed(r: Reduction, result: ProbeResult) -> None:
     s = r.snap
     r.set_liveness(last_probe_ms=result.latency_ms)
     if result.ok:
@@ -578,7 +298,7 @@ def _probed(r: _Reduction, result: ProbeResult) -> None:
         r.fail(f"server failed {failures} probes: {result.error}", "probe_failed")  # -> BACKOFF
 
 
-def _observed(r: _Reduction, loaded: tuple[LoadedModel, ...]) -> None:
+def _observed(r: Reduction, loaded: tuple[LoadedModel, ...]) -> None:
     r.forget_in_flight(loaded)
     r.duplicates(loaded)
     gone = []
@@ -600,12 +320,12 @@ def _observed(r: _Reduction, loaded: tuple[LoadedModel, ...]) -> None:
         r.fire(Trigger.DRIFT, f"declared model no longer loaded: {names}")  # -> LOADING_MODELS
 
 
-def _update_model(r: _Reduction, name: str, **changes: Any) -> None:
+def _update_model(r: Reduction, name: str, **changes: Any) -> None:
     """Replace fields of the status of the declared model ``name`` (no event)."""
     r.set(models=tuple(replace(m, **changes) if m.name == name else m for m in r.snap.models))
 
 
-def _ask_due(r: _Reduction) -> None:
+def _ask_due(r: Reduction) -> None:
     """Deep readiness, on a good probe: ask each loaded model with probe = "answer" whose
     last ask is ``health.answer_interval`` seconds old (the load pass asked it first; one
     first seen loaded is asked an interval later)."""
@@ -625,7 +345,7 @@ def _ask_due(r: _Reduction) -> None:
             )
 
 
-def _answered(r: _Reduction, answer: Answered, reload: bool) -> None:
+def _answered(r: Reduction, answer: Answered, reload: bool) -> None:
     """A loaded model that cannot answer is failed with LM Studio's words, and reloaded
     (unloaded first) by the next load pass, under the model backoff. A 401 is the token's
     problem (noted; the model stays loaded: no reload can fix a token); an answer clears it."""
@@ -647,7 +367,7 @@ def _answered(r: _Reduction, answer: Answered, reload: bool) -> None:
         r.fire(Trigger.DRIFT, f"declared model does not answer: {answer.name}")  # READY -> LOADING_MODELS
 
 
-def _timer(r: _Reduction) -> None:
+def _timer(r: Reduction) -> None:
     s = r.snap
     if s.state is State.BACKOFF:
         step = r.rung()
@@ -661,7 +381,7 @@ def _timer(r: _Reduction) -> None:
         r.fire(Trigger.TIMER, "retrying the failed models")  # DEGRADED -> LOADING_MODELS
 
 
-def _crashed(r: _Reduction, msg: ActionCrashed) -> None:
+def _crashed(r: Reduction, msg: ActionCrashed) -> None:
     s = r.snap
     r.log("error", "action_crashed", effect=msg.effect, error=msg.error)
     problem = crash_problem(msg.effect, msg.error)
