@@ -11,9 +11,11 @@ model's state (logged and published), a failure, and a new config applied.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict
 
 from lmsupervisor.config import Config, ModelConfig
+from lmsupervisor.core.capabilities import CliCapabilities
 from lmsupervisor.core.configdiff import ConfigDiff, config_diff, model_name
 from lmsupervisor.core.messages import (
     BringUp,
@@ -34,6 +36,16 @@ from lmsupervisor.core.policy import Rung, retry_delay, rung_for
 from lmsupervisor.core.preload import Decision, plan
 from lmsupervisor.core.snapshot import Snapshot, statuses
 from lmsupervisor.core.states import ON_ENTER, Entry, State, Trigger, accepts, next_state
+
+
+class Reach(TypedDict):
+    """The fields :class:`LoadModels` and :class:`Unload` share (see :meth:`Reduction.reach`)."""
+
+    models: tuple[ModelConfig, ...]
+    lms: Path | None
+    url: str
+    rest: bool
+    capabilities: CliCapabilities | None
 
 
 class Reduction:
@@ -129,15 +141,11 @@ class Reduction:
             self.emit(
                 LoadModels(
                     action=work.action + 1,
-                    models=self.wanted(),
                     in_flight=in_flight,
                     unload=work.unload_next,
-                    lms=lm.install.lms if lm.install else None,
-                    url=base_url(lm.server.bind, lm.server.port),
-                    rest=bool(lm.rest),
-                    capabilities=lm.capabilities,
                     ask=ask,
                     answer_timeout=s.config.health.answer_timeout,
+                    **self.reach(),
                 )
             )
         elif entry is Entry.MARK_HEALTHY:
@@ -189,6 +197,19 @@ class Reduction:
         since = self.snap.liveness.healthy_since
         return since is not None and self.now.mono - since >= self.snap.config.restart.reset_after
 
+    def reach(self) -> Reach:
+        """How the load pass reaches the models it wants (``models``, ``lms``, ``url``,
+        ``rest``, ``capabilities``): the fields :class:`LoadModels` and :class:`Unload`
+        share, from which the I/O side chooses REST or `lms`."""
+        lm = self.snap.lmstudio
+        return {
+            "models": self.wanted(),
+            "lms": lm.install.lms if lm.install else None,
+            "url": base_url(lm.server.bind, lm.server.port),
+            "rest": bool(lm.rest),
+            "capabilities": lm.capabilities,
+        }
+
     def wanted(self) -> tuple[ModelConfig, ...]:
         """Declared models to load now: not the TTL-unloaded ones (they wait for a restart)."""
         idle = {m.name for m in self.snap.models if m.state == "idle_unloaded"}
@@ -233,7 +254,7 @@ class Reduction:
             base, sep, n = inst.identifier.rpartition(":")
             if sep and n.isdigit() and base in ids and base in self.snap.work.ours:
                 self.log("warning", "duplicate_unloaded", identifier=inst.identifier, model=base)
-                self.emit(Unload(inst.identifier))
+                self.emit(Unload(inst.identifier, **self.reach()))
 
     # -- failure -----------------------------------------------------------------------
     def fail(
