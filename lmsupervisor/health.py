@@ -156,7 +156,7 @@ class HealthChecks:
 
     def ask(self, effect: Ask) -> None:
         """Perform an ``Ask`` effect: one answer probe, sent back as ``Answered``."""
-        url = base_url(self.snapshot().server.bind, self.snapshot().server.port)
+        url = base_url(self.snapshot().lmstudio.server.bind, self.snapshot().lmstudio.server.port)
         work = partial(ask, self.lm, effect.epoch, effect.name, url, effect.instance, effect.kind, effect.timeout)
 
         async def asked() -> None:
@@ -175,7 +175,7 @@ class HealthChecks:
             if self.files.problem is not None:
                 self.files.retry()  # a repaired state folder clears state_folder_unwritable
             drift = mode.drift and bool(snap.config.models)
-            rest = self.rest if drift and snap.rest_drift else None
+            rest = self.rest if drift and snap.lmstudio.rest_drift else None
             if len(self._probes) < health.failures_before_restart:  # a slow server: never a pile-up
                 if rest is not None:
                     probe = self._check("probe", partial(self.probe_rest, rest, mode.epoch, health.timeout))
@@ -222,7 +222,7 @@ class HealthChecks:
         clears the problem without a restart. The `lms ps` drift check carries the verdict:
         the refusal (``api_token_*``), or None when REST answered. No verdict (no answer,
         another error) leaves the problem as it is."""
-        server = self.snapshot().server
+        server = self.snapshot().lmstudio.server
         try:
             await within(self.clock, rest.models(base_url(server.bind, server.port), timeout=timeout), timeout)
         except RestAuthError as exc:
@@ -234,7 +234,7 @@ class HealthChecks:
             await self._check_drift(epoch, timeout, checked=True)
 
     async def _greet(self, epoch: int, timeout: float) -> None:
-        server = self.snapshot().server
+        server = self.snapshot().lmstudio.server
         self.send(Probed(epoch, await self.lm.greet(base_url(server.bind, server.port), timeout)))
 
     async def probe_rest(self, rest: RestClient, epoch: int, timeout: float) -> None:
@@ -243,7 +243,7 @@ class HealthChecks:
         listing has come after ``timeout / 2`` (many models, a slow disk) the greeting is
         sent too, and the first good answer of the two decides (a listing that still comes
         is observed). What the outcomes mean is :func:`judge`'s."""
-        server = self.snapshot().server
+        server = self.snapshot().lmstudio.server
         url = base_url(server.bind, server.port)
         started = self.clock.monotonic()
 
@@ -305,7 +305,7 @@ class HealthChecks:
         """What LM Studio has loaded, from `lms ps --json` (releases without REST v1, or while
         REST refuses our token: then ``problem`` is that refusal, reported with the list;
         ``checked``: REST accepted our token, which clears a refusal reported before)."""
-        install = self.snapshot().install
+        install = self.snapshot().lmstudio.install
         if install is None or install.lms is None:
             return
         limit = max(timeout, 1.0)

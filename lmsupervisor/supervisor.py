@@ -59,7 +59,7 @@ from lmsupervisor.core.messages import (
     Unload,
     Watch,
 )
-from lmsupervisor.core.observed import DaemonProcess, ServerSettings, base_url
+from lmsupervisor.core.observed import DaemonProcess, ServerSettings
 from lmsupervisor.core.problems import SUPERVISOR_ERROR, Problem
 from lmsupervisor.core.snapshot import Snapshot, initial
 from lmsupervisor.core.states import State
@@ -67,8 +67,8 @@ from lmsupervisor.core.status import render
 from lmsupervisor.errors import ConfigError, LmsError, RestError
 from lmsupervisor.health import HealthChecks, describe
 from lmsupervisor.lmstudio.bringup import bring_up
-from lmsupervisor.lmstudio.facade import QUICK_TIMEOUT, LmStudio
-from lmsupervisor.lmstudio.loadpass import load_models
+from lmsupervisor.lmstudio.facade import LmStudio
+from lmsupervisor.lmstudio.loadpass import load_models, unload
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.statefile import StateFiles
 
@@ -322,8 +322,8 @@ class Supervisor:
                 self.health.ask(effect)
             case Watch(daemon=daemon):
                 self._watch(daemon)
-            case Unload(identifier=identifier):
-                self._spawn(self._unload(identifier))
+            case Unload():
+                self._spawn(self._unload(effect))
             case ReadConfig():
                 self._read_config()
             case Relog(level=level, format=fmt):
@@ -362,17 +362,13 @@ class Supervisor:
         await self.clock.sleep(delay)
         self.send(TimerFired(gen))
 
-    async def _unload(self, identifier: str) -> None:
-        install, server, rest = self.snap.install, self.snap.server, self.lmstudio.rest
+    async def _unload(self, effect: Unload) -> None:
         try:
-            if rest is not None and self.snap.rest_drift:
-                await rest.unload(base_url(server.bind, server.port), identifier, timeout=QUICK_TIMEOUT)
-            elif install is not None and install.lms is not None:
-                await self.lmstudio.lms(install.lms).unload(identifier, timeout=QUICK_TIMEOUT)
+            await unload(self.lmstudio, effect)  # REST or `lms` as a load pass would choose
         except (LmsError, RestError) as exc:
-            self.log.warning("model_unload_failed", identifier=identifier, error=exc.message)
+            self.log.warning("model_unload_failed", identifier=effect.identifier, error=exc.message)
         except Exception:
-            self.log.exception("action_crashed", effect="unload", identifier=identifier)
+            self.log.exception("action_crashed", effect="unload", identifier=effect.identifier)
 
     def _read_config(self) -> None:
         if self.config_loader is None:

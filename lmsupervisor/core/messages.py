@@ -361,9 +361,16 @@ class Watch:
 
 @dataclass(frozen=True)
 class Unload:
-    """Unload instance ``identifier`` (a duplicate we created)."""
+    """Unload instance ``identifier`` (a duplicate we created) through the backend a load
+    pass for ``models`` would choose: the other fields are :class:`LoadModels`'s, so REST or
+    `lms` is decided in one place (:func:`lmsupervisor.lmstudio.loadpass.choose_backend`)."""
 
     identifier: str
+    models: tuple[ModelConfig, ...] = ()
+    lms: Path | None = None
+    url: str | None = None
+    rest: bool = False
+    capabilities: CliCapabilities | None = None
 
 
 @dataclass(frozen=True)

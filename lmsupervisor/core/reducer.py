@@ -17,6 +17,10 @@ from what LM Studio reports, so any pass may be repeated after any crash without
 Stale messages (from a cancelled action, an older timer, a previous server epoch) are
 recognised by their ids and ignored. ``now`` carries the clock readings and a jitter
 sample, so the function stays deterministic.
+
+This module decides what each message means (:func:`reduce` is its one entry point);
+:class:`~lmsupervisor.core.reduction.Reduction` is how a decision is written down (the
+snapshot so far, the effects, the one place the lifecycle state changes).
 """
 
 from __future__ import annotations
@@ -24,8 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from lmsupervisor.config import Config, ModelConfig
-from lmsupervisor.core.configdiff import ConfigDiff, config_diff, model_name
+from lmsupervisor.core.configdiff import model_name
 from lmsupervisor.core.messages import (
     CONFIG_ACTION,
     EFFECT_ACTION,
@@ -33,20 +36,15 @@ from lmsupervisor.core.messages import (
     ActionCrashed,
     Answered,
     Ask,
-    BringUp,
     BringUpFailed,
     BringUpNoted,
-    CancelAction,
     ConfigChanged,
     ConfigRejected,
     DaemonExited,
     Effect,
-    Health,
-    LoadModels,
     LoadPassFailed,
     LoadSettled,
     LoadStarted,
-    Log,
     Message,
     ModelChanged,
     ModelDownload,
@@ -59,286 +57,26 @@ from lmsupervisor.core.messages import (
     Publish,
     ReadConfig,
     ReloadRequested,
-    Relog,
     Remember,
     RestartRequested,
-    Schedule,
     ServerUp,
     Start,
     StopRequested,
     TimerFired,
-    Unload,
     Watch,
 )
-from lmsupervisor.core.observed import (
-    DownloadProgress,
-    LoadedModel,
-    ProbeResult,
-    base_url,
-)
-from lmsupervisor.core.policy import Rung, retry_delay, rung_for
+from lmsupervisor.core.observed import DownloadProgress, LoadedModel, ProbeResult
+from lmsupervisor.core.policy import Rung
 from lmsupervisor.core.preload import Decision, instance_of, plan
 from lmsupervisor.core.problems import Problem, bring_up_problem, crash_problem
-from lmsupervisor.core.snapshot import MODEL_STATES, InFlight, Snapshot, statuses
-from lmsupervisor.core.states import ON_ENTER, Entry, State, Trigger, accepts, next_state
+from lmsupervisor.core.reduction import Reduction
+from lmsupervisor.core.snapshot import MODEL_STATES, InFlight, Snapshot
+from lmsupervisor.core.states import State, Trigger, accepts
 
-# The cause of a restart, as the reducer records it (``Snapshot.cause``): the
+# The cause of a restart, as the reducer records it (``Snapshot.restarts.cause``): the
 # ``lmsupervisor_restarts_total{reason}`` label values, every one reachable.
 RESTART_CAUSES = ("requested", "probe_failed", "daemon_exited", "bring_up_failed", "action_crashed")
 LOAD_DEADLINE = 900.0  # seconds a load we started may take to show up in `lms ps`
-
-
-# -- the reducer ----------------------------------------------------------------------
-class _Reduction:
-    """One reduction in progress: the snapshot so far and the effects collected."""
-
-    def __init__(self, snap: Snapshot, now: Now) -> None:
-        self.snap = snap
-        self.now = now
-        self.effects: list[Effect] = []
-
-    def set(self, **changes: Any) -> None:
-        self.snap = replace(self.snap, **changes)
-
-    def emit(self, *effects: Effect) -> None:
-        self.effects.extend(effects)
-
-    def log(self, level: str, event: str, **fields: Any) -> None:
-        self.effects.append(Log(level, event, fields))
-
-    # -- the one place the lifecycle state changes ----------------------------------
-    def fire(self, trigger: Trigger, reason: str, step: Rung = Rung.START) -> None:
-        previous = self.snap.state
-        state = next_state(previous, trigger)  # raises IllegalTransition
-        self.set(state=state, since=self.now.wall)
-        if state is not State.BACKOFF:
-            self.set(next_attempt_at=None)
-        self.log("info", "state_changed", state=state.value, previous=previous.value, trigger=trigger.value,
-                 reason=reason)  # fmt: skip
-        self.emit(Publish({"type": "state", "state": state.value, "previous": previous.value, "reason": reason}))
-        pending = self.snap.pending_config
-        held = None
-        if pending is not None and state not in (State.LOADING_MODELS, State.STOPPING, State.STOPPED):
-            held = self.replace_config(pending)  # the next stable point: before the entry actions
-        for entry in ON_ENTER[state]:
-            self.enter(entry, step)
-        if held is not None and held.reconcile_models and state in (State.READY, State.DEGRADED):
-            self.fire(Trigger.RECONFIGURE_MODELS, "declared models changed while loading")
-
-    def enter(self, entry: Entry, step: Rung) -> None:
-        s = self.snap
-        if entry is Entry.CANCEL_WORK:
-            self.emit(CancelAction())
-        elif entry is Entry.QUIET:
-            self.emit(Health(probe=False, drift=False, epoch=s.epoch))
-        elif entry is Entry.PROBE:
-            self.emit(Health(probe=True, drift=False, epoch=s.epoch))
-        elif entry is Entry.CHECK_DRIFT:
-            self.emit(Health(probe=True, drift=True, epoch=s.epoch))
-        elif entry is Entry.BRING_UP:
-            self.set(action=s.action + 1, epoch=s.epoch + 1, server_running=False, consecutive_failures=0)
-            s = self.snap
-            self.emit(
-                BringUp(
-                    action=s.action,
-                    step=step,
-                    config=s.config,
-                    daemon=s.daemon,
-                    last_good_server=s.last_good_server,
-                    lms_version=s.lms_version,
-                    capabilities=s.capabilities,
-                )
-            )
-        elif entry is Entry.LOAD_MODELS:
-            in_flight = tuple(f for f in s.in_flight if f.deadline > self.now.mono)
-            self.set(action=s.action + 1, unload_next=(), in_flight=in_flight)
-            ask = tuple(model_name(m) for m in self.wanted() if m.probe == "answer")
-            self.emit(
-                LoadModels(
-                    action=s.action + 1,
-                    models=self.wanted(),
-                    in_flight=in_flight,
-                    unload=s.unload_next,
-                    lms=s.install.lms if s.install else None,
-                    url=base_url(s.server.bind, s.server.port),
-                    rest=bool(s.rest),
-                    capabilities=s.capabilities,
-                    ask=ask,
-                    answer_timeout=s.config.health.answer_timeout,
-                )
-            )
-        elif entry is Entry.MARK_HEALTHY:
-            if s.healthy_since is None:
-                self.set(healthy_since=self.now.mono)
-        elif entry is Entry.RETRY_LATER:
-            # A failure after a long healthy period starts the backoff over.
-            fresh = self.healthy_long_enough()
-            attempt = 1 if fresh else s.attempt + 1
-            delay = retry_delay(s.config.restart, attempt, self.now.jitter)
-            self.set(attempt=attempt, healthy_since=None, next_attempt_at=self.now.wall + delay)
-            if fresh:
-                self.set(spent=None)
-            self.arm(delay)
-            self.log("warning", "retry_scheduled", attempt=attempt, retry_in=round(delay, 3),
-                     step=self.rung().name.lower())  # fmt: skip
-        elif entry is Entry.RECHECK_LATER:
-            attempt = s.attempt + 1
-            delay = retry_delay(s.config.restart, attempt, self.now.jitter)
-            self.set(attempt=attempt, next_attempt_at=self.now.wall + delay)
-            self.arm(delay)
-        elif entry is Entry.RETRY_MODELS_LATER:
-            attempt = s.model_attempt + 1
-            self.set(model_attempt=attempt)
-            self.arm(retry_delay(s.config.restart, attempt, self.now.jitter))
-        elif entry is Entry.UNWATCH:
-            self.emit(Watch(None))
-
-    def rung(self) -> Rung:
-        """The ladder's rung for the next bring-up: :func:`rung_for` the attempt count,
-        except that a deterministic failure only tries to start (no restart can fix it)
-        and a cause whose daemon rung was spent restarts the server at most."""
-        s = self.snap
-        step = rung_for(s.attempt)
-        if s.deterministic:
-            return Rung.START
-        if step >= Rung.RESTART_DAEMON and s.failure is not None and s.failure == s.spent:
-            return Rung.RESTART_SERVER
-        return step
-
-    def arm(self, delay: float) -> None:
-        self.set(timer=self.snap.timer + 1)
-        self.emit(Schedule(self.snap.timer, delay))
-
-    def healthy_long_enough(self) -> bool:
-        since = self.snap.healthy_since
-        return since is not None and self.now.mono - since >= self.snap.config.restart.reset_after
-
-    def wanted(self) -> tuple[ModelConfig, ...]:
-        """Declared models to load now: not the TTL-unloaded ones (they wait for a restart)."""
-        idle = {m.name for m in self.snap.models if m.state == "idle_unloaded"}
-        return tuple(m for m in self.snap.config.models if model_name(m) not in idle)
-
-    # -- models ------------------------------------------------------------------------
-    def set_model(self, name: str, state: str, error: str | None = None) -> None:
-        current = self.snap.model(name)
-        if current is None or (current.state, current.error) == (state, error):
-            return
-        new = replace(current, state=state, error=error, download=current.download if state == "downloading" else None)
-        self.set(models=tuple(new if m.name == name else m for m in self.snap.models))
-        fields: dict[str, Any] = {"model": name, "key": new.key, "state": state}
-        if error:
-            fields["error"] = error
-        self.log("warning" if state == "failed" else "info", f"model_{_MODEL_EVENTS[state]}", **fields)
-        self.emit(Publish({"type": "model", "key": new.key, "identifier": new.identifier, "state": state,
-                           "error": error}))  # fmt: skip
-
-    def models_pending(self, keep_failed: bool = True) -> None:
-        """LM Studio lost (or may have lost) its models: nothing is reported loaded."""
-        for m in self.snap.models:
-            if m.state in ("loaded", "loading", "downloading") or (not keep_failed and m.state == "failed"):
-                self.set_model(m.name, "pending")
-
-    def forget_in_flight(self, loaded: tuple[LoadedModel, ...]) -> None:
-        """In-flight loads that LM Studio now lists are done; expired ones are dropped."""
-        declared = {model_name(m): m for m in self.snap.config.models}
-        still = []
-        for f in self.snap.in_flight:
-            m = declared.get(f.name)
-            shown = m is not None and plan([m], loaded, [])[0].decision is Decision.KEEP
-            if not shown and f.deadline > self.now.mono:
-                still.append(f)
-        self.set(in_flight=tuple(still))
-
-    def duplicates(self, loaded: tuple[LoadedModel, ...]) -> None:
-        """Unload ``<name>:N`` instances of models we loaded while ``<name>`` itself is loaded."""
-        ids = {i.identifier for i in loaded}
-        for inst in loaded:
-            base, sep, n = inst.identifier.rpartition(":")
-            if sep and n.isdigit() and base in ids and base in self.snap.ours:
-                self.log("warning", "duplicate_unloaded", identifier=inst.identifier, model=base)
-                self.emit(Unload(inst.identifier))
-
-    # -- failure -----------------------------------------------------------------------
-    def fail(
-        self, reason: str, cause: str, daemon_gone: bool = False, signature: str | None = None,
-        deterministic: bool = False,
-    ) -> None:  # fmt: skip
-        """A failure in an active state: back off, then climb the ladder (a deterministic
-        one, or one whose daemon rung was spent, does not climb: see :class:`Snapshot`)."""
-        self.set(server_running=False, last_restart_reason=reason, cause=cause, failure=signature or reason,
-                 deterministic=deterministic)  # fmt: skip
-        if daemon_gone:
-            self.set(in_flight=())
-        self.models_pending()
-        self.log("warning", "supervision_failed", reason=reason)
-        self.fire(Trigger.FAILED, reason)
-
-    def count_restart(self, reason: str, step: Rung) -> None:
-        s = self.snap
-        self.set(restart_count=s.restart_count + 1, last_restart_at=self.now.wall, last_restart_reason=reason)
-        self.emit(Publish({"type": "restart", "count": s.restart_count + 1, "reason": reason,
-                           "step": step.name.lower()}))  # fmt: skip
-
-    # -- configuration -----------------------------------------------------------------
-    def replace_config(self, new: Config) -> ConfigDiff:
-        """Make ``new`` the config: model statuses, unloads we owe, log settings."""
-        old = self.snap.config
-        diff = config_diff(old, new)
-        ours = self.snap.ours
-        unload = list(self.snap.unload_next)
-        if new.reconcile.unload_removed:
-            unload += [n for n in diff.removed if n in ours]
-        unload += [n for n in diff.rekeyed if n in ours]
-        kept = tuple(m for m in self.snap.models if m.name not in diff.rekeyed)
-        self.set(
-            config=new,
-            pending_config=None,
-            models=statuses(new.models, kept),
-            unload_next=tuple(dict.fromkeys(unload)),
-            ours=ours - set(unload),
-            in_flight=tuple(f for f in self.snap.in_flight if f.name not in diff.removed),
-        )
-        if diff.relog:
-            self.emit(Relog(new.log.level, new.log.format))
-        if diff.needs_restart:
-            keys = ", ".join(diff.needs_restart)
-            self.set(config_error=f"{keys}: changed; applies when lmsupervisor restarts (the socket stays as is)")
-        self.log("info", "config_applied", restart_server=diff.restart_server, models=diff.reconcile_models)
-        return diff
-
-    def apply_config(self, new: Config) -> None:
-        """Replace the config now and do what the difference requires in this state."""
-        diff = self.replace_config(new)
-        state = self.snap.state
-        if diff.restart_server and accepts(state, Trigger.RECONFIGURE_SERVER):
-            self.fire(Trigger.RECONFIGURE_SERVER, "server settings changed", Rung.RESTART_SERVER)
-        elif (diff.reconcile_models or self.snap.unload_next) and state in (State.READY, State.DEGRADED):
-            self.set(model_attempt=0)
-            self.fire(Trigger.RECONFIGURE_MODELS, "declared models changed")
-
-    def config_changed(self, new: Config) -> None:
-        self.set(config_error=None)
-        self.emit(Publish({"type": "config", "error": None}))
-        self.log("info", "config_reloaded")
-        state = self.snap.state
-        if state in (State.STOPPING, State.STOPPED):
-            return
-        diff = config_diff(self.snap.config, new)
-        if state is State.LOADING_MODELS and diff.reconcile_models and not diff.restart_server:
-            self.set(pending_config=new)  # applied when this load pass ends
-            self.log("info", "config_held", until="the load pass ends")
-            return
-        self.apply_config(new)
-
-
-_MODEL_EVENTS = {  # log event names, past tense, per model state entered
-    "loaded": "loaded",
-    "failed": "load_failed",
-    "loading": "load_started",
-    "downloading": "download_started",
-    "pending": "requeued",
-    "idle_unloaded": "idle_unloaded",
-}
 
 
 def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effect, ...]]:
@@ -348,7 +86,7 @@ def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effe
     probe during a bring-up) returns the snapshot unchanged. Raises
     :class:`~lmsupervisor.core.states.IllegalTransition` only on a bug in this module.
     """
-    r = _Reduction(snap, now)
+    r = Reduction(snap, now)
     _dispatch(r, msg)
     before, after = snap.all_problems, r.snap.all_problems
     if [p.code for p in before] != [p.code for p in after]:
@@ -356,9 +94,9 @@ def reduce(snap: Snapshot, msg: Message, now: Now) -> tuple[Snapshot, tuple[Effe
     return r.snap, tuple(r.effects)
 
 
-def _dispatch(r: _Reduction, msg: Message) -> None:
+def _dispatch(r: Reduction, msg: Message) -> None:
     s = r.snap
-    state = s.state
+    state, lm, work = s.state, s.lmstudio, s.work
     match msg:
         case Start():
             if state is State.STOPPED:
@@ -369,67 +107,69 @@ def _dispatch(r: _Reduction, msg: Message) -> None:
                 # LM Studio is left running on purpose: a supervisor restart must not
                 # take the models down (design §6).
                 r.fire(Trigger.STOPPED, "supervisor stopped; LM Studio left running")
-        case ServerUp() if msg.action == s.action and state is State.STARTING:
-            new_daemon = msg.daemon is not None and (s.daemon is None or s.daemon.pid != msg.daemon.pid)
-            r.set(
+        case ServerUp() if msg.action == work.action and state is State.STARTING:
+            new_daemon = msg.daemon is not None and (lm.daemon is None or lm.daemon.pid != msg.daemon.pid)
+            r.set(problems=msg.install.problems, notes=msg.problems)
+            r.set_lmstudio(
                 install=msg.install,
-                problems=msg.install.problems,
                 server=msg.server,
-                server_running=True,
-                consecutive_failures=0,
                 daemon=msg.daemon,
-                lms_version=msg.version or s.lms_version,
-                in_flight=() if new_daemon and not msg.adopted else s.in_flight,
-                capabilities=msg.capabilities or s.capabilities,
+                lms_version=msg.version or lm.lms_version,
+                capabilities=msg.capabilities or lm.capabilities,
                 rest=msg.rest,
                 rest_drift=False,
-                notes=msg.problems,
-                failure=None,
-                deterministic=False,
             )
-            if msg.settings_source_ok and msg.install.server.found and msg.install.server != s.last_good_server:
-                r.set(last_good_server=msg.install.server)
+            r.set_liveness(running=True, consecutive_failures=0)
+            r.set_work(in_flight=() if new_daemon and not msg.adopted else work.in_flight)
+            r.set_restarts(failure=None, deterministic=False)
+            if msg.settings_source_ok and msg.install.server.found and msg.install.server != lm.last_good_server:
+                r.set_lmstudio(last_good_server=msg.install.server)
                 r.emit(Remember(msg.install.server))
             r.emit(Watch(msg.daemon))
             r.log("info", "server_adopted" if msg.adopted else "server_started", reason=msg.reason,
                   daemon_pid=msg.daemon.pid if msg.daemon else None)  # fmt: skip
             r.fire(Trigger.SERVER_UP, msg.reason)  # STARTING -> LOADING_MODELS
-        case NotInstalled() if msg.action == s.action and state is State.STARTING:
-            r.set(install=msg.install, problems=msg.install.problems, server_running=False)
+        case NotInstalled() if msg.action == work.action and state is State.STARTING:
+            r.set(problems=msg.install.problems)
+            r.set_lmstudio(install=msg.install)
+            r.set_liveness(running=False)
             r.fire(Trigger.NOT_INSTALLED, msg.reason)  # STARTING -> NOT_INSTALLED
-        case BringUpFailed() if msg.action == s.action and state is State.STARTING:
+        case BringUpFailed() if msg.action == work.action and state is State.STARTING:
             if msg.install is not None:
-                r.set(install=msg.install, problems=msg.install.problems)
+                r.set(problems=msg.install.problems)
+                r.set_lmstudio(install=msg.install)
             problem = msg.problem or bring_up_problem(msg.reason)
             # This bring-up's problems (those it noted on its way are among them) replace the last
             # one's, unless the same cause persists: then what an earlier rung found (a hung app it
             # spared) is still true.
             signature = f"{problem.code}: {problem.message}"
-            earlier = s.notes if signature == s.failure else ()
-            r.set(notes=_by_code((*earlier, *msg.problems, problem)), capabilities=msg.capabilities or s.capabilities)
+            earlier = s.notes if signature == s.restarts.failure else ()
+            r.set(notes=_by_code((*earlier, *msg.problems, problem)))
+            r.set_lmstudio(capabilities=msg.capabilities or lm.capabilities)
             r.log("warning", "bring_up_failed", reason=msg.reason, problem=problem.code,
                   deterministic=msg.deterministic)  # fmt: skip
             r.fail(msg.reason, "bring_up_failed", signature=signature, deterministic=msg.deterministic)  # -> BACKOFF
-        case BringUpNoted(problem=problem) if msg.action == s.action and state is State.STARTING:
+        case BringUpNoted(problem=problem) if msg.action == work.action and state is State.STARTING:
             r.set(notes=_with(s.notes, problem.code, problem))
         case LoadStarted(name=name):
             if r.snap.model(name) is not None:
-                others = tuple(f for f in s.in_flight if f.name != name)
-                r.set(in_flight=(*others, InFlight(name, r.now.mono + LOAD_DEADLINE)))
+                others = tuple(f for f in work.in_flight if f.name != name)
+                r.set_work(in_flight=(*others, InFlight(name, r.now.mono + LOAD_DEADLINE)))
         case LoadSettled(name=name):
-            r.set(in_flight=tuple(f for f in s.in_flight if f.name != name))
-        case ModelChanged() if msg.action == s.action and state is State.LOADING_MODELS:
+            r.set_work(in_flight=tuple(f for f in work.in_flight if f.name != name))
+        case ModelChanged() if msg.action == work.action and state is State.LOADING_MODELS:
             if msg.state in MODEL_STATES:
                 r.set_model(msg.name, msg.state, msg.error)
-        case ModelDownload() if msg.action == s.action and state is State.LOADING_MODELS:
+        case ModelDownload() if msg.action == work.action and state is State.LOADING_MODELS:
             _download(r, msg.name, msg.progress)
-        case LoadPassFailed() if msg.action == s.action and state is State.LOADING_MODELS:
+        case LoadPassFailed() if msg.action == work.action and state is State.LOADING_MODELS:
             for m in s.models:
                 if m.state in ("pending", "loading", "downloading"):
                     r.set_model(m.name, "failed", msg.reason)
             r.fire(Trigger.MODEL_FAILED, msg.reason)  # LOADING_MODELS -> DEGRADED, retried later
-        case ModelsDone() if msg.action == s.action and state is State.LOADING_MODELS:
-            r.set(ours=s.ours | set(msg.ours), rest_drift=msg.rest)
+        case ModelsDone() if msg.action == work.action and state is State.LOADING_MODELS:
+            r.set_work(ours=work.ours | set(msg.ours))
+            r.set_lmstudio(rest_drift=msg.rest)
             r.forget_in_flight(msg.loaded)
             r.duplicates(msg.loaded)
             _verify_models(r, msg.loaded)
@@ -446,26 +186,28 @@ def _dispatch(r: _Reduction, msg: Message) -> None:
             if failed:
                 r.fire(Trigger.MODEL_FAILED, f"model failed: {', '.join(failed)}")  # -> DEGRADED
             else:
-                r.set(model_attempt=0)
+                r.set_restarts(model_attempt=0)
                 r.fire(Trigger.MODELS_LOADED, "all declared models are loaded")  # -> READY
-        case Probed() if msg.epoch == s.epoch and state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
+        case Probed() if msg.epoch == work.epoch and state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
             _probed(r, msg.result)
             if msg.result.ok and state in (State.READY, State.DEGRADED):
                 _ask_due(r)
-        case Observed() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
+        case Observed() if msg.epoch == work.epoch and state in (State.READY, State.DEGRADED):
             if msg.rest:
                 _note(r, "api_token_", msg.problem)
             _observed(r, msg.loaded)
-        case Answered() if msg.epoch == s.epoch and state in (State.READY, State.DEGRADED):
+        case Answered() if msg.epoch == work.epoch and state in (State.READY, State.DEGRADED):
             _answered(r, msg, reload=True)
-        case DaemonExited(pid=pid) if s.daemon is not None and pid == s.daemon.pid:
-            r.set(daemon=None, in_flight=(), server_running=False)
+        case DaemonExited(pid=pid) if lm.daemon is not None and pid == lm.daemon.pid:
+            r.set_lmstudio(daemon=None)
+            r.set_work(in_flight=())
+            r.set_liveness(running=False)
             r.models_pending()
             reason = f"LM Studio's daemon (PID {pid}) exited"
             r.log("warning", "daemon_exited", pid=pid)
             if state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
                 r.fail(reason, "daemon_exited", daemon_gone=True)  # -> BACKOFF
-        case TimerFired(gen=gen) if gen == s.timer:
+        case TimerFired(gen=gen) if gen == work.timer:
             _timer(r)
         case RestartRequested(daemon=daemon, reason=reason):
             if accepts(state, Trigger.RESTART):
@@ -473,7 +215,7 @@ def _dispatch(r: _Reduction, msg: Message) -> None:
                 for m in s.models:
                     if m.state == "idle_unloaded":
                         r.set_model(m.name, "pending")  # an explicit restart reloads them
-                r.set(cause="requested", failure=None, deterministic=False)
+                r.set_restarts(cause="requested", failure=None, deterministic=False)
                 r.count_restart(reason, step)
                 r.models_pending()
                 r.fire(Trigger.RESTART, reason, step)  # * -> STARTING
@@ -493,7 +235,7 @@ def _dispatch(r: _Reduction, msg: Message) -> None:
             return  # stale or not applicable in this state
 
 
-def _verify_models(r: _Reduction, loaded: tuple[LoadedModel, ...]) -> None:
+def _verify_models(r: Reduction, loaded: tuple[LoadedModel, ...]) -> None:
     """After a load pass, `lms ps --json` is the truth (a zero exit is not proof, facts §3)."""
     wanted = {model_name(m) for m in r.wanted()}
     for item in plan(r.snap.config.models, loaded, []):
@@ -509,7 +251,7 @@ def _verify_models(r: _Reduction, loaded: tuple[LoadedModel, ...]) -> None:
                 new = replace(current, instance=inst.identifier, kind=inst.type)
                 r.set(models=tuple(new if m.name == name else m for m in r.snap.models))
         elif name in wanted and status.state not in ("failed", "idle_unloaded"):
-            if any(f.name == name for f in r.snap.in_flight):
+            if any(f.name == name for f in r.snap.work.in_flight):
                 r.set_model(name, "failed", "still loading in LM Studio (a load started earlier has not finished)")
             else:
                 r.set_model(name, "failed", "not listed by `lms ps --json` after loading")
@@ -521,7 +263,7 @@ def _with(problems: tuple[Problem, ...], code: str, problem: Problem | None) -> 
     return (*kept, problem) if problem is not None else kept
 
 
-def _note(r: _Reduction, prefix: str, problem: Problem | None) -> None:
+def _note(r: Reduction, prefix: str, problem: Problem | None) -> None:
     """Replace the notes whose code starts with ``prefix`` by ``problem`` (None: clear them)."""
     kept = tuple(p for p in r.snap.notes if not p.code.startswith(prefix))
     notes = (*kept, problem) if problem is not None else kept
@@ -529,7 +271,7 @@ def _note(r: _Reduction, prefix: str, problem: Problem | None) -> None:
         r.set(notes=notes)
 
 
-def _download(r: _Reduction, name: str, progress: DownloadProgress) -> None:
+def _download(r: Reduction, name: str, progress: DownloadProgress) -> None:
     """REST v1 download progress: in ``models[].download`` and a ``model`` event."""
     current = r.snap.model(name)
     if current is None:
@@ -540,23 +282,23 @@ def _download(r: _Reduction, name: str, progress: DownloadProgress) -> None:
                     "error": None, "download": progress.to_json()}))  # fmt: skip
 
 
-def _probed(r: _Reduction, result: ProbeResult) -> None:
+def _probed(r: Reduction, result: ProbeResult) -> None:
     s = r.snap
-    r.set(last_probe_ms=result.latency_ms)
+    r.set_liveness(last_probe_ms=result.latency_ms)
     if result.ok:
-        r.set(consecutive_failures=0, server_running=True)
-        if s.state is State.READY and s.attempt and r.healthy_long_enough():
-            r.log("info", "backoff_reset", after_attempts=s.attempt)
-            r.set(attempt=0, spent=None)
+        r.set_liveness(consecutive_failures=0, running=True)
+        if s.state is State.READY and s.restarts.attempt and r.healthy_long_enough():
+            r.log("info", "backoff_reset", after_attempts=s.restarts.attempt)
+            r.set_restarts(attempt=0, spent=None)
         return
-    failures = s.consecutive_failures + 1
-    r.set(consecutive_failures=failures)
+    failures = s.liveness.consecutive_failures + 1
+    r.set_liveness(consecutive_failures=failures)
     r.log("warning", "probe_failed", error=result.error, consecutive=failures)
     if failures >= s.config.health.failures_before_restart:
         r.fail(f"server failed {failures} probes: {result.error}", "probe_failed")  # -> BACKOFF
 
 
-def _observed(r: _Reduction, loaded: tuple[LoadedModel, ...]) -> None:
+def _observed(r: Reduction, loaded: tuple[LoadedModel, ...]) -> None:
     r.forget_in_flight(loaded)
     r.duplicates(loaded)
     gone = []
@@ -578,12 +320,12 @@ def _observed(r: _Reduction, loaded: tuple[LoadedModel, ...]) -> None:
         r.fire(Trigger.DRIFT, f"declared model no longer loaded: {names}")  # -> LOADING_MODELS
 
 
-def _update_model(r: _Reduction, name: str, **changes: Any) -> None:
+def _update_model(r: Reduction, name: str, **changes: Any) -> None:
     """Replace fields of the status of the declared model ``name`` (no event)."""
     r.set(models=tuple(replace(m, **changes) if m.name == name else m for m in r.snap.models))
 
 
-def _ask_due(r: _Reduction) -> None:
+def _ask_due(r: Reduction) -> None:
     """Deep readiness, on a good probe: ask each loaded model with probe = "answer" whose
     last ask is ``health.answer_interval`` seconds old (the load pass asked it first; one
     first seen loaded is asked an interval later)."""
@@ -598,10 +340,12 @@ def _ask_due(r: _Reduction) -> None:
         _update_model(r, status.name, asked_at=r.now.mono)
         if status.asked_at is not None:
             timeout = s.config.health.answer_timeout
-            r.emit(Ask(epoch=s.epoch, name=status.name, instance=status.instance, kind=status.kind, timeout=timeout))
+            r.emit(
+                Ask(epoch=s.work.epoch, name=status.name, instance=status.instance, kind=status.kind, timeout=timeout)
+            )
 
 
-def _answered(r: _Reduction, answer: Answered, reload: bool) -> None:
+def _answered(r: Reduction, answer: Answered, reload: bool) -> None:
     """A loaded model that cannot answer is failed with LM Studio's words, and reloaded
     (unloaded first) by the next load pass, under the model backoff. A 401 is the token's
     problem (noted; the model stays loaded: no reload can fix a token); an answer clears it."""
@@ -618,26 +362,26 @@ def _answered(r: _Reduction, answer: Answered, reload: bool) -> None:
         return
     r.log("warning", "model_answer_failed", model=answer.name, error=answer.error)
     r.set_model(answer.name, "failed", answer.error or "did not answer")
-    r.set(unload_next=tuple(dict.fromkeys((*r.snap.unload_next, answer.name))))
+    r.set_work(unload_next=tuple(dict.fromkeys((*r.snap.work.unload_next, answer.name))))
     if reload and r.snap.state is State.READY:
         r.fire(Trigger.DRIFT, f"declared model does not answer: {answer.name}")  # READY -> LOADING_MODELS
 
 
-def _timer(r: _Reduction) -> None:
+def _timer(r: Reduction) -> None:
     s = r.snap
     if s.state is State.BACKOFF:
         step = r.rung()
         if step >= Rung.RESTART_DAEMON:
-            r.set(spent=s.failure)  # this cause has had its daemon rung
-        r.count_restart(s.last_restart_reason or "retry", step)
-        r.fire(Trigger.TIMER, f"retry {s.attempt}: {step.name.lower()}", step)  # BACKOFF -> STARTING
+            r.set_restarts(spent=s.restarts.failure)  # this cause has had its daemon rung
+        r.count_restart(s.restarts.last_reason or "retry", step)
+        r.fire(Trigger.TIMER, f"retry {s.restarts.attempt}: {step.name.lower()}", step)  # BACKOFF -> STARTING
     elif s.state is State.NOT_INSTALLED:
         r.fire(Trigger.TIMER, "checking for LM Studio again")  # NOT_INSTALLED -> STARTING
     elif s.state is State.DEGRADED:
         r.fire(Trigger.TIMER, "retrying the failed models")  # DEGRADED -> LOADING_MODELS
 
 
-def _crashed(r: _Reduction, msg: ActionCrashed) -> None:
+def _crashed(r: Reduction, msg: ActionCrashed) -> None:
     s = r.snap
     r.log("error", "action_crashed", effect=msg.effect, error=msg.error)
     problem = crash_problem(msg.effect, msg.error)
@@ -649,7 +393,7 @@ def _crashed(r: _Reduction, msg: ActionCrashed) -> None:
     elif msg.action == HEALTH_ACTION:
         if s.state in (State.LOADING_MODELS, State.READY, State.DEGRADED):
             _probed(r, ProbeResult(False, 0.0, None, f"{msg.effect} crashed: {msg.error}"))
-    elif msg.action == s.action and s.state in (State.STARTING, State.LOADING_MODELS):
+    elif msg.action == s.work.action and s.state in (State.STARTING, State.LOADING_MODELS):
         # Our own code failed: restarting LM Studio cannot fix it. Shown at once, retried
         # under backoff at rung START only (nothing of LM Studio's is stopped or killed).
         r.set(notes=_with(s.notes, problem.code, problem))

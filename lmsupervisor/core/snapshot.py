@@ -1,6 +1,8 @@
 """The supervisor's state as the reducer keeps it: :class:`Snapshot` (everything it knows,
-``GET /v1/status`` is rendered from it by :mod:`lmsupervisor.core.status`), one
-:class:`ModelStatus` per declared model, the loads still in flight. Pure data."""
+``GET /v1/status`` is rendered from it by :mod:`lmsupervisor.core.status`), grouped into
+one frozen sub-record per concern (:class:`LmStudioSeen`, :class:`Liveness`,
+:class:`Restarts`, :class:`Work`), one :class:`ModelStatus` per declared model, the loads
+still in flight. Pure data."""
 
 from __future__ import annotations
 
@@ -46,25 +48,57 @@ class InFlight:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """Everything the supervisor knows; ``GET /v1/status`` is rendered from it.
+class LmStudioSeen:
+    """LM Studio as the last bring-up found it (``snapshot.lmstudio``).
 
-    Times: ``since``, ``started_at``, ``last_restart_at``, ``next_attempt_at`` are wall
-    seconds (shown to people); ``healthy_since`` is monotonic seconds. ``attempt`` counts
-    consecutive failed bring-ups (the rung is :func:`rung_for` of it); ``action`` is the id
-    of the running action (bring-up or load pass), ``timer`` of the armed timer and
-    ``epoch`` of the current server bring-up (probe results of an older one are ignored).
-    ``ours`` are the instance identifiers this supervisor loaded; ``last_good_server`` the
-    last settings read from a sound ``http-server-config.json`` (never replaced by defaults).
-    ``lms_version`` is the app/llmster version; ``capabilities`` what the `lms` binary can
-    do (facts §8); ``rest`` whether the server has REST v1 (None: not known yet);
-    ``rest_drift`` whether drift checks read ``GET /api/v1/models`` instead of `lms ps`
-    (the last load pass found every declared model under its REST key); ``notes`` the
-    problems found while running (capabilities, the API token, a hung app), beside the
-    install's; ``standing`` those posted with :class:`Noted` (state files, load options,
-    paused downloads), kept across bring-ups until cleared.
+    ``install`` what detection found (facts §1); ``lms_version`` the app/llmster version;
+    ``capabilities`` what the `lms` binary can do (facts §8); ``rest`` whether the server has
+    REST v1 (None: not known yet); ``rest_drift`` whether the last load pass chose REST v1
+    (every declared model listed under its REST key): then drift checks read
+    ``GET /api/v1/models`` instead of `lms ps`, and unloads go over REST too; ``daemon`` the
+    daemon process we watch; ``server`` the server settings in force (from
+    ``http-server-config.json``); ``last_good_server`` the last settings read from a sound
+    ``http-server-config.json`` (never replaced by defaults).
+    """
 
-    The last failure: ``cause`` is its :data:`RESTART_CAUSES` label (what the restart it
+    install: Install | None = None
+    lms_version: str | None = None
+    capabilities: CliCapabilities | None = None
+    rest: bool | None = None
+    rest_drift: bool = False
+    daemon: DaemonProcess | None = None
+    server: ServerSettings = field(default_factory=ServerSettings)
+    last_good_server: ServerSettings | None = None
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """Whether LM Studio's server answers (``snapshot.liveness``, ``server`` in the status).
+
+    ``running`` whether the server answered since the last bring-up and no failure since;
+    ``last_probe_ms`` the latency of the last health probe, in milliseconds;
+    ``consecutive_failures`` the probes failed in a row (``health.failures_before_restart``
+    of them is a failure); ``healthy_since`` monotonic seconds since when it is ready
+    (None: not healthy), for ``restart.reset_after``.
+    """
+
+    running: bool = False
+    last_probe_ms: float | None = None
+    consecutive_failures: int = 0
+    healthy_since: float | None = None
+
+
+@dataclass(frozen=True)
+class Restarts:
+    """Restarts and the backoff ladder (``snapshot.restarts``, ``restarts`` in the status).
+
+    ``count`` restarts so far; ``last_reason`` why the last one happened; ``last_at`` and
+    ``next_attempt_at`` wall seconds (shown to people; ``next_attempt_at`` only in
+    ``backoff``); ``attempt`` counts consecutive failed bring-ups (the rung is
+    :func:`~lmsupervisor.core.policy.rung_for` of it); ``model_attempt`` consecutive failed
+    load passes (the model backoff).
+
+    The last failure: ``cause`` is its ``RESTART_CAUSES`` label (what the restart it
     leads to is counted as), ``failure`` its signature (the problem code and words), and
     ``deterministic`` whether it recurs on every retry whatever LM Studio does (an unusable
     address, a crash of our own code): then retries only try to start (rung START), never
@@ -73,44 +107,71 @@ class Snapshot:
     LM Studio's daemon a second time (reset with the attempt count).
     """
 
-    config: Config
-    state: State = State.STOPPED
-    since: float = 0.0
-    started_at: float = 0.0
-    config_error: str | None = None
-    pending_config: Config | None = None
-    install: Install | None = None
-    problems: tuple[Problem, ...] = ()
-    server: ServerSettings = field(default_factory=ServerSettings)
-    server_running: bool = False
-    last_probe_ms: float | None = None
-    consecutive_failures: int = 0
-    daemon: DaemonProcess | None = None
-    lms_version: str | None = None
-    models: tuple[ModelStatus, ...] = ()
-    restart_count: int = 0
-    last_restart_reason: str | None = None
-    last_restart_at: float | None = None
+    count: int = 0
+    last_reason: str | None = None
+    last_at: float | None = None
     next_attempt_at: float | None = None
     attempt: int = 0
     model_attempt: int = 0
-    healthy_since: float | None = None
+    cause: str | None = None
+    failure: str | None = None
+    deterministic: bool = False
+    spent: str | None = None
+
+
+@dataclass(frozen=True)
+class Work:
+    """The supervisor's own work in progress (``snapshot.work``; not in the status).
+
+    ``action`` is the id of the running action (bring-up or load pass), ``timer`` of the
+    armed timer and ``epoch`` of the current server bring-up: messages carrying an older
+    id are stale and ignored. ``in_flight`` the loads we started that LM Studio may still
+    finish; ``ours`` the instance identifiers this supervisor loaded; ``unload_next`` the
+    instances the next load pass unloads first (removed or re-keyed models we loaded, a
+    model that stopped answering).
+    """
+
     action: int = 0
     timer: int = 0
     epoch: int = 0
     in_flight: tuple[InFlight, ...] = ()
     ours: frozenset[str] = frozenset()
     unload_next: tuple[str, ...] = ()
-    last_good_server: ServerSettings | None = None
-    capabilities: CliCapabilities | None = None
-    rest: bool | None = None
-    rest_drift: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the supervisor knows; ``GET /v1/status`` is rendered from it.
+
+    Top level: ``config`` in force (``pending_config`` the one held until the load pass
+    ends), ``config_error`` the last reload's error; ``state`` the lifecycle state since
+    ``since`` (wall seconds), ``started_at`` when this supervisor started (wall seconds);
+    ``models`` one status per declared model; problems: ``problems`` the install's,
+    ``notes`` those found while running (capabilities, the API token, a hung app),
+    ``standing`` those posted with :class:`~lmsupervisor.core.messages.Noted` (state files,
+    load options, paused downloads), kept across bring-ups until cleared.
+
+    The rest is grouped, one sub-record per concern, each frozen with defaults (a new
+    concern is one more field here): ``lmstudio`` (:class:`LmStudioSeen`, what LM Studio is),
+    ``liveness`` (:class:`Liveness`, whether its server answers), ``restarts``
+    (:class:`Restarts`, the backoff ladder and the last failure), ``work``
+    (:class:`Work`, the supervisor's ids and loads in progress).
+    """
+
+    config: Config
+    state: State = State.STOPPED
+    since: float = 0.0
+    started_at: float = 0.0
+    config_error: str | None = None
+    pending_config: Config | None = None
+    models: tuple[ModelStatus, ...] = ()
+    problems: tuple[Problem, ...] = ()
     notes: tuple[Problem, ...] = ()
     standing: tuple[Problem, ...] = ()
-    cause: str | None = None
-    failure: str | None = None
-    deterministic: bool = False
-    spent: str | None = None
+    lmstudio: LmStudioSeen = field(default_factory=LmStudioSeen)
+    liveness: Liveness = field(default_factory=Liveness)
+    restarts: Restarts = field(default_factory=Restarts)
+    work: Work = field(default_factory=Work)
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:
@@ -138,7 +199,7 @@ def initial(config: Config, wall: float, last_good_server: ServerSettings | None
         since=wall,
         started_at=wall,
         models=statuses(config.models, ()),
-        last_good_server=last_good_server,
+        lmstudio=LmStudioSeen(last_good_server=last_good_server),
     )
 
 

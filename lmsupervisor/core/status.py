@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from lmsupervisor.core.observed import base_url
-from lmsupervisor.core.snapshot import Snapshot
+from lmsupervisor.core.snapshot import LmStudioSeen, Snapshot
 from lmsupervisor.core.timefmt import iso
 
 
 def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -> dict[str, Any]:
     """The status document of design §5 (``GET /v1/status``); times as UTC ISO-8601."""
-    inst = snap.install
-    server = snap.server
+    lm, live, restarts = snap.lmstudio, snap.liveness, snap.restarts
+    inst = lm.install
+    server = lm.server
     return {
         "state": snap.state.value,
         "ready": snap.ready,
@@ -30,21 +31,21 @@ def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -
             "bootstrapped": bool(inst and inst.bootstrapped),
             "home": str(inst.home) if inst else None,
             "lms": str(inst.lms) if inst and inst.lms else None,
-            "version": snap.lms_version,
-            "cli_version": snap.capabilities.cli_version if snap.capabilities else None,
-            "daemon_pid": snap.daemon.pid if snap.daemon else None,
+            "version": lm.lms_version,
+            "cli_version": lm.capabilities.cli_version if lm.capabilities else None,
+            "daemon_pid": lm.daemon.pid if lm.daemon else None,
             "local_service_enabled": inst.local_service_enabled if inst else None,
             "kind": inst.kind if inst else None,
-            "capabilities": _capabilities(snap),
+            "capabilities": _capabilities(lm),
         },
         "server": {
-            "running": snap.server_running,
+            "running": live.running,
             "bind": server.bind,
             "port": server.port,
             "cors": server.cors,
             "api_endpoint": base_url(server.bind, server.port),
-            "last_probe_ms": None if snap.last_probe_ms is None else round(snap.last_probe_ms, 3),
-            "consecutive_failures": snap.consecutive_failures,
+            "last_probe_ms": None if live.last_probe_ms is None else round(live.last_probe_ms, 3),
+            "consecutive_failures": live.consecutive_failures,
         },
         "models": [
             {
@@ -58,25 +59,25 @@ def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -
             for m in snap.models
         ],
         "restarts": {
-            "count": snap.restart_count,
-            "last_reason": snap.last_restart_reason,
-            "last_at": iso(snap.last_restart_at),
-            "next_attempt_at": iso(snap.next_attempt_at),
-            "attempt": snap.attempt,
+            "count": restarts.count,
+            "last_reason": restarts.last_reason,
+            "last_at": iso(restarts.last_at),
+            "next_attempt_at": iso(restarts.next_attempt_at),
+            "attempt": restarts.attempt,
         },
         "problems": [p.to_json() for p in snap.all_problems],
     }
 
 
-def _capabilities(snap: Snapshot) -> dict[str, Any] | None:
+def _capabilities(lm: LmStudioSeen) -> dict[str, Any] | None:
     """``lmstudio.capabilities``: the `lms` binary's (facts §8), REST v1 and the install kind."""
-    if snap.capabilities is None and snap.rest is None:
+    if lm.capabilities is None and lm.rest is None:
         return None
-    caps = snap.capabilities.to_json() if snap.capabilities else {}
+    caps = lm.capabilities.to_json() if lm.capabilities else {}
     caps.pop("cli_version", None)  # shown as lmstudio.cli_version
     return {
         **caps,
-        "rest_v1": snap.rest,
-        "rest_drift": snap.rest_drift,
-        "install_kind": snap.install.kind if snap.install else None,
+        "rest_v1": lm.rest,
+        "rest_drift": lm.rest_drift,
+        "install_kind": lm.install.kind if lm.install else None,
     }

@@ -35,6 +35,7 @@ from lmsupervisor.core.messages import (
     ModelDownload,
     ModelsDone,
     Noted,
+    Unload,
 )
 from lmsupervisor.core.observed import DownloadedModel, DownloadProgress, LoadedModel, ProbeResult
 from lmsupervisor.core.preload import Decision, Planned, instance_of, plan
@@ -277,9 +278,19 @@ async def load_models(lm: LmStudio, eff: LoadModels, post: Callable[[Message], N
     return ModelsDone(eff.action, tuple(loaded), ours, answers, rest=listing is not None)
 
 
-async def _backend(lm: LmStudio, eff: LoadModels) -> ModelBackend:
-    """The pass's backend (:func:`choose_backend`), after one ``GET /api/v1/models`` when
-    the server has REST v1; raises :class:`LmsNotFoundError` when neither can list."""
+async def unload(lm: LmStudio, eff: Unload) -> None:
+    """Unload instance ``eff.identifier`` between load passes (a duplicate we created)
+    through the backend a load pass would choose now (:func:`_backend`, hence
+    :func:`choose_backend`: REST or `lms` is decided there and nowhere else). Raises
+    LmsError or RestError; :class:`LmsNotFoundError` when neither can list."""
+    backend = await _backend(lm, eff)
+    await backend.unload(eff.identifier)
+
+
+async def _backend(lm: LmStudio, eff: LoadModels | Unload) -> ModelBackend:
+    """The backend of a pass for ``eff.models`` (:func:`choose_backend`), after one
+    ``GET /api/v1/models`` when the server has REST v1; raises :class:`LmsNotFoundError`
+    when neither can list."""
     lms = LmsBackend(lm.lms(eff.lms), eff.capabilities) if eff.lms is not None else None
     rest = None
     if lm.rest is not None and eff.rest and eff.url:

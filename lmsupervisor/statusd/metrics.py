@@ -22,7 +22,7 @@ the process-global default registry leaks in). Two kinds of sources:
 ``reason`` of a restart is what caused it, from a small fixed set (:data:`RESTART_REASONS`):
 ``requested`` (``POST /v1/restart``), else the failure that sent the supervisor into
 backoff (``probe_failed``, ``daemon_exited``, ``bring_up_failed``, ``action_crashed``), as
-the reducer records it in ``Snapshot.cause``.
+the reducer records it in ``Snapshot.restarts.cause``.
 ``command`` of an `lms` call is its (sub)command, e.g. ``ps``, ``load``, ``server start``;
 ``result`` is ``ok``, ``failed`` (non-zero exit), ``timeout``, ``not_found`` or ``error``.
 The alert rules in ``contrib/prometheus/lmsupervisor.rules.yml`` use these names.
@@ -51,7 +51,7 @@ from lmsupervisor.lmstudio.lms import LmsResult, LmsRunner
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # text exposition 0.0.4: what every Prometheus reads
 STATES = tuple(s.value for s in State)
 # What sends the supervisor into backoff, by message class; anything newer gets its snake_case name.
-RESTART_REASONS = core.RESTART_CAUSES  # recorded by the reducer (Snapshot.cause), never guessed here
+RESTART_REASONS = core.RESTART_CAUSES  # recorded by the reducer (Snapshot.restarts.cause), never guessed here
 LMS_RESULTS = ("ok", "failed", "timeout", "not_found", "error")
 LMS_GROUPS = frozenset({"daemon", "server", "runtime", "log"})  # `lms <group> <verb>` commands
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -147,9 +147,10 @@ class Metrics:
             self.probes.labels(result="ok" if ok else "failed").inc()
             if ok:
                 self.probe_latency.observe(message.result.latency_ms / 1000)
-        if snap.restart_count > self._restart_count:
-            self.restarts.labels(reason=snap.cause or "requested").inc(snap.restart_count - self._restart_count)
-        self._restart_count = snap.restart_count
+        counted = snap.restarts
+        if counted.count > self._restart_count:
+            self.restarts.labels(reason=counted.cause or "requested").inc(counted.count - self._restart_count)
+        self._restart_count = counted.count
 
     def record_lms(self, command: str, result: str, seconds: float) -> None:
         """Count one `lms` call (see :class:`CountingRunner`)."""

@@ -8,7 +8,7 @@ from typing import Any
 from lmsupervisor.config import Config, HealthConfig, ModelConfig, RestartConfig
 from lmsupervisor.core.messages import Now
 from lmsupervisor.core.observed import DaemonProcess, LoadedModel
-from lmsupervisor.core.snapshot import Snapshot, initial
+from lmsupervisor.core.snapshot import LmStudioSeen, Snapshot, Work, initial
 from lmsupervisor.core.states import State
 from tests.scenarios.fakes import make_install
 
@@ -24,11 +24,14 @@ ONE = LoadedModel("a/one", "a/one", "a/one", "llm", "idle", None, None, 1)
 TWO = LoadedModel("two", "b/two", "hf/b-two-GGUF/two.gguf", "llm", "idle", None, None, 2)
 
 
+WORK = Work(action=5, timer=3, epoch=2)
+
+
 def at(state: State, *, loaded: bool = False, **changes: Any) -> Snapshot:
-    """A snapshot in ``state`` with action 5, timer 3, epoch 2, LM Studio detected."""
-    snap = replace(
-        initial(CFG, 0.0), state=state, action=5, timer=3, epoch=2, install=INSTALL, daemon=DAEMON, **changes
-    )
+    """A snapshot in ``state`` with :data:`WORK` (action 5, timer 3, epoch 2), LM Studio
+    detected; ``changes`` replace top-level fields or whole sub-records."""
+    detected = {"work": WORK, "lmstudio": LmStudioSeen(install=INSTALL, daemon=DAEMON)}
+    snap = replace(initial(CFG, 0.0), state=state, **{**detected, **changes})
     if loaded:
         snap = replace(snap, models=tuple(replace(m, state="loaded") for m in snap.models))
     return snap

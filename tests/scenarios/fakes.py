@@ -199,6 +199,9 @@ class FakeLmStudio:
                 return json.dumps(self._devices(self.loaded, remote_loaded=True)), "", 0
             case ("ls", "--json"):
                 return json.dumps(self._devices(self.MODELS)), "", 0
+            case ("unload", identifier):  # facts §3: an unknown identifier exits 0 too
+                self.loaded = [i for i in self.loaded if i["identifier"] != identifier]
+                return "", f'Unloaded "{identifier}".', 0
             case ("load", path, "--exact", "--yes", *rest):
                 if "--ttl" in rest and not self.ttl_flag:
                     return "", "error: found 1 error\n\n  load\n  ^ Unknown arguments\n", 1

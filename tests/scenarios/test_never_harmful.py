@@ -91,7 +91,7 @@ async def test_an_unusable_inherited_address_is_named_at_once_and_never_restarts
             await w.clock.advance(30)
         stopping = [c for c in w.lm.calls if c[:2] in (("daemon", "down"), ("server", "stop"), ("server", "start"))]
         assert (stopping, w.lm.signalled, w.sup.state) == ([], [], State.BACKOFF)
-        assert w.sup.snap.restart_count >= 5  # it keeps trying, at the capped delay
+        assert w.sup.snap.restarts.count >= 5  # it keeps trying, at the capped delay
         assert [e["type"] for e in w.events].count("problems") == 1  # shown once, no flicker
         w.bind = "127.0.0.1"  # the user fixes LM Studio's setting: the next retry succeeds
         await w.clock.advance(30)
@@ -131,7 +131,7 @@ async def test_the_same_cause_never_stops_the_daemon_twice() -> None:
         for _ in range(20):
             await w.clock.advance(30)
         assert w.daemon_stops() == 1, w.lm.calls
-        assert w.sup.snap.restart_count >= 10
+        assert w.sup.snap.restarts.count >= 10
         assert problem is not None and "Failed to verify the server is running" in problem["message"]
         w.lm.fail.clear()
         await w.clock.advance(30)
@@ -307,7 +307,7 @@ async def test_an_unwritable_state_file_never_restarts_lmstudio(tmp_path: Path) 
         await w.clock.advance(0)
         for _ in range(5):
             await w.clock.advance(5)
-        assert (w.sup.state, w.sup.snap.restart_count) == (State.READY, 0)
+        assert (w.sup.state, w.sup.snap.restarts.count) == (State.READY, 0)
         problem = w.problems()["state_folder_unwritable"]
         assert (str(blocker / "server.json") in problem["message"], str(blocker) in problem["fix"]) == (True, True)
         blocker.unlink()  # the user repairs the folder: the next health round writes the file and clears it
@@ -315,7 +315,7 @@ async def test_an_unwritable_state_file_never_restarts_lmstudio(tmp_path: Path) 
         await w.clock.advance(5)
         remembered = ServerMemory(blocker / "server.json").load()
         assert ("state_folder_unwritable" in w.problems(), remembered is not None) == (False, True)
-        assert remembered == w.sup.snap.last_good_server
+        assert remembered == w.sup.snap.lmstudio.last_good_server
 
 
 @pytest.mark.parametrize(
@@ -340,7 +340,7 @@ async def test_a_bad_remembered_setting_is_ignored(tmp_path: Path, remembered: d
     async for _ in started(w):
         await w.clock.advance(0)
         snap = w.sup.snapshot()
-        assert (w.sup.state, snap["server"]["api_endpoint"], w.sup.snap.restart_count, w.problems()) == (
+        assert (w.sup.state, snap["server"]["api_endpoint"], w.sup.snap.restarts.count, w.problems()) == (
             State.READY,
             "http://127.0.0.1:1234",
             0,
@@ -378,7 +378,7 @@ async def test_a_probe_cancelled_after_its_listing_failed_leaves_no_unretrieved_
     try:
         async for _ in started(w):
             await w.clock.advance(0)
-            assert (w.sup.state, w.sup.snap.rest_drift) == (State.READY, True)
+            assert (w.sup.state, w.sup.snap.lmstudio.rest_drift) == (State.READY, True)
             for _ in range(3):
                 w.lm.dying = True
                 await w.clock.advance(5)  # the next idle round's listing meets the dying daemon

@@ -44,9 +44,9 @@ from lmsupervisor.core.observed import ProbeResult, ServerSettings
 from lmsupervisor.core.policy import Rung
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.reducer import reduce
-from lmsupervisor.core.snapshot import ModelStatus, Snapshot, initial
+from lmsupervisor.core.snapshot import Liveness, LmStudioSeen, ModelStatus, Restarts, Snapshot, initial
 from lmsupervisor.core.states import TRANSITIONS, State, Trigger
-from tests.scenarios.coredata import CFG, DAEMON, INSTALL, NOW, ONE, TWO, at
+from tests.scenarios.coredata import CFG, DAEMON, INSTALL, NOW, ONE, TWO, WORK, at
 from tests.scenarios.fakes import make_install
 
 S = State
@@ -84,7 +84,7 @@ EDGE_CASES: dict[tuple[State, Trigger], tuple[Callable[[], Snapshot], Message]] 
     (S.READY, Trigger.DRIFT): (lambda: at(S.READY, loaded=True), Observed(2, (ONE,))),
     (S.DEGRADED, Trigger.DRIFT): (lambda: at(S.DEGRADED, loaded=True), Observed(2, (TWO,))),
     (S.DEGRADED, Trigger.TIMER): (lambda: at(S.DEGRADED), TimerFired(3)),
-    (S.BACKOFF, Trigger.TIMER): (lambda: at(S.BACKOFF, attempt=1), TimerFired(3)),
+    (S.BACKOFF, Trigger.TIMER): (lambda: at(S.BACKOFF, restarts=Restarts(attempt=1)), TimerFired(3)),
     (S.READY, Trigger.RECONFIGURE_MODELS): (lambda: at(S.READY, loaded=True), ConfigChanged(MODELS_CHANGED)),
     (S.DEGRADED, Trigger.RECONFIGURE_MODELS): (lambda: at(S.DEGRADED), ConfigChanged(MODELS_CHANGED)),
     (S.LOADING_MODELS, Trigger.RECONFIGURE_MODELS): (
@@ -94,7 +94,7 @@ EDGE_CASES: dict[tuple[State, Trigger], tuple[Callable[[], Snapshot], Message]] 
     (S.STARTING, Trigger.FAILED): (lambda: at(S.STARTING), BringUpFailed(5, "lms server start failed")),
     (S.LOADING_MODELS, Trigger.FAILED): (lambda: at(S.LOADING_MODELS), DaemonExited(77)),
     (S.READY, Trigger.FAILED): (
-        lambda: at(S.READY, loaded=True, consecutive_failures=2),
+        lambda: at(S.READY, loaded=True, liveness=Liveness(consecutive_failures=2)),
         Probed(2, ProbeResult(False, 1.0, None, "refused")),
     ),
     (S.DEGRADED, Trigger.FAILED): (lambda: at(S.DEGRADED), DaemonExited(77)),
@@ -134,7 +134,7 @@ def test_stopped_to_starting_begins_a_bring_up() -> None:
     """STOPPED -> STARTING: one BringUp at rung START, probes off, a new action and epoch."""
     snap, effects = step(initial(CFG, 0.0), Start())
     (bring_up,) = of(BringUp, effects)
-    assert (snap.state, bring_up.step, bring_up.action, snap.epoch) == (S.STARTING, Rung.START, 1, 1)
+    assert (snap.state, bring_up.step, bring_up.action, snap.work.epoch) == (S.STARTING, Rung.START, 1, 1)
     assert of(Health, effects) == [Health(probe=False, drift=False, epoch=0)]
 
 
@@ -150,7 +150,11 @@ def test_starting_to_loading_models_watches_probes_and_loads() -> None:
 def test_ready_to_backoff_on_daemon_exit_marks_models_pending() -> None:
     """READY -> BACKOFF when the daemon dies: no model is reported loaded any more, at once."""
     snap, effects = step(at(S.READY, loaded=True), DaemonExited(77))
-    assert (snap.state, [m.state for m in snap.models], snap.daemon) == (S.BACKOFF, ["pending", "pending"], None)
+    assert (snap.state, [m.state for m in snap.models], snap.lmstudio.daemon) == (
+        S.BACKOFF,
+        ["pending", "pending"],
+        None,
+    )
     assert of(Schedule, effects) == [Schedule(4, 1.0)]
 
 
@@ -170,8 +174,8 @@ def test_restart_with_daemon_takes_the_daemon_rung() -> None:
 
 def test_backoff_to_starting_climbs_the_ladder() -> None:
     """BACKOFF -> STARTING at the rung of the attempt count, counted as a restart."""
-    snap, effects = step(at(S.BACKOFF, attempt=3), TimerFired(3))
-    assert ([b.step for b in of(BringUp, effects)], snap.restart_count) == ([Rung.KILL_DAEMON], 1)
+    snap, effects = step(at(S.BACKOFF, restarts=Restarts(attempt=3)), TimerFired(3))
+    assert ([b.step for b in of(BringUp, effects)], snap.restarts.count) == ([Rung.KILL_DAEMON], 1)
 
 
 def test_stale_messages_change_nothing() -> None:
@@ -179,7 +183,7 @@ def test_stale_messages_change_nothing() -> None:
     cases: list[tuple[Snapshot, Message]] = [
         (at(S.LOADING_MODELS), ModelsDone(4, (ONE, TWO))),
         (at(S.BACKOFF), TimerFired(2)),
-        (at(S.READY, consecutive_failures=2), Probed(1, ProbeResult(False, 1.0, None, "x"))),
+        (at(S.READY, liveness=Liveness(consecutive_failures=2)), Probed(1, ProbeResult(False, 1.0, None, "x"))),
         (at(S.STARTING), ServerUp(4, INSTALL, ServerSettings(), DAEMON, "late")),
         (at(S.READY), DaemonExited(78)),
     ]
@@ -211,7 +215,7 @@ def test_server_change_while_starting_restarts_the_bring_up() -> None:
 def test_removed_model_is_unloaded_only_when_ours_and_configured() -> None:
     """unload_removed unloads a removed model we loaded; without it, it is only forgotten."""
     keep_only_one = replace(CFG, models=(ModelConfig("a/one"),))
-    base = at(S.READY, loaded=True, ours=frozenset({"two"}))
+    base = at(S.READY, loaded=True, work=replace(WORK, ours=frozenset({"two"})))
     snap, effects = step(base, ConfigChanged(keep_only_one))
     assert ([m.name for m in snap.models], of(LoadModels, effects)[0].unload) == (["a/one"], ())
     with_unload = replace(keep_only_one, reconcile=replace(CFG.reconcile, unload_removed=True))
@@ -222,7 +226,7 @@ def test_removed_model_is_unloaded_only_when_ours_and_configured() -> None:
 def test_rekeyed_model_unloads_the_old_instance() -> None:
     """A new key under the same identifier unloads the instance we loaded before loading the new one."""
     rekeyed = replace(CFG, models=(ModelConfig("a/one"), ModelConfig("c/three", identifier="two")))
-    snap, effects = step(at(S.READY, loaded=True, ours=frozenset({"two"})), ConfigChanged(rekeyed))
+    snap, effects = step(at(S.READY, loaded=True, work=replace(WORK, ours=frozenset({"two"}))), ConfigChanged(rekeyed))
     assert (of(LoadModels, effects)[0].unload, snap.model("two")) == (("two",), ModelStatus("c/three", "two"))
 
 
@@ -259,14 +263,16 @@ def test_in_flight_load_is_forgotten_when_the_daemon_dies() -> None:
     """A dead daemon finishes no load: nothing stays in flight."""
     snap, _ = step(at(S.LOADING_MODELS), LoadStarted("two"))
     snap, _ = step(snap, DaemonExited(77))
-    assert snap.in_flight == ()
+    assert snap.work.in_flight == ()
 
 
 def test_duplicate_we_created_is_unloaded() -> None:
     """`two:2` beside `two`, where we loaded `two`: the duplicate is unloaded; a stranger's is not."""
     dup = replace(TWO, identifier="two:2")
-    _, effects = step(at(S.READY, loaded=True, ours=frozenset({"two"})), Observed(2, (ONE, TWO, dup)))
-    assert of(Unload, effects) == [Unload("two:2")]
+    _, effects = step(
+        at(S.READY, loaded=True, work=replace(WORK, ours=frozenset({"two"}))), Observed(2, (ONE, TWO, dup))
+    )
+    assert [u.identifier for u in of(Unload, effects)] == ["two:2"]
     _, effects = step(at(S.READY, loaded=True), Observed(2, (ONE, TWO, dup)))
     assert of(Unload, effects) == []
 
@@ -274,7 +280,7 @@ def test_duplicate_we_created_is_unloaded() -> None:
 def test_action_crash_while_starting_backs_off() -> None:
     """STARTING -> BACKOFF when the bring-up raised anything (EMFILE, InvalidURL, a bug)."""
     snap, _ = step(at(S.STARTING), ActionCrashed(5, "bring_up", "OSError: [Errno 24] Too many open files"))
-    assert (snap.state, snap.last_restart_reason) == (
+    assert (snap.state, snap.restarts.last_reason) == (
         S.BACKOFF,
         "bring_up crashed: OSError: [Errno 24] Too many open files",
     )
@@ -288,15 +294,15 @@ def test_load_pass_that_cannot_list_degrades() -> None:
 
 def test_backoff_resets_after_a_healthy_period() -> None:
     """A failure after reset_after healthy seconds starts the backoff over at initial_delay."""
-    snap = at(S.READY, loaded=True, attempt=5, healthy_since=NOW.mono - 61)
+    snap = at(S.READY, loaded=True, restarts=Restarts(attempt=5), liveness=Liveness(healthy_since=NOW.mono - 61))
     snap, effects = step(snap, DaemonExited(77))
-    assert (snap.attempt, of(Schedule, effects)) == (1, [Schedule(4, 1.0)])
+    assert (snap.restarts.attempt, of(Schedule, effects)) == (1, [Schedule(4, 1.0)])
 
 
 def test_corrupt_server_config_keeps_the_last_good_settings_in_the_bring_up() -> None:
     """The last good server settings travel with every bring-up, so the action can use them."""
     good = ServerSettings(port=4321, bind="0.0.0.0", cors=True, found=True)
-    _, effects = step(replace(initial(CFG, 0.0), last_good_server=good), Start())
+    _, effects = step(replace(initial(CFG, 0.0), lmstudio=LmStudioSeen(last_good_server=good)), Start())
     assert of(BringUp, effects)[0].last_good_server == good
 
 
@@ -325,7 +331,7 @@ def test_a_refused_answer_is_a_token_problem_and_the_model_stays_loaded() -> Non
     refused = Problem("api_token_missing", "LM Studio refused lmsupervisor's request (HTTP 401)", "set one")
     snap = replace(at(S.READY, loaded=True), config=ANSWERING)
     snap, effects = step(snap, Answered(2, "two", False, 3.0, "token required", refused))
-    assert (snap.state, snap.model("two").state, snap.unload_next, of(LoadModels, effects)) == (  # type: ignore[union-attr]
+    assert (snap.state, snap.model("two").state, snap.work.unload_next, of(LoadModels, effects)) == (  # type: ignore[union-attr]
         S.READY,
         "loaded",
         (),
@@ -382,7 +388,7 @@ def test_loading_models_to_degraded_when_a_fresh_load_cannot_answer() -> None:
     snap, effects = step(snap, ServerUp(5, INSTALL, ServerSettings(), DAEMON, "up"))
     assert of(LoadModels, effects)[0].ask == ("two",)
     snap, _ = step(snap, ModelsDone(6, (ONE, TWO), answers=(Answered(0, "two", False, 1.0, "boom"),)))
-    assert (snap.state, snap.model("two").state, snap.unload_next) == (S.DEGRADED, "failed", ("two",))  # type: ignore[union-attr]
+    assert (snap.state, snap.model("two").state, snap.work.unload_next) == (S.DEGRADED, "failed", ("two",))  # type: ignore[union-attr]
 
 
 def test_probe_none_is_never_checked_for_drift() -> None:

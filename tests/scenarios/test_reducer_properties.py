@@ -52,7 +52,9 @@ def message(data: st.DataObject, snap: Snapshot) -> Message:
     """A message that could plausibly arrive now: current or stale ids, any kind."""
     stale = data.draw(st.integers(0, 3)) == 0
     action, epoch, timer = (
-        (snap.action - 1, snap.epoch - 1, snap.timer - 1) if stale else (snap.action, snap.epoch, snap.timer)
+        (snap.work.action - 1, snap.work.epoch - 1, snap.work.timer - 1)
+        if stale
+        else (snap.work.action, snap.work.epoch, snap.work.timer)
     )
     kind = data.draw(st.integers(0, 13))
     name = ("a/one", "two", "c/three")[kind % 3]
@@ -90,7 +92,7 @@ def test_invariants_hold_for_any_message_sequence(data: st.DataObject) -> None:
         msg = message(data, snap)
         if isinstance(msg, ServerUp) and msg.daemon is not None:
             reported.add(msg.daemon)
-        if isinstance(msg, ENDS_ACTION) and getattr(msg, "action", None) == snap.action:
+        if isinstance(msg, ENDS_ACTION) and getattr(msg, "action", None) == snap.work.action:
             running = False
         before = snap
         snap, effects = reduce(snap, msg, Now(float(i), float(i)))
@@ -102,9 +104,9 @@ def test_invariants_hold_for_any_message_sequence(data: st.DataObject) -> None:
                 running = True
             if isinstance(effect, LoadModels):
                 carried = {f.name for f in effect.in_flight}
-                assert {f.name for f in before.in_flight if f.deadline > i} <= carried | {
+                assert {f.name for f in before.work.in_flight if f.deadline > i} <= carried | {
                     f.name
-                    for f in before.in_flight
+                    for f in before.work.in_flight
                     if f.name not in {m.identifier or m.key for m in snap.config.models}
                 }
             if isinstance(effect, BringUp) and effect.daemon is not None:

@@ -335,3 +335,28 @@ async def test_a_rest_error_in_the_load_pass_is_lm_studios_failure_not_ours() ->
         line.lm.failing, line.lm.listing_error = False, None
         await line.clock.advance(30)
         assert (line.sup.state, "supervisor_error" in line.problems()) == (State.READY, False)
+
+
+@pytest.mark.parametrize(
+    ("rest_v1", "key", "chosen"),
+    [
+        (True, "a/one", "rest"),  # 0.4, a REST model key: the pass loads over REST v1
+        (True, "hf/b-two-GGUF/two.gguf", "lms"),  # 0.4, a path (no REST key): the pass uses `lms`
+        (False, "a/one", "lms"),  # 0.3, no REST v1
+    ],
+)
+async def test_a_duplicate_is_unloaded_through_the_backend_the_load_pass_chose(
+    rest_v1: bool, key: str, chosen: str
+) -> None:
+    """A duplicate instance (`<name>:2` of a model we loaded) is unloaded between passes
+    through the backend a load pass chooses on that line, REST v1 or `lms`, never the other."""
+    config = replace(CONFIG, models=(ModelConfig(key),))
+    async with Line(config, rest_v1=rest_v1) as line:
+        assert line.sup.state is State.READY
+        loads = {"rest": "/api/v1/models/load" in line.lm.rest_calls, "lms": any(c[0] == "load" for c in line.lm.calls)}
+        duplicate = f"{line.lm.loaded[0]['identifier']}:2"
+        line.lm.loaded.append({**line.lm.loaded[0], "identifier": duplicate})
+        await line.clock.advance(5)  # one health round: the drift check sees the duplicate
+        unloads = {"rest": "/api/v1/models/unload" in line.lm.rest_calls, "lms": ("unload", duplicate) in line.lm.calls}
+        gone = all(i["identifier"] != duplicate for i in line.lm.loaded)
+        assert ([k for k in loads if loads[k]], [k for k in unloads if unloads[k]], gone) == ([chosen], [chosen], True)

@@ -103,7 +103,7 @@ async def test_daemon_exit_backs_off_then_recovers(world: World) -> None:
     assert world.sup.state is State.BACKOFF  # not a moment early
     await world.clock.advance(0.001)
     assert world.sup.state is State.READY
-    assert (world.sup.snap.restart_count, len(world.lm.loaded)) == (1, 2)
+    assert (world.sup.snap.restarts.count, len(world.lm.loaded)) == (1, 2)
     assert world.states[-4:] == ["backoff", "starting", "loading_models", "ready"]
 
 
@@ -112,7 +112,7 @@ async def test_probe_failures_trigger_restart(world: World) -> None:
     await world.clock.advance(0)
     world.lm.server = False
     await world.clock.advance(10)
-    assert (world.sup.state, world.sup.snap.consecutive_failures) == (State.READY, 2)
+    assert (world.sup.state, world.sup.snap.liveness.consecutive_failures) == (State.READY, 2)
     await world.clock.advance(5)
     assert world.sup.state is State.BACKOFF
     await world.clock.advance(1)
@@ -135,7 +135,7 @@ async def test_backoff_sequence_never_gives_up(world: World) -> None:
         await world.clock.advance(delays[-1])
     assert delays == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
     assert world.sup.snapshot()["restarts"]["attempt"] == 13  # the 12th retry failed too
-    assert "Failed to verify" in (world.sup.snap.last_restart_reason or "")
+    assert "Failed to verify" in (world.sup.snap.restarts.last_reason or "")
     assert ("daemon", "down") in world.lm.calls  # rung 2 was tried
     world.lm.fail.clear()
     await world.clock.advance(300)
@@ -154,7 +154,7 @@ async def test_backoff_resets_after_healthy_period(world: World) -> None:
     await world.clock.advance(61)  # healthy for longer than reset_after
     world.lm.exit_daemon()
     await settle()
-    assert (world.sup.snap.attempt, world.clock.next_deadline()) == (1, world.clock.now + 1)
+    assert (world.sup.snap.restarts.attempt, world.clock.next_deadline()) == (1, world.clock.now + 1)
 
 
 async def test_hung_daemon_is_terminated(world: World) -> None:
@@ -218,7 +218,7 @@ async def test_restart_request(world: World) -> None:
     await world.clock.advance(0)
     world.sup.post("restart", daemon=False, reason="asked")
     await world.clock.advance(0)
-    assert (world.sup.state, world.sup.snap.restart_count) == (State.READY, 1)
+    assert (world.sup.state, world.sup.snap.restarts.count) == (State.READY, 1)
     assert world.states[-3:] == ["starting", "loading_models", "ready"]
     assert [c for c in world.lm.calls if c[:2] == ("server", "stop")] == [("server", "stop")]
 
