@@ -35,7 +35,7 @@ from lmsupervisor.core.observed import DownloadedModel, DownloadProgress, Loaded
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.errors import RestAuthError, RestError, RestUnsupportedError
 from lmsupervisor.lmstudio.httperrors import REST, map_http_errors
-from lmsupervisor.lmstudio.lms import error_line
+from lmsupervisor.lmstudio.lmsoutput import error_line
 
 TOKEN_ENV = "LM_API_TOKEN"  # noqa: S105 - a variable name, not a secret. [js] and [docs]; [py] 1.6.0b1 reads LMSTUDIO_API_TOKEN (facts §5)
 CORS_ORIGIN = "http://lmsupervisor.invalid"
