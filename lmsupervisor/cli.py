@@ -6,6 +6,11 @@ error. ``doctor``: 0 nothing wrong, 1 otherwise. Library code raises; an excepti
 ends a command gets its exit code (and its message on stderr) from one table,
 :data:`EXIT_CODES`, applied by :func:`main` and by the status commands' ``*_main``.
 
+This module holds every command (``cmd_*``, the status commands' ``*_main``) and the
+table; what they call lives in its own room: the grammar in :mod:`lmsupervisor.cliparser`,
+`service status` in :mod:`lmsupervisor.service.status`, `native-host install` in
+:mod:`lmsupervisor.nativehost.install`.
+
 Imports are lazy: ``lmsupervisor status`` is called in loops by other tools, so it must
 not pay for httpx, structlog or asyncio (:mod:`lmsupervisor.errors` is standard library only).
 """
@@ -80,107 +85,6 @@ def _mapped(command: Callable[P, int]) -> Callable[P, int]:
     return run
 
 
-def _parser() -> argparse.ArgumentParser:
-    import argparse
-    from pathlib import Path
-
-    p = argparse.ArgumentParser(
-        prog="lmsupervisor", description="Keeps a local LM Studio server alive with its models."
-    )
-    from lmsupervisor import __version__
-
-    p.add_argument("--version", action="version", version=f"lmsupervisor {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def sock(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--socket",
-            type=Path,
-            help="status socket (default: $LMSUPERVISOR_SOCKET, then status.socket, then the per-user runtime dir)",
-        )
-
-    run = sub.add_parser("run", help="run in the foreground (what services call)")
-    run.add_argument("--config", type=Path)
-    st = sub.add_parser("status", help="query the running supervisor")
-    st.add_argument("--json", action="store_true")
-    sock(st)
-    ev = sub.add_parser("events", help="follow state changes as NDJSON")
-    sock(ev)
-    wt = sub.add_parser("wait", help="block until ready")
-    wt.add_argument("--timeout", type=float, default=None, help="seconds (default: forever)")
-    sock(wt)
-    rs = sub.add_parser("restart", help="restart LM Studio's server")
-    rs.add_argument("--daemon", action="store_true", help="restart the daemon too")
-    sock(rs)
-    rl = sub.add_parser("reload", help="reread the config")
-    sock(rl)
-    dr = sub.add_parser("doctor", help="one-shot diagnosis without a running supervisor")
-    dr.add_argument("--json", action="store_true")
-    dr.add_argument("--config", type=Path)
-    cf = sub.add_parser("config", help="write, check or show the configuration")
-    cfs = cf.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    ci = cfs.add_parser("init", help="write a commented starting config")
-    ci.add_argument("path", nargs="?", type=Path)
-    cc = cfs.add_parser("check", help="parse a config and report the first error")
-    cc.add_argument("path", nargs="?", type=Path)
-    cs = cfs.add_parser("show", help="print the effective config as TOML")
-    cs.add_argument("--config", type=Path)
-    sub.add_parser("demo", help="the whole loop against a simulated LM Studio")
-    nh = sub.add_parser(
-        "native-host",
-        help="the browser native-messaging host (browsers start it; install registers it)",
-        description="Without an action: serve a browser extension on stdin/stdout (the browser starts this).",
-    )
-    nh.add_argument("--config", type=Path)
-    sock(nh)
-    nhs = nh.add_subparsers(dest="native_command", metavar="ACTION")
-    browsers = ("chrome", "chromium", "edge", "firefox")
-    ni = nhs.add_parser("install", help="write the host manifest where the browser looks for it")
-    ni.add_argument("--browser", choices=browsers, required=True)
-    ni.add_argument(
-        "--extension-id", dest="extension_ids", action="append", required=True, help="repeat for several extensions"
-    )
-    ni.add_argument("--name", default="org.lmsupervisor.host", help="host name the extension connects to")
-    ni.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config the host will read")
-    ni.add_argument("--socket", type=Path, default=argparse.SUPPRESS, help="status socket the host will ask")
-    nu = nhs.add_parser("uninstall", help="remove the host manifest and its launcher")
-    nu.add_argument("--browser", choices=browsers, required=True)
-    nu.add_argument("--name", default="org.lmsupervisor.host")
-    sm = sub.add_parser(
-        "simulate",
-        help="run a simulated LM Studio in the foreground (or send a fault to one)",
-        description="Run a simulated LM Studio until Ctrl-C, printing the environment to use; "
-        "with --fault, inject a fault into the one running under --home.",
-    )
-    sm.add_argument("--profile", default="0.4", help="release line: 0.4, 0.4-app, 0.3.31, 0.3-cmdts, 0.3.10, 0.3")
-    sm.add_argument("--home", type=Path, help="folder standing in for HOME (default: a temporary one)")
-    sm.add_argument("--port", type=int, default=1234, help="LM Studio's HTTP port (default 1234)")
-    sm.add_argument("--time-scale", type=float, default=1.0, help="multiplies simulated durations (default 1)")
-    sm.add_argument("--api-token", help="require this API token (sk-lm-...), as 'Require Authentication'")
-    sm.add_argument("--load", action="append", default=[], metavar="KEY", help="load this model at start")
-    sm.add_argument(
-        "--fault",
-        choices=["crash", "hang", "hang-http", "stop-server", "slow-start", "fail-load", "clear"],
-        help="send this fault to the simulator running under --home, then exit",
-    )
-    sm.add_argument("--seconds", type=float, default=5.0, help="slow-start: extra wall seconds per start")
-    sm.add_argument("--model", help="fail-load: the model key whose loads fail")
-    sm.add_argument("--message", help="fail-load: the error text (default: the version's guardrail)")
-    sv = sub.add_parser("service", help="install, remove or inspect the system service (systemd, launchd, Windows)")
-    sv.add_argument("action", choices=("install", "uninstall", "status"))
-    scope = sv.add_mutually_exclusive_group()
-    scope.add_argument(
-        "--user", dest="scope", action="store_const", const="user", help="per-user unit, starts at login (default)"
-    )
-    scope.add_argument(
-        "--system", dest="scope", action="store_const", const="system", help="starts at boot as you; needs root"
-    )
-    sv.add_argument("--dry-run", action="store_true", help="print the files and commands, change nothing")
-    sv.add_argument("--config", type=Path, help="config file the service runs with (default: the usual lookup)")
-    sv.add_argument("--json", action="store_true", help="status as JSON")
-    return p
-
-
 def _fast_status(argv: list[str]) -> int | None:
     """`status [--json] [--socket PATH]` without argparse: other tools call it in loops.
 
@@ -215,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     fast = _fast_status(argv)
     if fast is not None:
         return fast
-    args = _parser().parse_args(argv)
+    from lmsupervisor.cliparser import build_parser
+
+    args = build_parser().parse_args(argv)
     handler = {
         "run": cmd_run,
         "status": cmd_status,
@@ -469,14 +375,7 @@ def cmd_native_host(args: argparse.Namespace) -> int:
         changed = nhi.apply(plan)
     except OSError as exc:
         raise NativeHostFileError(f"{exc.filename}: {exc.strerror}") from exc
-    if args.native_command == "install":
-        print(f"wrote {plan.manifest}\nwrote {plan.launcher}")
-    else:
-        print("\n".join(f"removed {p}" for p in changed) or f"nothing to remove for {args.browser}")
-    if plan.registry_key is not None:
-        verb = "register" if args.native_command == "install" else "unregister"
-        print(f"Windows: {verb} it under {plan.registry_key}:")
-        print(f"  {plan.registry_command(adding=args.native_command == 'install')}")
+    print(nhi.outcome(plan, changed, adding=args.native_command == "install"))
     return EXIT_OK
 
 
@@ -520,9 +419,12 @@ def cmd_service(args: argparse.Namespace) -> int:
     import os
 
     from lmsupervisor.service.install import Installer, plan_for
+    from lmsupervisor.service.status import linger_note, service_report
 
     if args.action == "status":
-        return _service_status(args)
+        report = service_report(args.scope, args.config)
+        print(report.to_json() if args.json else report.text())
+        return EXIT_NOT_RUNNING if not report.active else (EXIT_OK if report.ready else EXIT_NOT_READY)
     scope = args.scope or "user"
     if args.config is not None and not args.config.exists():
         _err(f"--config {args.config}: no such file (write one with `lmsupervisor config init {args.config}`)")
@@ -548,65 +450,5 @@ def cmd_service(args: argparse.Namespace) -> int:
         for note in plan.notes if plan.linger is None else ():
             print(f"note: {note}")
         if plan.linger is not None:
-            _linger_note(plan.linger)
+            print(linger_note(plan.linger))
     return EXIT_OK
-
-
-def _linger_note(linger: tuple[str, ...]) -> None:
-    """Linux user units start at boot only with lingering: say whether it is on, and how."""
-    from lmsupervisor.service.install import run_command
-
-    fix = f"loginctl enable-linger {linger[2]}"
-    res = run_command(linger)
-    if res.returncode == 0 and "Linger=yes" in res.stdout:
-        print("lingering is on: the unit starts at boot, before anyone logs in")
-    elif res.returncode == 0:
-        print(f"note: lingering is off: the unit starts at your first login, not at boot; to start it at boot: `{fix}`")
-    else:
-        why = " ".join((res.stderr or res.stdout).split()) or f"exit {res.returncode}"
-        print(f"note: could not ask logind whether lingering is on ({why}); to start the unit at boot: `{fix}`")
-
-
-def _service_status(args: argparse.Namespace) -> int:
-    import json
-
-    from lmsupervisor import paths
-    from lmsupervisor.client import resolve_socket
-    from lmsupervisor.client.sync import request
-    from lmsupervisor.service.install import installed_services, plan_for, query
-    from lmsupervisor.service.report import rows
-
-    if args.scope:
-        states = [query(plan_for(args.scope, args.config))]
-    else:
-        states = installed_services() or [query(plan_for("user", args.config))]
-    system = next((st for st in states if st.unit.startswith("lmsupervisor@")), None)
-    unit_socket = None
-    if system is not None and (system.active or args.scope):  # its socket, unless $LMSUPERVISOR_SOCKET names one
-        unit_socket = paths.system_socket(system.unit.removeprefix("lmsupervisor@").removesuffix(".service"))
-    socket_path = resolve_socket(None, unit_socket=unit_socket)
-    try:
-        snap = request(socket_path, "GET", "/v1/status")[1]
-    except StatusSocketError as exc:
-        snap, reach = None, str(exc)
-    else:
-        reach = ""
-    active = any(s.active for s in states)
-    code = EXIT_NOT_RUNNING if not active else (EXIT_OK if snap and snap.get("ready") else EXIT_NOT_READY)
-    if args.json:
-        print(json.dumps({"services": [s.to_json() for s in states], "supervisor": snap}, indent=2))
-        return code
-    lines: list[tuple[str, str]] = []
-    for st in states:
-        if not st.installed and not st.loaded:
-            lines.append(("lmsupervisor", f"not installed ({st.manager} {st.unit}); `lmsupervisor service install`"))
-            continue
-        lines += rows(st)
-    lines.append(("supervisor", f"answering on {socket_path}" if snap is not None else reach))
-    width = max(len(k) for k, _ in lines)
-    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in lines))
-    if snap is not None:
-        from lmsupervisor.client.summary import summary
-
-        print(summary(snap))
-    return code

@@ -8,30 +8,72 @@ got "10m"``). Durations are seconds (int or float). A server setting left out is
 Where the file is looked for: ``--config``, else ``$LMSUPERVISOR_CONFIG``, else the
 per-user config dir (``~/.config/lmsupervisor/config.toml`` on Linux, platformdirs on
 the others). No file at all is valid: all defaults.
+
+This module holds the dataclasses and the loading; the typed readers each key goes
+through, and the value checks shared with LM Studio's files, are
+:mod:`lmsupervisor.configvalues` (re-exported here: ``lmsupervisor.config`` stays the
+import path of every public name).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmsupervisor import paths
+from lmsupervisor.configvalues import (
+    abs_path,
+    boolean,
+    fail,
+    finite,
+    gpu,
+    integer,
+    keys,
+    number,
+    server_address,
+    server_port,
+    string,
+    table,
+)
 from lmsupervisor.errors import ConfigError
+
+__all__ = [  # the public checks of configvalues are imported from here, with the rest
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "MAX_TTL",
+    "MODEL_PROBES",
+    "TRANSPORTS",
+    "Config",
+    "HealthConfig",
+    "LmStudioConfig",
+    "LogConfig",
+    "ModelConfig",
+    "ReconcileConfig",
+    "RestartConfig",
+    "ServerConfig",
+    "StatusConfig",
+    "default_config_path",
+    "default_socket_path",
+    "finite",
+    "load",
+    "parse",
+    "server_address",
+    "server_port",
+    "socket_path",
+    "status_transport",
+    "to_toml",
+]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 MODEL_PROBES = ("none", "load", "answer")
 TRANSPORTS = ("unix", "tcp")  # status.transport: a Unix socket, or loopback TCP with a bearer token
-MAX_SECONDS = 86_400.0  # upper bound of every duration: a day (a larger value is a typo, not a wish)
 MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
-SHOWN_DIGITS = 20  # an integer in a message is shown whole up to this many digits, else by its length
 
 
 @dataclass(frozen=True)
@@ -171,198 +213,44 @@ class Config:
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
 
 
-# -- typed readers: each names the key and what it expected -------------------------
-def _describe(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int) and abs(value) >= 10**SHOWN_DIGITS:
-        return f"an integer of {_digits(value)} digits"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return repr(value)
-
-
-def _digits(value: int) -> str:
-    """How many decimal digits ``value`` has, as text; ``"more than N"`` past Python's
-    int-to-text limit (``sys.get_int_max_str_digits()``, 4300), where ``str()`` raises
-    (a TOML hex, octal or binary literal is read past it)."""
-    try:
-        return str(len(str(abs(value))))
-    except ValueError:
-        return f"more than {sys.get_int_max_str_digits()}"
-
-
-def finite(value: object) -> bool:
-    """Whether ``value`` is a finite number: any ``int`` (TOML and JSON integers have no
-    bound: ``10**400`` is finite, and is never turned into a float, which it would
-    overflow) or a ``float`` that is neither NaN nor an infinity. A bool is not a number."""
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
-
-
-def server_address(value: object) -> str | None:
-    """``value`` as an address LM Studio's server can bind and lmsupervisor can reach, or
-    None when it is not one.
-
-    Accepted, as `lms server start --bind` and LM Studio's ``networkInterface`` take them
-    (facts §2, §3): an IPv4 address (``127.0.0.1``, ``0.0.0.0``), an IPv6 address with or
-    without brackets (``::1``, ``[::1]``, returned without them) and ``localhost`` (any
-    case). Anything else is None: a ``host:port`` mistake (``localhost:1234``), a hostname,
-    an impossible address (``999.1.1.1``), surrounding whitespace (``"0.0.0.0 "``: LM Studio
-    does not trim it either), an empty string, or a value that is not a string.
-    """
-    if not isinstance(value, str):
-        return None
-    if value.lower() == "localhost":
-        return "localhost"
-    text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
-
-
-def server_port(value: object) -> int | None:
-    """``value`` as a TCP port LM Studio's server can listen on (an integer from 1 to
-    65535, as ``http-server-config.json``'s ``port`` and `lms server start --port` take it,
-    facts §2, §3), or None when it is not one: out of range, a boolean (JSON ``true`` is not
-    a port), a float, a string, or None."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if 1 <= value <= 65535 else None
-
-
-def _fail(key: str, expected: str, value: Any) -> ConfigError:
-    return ConfigError(f"{key}: expected {expected}, got {_describe(value)}", key=key)
-
-
-def _number(
-    key: str,
-    value: Any,
-    *,
-    minimum: float = 0.0,
-    maximum: float = MAX_SECONDS,
-    positive: bool = False,
-    what: str = "seconds as a number",
-) -> float:
-    """A finite number in ``[minimum, maximum]`` (``> 0`` with ``positive``) as a float;
-    NaN and infinity are refused, since they silently turn timers off or into busy loops.
-    An integer is compared as an integer, so one too large for a float (``10**400``) is
-    out of range like any other, never an OverflowError."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(key, what, value)
-    if not finite(value):
-        raise _fail(key, f"{what} (finite)", value)
-    if value < minimum or (positive and value <= 0):
-        raise _fail(key, f"{what} {'> 0' if positive else f'>= {minimum:g}'}", value)
-    if value > maximum:
-        raise _fail(key, f"{what} <= {maximum:g}", value)
-    return float(value)
-
-
-def _int(key: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(key, "an integer", value)
-    if value < lo or (hi is not None and value > hi):
-        raise _fail(key, f"an integer from {lo} to {hi}" if hi else f"an integer >= {lo}", value)
-    return value
-
-
-def _str(key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
-    if not isinstance(value, str):
-        raise _fail(key, "a string", value)
-    if "\x00" in value:
-        raise ConfigError(f"{key}: expected text without NUL bytes, got {value!r}", key=key)
-    if choices is not None and value not in choices:
-        raise _fail(key, "one of " + ", ".join(f'"{c}"' for c in choices), value)
-    return value
-
-
-def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(key, "true or false", value)
-    return value
-
-
-def _path(key: str, value: Any) -> Path:
-    """An absolute path (``~`` expanded); a relative one would depend on the service's cwd."""
-    text = _str(key, value)
-    if not text:
-        raise _fail(key, "a path", value)
-    path = Path(os.path.expanduser(text))
-    if not path.is_absolute():
-        raise _fail(key, "an absolute path (or one starting with ~)", value)
-    return path
-
-
-def _table(key: str, value: Any, allowed: set[str]) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(key, "a table", value)
-    for name in value:
-        if name not in allowed:
-            known = ", ".join(sorted(allowed))
-            full = f"{key}.{name}" if key else name
-            where = f"[{key}]" if key else "the top level"
-            raise ConfigError(f"{full}: unknown key (known keys of {where}: {known})", key=full)
-    return value
-
-
-def _keys(cls: type) -> set[str]:
-    return {f.name for f in fields(cls)}
-
-
-def _gpu(key: str, value: Any) -> str | float:
-    """``"off"``, ``"max"``, or a ratio from 0.0 to 1.0 as a float."""
-    if value in ("off", "max") and isinstance(value, str):
-        return value
-    if not finite(value) or not 0 <= value <= 1:
-        raise _fail(key, '"off", "max" or a number from 0.0 to 1.0', value)
-    return float(value)
-
-
 def _model(key: str, raw: Any) -> ModelConfig:
-    table = _table(key, raw, _keys(ModelConfig))
-    if "key" not in table:
+    entry = table(key, raw, keys(ModelConfig))
+    if "key" not in entry:
         raise ConfigError(f"{key}.key: required (the model key as in `lms ls --json`)", key=f"{key}.key")
-    model_key = _str(f"{key}.key", table["key"])
+    model_key = string(f"{key}.key", entry["key"])
     if not model_key.strip():
-        raise _fail(f"{key}.key", "a model key", model_key)
-    ident = table.get("identifier")
-    ctx = table.get("context_length")
-    ttl = table.get("ttl")
+        raise fail(f"{key}.key", "a model key", model_key)
+    ident = entry.get("identifier")
+    ctx = entry.get("context_length")
+    ttl = entry.get("ttl")
     return ModelConfig(
         key=model_key,
-        identifier=_str(f"{key}.identifier", ident) if ident is not None else None,
-        context_length=_int(f"{key}.context_length", ctx, 1, 16_777_216) if ctx is not None else None,
-        gpu=_gpu(f"{key}.gpu", table["gpu"]) if "gpu" in table else None,
-        ttl=_number(f"{key}.ttl", ttl, minimum=1, maximum=MAX_TTL) if ttl is not None else None,
-        download=_bool(f"{key}.download", table.get("download", False)),
-        probe=_str(f"{key}.probe", table.get("probe", "load"), MODEL_PROBES),
+        identifier=string(f"{key}.identifier", ident) if ident is not None else None,
+        context_length=integer(f"{key}.context_length", ctx, 1, 16_777_216) if ctx is not None else None,
+        gpu=gpu(f"{key}.gpu", entry["gpu"]) if "gpu" in entry else None,
+        ttl=number(f"{key}.ttl", ttl, minimum=1, maximum=MAX_TTL) if ttl is not None else None,
+        download=boolean(f"{key}.download", entry.get("download", False)),
+        probe=string(f"{key}.probe", entry.get("probe", "load"), MODEL_PROBES),
     )
 
 
 def parse(data: Mapping[str, Any]) -> Config:
     """Build a :class:`Config` from parsed TOML; raises :class:`ConfigError` on any bad key."""
-    top = _table("", data, _keys(Config)) if data else {}
+    top = table("", data, keys(Config)) if data else {}
     d = Config()
 
-    lm = _table("lmstudio", top.get("lmstudio", {}), _keys(LmStudioConfig))
-    token = _str("lmstudio.api_token", lm["api_token"]) if "api_token" in lm else None
+    lm = table("lmstudio", top.get("lmstudio", {}), keys(LmStudioConfig))
+    token = string("lmstudio.api_token", lm["api_token"]) if "api_token" in lm else None
     if token is not None and (not token.strip() or any(c.isspace() for c in token)):
         raise ConfigError(
             "lmstudio.api_token: expected a token such as sk-lm-xxxxxxxx:xxxxxxxxxxxxxxxxxxxx (no spaces)",
             key="lmstudio.api_token",
         )
     lmstudio = LmStudioConfig(
-        home=_path("lmstudio.home", lm["home"]) if "home" in lm else None,
-        lms=_path("lmstudio.lms", lm["lms"]) if "lms" in lm else None,
+        home=abs_path("lmstudio.home", lm["home"]) if "home" in lm else None,
+        lms=abs_path("lmstudio.lms", lm["lms"]) if "lms" in lm else None,
         api_token=token,
-        api_token_file=_path("lmstudio.api_token_file", lm["api_token_file"]) if "api_token_file" in lm else None,
+        api_token_file=abs_path("lmstudio.api_token_file", lm["api_token_file"]) if "api_token_file" in lm else None,
     )
     if lmstudio.api_token is not None and lmstudio.api_token_file is not None:
         raise ConfigError(
@@ -370,64 +258,64 @@ def parse(data: Mapping[str, Any]) -> Config:
             key="lmstudio.api_token_file",
         )
 
-    sv = _table("server", top.get("server", {}), _keys(ServerConfig))
+    sv = table("server", top.get("server", {}), keys(ServerConfig))
     server = ServerConfig(
-        bind=_str("server.bind", sv["bind"]) if "bind" in sv else None,
-        port=_int("server.port", sv["port"], 1, 65535) if "port" in sv else None,
-        cors=_bool("server.cors", sv["cors"]) if "cors" in sv else None,
-        start_timeout=_number(
+        bind=string("server.bind", sv["bind"]) if "bind" in sv else None,
+        port=integer("server.port", sv["port"], 1, 65535) if "port" in sv else None,
+        cors=boolean("server.cors", sv["cors"]) if "cors" in sv else None,
+        start_timeout=number(
             "server.start_timeout", sv.get("start_timeout", d.server.start_timeout), positive=True, maximum=3600
         ),
     )
     if server.bind is not None:
         bind = server_address(server.bind)
         if bind is None:
-            raise _fail("server.bind", "an IP address (127.0.0.1, 0.0.0.0, ::1) or localhost", server.bind)
+            raise fail("server.bind", "an IP address (127.0.0.1, 0.0.0.0, ::1) or localhost", server.bind)
         server = ServerConfig(bind=bind, port=server.port, cors=server.cors, start_timeout=server.start_timeout)
 
-    hc = _table("health", top.get("health", {}), _keys(HealthConfig))
+    hc = table("health", top.get("health", {}), keys(HealthConfig))
     health = HealthConfig(
-        interval=_number("health.interval", hc.get("interval", d.health.interval), positive=True, maximum=3600),
-        timeout=_number("health.timeout", hc.get("timeout", d.health.timeout), positive=True, maximum=600),
-        failures_before_restart=_int(
+        interval=number("health.interval", hc.get("interval", d.health.interval), positive=True, maximum=3600),
+        timeout=number("health.timeout", hc.get("timeout", d.health.timeout), positive=True, maximum=600),
+        failures_before_restart=integer(
             "health.failures_before_restart",
             hc.get("failures_before_restart", d.health.failures_before_restart),
             1,
             1000,
         ),
-        answer_interval=_number(
+        answer_interval=number(
             "health.answer_interval", hc.get("answer_interval", d.health.answer_interval), positive=True
         ),
-        answer_timeout=_number(
+        answer_timeout=number(
             "health.answer_timeout", hc.get("answer_timeout", d.health.answer_timeout), positive=True, maximum=3600
         ),
     )
 
-    rc = _table("restart", top.get("restart", {}), _keys(RestartConfig))
+    rc = table("restart", top.get("restart", {}), keys(RestartConfig))
     restart = RestartConfig(
-        initial_delay=_number("restart.initial_delay", rc.get("initial_delay", d.restart.initial_delay)),
-        max_delay=_number("restart.max_delay", rc.get("max_delay", d.restart.max_delay)),
-        multiplier=_number(
+        initial_delay=number("restart.initial_delay", rc.get("initial_delay", d.restart.initial_delay)),
+        max_delay=number("restart.max_delay", rc.get("max_delay", d.restart.max_delay)),
+        multiplier=number(
             "restart.multiplier",
             rc.get("multiplier", d.restart.multiplier),
             minimum=1.0,
             maximum=100.0,
             what="a number",
         ),
-        jitter=_number("restart.jitter", rc.get("jitter", d.restart.jitter), what="a fraction"),
-        reset_after=_number("restart.reset_after", rc.get("reset_after", d.restart.reset_after)),
-        kill_app=_bool("restart.kill_app", rc.get("kill_app", d.restart.kill_app)),
+        jitter=number("restart.jitter", rc.get("jitter", d.restart.jitter), what="a fraction"),
+        reset_after=number("restart.reset_after", rc.get("reset_after", d.restart.reset_after)),
+        kill_app=boolean("restart.kill_app", rc.get("kill_app", d.restart.kill_app)),
     )
     if restart.jitter >= 1:
-        raise _fail("restart.jitter", "a fraction from 0 to below 1", restart.jitter)
+        raise fail("restart.jitter", "a fraction from 0 to below 1", restart.jitter)
     if restart.max_delay < restart.initial_delay:
-        raise _fail(
+        raise fail(
             "restart.max_delay", f"seconds >= restart.initial_delay ({restart.initial_delay:g})", restart.max_delay
         )
 
     raw_models = top.get("models", [])
     if not isinstance(raw_models, list):
-        raise _fail("models", "an array of tables ([[models]])", raw_models)
+        raise fail("models", "an array of tables ([[models]])", raw_models)
     models = tuple(_model(f"models[{i}]", m) for i, m in enumerate(raw_models))
     seen: dict[str, int] = {}
     for i, m in enumerate(models):
@@ -439,19 +327,19 @@ def parse(data: Mapping[str, Any]) -> Config:
             )
         seen[name] = i
 
-    st = _table("status", top.get("status", {}), _keys(StatusConfig))
+    st = table("status", top.get("status", {}), keys(StatusConfig))
     status = StatusConfig(
-        socket=_path("status.socket", st["socket"]) if "socket" in st else None,
-        group=_str("status.group", st.get("group", "")),
-        transport=_str("status.transport", st["transport"], TRANSPORTS) if "transport" in st else None,
+        socket=abs_path("status.socket", st["socket"]) if "socket" in st else None,
+        group=string("status.group", st.get("group", "")),
+        transport=string("status.transport", st["transport"], TRANSPORTS) if "transport" in st else None,
     )
-    lg = _table("log", top.get("log", {}), _keys(LogConfig))
+    lg = table("log", top.get("log", {}), keys(LogConfig))
     log = LogConfig(
-        level=_str("log.level", lg.get("level", "info"), LOG_LEVELS),
-        format=_str("log.format", lg.get("format", "auto"), LOG_FORMATS),
+        level=string("log.level", lg.get("level", "info"), LOG_LEVELS),
+        format=string("log.format", lg.get("format", "auto"), LOG_FORMATS),
     )
-    rcn = _table("reconcile", top.get("reconcile", {}), _keys(ReconcileConfig))
-    reconcile = ReconcileConfig(unload_removed=_bool("reconcile.unload_removed", rcn.get("unload_removed", False)))
+    rcn = table("reconcile", top.get("reconcile", {}), keys(ReconcileConfig))
+    reconcile = ReconcileConfig(unload_removed=boolean("reconcile.unload_removed", rcn.get("unload_removed", False)))
     return Config(lmstudio, server, health, restart, models, status, log, reconcile)
 
 

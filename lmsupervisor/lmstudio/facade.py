@@ -19,6 +19,7 @@ from lmsupervisor.clock import Clock, within
 from lmsupervisor.config import Config
 from lmsupervisor.core.observed import Install, ProbeResult
 from lmsupervisor.lmstudio.capabilities import CapabilityCache
+from lmsupervisor.lmstudio.httperrors import no_answer
 from lmsupervisor.lmstudio.lms import LmsClient
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient
@@ -62,7 +63,7 @@ class LmStudio:
         """The greeting probe of ``url`` within ``seconds`` of clock time; a failure names
         ``timeout`` (the configured ``health.timeout``, default ``seconds``). Never raises."""
         timeout = seconds if timeout is None else timeout
-        failed = ProbeResult(False, timeout * 1000, None, f"no answer from {url} within {timeout:g} s")
+        failed = ProbeResult(False, timeout * 1000, None, no_answer(url, timeout))
         if seconds <= 0:
             return failed
         try:

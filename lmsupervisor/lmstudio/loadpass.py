@@ -42,7 +42,8 @@ from lmsupervisor.core.preload import Decision, Planned, instance_of, plan
 from lmsupervisor.core.problems import download_paused_problem
 from lmsupervisor.errors import LmsError, LmsExitError, LmsNotFoundError, LmsTimeoutError, RestError, RestTimeoutError
 from lmsupervisor.lmstudio.facade import QUICK_TIMEOUT, LmStudio
-from lmsupervisor.lmstudio.lms import LmsClient, error_line
+from lmsupervisor.lmstudio.lms import LmsClient
+from lmsupervisor.lmstudio.lmsoutput import error_line
 from lmsupervisor.lmstudio.rest import Listing, RestClient, token_problem
 
 LOAD_TIMEOUT = 900.0  # seconds for one `lms load` (a large model on a slow disk)

@@ -25,6 +25,7 @@ import httpx
 
 from lmsupervisor.core.observed import ProbeResult
 from lmsupervisor.errors import ProbeError
+from lmsupervisor.lmstudio.httperrors import PROBE, map_http_errors
 from lmsupervisor.lmstudio.rest import BearerAuth
 
 
@@ -62,17 +63,9 @@ class Prober:
     async def _get(self, url: str, timeout: float | None, auth: bool = True) -> tuple[httpx.Response, float]:
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
-        try:
+        with map_http_errors(url, limit, PROBE):
             request = self._client.get(url, timeout=limit) if auth else self._client.get(url, timeout=limit, auth=None)
             response = await asyncio.wait_for(request, limit)
-        except TimeoutError:
-            raise ProbeError(f"no answer from {url} within {limit:g} s") from None
-        except httpx.TimeoutException:
-            raise ProbeError(f"no answer from {url} within {limit:g} s") from None
-        except httpx.ConnectError as exc:
-            raise ProbeError(f"cannot connect to {url}: {exc or 'connection refused'}") from exc
-        except httpx.HTTPError as exc:
-            raise ProbeError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
         return response, (time.monotonic() - started) * 1000
 
     async def greeting(self, url: str, timeout: float | None = None) -> ProbeResult:
@@ -109,12 +102,11 @@ class Prober:
             target, field = "/v1/chat/completions", "choices"
             body = {"model": model, "messages": messages, "max_tokens": 1, "stream": False}
         try:
-            request = self._client.post(f"{url}{target}", json=body, timeout=timeout)
-            response = await asyncio.wait_for(request, timeout)
-        except (TimeoutError, httpx.TimeoutException):
-            return ProbeResult(False, timeout * 1000, None, f"{model} did not answer within {timeout:g} s")
-        except httpx.HTTPError as exc:
-            return ProbeResult(False, (time.monotonic() - started) * 1000, None, f"{url}{target}: {exc}")
+            with map_http_errors(f"{url}{target}", timeout, PROBE):
+                request = self._client.post(f"{url}{target}", json=body, timeout=timeout)
+                response = await asyncio.wait_for(request, timeout)
+        except ProbeError as exc:
+            return ProbeResult(False, (time.monotonic() - started) * 1000, None, exc.message)
         ms = (time.monotonic() - started) * 1000
         data = _json(response)
         if response.status_code == 200 and isinstance(data, dict) and isinstance(data.get(field), list):

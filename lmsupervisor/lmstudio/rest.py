@@ -8,9 +8,11 @@ handshake, facts §8): :meth:`RestClient.models` lists downloaded models and the
 Errors are translated here (:mod:`lmsupervisor.errors`): :class:`RestUnsupportedError`
 when the route answers LM Studio's ``Unexpected endpoint`` 200 (0.3.x has no v1),
 :class:`RestAuthError` on 401 ("Require Authentication" on: the token is missing or
-wrong), :class:`RestConnectError` when nothing listens, :class:`RestTimeoutError` when no
-answer comes in time, :class:`RestError` otherwise. The API token comes from ``token()`` at each request
-(``[lmstudio] api_token``, ``api_token_file`` or ``LM_API_TOKEN``, see
+wrong), :class:`RestError` for another error answer; a request without an answer is
+:class:`RestConnectError` when nothing listens, :class:`RestTimeoutError` when no answer
+comes in time, :class:`RestError` when the connection broke (one wording for all:
+:func:`~lmsupervisor.lmstudio.httperrors.map_http_errors`). The API token comes from
+``token()`` at each request (``[lmstudio] api_token``, ``api_token_file`` or ``LM_API_TOKEN``, see
 :func:`resolve_token`) and goes out as ``Authorization: Bearer``.
 
 Also here: the CORS check (``Origin`` header, ``Access-Control-Allow-Origin`` answer),
@@ -31,8 +33,9 @@ import httpx
 from lmsupervisor.config import Config
 from lmsupervisor.core.observed import DownloadedModel, DownloadProgress, LoadedModel
 from lmsupervisor.core.problems import Problem
-from lmsupervisor.errors import RestAuthError, RestConnectError, RestError, RestTimeoutError, RestUnsupportedError
-from lmsupervisor.lmstudio.lms import error_line
+from lmsupervisor.errors import RestAuthError, RestError, RestUnsupportedError
+from lmsupervisor.lmstudio.httperrors import REST, map_http_errors
+from lmsupervisor.lmstudio.lmsoutput import error_line
 
 TOKEN_ENV = "LM_API_TOKEN"  # noqa: S105 - a variable name, not a secret. [js] and [docs]; [py] 1.6.0b1 reads LMSTUDIO_API_TOKEN (facts §5)
 CORS_ORIGIN = "http://lmsupervisor.invalid"
@@ -144,14 +147,8 @@ class RestClient:
 
     async def _call(self, method: str, url: str, body: dict[str, Any] | None, timeout: float | None) -> Any:
         limit = self.timeout if timeout is None else timeout
-        try:
+        with map_http_errors(url, limit, REST):
             response = await asyncio.wait_for(self._client.request(method, url, json=body, timeout=limit), limit)
-        except (TimeoutError, httpx.TimeoutException):
-            raise RestTimeoutError(f"{method} {url}: no answer within {limit:g} s") from None
-        except httpx.ConnectError as exc:
-            raise RestConnectError(f"{method} {url}: cannot connect: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise RestError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
         try:
             data = response.json()
         except ValueError:
@@ -201,13 +198,11 @@ class RestClient:
         """Whether the server answers a cross-origin request: ``GET {url}/lmstudio-greeting``
         with an ``Origin`` header, checking ``Access-Control-Allow-Origin``. Raises :class:`RestError`."""
         limit = self.timeout if timeout is None else timeout
-        try:
+        target = f"{url}/lmstudio-greeting"
+        with map_http_errors(target, limit, REST):
             response = await asyncio.wait_for(
-                self._client.get(f"{url}/lmstudio-greeting", headers={"Origin": CORS_ORIGIN}, timeout=limit, auth=None),
-                limit,
+                self._client.get(target, headers={"Origin": CORS_ORIGIN}, timeout=limit, auth=None), limit
             )
-        except (TimeoutError, httpx.HTTPError) as exc:
-            raise RestError(f"CORS check of {url}: {exc.__class__.__name__}") from None
         allowed = response.headers.get("access-control-allow-origin")
         return allowed in ("*", CORS_ORIGIN)
 

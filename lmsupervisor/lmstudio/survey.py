@@ -43,7 +43,7 @@ from typing import Any
 
 from lmsupervisor.core.hardware import Compatibility, Gpu, Hardware, InstalledRuntime, RuntimeEngine
 from lmsupervisor.errors import LmsOutputError
-from lmsupervisor.lmstudio.lms import parse_json
+from lmsupervisor.lmstudio.lmsoutput import parse_json
 
 SURVEY_ARGV = ("lms", "runtime", "survey", "--json")
 LS_ARGV = ("lms", "runtime", "ls")

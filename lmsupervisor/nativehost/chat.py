@@ -7,8 +7,10 @@ payload ``{"id", "model", "content", "message", "finish_reason", "usage"}``. Wit
 "..."}``, then ``{"type": "done", "done": true, "finish_reason", "usage", "id", "model"}``
 (``usage`` is null when LM Studio does not report it). The deadline is the request's
 ``"timeout"`` (default :data:`CHAT_TIMEOUT`; for streams, the longest silence between two
-events). Over httpx, the stream through httpx-sse; httpx's errors are translated here into
-:class:`~lmsupervisor.nativehost.protocol.NativeHostError` answers.
+events). Over httpx, the stream through httpx-sse; a request without an answer becomes a
+:class:`~lmsupervisor.errors.NativeHostError` answer (``timeout``, or ``unreachable`` with
+the hint to send ``start_lmstudio``) through
+:func:`~lmsupervisor.lmstudio.httperrors.map_http_errors` (:data:`CHAT_ERRORS`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from lmsupervisor.errors import NativeHostError
+from lmsupervisor.lmstudio.httperrors import ErrorKinds, map_http_errors
 from lmsupervisor.nativehost.protocol import check_sendable, json_bytes, read_seconds, success
 
 CHAT_TIMEOUT = 300.0  # seconds: a cold JIT load can delay the first token for long
 JSON_HEADERS = {"Content-Type": "application/json"}  # of the chat bodies sent to LM Studio (json_bytes)
+START_FIRST = "send start_lmstudio first"  # the hint of an unreachable server
+CHAT_ERRORS = ErrorKinds(  # a request without an answer, as the browser is told (map_http_errors)
+    no_answer=lambda message: NativeHostError(message, code="timeout"),
+    no_connection=lambda message: NativeHostError(message, code="unreachable", hint=START_FIRST),
+    broken=lambda message: NativeHostError(message, code="unreachable", hint=START_FIRST),
+)
 CHAT_SETTINGS = frozenset(
     {"model", "temperature", "max_tokens", "stream", "top_p", "top_k", "stop", "seed", "presence_penalty",
      "frequency_penalty", "repeat_penalty", "ttl"}
@@ -74,20 +83,12 @@ class Chat:
             async for answer in self._stream(url, body, timeout):
                 yield answer
             return
-        try:
+        target = f"{url}/v1/chat/completions"
+        with map_http_errors(target, timeout, CHAT_ERRORS):
             resp = await asyncio.wait_for(
-                self.http.post(
-                    f"{url}/v1/chat/completions",
-                    content=json_bytes(body),
-                    headers=JSON_HEADERS,
-                    timeout=self._timeout(timeout),
-                ),
+                self.http.post(target, content=json_bytes(body), headers=JSON_HEADERS, timeout=self._timeout(timeout)),
                 timeout,
             )
-        except (TimeoutError, httpx.TimeoutException):
-            raise NativeHostError(f"LM Studio did not answer within {timeout:g} s", code="timeout") from None
-        except httpx.HTTPError as exc:
-            raise _unreachable(url, exc) from exc
         data = _json(resp)
         _raise_lmstudio_error(resp.status_code, data, resp.text)
         choice = (data.get("choices") or [{}])[0] if isinstance(data, dict) else {}
@@ -115,54 +116,51 @@ class Chat:
         cid: Any = None
         model: Any = None
         target = f"{url}/v1/chat/completions"
-        try:
-            async with aconnect_sse(
-                self.http,
-                "POST",
-                target,
-                content=json_bytes(body),
-                headers=dict(JSON_HEADERS),  # aconnect_sse adds its own to this dict
-                timeout=self._timeout(timeout),
-            ) as source:
-                resp = source.response
-                if resp.status_code != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
-                    await resp.aread()
-                    _raise_lmstudio_error(resp.status_code, _json(resp), resp.text)
-                    raise NativeHostError(
-                        f"LM Studio answered {resp.status_code} without an event stream: {resp.text[:200]!r}",
-                        "lmstudio_error",
-                    )
-                async for event in source.aiter_sse():
-                    if event.data.strip() == "[DONE]":
-                        break
-                    try:
-                        chunk = json.loads(event.data)
-                    except ValueError:
-                        msg = f"LM Studio sent a broken event: {event.data[:200]!r}"
-                        raise NativeHostError(msg, "lmstudio_error") from None
-                    _raise_lmstudio_error(200, chunk, event.data)
-                    if not isinstance(chunk, dict):
-                        continue
-                    cid, model = chunk.get("id", cid), chunk.get("model", model)
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or []:
-                        if not isinstance(choice, dict):
+        with map_http_errors(target, timeout, CHAT_ERRORS):  # SSEError is an httpx error too: caught first, below
+            try:
+                async with aconnect_sse(
+                    self.http,
+                    "POST",
+                    target,
+                    content=json_bytes(body),
+                    headers=dict(JSON_HEADERS),  # aconnect_sse adds its own to this dict
+                    timeout=self._timeout(timeout),
+                ) as source:
+                    resp = source.response
+                    if resp.status_code != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
+                        await resp.aread()
+                        _raise_lmstudio_error(resp.status_code, _json(resp), resp.text)
+                        raise NativeHostError(
+                            f"LM Studio answered {resp.status_code} without an event stream: {resp.text[:200]!r}",
+                            "lmstudio_error",
+                        )
+                    async for event in source.aiter_sse():
+                        if event.data.strip() == "[DONE]":
+                            break
+                        try:
+                            chunk = json.loads(event.data)
+                        except ValueError:
+                            msg = f"LM Studio sent a broken event: {event.data[:200]!r}"
+                            raise NativeHostError(msg, "lmstudio_error") from None
+                        _raise_lmstudio_error(200, chunk, event.data)
+                        if not isinstance(chunk, dict):
                             continue
-                        delta = choice.get("delta") or {}
-                        piece: dict[str, Any] = {"type": "delta", "done": False, "index": choice.get("index", 0)}
-                        if isinstance(delta, dict):
-                            for key in ("content", "reasoning", "reasoning_content"):
-                                if delta.get(key):
-                                    piece["delta" if key == "content" else "reasoning"] = delta[key]
-                        if len(piece) > 3:
-                            yield success(piece)
-                        finish = choice.get("finish_reason") or finish
-        except (TimeoutError, httpx.TimeoutException):
-            raise NativeHostError(f"LM Studio sent nothing for {timeout:g} s", code="timeout") from None
-        except SSEError as exc:
-            raise NativeHostError(f"LM Studio's stream is not an event stream: {exc}", "lmstudio_error") from exc
-        except httpx.HTTPError as exc:
-            raise _unreachable(url, exc) from exc
+                        cid, model = chunk.get("id", cid), chunk.get("model", model)
+                        usage = chunk.get("usage") or usage
+                        for choice in chunk.get("choices") or []:
+                            if not isinstance(choice, dict):
+                                continue
+                            delta = choice.get("delta") or {}
+                            piece: dict[str, Any] = {"type": "delta", "done": False, "index": choice.get("index", 0)}
+                            if isinstance(delta, dict):
+                                for key in ("content", "reasoning", "reasoning_content"):
+                                    if delta.get(key):
+                                        piece["delta" if key == "content" else "reasoning"] = delta[key]
+                            if len(piece) > 3:
+                                yield success(piece)
+                            finish = choice.get("finish_reason") or finish
+            except SSEError as exc:
+                raise NativeHostError(f"LM Studio's stream is not an event stream: {exc}", "lmstudio_error") from exc
         yield success(
             {"type": "done", "done": True, "finish_reason": finish, "usage": usage, "id": cid, "model": model}
         )
@@ -173,13 +171,6 @@ def _json(resp: httpx.Response) -> Any:
         return resp.json()
     except ValueError:
         return None
-
-
-def _unreachable(url: str, exc: Exception) -> NativeHostError:
-    return NativeHostError(
-        f"LM Studio's server does not answer at {url} ({exc.__class__.__name__}); send start_lmstudio first",
-        code="unreachable",
-    )
 
 
 def _raise_lmstudio_error(status: int, data: Any, text: str) -> None:

@@ -38,6 +38,7 @@ from lmsupervisor.errors import (
     TruncatedFrameError,
 )
 from lmsupervisor.lmstudio.bringup import start_once
+from lmsupervisor.lmstudio.httperrors import REST, map_http_errors, unanswered
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import LmsRunner
 from lmsupervisor.lmstudio.rest import BearerAuth
@@ -166,12 +167,13 @@ class NativeHost:
         except RestTimeoutError:
             return None
         except RestError as exc:  # an answer that is no v1 listing (0.3's "Unexpected endpoint", a 401...): try v0
-            if isinstance(exc.__cause__, httpx.HTTPError):  # no answer: refused, or the connection broke
+            if unanswered(exc):  # no answer: refused, or the connection broke
                 return None
         try:
-            resp = await asyncio.wait_for(self.http.get(f"{url}/api/v0/models", timeout=limit), limit)
+            with map_http_errors(f"{url}/api/v0/models", limit, REST):
+                resp = await asyncio.wait_for(self.http.get(f"{url}/api/v0/models", timeout=limit), limit)
             body = resp.json()
-        except (httpx.HTTPError, TimeoutError, ValueError):  # ValueError: not JSON
+        except (RestError, ValueError):  # ValueError: not JSON
             return None
         if resp.status_code == 200 and isinstance(body, dict) and isinstance(body.get("data"), list):
             return [

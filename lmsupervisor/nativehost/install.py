@@ -244,3 +244,17 @@ def apply(plan: Plan) -> list[Path]:
             continue
         changed.append(path)
     return changed
+
+
+def outcome(plan: Plan, changed: list[Path], adding: bool) -> str:
+    """What `native-host install` (``adding``) or `uninstall` tells the user it did with
+    ``plan`` (``changed``: the paths :func:`apply` returned), and on Windows the `reg`
+    command that registers or unregisters the manifest."""
+    if adding:
+        lines = [f"wrote {plan.manifest}", f"wrote {plan.launcher}"]
+    else:
+        lines = [f"removed {p}" for p in changed] or [f"nothing to remove for {plan.browser}"]
+    if plan.registry_key is not None:
+        verb = "register" if adding else "unregister"
+        lines += [f"Windows: {verb} it under {plan.registry_key}:", f"  {plan.registry_command(adding=adding)}"]
+    return "\n".join(lines)

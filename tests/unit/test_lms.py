@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lmsupervisor.errors import LmsExitError, LmsNotFoundError, LmsOutputError, LmsTimeoutError
-from lmsupervisor.lmstudio.lms import Lms, LmsClient, error_line, parse_daemon_status, parse_ls, parse_ps
+from lmsupervisor.lmstudio.lms import Lms, LmsClient
+from lmsupervisor.lmstudio.lmsoutput import error_line, parse_daemon_status, parse_ls, parse_ps
 from lmsupervisor.pids import pid_alive
 from tests.conftest import eventually
 

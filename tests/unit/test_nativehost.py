@@ -385,6 +385,42 @@ async def test_check_without_supervisor(tmp_path: Path) -> None:
     assert p["supervisor"] == {"running": False, "socket": FakeSupervisor.socket}
 
 
+class V1Fails(LmStudio):
+    """LM Studio whose REST v1 listing fails as ``v1`` says; v0 lists ``qwen``; records the paths asked."""
+
+    def __init__(self, v1: Callable[[httpx.Request], httpx.Response]) -> None:
+        super().__init__()
+        self.v1 = v1
+        self.paths: list[str] = []
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        self.paths.append(req.url.path)
+        if req.url.path == "/api/v1/models":
+            return self.v1(req)
+        if req.url.path == "/api/v0/models":
+            return httpx.Response(200, json={"data": [{"id": "qwen", "state": "loaded"}]})
+        return super().__call__(req)
+
+
+def v1_broke(req: httpx.Request) -> httpx.Response:
+    raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=req)
+
+
+def v1_unsupported(req: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"error": "Unexpected endpoint or method. (GET /api/v1/models)"})
+
+
+@pytest.mark.parametrize(("v1", "v0_asked", "loaded"), [(v1_broke, False, []), (v1_unsupported, True, ["qwen"])])
+async def test_check_asks_v0_only_when_v1_answered(
+    tmp_path: Path, v1: Callable[[httpx.Request], httpx.Response], v0_asked: bool, loaded: list[str]
+) -> None:
+    """A v1 listing without an answer (the connection broke) ends the search: v0 would get
+    none either; a v1 answer that is no listing (0.3's "Unexpected endpoint") falls back to v0."""
+    server = V1Fails(v1)
+    [answer] = await answers(make_host(tmp_path, server=server), {"action": "check_lmstudio"})
+    assert ("/api/v0/models" in server.paths, answer["payload"]["loaded_models"]) == (v0_asked, loaded)
+
+
 async def test_check_not_installed_server_down(tmp_path: Path) -> None:
     """No LM Studio at all: installed false, server not running, with the probe's reason."""
     host = make_host(tmp_path, server=LmStudio(up=False), installed=False)

@@ -15,6 +15,7 @@ from lmsupervisor.nativehost.install import (
     BROWSERS,
     apply,
     console_script,
+    outcome,
     plan_install,
     plan_uninstall,
 )
@@ -133,6 +134,22 @@ def test_install_then_uninstall_on_disk(tmp_path: Path, browser: str) -> None:
     assert apply(plan_uninstall(browser, platform)) == [plan.manifest, plan.launcher]
     assert (plan.manifest.exists(), plan.launcher.exists()) == (False, False)
     assert apply(plan_uninstall(browser, platform)) == []  # nothing left: not an error
+
+
+def test_outcome_names_what_was_written_removed_and_registered() -> None:
+    """install names both files; uninstall the files it removed, or that there was nothing;
+    on Windows the `reg` command to run follows."""
+    linux = Platform("linux", HOME, {})
+    plan = plan_install("chrome", [CHROME_ID], linux, ["/x/lmsupervisor"])
+    windows = Platform("windows", Path("C:/Users/ann"), {"LOCALAPPDATA": "C:/Users/ann/AppData/Local"})
+    gone = plan_uninstall("edge", windows)
+    assert outcome(plan, [plan.launcher, plan.manifest], adding=True) == f"wrote {plan.manifest}\nwrote {plan.launcher}"
+    assert outcome(plan_uninstall("chrome", linux), [plan.manifest], adding=False) == f"removed {plan.manifest}"
+    assert outcome(gone, [], adding=False).splitlines() == [
+        "nothing to remove for edge",
+        f"Windows: unregister it under {gone.registry_key}:",
+        f'  reg delete "{gone.registry_key}" /f',
+    ]
 
 
 def test_console_script_prefers_the_script_we_run_as(tmp_path: Path) -> None:
