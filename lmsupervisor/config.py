@@ -154,6 +154,51 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    """``[proxy]``: the holding OpenAI-compatible proxy (design §9, :mod:`lmsupervisor.proxy`).
+
+    ``listen`` is ``"host:port"`` (``""``: off; port 0 picks a free one, shown in the
+    status); a host that is not loopback needs ``allow_remote``. ``hold_timeout`` is the
+    seconds a request may wait for LM Studio and its model (then 503); ``resend_unanswered``
+    sends again, once, after recovery a request that got no byte back; ``keepalive`` is the
+    seconds between SSE comments to a held stream (0: none).
+    """
+
+    listen: str = ""
+    allow_remote: bool = False
+    hold_timeout: float = 120.0  # seconds
+    resend_unanswered: bool = True
+    keepalive: float = 10.0  # seconds, 0: no SSE comments while held
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of :attr:`listen`, None when off."""
+        return listen_address(self.listen)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the read-only ``/metrics`` and ``/healthz`` listener over TCP (design §9).
+
+    ``listen`` is ``"host:port"`` (``""``: off; any host: it serves nothing but those two).
+    With ``tls_cert_file`` and ``tls_key_file`` it speaks TLS; ``client_ca_file`` then
+    requires client certificates signed by it; ``basic_auth_users_file`` holds
+    ``user:sha256-hex-of-password`` lines, one user a line, and makes basic auth required.
+    """
+
+    listen: str = ""
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    client_ca_file: Path | None = None
+    basic_auth_users_file: Path | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of :attr:`listen`, None when off."""
+        return listen_address(self.listen)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file (design §4): one frozen field per TOML table.
 
@@ -169,6 +214,8 @@ class Config:
     status: StatusConfig = field(default_factory=StatusConfig)
     log: LogConfig = field(default_factory=LogConfig)
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 # -- typed readers: each names the key and what it expected -------------------------
@@ -452,7 +499,63 @@ def parse(data: Mapping[str, Any]) -> Config:
     )
     rcn = _table("reconcile", top.get("reconcile", {}), _keys(ReconcileConfig))
     reconcile = ReconcileConfig(unload_removed=_bool("reconcile.unload_removed", rcn.get("unload_removed", False)))
-    return Config(lmstudio, server, health, restart, models, status, log, reconcile)
+    proxy, metrics = _front(top)
+    return Config(lmstudio, server, health, restart, models, status, log, reconcile, proxy=proxy, metrics=metrics)
+
+
+# -- [proxy] and [metrics]: the TCP front doors (design §9) -------------------------
+def listen_address(value: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:1235"`` -> ``("127.0.0.1", 1235)``, ``"[::1]:0"`` -> ``("::1", 0)``,
+    ``"localhost:9464"`` -> ``("localhost", 9464)``; None for ``""`` or anything else
+    (no port, a port outside 0..65535, a host that is not an IP address or localhost)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return None
+    address = server_address(host)
+    return None if address is None else (address, int(port))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a :func:`listen_address` host is reachable from this machine only."""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+def _front(top: Mapping[str, Any]) -> tuple[ProxyConfig, MetricsConfig]:
+    """``[proxy]`` and ``[metrics]``, each key checked and named on bad input."""
+    px = _table("proxy", top.get("proxy", {}), _keys(ProxyConfig))
+    d = ProxyConfig()
+    proxy = ProxyConfig(
+        listen=_listen("proxy.listen", px.get("listen", "")),
+        allow_remote=_bool("proxy.allow_remote", px.get("allow_remote", d.allow_remote)),
+        hold_timeout=_number("proxy.hold_timeout", px.get("hold_timeout", d.hold_timeout), positive=True),
+        resend_unanswered=_bool("proxy.resend_unanswered", px.get("resend_unanswered", d.resend_unanswered)),
+        keepalive=_number("proxy.keepalive", px.get("keepalive", d.keepalive), maximum=3600),
+    )
+    if proxy.address is not None and not is_loopback(proxy.address[0]) and not proxy.allow_remote:
+        raise ConfigError(
+            f"proxy.listen: {proxy.listen} is reachable from other machines, which then use LM Studio "
+            "through it; set proxy.allow_remote = true to mean it, or listen on 127.0.0.1",
+            key="proxy.listen",
+        )
+    mt = _table("metrics", top.get("metrics", {}), _keys(MetricsConfig))
+    files = {k: _path(f"metrics.{k}", mt[k]) if k in mt else None for k in _keys(MetricsConfig) - {"listen"}}
+    metrics = MetricsConfig(listen=_listen("metrics.listen", mt.get("listen", "")), **files)
+    if (metrics.tls_cert_file is None) != (metrics.tls_key_file is None):
+        raise ConfigError(
+            "metrics.tls_key_file: TLS needs both tls_cert_file and tls_key_file", key="metrics.tls_key_file"
+        )
+    if metrics.client_ca_file is not None and metrics.tls_cert_file is None:
+        raise ConfigError(
+            "metrics.client_ca_file: client certificates need TLS (tls_cert_file)", key="metrics.client_ca_file"
+        )
+    return proxy, metrics
+
+
+def _listen(key: str, value: Any) -> str:
+    text = _str(key, value)
+    if text and listen_address(text) is None:
+        raise _fail(key, 'an address and port such as "127.0.0.1:1235" or "[::1]:1235" ("" for off)', value)
+    return text
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
