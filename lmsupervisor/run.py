@@ -1,8 +1,8 @@
 """`lmsupervisor run`: wire the real dependencies, hold the lock, serve until a signal.
 
 Shutdown is staged (style.md): stop the supervisor (LM Studio is left running), stop
-watching the config file, close the holding proxy (when ``[proxy] listen`` is set), close
-the status socket (each stage with its own timeout,
+watching the config file, close the metrics port and the holding proxy (when ``[metrics]``
+and ``[proxy] listen`` are set), close the status socket (each stage with its own timeout,
 logging what overran), release the lock.
 """
 
@@ -25,7 +25,7 @@ from lmsupervisor.config import Config
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
 from lmsupervisor.lmstudio import wiring
 from lmsupervisor.lmstudio.install import Platform, detect
-from lmsupervisor.proxy.health import healthz
+from lmsupervisor.proxy.health import MetricsListener, healthz
 from lmsupervisor.proxy.server import HoldingProxy
 from lmsupervisor.service.notify import Notifier, ServiceNotifier
 from lmsupervisor.statefile import StateFiles
@@ -127,13 +127,19 @@ async def serve(
         status_changes=(lambda: proxy.changes) if proxy is not None else None,
     )
     await server.start()
-    if proxy is not None:
-        try:
+    # the TCP front doors (design §9): the holding proxy and the read-only metrics port
+    scraped = MetricsListener(cfg.metrics, metrics.registry, lambda: healthz(sup.snap)) if cfg.metrics.address else None
+    try:
+        if proxy is not None:
             await proxy.start()
-        except BaseException:
-            await server.close(STAGE_TIMEOUT)
-            await sup.lmstudio.aclose()
-            raise
+        if scraped is not None:
+            await scraped.start()
+    except BaseException:
+        if proxy is not None:
+            await proxy.close(STAGE_TIMEOUT)
+        await server.close(STAGE_TIMEOUT)
+        await sup.lmstudio.aclose()
+        raise
     events = sup.subscribe()  # before run(): the first state change must not be missed
     notifying = asyncio.create_task(service.run(sup, events))
 
@@ -157,6 +163,8 @@ async def serve(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(watcher, STAGE_TIMEOUT)
+        if scraped is not None:
+            await scraped.close()
         if proxy is not None:
             await proxy.close(STAGE_TIMEOUT)
         await server.close(STAGE_TIMEOUT)

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import shutil
+import ssl
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from lmsupervisor.simulator.home import SimInstall
+from tests.conftest import eventually
 from tests.integration.test_run import TWO_MODELS, Running, loaded_ids
 
 pytestmark = pytest.mark.integration
@@ -199,3 +206,75 @@ def test_a_client_leaving_while_held_frees_everything(sim: SimInstall, start: Ca
     assert status["proxy"]["held"] == 0
     assert metric(run, 'lmsupervisor_proxy_requests_total{outcome="abandoned"}') == 1
     assert metric(run, "lmsupervisor_proxy_held") == 0
+
+
+def listening(run: Running, event: str) -> str:
+    """The ``listen`` address a JSON log ``event`` of ``run`` names (the port picked for port 0)."""
+    found: list[str] = []
+
+    def logged() -> bool:
+        for line in run.log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("event") == event:
+                    found.append(record["listen"])
+        return bool(found)
+
+    assert eventually(logged, timeout=30, interval=0.05), run.log.read_text()[-2000:]
+    return found[0]
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_healthz_on_the_proxy_and_a_read_only_metrics_port(
+    sim: SimInstall, start: Callable[..., Running], tmp_path: Path
+) -> None:
+    """``/healthz`` answers without a token on the proxy port (503 while degraded, 200 once
+    ready, never forwarded) and on the metrics port; the metrics port serves ``/metrics``
+    over TLS behind basic auth, and nothing else: no control verb is reachable there."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = self_signed(tmp_path)
+    users = tmp_path / "users"
+    users.write_text(f"# scrapers\nprometheus:{hashlib.sha256(b'scrape-me').hexdigest()}\n")
+    sim.fail_load("qwen/qwen3-4b")
+    metrics = f"""
+[metrics]
+listen = "127.0.0.1:0"
+tls_cert_file = "{cert}"
+tls_key_file = "{key}"
+basic_auth_users_file = "{users}"
+"""
+    run = start(sim, proxied() + metrics)
+    snap = run.wait_state("degraded")
+    proxy = f"http://{snap['proxy']['listen']}"
+    scrape = f"https://{listening(run, 'metrics_listening')}"
+    auth = ("prometheus", "scrape-me")
+    with (
+        httpx.Client(timeout=10) as http,
+        httpx.Client(timeout=10, verify=ssl.create_default_context(cafile=cert)) as tls,
+    ):
+        assert http.get(f"{proxy}/healthz").json()["ready"] is False
+        assert (tls.get(f"{scrape}/healthz").status_code, tls.get(f"{scrape}/metrics").status_code) == (401, 401)
+        assert tls.get(f"{scrape}/metrics", auth=("prometheus", "wrong")).status_code == 401
+        page = tls.get(f"{scrape}/metrics", auth=auth)
+        assert (page.status_code, "lmsupervisor_ready 0.0" in page.text) == (200, True)
+        assert 'lmsupervisor_proxy_requests_total{outcome="timed_out"}' in page.text
+        assert tls.post(f"{scrape}/metrics", auth=auth).status_code == 405
+        assert tls.post(f"{scrape}/v1/restart", auth=auth).status_code == 404
+        degraded = tls.get(f"{scrape}/healthz", auth=auth)
+        assert (degraded.status_code, degraded.json()["ready"]) == (503, False)
+        sim.clear_faults()
+        run.wait_state("ready")
+        ready = http.get(f"{proxy}/healthz")
+        assert (ready.status_code, ready.json()) == (200, {"ready": True, "state": "ready"})
+        assert tls.get(f"{scrape}/healthz", auth=auth).json() == {"ready": True, "state": "ready"}
+    assert run.stop() == 0

@@ -4,6 +4,7 @@ the gate that wakes held requests, and the ``[proxy]``/``[metrics]`` config keys
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from lmsupervisor.core.observed import ProbeResult, ServerSettings
 from lmsupervisor.core.snapshot import ModelStatus, Snapshot, initial
 from lmsupervisor.core.states import State
 from lmsupervisor.errors import ConfigError
-from lmsupervisor.proxy.health import healthz
+from lmsupervisor.proxy.health import healthz, read_users, remote_proxy_problem
 from lmsupervisor.proxy.hold import complete, decide, recovering_body, requested, view_of
 from lmsupervisor.proxy.server import Gate
 
@@ -173,3 +174,22 @@ def test_a_remote_proxy_listen_needs_allow_remote() -> None:
     """A non-loopback proxy listen is accepted once ``allow_remote`` says so; defaults are off."""
     cfg = parse({"proxy": {"listen": "0.0.0.0:1235", "allow_remote": True}})
     assert (cfg.proxy.address, parse({}).proxy.address, parse({}).metrics.address) == (("0.0.0.0", 1235), None, None)
+
+
+def test_a_users_file_line_that_is_no_user_and_hash_is_named(tmp_path: Path) -> None:
+    """``basic_auth_users_file``: comments and blank lines skipped, a bad line named with the key."""
+    users = tmp_path / "users"
+    users.write_text(f"# scrapers\n\nprom:{'ab' * 32}\n")
+    assert read_users(users) == {"prom": "ab" * 32}
+    users.write_text("prom:secret\n")
+    with pytest.raises(ConfigError) as caught:
+        read_users(users)
+    assert (caught.value.key, "line 1" in caught.value.message) == ("metrics.basic_auth_users_file", True)
+
+
+def test_only_a_remote_proxy_is_warned_about() -> None:
+    """``doctor``'s ``proxy_remote`` warning: for a listen other machines reach, not loopback or off."""
+    remote = remote_proxy_problem(parse({"proxy": {"listen": "0.0.0.0:1235", "allow_remote": True}}).proxy)
+    assert (remote and remote.severity) == "warning"
+    assert remote_proxy_problem(parse({"proxy": {"listen": "[::1]:1235"}}).proxy) is None
+    assert remote_proxy_problem(parse({}).proxy) is None
