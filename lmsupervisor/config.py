@@ -33,7 +33,9 @@ from lmsupervisor.configvalues import (
     finite,
     gpu,
     integer,
+    is_loopback,
     keys,
+    listen_address,
     number,
     server_address,
     server_port,
@@ -52,7 +54,9 @@ __all__ = [  # the public checks of configvalues are imported from here, with th
     "HealthConfig",
     "LmStudioConfig",
     "LogConfig",
+    "MetricsConfig",
     "ModelConfig",
+    "ProxyConfig",
     "ReconcileConfig",
     "RestartConfig",
     "ServerConfig",
@@ -60,6 +64,8 @@ __all__ = [  # the public checks of configvalues are imported from here, with th
     "default_config_path",
     "default_socket_path",
     "finite",
+    "is_loopback",
+    "listen_address",
     "load",
     "parse",
     "server_address",
@@ -196,6 +202,51 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    """``[proxy]``: the holding OpenAI-compatible proxy (design §9, :mod:`lmsupervisor.proxy`).
+
+    ``listen`` is ``"host:port"`` (``""``: off; port 0 picks a free one, shown in the
+    status); a host that is not loopback needs ``allow_remote``. ``hold_timeout`` is the
+    seconds a request may wait for LM Studio and its model (then 503); ``resend_unanswered``
+    sends again, once, after recovery a request that got no byte back; ``keepalive`` is the
+    seconds between SSE comments to a held stream (0: none).
+    """
+
+    listen: str = ""
+    allow_remote: bool = False
+    hold_timeout: float = 120.0  # seconds
+    resend_unanswered: bool = True
+    keepalive: float = 10.0  # seconds, 0: no SSE comments while held
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of :attr:`listen`, None when off."""
+        return listen_address(self.listen)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the read-only ``/metrics`` and ``/healthz`` listener over TCP (design §9).
+
+    ``listen`` is ``"host:port"`` (``""``: off; any host: it serves nothing but those two).
+    With ``tls_cert_file`` and ``tls_key_file`` it speaks TLS; ``client_ca_file`` then
+    requires client certificates signed by it; ``basic_auth_users_file`` holds
+    ``user:sha256-hex-of-password`` lines, one user a line, and makes basic auth required.
+    """
+
+    listen: str = ""
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    client_ca_file: Path | None = None
+    basic_auth_users_file: Path | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of :attr:`listen`, None when off."""
+        return listen_address(self.listen)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file (design §4): one frozen field per TOML table.
 
@@ -211,6 +262,8 @@ class Config:
     status: StatusConfig = field(default_factory=StatusConfig)
     log: LogConfig = field(default_factory=LogConfig)
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def _model(key: str, raw: Any) -> ModelConfig:
@@ -340,7 +393,47 @@ def parse(data: Mapping[str, Any]) -> Config:
     )
     rcn = table("reconcile", top.get("reconcile", {}), keys(ReconcileConfig))
     reconcile = ReconcileConfig(unload_removed=boolean("reconcile.unload_removed", rcn.get("unload_removed", False)))
-    return Config(lmstudio, server, health, restart, models, status, log, reconcile)
+    proxy, metrics = _front(top)
+    return Config(lmstudio, server, health, restart, models, status, log, reconcile, proxy=proxy, metrics=metrics)
+
+
+# -- [proxy] and [metrics]: the TCP front doors (design §9) -------------------------
+def _front(top: Mapping[str, Any]) -> tuple[ProxyConfig, MetricsConfig]:
+    """``[proxy]`` and ``[metrics]``, each key checked and named on bad input."""
+    px = table("proxy", top.get("proxy", {}), keys(ProxyConfig))
+    d = ProxyConfig()
+    proxy = ProxyConfig(
+        listen=_listen("proxy.listen", px.get("listen", "")),
+        allow_remote=boolean("proxy.allow_remote", px.get("allow_remote", d.allow_remote)),
+        hold_timeout=number("proxy.hold_timeout", px.get("hold_timeout", d.hold_timeout), positive=True),
+        resend_unanswered=boolean("proxy.resend_unanswered", px.get("resend_unanswered", d.resend_unanswered)),
+        keepalive=number("proxy.keepalive", px.get("keepalive", d.keepalive), maximum=3600),
+    )
+    if proxy.address is not None and not is_loopback(proxy.address[0]) and not proxy.allow_remote:
+        raise ConfigError(
+            f"proxy.listen: {proxy.listen} is reachable from other machines, which then use LM Studio "
+            "through it; set proxy.allow_remote = true to mean it, or listen on 127.0.0.1",
+            key="proxy.listen",
+        )
+    mt = table("metrics", top.get("metrics", {}), keys(MetricsConfig))
+    files = {k: abs_path(f"metrics.{k}", mt[k]) if k in mt else None for k in keys(MetricsConfig) - {"listen"}}
+    metrics = MetricsConfig(listen=_listen("metrics.listen", mt.get("listen", "")), **files)
+    if (metrics.tls_cert_file is None) != (metrics.tls_key_file is None):
+        raise ConfigError(
+            "metrics.tls_key_file: TLS needs both tls_cert_file and tls_key_file", key="metrics.tls_key_file"
+        )
+    if metrics.client_ca_file is not None and metrics.tls_cert_file is None:
+        raise ConfigError(
+            "metrics.client_ca_file: client certificates need TLS (tls_cert_file)", key="metrics.client_ca_file"
+        )
+    return proxy, metrics
+
+
+def _listen(key: str, value: Any) -> str:
+    text = string(key, value)
+    if text and listen_address(text) is None:
+        raise fail(key, 'an address and port such as "127.0.0.1:1235" or "[::1]:1235" ("" for off)', value)
+    return text
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:

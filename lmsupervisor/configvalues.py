@@ -183,3 +183,19 @@ def gpu(key: str, value: Any) -> str | float:
     if not finite(value) or not 0 <= value <= 1:
         raise fail(key, '"off", "max" or a number from 0.0 to 1.0', value)
     return float(value)
+
+
+def listen_address(value: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:1235"`` -> ``("127.0.0.1", 1235)``, ``"[::1]:0"`` -> ``("::1", 0)``,
+    ``"localhost:9464"`` -> ``("localhost", 9464)``; None for ``""`` or anything else
+    (no port, a port outside 0..65535, a host that is not an IP address or localhost)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return None
+    address = server_address(host)
+    return None if address is None else (address, int(port))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a :func:`listen_address` host is reachable from this machine only."""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback

@@ -39,6 +39,7 @@ from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import Lms, LmsClient, LmsRunner
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient, resolve_token, token_problem
+from lmsupervisor.proxy.health import remote_proxy_problem
 from lmsupervisor.service.install import UnitState, installed_services
 from lmsupervisor.service.report import rows as service_rows
 
@@ -59,6 +60,9 @@ class Diagnosis:
     rest_v1: bool | None = None
     problems: list[Problem] = field(default_factory=list)
     services: list[UnitState] = field(default_factory=list)
+    proxy: str = ""  # [proxy] listen ("" when off)
+    metrics: str = ""  # [metrics] listen ("" when off)
+    metrics_tls: bool = False
 
     @property
     def ok(self) -> bool:
@@ -97,6 +101,8 @@ class Diagnosis:
                 for m in self.loaded
             ],
             "services": [st.to_json() for st in self.services],
+            "proxy": {"listen": self.proxy or None},
+            "metrics": {"listen": self.metrics or None, "tls": self.metrics_tls},
             "problems": [p.to_json() for p in self.problems],
         }
 
@@ -125,6 +131,10 @@ async def diagnose(
         problems.append(usable)
     url = base_url(DEFAULT_BIND if isinstance(usable, Problem) else usable.bind, server.port)
     diag = Diagnosis(install, server, url, problems=problems)
+    diag.proxy, diag.metrics = config.proxy.listen, config.metrics.listen
+    diag.metrics_tls = config.metrics.tls_cert_file is not None
+    remote = remote_proxy_problem(config.proxy)
+    diag.problems += [remote] if remote else []
     diag.services = services() if services is not None else installed_services(home=platform.user_home)
     if unit_dirs is None:
         unit_dirs = [platform.user_home / ".config/systemd/user", Path("/etc/systemd/system")]
@@ -344,6 +354,9 @@ def render(diag: Diagnosis) -> str:
             rows.append(("server", f"not responding at {diag.api_endpoint}"))
     if diag.loaded is not None:
         rows.append(("models", ", ".join(m.identifier for m in diag.loaded) or "none loaded"))
+    rows.append(("proxy", f"holding proxy on {diag.proxy}" if diag.proxy else "off ([proxy] listen)"))
+    scheme = "https" if diag.metrics_tls else "http"
+    rows.append(("metrics", f"{scheme}://{diag.metrics}/metrics" if diag.metrics else "off ([metrics] listen)"))
     for st in diag.services:
         rows += service_rows(st)
     if not diag.services:

@@ -1,7 +1,8 @@
 """`lmsupervisor run`: wire the real dependencies, hold the lock, serve until a signal.
 
 Shutdown is staged (style.md): stop the supervisor (LM Studio is left running), stop
-watching the config file, close the status socket (each stage with its own timeout,
+watching the config file, close the metrics port and the holding proxy (when ``[metrics]``
+and ``[proxy] listen`` are set), close the status socket (each stage with its own timeout,
 logging what overran), release the lock.
 """
 
@@ -24,6 +25,8 @@ from lmsupervisor.config import Config
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
 from lmsupervisor.lmstudio import wiring
 from lmsupervisor.lmstudio.install import Platform, detect
+from lmsupervisor.proxy.health import MetricsListener, healthz
+from lmsupervisor.proxy.server import HoldingProxy
 from lmsupervisor.service.notify import Notifier, ServiceNotifier
 from lmsupervisor.statefile import StateFiles
 from lmsupervisor.statusd.metrics import Metrics
@@ -109,6 +112,10 @@ async def serve(
     metrics = Metrics(None, SystemClock())
     sup = build_supervisor(cfg, platform or Platform.current(), config_path, explicit, metrics, files)
     service = ServiceNotifier(notifier or Notifier(None), SystemClock())
+    proxy = None
+    if cfg.proxy.address is not None:  # the holding proxy (design §9): LM Studio's surface, held while it recovers
+        proxy = HoldingProxy(sup, metrics.registry, lambda: healthz(sup.snap))
+        sup.proxy_status = proxy.status
     server = StatusServer(
         sup,
         sock,
@@ -117,8 +124,22 @@ async def serve(
         metrics=metrics,
         check_interval=cfg.health.interval,
         on_recreated=lock.ensure if lock is not None else None,
+        status_changes=(lambda: proxy.changes) if proxy is not None else None,
     )
     await server.start()
+    # the TCP front doors (design §9): the holding proxy and the read-only metrics port
+    scraped = MetricsListener(cfg.metrics, metrics.registry, lambda: healthz(sup.snap)) if cfg.metrics.address else None
+    try:
+        if proxy is not None:
+            await proxy.start()
+        if scraped is not None:
+            await scraped.start()
+    except BaseException:
+        if proxy is not None:
+            await proxy.close(STAGE_TIMEOUT)
+        await server.close(STAGE_TIMEOUT)
+        await sup.lmstudio.aclose()
+        raise
     events = sup.subscribe()  # before run(): the first state change must not be missed
     notifying = asyncio.create_task(service.run(sup, events))
 
@@ -142,6 +163,10 @@ async def serve(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(watcher, STAGE_TIMEOUT)
+        if scraped is not None:
+            await scraped.close()
+        if proxy is not None:
+            await proxy.close(STAGE_TIMEOUT)
         await server.close(STAGE_TIMEOUT)
         await sup.lmstudio.aclose()
         log.info("supervisor_exited")

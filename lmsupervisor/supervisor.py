@@ -173,6 +173,7 @@ class Supervisor:
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._observers: list[Callable[[Message, Snapshot], None]] = []
         self._failed_effects: set[str] = set()  # effects whose last run raised (shown as supervisor_error)
+        self.proxy_status: Callable[[], dict[str, Any]] | None = None  # the holding proxy's status key (run.py)
 
     # -- public interface ------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -298,6 +299,7 @@ class Supervisor:
             version=__version__,
             pid=self.pid,
             config_path=str(self.config_path) if self.config_path else None,
+            proxy=self.proxy_status() if self.proxy_status is not None else None,
         )
 
     # -- effects ----------------------------------------------------------------------

@@ -7,7 +7,9 @@ calls, and fail when
   the simulator's programs (a fake `lms`, a fake daemon) are programs of their own and
   exit as programs do;
 - the simulator imports the supervisor's LM Studio adapter (``lmsupervisor.lmstudio``),
-  the code it exists to check (rule 20: the oracle is independent).
+  the code it exists to check (rule 20: the oracle is independent);
+- the holding proxy imports the adapter, the runner, the health loop or the status server
+  (it uses the supervisor through the snapshot and the messages, design §9).
 """
 
 from __future__ import annotations
@@ -126,3 +128,13 @@ def test_the_layer_checks_see_what_they_forbid(tmp_path: Path) -> None:
         [6, 7, 8],
     )
     assert [within(m, CORE_MAY_IMPORT | PURE_STDLIB) for m in found] == [False, False, False, False]
+
+
+@pytest.mark.parametrize("path", modules(PACKAGE / "proxy"), ids=name)
+def test_the_proxy_uses_the_supervisor_through_its_snapshot_only(path: Path) -> None:
+    """The proxy (design §9 layers) reads the snapshot and the messages it reduces: it never
+    reaches LM Studio's adapter, the runner or the health loop behind the supervisor's back."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    forbidden = {"lmsupervisor.lmstudio", "lmsupervisor.supervisor", "lmsupervisor.health", "lmsupervisor.statusd"}
+    wrong = [f"{name(path)}:{line} imports {m}" for line, m in imported(tree) if within(m, forbidden)]
+    assert wrong == []

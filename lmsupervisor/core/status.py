@@ -10,8 +10,12 @@ from lmsupervisor.core.snapshot import LmStudioSeen, Snapshot
 from lmsupervisor.core.timefmt import iso
 
 
-def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -> dict[str, Any]:
-    """The status document of design §5 (``GET /v1/status``); times as UTC ISO-8601."""
+def render(
+    snap: Snapshot, *, version: str, pid: int, config_path: str | None, proxy: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The status document of design §5 (``GET /v1/status``); times as UTC ISO-8601.
+    ``proxy`` is the holding proxy's part (design §9: ``listen``, ``held``, ``in_flight``),
+    None when it is off."""
     lm, live, restarts = snap.lmstudio, snap.liveness, snap.restarts
     inst = lm.install
     server = lm.server
@@ -66,6 +70,7 @@ def render(snap: Snapshot, *, version: str, pid: int, config_path: str | None) -
             "attempt": restarts.attempt,
         },
         "problems": [p.to_json() for p in snap.all_problems],
+        "proxy": proxy,
     }
 
 

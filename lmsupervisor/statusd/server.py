@@ -109,7 +109,8 @@ class StatusServer:
     ``path`` is the socket path (with ``transport="tcp"`` the endpoint file goes beside it,
     see :mod:`lmsupervisor.statusd.transport`); ``gid`` the group of ``status.group``;
     ``metrics`` what ``/metrics`` serves (default: the snapshot's metrics only);
-    ``platform`` is ``sys.platform`` (how the peer's uid is read).
+    ``platform`` is ``sys.platform`` (how the peer's uid is read); ``status_changes`` counts changes of
+    the status outside the snapshot (the proxy's counts): the cached ``/v1/status`` follows it too.
     """
 
     def __init__(
@@ -127,6 +128,7 @@ class StatusServer:
         write_timeout: float = WRITE_TIMEOUT,
         on_recreated: Callable[[], object] | None = None,
         platform: str = sys.platform,
+        status_changes: Callable[[], int] | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.path = path
@@ -140,6 +142,7 @@ class StatusServer:
         self.write_timeout = write_timeout
         self.on_recreated = on_recreated
         self.platform = platform
+        self.status_changes = status_changes  # changes of the status outside the snapshot (the proxy's counts)
         self.log = structlog.get_logger("lmsupervisor.statusd.server")
         self._server: asyncio.AbstractServer | None = None
         self._conns: dict[Conn, asyncio.Task[Any] | None] = {}  # oldest first
@@ -149,6 +152,7 @@ class StatusServer:
         self._refused_logged_at = -1e9
         self._status_key: object = None  # the supervisor.snap the cached body was rendered from
         self._status_body = b""
+        self._status_changes = 0  # status_changes() when the cached body was rendered
         self._status_answers = (b"", b"")  # (keep-alive, close) answers of the cached body
         self._broadcast: Broadcast | None = None  # while /v1/events streams are open
         self.status_encodings = 0  # how many times /v1/status was encoded (tests, the bench)
@@ -412,7 +416,9 @@ class StatusServer:
     def status_body(self) -> bytes:
         """The JSON of ``/v1/status``, encoded again only when ``supervisor.snap`` changed."""
         key = self.supervisor.snap
-        if key is not self._status_key or not self._status_body:
+        changes = self.status_changes() if self.status_changes is not None else 0
+        if key is not self._status_key or changes != self._status_changes or not self._status_body:
+            self._status_changes = changes
             self._status_body = json.dumps(self.supervisor.snapshot()).encode() + b"\n"
             self._status_answers = (response(200, self._status_body), response(200, self._status_body, close=True))
             self._status_key = key

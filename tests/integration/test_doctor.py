@@ -208,3 +208,17 @@ async def test_api_token_refused(make_sim: Any) -> None:
     env = {k: v for k, v in sim.env().items() if k != "LM_API_TOKEN"}
     diag = await diagnose(Config(), Platform("linux", sim.root, env))
     assert (diag.rest_v1, "api_token_missing" in [p.code for p in diag.problems]) == (True, True)
+
+
+def test_the_front_doors_are_shown_and_a_remote_proxy_warned(sim: SimInstall, tmp_path: Path) -> None:
+    """`doctor` shows the proxy and metrics listen addresses, and warns (not errs) when the
+    proxy listens where other machines reach LM Studio through it."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[proxy]\nlisten = "0.0.0.0:1235"\nallow_remote = true\n[metrics]\nlisten = "127.0.0.1:9464"\n')
+    _, report, _ = doctor(sim.root, "--config", str(cfg))
+    assert (report["proxy"], report["metrics"]) == (
+        {"listen": "0.0.0.0:1235"},
+        {"listen": "127.0.0.1:9464", "tls": False},
+    )
+    remote = [p for p in report["problems"] if p["code"] == "proxy_remote"]
+    assert [p["severity"] for p in remote] == ["warning"]

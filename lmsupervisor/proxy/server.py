@@ -1,0 +1,437 @@
+"""The holding proxy: LM Studio's whole HTTP surface, forwarded, held while it recovers.
+
+Served and forwarded with aiohttp (server and client): bodies both ways are streamed
+(an SSE answer is passed on chunk by chunk as it arrives), headers pass unchanged but for
+the hop-by-hop ones, ``Authorization`` included; the proxy never adds LM Studio's token.
+
+Each request, on arrival, asks :func:`~lmsupervisor.proxy.hold.decide` whether it may go:
+while LM Studio is not serving, or the declared model it names is not loaded, it is held
+(no polling: a :class:`Gate` is woken by the supervisor's snapshot changes) up to
+``[proxy] hold_timeout`` seconds, then answered 503 with ``Retry-After`` and the
+OpenAI-style ``lmstudio_recovering`` body. A held streaming request gets an SSE comment
+every ``[proxy] keepalive`` seconds (its answer then starts as 200 ``text/event-stream``;
+whatever comes later, an error too, arrives as SSE ``data:`` events).
+
+When LM Studio fails under a request:
+
+- it never reached LM Studio (connection refused): held again until LM Studio is back;
+- it reached LM Studio and got no byte back: held until LM Studio shows it answers (a new
+  recovery or a good health probe), then sent again once (``resend_unanswered``, for a
+  body the proxy kept: up to :data:`KEEP_BODY` bytes), else 502;
+- the answer had started: an SSE stream ends with a last ``data: {"error": ...}`` event
+  (a stream LM Studio ends by closing the connection is cut when its last event, such
+  as ``data: [DONE]``, is missing: :func:`~lmsupervisor.proxy.hold.complete`),
+  an answer whose head was not passed on yet becomes 502 JSON, any other is cut (the
+  client sees a short body, never a hang).
+
+A client that leaves while its request is held or answered cancels it (aiohttp's handler
+cancellation): nothing stays behind.
+
+Counted in ``[metrics]``: ``lmsupervisor_proxy_requests_total{outcome}`` (:data:`OUTCOMES`),
+``lmsupervisor_proxy_hold_seconds`` (histogram of hold times), and the gauges
+``lmsupervisor_proxy_in_flight`` and ``lmsupervisor_proxy_held``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from yarl import URL
+
+from lmsupervisor.clock import Clock, SystemClock
+from lmsupervisor.config import Config, ProxyConfig
+from lmsupervisor.core.messages import Message
+from lmsupervisor.core.snapshot import Snapshot
+from lmsupervisor.errors import ConfigError
+from lmsupervisor.proxy.hold import TAIL, alive, complete, decide, failed_body, recovering_body, requested, view_of
+
+KEEP_BODY = 1024 * 1024  # bytes of a request body kept (read whole: its model is known, it can be re-sent)
+UPSTREAM_KEEPALIVE = 2.0  # seconds an idle connection to LM Studio is kept (below Node's 5 s: never a stale one)
+CONNECT_TIMEOUT = 10.0  # seconds to connect to LM Studio (a hung accept queue is the supervisor's to detect)
+OUTCOMES = ("served", "held_served", "timed_out", "failed", "abandoned")
+HOLD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+REQUEST_DROPPED = HOP_BY_HOP | {"host", "content-length"}  # aiohttp sets both for the upstream request
+NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # only the client's own pass
+SSE = "text/event-stream"
+
+
+class Supervised(Protocol):
+    """What the proxy needs of :class:`lmsupervisor.supervisor.Supervisor`."""
+
+    @property
+    def snap(self) -> Snapshot:
+        """The current snapshot (read through :func:`~lmsupervisor.proxy.hold.view_of`)."""
+
+    @property
+    def config(self) -> Config:
+        """The config in force (``[proxy]`` is read per request: a reload applies at once)."""
+
+    def observe(self, observer: Callable[[Message, Snapshot], None]) -> None:
+        """Call ``observer(message, snapshot)`` after every reduced message."""
+
+
+class Gate:
+    """The proxy's view of LM Studio, and a wake-up for everything held on it.
+
+    ``view`` is the :class:`View` of the last snapshot; ``signs`` counts signs that LM
+    Studio answers (a successful probe, a return to serving): an unanswered request waits
+    for the next one. Waiters call :meth:`changed` and await it; every change of the view
+    or of ``signs`` wakes them all."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.view = view_of(snap)
+        self.signs = 0
+        self._snap = snap
+        self._event = asyncio.Event()
+
+    def update(self, message: Message, snap: Snapshot) -> None:
+        """``Supervisor.observe`` callback."""
+        changed = alive(message)
+        if snap is not self._snap:
+            self._snap = snap
+            view = view_of(snap)
+            if view != self.view:
+                changed = changed or (view.serving and not self.view.serving)
+                self.view = view
+                self._wake()
+        if changed:
+            self.signs += 1
+            self._wake()
+
+    def changed(self) -> asyncio.Event:
+        """An event set at the next change."""
+        return self._event
+
+    def _wake(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+
+@dataclass
+class _Held:
+    """One request on its way: what it names, and its answer if the proxy started one."""
+
+    request: web.BaseRequest
+    model: str | None
+    streaming: bool
+    deadline: float
+    after: int | None = None  # Gate.signs at an unanswered failure: wait for a newer sign
+    out: web.StreamResponse | None = None  # an SSE answer started by a keepalive comment
+    held_at: float | None = None  # monotonic seconds it was held at, None while not held
+    commented_at: float = 0.0  # monotonic seconds of its last SSE keepalive comment (or of its hold)
+    why: str = ""
+
+
+class ProxyMetrics:
+    """The proxy's metrics in ``registry`` (the supervisor's: ``/metrics`` serves them)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "lmsupervisor_proxy_requests",
+            "Requests through the holding proxy, by outcome: served, held_served (held, then "
+            "served), timed_out (held past hold_timeout), failed (LM Studio failed mid-answer), "
+            "abandoned (the client left).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.hold = Histogram(
+            "lmsupervisor_proxy_hold_seconds",
+            "Seconds requests were held while LM Studio recovered or loaded their model.",
+            buckets=HOLD_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "lmsupervisor_proxy_in_flight", "Requests in the holding proxy (held or answering).", registry=registry
+        )
+        self.held = Gauge("lmsupervisor_proxy_held", "Requests held by the proxy now.", registry=registry)
+        for outcome in OUTCOMES:
+            self.requests.labels(outcome=outcome)
+
+
+class HoldingProxy:
+    """The proxy on ``[proxy] listen``: :meth:`start`, then :meth:`close` at shutdown.
+
+    ``supervisor`` gives the snapshot and the messages; ``registry`` receives the metrics;
+    ``healthz`` answers ``GET /healthz`` (status and JSON body, see
+    :func:`lmsupervisor.proxy.health.healthz`); ``clock`` times the holds.
+    """
+
+    def __init__(
+        self,
+        supervisor: Supervised,
+        registry: CollectorRegistry,
+        healthz: Callable[[], tuple[int, dict[str, Any]]],
+        clock: Clock | None = None,
+    ) -> None:
+        self.supervisor = supervisor
+        self.clock = clock or SystemClock()
+        self.healthz = healthz
+        self.metrics = ProxyMetrics(registry)
+        self.gate = Gate(supervisor.snap)
+        supervisor.observe(self.gate.update)
+        self.held = 0
+        self.in_flight = 0
+        self.changes = 0  # bumped with every change of held or in_flight (keys the cached status)
+        self.listen: str | None = None
+        self.log = structlog.get_logger("lmsupervisor")
+        self._runner: web.ServerRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def config(self) -> ProxyConfig:
+        """``[proxy]`` of the config in force."""
+        return self.supervisor.config.proxy
+
+    def status(self) -> dict[str, Any]:
+        """The status document's ``proxy`` key (design §9): ``listen`` (the bound
+        ``host:port``), ``held`` and ``in_flight`` (requests now)."""
+        return {"listen": self.listen, "held": self.held, "in_flight": self.in_flight}
+
+    async def start(self) -> None:
+        """Listen on ``[proxy] listen``; raises :class:`ConfigError` (key ``proxy.listen``)
+        when the address cannot be bound."""
+        address = self.config.address
+        if address is None:
+            raise ConfigError("proxy.listen: not set", key="proxy.listen")
+        host, port = address
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        self._runner = web.ServerRunner(server, handle_signals=False)
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, host, port).start()
+        except OSError as exc:
+            await self.close(1.0)
+            raise ConfigError(f"proxy.listen: cannot listen on {host}:{port}: {exc}", key="proxy.listen") from exc
+        bound = self._runner.addresses[0]
+        self.listen = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+        self.log.info("proxy_started", listen=self.listen)
+
+    async def close(self, timeout: float) -> None:
+        """Stop listening and end every request (each ends as its client leaving would)."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            try:
+                await asyncio.wait_for(runner.cleanup(), timeout)
+            except TimeoutError:
+                self.log.warning("shutdown_stage_overran", stage="proxy", in_flight=self.in_flight)
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    # -- one request ----------------------------------------------------------------------
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == "/healthz" and request.method in ("GET", "HEAD"):
+            status, health = self.healthz()
+            return web.json_response(health, status=status)
+        self._count(in_flight=1)
+        outcome = "abandoned"
+        held: _Held | None = None
+        try:
+            body: bytes | aiohttp.StreamReader | None = None
+            model, streaming = None, False
+            if request.body_exists:
+                if request.content_length is not None and request.content_length <= KEEP_BODY:
+                    body = await request.read()
+                    model, streaming = requested(body, request.content_type)
+                else:
+                    body = request.content
+            held = _Held(request, model, streaming, self.clock.monotonic() + self.config.hold_timeout)
+            answer, outcome = await self._serve(held, body)
+            return answer
+        finally:
+            if held is not None and held.held_at is not None:
+                self._unhold(held)
+            self.metrics.requests.labels(outcome=outcome).inc()
+            self._count(in_flight=-1)
+
+    async def _serve(self, held: _Held, body: bytes | aiohttp.StreamReader | None) -> tuple[web.StreamResponse, str]:
+        resent = False
+        while True:
+            if not await self._hold(held):
+                return await self._timed_out(held), "timed_out"
+            signs = self.gate.signs
+            try:
+                upstream = await self._send(held.request, body)
+            except aiohttp.ClientConnectorError:  # never reached LM Studio: wait for it, as on arrival
+                held.after = signs
+                continue
+            except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:  # no byte came back
+                if resent or not self.config.resend_unanswered or not isinstance(body, bytes | None):
+                    return await self._failed(
+                        held, f"LM Studio closed the connection without answering ({exc})"
+                    ), "failed"
+                resent, held.after = True, signs
+                self.log.info("proxy_request_unanswered", path=held.request.path, error=str(exc))
+                continue
+            answer, ok = await self._relay(held, upstream)
+            if not ok:
+                return answer, "failed"
+            return answer, "held_served" if held.held_at is not None else "served"
+
+    async def _hold(self, held: _Held) -> bool:
+        """Wait until ``held`` may go (True), or its deadline (False)."""
+        while (why := self._why(held)) is not None:
+            now = self.clock.monotonic()
+            if held.held_at is None:
+                held.held_at = held.commented_at = now
+                self._count(held=1)
+            held.why = why
+            if now >= held.deadline:
+                return False
+            keepalive = self.config.keepalive
+            due = held.commented_at + keepalive if held.streaming and keepalive > 0 else math.inf
+            if now >= due:
+                await self._comment(held, why)
+                held.commented_at, due = now, now + keepalive
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.gate.changed().wait(), min(due, held.deadline) - now)
+        return True
+
+    def _why(self, held: _Held) -> str | None:
+        if held.after is not None and self.gate.signs <= held.after:
+            return "lmstudio not answering"
+        return decide(self.gate.view, held.model)
+
+    def _unhold(self, held: _Held) -> None:
+        assert held.held_at is not None  # noqa: S101 - only called for a held request
+        self.metrics.hold.observe(max(0.0, self.clock.monotonic() - held.held_at))
+        held.held_at = None
+        self._count(held=-1)
+
+    def _count(self, in_flight: int = 0, held: int = 0) -> None:
+        self.in_flight += in_flight
+        self.held += held
+        self.metrics.in_flight.inc(in_flight)
+        self.metrics.held.inc(held)
+        self.changes += 1
+
+    async def _send(
+        self, request: web.BaseRequest, body: bytes | aiohttp.StreamReader | None
+    ) -> aiohttp.ClientResponse:
+        assert self._session is not None  # noqa: S101 - started
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_DROPPED]
+        url = URL(self.gate.view.url + request.raw_path, encoded=True)
+        return await self._session.request(
+            request.method,
+            url,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            skip_auto_headers=NO_AUTO_HEADERS,
+        )
+
+    async def _relay(self, held: _Held, upstream: aiohttp.ClientResponse) -> tuple[web.StreamResponse, bool]:
+        """Pass LM Studio's answer on as it comes; False when it broke off."""
+        async with upstream:
+            sse = upstream.content_type == SSE
+            if held.out is not None:  # the client already has an SSE head (keepalive comments)
+                if not sse:
+                    text = await upstream.text(errors="replace")
+                    return await self._sse_end(held.out, _as_error(upstream.status, text)), True
+                out = held.out
+            else:
+                first = b""
+                if not sse:  # the head goes out with the first byte of the body: a cut before it is a clean 502
+                    try:
+                        first = await upstream.content.readany()
+                    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                        return await self._failed(held, f"LM Studio stopped answering ({exc})"), False
+                out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+                for key, value in upstream.headers.items():
+                    if key.lower() not in HOP_BY_HOP:
+                        out.headers.add(key, value)
+                await out.prepare(held.request)
+                if first:
+                    await out.write(first)
+            # An SSE answer ended by closing the connection (no length, not chunked) says
+            # nothing of a cut at the HTTP level: its last event does (hold.complete).
+            unframed = (
+                sse
+                and upstream.content_length is None
+                and "chunked" not in upstream.headers.get("Transfer-Encoding", "")
+            )
+            tail = b""
+            try:
+                async for data in upstream.content.iter_any():
+                    await out.write(data)
+                    if unframed:
+                        tail = (tail + data)[-TAIL:]
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                if sse:
+                    return await self._sse_end(
+                        out, failed_body(f"LM Studio stopped answering mid-stream ({exc})")
+                    ), False
+                if held.request.transport is not None:  # a cut body: the client sees it short, never waits
+                    held.request.transport.close()
+                return out, False
+            if unframed and not complete(held.request.path, tail):
+                return await self._sse_end(out, failed_body("LM Studio closed the stream before its last event")), False
+            await out.write_eof()
+            return out, True
+
+    async def _timed_out(self, held: _Held) -> web.StreamResponse:
+        timeout = self.config.hold_timeout
+        body = recovering_body(timeout, held.why)
+        self.log.info("proxy_request_timed_out", path=held.request.path, why=held.why, hold_timeout=timeout)
+        if held.out is not None:
+            return await self._sse_end(held.out, body)
+        retry = str(max(1, math.ceil(min(timeout, 30.0))))
+        return web.json_response(body, status=503, headers={"Retry-After": retry})
+
+    async def _failed(self, held: _Held, message: str) -> web.StreamResponse:
+        self.log.warning("proxy_request_failed", path=held.request.path, error=message)
+        if held.out is not None:
+            return await self._sse_end(held.out, failed_body(message))
+        return web.json_response(failed_body(message), status=502)
+
+    async def _comment(self, held: _Held, why: str) -> None:
+        if held.out is None:
+            held.out = web.StreamResponse(status=200, headers={"Content-Type": SSE, "Cache-Control": "no-cache"})
+            await held.out.prepare(held.request)
+        await held.out.write(f": {why}\n\n".encode())
+
+    @staticmethod
+    async def _sse_end(out: web.StreamResponse, error: dict[str, Any]) -> web.StreamResponse:
+        with contextlib.suppress(ConnectionError):
+            await out.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+            await out.write_eof()
+        return out
+
+
+def _as_error(status: int, text: str) -> dict[str, Any]:
+    """LM Studio's non-SSE answer to a request whose SSE head went out already: its own
+    JSON error when it sent one, else its text wrapped as one."""
+    with contextlib.suppress(ValueError):
+        data = json.loads(text)
+        if isinstance(data, dict) and "error" in data:
+            return data
+    return {"error": {"message": text, "type": "upstream_error", "code": status}}

@@ -1,0 +1,280 @@
+"""The holding proxy of a real `lmsupervisor run` in front of the simulator: clients see no recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import shutil
+import ssl
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lmsupervisor.simulator.home import SimInstall
+from tests.conftest import eventually
+from tests.integration.test_run import TWO_MODELS, Running, loaded_ids
+
+pytestmark = pytest.mark.integration
+
+CLIENTS = 8  # concurrent clients of the load test
+BEFORE_CRASH = 40  # answers served before the daemon is killed
+AFTER_READY = 5  # requests each client sends once the supervisor is ready again
+MAX_PER_CLIENT = 400  # bound of each client's loop, whatever happens
+
+
+def proxied(hold_timeout: float = 30, keepalive: float = 0) -> str:
+    return f"""{TWO_MODELS}
+[proxy]
+listen = "127.0.0.1:0"
+hold_timeout = {hold_timeout}
+keepalive = {keepalive}
+"""
+
+
+def proxy_url(run: Running) -> str:
+    snap = run.wait_state("ready")
+    return f"http://{snap['proxy']['listen']}"
+
+
+def metric(run: Running, name: str) -> float:
+    """One sample of the run's ``/metrics`` (status socket), 0 when absent."""
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(run.sock)), timeout=5) as client:
+        text = client.get("http://lmsupervisor/metrics").text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else 0.0
+
+
+def chat(model: str, stream: bool) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hello"}], "stream": stream, "max_tokens": 4}
+
+
+@dataclass
+class Outcome:
+    """One request of the load: when it was sent, and how it ended."""
+
+    sent: float
+    stream: bool
+    result: str  # "ok", "clean_error" (the proxy's 502 / last SSE error event) or what went wrong
+
+
+async def one(client: httpx.AsyncClient, url: str, model: str, stream: bool) -> str:
+    """``ok``, ``clean_error``, or a description of anything else."""
+    try:
+        if not stream:
+            r = await client.post(f"{url}/v1/chat/completions", json=chat(model, False))
+            if r.status_code == 200 and r.json()["choices"][0]["message"]["content"]:
+                return "ok"
+            if r.status_code == 502 and r.json()["error"]["code"] == "lmstudio_failed":
+                return "clean_error"
+            return f"HTTP {r.status_code}: {r.text[:200]}"
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=chat(model, True)) as r:
+            events = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+        if r.status_code == 200 and events and events[-1] == "data: [DONE]":
+            return "ok"
+        if events and '"lmstudio_failed"' in events[-1]:
+            return "clean_error"
+        return f"stream HTTP {r.status_code}: {events[-2:]}"
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_kill_9_under_load_fails_no_request_sent_after_the_crash(
+    sim: SimInstall, start: Callable[..., Running]
+) -> None:
+    """kill -9 of the daemon while 8 clients send plain and streamed chats through the proxy:
+    every request sent after the crash is answered (held, then served), the ones in flight
+    end answered or with the proxy's clean error, and LM Studio gets no JIT duplicate."""
+    run = start(sim, proxied())
+    url = proxy_url(run)
+    outcomes: list[Outcome] = []
+    crashed_at: list[float] = []
+    recovered = asyncio.Event()
+
+    async def client(n: int) -> None:
+        async with httpx.AsyncClient(timeout=60) as http:
+            after = 0
+            for i in range(MAX_PER_CLIENT):
+                stream = (n + i) % 2 == 0
+                sent = time.monotonic()
+                result = await one(http, url, "qwen" if n % 2 else "openai/gpt-oss-20b", stream)
+                outcomes.append(Outcome(sent, stream, result))
+                if recovered.is_set():
+                    after += 1
+                    if after >= AFTER_READY:
+                        return
+
+    async def chaos() -> None:
+        while len(outcomes) < BEFORE_CRASH:
+            await asyncio.sleep(0.01)
+        crashed_at.append(time.monotonic())
+        sim.crash_daemon()
+        await asyncio.to_thread(run.wait_for, lambda s: s["ready"] and s["restarts"]["count"] == 1)
+        recovered.set()
+
+    async def main() -> None:
+        await asyncio.gather(chaos(), *(client(n) for n in range(CLIENTS)))
+
+    asyncio.run(asyncio.wait_for(main(), 90))
+    after = [o for o in outcomes if o.sent > crashed_at[0]]
+    before = [o for o in outcomes if o.sent <= crashed_at[0]]
+    assert [o.result for o in after if o.result != "ok"] == []
+    assert [o.result for o in before if o.result not in ("ok", "clean_error")] == []
+    assert len(after) >= CLIENTS * AFTER_READY  # the load went on through the recovery
+    assert {o.stream for o in after} == {True, False}
+    assert metric(run, 'lmsupervisor_proxy_requests_total{outcome="held_served"}') >= 1  # the crash was held over
+    assert loaded_ids(sim) == ["openai/gpt-oss-20b", "qwen"]  # no JIT load behind the supervisor's back
+    assert run.status() is not None
+    assert (run.status() or {})["proxy"]["in_flight"] == 0
+
+
+def test_a_declared_model_that_is_not_loaded_is_waited_for(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """A request for a declared model that failed to load is held (LM Studio would answer it
+    with the only other loaded model, BT#619) until the supervisor loads it, then served by
+    it; a model that is not declared passes straight through meanwhile."""
+    sim.fail_load("qwen/qwen3-4b")
+    run = start(sim, proxied())
+    snap = run.wait_state("degraded")
+    url = f"http://{snap['proxy']['listen']}"
+
+    async def main() -> tuple[httpx.Response, httpx.Response, dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            held = asyncio.ensure_future(http.post(f"{url}/v1/chat/completions", json=chat("qwen", False)))
+            status = await asyncio.to_thread(run.wait_for, lambda s: s["proxy"]["held"] == 1)
+            other = await http.post(f"{url}/v1/chat/completions", json=chat("openai/gpt-oss-20b", False))
+            sim.clear_faults()  # the supervisor's retry loads it
+            return await held, other, status
+
+    answer, other, status = asyncio.run(main())
+    assert (status["proxy"]["in_flight"], status["ready"]) == (1, False)
+    assert (other.status_code, other.json()["model"]) == (200, "openai/gpt-oss-20b")
+    assert (answer.status_code, answer.json()["model"]) == (200, "qwen")
+    assert metric(run, 'lmsupervisor_proxy_requests_total{outcome="held_served"}') >= 1
+
+
+def test_a_hold_past_hold_timeout_gets_503_and_a_held_stream_keepalives(
+    sim: SimInstall, start: Callable[..., Running]
+) -> None:
+    """Held past ``hold_timeout``: a plain request gets 503, Retry-After and the OpenAI-style
+    ``lmstudio_recovering`` body; a streamed one got SSE comments meanwhile and ends with the
+    same error as its last ``data:`` event."""
+    sim.fail_load("qwen/qwen3-4b", "no memory")
+    run = start(sim, proxied(hold_timeout=1.2, keepalive=0.3))
+    snap = run.wait_state("degraded")
+    url = f"http://{snap['proxy']['listen']}"
+    with httpx.Client(timeout=30) as http:
+        plain = http.post(f"{url}/v1/chat/completions", json=chat("qwen", False))
+        with http.stream("POST", f"{url}/v1/chat/completions", json=chat("qwen", True)) as r:
+            lines = [line for line in r.iter_lines() if line]
+            head = (r.status_code, r.headers["content-type"])
+    assert (plain.status_code, plain.headers["retry-after"]) == (503, "2")
+    error = plain.json()["error"]
+    assert (error["type"], error["code"]) == ("service_unavailable", "lmstudio_recovering")
+    assert "not served within 1.2 s" in error["message"]
+    assert head == (200, "text/event-stream")
+    assert lines[0] in (": model qwen failed", ": lmstudio recovering (loading_models)")  # the retries go on
+    assert len([line for line in lines if line.startswith(":")]) >= 3
+    assert json.loads(lines[-1].removeprefix("data: "))["error"]["code"] == "lmstudio_recovering"
+    assert metric(run, 'lmsupervisor_proxy_requests_total{outcome="timed_out"}') == 2
+
+
+def test_a_client_leaving_while_held_frees_everything(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """A client that disconnects while its request is held leaves nothing behind: held and
+    in_flight back to 0, counted as abandoned."""
+    sim.fail_load("qwen/qwen3-4b")
+    run = start(sim, proxied())
+    snap = run.wait_state("degraded")
+    url = f"http://{snap['proxy']['listen']}"
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            held = asyncio.ensure_future(http.post(f"{url}/v1/chat/completions", json=chat("qwen", False)))
+            await asyncio.to_thread(run.wait_for, lambda s: s["proxy"]["held"] == 1)
+            held.cancel()  # closes the connection
+            with pytest.raises(asyncio.CancelledError):
+                await held
+
+    asyncio.run(main())
+    status = run.wait_for(lambda s: s["proxy"]["in_flight"] == 0)
+    assert status["proxy"]["held"] == 0
+    assert metric(run, 'lmsupervisor_proxy_requests_total{outcome="abandoned"}') == 1
+    assert metric(run, "lmsupervisor_proxy_held") == 0
+
+
+def listening(run: Running, event: str) -> str:
+    """The ``listen`` address a JSON log ``event`` of ``run`` names (the port picked for port 0)."""
+    found: list[str] = []
+
+    def logged() -> bool:
+        for line in run.log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("event") == event:
+                    found.append(record["listen"])
+        return bool(found)
+
+    assert eventually(logged, timeout=30, interval=0.05), run.log.read_text()[-2000:]
+    return found[0]
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_healthz_on_the_proxy_and_a_read_only_metrics_port(
+    sim: SimInstall, start: Callable[..., Running], tmp_path: Path
+) -> None:
+    """``/healthz`` answers without a token on the proxy port (503 while degraded, 200 once
+    ready, never forwarded) and on the metrics port; the metrics port serves ``/metrics``
+    over TLS behind basic auth, and nothing else: no control verb is reachable there."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = self_signed(tmp_path)
+    users = tmp_path / "users"
+    users.write_text(f"# scrapers\nprometheus:{hashlib.sha256(b'scrape-me').hexdigest()}\n")
+    sim.fail_load("qwen/qwen3-4b")
+    metrics = f"""
+[metrics]
+listen = "127.0.0.1:0"
+tls_cert_file = "{cert}"
+tls_key_file = "{key}"
+basic_auth_users_file = "{users}"
+"""
+    run = start(sim, proxied() + metrics)
+    snap = run.wait_state("degraded")
+    proxy = f"http://{snap['proxy']['listen']}"
+    scrape = f"https://{listening(run, 'metrics_listening')}"
+    auth = ("prometheus", "scrape-me")
+    with (
+        httpx.Client(timeout=10) as http,
+        httpx.Client(timeout=10, verify=ssl.create_default_context(cafile=cert)) as tls,
+    ):
+        assert http.get(f"{proxy}/healthz").json()["ready"] is False
+        assert (tls.get(f"{scrape}/healthz").status_code, tls.get(f"{scrape}/metrics").status_code) == (401, 401)
+        assert tls.get(f"{scrape}/metrics", auth=("prometheus", "wrong")).status_code == 401
+        page = tls.get(f"{scrape}/metrics", auth=auth)
+        assert (page.status_code, "lmsupervisor_ready 0.0" in page.text) == (200, True)
+        assert 'lmsupervisor_proxy_requests_total{outcome="timed_out"}' in page.text
+        assert tls.post(f"{scrape}/metrics", auth=auth).status_code == 405
+        assert tls.post(f"{scrape}/v1/restart", auth=auth).status_code == 404
+        degraded = tls.get(f"{scrape}/healthz", auth=auth)
+        assert (degraded.status_code, degraded.json()["ready"]) == (503, False)
+        sim.clear_faults()
+        run.wait_state("ready")
+        ready = http.get(f"{proxy}/healthz")
+        assert (ready.status_code, ready.json()) == (200, {"ready": True, "state": "ready"})
+        assert tls.get(f"{scrape}/healthz", auth=auth).json() == {"ready": True, "state": "ready"}
+    assert run.stop() == 0
