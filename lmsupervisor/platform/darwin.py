@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import select
-from types import ModuleType
 
 from lmsupervisor.platform.posix import APP, Posix
 
@@ -19,6 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable, Mapping
+    from typing import Any
 
     from platformdirs.macos import MacOS
 
@@ -29,7 +29,7 @@ class Darwin(Posix):
 
     name = "darwin"
 
-    def __init__(self, select_module: ModuleType | None = None) -> None:
+    def __init__(self, select_module: Any = None) -> None:
         self.select = select_module or select
 
     @staticmethod

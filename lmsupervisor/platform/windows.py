@@ -24,7 +24,6 @@ import os
 import socket
 import sys
 import threading
-from types import ModuleType
 
 from lmsupervisor.errors import ConfigError
 
@@ -47,7 +46,7 @@ CLOSE_GRACE = 4.5  # seconds; Windows ends a process 5 s after CTRL_CLOSE_EVENT
 _CONSOLE_EVENTS = {2: "CTRL_CLOSE_EVENT", 5: "CTRL_LOGOFF_EVENT", 6: "CTRL_SHUTDOWN_EVENT"}
 
 
-def _module(name: str) -> ModuleType | None:
+def _module(name: str) -> Any:
     try:
         return __import__(name)
     except ImportError:
@@ -63,7 +62,7 @@ class Windows:
     default_transport = "tcp"
     stop_signals: tuple[str, ...] = ("SIGINT", "SIGBREAK", "CTRL_CLOSE_EVENT")
 
-    def __init__(self, winapi: ModuleType | None = None, msvcrt: ModuleType | None = None) -> None:
+    def __init__(self, winapi: Any = None, msvcrt: Any = None) -> None:
         self.winapi = winapi or _module("_winapi")
         self.msvcrt = msvcrt or _module("msvcrt")
 
