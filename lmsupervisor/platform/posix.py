@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 
 from lmsupervisor.platform.base import Account
@@ -18,6 +17,7 @@ from lmsupervisor.platform.base import Account
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    import signal
     from collections.abc import Callable
     from typing import Any
 
@@ -127,6 +127,8 @@ class Posix:
         self, loop: asyncio.AbstractEventLoop, stop: Callable[[str], None], reload: Callable[[], None]
     ) -> Callable[[], None]:
         """The loop's own signal handlers: SIGTERM and SIGINT stop, SIGHUP reloads."""
+        import signal  # noqa: PLC0415 - not on the status path
+
         handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
             (signal.SIGTERM, lambda: stop("SIGTERM")),
             (signal.SIGINT, lambda: stop("SIGINT")),
@@ -159,6 +161,8 @@ class Posix:
 
     def kill_group(self, pid: int) -> None:
         """``killpg(pid, SIGKILL)``; a group already gone (or not ours) is ignored."""
+        import signal  # noqa: PLC0415 - not on the status path
+
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
 
