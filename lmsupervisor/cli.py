@@ -416,7 +416,6 @@ def cmd_service(args: argparse.Namespace) -> int:
     needs root or the service manager fails (:class:`ServiceError`). ``status`` exits like
     ``lmsupervisor status``: 0 ready, 1 not ready, 3 no active service.
     """
-    import os
 
     from lmsupervisor.service.install import Installer, plan_for
     from lmsupervisor.service.status import linger_note, service_report
@@ -430,17 +429,17 @@ def cmd_service(args: argparse.Namespace) -> int:
         _err(f"--config {args.config}: no such file (write one with `lmsupervisor config init {args.config}`)")
         return EXIT_USAGE
     plan = plan_for(scope, args.config)
-    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    from lmsupervisor.platform import current as this_os
+
+    root = this_os().is_root()
     if scope == "system" and plan.manager != "schtasks" and not root and not args.dry_run:
         _err(f"--system writes {plan.files[0].path}: run it with sudo (or look first with --dry-run)")
         return EXIT_FAILED
     print(f"lmsupervisor service {args.action} --{scope}: {plan.manager} {plan.unit}")
     owner = None
     if scope == "system" and plan.manager == "launchd" and root:  # the log folder belongs to the job's user
-        import pwd
-
-        entry = pwd.getpwnam(plan.unit.rsplit(".", 1)[-1])
-        owner = (entry.pw_uid, entry.pw_gid)
+        entry = this_os().account(plan.unit.rsplit(".", 1)[-1])
+        owner = None if entry is None else (entry.uid, entry.gid)
     installer = Installer(out=print, owner=owner)
     if args.action == "install":
         installer.install(plan, dry_run=args.dry_run)

@@ -486,12 +486,17 @@ def socket_path(config: Config, cli: Path | None = None, env: Mapping[str, str] 
     return Path(paths.resolve_socket(cli, os.environ if env is None else env, lambda: config.status.socket))
 
 
-def status_transport(config: Config, os_name: str = os.name) -> str:
-    """``status.transport``, else the platform's: ``"tcp"`` on Windows (``os.name == "nt"``,
-    where asyncio has no Unix socket server), ``"unix"`` elsewhere."""
+def status_transport(config: Config, default: str | None = None) -> str:
+    """``status.transport``, else ``default``, else the platform's
+    (:attr:`~lmsupervisor.platform.base.OsPlatform.default_transport`): ``"tcp"`` on Windows
+    (where asyncio has no Unix socket server), ``"unix"`` elsewhere."""
     if config.status.transport is not None:
         return config.status.transport
-    return "tcp" if os_name == "nt" else "unix"
+    if default is not None:
+        return default
+    from lmsupervisor.platform import current  # noqa: PLC0415 - the parser needs no platform
+
+    return current().default_transport
 
 
 def to_toml(config: Config) -> dict[str, Any]:

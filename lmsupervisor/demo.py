@@ -8,12 +8,13 @@ models, prints each state change as it happens, kills the simulated daemon once
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
+import contextlib
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 from lmsupervisor import logs
 from lmsupervisor.config import Config, HealthConfig, ModelConfig, RestartConfig, ServerConfig
@@ -64,7 +65,8 @@ async def _demo(sim: SimInstall) -> int:
         pid = sup.snapshot()["lmstudio"]["daemon_pid"] or sim.daemon_pid()
         _say(started, f"ready. Now: kill -9 of LM Studio's daemon (PID {pid})")
         if pid:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()  # SIGKILL on Unix, TerminateProcess on Windows
         await asyncio.wait_for(ready.wait(), DEADLINE)
         snap = sup.snapshot()
         loaded = ", ".join(f"{m['identifier'] or m['key']}={m['state']}" for m in snap["models"])

@@ -10,8 +10,9 @@ listens (:func:`lmsupervisor.client.resolve_socket`).
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping
+
+from lmsupervisor.platform import current as this_os
 
 APP = "lmsupervisor"  # the folder name under every per-user base folder
 SOCKET_ENV = "LMSUPERVISOR_SOCKET"
@@ -19,48 +20,31 @@ SYSTEM_RUNTIME = "/run/lmsupervisor"  # RuntimeDirectory= of service-units/lmsup
 
 
 def default_config_file(env: Mapping[str, str]) -> str:
-    """``$LMSUPERVISOR_CONFIG``, else ``$XDG_CONFIG_HOME`` or ``~/.config`` + ``lmsupervisor/config.toml``
-    (Linux and other Unix), else platformdirs' user config dir (macOS, Windows)."""
+    """``$LMSUPERVISOR_CONFIG``, else ``config.toml`` in the platform's config folder
+    (:meth:`~lmsupervisor.platform.base.OsPlatform.config_folder`: ``$XDG_CONFIG_HOME`` or
+    ``~/.config`` + ``lmsupervisor`` on Linux, platformdirs' user config dir on macOS and Windows)."""
     if env.get("LMSUPERVISOR_CONFIG"):
         return os.path.expanduser(env["LMSUPERVISOR_CONFIG"])
-    if not sys.platform.startswith(("darwin", "win")):
-        home = env.get("HOME") or os.path.expanduser("~")
-        base = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
-        return os.path.join(base, "lmsupervisor", "config.toml")
-    import platformdirs  # noqa: PLC0415 - only off Linux
-
-    return os.path.join(platformdirs.user_config_dir("lmsupervisor", appauthor=False), "config.toml")
+    return os.path.join(this_os().config_folder(env), "config.toml")
 
 
 def state_folder(env: Mapping[str, str]) -> str:
     """lmsupervisor's own state folder (:mod:`lmsupervisor.statefile`): ``$XDG_STATE_HOME``
-    (when absolute) or ``~/.local/state``, + ``lmsupervisor`` on Linux and other Unix (what
-    ``platformdirs.user_state_dir`` gives there, computed without importing it); platformdirs'
-    ``user_state_dir`` on macOS and Windows."""
-    if sys.platform.startswith(("darwin", "win")):
-        import platformdirs  # noqa: PLC0415 - only off Linux
-
-        return platformdirs.user_state_dir(APP, appauthor=False)
-    state = env.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(state):
-        home = env.get("HOME") or os.path.expanduser("~")
-        state = os.path.join(home, ".local", "state")
-    return os.path.join(state, APP)
+    (when absolute) or ``~/.local/state``, + ``lmsupervisor`` on Linux; platformdirs'
+    ``user_state_dir`` on macOS and Windows (:meth:`~lmsupervisor.platform.base.OsPlatform.state_folder`)."""
+    return this_os().state_folder(env)
 
 
 def default_socket(env: Mapping[str, str]) -> str:
     """``$XDG_RUNTIME_DIR/lmsupervisor/status.sock`` (``/run/user/<uid>/...``); else
-    ``status.sock`` in the state folder (:func:`state_folder`) on Linux, in the platformdirs
-    runtime dir on macOS and Windows. Never a guessable shared ``/tmp`` name: anyone can
+    ``status.sock`` in the platform's runtime folder: the state folder (:func:`state_folder`)
+    on Linux, platformdirs' runtime dir on macOS and Windows (where it names the TCP endpoint
+    file ``status.sock.tcp.json``). Never a guessable shared ``/tmp`` name: anyone can
     pre-create or plant a symlink there (issue 7)."""
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isabs(runtime):
         return os.path.join(runtime, APP, "status.sock")
-    if sys.platform.startswith(("darwin", "win")):
-        import platformdirs  # noqa: PLC0415 - only off Linux
-
-        return os.path.join(platformdirs.user_runtime_dir(APP, appauthor=False), "status.sock")
-    return os.path.join(state_folder(env), "status.sock")
+    return os.path.join(this_os().runtime_folder(env), "status.sock")
 
 
 def _nothing() -> None:
@@ -102,13 +86,10 @@ def system_socket(user: str | None = None, root: str = SYSTEM_RUNTIME) -> str | 
     """Where ``lmsupervisor@USER.service`` (the system unit, which has no
     ``XDG_RUNTIME_DIR``) listens for ``user`` (default: ours): its ``RuntimeDirectory=``,
     ``/run/lmsupervisor/USER/status.sock``. None off Linux or for a uid without a name."""
-    if not sys.platform.startswith("linux"):
+    if this_os().name != "linux":
         return None
     if user is None:
-        import pwd  # noqa: PLC0415 - Unix only
-
-        try:
-            user = pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:
+        user = this_os().user_name()
+        if user is None:
             return None
     return os.path.join(root, user, "status.sock")

@@ -9,37 +9,17 @@ import sys
 
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` runs and is not a zombie (an unreaped orphan counts as dead); a
-    process of another user counts as running.
+    process of another user counts as running. This machine's answer, whatever
+    ``$LMSUPERVISOR_PLATFORM`` says (the simulator asks it too): on Windows ``OpenProcess``
+    plus ``GetExitCodeProcess`` (:meth:`lmsupervisor.platform.windows.Windows.pid_alive`),
+    elsewhere ``kill(pid, 0)`` and ``/proc`` (:func:`lmsupervisor.platform.posix.pid_alive`)."""
+    if sys.platform == "win32":  # pragma: no cover - Windows
+        from lmsupervisor.platform.windows import Windows  # noqa: PLC0415
 
-    ``kill(pid, 0)`` succeeds on a zombie, so on Linux the state in ``/proc/PID/stat``
-    decides (orphans are not always reaped promptly: containers whose PID 1 is no init).
-    On Windows ``os.kill(pid, 0)`` would terminate the process: ``OpenProcess`` plus
-    ``GetExitCodeProcess`` answer there (``STILL_ACTIVE``).
-    """
-    if sys.platform == "win32":
-        import _winapi  # noqa: PLC0415 - Windows only
+        return Windows().pid_alive(pid)
+    from lmsupervisor.platform.posix import pid_alive as alive  # noqa: PLC0415
 
-        try:
-            handle = _winapi.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        except OSError as exc:
-            return getattr(exc, "winerror", None) == 5  # ERROR_ACCESS_DENIED: it exists
-        try:
-            return bool(_winapi.GetExitCodeProcess(handle) == 259)  # STILL_ACTIVE
-        finally:
-            _winapi.CloseHandle(handle)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-    except OSError:
-        return True  # no procfs (macOS): kill(0) is all we have
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X")
+    return alive(pid)
 
 
 def pid_namespace() -> int | None:

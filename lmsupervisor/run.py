@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 from pathlib import Path
 
 import structlog
@@ -25,6 +24,7 @@ from lmsupervisor.config import Config
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
 from lmsupervisor.lmstudio import wiring
 from lmsupervisor.lmstudio.install import Platform, detect
+from lmsupervisor.platform import current as this_os
 from lmsupervisor.proxy.health import MetricsListener, healthz
 from lmsupervisor.proxy.server import HoldingProxy
 from lmsupervisor.service.notify import Notifier, ServiceNotifier
@@ -148,10 +148,9 @@ async def serve(
         sup.post("reload")
         server.check_soon()  # a tmp cleaner may have taken the socket: SIGHUP brings it back at once
 
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, lambda: sup.post("stop", reason="SIGTERM"))
-    loop.add_signal_handler(signal.SIGINT, lambda: sup.post("stop", reason="SIGINT"))
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    restore_signals = this_os().on_signals(
+        asyncio.get_running_loop(), lambda name: sup.post("stop", reason=name), on_hup
+    )
     watcher = asyncio.create_task(_watch_config(config_path, sup)) if config_path.parent.is_dir() else None
     log.info("supervisor_started", config=str(config_path), socket=str(sock), pid=os.getpid())
     try:
@@ -170,34 +169,23 @@ async def serve(
         await server.close(STAGE_TIMEOUT)
         await sup.lmstudio.aclose()
         log.info("supervisor_exited")
+        restore_signals()  # last: on Windows a console close waits for this
 
 
 def raise_fd_limit() -> tuple[int, int] | None:
-    """Raise our soft RLIMIT_NOFILE to the hard limit (services often start at 1024).
+    """Raise our soft open-files limit to the hard limit (services often start at 1024), see
+    :meth:`~lmsupervisor.platform.base.OsPlatform.raise_fd_limit`.
 
-    Returns (old soft, new soft), or None where nothing changed or ``resource`` is missing.
+    Returns (old soft, new soft), or None where nothing changed or there is no such limit.
     Many status clients and LM Studio's own child processes must never starve each other.
     """
-    try:
-        import resource  # noqa: PLC0415 - Unix only
-    except ImportError:
-        return None
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    for want in (target, 10240):  # macOS refuses more than OPEN_MAX with an infinite hard limit
-        if want <= soft and soft != resource.RLIM_INFINITY:
-            return None
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        except (ValueError, OSError):
-            continue
-        return soft, want
-    return None
+    return this_os().raise_fd_limit()
 
 
 def run_main(config_path: Path | None) -> None:
-    """Run until SIGTERM/SIGINT. Raises :class:`ConfigError` (the CLI exits 78) for a bad
-    config, group or socket folder, :class:`InstanceLockedError` (exit 69) if another instance runs."""
+    """Run until asked to stop (SIGTERM/SIGINT; on Windows Ctrl-C, Ctrl-Break, a console
+    close). Raises :class:`ConfigError` (the CLI exits 78) for a bad config, group or socket
+    folder, :class:`InstanceLockedError` (exit 69) if another instance runs."""
     notifier = Notifier.from_environ(os.environ)  # first: children must not inherit NOTIFY_SOCKET
     cfg, path = configmod.load(config_path)
     logs.configure(cfg.log.level, cfg.log.format)

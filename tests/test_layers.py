@@ -138,3 +138,78 @@ def test_the_proxy_uses_the_supervisor_through_its_snapshot_only(path: Path) -> 
     forbidden = {"lmsupervisor.lmstudio", "lmsupervisor.supervisor", "lmsupervisor.health", "lmsupervisor.statusd"}
     wrong = [f"{name(path)}:{line} imports {m}" for line, m in imported(tree) if within(m, forbidden)]
     assert wrong == []
+
+
+# -- every Unix-only module and call goes through the platform seam (issue 20) --------------
+UNIX_ONLY_MODULES = {"fcntl", "grp", "pwd", "termios", "resource", "posix"}
+UNIX_ONLY_NAMES = {
+    "os": {"getuid", "getgid", "geteuid", "getegid", "killpg", "setsid", "setpgid", "getpgid", "pidfd_open", "fork"},
+    "socket": {"AF_UNIX"},
+    "signal": {"SIGHUP", "SIGKILL", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCHLD", "SIGALRM", "SIGPIPE"},
+}
+UNIX_ONLY_METHODS = {"add_reader", "remove_reader", "add_signal_handler", "remove_signal_handler"}
+UNIX_ONLY_KEYWORDS = {"start_new_session", "process_group", "preexec_fn"}
+PLATFORM_MODULES = {"posix.py", "linux.py", "darwin.py"}  # the Unix rooms of lmsupervisor/platform/
+
+
+def unix_only(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """``(line, what)`` for every Unix-only import, attribute (``os.getuid``, ``socket.AF_UNIX``,
+    ``loop.add_signal_handler``), ``Popen`` keyword (``start_new_session``), and name asked
+    of ``hasattr``/``getattr`` (``hasattr(os, "getuid")``)."""
+    forbidden = {name for names in UNIX_ONLY_NAMES.values() for name in names} | UNIX_ONLY_METHODS
+    for line, module in imported(tree):
+        if module.split(".")[0] in UNIX_ONLY_MODULES:
+            yield line, f"import {module}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in UNIX_ONLY_NAMES:
+            for alias in node.names:
+                if alias.name in UNIX_ONLY_NAMES[node.module]:
+                    yield node.lineno, f"from {node.module} import {alias.name}"
+        elif isinstance(node, ast.Attribute):
+            owner = node.value.id if isinstance(node.value, ast.Name) else None
+            if node.attr in UNIX_ONLY_METHODS or (owner in UNIX_ONLY_NAMES and node.attr in UNIX_ONLY_NAMES[owner]):
+                yield node.lineno, f"{owner or '...'}.{node.attr}"
+        elif isinstance(node, ast.keyword) and node.arg in UNIX_ONLY_KEYWORDS:
+            yield node.value.lineno, f"{node.arg}="
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr"):
+            asked = node.args[1] if len(node.args) > 1 else None
+            if isinstance(asked, ast.Constant) and asked.value in forbidden:
+                yield node.lineno, f"{node.func.id}(..., {asked.value!r})"
+
+
+OUTSIDE_THE_SEAM = [
+    p
+    for p in modules(PACKAGE)
+    if "simulator" not in p.relative_to(PACKAGE).parts
+    and not (p.parent.name == "platform" and p.parent.parent == PACKAGE and p.name in PLATFORM_MODULES)
+]
+
+
+@pytest.mark.parametrize("path", OUTSIDE_THE_SEAM, ids=name)
+def test_unix_only_calls_go_through_the_platform_seam(path: Path) -> None:
+    """Outside ``lmsupervisor/platform/`` (and the simulator, which models LM Studio), nothing
+    imports a Unix-only module or touches a Unix-only call: Windows would fail there."""
+    found = [f"{name(path)}:{line} {what}" for line, what in unix_only(ast.parse(path.read_text(encoding="utf-8")))]
+    assert found == [], "reach these through lmsupervisor.platform.current()"
+
+
+def test_the_unix_only_check_sees_what_it_forbids() -> None:
+    """Each kind of Unix-only use in a sample is found, once, on its line; Windows-safe code is not."""
+    sample = ast.parse(
+        "import fcntl\nfrom os import killpg\nos.getuid()\nsocket.socket(socket.AF_UNIX)\n"
+        "loop.add_signal_handler(signal.SIGHUP, f)\nPopen(a, start_new_session=True)\n"
+        "hasattr(os, 'geteuid')\nimport pwd as p\nos.getpid()\nsignal.SIGINT\nloop.call_soon(f)\n"
+    )
+    assert sorted(unix_only(sample)) == [
+        (1, "import fcntl"),
+        (2, "from os import killpg"),
+        (3, "os.getuid"),
+        (4, "socket.AF_UNIX"),
+        (5, "loop.add_signal_handler"),
+        (5, "signal.SIGHUP"),
+        (6, "start_new_session="),
+        (7, "hasattr(..., 'geteuid')"),
+        (8, "import pwd"),
+    ]
+    assert {p.name for p in OUTSIDE_THE_SEAM} >= {"run.py", "__init__.py", "base.py", "windows.py"}
+    assert not {p.name for p in OUTSIDE_THE_SEAM} & PLATFORM_MODULES

@@ -24,6 +24,7 @@ from lmsupervisor import paths
 from lmsupervisor.endpoint import tokenfile
 from lmsupervisor.endpoint.peer import socket_peer_uid
 from lmsupervisor.errors import StatusSocketError
+from lmsupervisor.platform import current as this_os
 
 OWNER_ENV = "LMSUPERVISOR_SOCKET_OWNER"
 LISTEN_CHECK_TIMEOUT = 1.0  # seconds a connect to a local Unix socket may take (a busy supervisor)
@@ -67,7 +68,7 @@ def _listening(path: str) -> bool:
         is_socket = False
     if is_socket:
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            with this_os().unix_socket() as probe:
                 probe.settimeout(LISTEN_CHECK_TIMEOUT)
                 probe.connect(path)
         except OSError:
@@ -84,17 +85,16 @@ def _listening(path: str) -> bool:
 def trusted_uids(env: dict[str, str] | os._Environ[str] | None = None) -> set[int]:
     """Our uid, root, and the user named (or numbered) in ``$LMSUPERVISOR_SOCKET_OWNER``."""
     env = os.environ if env is None else env
-    uids = {0, os.getuid()} if hasattr(os, "getuid") else set()
+    own = this_os().uid()
+    uids = set() if own is None else {0, own}
     owner = env.get(OWNER_ENV, "").strip()
     if owner.isdigit():
         uids.add(int(owner))
     elif owner:
-        import pwd  # noqa: PLC0415 - only when someone asked for it
-
-        try:
-            uids.add(pwd.getpwnam(owner).pw_uid)
-        except KeyError:
-            raise StatusSocketError(f"${OWNER_ENV} names no user: {owner!r}") from None
+        account = this_os().account(owner)
+        if account is None:
+            raise StatusSocketError(f"${OWNER_ENV} names no user: {owner!r}")
+        uids.add(account.uid)
     return uids
 
 

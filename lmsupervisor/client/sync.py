@@ -17,6 +17,7 @@ from lmsupervisor.client.locate import check_peer, locate, resolve_socket, trust
 from lmsupervisor.client.protocol import TIMEOUT, Parser, Response
 from lmsupervisor.endpoint import tokenfile
 from lmsupervisor.errors import StatusSocketError
+from lmsupervisor.platform import current as this_os
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the name costs nothing this way
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def _connect(path: str, timeout: float, trusted: set[int]) -> tuple[socket.socke
     """A connected socket, and the bearer token to send (None on a Unix socket)."""
     tcp = locate(path, trusted)
     if tcp is None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = this_os().unix_socket()
     else:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -19,7 +19,8 @@ import os
 import stat
 
 from lmsupervisor.errors import StatusSocketError
-from lmsupervisor.pids import pid_alive, pid_namespace, start_ticks
+from lmsupervisor.pids import pid_namespace, start_ticks
+from lmsupervisor.platform import current as this_os
 
 SUFFIX = ".tcp.json"
 HOST = "127.0.0.1"  # the only address the TCP transport binds or connects to
@@ -67,7 +68,7 @@ def read(path: str, trusted: set[int]) -> tuple[int, str]:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise StatusSocketError(f"{path} is not a file", hint="check status.socket / --socket")
-        if hasattr(os, "getuid"):
+        if this_os().posix_files:  # Windows: the private folder's ACL guards it
             if trusted and info.st_uid not in trusted:
                 raise StatusSocketError(
                     f"refusing {path}: it belongs to uid {info.st_uid}, not to you or root; "
@@ -95,7 +96,7 @@ def read(path: str, trusted: set[int]) -> tuple[int, str]:
     ours = namespace == pid_namespace()  # a PID means nothing in another namespace (a container)
     if ours and isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
         # Left by a killed supervisor: whoever listens on the port now must not get the token.
-        if not pid_alive(pid):
+        if not this_os().pid_alive(pid):
             raise StatusSocketError(
                 f"{path} is stale: the supervisor that wrote it (PID {pid}) is not running",
                 hint="start `lmsupervisor run`",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from lmsupervisor.config import server_port
 from lmsupervisor.core.observed import DEFAULT_BIND, DEFAULT_PORT, Install, ServerSettings
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.lmstudio.homedir import resolve_home
+from lmsupervisor.platform import current as this_os
 
 DOWNLOAD_URL = "https://lmstudio.ai/download"
 # The rc files `lms bootstrap` appends to when they exist ([js] installCli).
@@ -48,14 +48,14 @@ class Platform:
     @classmethod
     def current(cls, env: Mapping[str, str] | None = None, platform_name: str | None = None) -> Platform:
         """This machine's platform; ``env`` defaults to :data:`os.environ`, ``platform_name``
-        (tests) to this machine's.
+        (tests) to :func:`lmsupervisor.platform.current`'s (``$LMSUPERVISOR_PLATFORM`` or this machine's).
 
         The user home is what LM Studio's ``os.homedir()`` gives: on Windows ``USERPROFILE``
         even where ``HOME`` is set (Git Bash, Cygwin; facts §8), elsewhere ``HOME``; then the
         other, then :meth:`Path.home`. On Windows the User ``PATH`` is read from the
         registry (None when it cannot be read).
         """
-        system = platform_name or {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux")
+        system = platform_name or this_os().name
         env = dict(os.environ if env is None else env)
         order = ("USERPROFILE", "HOME") if system == "windows" else ("HOME", "USERPROFILE")
         user_home = Path(next((env[k] for k in order if env.get(k)), None) or Path.home())

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from lmsupervisor.lmstudio.lmsoutput import (
     parse_ps,
     parse_server_status,
 )
+from lmsupervisor.platform import current as this_os
 
 DEFAULT_TIMEOUT = 30.0  # seconds; `server start` and loads pass longer ones
 
@@ -98,13 +98,7 @@ class Lms:
         timeout = self.default_timeout if timeout is None else timeout
         argv = (str(self.path), *args)
         started = time.monotonic()
-        kwargs: dict[str, Any] = {}
-        if os.name == "nt":  # pragma: no cover - Windows
-            import subprocess  # noqa: PLC0415
-
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
-        else:
-            kwargs["start_new_session"] = True
+        kwargs: dict[str, Any] = this_os().new_group_options()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -165,11 +159,9 @@ def _exit_error(args: Sequence[str], result: LmsResult, line: str) -> LmsExitErr
 
 
 def _kill_group(pgid: int) -> None:
-    """SIGKILL what is left of the call's process group (nothing, normally)."""
-    if os.name == "nt":  # pragma: no cover - Windows has no process groups to kill this way
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+    """Kill what is left of the call's process group (nothing, normally; see
+    :meth:`~lmsupervisor.platform.base.OsPlatform.kill_group`)."""
+    this_os().kill_group(pgid)
 
 
 class LmsClient:

@@ -1,7 +1,8 @@
 """Process watching: the LM Studio daemon is not our child, so we watch its PID.
 
-On Linux a pidfd (``os.pidfd_open``) registered with the event loop's reader reports
-the exit within milliseconds, including a process left as an unreaped zombie. Elsewhere
+The platform's exit watch (:meth:`~lmsupervisor.platform.base.OsPlatform.watch_exit`:
+a pidfd on Linux, kqueue on macOS, a waited process handle on Windows) reports the exit
+within milliseconds, including a process left as an unreaped zombie; where it has none,
 psutil is polled. Also the process table operations of the escalation ladder
 (terminate, wait, kill) on processes pinned by PID and create time, signalled only when
 verified as running the detected install's executable (issue: an unrelated process whose
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +22,8 @@ import psutil
 
 from lmsupervisor.clock import Clock
 from lmsupervisor.core.observed import DaemonProcess
+from lmsupervisor.platform import current as this_os
+from lmsupervisor.platform.base import OsPlatform
 
 POLL_INTERVAL = 0.5  # seconds, psutil fallback
 
@@ -65,15 +67,18 @@ def _alive(pid: int) -> bool:
 
 
 class OsPidWatcher:
-    """pidfd on Linux (instant), psutil polling elsewhere."""
+    """The platform's instant exit watch (pidfd on Linux, kqueue on macOS, a waited handle on
+    Windows: :meth:`~lmsupervisor.platform.base.OsPlatform.watch_exit`), psutil polling where
+    it has none."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, system: OsPlatform | None = None) -> None:
         self.clock = clock
+        self.system = system or this_os()
 
     def watch(self, pid: int, on_exit: Callable[[], None]) -> Callable[[], None]:
         """Call ``on_exit`` once, on the running loop, when ``pid`` exits or is a zombie.
 
-        Uses a pidfd on Linux; elsewhere (or when the pidfd cannot be opened) polls psutil
+        Uses the platform's watch; where it has none (or cannot open this PID) polls psutil
         every :data:`POLL_INTERVAL` seconds of clock time. A PID that is already gone fires
         on the next loop iteration. Returns a function that cancels the watch. Must be
         called from a running event loop (:class:`RuntimeError` otherwise).
@@ -87,32 +92,11 @@ class OsPidWatcher:
                 fired = True
                 on_exit()
 
-        if hasattr(os, "pidfd_open"):
-            try:
-                fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                loop.call_soon(fire)
-                return lambda: None
-            except OSError:
-                fd = -1
-            if fd >= 0:
+        cancel = self.system.watch_exit(loop, pid, fire)
+        if cancel is not None:
+            return cancel
 
-                def readable() -> None:
-                    loop.remove_reader(fd)
-                    os.close(fd)
-                    fire()
-
-                loop.add_reader(fd, readable)
-
-                def cancel() -> None:
-                    if not fired:
-                        with contextlib.suppress(ValueError, OSError):
-                            loop.remove_reader(fd)
-                            os.close(fd)
-
-                return cancel
-
-        async def poll() -> None:  # pragma: no cover - exercised off Linux
+        async def poll() -> None:
             while _alive(pid):
                 await self.clock.sleep(POLL_INTERVAL)
             fire()
@@ -212,10 +196,15 @@ class OsProcessTable:
             tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             return not self.alive(proc)
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        # psutil's terminate()/kill(): SIGTERM/SIGKILL on Unix, TerminateProcess on Windows (no
+        # grace there); psutil checks the create time, so a recycled PID is not signalled
+        for hard, wait in ((False, grace), (True, 5.0)):
             for p in tree:
                 with contextlib.suppress(psutil.Error):
-                    p.send_signal(sig)  # psutil checks the create time: a recycled PID is not signalled
+                    if hard:
+                        p.kill()
+                    else:
+                        p.terminate()
             if await self.wait_exit(proc, wait):
                 return True
         return not self.alive(proc)

@@ -11,7 +11,6 @@ files are written under ``root`` (``/`` for real; a temporary folder in tests, l
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
 import shlex
@@ -24,6 +23,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Protocol
 
 from lmsupervisor.errors import ServiceError
+from lmsupervisor.platform import current as this_os
 from lmsupervisor.service.render import SYSTEMD_TEMPLATE, Command, Plan, Target, UnitFile, render
 
 COMMAND_TIMEOUT = 120.0  # seconds: `systemctl enable --now` waits for READY=1
@@ -64,8 +64,9 @@ def show(argv: Command) -> str:
 
 # -- the running installation ---------------------------------------------------------------
 def current_platform() -> str:
-    """This interpreter's platform as the renderers name it: ``"windows"``, ``"darwin"``, else ``"linux"``."""
-    return {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux")
+    """This process's platform as the renderers name it: ``"windows"``, ``"darwin"`` or
+    ``"linux"`` (:func:`lmsupervisor.platform.name`: ``$LMSUPERVISOR_PLATFORM`` or this machine's)."""
+    return this_os().name
 
 
 def find_program(platform: str | None = None) -> tuple[str, ...]:
@@ -101,18 +102,15 @@ def current_target(
     platform = platform or current_platform()
     user = getpass.getuser()
     user_home = str(Path.home())
-    uid: int | None = os.getuid() if hasattr(os, "getuid") else None
+    uid: int | None = this_os().uid()
     group: str | None = None
     if platform != "windows":
-        import grp  # noqa: PLC0415 - Unix only
-        import pwd  # noqa: PLC0415
-
         if scope == "system" and env.get("SUDO_USER"):
             user = env["SUDO_USER"]
-        entry = pwd.getpwnam(user)
-        user_home, uid = entry.pw_dir, entry.pw_uid
-        with contextlib.suppress(KeyError):
-            group = grp.getgrgid(entry.pw_gid).gr_name
+        entry = this_os().account(user)
+        if entry is None:
+            raise KeyError(f"getpwnam(): name not found: {user!r}")
+        user_home, uid, group = entry.home, entry.uid, entry.group
     else:
         domain = env.get("USERDOMAIN")
         user = f"{domain}\\{user}" if domain else user

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import structlog
 
 from lmsupervisor.clock import Clock
+from lmsupervisor.platform import current as this_os
 
 FIRST_RECONCILE = frozenset({"ready", "degraded", "backoff", "not_installed"})
 NO_WATCHDOG_PERIOD = 10.0  # seconds between heartbeat ticks when systemd asked for no watchdog
@@ -97,7 +98,7 @@ class Notifier:
             return False
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock = this_os().unix_socket(socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
                 self._sock.setblocking(False)  # a full queue drops one ping, never blocks the loop
             self._sock.sendto("\n".join(lines).encode(), self.address)
         except OSError as exc:

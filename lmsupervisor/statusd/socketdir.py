@@ -1,10 +1,12 @@
 """The status socket's folder, group and lock: a place nobody else controls (design §5, §6).
 
 The folder holding the socket is created 0700 (0750 with ``status.group``) and opened
-with ``O_NOFOLLOW``: a symlink, a folder owned by another uid, or one writable by group or
+with ``O_NOFOLLOW`` (Unix): a symlink, a folder owned by another uid, or one writable by group or
 others is refused with a :class:`~lmsupervisor.errors.ConfigError` naming the key
 (``status.socket`` or ``status.group``; the CLI exits 78) and the fix. The one-instance
-lock beside the socket is opened without following symlinks either.
+lock beside the socket is opened without following symlinks either. On Windows (no uids,
+no modes, :attr:`~lmsupervisor.platform.base.OsPlatform.posix_files` false) the folder is
+only created: the user's profile folder is private there.
 
 Only the folder this module creates, or one named ``lmsupervisor`` (the default's name),
 has its mode and group adjusted; any other configured folder is checked, never changed.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from lmsupervisor.config import Config, socket_path
 from lmsupervisor.errors import ConfigError, InstanceLockedError
+from lmsupervisor.platform import current as this_os
 
 SOCKET_PATH_MAX = 104  # bytes: sun_path is 108 on Linux, 104 on macOS (NUL included)
 MANAGED_NAME = "lmsupervisor"  # a folder of this name is ours to chmod/chgrp
@@ -33,17 +36,9 @@ def resolve_group(group: str) -> int | None:
     """
     if not group:
         return None
-    try:
-        import grp  # noqa: PLC0415 - Unix only
-    except ImportError:
-        raise ConfigError("status.group: groups exist only on Unix", key="status.group") from None
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        pass
-    if group.isdigit():
-        with contextlib.suppress(KeyError):
-            return grp.getgrgid(int(group)).gr_gid
+    gid = this_os().group_id(group)  # ConfigError where there are no groups (Windows)
+    if gid is not None:
+        return gid
     raise ConfigError(
         f"status.group: expected a group that exists on this machine, got {group!r}",
         key="status.group",
@@ -60,8 +55,11 @@ def check_socket_path(path: Path) -> None:
 
     Refused (:class:`ConfigError`, key ``status.socket``): a path too long for AF_UNIX, an
     existing path that is not a socket (or is a symlink), and an existing folder that
-    :func:`prepare_socket_dir` would refuse.
+    :func:`prepare_socket_dir` would refuse. Where there are no Unix sockets (Windows) the
+    path only names the TCP endpoint file: nothing is checked.
     """
+    if not this_os().unix_sockets:
+        return
     if len(os.fsencode(path)) >= SOCKET_PATH_MAX:
         raise _refuse(
             f"{path} is longer than the {SOCKET_PATH_MAX - 1} bytes a Unix socket path may have",
@@ -96,9 +94,10 @@ def _check_folder(folder: Path, info: os.stat_result, gid: int | None, managed: 
         raise _refuse(f"{folder} is a symlink; the socket folder must be a real folder", f"remove {folder}")
     if not stat.S_ISDIR(info.st_mode):
         raise _refuse(f"{folder} is not a folder", f"move {folder} away, or choose another status.socket")
-    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+    own = this_os().uid()
+    if own is not None and info.st_uid != own:
         raise _refuse(
-            f"{folder} belongs to uid {info.st_uid}, not to us (uid {os.getuid()})",
+            f"{folder} belongs to uid {info.st_uid}, not to us (uid {own})",
             f"remove {folder} (another user may have planted it), or choose another status.socket",
         )
     mode = stat.S_IMODE(info.st_mode)
@@ -124,12 +123,12 @@ def prepare_socket_dir(path: Path, gid: int | None = None) -> None:
     uid, one writable by group/others, or a parent another user could replace it in.
     """
     folder = path.parent
-    if not hasattr(os, "O_NOFOLLOW"):  # Windows: no AF_UNIX server, nothing to protect here
+    if not this_os().posix_files:  # Windows: no uids or modes; the user's profile folder is private
         folder.mkdir(parents=True, exist_ok=True)
         return
     folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     parent = folder.parent.stat()
-    if parent.st_uid not in (0, os.getuid()) or (parent.st_mode & 0o002 and not parent.st_mode & stat.S_ISVTX):
+    if parent.st_uid not in (0, this_os().uid()) or (parent.st_mode & 0o002 and not parent.st_mode & stat.S_ISVTX):
         raise _refuse(
             f"{folder.parent} may be changed by another user, who could swap {folder.name} for their own",
             "put the socket below a folder only you (or root) control",
@@ -168,7 +167,9 @@ def _fix_mode(fd: int, info: os.stat_result, gid: int | None) -> os.stat_result:
 
 
 class InstanceLock:
-    """One ``run`` per socket: an exclusive ``flock`` on ``<socket>.lock``, opened with O_NOFOLLOW.
+    """One ``run`` per socket: an exclusive lock on ``<socket>.lock``, opened without following
+    a symlink (:meth:`~lmsupervisor.platform.base.OsPlatform.open_lock` and ``try_lock``:
+    ``flock`` on Unix, ``msvcrt.locking`` on Windows).
 
     :meth:`acquire` raises :class:`InstanceLockedError` (exit 69) when another process holds
     it, :class:`ConfigError` (exit 78) when the lock path is a symlink.
@@ -179,23 +180,21 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Open ``<socket>.lock`` (0600, O_NOFOLLOW) and take a non-blocking exclusive ``flock``.
+        """Open ``<socket>.lock`` (0600, not following a symlink) and take a non-blocking
+        exclusive lock on it.
 
         Raises :class:`InstanceLockedError` when another process holds it and
         :class:`ConfigError` (key ``status.socket``) when the path is a symlink or cannot
-        be opened. Unix only.
+        be opened.
         """
-        import fcntl  # noqa: PLC0415 - Unix only, like the socket
-
+        system = this_os()
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = system.open_lock(str(self.path))
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise _refuse(f"{self.path} is a symlink", f"remove {self.path}") from exc
             raise _refuse(f"cannot open {self.path}: {exc.strerror}", "check the folder's permissions") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not system.try_lock(fd):
             os.close(fd)
             raise InstanceLockedError(
                 f"another instance is running for {self.path.with_suffix('')} (lock {self.path})",

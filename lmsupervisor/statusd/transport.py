@@ -34,6 +34,7 @@ from typing import Protocol
 from lmsupervisor.endpoint import tokenfile
 from lmsupervisor.endpoint.peer import socket_peer_uid
 from lmsupervisor.errors import ConfigError, StatusSocketError
+from lmsupervisor.platform import current as this_os
 from lmsupervisor.statusd.socketdir import prepare_socket_dir
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -55,7 +56,7 @@ def control_refusal(sock: socket.socket | None, platform: str = sys.platform, ow
     """Why the peer on ``sock`` may not use a control verb (POST), or None: only our own uid
     and root may; a peer whose uid cannot be read is let through (the socket's mode guards it)."""
     uid = peer_uid(sock, platform)
-    own = own_uid if own_uid is not None else os.getuid() if hasattr(os, "getuid") else None
+    own = own_uid if own_uid is not None else this_os().uid()
     if uid is None or uid in (0, own):
         return None
     return f"uid {uid} may read but not control"
@@ -77,7 +78,7 @@ def remove_stale_socket(path: Path) -> None:
             key="status.socket",
             hint="move it away, or choose another status.socket",
         )
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+    with this_os().unix_socket() as probe:
         probe.settimeout(1.0)
         try:
             probe.connect(str(path))
@@ -143,7 +144,7 @@ class UnixTransport:
 
     async def listen(self, handler: Handler) -> asyncio.AbstractServer:
         """Bind ``path`` with the right mode from the start (umask), then listen."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = this_os().unix_socket()
         old = os.umask(0o117 if self.gid is not None else 0o177)
         try:
             sock.bind(str(self.file))
@@ -199,7 +200,7 @@ class TcpTransport:
     def prepare(self) -> None:
         """The private folder of the socket path; a stale Unix socket there goes (clients would try it first)."""
         prepare_socket_dir(self.socket_path)
-        if hasattr(socket, "AF_UNIX"):
+        if this_os().unix_sockets:
             remove_stale_socket(self.socket_path)
 
     async def listen(self, handler: Handler) -> asyncio.AbstractServer:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from lmsupervisor import config
+from lmsupervisor import config, platform
 from lmsupervisor.client import AsyncClient, Client
 from lmsupervisor.client.locate import check_peer
 from lmsupervisor.endpoint import tokenfile
@@ -33,10 +33,12 @@ HEALTH = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n%s\r\n"
 # -- config ------------------------------------------------------------------------------
 def test_transport_key_parses_and_defaults_per_platform() -> None:
     """`[status] transport` takes "unix" or "tcp"; unset, it is "tcp" on Windows and "unix" elsewhere."""
-    assert config.status_transport(config.parse({"status": {"transport": "tcp"}}), os_name="posix") == "tcp"
-    assert config.status_transport(config.parse({"status": {"transport": "unix"}}), os_name="nt") == "unix"
-    assert config.status_transport(config.Config(), os_name="nt") == "tcp"
-    assert config.status_transport(config.Config(), os_name="posix") == "unix"
+    windows, linux, darwin = (platform.of(n).default_transport for n in ("windows", "linux", "darwin"))
+    assert config.status_transport(config.parse({"status": {"transport": "tcp"}}), default=linux) == "tcp"
+    assert config.status_transport(config.parse({"status": {"transport": "unix"}}), default=windows) == "unix"
+    assert (windows, linux, darwin) == ("tcp", "unix", "unix")
+    assert config.status_transport(config.Config(), default=windows) == "tcp"
+    assert config.status_transport(config.Config()) == platform.current().default_transport
 
 
 def test_an_unknown_transport_names_the_key() -> None:
