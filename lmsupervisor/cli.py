@@ -392,7 +392,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if args.home is None:
             _err("--fault needs --home: the folder a running `lmsupervisor simulate` printed as HOME")
             return EXIT_USAGE
-        print(send_fault(args.home, args.fault, seconds=args.seconds, model=args.model, message=args.message))
+        print(
+            send_fault(
+                args.home,
+                args.fault,
+                seconds=args.seconds,
+                model=args.model,
+                message=args.message,
+                factor=args.factor,
+                runtime=args.runtime,
+            )
+        )
         return EXIT_OK
     serve(
         sys.stdout,
