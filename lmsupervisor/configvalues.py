@@ -183,3 +183,12 @@ def gpu(key: str, value: Any) -> str | float:
     if not finite(value) or not 0 <= value <= 1:
         raise fail(key, '"off", "max" or a number from 0.0 to 1.0', value)
     return float(value)
+
+
+def gpu_require(key: str, value: Any) -> str | bool:
+    """``"auto"``, ``true`` or ``false`` (``[gpu] require``)."""
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return "auto"
+    raise fail(key, '"auto", true or false', value)
