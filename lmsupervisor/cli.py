@@ -164,10 +164,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     cfg, _ = config.load(args.config)
     from lmsupervisor.lmstudio.capabilities import CapabilityCache
-    from lmsupervisor.statefile import default_folder
+    from lmsupervisor.statefile import HardwareMemory, default_folder
 
     cache = CapabilityCache(default_folder() / "capabilities.json", quiet=True)
-    diag = asyncio.run(diagnose(cfg, Platform.current(), capabilities=cache))
+    memory = HardwareMemory(default_folder() / "hardware.json")
+    diag = asyncio.run(diagnose(cfg, Platform.current(), capabilities=cache, hardware=memory))
     if args.json:
         print(json.dumps(diag.to_json(), indent=2))
     else:

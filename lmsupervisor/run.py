@@ -25,7 +25,7 @@ from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketEr
 from lmsupervisor.lmstudio import wiring
 from lmsupervisor.lmstudio.install import Platform, detect
 from lmsupervisor.service.notify import Notifier, ServiceNotifier
-from lmsupervisor.statefile import StateFiles
+from lmsupervisor.statefile import HardwareMemory, StateFiles
 from lmsupervisor.statusd.metrics import Metrics
 from lmsupervisor.statusd.server import StatusServer
 from lmsupervisor.statusd.socketdir import InstanceLock, check_config, prepare_socket_dir, resolve_group
@@ -68,6 +68,7 @@ def build_supervisor(
         config_path=config_path,
         pid=os.getpid(),
         memory=ServerMemory(state_dir / "server.json", files),
+        hardware=HardwareMemory(state_dir / "hardware.json", files),
     )
     holder.append(sup)  # ServerMemory's files (shared with the capability cache) report through sup
     if metrics is not None:

@@ -208,3 +208,25 @@ async def test_api_token_refused(make_sim: Any) -> None:
     env = {k: v for k, v in sim.env().items() if k != "LM_API_TOKEN"}
     diag = await diagnose(Config(), Platform("linux", sim.root, env))
     assert (diag.rest_v1, "api_token_missing" in [p.code for p in diag.problems]) == (True, True)
+
+
+def test_hardware_survey_and_the_gate(sim: SimInstall) -> None:
+    """With the daemon up, doctor shows LM Studio's survey (GPU, runtime, compatibility) and
+    no GPU problem; after a restart of the daemon without its GPU, the survey shows none and
+    the remembered GPU (lmsupervisor's hardware.json) makes it gpu_missing."""
+    assert sim.lms("daemon", "up").returncode == 0
+    _, report, _ = doctor(sim.root)
+    hardware = report["hardware"]
+    assert ([g["name"] for g in hardware["gpus"]], hardware["compatibility"]["status"], hardware["remembered"]) == (
+        ["NVIDIA GeForce RTX 4090"],
+        "compatible",
+        False,
+    )
+    state = sim.root / ".local" / "state" / "lmsupervisor"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "hardware.json").write_text(json.dumps({**hardware, "surveyed_at": 1.0}))
+    sim.lose_gpu()
+    assert sim.lms("daemon", "down").returncode == 0
+    assert sim.lms("daemon", "up").returncode == 0  # its start-up survey finds no GPU
+    code, report, _ = doctor(sim.root)
+    assert (code, report["hardware"]["gpus"], "gpu_missing" in errors(report)) == (1, [], True)
