@@ -164,10 +164,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     cfg, _ = config.load(args.config)
     from lmsupervisor.lmstudio.capabilities import CapabilityCache
-    from lmsupervisor.statefile import default_folder
+    from lmsupervisor.statefile import HardwareMemory, default_folder
 
     cache = CapabilityCache(default_folder() / "capabilities.json", quiet=True)
-    diag = asyncio.run(diagnose(cfg, Platform.current(), capabilities=cache))
+    memory = HardwareMemory(default_folder() / "hardware.json")
+    diag = asyncio.run(diagnose(cfg, Platform.current(), capabilities=cache, hardware=memory))
     if args.json:
         print(json.dumps(diag.to_json(), indent=2))
     else:
@@ -392,7 +393,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if args.home is None:
             _err("--fault needs --home: the folder a running `lmsupervisor simulate` printed as HOME")
             return EXIT_USAGE
-        print(send_fault(args.home, args.fault, seconds=args.seconds, model=args.model, message=args.message))
+        print(
+            send_fault(
+                args.home,
+                args.fault,
+                seconds=args.seconds,
+                model=args.model,
+                message=args.message,
+                factor=args.factor,
+                runtime=args.runtime,
+            )
+        )
         return EXIT_OK
     serve(
         sys.stdout,

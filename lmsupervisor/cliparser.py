@@ -11,6 +11,13 @@ from pathlib import Path
 
 from lmsupervisor import __version__
 
+# `simulate --fault` choices: the keys of lmsupervisor.simulator.tool.FAULTS (not imported
+# here: every command parses its line, and the simulator is loaded only by `simulate`).
+SIMULATOR_FAULTS = (
+    "crash", "hang", "hang-http", "stop-server", "slow-start", "fail-load", "gpu-lost", "gpu-back",
+    "gpu-late", "cpu-fallback", "runtime-update", "clear",
+)  # fmt: skip
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command but the fast ``status`` path (:func:`lmsupervisor.cli.main`):
@@ -89,12 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--load", action="append", default=[], metavar="KEY", help="load this model at start")
     sm.add_argument(
         "--fault",
-        choices=["crash", "hang", "hang-http", "stop-server", "slow-start", "fail-load", "clear"],
+        choices=SIMULATOR_FAULTS,
         help="send this fault to the simulator running under --home, then exit",
     )
-    sm.add_argument("--seconds", type=float, default=5.0, help="slow-start: extra wall seconds per start")
+    sm.add_argument(
+        "--seconds",
+        type=float,
+        default=5.0,
+        help="slow-start: extra wall seconds per start; gpu-late: simulated seconds without a GPU",
+    )
     sm.add_argument("--model", help="fail-load: the model key whose loads fail")
     sm.add_argument("--message", help="fail-load: the error text (default: the version's guardrail)")
+    sm.add_argument("--factor", type=float, default=20.0, help="cpu-fallback: how many times slower (default 20)")
+    sm.add_argument("--runtime", help="runtime-update: the runtime it selects, name@version (default a CPU one)")
     sv = sub.add_parser("service", help="install, remove or inspect the system service (systemd, launchd, Windows)")
     sv.add_argument("action", choices=("install", "uninstall", "status"))
     scope = sv.add_mutually_exclusive_group()

@@ -32,6 +32,7 @@ from lmsupervisor.configvalues import (
     fail,
     finite,
     gpu,
+    gpu_require,
     integer,
     is_loopback,
     keys,
@@ -45,12 +46,14 @@ from lmsupervisor.configvalues import (
 from lmsupervisor.errors import ConfigError
 
 __all__ = [  # the public checks of configvalues are imported from here, with the rest
+    "GPU_REQUIRE",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "MAX_TTL",
     "MODEL_PROBES",
     "TRANSPORTS",
     "Config",
+    "GpuConfig",
     "HealthConfig",
     "LmStudioConfig",
     "LogConfig",
@@ -80,6 +83,7 @@ LOG_FORMATS = ("auto", "json", "console")
 MODEL_PROBES = ("none", "load", "answer")
 TRANSPORTS = ("unix", "tcp")  # status.transport: a Unix socket, or loopback TCP with a bearer token
 MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
+GPU_REQUIRE = ("auto", True, False)  # gpu.require: what the last good survey had, a GPU always, never
 
 
 @dataclass(frozen=True)
@@ -90,13 +94,16 @@ class LmStudioConfig:
     ``lms`` is the CLI, found on PATH then in ``<home>/bin`` when None. ``api_token`` (or
     the first line of ``api_token_file``, never both) is sent as ``Authorization: Bearer``
     to LM Studio's REST API when "Require Authentication" is on (0.4+, facts §4); with
-    neither, ``$LM_API_TOKEN`` is used.
+    neither, ``$LM_API_TOKEN`` is used. ``runtime`` pins the inference runtime (``name`` or
+    ``name@version`` as `lms runtime ls` lists it): at each bring-up, an update that selected
+    another one is undone with `lms runtime select` before any model loads (facts §9).
     """
 
     home: Path | None = None  # None: resolved exactly as LM Studio does
     lms: Path | None = None  # None: PATH, then <home>/bin/lms(.exe)
     api_token: str | None = field(default=None, repr=False)  # never in logs or reprs
     api_token_file: Path | None = None
+    runtime: str | None = None  # pin: a runtime from `lms runtime ls`, re-selected after an update
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,21 @@ class ModelConfig:
     ttl: float | None = None  # seconds; None: never unloaded
     download: bool = False
     probe: str = "load"  # "none": load it, never check; "load": kept loaded; "answer": and answering
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    """``[gpu]``: the GPU gate (design §9, issue 17).
+
+    ``require`` is ``"auto"`` (the GPUs of the last good hardware survey), True (at least
+    one GPU, and those of the last good survey) or False (never gated: models may load on
+    the CPU, and the status says so). While required GPUs are missing, or LM Studio's
+    runtime is not ``compatible``, no model is loaded: the supervisor surveys again with
+    backoff for ``wait`` seconds (0..86400), then restarts LM Studio's daemon once.
+    """
+
+    require: str | bool = "auto"
+    wait: float = 180.0  # seconds of re-surveys before the daemon is restarted once
 
 
 @dataclass(frozen=True)
@@ -262,6 +284,7 @@ class Config:
     status: StatusConfig = field(default_factory=StatusConfig)
     log: LogConfig = field(default_factory=LogConfig)
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -304,6 +327,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         lms=abs_path("lmstudio.lms", lm["lms"]) if "lms" in lm else None,
         api_token=token,
         api_token_file=abs_path("lmstudio.api_token_file", lm["api_token_file"]) if "api_token_file" in lm else None,
+        runtime=_runtime(lm["runtime"]) if "runtime" in lm else None,
     )
     if lmstudio.api_token is not None and lmstudio.api_token_file is not None:
         raise ConfigError(
@@ -393,8 +417,33 @@ def parse(data: Mapping[str, Any]) -> Config:
     )
     rcn = table("reconcile", top.get("reconcile", {}), keys(ReconcileConfig))
     reconcile = ReconcileConfig(unload_removed=boolean("reconcile.unload_removed", rcn.get("unload_removed", False)))
+    gp = table("gpu", top.get("gpu", {}), keys(GpuConfig))
+    gpu_config = GpuConfig(
+        require=gpu_require("gpu.require", gp.get("require", d.gpu.require)),
+        wait=number("gpu.wait", gp.get("wait", d.gpu.wait)),
+    )
     proxy, metrics = _front(top)
-    return Config(lmstudio, server, health, restart, models, status, log, reconcile, proxy=proxy, metrics=metrics)
+    return Config(
+        lmstudio,
+        server,
+        health,
+        restart,
+        models,
+        status,
+        log,
+        reconcile,
+        gpu=gpu_config,
+        proxy=proxy,
+        metrics=metrics,
+    )
+
+
+def _runtime(value: Any) -> str | None:
+    """``lmstudio.runtime``: a runtime name (``name`` or ``name@version``, no spaces); ``""`` is no pin."""
+    name = string("lmstudio.runtime", value).strip()
+    if any(c.isspace() for c in name) or name.startswith("@") or name.endswith("@"):
+        raise fail("lmstudio.runtime", "a runtime from `lms runtime ls` (name or name@version)", value)
+    return name or None
 
 
 # -- [proxy] and [metrics]: the TCP front doors (design §9) -------------------------

@@ -199,3 +199,12 @@ def listen_address(value: str) -> tuple[str, int] | None:
 def is_loopback(host: str) -> bool:
     """Whether a :func:`listen_address` host is reachable from this machine only."""
     return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+def gpu_require(key: str, value: Any) -> str | bool:
+    """``"auto"``, ``true`` or ``false`` (``[gpu] require``)."""
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return "auto"
+    raise fail(key, '"auto", true or false', value)

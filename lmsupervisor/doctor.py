@@ -3,7 +3,9 @@
 It changes nothing: it reads LM Studio's files (:func:`lmsupervisor.lmstudio.install.detect`),
 asks `lms daemon status --json` (which never starts anything), probes the HTTP server's
 greeting, and lists loaded models with `lms ps --json` only when the daemon or server is
-already up (other `lms` commands would wake LM Studio, facts §1).
+already up (other `lms` commands would wake LM Studio, facts §1), and so does LM Studio's
+hardware survey (`lms runtime survey --json`, where this `lms` has it); otherwise the last
+good survey lmsupervisor remembers is shown, and the GPU gate's verdict on it.
 
 It also reports lmsupervisor's own service (which manager, enabled, active, whether it
 starts before login) and warns when LM Studio's own autostart would start a second copy
@@ -21,6 +23,7 @@ from typing import Any
 
 from lmsupervisor.config import Config
 from lmsupervisor.core.capabilities import CliCapabilities, bind_problem
+from lmsupervisor.core.hardware import Hardware, gate
 from lmsupervisor.core.observed import (
     DEFAULT_BIND,
     DaemonStatus,
@@ -32,7 +35,8 @@ from lmsupervisor.core.observed import (
     effective_server,
     usable_server,
 )
-from lmsupervisor.core.problems import Problem
+from lmsupervisor.core.problems import Problem, gpu_problem
+from lmsupervisor.core.status import hardware_json
 from lmsupervisor.errors import LmsError, RestAuthError, RestError, RestUnsupportedError
 from lmsupervisor.lmstudio.capabilities import CapabilityCache
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
@@ -42,6 +46,7 @@ from lmsupervisor.lmstudio.rest import RestClient, resolve_token, token_problem
 from lmsupervisor.proxy.health import remote_proxy_problem
 from lmsupervisor.service.install import UnitState, installed_services
 from lmsupervisor.service.report import rows as service_rows
+from lmsupervisor.statefile import HardwareMemory
 
 LMS_TIMEOUT = 15.0  # seconds for each `lms` call doctor makes
 
@@ -58,6 +63,8 @@ class Diagnosis:
     loaded: list[LoadedModel] | None = None
     capabilities: CliCapabilities | None = None
     rest_v1: bool | None = None
+    hardware: Hardware | None = None  # LM Studio's survey now, else the remembered one
+    hardware_remembered: bool = False  # ``hardware`` is lmsupervisor's last good survey, not a new one
     problems: list[Problem] = field(default_factory=list)
     services: list[UnitState] = field(default_factory=list)
     proxy: str = ""  # [proxy] listen ("" when off)
@@ -71,7 +78,8 @@ class Diagnosis:
 
     def to_json(self) -> dict[str, Any]:
         """The ``doctor --json`` dict: ``ok``, ``lmstudio`` (install plus ``daemon``), ``server``,
-        ``models`` (None when not listed), ``services`` and ``problems``.
+        ``models`` (None when not listed), ``hardware`` (design §9 shape plus ``remembered``;
+        None without a survey), ``services`` and ``problems``.
         """
         d = self.daemon
         return {
@@ -100,6 +108,9 @@ class Diagnosis:
                 {"identifier": m.identifier, "key": m.model_key, "path": m.path, "status": m.status}
                 for m in self.loaded
             ],
+            "hardware": None
+            if self.hardware is None
+            else {**hardware_json(self.hardware), "remembered": self.hardware_remembered},
             "services": [st.to_json() for st in self.services],
             "proxy": {"listen": self.proxy or None},
             "metrics": {"listen": self.metrics or None, "tls": self.metrics_tls},
@@ -115,6 +126,7 @@ async def diagnose(
     services: Callable[[], list[UnitState]] | None = None,
     unit_dirs: list[Path] | None = None,
     capabilities: CapabilityCache | None = None,
+    hardware: HardwareMemory | None = None,
 ) -> Diagnosis:
     """Diagnose this machine; never raises for what it finds (it becomes a problem).
 
@@ -122,7 +134,8 @@ async def diagnose(
     about the units under ``platform.user_home``); ``unit_dirs`` are the folders searched
     for LM Studio's own systemd units (default: the user's and /etc/systemd/system).
     ``capabilities`` caches what the `lms` binary can do (default: memory only; the CLI
-    passes the supervisor's cache file, so a known binary costs no call)."""
+    passes the supervisor's cache file, so a known binary costs no call); ``hardware`` is
+    the last good survey lmsupervisor remembers (default: none)."""
     install = detect(platform, config.lmstudio.home, config.lmstudio.lms)
     server = effective_server(config.server.bind, config.server.port, config.server.cors, install.server)
     problems = list(install.problems)
@@ -229,6 +242,7 @@ async def diagnose(
             diag.problems.append(
                 Problem("lms_failed", f"`lms ps --json` failed: {exc.message}", exc.hint or "run `lms ps` to see why")
             )
+    await _survey(diag, client if service_up else None, config, hardware)
     if diag.loaded is not None:
         loaded_names = (
             {m.identifier for m in diag.loaded} | {m.model_key for m in diag.loaded} | {m.path for m in diag.loaded}
@@ -243,6 +257,25 @@ async def diagnose(
                     )
                 )
     return diag
+
+
+async def _survey(diag: Diagnosis, client: LmsClient | None, config: Config, memory: HardwareMemory | None) -> None:
+    """LM Studio's hardware survey where this `lms` has it and the service is up (the
+    daemon's own survey: it starts nothing), else the remembered one; and the GPU gate's
+    verdict on it (``[gpu] require``) as a problem."""
+    remembered = memory.load() if memory is not None else None
+    if client is not None and diag.capabilities is not None and diag.capabilities.survey:
+        try:
+            diag.hardware = await client.runtime_survey(timeout=LMS_TIMEOUT)
+        except LmsError as exc:
+            diag.problems.append(
+                Problem("lms_failed", f"`lms runtime survey` failed: {exc.message}", "run `lms runtime survey`")
+            )
+    if diag.hardware is None and remembered is not None:
+        diag.hardware, diag.hardware_remembered = remembered, True
+    if diag.hardware is not None:
+        verdict = gate(diag.hardware, remembered, config.gpu.require)
+        diag.problems += [p for p in (gpu_problem(diag.hardware, verdict, config.gpu.wait),) if p is not None]
 
 
 _LMS_AUTOSTART = re.compile(r"\b(lms(\.exe)?\s+(daemon\s+up|server\s+start)|llmster)\b")
@@ -311,6 +344,18 @@ def _service_problems(diag: Diagnosis, install: Install, unit_dirs: list[Path]) 
             )
 
 
+def _hardware_rows(diag: Diagnosis) -> list[tuple[str, str]]:
+    """``GPUs`` and ``runtime`` rows from the survey (marked when it is the remembered one)."""
+    hw = diag.hardware
+    if hw is None:
+        return []
+    gpus = ", ".join(f"{g.name} ({g.platform}, {g.integration}, {g.vram_bytes / 2**30:.1f} GiB)" for g in hw.gpus)
+    when = " (remembered)" if diag.hardware_remembered else ""
+    compat = hw.compatibility.status + (f": {hw.compatibility.message}" if hw.compatibility.message else "")
+    runtime = f"{hw.runtime.key} ({hw.runtime.engine or 'engine unknown'})" if hw.runtime else "none"
+    return [("GPUs", (gpus or "none") + when), ("runtime", f"{runtime}, {compat}{when}")]
+
+
 def render(diag: Diagnosis) -> str:
     """A compact human table, then the problems with their fixes."""
     inst = diag.install
@@ -357,6 +402,7 @@ def render(diag: Diagnosis) -> str:
     rows.append(("proxy", f"holding proxy on {diag.proxy}" if diag.proxy else "off ([proxy] listen)"))
     scheme = "https" if diag.metrics_tls else "http"
     rows.append(("metrics", f"{scheme}://{diag.metrics}/metrics" if diag.metrics else "off ([metrics] listen)"))
+    rows += _hardware_rows(diag)
     for st in diag.services:
         rows += service_rows(st)
     if not diag.services:

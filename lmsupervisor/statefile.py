@@ -3,7 +3,8 @@
 The state folder (:func:`lmsupervisor.paths.state_folder`: ``~/.local/state/lmsupervisor``
 on Linux) holds what the supervisor remembers between runs:
 ``server.json`` (LM Studio's last good server settings), ``capabilities.json`` (what each
-`lms` binary can do) and ``homes/<hash>.json`` (who supervises which LM Studio home).
+`lms` binary can do), ``hardware.json`` (the last good hardware survey, :class:`HardwareMemory`)
+and ``homes/<hash>.json`` (who supervises which LM Studio home).
 
 None of them is needed to supervise: losing one costs a re-detection or a remembered
 setting, never LM Studio's uptime. So a write that fails (a read-only or full disk, a
@@ -19,13 +20,16 @@ never leaves a stale warning (nor the alert built on it).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from lmsupervisor import paths
+from lmsupervisor.core.hardware import Hardware, hardware_from_json, hardware_to_json
 from lmsupervisor.core.problems import Problem
 
 PROBLEM = "state_folder_unwritable"
@@ -115,3 +119,44 @@ class StateFiles:
         self.problem = problem
         if self.listener is not None:
             self.listener(problem)
+
+
+def read_json(path: Path) -> tuple[Any, str | None]:
+    """A state file's JSON: ``(data, None)``; ``(None, None)`` when there is no file;
+    ``(None, why)`` when it cannot be read or is no JSON. Never raises: a state file is
+    never a reason to fail."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"not readable JSON ({type(exc).__name__}: {exc})"
+
+
+class HardwareMemory:
+    """The last good hardware survey (what ``[gpu] require = "auto"`` requires), kept in
+    ``hardware.json`` (:func:`~lmsupervisor.core.hardware.hardware_to_json`) so a boot
+    whose GPU driver is late is judged by what the machine had. ``path`` None keeps it in
+    memory only; writes go through ``files`` (this module's one policy)."""
+
+    def __init__(self, path: Path | None, files: StateFiles | None = None) -> None:
+        self.path = path
+        self.files = files or StateFiles()
+        self.log = structlog.get_logger("lmsupervisor")
+
+    def load(self) -> Hardware | None:
+        """The remembered survey, or None (no file; one not readable or not what :meth:`save`
+        writes is logged ``hardware_memory_ignored`` and ignored: nothing is then required)."""
+        if self.path is None:
+            return None
+        data, why = read_json(self.path)
+        found = hardware_from_json(data) if data is not None else None
+        if found is None and (why is not None or data is not None):
+            self.log.warning("hardware_memory_ignored", path=str(self.path), error=why or "not a hardware survey")
+        return found
+
+    def save(self, hardware: Hardware) -> bool:
+        """Write atomically; False when it could not (reported by ``files``, never raised)."""
+        if self.path is None:
+            return True
+        return self.files.write(self.path, json.dumps(hardware_to_json(hardware), indent=1))

@@ -51,10 +51,13 @@ from lmsupervisor.core.messages import (
     ReloadRequested,
     Relog,
     Remember,
+    RememberHardware,
     RestartRequested,
     Schedule,
     Start,
     StopRequested,
+    Survey,
+    SurveyRequested,
     TimerFired,
     Unload,
     Watch,
@@ -70,7 +73,8 @@ from lmsupervisor.lmstudio.bringup import bring_up
 from lmsupervisor.lmstudio.facade import LmStudio
 from lmsupervisor.lmstudio.loadpass import load_models, unload
 from lmsupervisor.lmstudio.probe import Prober
-from lmsupervisor.statefile import StateFiles
+from lmsupervisor.lmstudio.surveypass import survey_pass
+from lmsupervisor.statefile import HardwareMemory, StateFiles
 
 EVENT_BACKLOG = 256  # events buffered per subscriber before it is dropped
 STOP_GRACE = 3.0  # seconds cancelled tasks get to clean up (reap `lms`) at shutdown
@@ -97,12 +101,10 @@ class ServerMemory:
         raises: a state file is never a reason to fail."""
         if self.path is None:
             return None
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            self._ignored(f"not readable JSON ({type(exc).__name__}: {exc})")
+        data, why = statefile.read_json(self.path)
+        if why is not None:
+            self._ignored(why)
+        if data is None:
             return None
         if not isinstance(data, dict):
             self._ignored(f"expected a JSON object, got {type(data).__name__}")
@@ -135,7 +137,8 @@ class Supervisor:
 
     ``lmstudio`` is LM Studio as the supervisor reaches it (every I/O seam,
     :class:`~lmsupervisor.lmstudio.facade.LmStudio`); ``config_loader`` reads the config
-    again on a reload (None: never), ``memory`` keeps the last good server settings."""
+    again on a reload (None: never), ``memory`` keeps the last good server settings,
+    ``hardware`` the last good hardware survey (the GPU gate's, design §9)."""
 
     def __init__(
         self,
@@ -147,6 +150,7 @@ class Supervisor:
         rng: random.Random | None = None,
         pid: int = 0,
         memory: ServerMemory | None = None,
+        hardware: HardwareMemory | None = None,
     ) -> None:
         self.lmstudio = lmstudio
         self.clock = lmstudio.clock
@@ -158,7 +162,8 @@ class Supervisor:
         self.log = structlog.get_logger("lmsupervisor")
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.memory.files.attach(self.note_state_files)  # after the queue: a known problem is sent at once
-        self.snap: Snapshot = initial(config, self.clock.wall(), self.memory.load())
+        self.hardware = hardware or HardwareMemory(None)
+        self.snap: Snapshot = initial(config, self.clock.wall(), self.memory.load(), self.hardware.load())
         self._action: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -187,15 +192,25 @@ class Supervisor:
 
     def post(self, kind: str, **data: Any) -> None:
         """Enqueue a request by name: ``stop`` (``reason``), ``reload``, ``restart``
-        (``daemon``, ``reason``). Unknown names raise ValueError."""
+        (``daemon``, ``reason``), ``survey`` (``refresh``). Unknown names raise ValueError."""
         if kind == "stop":
             self.send(StopRequested(str(data.get("reason", "stop requested"))))
         elif kind == "reload":
             self.send(ReloadRequested())
         elif kind == "restart":
             self.send(RestartRequested(bool(data.get("daemon")), str(data.get("reason", "restart requested"))))
+        elif kind == "survey":
+            self.survey(bool(data.get("refresh", True)))
         else:
             raise ValueError(f"unknown request {kind!r}")
+
+    def survey(self, refresh: bool = True) -> None:
+        """Survey LM Studio's hardware again now (after a resume from sleep, an update):
+        ``refresh`` asks LM Studio to survey anew rather than answer from its start-up
+        survey. Ready or degraded, GPUs gone close the gate (models we loaded are unloaded,
+        and loaded again when the GPU is back); elsewhere a bring-up or load pass surveys
+        anyway and this is ignored."""
+        self.send(SurveyRequested(refresh))
 
     @property
     def prober(self) -> Prober:
@@ -313,6 +328,8 @@ class Supervisor:
                 self._start_action(effect.action, "bring_up", lambda: bring_up(self.lmstudio, effect, self.send))
             case LoadModels():
                 self._start_action(effect.action, "load_models", lambda: self._load(effect))
+            case Survey():
+                self._start_action(effect.action, "survey", lambda: survey_pass(self.lmstudio, effect))
             case CancelAction():
                 _cancel(self._action)
             case Schedule(gen=gen, delay=delay):
@@ -332,6 +349,8 @@ class Supervisor:
                 logs.configure(level, fmt)
             case Remember(server=server):
                 self.memory.save(server)
+            case RememberHardware(hardware=hardware):
+                self.hardware.save(hardware)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)

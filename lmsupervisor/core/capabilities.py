@@ -8,10 +8,11 @@ since 2025-11-29), ``server start --bind`` (late 2025-11), ``load --local`` (LM 
 
 :class:`CliCapabilities` is detected once per `lms` binary (its path, size and mtime: a
 new binary is detected again) from ``lms version --json``, ``lms daemon --help``,
-``lms server start --help`` and ``lms load --help``; :func:`parse_help` turns those
-outputs into it. :func:`bind_problem` says when the declared bind is one this `lms` cannot pass, with
-its fix. The adapter that runs the commands and caches the
-result is :mod:`lmsupervisor.lmstudio.capabilities`.
+``lms server start --help``, ``lms load --help`` and ``lms runtime --help`` (``runtime
+ls``/``select`` since 2025-09-23, ``runtime survey`` since 2025-12-18, facts §9);
+:func:`parse_help` turns those outputs into it. :func:`bind_problem` says when the
+declared bind is one this `lms` cannot pass, with its fix. The adapter that runs the
+commands and caches the result is :mod:`lmsupervisor.lmstudio.capabilities`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class CliCapabilities:
     (``{identifier, path}``), ``ls_model_key`` whether ``ls --json`` names ``modelKey``.
     ``local`` is ``load --local`` as help shows it (it never does: the option is hidden,
     facts §9; the load pass learns it from ``deviceIdentifier``). ``ttl`` is ``load
-    --ttl`` (0.3.9+; older CLIs reject it and the whole load fails).
+    --ttl`` (0.3.9+; older CLIs reject it and the whole load fails). ``runtime`` is `lms
+    runtime ls`/``select`` (2025-09-23+), ``survey`` `lms runtime survey --json` (2025-12-18+;
+    without it the CLI answers ``unknown command 'survey'``), facts §9.
     """
 
     binary: str
@@ -50,10 +53,12 @@ class CliCapabilities:
     ps_json: str = "instance"
     ls_model_key: bool = True
     ttl: bool = True
+    runtime: bool = False
+    survey: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """``{"cli_version", "dialect", "daemon": [sorted], "bind", "local", "ps_json",
-        "ls_model_key", "ttl"}``."""
+        "ls_model_key", "ttl", "runtime", "survey"}``."""
         return {
             "cli_version": self.cli_version,
             "dialect": self.dialect,
@@ -63,6 +68,8 @@ class CliCapabilities:
             "ps_json": self.ps_json,
             "ls_model_key": self.ls_model_key,
             "ttl": self.ttl,
+            "runtime": self.runtime,
+            "survey": self.survey,
         }
 
     @classmethod
@@ -84,6 +91,8 @@ class CliCapabilities:
                 str(data["ps_json"]),
                 bool(data["ls_model_key"]),
                 bool(data["ttl"]),  # absent in caches written before it: detected again
+                bool(data["runtime"]),  # so are these (issue 17)
+                bool(data["survey"]),
             )
         except (KeyError, TypeError):
             return None
@@ -145,10 +154,17 @@ def version_tuple(version: str | None) -> tuple[int, int, int] | None:
 
 
 def parse_help(
-    binary: str, stamp: str, version: str | None, daemon: HelpOutput, server_start: HelpOutput, load: HelpOutput
+    binary: str,
+    stamp: str,
+    version: str | None,
+    daemon: HelpOutput,
+    server_start: HelpOutput,
+    load: HelpOutput,
+    runtime: HelpOutput | None = None,
 ) -> CliCapabilities:
-    """Capabilities from the outputs of ``lms daemon --help``, ``lms server start --help``
-    and ``lms load --help`` (and ``version``, from ``lms version --json``).
+    """Capabilities from the outputs of ``lms daemon --help``, ``lms server start --help``,
+    ``lms load --help`` and ``lms runtime --help`` (None: not asked, no runtime command)
+    (and ``version``, from ``lms version --json``).
 
     A ``daemon`` command that exists lists its subcommands; one that does not is rejected
     in the CLI's dialect, or answered with the root help (facts §9), and the dialect is
@@ -158,14 +174,11 @@ def parse_help(
     readable ``load --help`` lacks ``--ttl``.
     """
     daemon, server_start, load = plain(daemon), plain(server_start), plain(load)
-    subcommands: frozenset[str] = frozenset()
-    dialect = "unknown"
-    if daemon.returncode == 0 and re.search(r"^Usage: lms daemon\b", daemon.stdout, re.MULTILINE):
-        words = set(re.findall(r"^\s+([a-z]+)\b", daemon.stdout, re.MULTILINE))
-        subcommands = frozenset(words & {"status", "up", "down"})
-        dialect = "commander"  # `daemon` only exists in Commander builds (2025-10+)
-    else:
-        dialect = dialect_of(daemon.text)
+    listed = _subcommands(daemon, "daemon", {"status", "up", "down"})
+    runtime_commands = _subcommands(plain(runtime or HelpOutput(1, "", "")), "runtime", {"ls", "select", "survey"})
+    runtime_commands = runtime_commands or frozenset()
+    # `daemon` only exists in Commander builds (2025-10+)
+    dialect = "commander" if listed is not None else dialect_of(daemon.text)
     if dialect == "unknown":
         dialect = dialect_of(server_start.text) if server_start.returncode else dialect
     for output in (daemon, server_start, load):
@@ -177,13 +190,23 @@ def parse_help(
         stamp=stamp,
         cli_version=version,
         dialect=dialect,
-        daemon=subcommands,
+        daemon=listed or frozenset(),
         bind=re.search(r"--bind\b", server_start.text) is not None,
         local=re.search(r"--local\b", load.text) is not None,
         ps_json="legacy" if legacy else "instance",
         ls_model_key=not legacy,
         ttl=re.search(r"--ttl\b", load.text) is not None or not _LOAD_HELP.search(load.text),
+        runtime={"ls", "select"} <= runtime_commands,
+        survey="survey" in runtime_commands,
     )
+
+
+def _subcommands(output: HelpOutput, command: str, known: set[str]) -> frozenset[str] | None:
+    """The subcommands among ``known`` that Commander's help of ``lms <command>`` lists; None
+    when the help is not that command's (a CLI without it prints the root help, facts §9)."""
+    if output.returncode != 0 or not re.search(rf"^Usage: lms {command}\b", output.stdout, re.MULTILINE):
+        return None
+    return frozenset(set(re.findall(r"^\s+([a-z]+)\b", output.stdout, re.MULTILINE)) & known)
 
 
 _LOAD_HELP = re.compile(r"--(gpu|identifier|context-length|yes)\b")  # a `load --help` we could read

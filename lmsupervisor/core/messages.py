@@ -15,6 +15,7 @@ from typing import Any
 
 from lmsupervisor.config import Config, ModelConfig
 from lmsupervisor.core.capabilities import CliCapabilities
+from lmsupervisor.core.hardware import Hardware
 from lmsupervisor.core.observed import (
     DaemonProcess,
     DownloadProgress,
@@ -161,6 +162,20 @@ class Answered:
 
 
 @dataclass(frozen=True)
+class Surveyed:
+    """Survey ``action`` ended: ``hardware`` is LM Studio's survey (None: not surveyed, see
+    ``error``; or this `lms` has no `runtime survey`, ``error`` None). ``runtime`` is
+    ``(found, declared)`` when the selected runtime was not the pinned ``[lmstudio]
+    runtime``; ``runtime_error`` LM Studio's words when selecting it failed."""
+
+    action: int
+    hardware: Hardware | None = None
+    error: str | None = None
+    runtime: tuple[str, str] | None = None
+    runtime_error: str | None = None
+
+
+@dataclass(frozen=True)
 class LoadPassFailed:
     """Load pass ``action`` could not list models (`lms ps`/`ls` failed): ``reason``."""
 
@@ -209,6 +224,14 @@ class RestartRequested:
 
     daemon: bool = False
     reason: str = "restart requested"
+
+
+@dataclass(frozen=True)
+class SurveyRequested:
+    """Survey the hardware now (a resume from sleep, an update): ``refresh`` asks LM Studio
+    to survey anew. Acted on in ``ready`` and ``degraded`` (elsewhere a survey comes anyway)."""
+
+    refresh: bool = True
 
 
 @dataclass(frozen=True)
@@ -264,6 +287,7 @@ Message = (
     | ModelChanged
     | ModelDownload
     | ModelsDone
+    | Surveyed
     | LoadPassFailed
     | Answered
     | Probed
@@ -271,6 +295,7 @@ Message = (
     | DaemonExited
     | TimerFired
     | RestartRequested
+    | SurveyRequested
     | ReloadRequested
     | ConfigChanged
     | ConfigRejected
@@ -315,6 +340,27 @@ class LoadModels:
     capabilities: CliCapabilities | None = None
     ask: tuple[str, ...] = ()  # names of models with probe = "answer": ask each once loaded
     answer_timeout: float = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Survey:
+    """Before a load pass: re-select the pinned ``runtime`` (``[lmstudio] runtime``, None:
+    no pin) where this `lms` has `runtime select`, then survey the hardware (`lms runtime
+    survey --json`, ``--refresh`` with ``refresh``) where it has the survey (``capabilities``);
+    answers with :class:`Surveyed` carrying ``action``."""
+
+    action: int
+    lms: Path | None
+    refresh: bool
+    runtime: str | None
+    capabilities: CliCapabilities | None
+
+
+@dataclass(frozen=True)
+class RememberHardware:
+    """Persist ``hardware``: the last good survey (what ``[gpu] require = "auto"`` requires)."""
+
+    hardware: Hardware
 
 
 @dataclass(frozen=True)
@@ -412,6 +458,8 @@ class Log:
 Effect = (
     BringUp
     | LoadModels
+    | Survey
+    | RememberHardware
     | CancelAction
     | Schedule
     | Health

@@ -42,3 +42,13 @@ def retry_delay(config: RestartConfig, attempt: int, jitter_sample: float = 0.0)
         raw = config.max_delay
     base = min(config.max_delay, raw)
     return max(0.0, base + base * config.jitter * max(-1.0, min(1.0, jitter_sample)))
+
+
+SURVEY_MAX_DELAY = 30.0  # seconds: the longest wait between re-surveys while the GPU gate is closed
+
+
+def survey_delay(config: RestartConfig, attempt: int, jitter_sample: float = 0.0) -> float:
+    """Seconds before re-survey number ``attempt`` while the GPU gate is closed: the restart
+    backoff (:func:`retry_delay`), capped at :data:`SURVEY_MAX_DELAY` (a GPU that appears is
+    seen within that, at the cost of one `lms runtime survey` per wait)."""
+    return min(retry_delay(config, attempt, jitter_sample), SURVEY_MAX_DELAY)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmsupervisor.config import server_address
+from lmsupervisor.core.hardware import Gate, Hardware
 
 
 @dataclass(frozen=True)
@@ -92,4 +93,91 @@ def download_paused_problem(names: Sequence[str]) -> Problem:
         f"LM Studio's download of {', '.join(names)} is paused; a paused download does not resume by itself",
         "resume it in LM Studio's downloads panel; lmsupervisor loads the model once it completes",
         "warning",
+    )
+
+
+GPU_PROBLEMS = ("gpu_missing", "gpu_incompatible", "gpu_survey_failed")  # the GPU gate's, one at a time
+_NO_GPU = ("gpuRequiredButNoneFound", "noSupportedGpus", "gpuSurveyUnsuccessful")  # compatibility: no GPU seen
+_HARDWARE_FILE = "hardware.json in lmsupervisor's state folder"
+
+
+def _runtime(survey: Hardware) -> str:
+    return f"runtime {survey.runtime.key}" if survey.runtime is not None else "no runtime"
+
+
+def _compat(survey: Hardware) -> str:
+    c = survey.compatibility
+    return f"{c.status}: {c.message}" if c.message else c.status
+
+
+def gpu_problem(survey: Hardware, verdict: Gate, wait: float) -> Problem | None:
+    """The GPU gate's problem for ``survey`` (LM Studio's `lms runtime survey`), None when
+    the gate has nothing to say: ``gpu_missing`` (a required GPU is not there, or the runtime
+    found none), else ``gpu_incompatible`` (LM Studio's compatibility status and message).
+    An error while models wait (``wait`` seconds of re-surveys, then one daemon restart); a
+    warning when ``[gpu] require = false`` lets them load on the CPU anyway."""
+    if not verdict.missing and verdict.incompatible is None:
+        return None
+    seen = ", ".join(g.name for g in survey.gpus) or "no GPU"
+    if verdict.missing:
+        what = f"required GPU missing ({', '.join(verdict.missing)}): LM Studio's {_runtime(survey)} sees {seen}"
+        code = "gpu_missing"
+    else:
+        what = f"LM Studio's {_runtime(survey)} sees {seen}"
+        code = "gpu_missing" if verdict.incompatible in _NO_GPU else "gpu_incompatible"
+    what += f" (compatibility {_compat(survey)})"
+    if verdict.on_cpu:
+        return Problem(
+            code,
+            f"{what}; models are loaded anyway, on the CPU if LM Studio runs them there ([gpu] require = false)",
+            'check the GPU driver and LM Studio\'s runtime (`lms runtime survey`); set [gpu] require = "auto" '
+            "to keep models off the CPU",
+            "warning",
+        )
+    return Problem(
+        code,
+        f"{what}; no model is loaded until it is there, never onto the CPU",
+        f"lmsupervisor surveys again with backoff, restarts LM Studio's daemon once after {wait:g} s, and loads "
+        "the models when the GPU is back; check the GPU driver (a boot or resume may not have loaded it) and "
+        "the selected runtime (`lms runtime ls`, `lms runtime select`); if the machine's GPUs changed on "
+        f"purpose, delete {_HARDWARE_FILE}, or set [gpu] require = false",
+    )
+
+
+def survey_failed_problem(error: str, blocking: bool) -> Problem:
+    """``gpu_survey_failed``: `lms runtime survey` failed (``error``, LM Studio's words). An
+    error while a GPU is required (``blocking``: no model loads without knowing), else a
+    warning (the models load, unchecked)."""
+    if blocking:
+        return Problem(
+            "gpu_survey_failed",
+            f"LM Studio's hardware survey failed: {error}; a GPU is required, so no model is loaded until a "
+            "survey shows it",
+            "lmsupervisor surveys again with backoff and restarts LM Studio's daemon once; run "
+            "`lms runtime survey` to see LM Studio's error",
+        )
+    return Problem(
+        "gpu_survey_failed",
+        f"LM Studio's hardware survey failed: {error}; the models are loaded without knowing the GPU",
+        "run `lms runtime survey` to see LM Studio's error",
+        "warning",
+    )
+
+
+def runtime_changed_problem(found: str, declared: str, error: str | None = None) -> Problem:
+    """``runtime_changed``: LM Studio had ``found`` selected instead of the declared
+    ``[lmstudio] runtime`` (an update changed it, BT#846); re-selected before loading, or
+    ``error`` (LM Studio's words) when `lms runtime select` refused."""
+    if error is None:
+        return Problem(
+            "runtime_changed",
+            f"LM Studio's selected runtime was {found}, not the declared {declared} (an update may have changed "
+            f"it); lmsupervisor selected {declared} again before loading any model",
+            "nothing to do; to follow LM Studio's choice instead, remove [lmstudio] runtime",
+            "warning",
+        )
+    return Problem(
+        "runtime_changed",
+        f"LM Studio's selected runtime is {found}, not the declared {declared}, and selecting it failed: {error}",
+        "install the declared runtime in LM Studio, or set [lmstudio] runtime to one `lms runtime ls` lists",
     )

@@ -29,6 +29,7 @@ from dataclasses import replace
 from typing import Any
 
 from lmsupervisor.core.configdiff import model_name
+from lmsupervisor.core.hardware import gate
 from lmsupervisor.core.messages import (
     CONFIG_ACTION,
     EFFECT_ACTION,
@@ -58,24 +59,36 @@ from lmsupervisor.core.messages import (
     ReadConfig,
     ReloadRequested,
     Remember,
+    RememberHardware,
     RestartRequested,
     ServerUp,
     Start,
     StopRequested,
+    Surveyed,
+    SurveyRequested,
     TimerFired,
+    Unload,
     Watch,
 )
 from lmsupervisor.core.observed import DownloadProgress, LoadedModel, ProbeResult
-from lmsupervisor.core.policy import Rung
+from lmsupervisor.core.policy import Rung, survey_delay
 from lmsupervisor.core.preload import Decision, instance_of, plan
-from lmsupervisor.core.problems import Problem, bring_up_problem, crash_problem
+from lmsupervisor.core.problems import (
+    GPU_PROBLEMS,
+    Problem,
+    bring_up_problem,
+    crash_problem,
+    gpu_problem,
+    runtime_changed_problem,
+    survey_failed_problem,
+)
 from lmsupervisor.core.reduction import Reduction
 from lmsupervisor.core.snapshot import MODEL_STATES, InFlight, Snapshot
 from lmsupervisor.core.states import State, Trigger, accepts
 
 # The cause of a restart, as the reducer records it (``Snapshot.restarts.cause``): the
 # ``lmsupervisor_restarts_total{reason}`` label values, every one reachable.
-RESTART_CAUSES = ("requested", "probe_failed", "daemon_exited", "bring_up_failed", "action_crashed")
+RESTART_CAUSES = ("requested", "probe_failed", "daemon_exited", "bring_up_failed", "action_crashed", "gpu_missing")
 LOAD_DEADLINE = 900.0  # seconds a load we started may take to show up in `lms ps`
 
 
@@ -162,6 +175,12 @@ def _dispatch(r: Reduction, msg: Message) -> None:
                 r.set_model(msg.name, msg.state, msg.error)
         case ModelDownload() if msg.action == work.action and state is State.LOADING_MODELS:
             _download(r, msg.name, msg.progress)
+        case Surveyed() if msg.action == work.action and state is State.LOADING_MODELS:
+            _surveyed(r, msg)
+        case Surveyed() if msg.action == work.action and state in (State.READY, State.DEGRADED):
+            _surveyed(r, msg, running=True)
+        case SurveyRequested(refresh=refresh) if state in (State.READY, State.DEGRADED) and r.survey_due():
+            r.survey(refresh)
         case LoadPassFailed() if msg.action == work.action and state is State.LOADING_MODELS:
             for m in s.models:
                 if m.state in ("pending", "loading", "downloading"):
@@ -223,6 +242,9 @@ def _dispatch(r: Reduction, msg: Message) -> None:
             r.emit(ReadConfig())
         case ConfigChanged(config=new):
             r.config_changed(new)
+            gated = state is State.LOADING_MODELS and s.hardware.waiting_since is not None
+            if gated and r.snap.state is State.LOADING_MODELS and new.gpu != s.config.gpu:
+                r.survey(refresh=True)  # judged again under the new [gpu] now, not at the next re-survey
         case ConfigRejected(error=error, key=key):
             r.set(config_error=error)
             r.log("error", "config_rejected", error=error, key=key)
@@ -379,6 +401,95 @@ def _timer(r: Reduction) -> None:
         r.fire(Trigger.TIMER, "checking for LM Studio again")  # NOT_INSTALLED -> STARTING
     elif s.state is State.DEGRADED:
         r.fire(Trigger.TIMER, "retrying the failed models")  # DEGRADED -> LOADING_MODELS
+    elif s.state is State.LOADING_MODELS and s.hardware.waiting_since is not None:
+        _gate_timer(r)
+
+
+# -- the GPU gate (design §9 [gpu]) ---------------------------------------------------------
+def _surveyed(r: Reduction, msg: Surveyed, running: bool = False) -> None:
+    """A survey before a load pass ended: note a runtime re-selected, keep the survey, and
+    open the gate (the load pass starts) or keep it closed (re-survey later, see
+    :func:`_gate_closed`). A config held meanwhile applies now: no load pass runs.
+
+    ``running``: a survey asked for while ready or degraded (:class:`SurveyRequested`);
+    open, nothing changes; closed, the models we loaded are unloaded (they may run on the
+    CPU now) and the load pass that follows waits behind the gate."""
+    if r.snap.pending_config is not None:
+        r.replace_config(r.snap.pending_config)
+    cfg = r.snap.config
+    if msg.runtime is not None:
+        found, declared = msg.runtime
+        r.set(notes=_with(r.snap.notes, "runtime_changed", runtime_changed_problem(found, declared, msg.runtime_error)))
+        r.log("warning", "runtime_reselected" if msg.runtime_error is None else "runtime_select_failed",
+              found=found, declared=declared, error=msg.runtime_error)  # fmt: skip
+    hw, last_good = msg.hardware, r.snap.hardware.last_good
+    if hw is not None:
+        r.set_hardware(survey=hw)
+        verdict = gate(hw, last_good, cfg.gpu.require)
+        if verdict.remember:
+            r.set_hardware(last_good=hw)
+            r.emit(RememberHardware(hw))
+        problem, opened = gpu_problem(hw, verdict, cfg.gpu.wait), verdict.open
+        r.log("info", "hardware_surveyed", gpus=len(hw.gpus), runtime=hw.runtime.key if hw.runtime else None,
+              compatibility=hw.compatibility.status, gate="open" if opened else "closed")  # fmt: skip
+    elif msg.error is not None:
+        required = cfg.gpu.require is True or (cfg.gpu.require == "auto" and last_good is not None and last_good.gpus)
+        problem, opened = survey_failed_problem(msg.error, bool(required)), not required
+        r.log("warning", "hardware_survey_failed", error=msg.error, gate="open" if opened else "closed")
+    else:  # this `lms` has no `runtime survey` (before 2025-12-18): nothing to gate on
+        problem, opened = None, True
+    kept = tuple(p for p in r.snap.standing if p.code not in GPU_PROBLEMS)
+    r.set(standing=(*kept, problem) if problem is not None else kept)
+    if not opened and running:
+        ours = r.snap.work.ours
+        for m in r.snap.models:
+            instance = m.instance or m.name
+            if m.state == "loaded" and instance in ours:
+                r.log("warning", "model_unloaded_off_gpu", model=m.name, identifier=instance)
+                r.emit(Unload(instance, **r.reach()))
+        r.models_pending()
+        r.fire(Trigger.DRIFT, "the GPU is gone: models wait for it")  # -> LOADING_MODELS (surveys again)
+        return
+    if not opened:
+        _gate_closed(r)
+        return
+    if running:
+        return
+    since = r.snap.hardware.waiting_since
+    if since is not None:
+        r.log("info", "gpu_gate_opened", waited=round(r.now.mono - since, 3))
+    r.set_hardware(waiting_since=None, attempt=0, restart_spent=False)
+    r.load_pass()
+
+
+def _gate_closed(r: Reduction) -> None:
+    """No model loads: survey again after the backoff (:func:`survey_delay`), counted from
+    the first closed survey of this wait (kept across the bring-ups in between)."""
+    hw = r.snap.hardware
+    since = hw.waiting_since if hw.waiting_since is not None else r.now.mono
+    attempt = hw.attempt + 1
+    r.set_hardware(waiting_since=since, attempt=attempt)
+    delay = survey_delay(r.snap.config.restart, attempt, r.now.jitter)
+    r.arm(delay)
+    r.log("warning", "gpu_gate_closed", attempt=attempt, retry_in=round(delay, 3),
+          waited=round(r.now.mono - since, 3))  # fmt: skip
+
+
+def _gate_timer(r: Reduction) -> None:
+    """The gate's timer: once ``[gpu] wait`` seconds have passed, restart LM Studio's daemon
+    (a fresh daemon detects the driver again), once per wait (``restart_spent``, reset
+    when the gate opens); otherwise, and ever after, survey again with ``--refresh``."""
+    hw, cfg = r.snap.hardware, r.snap.config
+    waited = r.now.mono - (r.now.mono if hw.waiting_since is None else hw.waiting_since)
+    if waited < cfg.gpu.wait or hw.restart_spent:
+        r.survey(refresh=True)
+        return
+    reason = f"no usable GPU after {waited:.0f} s of surveys ([gpu] wait): restarting LM Studio's daemon once"
+    r.set_hardware(restart_spent=True)
+    r.set_restarts(cause="gpu_missing", failure=None, deterministic=False)
+    r.count_restart(reason, Rung.RESTART_DAEMON)
+    r.log("warning", "gpu_wait_over", waited=round(waited, 3))
+    r.fire(Trigger.GPU_WAIT_OVER, reason, Rung.RESTART_DAEMON)  # LOADING_MODELS -> STARTING
 
 
 def _crashed(r: Reduction, msg: ActionCrashed) -> None:

@@ -28,6 +28,7 @@ from lmsupervisor.core.messages import (
     Publish,
     Relog,
     Schedule,
+    Survey,
     Unload,
     Watch,
 )
@@ -76,6 +77,10 @@ class Reduction:
     def set_work(self, **changes: Any) -> None:
         """Replace fields of ``snapshot.work`` (:class:`Work`)."""
         self.snap = replace(self.snap, work=replace(self.snap.work, **changes))
+
+    def set_hardware(self, **changes: Any) -> None:
+        """Replace fields of ``snapshot.hardware`` (:class:`HardwareSeen`)."""
+        self.snap = replace(self.snap, hardware=replace(self.snap.hardware, **changes))
 
     def emit(self, *effects: Effect) -> None:
         """Collect ``effects``, performed by the runner in this order."""
@@ -135,19 +140,10 @@ class Reduction:
                 )
             )
         elif entry is Entry.LOAD_MODELS:
-            in_flight = tuple(f for f in work.in_flight if f.deadline > self.now.mono)
-            self.set_work(action=work.action + 1, unload_next=(), in_flight=in_flight)
-            ask = tuple(model_name(m) for m in self.wanted() if m.probe == "answer")
-            self.emit(
-                LoadModels(
-                    action=work.action + 1,
-                    in_flight=in_flight,
-                    unload=work.unload_next,
-                    ask=ask,
-                    answer_timeout=s.config.health.answer_timeout,
-                    **self.reach(),
-                )
-            )
+            if self.survey_due():
+                self.survey()
+            else:
+                self.load_pass()
         elif entry is Entry.MARK_HEALTHY:
             if s.liveness.healthy_since is None:
                 self.set_liveness(healthy_since=self.now.mono)
@@ -174,6 +170,52 @@ class Reduction:
             self.arm(retry_delay(s.config.restart, attempt, self.now.jitter))
         elif entry is Entry.UNWATCH:
             self.emit(Watch(None))
+
+    def survey_due(self) -> bool:
+        """Whether a load pass is preceded by a survey: this `lms` has `runtime survey`, or
+        `runtime select` and a runtime is pinned (every load pass, so nothing is loaded onto
+        a GPU that left since the last one; capabilities unknown: none)."""
+        s = self.snap
+        caps = s.lmstudio.capabilities
+        return caps is not None and (caps.survey or (caps.runtime and s.config.lmstudio.runtime is not None))
+
+    def survey(self, refresh: bool | None = None) -> None:
+        """Start a survey action (:class:`Survey`, answered by ``Surveyed``): the first of a
+        server epoch asks the daemon's own survey, a later one ``--refresh`` (``refresh``
+        None: so decided)."""
+        s = self.snap
+        lm, work = s.lmstudio, s.work
+        again = s.hardware.epoch == work.epoch
+        self.set_work(action=work.action + 1)
+        self.set_hardware(epoch=work.epoch)
+        self.emit(
+            Survey(
+                action=work.action + 1,
+                lms=lm.install.lms if lm.install else None,
+                refresh=again if refresh is None else refresh,
+                runtime=s.config.lmstudio.runtime,
+                capabilities=lm.capabilities,
+            )
+        )
+
+    def load_pass(self) -> None:
+        """Start a load pass (:class:`LoadModels`, a new action): unload what we owe, wait
+        for the loads in flight, load what the declared models lack, ask those with an answer probe."""
+        s = self.snap
+        work = s.work
+        in_flight = tuple(f for f in work.in_flight if f.deadline > self.now.mono)
+        self.set_work(action=work.action + 1, unload_next=(), in_flight=in_flight)
+        ask = tuple(model_name(m) for m in self.wanted() if m.probe == "answer")
+        self.emit(
+            LoadModels(
+                action=work.action + 1,
+                in_flight=in_flight,
+                unload=work.unload_next,
+                ask=ask,
+                answer_timeout=s.config.health.answer_timeout,
+                **self.reach(),
+            )
+        )
 
     def rung(self) -> Rung:
         """The ladder's rung for the next bring-up: :func:`rung_for` the attempt count,

@@ -1,7 +1,7 @@
 """The supervisor's state as the reducer keeps it: :class:`Snapshot` (everything it knows,
 ``GET /v1/status`` is rendered from it by :mod:`lmsupervisor.core.status`), grouped into
 one frozen sub-record per concern (:class:`LmStudioSeen`, :class:`Liveness`,
-:class:`Restarts`, :class:`Work`), one :class:`ModelStatus` per declared model, the loads
+:class:`Restarts`, :class:`Work`, :class:`HardwareSeen`), one :class:`ModelStatus` per declared model, the loads
 still in flight. Pure data."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from lmsupervisor.config import Config, ModelConfig
 from lmsupervisor.core.capabilities import CliCapabilities
 from lmsupervisor.core.configdiff import model_name
+from lmsupervisor.core.hardware import Hardware
 from lmsupervisor.core.observed import DaemonProcess, DownloadProgress, Install, ServerSettings
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.states import State
@@ -140,6 +141,28 @@ class Work:
 
 
 @dataclass(frozen=True)
+class HardwareSeen:
+    """LM Studio's hardware survey and the GPU gate (``snapshot.hardware``; design §9).
+
+    ``survey`` is the last `lms runtime survey` of this run (None: none yet, or this `lms`
+    has none); ``last_good`` the last survey that passed the gate as ``"auto"`` would judge
+    it (from the state folder at start): the GPUs ``[gpu] require = "auto"`` requires.
+    ``epoch`` is the server epoch of the last survey (a survey in the same epoch is a
+    re-survey: ``--refresh``). While the gate is closed: ``waiting_since`` monotonic
+    seconds since when, ``attempt`` the re-surveys so far (their backoff), ``restart_spent``
+    whether LM Studio's daemon was already restarted for it (never twice for one cause;
+    all three reset once the gate opens).
+    """
+
+    survey: Hardware | None = None
+    last_good: Hardware | None = None
+    epoch: int = -1
+    waiting_since: float | None = None
+    attempt: int = 0
+    restart_spent: bool = False
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything the supervisor knows; ``GET /v1/status`` is rendered from it.
 
@@ -155,7 +178,8 @@ class Snapshot:
     concern is one more field here): ``lmstudio`` (:class:`LmStudioSeen`, what LM Studio is),
     ``liveness`` (:class:`Liveness`, whether its server answers), ``restarts``
     (:class:`Restarts`, the backoff ladder and the last failure), ``work``
-    (:class:`Work`, the supervisor's ids and loads in progress).
+    (:class:`Work`, the supervisor's ids and loads in progress), ``hardware``
+    (:class:`HardwareSeen`, the hardware survey and the GPU gate).
     """
 
     config: Config
@@ -172,6 +196,7 @@ class Snapshot:
     liveness: Liveness = field(default_factory=Liveness)
     restarts: Restarts = field(default_factory=Restarts)
     work: Work = field(default_factory=Work)
+    hardware: HardwareSeen = field(default_factory=HardwareSeen)
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:
@@ -192,14 +217,21 @@ class Snapshot:
         return next((m for m in self.models if m.name == name), None)
 
 
-def initial(config: Config, wall: float, last_good_server: ServerSettings | None = None) -> Snapshot:
-    """The snapshot before ``Start``: stopped, every declared model pending."""
+def initial(
+    config: Config,
+    wall: float,
+    last_good_server: ServerSettings | None = None,
+    last_good_hardware: Hardware | None = None,
+) -> Snapshot:
+    """The snapshot before ``Start``: stopped, every declared model pending; what the state
+    folder remembers (the last good server settings and hardware survey) is known."""
     return Snapshot(
         config=config,
         since=wall,
         started_at=wall,
         models=statuses(config.models, ()),
         lmstudio=LmStudioSeen(last_good_server=last_good_server),
+        hardware=HardwareSeen(last_good=last_good_hardware),
     )
 
 

@@ -45,6 +45,7 @@ class Trigger(enum.StrEnum):
     RECONFIGURE_SERVER = "reconfigure_server"  # server settings changed: restart the server
     RECONFIGURE_MODELS = "reconfigure_models"  # declared models changed: reconcile
     RESTART = "restart"  # a restart was requested (socket, CLI)
+    GPU_WAIT_OVER = "gpu_wait_over"  # no GPU for [gpu] wait seconds: restart LM Studio's daemon, once
     STOP = "stop"  # SIGTERM/SIGINT
     STOPPED = "stopped"  # shutdown finished
 
@@ -82,6 +83,7 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (S.READY, T.RECONFIGURE_MODELS): S.LOADING_MODELS,
     (S.DEGRADED, T.RECONFIGURE_MODELS): S.LOADING_MODELS,
     (S.LOADING_MODELS, T.RECONFIGURE_MODELS): S.LOADING_MODELS,  # a held change, at the end of a pass
+    (S.LOADING_MODELS, T.GPU_WAIT_OVER): S.STARTING,  # a fresh daemon detects the GPU driver again
     **{(s, T.FAILED): S.BACKOFF for s in _ACTIVE},
     **{(s, T.RECONFIGURE_SERVER): S.STARTING for s in _ACTIVE},
     **{(s, T.RESTART): S.STARTING for s in (*_ACTIVE, S.BACKOFF, S.NOT_INSTALLED)},

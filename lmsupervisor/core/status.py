@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmsupervisor.core.hardware import Hardware
 from lmsupervisor.core.observed import base_url
 from lmsupervisor.core.snapshot import LmStudioSeen, Snapshot
 from lmsupervisor.core.timefmt import iso
@@ -71,6 +72,35 @@ def render(
         },
         "problems": [p.to_json() for p in snap.all_problems],
         "proxy": proxy,
+        "hardware": _hardware(snap),
+    }
+
+
+def _hardware(snap: Snapshot) -> dict[str, Any] | None:
+    """``hardware`` (design §9): this run's last survey, else the last good one remembered
+    in the state folder; None before any, and where this `lms` has no `runtime survey`
+    (nothing is gated there)."""
+    caps = snap.lmstudio.capabilities
+    hw: Hardware | None = snap.hardware.survey
+    if hw is None and (caps is None or caps.survey):
+        hw = snap.hardware.last_good
+    return None if hw is None else hardware_json(hw)
+
+
+def hardware_json(hw: Hardware) -> dict[str, Any]:
+    """One survey as design §9 shows it: ``gpus[]`` (``name``, ``platform``,
+    ``integration``, ``vram_bytes``), ``runtime`` (``name``, ``version``, ``engine``; None:
+    no runtime), ``compatibility`` (``status``, ``message``), ``surveyed_at`` (UTC ISO-8601)."""
+    return {
+        "gpus": [
+            {"name": g.name, "platform": g.platform, "integration": g.integration, "vram_bytes": g.vram_bytes}
+            for g in hw.gpus
+        ],
+        "runtime": None
+        if hw.runtime is None
+        else {"name": hw.runtime.name, "version": hw.runtime.version, "engine": hw.runtime.engine},
+        "compatibility": {"status": hw.compatibility.status, "message": hw.compatibility.message or None},
+        "surveyed_at": iso(hw.surveyed_at),
     }
 
 

@@ -1,7 +1,7 @@
 """Detect an `lms` binary's capabilities once, and remember them (facts §8).
 
-Detection runs four `lms` calls (``version --json``, ``daemon --help``, ``server start
---help``, ``load --help``), which on a real install cost a Node/bun start each, so the
+Detection runs five `lms` calls (``version --json``, ``daemon --help``, ``server start
+--help``, ``load --help``, ``runtime --help``), which on a real install cost a Node/bun start each, so the
 result is cached per binary: in memory, and in a JSON file in lmsupervisor's state folder
 (``capabilities.json``, ``{"<path>": {"stamp": "<size>:<mtime_ns>", ...}}``), so neither
 a recovery nor a supervisor restart runs them again. A binary whose size or mtime changed
@@ -59,7 +59,7 @@ class CapabilityCache:
         return None
 
     async def get(self, binary: Path, lms: LmsClient) -> CliCapabilities:
-        """The capabilities of ``binary``: cached, else detected with ``lms`` (four calls).
+        """The capabilities of ``binary``: cached, else detected with ``lms`` (five calls).
 
         Raises :class:`LmsNotFoundError` when the binary cannot run; any other `lms` failure
         of one call reads as "not supported" for what that call asks.
@@ -77,7 +77,7 @@ class CapabilityCache:
             if not self.quiet:
                 self.log.info("lms_version_unknown", error=exc.message)
         outputs = []
-        for args in (("daemon", "--help"), ("server", "start", "--help"), ("load", "--help")):
+        for args in (("daemon", "--help"), ("server", "start", "--help"), ("load", "--help"), ("runtime", "--help")):
             try:
                 r = await lms.runner.run(*args, timeout=HELP_TIMEOUT)
                 outputs.append(HelpOutput(r.returncode, r.stdout, r.stderr))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from lmsupervisor.core.hardware import Hardware, InstalledRuntime
 from lmsupervisor.core.observed import DaemonStatus, DownloadedModel, LoadedModel, ServerStatus
 from lmsupervisor.errors import (
     LmsExitError,
@@ -40,6 +41,7 @@ from lmsupervisor.lmstudio.lmsoutput import (
     parse_ps,
     parse_server_status,
 )
+from lmsupervisor.lmstudio.survey import parse_runtime_ls, parse_survey
 from lmsupervisor.platform import current as this_os
 
 DEFAULT_TIMEOUT = 30.0  # seconds; `server start` and loads pass longer ones
@@ -324,3 +326,39 @@ class LmsClient:
                 f'`lms version --json`: expected {{"version": str}}, got {data!r}', ["lms", "version", "--json"]
             )
         return str(data["version"])
+
+    async def runtime_survey(self, refresh: bool = False, timeout: float | None = None) -> Hardware:
+        """LM Studio's hardware survey: `lms runtime survey --json [--refresh]` (facts §9,
+        [lms] 2025-12-18+; parsed by :func:`~lmsupervisor.lmstudio.survey.parse_survey`,
+        either schema). Without ``refresh`` the daemon answers from the survey it made when
+        it started; with it, it surveys its selected runtimes again (a GPU that appeared
+        since shows only then). ``surveyed_at`` is left None for the caller.
+
+        ``timeout`` is seconds (None: the runner's default). Raises :class:`LmsExitError`
+        on a non-zero exit (a CLI without the command: ``unknown command 'survey'``) and
+        :class:`LmsOutputError` when the JSON lacks a field the supervisor reads.
+        """
+        args = ("runtime", "survey", "--json", *(("--refresh",) if refresh else ()))
+        result = await self.check(*args, timeout=timeout)
+        return parse_survey(result.stdout, result.argv)
+
+    async def runtime_ls(self, timeout: float | None = None) -> list[InstalledRuntime]:
+        """The installed inference runtimes and which are selected: `lms runtime ls` (facts
+        §9, [lms] 2025-09-23+; :func:`~lmsupervisor.lmstudio.survey.parse_runtime_ls`).
+
+        ``timeout`` is seconds (None: the runner's default). Raises :class:`LmsExitError`
+        on a non-zero exit and :class:`LmsOutputError` on a table it cannot read.
+        """
+        result = await self.check("runtime", "ls", timeout=timeout)
+        return parse_runtime_ls(result.stdout, result.argv)
+
+    async def runtime_select(self, name: str, timeout: float | None = None) -> None:
+        """Select the runtime ``name`` (``name`` or ``name@version``, as `lms runtime ls`
+        shows it) for every model format it runs: `lms runtime select <name>` (facts §9).
+        Selecting the one already selected is a no-op (``Already selected ...``).
+
+        ``timeout`` is seconds (None: the runner's default). Raises :class:`LmsExitError`
+        when `lms` exits 1: no installed runtime matches, or several do (a name without
+        its version), with LM Studio's words.
+        """
+        await self.check("runtime", "select", name, timeout=timeout)

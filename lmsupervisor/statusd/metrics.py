@@ -16,13 +16,16 @@ the process-global default registry leaks in). Two kinds of sources:
   ``lmsupervisor_model_answer_latency_seconds`` (``{key,identifier}``; the latter only once
   ``models[].last_answer_ms`` is known), ``lmsupervisor_config_rejected``,
   ``lmsupervisor_problem{code,severity}`` (1 per problem in the status),
-``lmsupervisor_uptime_seconds``, ``lmsupervisor_last_transition_timestamp_seconds`` and
-  ``lmsupervisor_info{version,lmstudio_version,lms_cli_version,lmstudio_kind}``.
+``lmsupervisor_uptime_seconds``, ``lmsupervisor_last_transition_timestamp_seconds``,
+  ``lmsupervisor_info{version,lmstudio_version,lms_cli_version,lmstudio_kind}``, and from
+  LM Studio's hardware survey (``hardware``, design §9; absent before one)
+  ``lmsupervisor_gpus`` and ``lmsupervisor_runtime_info{name,version,engine,compatibility}``.
 
 ``reason`` of a restart is what caused it, from a small fixed set (:data:`RESTART_REASONS`):
 ``requested`` (``POST /v1/restart``), else the failure that sent the supervisor into
-backoff (``probe_failed``, ``daemon_exited``, ``bring_up_failed``, ``action_crashed``), as
-the reducer records it in ``Snapshot.restarts.cause``.
+backoff (``probe_failed``, ``daemon_exited``, ``bring_up_failed``, ``action_crashed``), or
+``gpu_missing`` (the GPU gate's one daemon restart), as the reducer records it in
+``Snapshot.restarts.cause``.
 ``command`` of an `lms` call is its (sub)command, e.g. ``ps``, ``load``, ``server start``;
 ``result`` is ``ok``, ``failed`` (non-zero exit), ``timeout``, ``not_found`` or ``error``.
 The alert rules in ``contrib/prometheus/lmsupervisor.rules.yml`` use these names.
@@ -223,6 +226,22 @@ class Metrics:
                 "When the supervisor entered its current state (seconds since the epoch).",
                 since,
             )
+        hardware = snap.get("hardware")
+        if isinstance(hardware, dict):  # LM Studio's survey (design §9); absent without one
+            yield _gauge("lmsupervisor_gpus", "GPUs LM Studio's runtime detected in its last hardware survey.",
+                         len(hardware.get("gpus") or []))  # fmt: skip
+            runtime = hardware.get("runtime") or {}
+            engine = InfoMetricFamily("lmsupervisor_runtime", "LM Studio's inference runtime and its compatibility.")
+            engine.add_metric(
+                [],
+                {
+                    "name": str(runtime.get("name") or ""),
+                    "version": str(runtime.get("version") or ""),
+                    "engine": str(runtime.get("engine") or ""),
+                    "compatibility": str((hardware.get("compatibility") or {}).get("status") or ""),
+                },
+            )
+            yield engine
         lm = snap["lmstudio"]
         info = InfoMetricFamily("lmsupervisor", "Versions of lmsupervisor and of the LM Studio it supervises.")
         info.add_metric(

@@ -222,3 +222,25 @@ def test_the_front_doors_are_shown_and_a_remote_proxy_warned(sim: SimInstall, tm
     )
     remote = [p for p in report["problems"] if p["code"] == "proxy_remote"]
     assert [p["severity"] for p in remote] == ["warning"]
+
+
+def test_hardware_survey_and_the_gate(sim: SimInstall) -> None:
+    """With the daemon up, doctor shows LM Studio's survey (GPU, runtime, compatibility) and
+    no GPU problem; after a restart of the daemon without its GPU, the survey shows none and
+    the remembered GPU (lmsupervisor's hardware.json) makes it gpu_missing."""
+    assert sim.lms("daemon", "up").returncode == 0
+    _, report, _ = doctor(sim.root)
+    hardware = report["hardware"]
+    assert ([g["name"] for g in hardware["gpus"]], hardware["compatibility"]["status"], hardware["remembered"]) == (
+        ["NVIDIA GeForce RTX 4090"],
+        "compatible",
+        False,
+    )
+    state = sim.root / ".local" / "state" / "lmsupervisor"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "hardware.json").write_text(json.dumps({**hardware, "surveyed_at": 1.0}))
+    sim.lose_gpu()
+    assert sim.lms("daemon", "down").returncode == 0
+    assert sim.lms("daemon", "up").returncode == 0  # its start-up survey finds no GPU
+    code, report, _ = doctor(sim.root)
+    assert (code, report["hardware"]["gpus"], "gpu_missing" in errors(report)) == (1, [], True)

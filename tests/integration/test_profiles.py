@@ -221,8 +221,9 @@ def test_declared_cors_is_applied_and_verified(
 def test_idle_04_runs_no_lms(
     make_sim: Callable[..., SimInstall], start: Callable[..., Running], tmp_path: Path
 ) -> None:
-    """On 0.4 with REST v1, recovery after kill -9 runs only `daemon up` and `server start`,
-    and idle drift checks run no `lms` at all (GET /api/v1/models instead)."""
+    """On 0.4 with REST v1, recovery after kill -9 runs only `daemon up`, `server start` and
+    the hardware survey before loading (issue 17), and idle drift checks run no `lms` at all
+    (GET /api/v1/models instead)."""
     sim = make_sim(profile="0.4")
     wrapper, calls = sim.counting_lms(tmp_path)
     run = start(sim, f'[lmstudio]\nlms = "{wrapper}"\n' + MODELS.replace('identifier = "qwen"\n', ""))
@@ -232,7 +233,7 @@ def test_idle_04_runs_no_lms(
     sim.crash_daemon()
     run.wait_for(lambda s: s["state"] == "ready" and s["restarts"]["count"] == 1)
     recovery = calls.read_text().splitlines()[before:]
-    assert [c.split()[:2] for c in recovery] == [["daemon", "up"], ["server", "start"]]
+    assert [c.split()[:2] for c in recovery] == [["daemon", "up"], ["server", "start"], ["runtime", "survey"]]
     idle_from, probed = len(calls.read_text().splitlines()), probes_judged(run)
     # ten probe rounds, however long the machine takes for them (about 2 s idle)
     assert eventually(lambda: probes_judged(run) >= probed + 10, timeout=30)

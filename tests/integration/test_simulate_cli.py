@@ -6,15 +6,15 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
 from lmsupervisor.pids import pid_alive
-from lmsupervisor.simulator import common
-from lmsupervisor.simulator.home import open_install
+from lmsupervisor.simulator import common, hardware
+from lmsupervisor.simulator.home import SimInstall, open_install
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
@@ -134,3 +134,33 @@ def test_taken_port_is_refused(tmp_path: Path) -> None:
             check=False,
         )
     assert (proc.returncode, "pass another --port" in proc.stderr) == (1, True)
+
+
+def test_every_simulator_fault_is_a_choice() -> None:
+    """`simulate --fault` accepts exactly the faults the simulator knows (tool.FAULTS)."""
+    from lmsupervisor.cliparser import SIMULATOR_FAULTS
+    from lmsupervisor.simulator.tool import FAULTS
+
+    assert sorted(SIMULATOR_FAULTS) == sorted(FAULTS)
+
+
+def test_hardware_faults_take_their_options(make_sim: Callable[..., SimInstall]) -> None:
+    """`--fault runtime-update --runtime X` selects X, `--fault cpu-fallback --factor 3` and
+    `--fault gpu-late --seconds 7` land in the install's faults, `gpu-lost`/`gpu-back` toggle."""
+    sim = make_sim()
+    cpu = f"{hardware.CPU_ENGINE}@{hardware.ENGINE_VERSION}"
+    updated = fault(sim.root, "runtime-update", "--runtime", cpu)
+    assert (updated.returncode, updated.stdout.strip(), sim.selected_runtime()) == (
+        0,
+        f"the selected runtime is now {cpu}",
+        cpu,
+    )
+    assert fault(sim.root, "cpu-fallback", "--factor", "3").returncode == 0
+    assert fault(sim.root, "gpu-late", "--seconds", "7").returncode == 0
+    assert fault(sim.root, "gpu-lost").returncode == 0
+    faults = common.read_json(common.sim_dir(sim.home) / "faults.json", {})
+    assert (faults["cpu_fallback"], faults["gpu_late"], faults["gpu_lost"]) == (3.0, 7.0, True)
+    assert fault(sim.root, "gpu-back").returncode == 0
+    assert common.read_json(common.sim_dir(sim.home) / "faults.json", {})["gpu_lost"] is False
+    unknown = fault(sim.root, "runtime-update", "--runtime", "nowhere@1")
+    assert (unknown.returncode, "runtime nowhere@1 is not installed" in unknown.stderr) == (1, True)

@@ -24,6 +24,7 @@ from lmsupervisor.lmstudio.lms import LmsClient, LmsResult
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient
 from lmsupervisor.lmstudio.watch import ProcessTable
+from lmsupervisor.statefile import HardwareMemory
 from lmsupervisor.supervisor import ServerMemory, Supervisor
 
 
@@ -126,6 +127,15 @@ class FakeLmStudio:
         self.MODELS = list(FakeLmStudio.MODELS)
         # REST v1 downloads: key -> the job status GET .../status answers ("paused", "completed")
         self.hub: dict[str, str] = {}
+        # The hardware (facts §9): `lms runtime` subcommands this CLI has (("ls", "select",
+        # "survey") since 2025-12-18; none: no `runtime` command), the GPU, whether it is
+        # visible, the installed runtimes (name@version; a "cpu" one runs without a GPU) and
+        # the selected one. A survey answers schema 2 for the selected runtime.
+        self.runtime_commands: tuple[str, ...] = ()
+        self.gpu = "NVIDIA GeForce RTX 4090"
+        self.gpu_visible = True
+        self.runtimes = ["llama.cpp-cuda@1.52.1", "llama.cpp-cpu@1.52.1"]
+        self.selected = "llama.cpp-cuda@1.52.1"
 
     # -- the lms runner ---------------------------------------------------------
     async def run(self, *args: str, timeout: float | None = None) -> LmsResult:
@@ -199,6 +209,8 @@ class FakeLmStudio:
                 return json.dumps(self._devices(self.loaded, remote_loaded=True)), "", 0
             case ("ls", "--json"):
                 return json.dumps(self._devices(self.MODELS)), "", 0
+            case ("runtime", *rest):
+                return self._runtime(rest)
             case ("unload", identifier):  # facts §3: an unknown identifier exits 0 too
                 self.loaded = [i for i in self.loaded if i["identifier"] != identifier]
                 return "", f'Unloaded "{identifier}".', 0
@@ -213,6 +225,32 @@ class FakeLmStudio:
                 self.loaded.append({**model, "identifier": ident})
                 return "", f'To use the model in the API/SDK, use the identifier "{ident}".', 0
         return "", f"error: unknown command '{args[0]}'", 1
+
+    def _runtime(self, args: list[str]) -> tuple[str, str, int]:
+        """`lms runtime --help|survey --json [--refresh]|ls|select <name>` (facts §9)."""
+        if args == ["--help"] and self.runtime_commands:
+            listed = "".join(f"   {c}\n" for c in self.runtime_commands)
+            return f"Usage: lms runtime [options] [command]\n\nCommands:\n{listed}", "", 0
+        if not args or args[0] not in self.runtime_commands:
+            return "", f"error: unknown command '{args[0] if args and self.runtime_commands else 'runtime'}'", 1
+        if args[0] == "ls":
+            rows = "".join(f"{r}    {'✓' if r == self.selected else ''}    GGUF\n" for r in self.runtimes)
+            return f"LLM ENGINE    SELECTED    MODEL FORMAT\n{rows}", "", 0
+        if args[0] == "select":
+            found = [r for r in self.runtimes if args[1] in (r, r.split("@")[0])]
+            if not found:
+                return "", f"No installed runtime extensions found matching: {args[1]}", 1
+            self.selected = found[0]
+            return "", f"Selected {found[0]} for GGUF", 0
+        name, _, version = self.selected.partition("@")
+        on_gpu = "cpu" not in name
+        gpus = [self.gpu] if on_gpu and self.gpu_visible else []
+        info = [{"name": g, "dedicatedMemoryCapacityBytes": 2**34, "totalMemoryCapacityBytes": 2**34,
+                 "integrationType": "discrete", "detectionPlatform": "CUDA"} for g in gpus]  # fmt: skip
+        status = "compatible" if gpus or not on_gpu else "gpuRequiredButNoneFound"
+        engine = {"name": name, "version": version, "engine": "llama.cpp", "compatibility": {"status": status},
+                  "hardwareSurvey": {"gpuSurveyResult": {"gpuInfo": info}}}  # fmt: skip
+        return json.dumps({"status": "ok", "engines": [engine]}), "", 0
 
     def _devices(self, items: list[dict[str, Any]], remote_loaded: bool = False) -> list[dict[str, Any]]:
         """``items`` as an LM Link build lists them: the linked device's copies first."""
@@ -369,6 +407,7 @@ def make_supervisor(
     token: str | None = None,
     memory: ServerMemory | None = None,
     processes: ProcessTable | None = None,
+    hardware: HardwareMemory | None = None,
 ) -> Supervisor:
     """A supervisor on ``clock`` whose `lms`, HTTP server, PIDs and process table are ``lm``'s;
     ``processes`` replaces the process table (the real one, for a test that owns a real process)."""
@@ -382,6 +421,7 @@ def make_supervisor(
         pid=1,
         rng=random.Random(0),
         memory=memory,
+        hardware=hardware,
     )
 
 

@@ -44,7 +44,7 @@ from lmsupervisor.core.observed import ProbeResult, ServerSettings
 from lmsupervisor.core.policy import Rung
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.reducer import reduce
-from lmsupervisor.core.snapshot import Liveness, LmStudioSeen, ModelStatus, Restarts, Snapshot, initial
+from lmsupervisor.core.snapshot import HardwareSeen, Liveness, LmStudioSeen, ModelStatus, Restarts, Snapshot, initial
 from lmsupervisor.core.states import TRANSITIONS, State, Trigger
 from tests.scenarios.coredata import CFG, DAEMON, INSTALL, NOW, ONE, TWO, WORK, at
 from tests.scenarios.fakes import make_install
@@ -111,6 +111,10 @@ EDGE_CASES: dict[tuple[State, Trigger], tuple[Callable[[], Snapshot], Message]] 
         for s in (S.STARTING, S.LOADING_MODELS, S.READY, S.DEGRADED, S.BACKOFF, S.NOT_INSTALLED)
     },
     (S.STOPPING, Trigger.STOPPED): (lambda: at(S.READY), StopRequested("SIGTERM")),
+    (S.LOADING_MODELS, Trigger.GPU_WAIT_OVER): (
+        lambda: at(S.LOADING_MODELS, hardware=HardwareSeen(waiting_since=0.0, attempt=5)),
+        TimerFired(3),
+    ),
 }
 
 

@@ -36,6 +36,8 @@ EXPECTED: dict[tuple[State, Trigger], State] = {
     (S.READY, T.FAILED): S.BACKOFF,
     (S.DEGRADED, T.FAILED): S.BACKOFF,
     (S.BACKOFF, T.TIMER): S.STARTING,
+    # the GPU gate (§9 [gpu] wait): no GPU for that long, LM Studio's daemon is restarted once
+    (S.LOADING_MODELS, T.GPU_WAIT_OVER): S.STARTING,
     # a hot config change (§6: parse, diff, apply): server settings restart the server,
     # declared models are reconciled without a restart
     (S.STARTING, T.RECONFIGURE_SERVER): S.STARTING,

@@ -150,8 +150,8 @@ class CountingRunner:
 
 
 def test_detected_once_per_binary_and_again_when_it_changes(tmp_path: Path) -> None:
-    """Four calls the first time; none from memory or from the state file (a new supervisor);
-    four again once the binary's mtime changes (an LM Studio update)."""
+    """Five calls the first time; none from memory or from the state file (a new supervisor);
+    five again once the binary's mtime changes (an LM Studio update)."""
     binary = tmp_path / "lms"
     binary.write_text("#!/bin/sh\n")
     runner = CountingRunner()
@@ -159,11 +159,11 @@ def test_detected_once_per_binary_and_again_when_it_changes(tmp_path: Path) -> N
     first = asyncio.run(CapabilityCache(state).get(binary, LmsClient(runner)))
     cache = CapabilityCache(state)
     again = asyncio.run(cache.get(binary, LmsClient(runner)))
-    assert (len(runner.calls), again) == (4, first)
+    assert (len(runner.calls), again) == (5, first)
     st = binary.stat()
     os.utime(binary, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     asyncio.run(cache.get(binary, LmsClient(runner)))
-    assert len(runner.calls) == 8
+    assert len(runner.calls) == 10
 
 
 # `daemon --help`, `server start --help` and `load --help` as the real `lms` 07b7252 (built
@@ -240,3 +240,34 @@ def test_the_real_head_help_is_read() -> None:
         True,
         False,
     )
+
+
+RUNTIME_HELP = (
+    "Usage: lms runtime [options] [command]\n\nManage and update the inference runtime\n\nCommands:\n"
+    "   ls                List installed runtimes\n   select            Select installed runtime\n"
+    "   survey [options]  Survey hardware\n   remove\n"
+)
+
+
+def test_runtime_commands_from_runtime_help() -> None:
+    """`lms runtime --help` listing ``survey`` (2025-12-18+) gives both runtime capabilities;
+    one without it (2025-09-23..12-17) ``runtime`` only; a CLI without `runtime` answers the
+    root help (facts §9) and has neither, as an older cache entry without the fields."""
+
+    def caps(runtime: HelpOutput | None) -> tuple[bool, bool]:
+        found = parse_help(
+            "/l", "1:2", "07b7252", HelpOutput(0, COMMANDER_DAEMON, ""), HelpOutput(0, "", ""),
+            HelpOutput(0, "", ""), runtime,
+        )  # fmt: skip
+        return found.runtime, found.survey
+
+    without_survey = RUNTIME_HELP.replace("   survey [options]  Survey hardware\n", "")
+    root = "Usage: lms [options] [command]\n\nCommands:\n   runtime\n   ls\n   survey\n"
+    assert [caps(HelpOutput(0, RUNTIME_HELP, "")), caps(HelpOutput(0, without_survey, "")),
+            caps(HelpOutput(0, root, "")), caps(None)] == [
+        (True, True), (True, False), (False, False), (False, False)]  # fmt: skip
+    full = parse_help("/l", "1:2", None, HelpOutput(0, COMMANDER_DAEMON, ""), HelpOutput(0, "", ""),
+                      HelpOutput(0, "", ""), HelpOutput(0, RUNTIME_HELP, ""))  # fmt: skip
+    assert CliCapabilities.from_json("/l", "1:2", full.to_json()) == full
+    stale = {k: v for k, v in full.to_json().items() if k != "survey"}
+    assert CliCapabilities.from_json("/l", "1:2", stale) is None  # detected again

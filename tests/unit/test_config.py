@@ -76,6 +76,13 @@ def test_full_model_entry() -> None:
         ("[log]\nlevel = 'loud'", "log.level", '"debug"'),
         ("models = 3", "models", "an array of tables"),
         ("colour = 1", "colour", "unknown key"),
+        ("[gpu]\nrequire = 'yes'", "gpu.require", '"auto", true or false'),
+        ("[gpu]\nrequire = 1", "gpu.require", '"auto", true or false'),
+        ("[gpu]\nwait = -1", "gpu.wait", ">= 0"),
+        ("[gpu]\nwait = '3m'", "gpu.wait", "seconds as a number"),
+        ("[gpu]\nwiat = 3", "gpu.wiat", "unknown key"),
+        ("[lmstudio]\nruntime = 'llama cpp'", "lmstudio.runtime", "name or name@version"),
+        ("[lmstudio]\nruntime = 3", "lmstudio.runtime", "a string"),
     ],
 )
 def test_errors_name_the_key(text: str, key: str, message: str) -> None:
@@ -162,6 +169,7 @@ NUMERIC_KEYS = [
     ("models", "context_length"),
     ("models", "gpu"),
     ("models", "ttl"),
+    ("gpu", "wait"),
 ]
 
 
@@ -357,3 +365,17 @@ def test_config_check_rejects_a_bind_that_is_not_an_address(tmp_path: Path) -> N
 def test_server_port(value: object, expected: int | None) -> None:
     """A port is an integer from 1 to 65535; a boolean (JSON true is 1 to Python) is not one."""
     assert expected == config.server_port(value)
+
+
+def test_gpu_gate_and_runtime_pin() -> None:
+    """``[gpu]`` defaults to require "auto", wait 180 s; true, false and a wait are read as
+    given; ``[lmstudio] runtime`` is kept as written, and "" means no pin."""
+    assert (config.Config().gpu.require, config.Config().gpu.wait, config.Config().lmstudio.runtime) == (
+        "auto",
+        180.0,
+        None,
+    )
+    cfg = parse_toml("[gpu]\nrequire = false\nwait = 5\n[lmstudio]\nruntime = 'llama.cpp-cuda@1.52.1'\n")
+    assert (cfg.gpu.require, cfg.gpu.wait, cfg.lmstudio.runtime) == (False, 5.0, "llama.cpp-cuda@1.52.1")
+    assert parse_toml("[gpu]\nrequire = true\n").gpu.require is True
+    assert parse_toml("[lmstudio]\nruntime = ''\n").lmstudio.runtime is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -252,3 +253,34 @@ async def test_ps_lists_only_this_machines_instances(tmp_path: Path) -> None:
         """{"identifier":"r","modelKey":"r","path":"a/r","deviceIdentifier":null}]'\n""",
     )
     assert [m.identifier for m in await LmsClient(Lms(lms)).ps()] == ["r"]
+
+
+async def test_runtime_commands(tmp_path: Path) -> None:
+    """`runtime_survey` runs `runtime survey --json` (``--refresh`` when asked) and parses
+    it; `runtime_ls` parses the table; `runtime_select` passes the name; a CLI without
+    `survey` exits 1 with ``unknown command`` and raises LmsExitError with that text."""
+    argfile = tmp_path / "args"
+    survey = json.dumps({"status": "ok", "engines": []})
+    lms = script(
+        tmp_path,
+        f'printf "%s " "$@" >> {argfile}; echo >> {argfile}\n'
+        'case "$2" in\n'
+        f"  survey) echo '{survey}' ;;\n"
+        "  ls) printf 'LLM ENGINE    SELECTED    MODEL FORMAT\\ncpu@1    ✓    GGUF\\n' ;;\n"
+        "esac\n",
+    )
+    client = LmsClient(Lms(lms))
+    found = await client.runtime_survey(refresh=True, timeout=5)
+    assert (found.runtime, found.status, found.surveyed_at) == (None, "ok", None)
+    await client.runtime_survey()
+    assert [r.runtime.key for r in await client.runtime_ls()] == ["cpu@1"]
+    await client.runtime_select("cuda@2")
+    assert argfile.read_text().splitlines() == [
+        "runtime survey --json --refresh ",
+        "runtime survey --json ",
+        "runtime ls ",
+        "runtime select cuda@2 ",
+    ]
+    old = script(tmp_path, "echo \"error: unknown command 'survey'\" >&2\nexit 1\n")
+    with pytest.raises(LmsExitError, match="unknown command 'survey'"):
+        await LmsClient(Lms(old)).runtime_survey()

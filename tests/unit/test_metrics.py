@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from lmsupervisor.config import Config, HealthConfig, RestartConfig
+from lmsupervisor.config import Config, GpuConfig, HealthConfig, RestartConfig
 from lmsupervisor.core import reducer as core
 from lmsupervisor.core.messages import Probed
 from lmsupervisor.core.observed import ProbeResult
@@ -121,6 +121,26 @@ def test_a_config_error_shows() -> None:
     assert parse(Metrics(lambda: snap, FakeClock()))[("lmsupervisor_config_rejected", ())] == 1
 
 
+def test_hardware_metrics_follow_the_survey() -> None:
+    """With a survey in the status: lmsupervisor_gpus counts its GPUs and
+    lmsupervisor_runtime_info names the runtime and its compatibility; without one
+    (``hardware`` null: no survey yet, or an `lms` without it) neither is exported."""
+    hardware = {
+        "gpus": [{"name": "RTX", "platform": "CUDA", "integration": "discrete", "vram_bytes": 1}],
+        "runtime": {"name": "llama.cpp-cuda", "version": "1.52.1", "engine": "llama.cpp"},
+        "compatibility": {"status": "compatible", "message": None},
+        "surveyed_at": "2026-11-21T10:00:00.000Z",
+    }
+    samples = parse(Metrics(lambda: snapshot(hardware=hardware), FakeClock()))
+    runtime = (("compatibility", "compatible"), ("engine", "llama.cpp"), ("name", "llama.cpp-cuda"),
+               ("version", "1.52.1"))  # fmt: skip
+    assert (samples[("lmsupervisor_gpus", ())], samples[("lmsupervisor_runtime_info", runtime)]) == (1, 1)
+    gone = parse(Metrics(lambda: snapshot(hardware={**hardware, "gpus": []}), FakeClock()))
+    assert gone[("lmsupervisor_gpus", ())] == 0
+    none = parse(Metrics(lambda: snapshot(hardware=None), FakeClock()))
+    assert not [k for k in none if k[0] in ("lmsupervisor_gpus", "lmsupervisor_runtime_info")]
+
+
 def base() -> Snapshot:
     return initial(Config(), 0.0)
 
@@ -146,8 +166,10 @@ async def test_restarts_are_counted_by_the_cause_the_reducer_recorded() -> None:
     config = Config(
         health=HealthConfig(interval=5, timeout=1, failures_before_restart=2),
         restart=RestartConfig(initial_delay=1, max_delay=1, multiplier=1, jitter=0, reset_after=3600),
+        gpu=GpuConfig(wait=2),
     )
     clock, lm = FakeClock(), FakeLmStudio()
+    lm.runtime_commands = ("ls", "select", "survey")
     sup = make_supervisor(config, lm, clock)
     metrics = Metrics(sup.snapshot, clock)
     sup.observe(metrics.observe)
@@ -174,10 +196,16 @@ async def test_restarts_are_counted_by_the_cause_the_reducer_recorded() -> None:
     await clock.advance(0.5)
     lm.raises.clear()
     await clock.advance(3)
+    lm.gpu_visible = False  # the GPU gate waits [gpu] wait (2 s), then restarts the daemon once
+    sup.post("restart")
+    await clock.advance(6)
+    lm.gpu_visible = True
+    await clock.advance(3)
     assert (sup.state, restarts()) == (
         State.READY,
-        {"requested": 2, "probe_failed": 1, "daemon_exited": 2, "bring_up_failed": 1, "action_crashed": 1},
-    )
+        {"requested": 3, "probe_failed": 1, "daemon_exited": 2, "bring_up_failed": 1, "action_crashed": 1,
+         "gpu_missing": 1},
+    )  # fmt: skip
     sup.post("stop")
     await asyncio.wait_for(runner, 5)
     await sup.prober.aclose()
