@@ -132,8 +132,8 @@ def test_gpu_late_shows_after_a_refresh(make_sim: Callable[..., SimInstall]) -> 
     sim = make_sim()
     late = 1.0  # wall seconds
     sim.gpu_late(late / FAST)
+    started = time.monotonic()  # before the daemon starts: its GPU delay runs from its start
     assert sim.lms("daemon", "up").returncode == 0
-    started = time.monotonic()
     first = survey(sim)
     assert (first.gpus, first.status, first.compatibility.status) == (
         (),
