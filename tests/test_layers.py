@@ -144,7 +144,8 @@ def test_the_proxy_uses_the_supervisor_through_its_snapshot_only(path: Path) -> 
 UNIX_ONLY_MODULES = {"fcntl", "grp", "pwd", "termios", "resource", "posix"}
 UNIX_ONLY_NAMES = {
     "os": {"getuid", "getgid", "geteuid", "getegid", "killpg", "setsid", "setpgid", "getpgid", "pidfd_open", "fork"},
-    "socket": {"AF_UNIX"},
+    "socket": {"AF_UNIX", "SOCK_CLOEXEC", "SOCK_NONBLOCK"},  # the flags are Linux's: not on macOS either
+    "asyncio": {"open_unix_connection", "start_unix_server"},  # defined only where AF_UNIX is
     "signal": {"SIGHUP", "SIGKILL", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCHLD", "SIGALRM", "SIGPIPE"},
 }
 UNIX_ONLY_METHODS = {"add_reader", "remove_reader", "add_signal_handler", "remove_signal_handler"}
@@ -199,6 +200,8 @@ def test_the_unix_only_check_sees_what_it_forbids() -> None:
         "import fcntl\nfrom os import killpg\nos.getuid()\nsocket.socket(socket.AF_UNIX)\n"
         "loop.add_signal_handler(signal.SIGHUP, f)\nPopen(a, start_new_session=True)\n"
         "hasattr(os, 'geteuid')\nimport pwd as p\nos.getpid()\nsignal.SIGINT\nloop.call_soon(f)\n"
+        "await asyncio.open_unix_connection(p)\nsocket.socket(socket.AF_INET, socket.SOCK_CLOEXEC)\n"
+        "asyncio.open_connection(h, p)\n"
     )
     assert sorted(unix_only(sample)) == [
         (1, "import fcntl"),
@@ -210,6 +213,8 @@ def test_the_unix_only_check_sees_what_it_forbids() -> None:
         (6, "start_new_session="),
         (7, "hasattr(..., 'geteuid')"),
         (8, "import pwd"),
+        (12, "asyncio.open_unix_connection"),
+        (13, "socket.SOCK_CLOEXEC"),
     ]
     assert {p.name for p in OUTSIDE_THE_SEAM} >= {"run.py", "__init__.py", "base.py", "windows.py"}
     assert not {p.name for p in OUTSIDE_THE_SEAM} & PLATFORM_MODULES

@@ -15,6 +15,7 @@ from lmsupervisor.client.locate import check_peer, locate, resolve_socket, trust
 from lmsupervisor.client.protocol import TIMEOUT, Parser, Response
 from lmsupervisor.endpoint import tokenfile
 from lmsupervisor.errors import StatusSocketError
+from lmsupervisor.platform import current as this_os
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the name costs nothing this way
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class AsyncClient:
         try:
             async with asyncio.timeout(self.timeout):
                 if tcp is None:
-                    reader, writer = await asyncio.open_unix_connection(self.path)
+                    reader, writer = await this_os().open_unix_stream(self.path)
                 else:
                     reader, writer = await asyncio.open_connection(tokenfile.HOST, tcp[0])
         except OSError as exc:

@@ -13,7 +13,9 @@ from typing import Any, NamedTuple, Protocol
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: asyncio stays out of `lmsupervisor status`
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
+
+    StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class Account(NamedTuple):
@@ -66,6 +68,19 @@ class OsPlatform(Protocol):
     # -- the status socket and the instance locks
     def unix_socket(self, kind: int = socket.SOCK_STREAM) -> socket.socket:
         """A new ``AF_UNIX`` socket of ``kind``. Raises OSError where there are none."""
+
+    async def open_unix_stream(
+        self, path: str, limit: int = 2**16
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """An asyncio stream connected to the Unix socket at ``path`` (``limit``: the
+        reader's buffer, bytes). Raises OSError: the connect's, or EAFNOSUPPORT where there
+        are no Unix sockets."""
+
+    async def serve_unix(
+        self, handler: StreamHandler, sock: socket.socket, backlog: int, limit: int
+    ) -> asyncio.AbstractServer:
+        """Serve ``handler`` on ``sock`` (bound by the caller, from :meth:`unix_socket`);
+        ``backlog`` connections may wait, ``limit`` is each reader's buffer (bytes)."""
 
     def open_lock(self, path: str) -> int:
         """Open (create 0600) the lock file at ``path`` without following a symlink; its fd.

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from lmsupervisor.platform.base import StreamHandler
+
 APP = "lmsupervisor"
 
 
@@ -107,6 +109,22 @@ class Posix:
     def unix_socket(self, kind: int = socket.SOCK_STREAM) -> socket.socket:
         """``socket.socket(AF_UNIX, kind)``."""
         return socket.socket(socket.AF_UNIX, kind)
+
+    async def open_unix_stream(
+        self, path: str, limit: int = 2**16
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """``asyncio.open_unix_connection(path, limit=limit)``."""
+        import asyncio  # noqa: PLC0415 - not on the blocking path
+
+        return await asyncio.open_unix_connection(path, limit=limit)
+
+    async def serve_unix(
+        self, handler: StreamHandler, sock: socket.socket, backlog: int, limit: int
+    ) -> asyncio.AbstractServer:
+        """``asyncio.start_unix_server`` on ``sock``."""
+        import asyncio  # noqa: PLC0415
+
+        return await asyncio.start_unix_server(handler, sock=sock, backlog=backlog, limit=limit)
 
     def open_lock(self, path: str) -> int:
         """``open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)``: ELOOP for a symlink."""

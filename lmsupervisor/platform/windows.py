@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-    from lmsupervisor.platform.base import Account
+    from lmsupervisor.platform.base import Account, StreamHandler
 
 APP = "lmsupervisor"
 SYNCHRONIZE = 0x00100000
@@ -112,6 +112,18 @@ class Windows:
     # -- the status socket and the instance locks
     def unix_socket(self, kind: int = socket.SOCK_STREAM) -> socket.socket:
         """Raises OSError (EAFNOSUPPORT): Python has no AF_UNIX on Windows."""
+        raise OSError(errno.EAFNOSUPPORT, "no Unix sockets on Windows: the status transport is TCP")
+
+    async def open_unix_stream(
+        self, path: str, limit: int = 2**16
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Raises OSError (EAFNOSUPPORT), as :meth:`unix_socket` does."""
+        raise OSError(errno.EAFNOSUPPORT, "no Unix sockets on Windows: the status transport is TCP")
+
+    async def serve_unix(
+        self, handler: StreamHandler, sock: socket.socket, backlog: int, limit: int
+    ) -> asyncio.AbstractServer:
+        """Raises OSError (EAFNOSUPPORT), as :meth:`unix_socket` does."""
         raise OSError(errno.EAFNOSUPPORT, "no Unix sockets on Windows: the status transport is TCP")
 
     def open_lock(self, path: str) -> int:

@@ -98,7 +98,9 @@ class Notifier:
             return False
         try:
             if self._sock is None:
-                self._sock = this_os().unix_socket(socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # not inherited by LM Studio's processes: Python makes every socket so (PEP 446),
+                # without the Linux-only SOCK_CLOEXEC flag that macOS' socket module lacks
+                self._sock = this_os().unix_socket(socket.SOCK_DGRAM)
                 self._sock.setblocking(False)  # a full queue drops one ping, never blocks the loop
             self._sock.sendto("\n".join(lines).encode(), self.address)
         except OSError as exc:

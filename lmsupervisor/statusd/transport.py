@@ -158,7 +158,7 @@ class UnixTransport:
         self.file.chmod(0o660 if self.gid is not None else 0o600)
         info = self.file.lstat()
         self._made = (info.st_dev, info.st_ino)
-        return await asyncio.start_unix_server(handler, sock=sock, backlog=BACKLOG, limit=READ_SIZE)
+        return await this_os().serve_unix(handler, sock, BACKLOG, READ_SIZE)
 
     def state(self) -> str:
         """See :meth:`Transport.state`."""

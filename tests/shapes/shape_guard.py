@@ -16,9 +16,11 @@ so a test sees one even where the code caught the error.
 asyncio passes them on). ``_winapi`` and ``msvcrt`` are the stand-ins of ``winfakes.py``.
 The stdlib and psutil keep Linux underneath: only our code is held to Windows' shape.
 
-**darwin**: ``os.pidfd_open`` does not exist (macOS has none), and ``select.kqueue`` is the
-stand-in of ``kqueue_fake.py`` (added after :mod:`selectors` chose its default, so asyncio
-keeps epoll).
+**darwin**: ``os.pidfd_open`` and the Linux-only ``socket.SOCK_CLOEXEC``/``SOCK_NONBLOCK``
+flags do not exist (macOS has none of them), and ``select.kqueue`` is the stand-in of
+``kqueue_fake.py`` (added after :mod:`selectors` chose its default, so asyncio
+keeps epoll). With ``LMSUPERVISOR_TEST_SHAPE_HOME`` (removed at once too), the password
+database gives our own user that home: the Mac's ``/Users/NAME``, under the test's folder.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 BLOCKED_MODULES = {"fcntl", "grp", "pwd", "termios", "resource", "posix"}
 BLOCKED_OS = ("getuid", "getgid", "geteuid", "getegid", "killpg", "setsid", "setpgid", "getpgid", "pidfd_open", "fork")
 BLOCKED_POPEN = ("start_new_session", "process_group", "preexec_fn")
+MACOS_MISSING_SOCKET = ("SOCK_CLOEXEC", "SOCK_NONBLOCK")  # Linux's socket() type flags
 _log_path = ""
 
 
@@ -129,11 +132,34 @@ def _windows() -> None:
 def _darwin() -> None:
     import select
     import selectors  # noqa: F401 - first: its DefaultSelector must stay epoll
+    import socket
 
     from tests.shapes import kqueue_fake, winfakes  # noqa: F401 - both keep os.pidfd_open before it goes
 
     del os.pidfd_open
+    for flag in MACOS_MISSING_SOCKET:
+        if hasattr(socket, flag):
+            delattr(socket, flag)
     kqueue_fake.install(select)
+    home = os.environ.pop("LMSUPERVISOR_TEST_SHAPE_HOME", "")
+    if home:
+        _home_in_passwd(home)
+
+
+def _home_in_passwd(home: str) -> None:
+    """``pwd.getpwnam``/``getpwuid`` answer ``home`` as our own uid's home folder."""
+    import pwd
+
+    uid = os.getuid()
+    real_getpwnam, real_getpwuid = pwd.getpwnam, pwd.getpwuid
+
+    def moved(entry: pwd.struct_passwd) -> pwd.struct_passwd:
+        if entry.pw_uid != uid:
+            return entry
+        return pwd.struct_passwd((*entry[:5], home, entry[6]))
+
+    pwd.getpwnam = lambda name: moved(real_getpwnam(name))
+    pwd.getpwuid = lambda number: moved(real_getpwuid(number))
 
 
 def install(shape: str, log_path: str = "") -> None:

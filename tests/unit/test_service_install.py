@@ -1,10 +1,9 @@
-"""Installing and removing units with fake launchctl, schtasks and systemctl on PATH that record their calls."""
+"""Installing and removing units with fake launchctl, schtasks and systemctl on PATH that
+record their calls and refuse what the real tools refuse (:mod:`tests.fake_service_tool`)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,102 +20,14 @@ from lmsupervisor.service.install import (
     run_command,
 )
 from lmsupervisor.service.render import Target, render
-
-# One script plays launchctl, schtasks or systemctl (by its name): it appends its argv to
-# calls.jsonl and keeps whether the unit is loaded in state.json, answering as the real
-# tool does (launchctl print exits 113 for an unknown service, schtasks /Query exits 1).
-FAKE_TOOL = r"""
-import json, os, sys
-from pathlib import Path
-here = Path(__file__).resolve().parent
-tool, args = Path(sys.argv[0]).name, sys.argv[1:]
-with open(here / "calls.jsonl", "a") as f:
-    f.write(json.dumps([tool, *args]) + "\n")
-state_file = here / "state.json"
-state = json.loads(state_file.read_text()) if state_file.exists() else {}
-def save():
-    state_file.write_text(json.dumps(state))
-fail = os.environ.get("FAKE_FAIL")
-if fail and fail == " ".join([tool, *args]):
-    print("Bootstrap failed: 5: Input/output error", file=sys.stderr)
-    sys.exit(5)
-if tool == "launchctl":
-    if args[0] == "print":
-        if not state.get("loaded"):
-            print(f"Could not find service \"{args[1]}\"", file=sys.stderr)
-            sys.exit(113)
-        print(args[1] + " = {\n\tactive count = 1\n\tstate = running\n\tpid = 4242\n\truns = 3\n"
-              "\tlast exit code = 0\n\tendpoints = {\n\t\tstate = nested\n\t}\n}")
-    elif args[0] == "bootstrap":
-        if state.get("loaded"):
-            print("Bootstrap failed: 5: Input/output error", file=sys.stderr)
-            sys.exit(5)
-        state["loaded"] = True; save()
-    elif args[0] == "bootout":
-        if not state.get("loaded"):
-            sys.exit(3)
-        state["loaded"] = False; save()
-elif tool == "schtasks":
-    if args[0] == "/Query":
-        if not state.get("loaded"):
-            print("ERROR: The system cannot find the file specified.", file=sys.stderr)
-            sys.exit(1)
-        print("HostName:      PC\nTaskName:      \\lmsupervisor\nStatus:        " +
-              ("Running" if state.get("running") else "Ready") +
-              "\nLast Result:   0\nScheduled Task State:   Enabled")
-    elif args[0] == "/Create":
-        state["loaded"] = True; save()
-    elif args[0] == "/Run":
-        state["running"] = True; save()
-    elif args[0] == "/End":
-        if not state.get("running"):
-            print("ERROR: The task is not running.", file=sys.stderr)
-            sys.exit(1)
-        state["running"] = False; save()
-    elif args[0] == "/Delete":
-        state["loaded"] = False; save()
-elif tool == "systemctl":
-    args = [a for a in args if a != "--user"]
-    units = state.setdefault("units", {})
-    if args[0] == "show":
-        u = units.get(args[1], {})
-        print(f"LoadState={'loaded' if u else 'not-found'}\nActiveState={'active' if u.get('active') else 'inactive'}\n"
-              f"SubState={'running' if u.get('active') else 'dead'}\n"
-              f"UnitFileState={'enabled' if u.get('enabled') else 'disabled'}\nMainPID=0\nNRestarts=0\n"
-              "ExecMainCode=0\nExecMainStatus=0\nStatusText=")
-    elif args[:2] == ["enable", "--now"]:
-        units[args[2]] = {"enabled": True, "active": True}; save()
-    elif args[:2] == ["disable", "--now"]:
-        units[args[2]] = {"enabled": False, "active": False}; save()
-elif tool == "loginctl":
-    print("Linger=no")
-"""
-
-
-class Tools:
-    """Fake tools in a folder at the front of PATH; :attr:`calls` is every command line they ran."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir()
-        for name in ("launchctl", "schtasks", "systemctl", "loginctl"):
-            path = folder / name
-            path.write_text(f"#!{sys.executable} -S\n{FAKE_TOOL}")  # -S: starts in a few ms
-            path.chmod(0o755)
-
-    @property
-    def calls(self) -> list[list[str]]:
-        log = self.folder / "calls.jsonl"
-        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-    def reset_calls(self) -> None:
-        (self.folder / "calls.jsonl").unlink(missing_ok=True)
+from tests.fake_service_tool import Tools
 
 
 @pytest.fixture
 def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Tools:
     fake = Tools(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{fake.folder}:/usr/bin:/bin")
+    monkeypatch.setenv("FAKE_ROOT", str(tmp_path / "root"))  # where the installers below write
     return fake
 
 
