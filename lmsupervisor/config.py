@@ -32,8 +32,10 @@ from lmsupervisor.configvalues import (
     fail,
     finite,
     gpu,
+    http_url,
     integer,
     keys,
+    listen,
     number,
     server_address,
     server_port,
@@ -47,12 +49,16 @@ __all__ = [  # the public checks of configvalues are imported from here, with th
     "LOG_LEVELS",
     "MAX_TTL",
     "MODEL_PROBES",
+    "NOTIFY_EVENTS",
+    "NOTIFY_KINDS",
     "TRANSPORTS",
     "Config",
+    "DashboardConfig",
     "HealthConfig",
     "LmStudioConfig",
     "LogConfig",
     "ModelConfig",
+    "NotifyConfig",
     "ReconcileConfig",
     "RestartConfig",
     "ServerConfig",
@@ -74,6 +80,17 @@ LOG_FORMATS = ("auto", "json", "console")
 MODEL_PROBES = ("none", "load", "answer")
 TRANSPORTS = ("unix", "tcp")  # status.transport: a Unix socket, or loopback TCP with a bearer token
 MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
+NOTIFY_KINDS = ("webhook", "ntfy", "discord", "slack")  # [[notify]] kind: the body each service expects
+NOTIFY_EVENTS = (  # [[notify]] events (design §9), what lmsupervisor.notify sends
+    "down",
+    "recovered",
+    "model_failed",
+    "model_slow",
+    "gpu_missing",
+    "config_rejected",
+    "app_hung",
+    "restarts_climbing",
+)
 
 
 @dataclass(frozen=True)
@@ -196,6 +213,35 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """``[dashboard]``: the local web page (design §9, :mod:`lmsupervisor.dashboard`).
+
+    ``listen`` is ``"host:port"`` on a loopback address (port 0: the system picks one,
+    written with the token beside the status socket), ``""`` turns it off. Read at start.
+    """
+
+    listen: str = "127.0.0.1:0"
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """One ``[[notify]]`` target (design §9, :mod:`lmsupervisor.notify`).
+
+    ``kind`` one of :data:`NOTIFY_KINDS` (the body each service expects; ``webhook`` posts
+    the event JSON); ``url`` the receiver, or ``url_file`` a file whose first line is it
+    (for secrets such as a Discord webhook; read at each delivery); ``events`` those of
+    :data:`NOTIFY_EVENTS` to send; ``after`` the seconds a condition must last before it is
+    sent (and its end before ``recovered`` is).
+    """
+
+    kind: str = "webhook"
+    url: str = field(default="", repr=False)  # may hold a secret (a webhook's token)
+    url_file: Path | None = None
+    events: tuple[str, ...] = ("down", "recovered", "model_failed")
+    after: float = 30.0  # seconds
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file (design §4): one frozen field per TOML table.
 
@@ -211,6 +257,8 @@ class Config:
     status: StatusConfig = field(default_factory=StatusConfig)
     log: LogConfig = field(default_factory=LogConfig)
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    notify: tuple[NotifyConfig, ...] = ()
 
 
 def _model(key: str, raw: Any) -> ModelConfig:
@@ -340,7 +388,41 @@ def parse(data: Mapping[str, Any]) -> Config:
     )
     rcn = table("reconcile", top.get("reconcile", {}), keys(ReconcileConfig))
     reconcile = ReconcileConfig(unload_removed=boolean("reconcile.unload_removed", rcn.get("unload_removed", False)))
-    return Config(lmstudio, server, health, restart, models, status, log, reconcile)
+    dashboard, notify = _face_and_voice(top)
+    return Config(lmstudio, server, health, restart, models, status, log, reconcile, dashboard=dashboard, notify=notify)
+
+
+def _face_and_voice(top: Mapping[str, Any]) -> tuple[DashboardConfig, tuple[NotifyConfig, ...]]:
+    """``[dashboard]`` and ``[[notify]]`` (design §9), each key checked and named on bad input."""
+    db = table("dashboard", top.get("dashboard", {}), keys(DashboardConfig))
+    dashboard = DashboardConfig(
+        listen=listen("dashboard.listen", db.get("listen", DashboardConfig.listen), loopback_only=True)
+    )
+    raw = top.get("notify", [])
+    if not isinstance(raw, list):
+        raise fail("notify", "an array of tables ([[notify]])", raw)
+    return dashboard, tuple(_notify(f"notify[{i}]", n) for i, n in enumerate(raw))
+
+
+def _notify(key: str, raw: Any) -> NotifyConfig:
+    entry = table(key, raw, keys(NotifyConfig))
+    d = NotifyConfig()
+    url = http_url(f"{key}.url", entry["url"]) if "url" in entry else ""
+    url_file = abs_path(f"{key}.url_file", entry["url_file"]) if "url_file" in entry else None
+    if bool(url) == (url_file is not None):
+        raise ConfigError(f"{key}.url: set either url or url_file (one receiver a table)", key=f"{key}.url")
+    events = entry.get("events", list(d.events))
+    if not isinstance(events, list) or not events:
+        raise fail(f"{key}.events", "a non-empty array of event names", events)
+    for i, name in enumerate(events):
+        string(f"{key}.events[{i}]", name, NOTIFY_EVENTS)
+    return NotifyConfig(
+        kind=string(f"{key}.kind", entry.get("kind", d.kind), NOTIFY_KINDS),
+        url=url,
+        url_file=url_file,
+        events=tuple(dict.fromkeys(events)),
+        after=number(f"{key}.after", entry.get("after", d.after)),
+    )
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -418,4 +500,9 @@ def to_toml(config: Config) -> dict[str, Any]:
     result: dict[str, Any] = clean(asdict(config))
     if config.lmstudio.api_token is not None:
         result["lmstudio"]["api_token"] = "(set)"  # noqa: S105 - a mask, not a secret
+    for target in result.get("notify", []):
+        if target.get("url"):
+            target["url"] = "(set)"  # a webhook URL carries its token
+        else:
+            target.pop("url", None)
     return result
