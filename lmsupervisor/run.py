@@ -24,6 +24,7 @@ from lmsupervisor.config import Config
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
 from lmsupervisor.lmstudio import wiring
 from lmsupervisor.lmstudio.install import Platform, detect
+from lmsupervisor.notify import Notifications
 from lmsupervisor.service.notify import Notifier, ServiceNotifier
 from lmsupervisor.statefile import StateFiles
 from lmsupervisor.statusd.metrics import Metrics
@@ -121,6 +122,8 @@ async def serve(
     await server.start()
     events = sup.subscribe()  # before run(): the first state change must not be missed
     notifying = asyncio.create_task(service.run(sup, events))
+    notifications = Notifications(sup, SystemClock(), count=metrics.count_notification)  # [[notify]] (design §9)
+    pushing = asyncio.create_task(notifications.run(sup.subscribe()))
 
     def on_hup() -> None:
         service.reloading()  # RELOADING=1 now, READY=1 when the "config" event comes
@@ -138,6 +141,9 @@ async def serve(
     finally:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(notifying, STAGE_TIMEOUT)  # STOPPING=1 goes out here
+        pushing.cancel()
+        await asyncio.gather(pushing, return_exceptions=True)
+        await notifications.aclose()
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -126,3 +126,16 @@ def test_the_layer_checks_see_what_they_forbid(tmp_path: Path) -> None:
         [6, 7, 8],
     )
     assert [within(m, CORE_MAY_IMPORT | PURE_STDLIB) for m in found] == [False, False, False, False]
+
+
+FACE_AND_VOICE = ("notify", "dashboard")  # design §9: they use the supervisor through its events, status and messages
+
+
+@pytest.mark.parametrize("path", [p for folder in FACE_AND_VOICE for p in modules(PACKAGE / folder)], ids=name)
+def test_notifications_and_the_dashboard_reach_the_supervisor_through_its_messages_only(path: Path) -> None:
+    """Notifications and the dashboard read the status and the event hub and post messages:
+    they never reach LM Studio's adapter, the runner, the health loop or the status server."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    forbidden = {"lmsupervisor.lmstudio", "lmsupervisor.supervisor", "lmsupervisor.health", "lmsupervisor.statusd"}
+    wrong = [f"{name(path)}:{line} imports {m}" for line, m in imported(tree) if within(m, forbidden)]
+    assert wrong == []

@@ -93,3 +93,18 @@ def download_paused_problem(names: Sequence[str]) -> Problem:
         "resume it in LM Studio's downloads panel; lmsupervisor loads the model once it completes",
         "warning",
     )
+
+
+NOTIFY_FAILING = "notify_failing"
+
+
+def notify_failing_problem(receivers: Sequence[str]) -> Problem:
+    """``notify_failing``: deliveries to ``receivers`` (``"<kind> <host>: <why>"`` each, never
+    the URL's path or query, where tokens live) fail; they are retried with capped backoff."""
+    return Problem(
+        NOTIFY_FAILING,
+        f"notifications cannot be delivered: {'; '.join(receivers)}",
+        "check the [[notify]] url (or url_file) and that the receiver is reachable from this machine; "
+        "`lmsupervisor notify test` sends a test message to each",
+        "warning",
+    )
