@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "simulate": cmd_simulate,
         "service": cmd_service,
         "notify": cmd_notify,
+        "dashboard": cmd_dashboard,
     }[args.command]
     return _mapped(handler)(args)
 
@@ -476,3 +477,20 @@ def cmd_notify(args: argparse.Namespace) -> int:
     for name, error in results:
         print(f"{name}: {'sent' if error is None else f'failed: {error}'}")
     return EXIT_OK if all(error is None for _, error in results) else EXIT_FAILED
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """`lmsupervisor dashboard [--no-browser] [--socket PATH]`: print the running supervisor's
+    dashboard URL with its token (Jupyter-style ``?token=``) and open it in a browser, unless
+    ``--no-browser`` or none is available. Exits 0, or 3 when no dashboard is served
+    (:class:`DashboardError`: ``[dashboard] listen`` off, or no supervisor)."""
+    from lmsupervisor.dashboard.tokenfile import dashboard_url
+
+    url = dashboard_url(args.socket)
+    print(url)
+    if not args.no_browser:
+        import webbrowser
+
+        if not webbrowser.open(url):
+            _err("no browser found here: open the URL above")
+    return EXIT_OK
