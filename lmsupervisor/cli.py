@@ -21,6 +21,7 @@ import sys
 
 from lmsupervisor.errors import (
     ConfigError,
+    DashboardError,
     InstanceLockedError,
     LmSupervisorError,
     NativeHostFileError,
@@ -54,6 +55,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ConfigError, EXIT_CONFIG),  # every command: the message names the TOML key
     (InstanceLockedError, EXIT_LOCKED),
     (StatusSocketError, EXIT_NOT_RUNNING),  # nobody answers on the socket, or nobody to be trusted
+    (DashboardError, EXIT_NOT_RUNNING),  # no dashboard: off, or no supervisor serves it
     (NativeHostInstallError, EXIT_USAGE),  # a refused plan
     (NativeHostFileError, EXIT_FAILED),
     (ServiceError, EXIT_FAILED),  # the service manager failed
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         "native-host": cmd_native_host,
         "simulate": cmd_simulate,
         "service": cmd_service,
+        "notify": cmd_notify,
+        "dashboard": cmd_dashboard,
     }[args.command]
     return _mapped(handler)(args)
 
@@ -461,4 +465,42 @@ def cmd_service(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         if plan.linger is not None:
             print(linger_note(plan.linger))
+    return EXIT_OK
+
+
+# -- a face and a voice (design §9) -------------------------------------------------------
+def cmd_notify(args: argparse.Namespace) -> int:
+    """`lmsupervisor notify test [--config PATH]`: send a test message to each ``[[notify]]``
+    receiver, once, and print what each did. Exits 0 when every receiver took it, 1 when one
+    did not or none is configured, 78 for a bad config."""
+    import asyncio
+
+    from lmsupervisor import config
+    from lmsupervisor.clock import SystemClock
+    from lmsupervisor.notify import send_tests
+
+    cfg, path = config.load(args.config)
+    if not cfg.notify:
+        _err(f"{path}: no [[notify]] receiver to test (see config.example.toml)")
+        return EXIT_FAILED
+    results = asyncio.run(send_tests(cfg.notify, SystemClock()))
+    for name, error in results:
+        print(f"{name}: {'sent' if error is None else f'failed: {error}'}")
+    return EXIT_OK if all(error is None for _, error in results) else EXIT_FAILED
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """`lmsupervisor dashboard [--no-browser] [--socket PATH]`: print the running supervisor's
+    dashboard URL with its token (Jupyter-style ``?token=``) and open it in a browser, unless
+    ``--no-browser`` or none is available. Exits 0, or 3 when no dashboard is served
+    (:class:`DashboardError`: ``[dashboard] listen`` off, or no supervisor)."""
+    from lmsupervisor.dashboard.tokenfile import dashboard_url
+
+    url = dashboard_url(args.socket)
+    print(url)
+    if not args.no_browser:
+        import webbrowser
+
+        if not webbrowser.open(url):
+            _err("no browser found here: open the URL above")
     return EXIT_OK

@@ -33,9 +33,11 @@ from lmsupervisor.configvalues import (
     finite,
     gpu,
     gpu_require,
+    http_url,
     integer,
     is_loopback,
     keys,
+    listen,
     listen_address,
     number,
     server_address,
@@ -51,14 +53,18 @@ __all__ = [  # the public checks of configvalues are imported from here, with th
     "LOG_LEVELS",
     "MAX_TTL",
     "MODEL_PROBES",
+    "NOTIFY_EVENTS",
+    "NOTIFY_KINDS",
     "TRANSPORTS",
     "Config",
+    "DashboardConfig",
     "GpuConfig",
     "HealthConfig",
     "LmStudioConfig",
     "LogConfig",
     "MetricsConfig",
     "ModelConfig",
+    "NotifyConfig",
     "ProxyConfig",
     "ReconcileConfig",
     "RestartConfig",
@@ -84,6 +90,17 @@ MODEL_PROBES = ("none", "load", "answer")
 TRANSPORTS = ("unix", "tcp")  # status.transport: a Unix socket, or loopback TCP with a bearer token
 MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
 GPU_REQUIRE = ("auto", True, False)  # gpu.require: what the last good survey had, a GPU always, never
+NOTIFY_KINDS = ("webhook", "ntfy", "discord", "slack")  # [[notify]] kind: the body each service expects
+NOTIFY_EVENTS = (  # [[notify]] events (design §9), what lmsupervisor.notify sends
+    "down",
+    "recovered",
+    "model_failed",
+    "model_slow",
+    "gpu_missing",
+    "config_rejected",
+    "app_hung",
+    "restarts_climbing",
+)
 
 
 @dataclass(frozen=True)
@@ -269,6 +286,35 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """``[dashboard]``: the local web page (design §9, :mod:`lmsupervisor.dashboard`).
+
+    ``listen`` is ``"host:port"`` on a loopback address (port 0: the system picks one,
+    written with the token beside the status socket), ``""`` turns it off. Read at start.
+    """
+
+    listen: str = "127.0.0.1:0"
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """One ``[[notify]]`` target (design §9, :mod:`lmsupervisor.notify`).
+
+    ``kind`` one of :data:`NOTIFY_KINDS` (the body each service expects; ``webhook`` posts
+    the event JSON); ``url`` the receiver, or ``url_file`` a file whose first line is it
+    (for secrets such as a Discord webhook; read at each delivery); ``events`` those of
+    :data:`NOTIFY_EVENTS` to send; ``after`` the seconds a condition must last before it is
+    sent (and its end before ``recovered`` is).
+    """
+
+    kind: str = "webhook"
+    url: str = field(default="", repr=False)  # may hold a secret (a webhook's token)
+    url_file: Path | None = None
+    events: tuple[str, ...] = ("down", "recovered", "model_failed")
+    after: float = 30.0  # seconds
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file (design §4): one frozen field per TOML table.
 
@@ -287,6 +333,8 @@ class Config:
     gpu: GpuConfig = field(default_factory=GpuConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    notify: tuple[NotifyConfig, ...] = ()
 
 
 def _model(key: str, raw: Any) -> ModelConfig:
@@ -423,6 +471,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         wait=number("gpu.wait", gp.get("wait", d.gpu.wait)),
     )
     proxy, metrics = _front(top)
+    dashboard, notify = _face_and_voice(top)
     return Config(
         lmstudio,
         server,
@@ -435,6 +484,8 @@ def parse(data: Mapping[str, Any]) -> Config:
         gpu=gpu_config,
         proxy=proxy,
         metrics=metrics,
+        dashboard=dashboard,
+        notify=notify,
     )
 
 
@@ -452,7 +503,7 @@ def _front(top: Mapping[str, Any]) -> tuple[ProxyConfig, MetricsConfig]:
     px = table("proxy", top.get("proxy", {}), keys(ProxyConfig))
     d = ProxyConfig()
     proxy = ProxyConfig(
-        listen=_listen("proxy.listen", px.get("listen", "")),
+        listen=listen("proxy.listen", px.get("listen", "")),
         allow_remote=boolean("proxy.allow_remote", px.get("allow_remote", d.allow_remote)),
         hold_timeout=number("proxy.hold_timeout", px.get("hold_timeout", d.hold_timeout), positive=True),
         resend_unanswered=boolean("proxy.resend_unanswered", px.get("resend_unanswered", d.resend_unanswered)),
@@ -466,7 +517,7 @@ def _front(top: Mapping[str, Any]) -> tuple[ProxyConfig, MetricsConfig]:
         )
     mt = table("metrics", top.get("metrics", {}), keys(MetricsConfig))
     files = {k: abs_path(f"metrics.{k}", mt[k]) if k in mt else None for k in keys(MetricsConfig) - {"listen"}}
-    metrics = MetricsConfig(listen=_listen("metrics.listen", mt.get("listen", "")), **files)
+    metrics = MetricsConfig(listen=listen("metrics.listen", mt.get("listen", "")), **files)
     if (metrics.tls_cert_file is None) != (metrics.tls_key_file is None):
         raise ConfigError(
             "metrics.tls_key_file: TLS needs both tls_cert_file and tls_key_file", key="metrics.tls_key_file"
@@ -478,11 +529,37 @@ def _front(top: Mapping[str, Any]) -> tuple[ProxyConfig, MetricsConfig]:
     return proxy, metrics
 
 
-def _listen(key: str, value: Any) -> str:
-    text = string(key, value)
-    if text and listen_address(text) is None:
-        raise fail(key, 'an address and port such as "127.0.0.1:1235" or "[::1]:1235" ("" for off)', value)
-    return text
+def _face_and_voice(top: Mapping[str, Any]) -> tuple[DashboardConfig, tuple[NotifyConfig, ...]]:
+    """``[dashboard]`` and ``[[notify]]`` (design §9), each key checked and named on bad input."""
+    db = table("dashboard", top.get("dashboard", {}), keys(DashboardConfig))
+    dashboard = DashboardConfig(
+        listen=listen("dashboard.listen", db.get("listen", DashboardConfig.listen), loopback_only=True)
+    )
+    raw = top.get("notify", [])
+    if not isinstance(raw, list):
+        raise fail("notify", "an array of tables ([[notify]])", raw)
+    return dashboard, tuple(_notify(f"notify[{i}]", n) for i, n in enumerate(raw))
+
+
+def _notify(key: str, raw: Any) -> NotifyConfig:
+    entry = table(key, raw, keys(NotifyConfig))
+    d = NotifyConfig()
+    url = http_url(f"{key}.url", entry["url"]) if "url" in entry else ""
+    url_file = abs_path(f"{key}.url_file", entry["url_file"]) if "url_file" in entry else None
+    if bool(url) == (url_file is not None):
+        raise ConfigError(f"{key}.url: set either url or url_file (one receiver a table)", key=f"{key}.url")
+    events = entry.get("events", list(d.events))
+    if not isinstance(events, list) or not events:
+        raise fail(f"{key}.events", "a non-empty array of event names", events)
+    for i, name in enumerate(events):
+        string(f"{key}.events[{i}]", name, NOTIFY_EVENTS)
+    return NotifyConfig(
+        kind=string(f"{key}.kind", entry.get("kind", d.kind), NOTIFY_KINDS),
+        url=url,
+        url_file=url_file,
+        events=tuple(dict.fromkeys(events)),
+        after=number(f"{key}.after", entry.get("after", d.after)),
+    )
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -565,4 +642,9 @@ def to_toml(config: Config) -> dict[str, Any]:
     result: dict[str, Any] = clean(asdict(config))
     if config.lmstudio.api_token is not None:
         result["lmstudio"]["api_token"] = "(set)"  # noqa: S105 - a mask, not a secret
+    for target in result.get("notify", []):
+        if target.get("url"):
+            target["url"] = "(set)"  # a webhook URL carries its token
+        else:
+            target.pop("url", None)
     return result

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from lmsupervisor.errors import ConfigError
 
@@ -187,8 +188,9 @@ def gpu(key: str, value: Any) -> str | float:
 
 def listen_address(value: str) -> tuple[str, int] | None:
     """``"127.0.0.1:1235"`` -> ``("127.0.0.1", 1235)``, ``"[::1]:0"`` -> ``("::1", 0)``,
-    ``"localhost:9464"`` -> ``("localhost", 9464)``; None for ``""`` or anything else
-    (no port, a port outside 0..65535, a host that is not an IP address or localhost)."""
+    ``"localhost:9464"`` -> ``("localhost", 9464)``; None for ``""`` or anything else (no
+    port, a port outside 0..65535, a host that is not an IP address or localhost). Port 0:
+    the system picks a free one."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         return None
@@ -208,3 +210,29 @@ def gpu_require(key: str, value: Any) -> str | bool:
     if value == "auto":
         return "auto"
     raise fail(key, '"auto", true or false', value)
+
+
+def listen(key: str, value: Any, loopback_only: bool = False) -> str:
+    """A ``"host:port"`` to listen on (:func:`listen_address`), or ``""`` for off; with
+    ``loopback_only`` a host other machines can reach is refused."""
+    text = string(key, value)
+    if not text:
+        return text
+    address = listen_address(text)
+    if address is None:
+        raise fail(key, 'an address and port such as "127.0.0.1:0" or "[::1]:8080" ("" for off)', value)
+    if loopback_only and not is_loopback(address[0]):
+        raise fail(key, "a loopback address (127.0.0.1, ::1 or localhost): it serves this machine only", value)
+    return text
+
+
+def http_url(key: str, value: Any) -> str:
+    """An ``http://`` or ``https://`` URL with a host."""
+    text = string(key, value).strip()
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise fail(key, "an http:// or https:// URL", value)
+    return text

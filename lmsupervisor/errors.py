@@ -29,6 +29,8 @@ code each one ends a command with is ``cli.EXIT_CODES`` (the one table).
      +-- NativeHostInstallError       `native-host install|uninstall` was given a value it cannot use (exit 2)
      +-- NativeHostFileError          the host's manifest or launcher could not be written or removed (exit 1)
      +-- SimulateError                `lmsupervisor simulate` could not do what was asked (exit 1)
+     +-- NotifyError                  a [[notify]] receiver did not take a notification (retried)
+     +-- DashboardError               no dashboard to open: off, or no supervisor serves it (exit 3)
 
 The simulator's own exceptions stay in :mod:`lmsupervisor.simulator`: they model LM Studio's
 errors (``WsError``, the simulated `lms`'s exits) or steer its chaos harness, and the
@@ -204,3 +206,14 @@ class NativeHostFileError(LmSupervisorError):
 
 class SimulateError(LmSupervisorError):
     """`lmsupervisor simulate` could not do what was asked; ``hint`` says what to do instead."""
+
+
+class NotifyError(LmSupervisorError):
+    """A ``[[notify]]`` receiver did not take a notification: unreachable, timed out, or
+    answered with an error status; or its ``url_file`` cannot be read. The message names
+    the receiver by kind and host only (a URL's path or query may hold its token)."""
+
+
+class DashboardError(LmSupervisorError):
+    """`lmsupervisor dashboard` found no dashboard: ``[dashboard] listen`` is off, or no
+    supervisor runs (exit 3, as `status` when nobody answers)."""

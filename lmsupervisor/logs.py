@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from typing import TextIO
+from collections.abc import Callable, MutableMapping
+from typing import Any, TextIO
 
 import structlog
+
+# Listeners of every log event that passes the level (the dashboard's ring of recent events):
+# each gets a copy of the event dict before it is rendered; one that raises is ignored.
+TAPS: list[Callable[[dict[str, Any]], None]] = []
+
+
+def _tap(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for tap in TAPS:
+        with contextlib.suppress(Exception):
+            tap(dict(event))
+    return event
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -24,6 +37,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _tap,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

@@ -21,9 +21,11 @@ from lmsupervisor import config as configmod
 from lmsupervisor import logs, statefile
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.config import Config
+from lmsupervisor.dashboard.server import Dashboard
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
 from lmsupervisor.lmstudio import wiring
 from lmsupervisor.lmstudio.install import Platform, detect
+from lmsupervisor.notify import Notifications
 from lmsupervisor.platform import current as this_os
 from lmsupervisor.proxy.health import MetricsListener, healthz
 from lmsupervisor.proxy.server import HoldingProxy
@@ -143,6 +145,15 @@ async def serve(
         raise
     events = sup.subscribe()  # before run(): the first state change must not be missed
     notifying = asyncio.create_task(service.run(sup, events))
+    notifications = Notifications(sup, SystemClock(), count=metrics.count_notification)  # [[notify]] (design §9)
+    pushing = asyncio.create_task(notifications.run(sup.subscribe()))
+    dashboard = Dashboard(sup, cfg.dashboard.listen, sock, SystemClock()) if cfg.dashboard.listen else None
+    if dashboard is not None:
+        try:
+            await dashboard.start()
+        except OSError as exc:  # a taken port is no reason not to supervise: said, and supervision goes on
+            log.error("dashboard_failed", listen=cfg.dashboard.listen, error=str(exc))
+            dashboard = None
 
     def on_hup() -> None:
         service.reloading()  # RELOADING=1 now, READY=1 when the "config" event comes
@@ -159,6 +170,11 @@ async def serve(
     finally:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(notifying, STAGE_TIMEOUT)  # STOPPING=1 goes out here
+        pushing.cancel()
+        await asyncio.gather(pushing, return_exceptions=True)
+        await notifications.aclose()
+        if dashboard is not None:
+            await dashboard.close()
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -130,10 +130,18 @@ def test_the_layer_checks_see_what_they_forbid(tmp_path: Path) -> None:
     assert [within(m, CORE_MAY_IMPORT | PURE_STDLIB) for m in found] == [False, False, False, False]
 
 
-@pytest.mark.parametrize("path", modules(PACKAGE / "proxy"), ids=name)
-def test_the_proxy_uses_the_supervisor_through_its_snapshot_only(path: Path) -> None:
-    """The proxy (design §9 layers) reads the snapshot and the messages it reduces: it never
-    reaches LM Studio's adapter, the runner or the health loop behind the supervisor's back."""
+FRONT_FACE_AND_VOICE = (
+    "proxy",
+    "notify",
+    "dashboard",
+)  # design §9: they use the supervisor through its snapshot, events and messages
+
+
+@pytest.mark.parametrize("path", [p for folder in FRONT_FACE_AND_VOICE for p in modules(PACKAGE / folder)], ids=name)
+def test_the_proxy_notifications_and_the_dashboard_use_the_supervisor_through_its_messages_only(path: Path) -> None:
+    """The proxy, notifications and the dashboard (design §9 layers) read the snapshot, the
+    status and the event hub and post messages: they never reach LM Studio's adapter, the
+    runner, the health loop or the status server behind the supervisor's back."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     forbidden = {"lmsupervisor.lmstudio", "lmsupervisor.supervisor", "lmsupervisor.health", "lmsupervisor.statusd"}
     wrong = [f"{name(path)}:{line} imports {m}" for line, m in imported(tree) if within(m, forbidden)]

@@ -181,3 +181,18 @@ def runtime_changed_problem(found: str, declared: str, error: str | None = None)
         f"LM Studio's selected runtime is {found}, not the declared {declared}, and selecting it failed: {error}",
         "install the declared runtime in LM Studio, or set [lmstudio] runtime to one `lms runtime ls` lists",
     )
+
+
+NOTIFY_FAILING = "notify_failing"
+
+
+def notify_failing_problem(receivers: Sequence[str]) -> Problem:
+    """``notify_failing``: deliveries to ``receivers`` (``"<kind> <host>: <why>"`` each, never
+    the URL's path or query, where tokens live) fail; they are retried with capped backoff."""
+    return Problem(
+        NOTIFY_FAILING,
+        f"notifications cannot be delivered: {'; '.join(receivers)}",
+        "check the [[notify]] url (or url_file) and that the receiver is reachable from this machine; "
+        "`lmsupervisor notify test` sends a test message to each",
+        "warning",
+    )

@@ -22,6 +22,10 @@ from lmsupervisor.errors import StatusSocketError
 from lmsupervisor.pids import pid_namespace, start_ticks
 from lmsupervisor.platform import current as this_os
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `status` must not pay for importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
 SUFFIX = ".tcp.json"
 HOST = "127.0.0.1"  # the only address the TCP transport binds or connects to
 
@@ -31,8 +35,9 @@ def token_path(socket_path: str | os.PathLike[str]) -> str:
     return os.fspath(socket_path) + SUFFIX
 
 
-def write(path: str | os.PathLike[str], port: int, token: str, pid: int) -> os.stat_result:
+def write(path: str | os.PathLike[str], port: int, token: str, pid: int, host: str | None = None) -> os.stat_result:
     """Write the endpoint file atomically with mode 0600; returns the new file's stat.
+    ``host`` is added as ``"host"`` when given (the dashboard's file: its listen address).
 
     Raises OSError when the folder cannot be written (the caller maps it).
     """
@@ -44,6 +49,8 @@ def write(path: str | os.PathLike[str], port: int, token: str, pid: int) -> os.s
     fd = os.open(tmp, flags | os.O_EXCL, 0o600)
     try:
         body = {"port": port, "token": token, "pid": pid, "pid_namespace": pid_namespace(), "started": start_ticks(pid)}
+        if host is not None:
+            body["host"] = host
         os.write(fd, json.dumps(body).encode())
         os.fsync(fd)
     finally:
@@ -53,7 +60,14 @@ def write(path: str | os.PathLike[str], port: int, token: str, pid: int) -> os.s
 
 
 def read(path: str, trusted: set[int]) -> tuple[int, str]:
-    """``(port, token)`` from the endpoint file at ``path``.
+    """``(port, token)`` from the endpoint file at ``path`` (:func:`read_endpoint`)."""
+    value = read_endpoint(path, trusted)
+    return value["port"], value["token"]
+
+
+def read_endpoint(path: str, trusted: set[int]) -> dict[str, Any]:
+    """The endpoint file at ``path`` as written (``port`` and ``token`` checked, ``host``
+    when it has one).
 
     Refused with :class:`StatusSocketError`: a file that is not a regular file, one owned
     by a uid not in ``trusted`` (another user may be impersonating the supervisor) or
@@ -108,4 +122,4 @@ def read(path: str, trusted: set[int]) -> tuple[int, str]:
                 "that PID belongs to another process now",
                 hint="start `lmsupervisor run`",
             )
-    return port, token
+    return dict(value)

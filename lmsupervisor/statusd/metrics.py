@@ -8,8 +8,11 @@ the process-global default registry leaks in). Two kinds of sources:
   ``lmsupervisor_restarts_total{reason}``, ``lmsupervisor_probes_total{result}``,
   ``lmsupervisor_probe_latency_seconds`` (histogram of successful greeting probes),
   ``lmsupervisor_lms_calls_total{command,result}`` and
-  ``lmsupervisor_lms_call_duration_seconds{command}`` (histogram), and
-  ``lmsupervisor_status_encodings_total`` (the status server's cache at work).
+  ``lmsupervisor_lms_call_duration_seconds{command}`` (histogram),
+  ``lmsupervisor_status_encodings_total`` (the status server's cache at work), and
+  ``lmsupervisor_notify_deliveries_total{kind,result}`` (:meth:`Metrics.count_notification`:
+  each try to a ``[[notify]]`` receiver, ``ok`` or ``failed``, and each alert ``dropped``
+  from a full queue; a failing receiver is also the problem ``notify_failing``).
 - **Read from the status snapshot at each scrape** (design §5 dict): ``lmsupervisor_ready``,
   ``lmsupervisor_state{state}``, ``lmsupervisor_probe_failures`` (consecutive),
   ``lmsupervisor_model_loaded`` / ``lmsupervisor_model_failed`` /
@@ -135,6 +138,12 @@ class Metrics:
             "Times the /v1/status JSON was encoded (once per change of the snapshot, not per request).",
             registry=self.registry,
         )
+        self.notify_deliveries = Counter(
+            "lmsupervisor_notify_deliveries",
+            "Tries to deliver a notification to a [[notify]] receiver, by kind and result (ok, failed, dropped).",
+            ["kind", "result"],
+            registry=self.registry,
+        )
         for reason in RESTART_REASONS:  # present at 0 from the start, so increase() sees the first one
             self.restarts.labels(reason=reason)
         for result in ("ok", "failed"):
@@ -159,6 +168,10 @@ class Metrics:
         """Count one `lms` call (see :class:`CountingRunner`)."""
         self.lms_calls.labels(command=command, result=result).inc()
         self.lms_latency.labels(command=command).observe(max(0.0, seconds))
+
+    def count_notification(self, kind: str, result: str) -> None:
+        """Count one try to deliver a notification (``ok``, ``failed``) or an alert ``dropped``."""
+        self.notify_deliveries.labels(kind=kind, result=result).inc()
 
     def runner(self, inner: LmsRunner) -> CountingRunner:
         """``inner`` with every call counted and timed."""
