@@ -26,6 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from lmsupervisor import paths
+from lmsupervisor.configfront import (
+    NOTIFY_EVENTS,
+    NOTIFY_KINDS,
+    DashboardConfig,
+    MetricsConfig,
+    NotifyConfig,
+    ProxyConfig,
+    face_and_voice,
+    front,
+)
 from lmsupervisor.configvalues import (
     abs_path,
     boolean,
@@ -33,11 +43,9 @@ from lmsupervisor.configvalues import (
     finite,
     gpu,
     gpu_require,
-    http_url,
     integer,
     is_loopback,
     keys,
-    listen,
     listen_address,
     number,
     server_address,
@@ -90,17 +98,6 @@ MODEL_PROBES = ("none", "load", "answer")
 TRANSPORTS = ("unix", "tcp")  # status.transport: a Unix socket, or loopback TCP with a bearer token
 MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
 GPU_REQUIRE = ("auto", True, False)  # gpu.require: what the last good survey had, a GPU always, never
-NOTIFY_KINDS = ("webhook", "ntfy", "discord", "slack")  # [[notify]] kind: the body each service expects
-NOTIFY_EVENTS = (  # [[notify]] events (design §9), what lmsupervisor.notify sends
-    "down",
-    "recovered",
-    "model_failed",
-    "model_slow",
-    "gpu_missing",
-    "config_rejected",
-    "app_hung",
-    "restarts_climbing",
-)
 
 
 @dataclass(frozen=True)
@@ -238,80 +235,6 @@ class LogConfig:
 
     level: str = "info"
     format: str = "auto"
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """``[proxy]``: the holding OpenAI-compatible proxy (design §9, :mod:`lmsupervisor.proxy`).
-
-    ``listen`` is ``"host:port"`` (``""``: off; port 0 picks a free one, shown in the
-    status); a host that is not loopback needs ``allow_remote``. ``hold_timeout`` is the
-    seconds a request may wait for LM Studio and its model (then 503); ``resend_unanswered``
-    sends again, once, after recovery a request that got no byte back; ``keepalive`` is the
-    seconds between SSE comments to a held stream (0: none).
-    """
-
-    listen: str = ""
-    allow_remote: bool = False
-    hold_timeout: float = 120.0  # seconds
-    resend_unanswered: bool = True
-    keepalive: float = 10.0  # seconds, 0: no SSE comments while held
-
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """``(host, port)`` of :attr:`listen`, None when off."""
-        return listen_address(self.listen)
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    """``[metrics]``: the read-only ``/metrics`` and ``/healthz`` listener over TCP (design §9).
-
-    ``listen`` is ``"host:port"`` (``""``: off; any host: it serves nothing but those two).
-    With ``tls_cert_file`` and ``tls_key_file`` it speaks TLS; ``client_ca_file`` then
-    requires client certificates signed by it; ``basic_auth_users_file`` holds
-    ``user:sha256-hex-of-password`` lines, one user a line, and makes basic auth required.
-    """
-
-    listen: str = ""
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    client_ca_file: Path | None = None
-    basic_auth_users_file: Path | None = None
-
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """``(host, port)`` of :attr:`listen`, None when off."""
-        return listen_address(self.listen)
-
-
-@dataclass(frozen=True)
-class DashboardConfig:
-    """``[dashboard]``: the local web page (design §9, :mod:`lmsupervisor.dashboard`).
-
-    ``listen`` is ``"host:port"`` on a loopback address (port 0: the system picks one,
-    written with the token beside the status socket), ``""`` turns it off. Read at start.
-    """
-
-    listen: str = "127.0.0.1:0"
-
-
-@dataclass(frozen=True)
-class NotifyConfig:
-    """One ``[[notify]]`` target (design §9, :mod:`lmsupervisor.notify`).
-
-    ``kind`` one of :data:`NOTIFY_KINDS` (the body each service expects; ``webhook`` posts
-    the event JSON); ``url`` the receiver, or ``url_file`` a file whose first line is it
-    (for secrets such as a Discord webhook; read at each delivery); ``events`` those of
-    :data:`NOTIFY_EVENTS` to send; ``after`` the seconds a condition must last before it is
-    sent (and its end before ``recovered`` is).
-    """
-
-    kind: str = "webhook"
-    url: str = field(default="", repr=False)  # may hold a secret (a webhook's token)
-    url_file: Path | None = None
-    events: tuple[str, ...] = ("down", "recovered", "model_failed")
-    after: float = 30.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -470,8 +393,8 @@ def parse(data: Mapping[str, Any]) -> Config:
         require=gpu_require("gpu.require", gp.get("require", d.gpu.require)),
         wait=number("gpu.wait", gp.get("wait", d.gpu.wait)),
     )
-    proxy, metrics = _front(top)
-    dashboard, notify = _face_and_voice(top)
+    proxy, metrics = front(top)
+    dashboard, notify = face_and_voice(top)
     return Config(
         lmstudio,
         server,
@@ -495,71 +418,6 @@ def _runtime(value: Any) -> str | None:
     if any(c.isspace() for c in name) or name.startswith("@") or name.endswith("@"):
         raise fail("lmstudio.runtime", "a runtime from `lms runtime ls` (name or name@version)", value)
     return name or None
-
-
-# -- [proxy] and [metrics]: the TCP front doors (design §9) -------------------------
-def _front(top: Mapping[str, Any]) -> tuple[ProxyConfig, MetricsConfig]:
-    """``[proxy]`` and ``[metrics]``, each key checked and named on bad input."""
-    px = table("proxy", top.get("proxy", {}), keys(ProxyConfig))
-    d = ProxyConfig()
-    proxy = ProxyConfig(
-        listen=listen("proxy.listen", px.get("listen", "")),
-        allow_remote=boolean("proxy.allow_remote", px.get("allow_remote", d.allow_remote)),
-        hold_timeout=number("proxy.hold_timeout", px.get("hold_timeout", d.hold_timeout), positive=True),
-        resend_unanswered=boolean("proxy.resend_unanswered", px.get("resend_unanswered", d.resend_unanswered)),
-        keepalive=number("proxy.keepalive", px.get("keepalive", d.keepalive), maximum=3600),
-    )
-    if proxy.address is not None and not is_loopback(proxy.address[0]) and not proxy.allow_remote:
-        raise ConfigError(
-            f"proxy.listen: {proxy.listen} is reachable from other machines, which then use LM Studio "
-            "through it; set proxy.allow_remote = true to mean it, or listen on 127.0.0.1",
-            key="proxy.listen",
-        )
-    mt = table("metrics", top.get("metrics", {}), keys(MetricsConfig))
-    files = {k: abs_path(f"metrics.{k}", mt[k]) if k in mt else None for k in keys(MetricsConfig) - {"listen"}}
-    metrics = MetricsConfig(listen=listen("metrics.listen", mt.get("listen", "")), **files)
-    if (metrics.tls_cert_file is None) != (metrics.tls_key_file is None):
-        raise ConfigError(
-            "metrics.tls_key_file: TLS needs both tls_cert_file and tls_key_file", key="metrics.tls_key_file"
-        )
-    if metrics.client_ca_file is not None and metrics.tls_cert_file is None:
-        raise ConfigError(
-            "metrics.client_ca_file: client certificates need TLS (tls_cert_file)", key="metrics.client_ca_file"
-        )
-    return proxy, metrics
-
-
-def _face_and_voice(top: Mapping[str, Any]) -> tuple[DashboardConfig, tuple[NotifyConfig, ...]]:
-    """``[dashboard]`` and ``[[notify]]`` (design §9), each key checked and named on bad input."""
-    db = table("dashboard", top.get("dashboard", {}), keys(DashboardConfig))
-    dashboard = DashboardConfig(
-        listen=listen("dashboard.listen", db.get("listen", DashboardConfig.listen), loopback_only=True)
-    )
-    raw = top.get("notify", [])
-    if not isinstance(raw, list):
-        raise fail("notify", "an array of tables ([[notify]])", raw)
-    return dashboard, tuple(_notify(f"notify[{i}]", n) for i, n in enumerate(raw))
-
-
-def _notify(key: str, raw: Any) -> NotifyConfig:
-    entry = table(key, raw, keys(NotifyConfig))
-    d = NotifyConfig()
-    url = http_url(f"{key}.url", entry["url"]) if "url" in entry else ""
-    url_file = abs_path(f"{key}.url_file", entry["url_file"]) if "url_file" in entry else None
-    if bool(url) == (url_file is not None):
-        raise ConfigError(f"{key}.url: set either url or url_file (one receiver a table)", key=f"{key}.url")
-    events = entry.get("events", list(d.events))
-    if not isinstance(events, list) or not events:
-        raise fail(f"{key}.events", "a non-empty array of event names", events)
-    for i, name in enumerate(events):
-        string(f"{key}.events[{i}]", name, NOTIFY_EVENTS)
-    return NotifyConfig(
-        kind=string(f"{key}.kind", entry.get("kind", d.kind), NOTIFY_KINDS),
-        url=url,
-        url_file=url_file,
-        events=tuple(dict.fromkeys(events)),
-        after=number(f"{key}.after", entry.get("after", d.after)),
-    )
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
