@@ -7,11 +7,14 @@ the module that makes it.
 
 - :func:`lmsupervisor.simulator.home.create_install` makes a home under a folder that
   stands in for the user's ``HOME``;
-- :class:`lmsupervisor.simulator.home.SimInstall` drives it and injects faults;
-- ``lmsupervisor.simulator.lms_cli`` is the `lms` CLI (``bin/lms`` runs it);
-- ``lmsupervisor.simulator.daemon`` is llmster or the GUI app, serving LM Studio's HTTP
-  API (bodies of the OpenAI-compatible answers in ``openai_api``, tool calls in
-  ``toolcalls``) and its websocket API (``wsapi``, what the official SDKs speak);
+- :class:`lmsupervisor.simulator.install.SimInstall` drives it and injects faults (also
+  importable from ``home``);
+- ``lmsupervisor.simulator.lms_cli`` is the `lms` CLI (``bin/lms`` runs it), a package
+  with a module per command group;
+- ``lmsupervisor.simulator.daemon`` is llmster or the GUI app (a package: state, models,
+  the process and its RPC, the HTTP routes), serving LM Studio's HTTP API (bodies of the
+  OpenAI-compatible answers in ``openai_api``, tool calls in ``toolcalls``) and its
+  websocket API (``wsapi``, what the official SDKs speak: the session and the endpoints);
 - ``lmsupervisor.simulator.profiles`` is the table of release lines (facts §8) that both
   read their capabilities and wordings from;
 - ``lmsupervisor.simulator.tool`` is ``lmsupervisor simulate`` (foreground run, faults).

@@ -11,7 +11,7 @@ The simulator keeps its own settings in ``<home>/.sim/`` (nothing of LM Studio's
   that every `lms` call spends before it starts (what a Node/bun CLI costs, facts §8);
 - ``catalog.json``: every model the simulated hub knows, in `lms ls --json` shape plus
   ``"downloaded": bool`` (the daemon lists those whose marker folder exists);
-- ``faults.json``: persistent faults (see :mod:`lmsupervisor.simulator.home`);
+- ``faults.json``: persistent faults (see :mod:`lmsupervisor.simulator.install`);
 - ``daemon.log``: what the daemon printed.
 
 LM Studio's home is found here as facts §1 describes it (:func:`find_home`), not with the
