@@ -64,6 +64,21 @@ class FakeClock:
         self.now = target
         await settle()
 
+    async def stall(self, seconds: float) -> None:
+        """The event loop stalls for ``seconds`` (a machine at load 19, a SIGSTOP): time jumps,
+        then every sleeper due by then wakes in one go, as asyncio runs all its expired timers
+        in the same loop iteration when it resumes (no task runs in between)."""
+        await settle()
+        self.now += seconds
+        due: list[asyncio.Future[None]] = []
+        while self._sleepers and self._sleepers[0][0] <= self.now:
+            fut = heapq.heappop(self._sleepers)[2]
+            if not fut.done():
+                due.append(fut)
+        for fut in due:
+            fut.set_result(None)
+        await settle()
+
 
 async def settle(rounds: int = 30) -> None:
     """Let every ready task run (the fakes answer without real I/O)."""
@@ -97,6 +112,8 @@ class FakeLmStudio:
         self.rest_calls: list[str] = []
         self.http_paths: list[str] = []  # every HTTP request sent to the server, by path
         self.http_delay = 0.0  # fake seconds every HTTP request takes (a loaded machine)
+        self.running = asyncio.Event()  # cleared by freeze(): LM Studio gets no CPU, answers wait
+        self.running.set()
         self.answer_errors: dict[str, str] = {}  # instance identifier -> LM Studio's error for a chat request
         self.listing_delay = 0.0  # fake seconds GET /api/v1/models takes (a slow disk, many models)
         self.listing_error: tuple[int, Any] | None = None  # (status, body) GET /api/v1/models answers instead
@@ -232,6 +249,7 @@ class FakeLmStudio:
             await self.clock.sleep(1e9)
         if self.http_delay and self.clock is not None:
             await self.clock.sleep(self.http_delay)
+        await self.running.wait()
         if not self.server or self.hung:
             raise httpx.ConnectError("refused" if not self.hung else "timed out", request=request)
         if request.url.path == "/lmstudio-greeting":  # open even with "Require Authentication" (facts §4)
@@ -304,6 +322,15 @@ class FakeLmStudio:
             self.loaded = [i for i in self.loaded if i["identifier"] != instance]
             return httpx.Response(200, json={"instance_id": instance})
         return httpx.Response(200, json={"error": "Unexpected endpoint or method."})
+
+    def freeze(self) -> None:
+        """LM Studio gets no CPU (a machine at load 19, a SIGSTOP): requests in flight and new
+        ones are answered only after :meth:`thaw`."""
+        self.running.clear()
+
+    def thaw(self) -> None:
+        """LM Studio runs again: every request it held is answered now."""
+        self.running.set()
 
     # -- processes ---------------------------------------------------------------
     def watch(self, pid: int, on_exit: Callable[[], None]) -> Callable[[], None]:
