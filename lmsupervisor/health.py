@@ -341,9 +341,9 @@ class HealthChecks:
             return timeout - (self.clock.monotonic() - started)
 
         async def until(futures: set[asyncio.Future[Any]], seconds: float) -> None:
-            """Wait for the first of ``futures`` or ``seconds`` of clock time (one timer task:
-            this runs every idle round)."""
-            timer = asyncio.ensure_future(self.clock.sleep(seconds))
+            """Wait for the first of ``futures`` or ``seconds`` of clock time (one timer, no
+            task: this runs every idle round)."""
+            timer = self.clock.timer(seconds)
             try:
                 await asyncio.wait({*futures, timer}, return_when=asyncio.FIRST_COMPLETED)
             finally:

@@ -42,9 +42,12 @@ class FakeClock:
         return 1_800_000_000.0 + self.now
 
     async def sleep(self, seconds: float) -> None:
+        await self.timer(seconds)
+
+    def timer(self, seconds: float) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._ids), fut))
-        await fut
+        return fut
 
     def next_deadline(self) -> float | None:
         live = [s for s in self._sleepers if not s[2].done()]
