@@ -10,6 +10,9 @@ which models a Node/bun CLI start), waits for ``ready``, then measures over ``--
   for 0.1% over a minute), elsewhere psutil's user + system ``cpu_times()``; and its reaped
   children's CPU (the `lms` processes it ran), from psutil's ``cpu_times()``;
 - its RSS (MiB) at the end;
+- the TCP connections to LM Studio's HTTP server closed per minute (new ``TIME_WAIT``
+  entries on its port, either side: the machine's TCP table, psutil); 0.0 means every
+  round reused one kept-alive connection;
 - `lms` calls per minute, counted by a wrapper script that the config names as
   ``lmstudio.lms`` (it appends one line per call to a file, then execs the real `lms`).
 
@@ -62,6 +65,16 @@ def own_cpu(proc: psutil.Process) -> float:
     return total / 1e9
 
 
+def closed(port: int) -> set[tuple[object, object]]:
+    """The machine's TCP connections in ``TIME_WAIT`` with ``port`` on either side (each
+    stays there 60 s after it closed), as (local, remote) address pairs."""
+    return {
+        (c.laddr, c.raddr)
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_TIME_WAIT and c.raddr and port in (c.laddr.port, c.raddr.port)
+    }
+
+
 def measure(count: int, seconds: float, profile: str, scale: float) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="lmsi", dir="/tmp"))
     sim = create_install(tmp / "home", profile=profile, time_scale=scale)
@@ -72,7 +85,9 @@ def measure(count: int, seconds: float, profile: str, scale: float) -> dict[str,
         me = psutil.Process(run.pid)
         before, cpu_before = me.cpu_times(), own_cpu(me)
         n_before, started = len(calls.read_text().splitlines()), time.monotonic()
+        closed_before = closed(sim.http_port)
         time.sleep(seconds)
+        reconnects = len(closed(sim.http_port) - closed_before)
         after, cpu_after = me.cpu_times(), own_cpu(me)
         n_after, elapsed = len(calls.read_text().splitlines()), time.monotonic() - started
         rss = me.memory_info().rss / 2**20
@@ -85,6 +100,7 @@ def measure(count: int, seconds: float, profile: str, scale: float) -> dict[str,
         "children": 100 * kids / elapsed,
         "rss": rss,
         "calls": (n_after - n_before) * 60 / elapsed,
+        "connections": reconnects * 60 / elapsed,
         "seconds": elapsed,
     }
 
@@ -97,12 +113,15 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=0.05, help="simulator time_scale (bring-up only)")
     args = parser.parse_args()
     print(f"profile {args.profile}, default lms cost, health.interval 5 s, {args.seconds:g} s per run")
-    print(f"{'models':>6}  {'supervisor %':>12}  {'children %':>10}  {'total %':>8}  {'RSS MiB':>8}  {'lms/min':>8}")
+    print(
+        f"{'models':>6}  {'supervisor %':>12}  {'children %':>10}  {'total %':>8}  {'RSS MiB':>8}  {'lms/min':>8}"
+        f"  {'conn/min':>8}"
+    )
     for count in (int(c) for c in args.models.split(",")):
         r = measure(count, args.seconds, args.profile, args.scale)
         print(
             f"{count:>6}  {r['own']:>12.3f}  {r['children']:>10.3f}  {r['own'] + r['children']:>8.3f}  "
-            f"{r['rss']:>8.1f}  {r['calls']:>8.1f}"
+            f"{r['rss']:>8.1f}  {r['calls']:>8.1f}  {r['connections']:>8.1f}"
         )
     return 0
 

@@ -10,7 +10,7 @@ from lmsupervisor.core.timefmt import iso
 
 __all__ = ["Clock", "SystemClock", "iso", "within"]
 from collections.abc import Awaitable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -31,6 +31,10 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds``."""
 
+    def timer(self, seconds: float) -> asyncio.Future[None]:
+        """A future that resolves after ``seconds`` (now for a negative value): one timer,
+        no task, for racing it against work (:func:`within`). Cancelling it drops the timer."""
+
 
 class SystemClock:
     """The real :class:`Clock`: :func:`time.monotonic`, :func:`time.time` and :func:`asyncio.sleep`."""
@@ -47,6 +51,20 @@ class SystemClock:
         """Wait ``seconds`` with :func:`asyncio.sleep`; a negative value waits not at all."""
         await asyncio.sleep(max(0.0, seconds))
 
+    def timer(self, seconds: float) -> asyncio.Future[None]:
+        """A future resolved by one :meth:`~asyncio.loop.call_later` handle after ``seconds``;
+        cancelling the future cancels the handle (no wakeup for a timer nobody waits on)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(max(0.0, seconds), _resolve, fut)
+        fut.add_done_callback(lambda _: handle.cancel())
+        return fut
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
 
 async def within(clock: Clock, awaitable: Awaitable[T], seconds: float) -> T:
     """Await ``awaitable`` for at most ``seconds`` of ``clock`` time.
@@ -56,9 +74,10 @@ async def within(clock: Clock, awaitable: Awaitable[T], seconds: float) -> T:
     and awaited) when the time runs out; cancelling the caller cancels both.
     """
     work = asyncio.ensure_future(awaitable)
-    timer = asyncio.ensure_future(clock.sleep(seconds))
+    timer = clock.timer(seconds)
+    racing: set[asyncio.Future[Any]] = {work, timer}
     try:
-        await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
     finally:
         timer.cancel()
         if not work.done():

@@ -13,6 +13,11 @@ Two halves, as everywhere in this codebase (reduce, then perform):
   :class:`~lmsupervisor.core.messages.Ask` effects and sends every result as a message. It
   keeps no state the reducer needs: which models are due an answer probe is in the
   snapshot (``ModelStatus.asked_at``), decided by the reducer.
+- :func:`timing` is the one answer to "is this probe's result a verdict on LM Studio at
+  all?": a probe whose deadline passed while the supervisor's own event loop was stalled
+  (a machine at load 19, a SIGSTOP) could not have been given its time, so it is no verdict
+  and the cadence probes again at once; only failures of probes started at least one
+  interval apart count as consecutive. Pure.
 
 On 0.4 with models declared, one ``GET /api/v1/models`` is both the liveness probe and
 the drift check (facts §4, §8): an idle round costs one local HTTP request and no `lms`
@@ -23,6 +28,7 @@ process. Elsewhere the greeting (``GET /lmstudio-greeting``) is the probe and
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -109,6 +115,54 @@ def judge(
     return Judgement(probed=ProbeResult(False, ms, None, (greeting and greeting.error) or why))
 
 
+STALL_SLACK = 1.0
+"""Seconds a probe may end past its timeout before the overrun is the supervisor's own stall:
+every probe is bounded by ``health.timeout`` on the supervisor's clock, so only an event loop
+that did not run (no CPU for the process, a SIGSTOP) lets one end later. Above a busy
+machine's scheduling delays (tenths of a second at load 19 on 2 cores)."""
+
+SAME_ROUND = 1e-3
+"""Seconds by which two probes' starts may fall short of one interval and still count as
+a round apart (a timer may fire up to the loop's clock resolution early)."""
+
+
+class Timing(enum.Enum):
+    """Whether a probe's result is a verdict on LM Studio (see :func:`timing`)."""
+
+    COUNTS = "counts"  # a verdict: sent to the reducer as Probed
+    STALLED = "stalled"  # its deadline passed while our loop was stalled: no verdict, probe again at once
+    TOO_SOON = "too_soon"  # a failure less than one interval from the last counted one: no verdict
+
+
+def timing(
+    ok: bool, *, started: float, ended: float, timeout: float, interval: float, failed_at: float | None
+) -> Timing:
+    """Whether a probe's result counts, from when it ran.
+
+    ``ok`` is the probe's result; ``started``/``ended`` are the monotonic seconds at which it
+    was launched and gave its result, ``timeout`` the seconds it was given
+    (``health.timeout``), ``interval`` the cadence (``health.interval``), ``failed_at`` the
+    start of the last probe whose failure counted (None: none since the last good one).
+    Rules:
+
+    - a good answer always counts (LM Studio answered);
+    - a failure that ended more than ``timeout + STALL_SLACK`` after it started is
+      ``STALLED``: its deadline passed while the supervisor's event loop was not running, so
+      it could not have been given its time; it says nothing about LM Studio;
+    - a failure of a probe started less than ``interval`` (less ``SAME_ROUND``) from the
+      last counted failure's is ``TOO_SOON``: consecutive failures are probes one interval
+      apart, never a burst that one slow moment fails together;
+    - any other failure counts.
+    """
+    if ok:
+        return Timing.COUNTS
+    if ended - started > timeout + STALL_SLACK:
+        return Timing.STALLED
+    if failed_at is not None and abs(started - failed_at) < interval - SAME_ROUND:
+        return Timing.TOO_SOON
+    return Timing.COUNTS
+
+
 class HealthChecks:
     """The health loop of one supervisor: performs ``Health`` (start, change or stop the
     cadence) and ``Ask`` effects against ``lmstudio``; results go to ``send`` as messages.
@@ -118,7 +172,8 @@ class HealthChecks:
     supervisor cancels at shutdown; ``files`` are the state files, retried each round
     while they fail (:meth:`~lmsupervisor.statefile.StateFiles.retry`). Anything a check
     raises becomes ``ActionCrashed`` of the health loop (counted like a failed probe),
-    never a dead task.
+    never a dead task. A probe's result goes to the reducer only when :func:`timing` says
+    it counts; a probe stalled past its deadline is replaced at once by a fresh one.
     """
 
     def __init__(
@@ -142,6 +197,8 @@ class HealthChecks:
         self._loop: asyncio.Task[None] | None = None
         self._drift: asyncio.Task[None] | None = None
         self._probes: set[asyncio.Task[None]] = set()
+        self._again: asyncio.Task[None] | None = None  # the probe replacing stalled ones
+        self._failed_at: tuple[int, float] | None = None  # (epoch, start) of the last counted failure
 
     def set_mode(self, mode: Health) -> None:
         """Perform a ``Health`` effect: start the loop, or stop it and every check in flight."""
@@ -175,18 +232,51 @@ class HealthChecks:
             if self.files.problem is not None:
                 self.files.retry()  # a repaired state folder clears state_folder_unwritable
             drift = mode.drift and bool(snap.config.models)
-            rest = self.rest if drift and snap.lmstudio.rest_drift else None
+            rest = self._listing(mode, snap)
             if len(self._probes) < health.failures_before_restart:  # a slow server: never a pile-up
-                if rest is not None:
-                    probe = self._check("probe", partial(self.probe_rest, rest, mode.epoch, health.timeout))
-                else:
-                    probe = self._check("probe", partial(self._greet, mode.epoch, health.timeout))
-                self._probes.add(probe)
-                probe.add_done_callback(self._probes.discard)
+                self._probe(mode.epoch, health.timeout, rest)
             if drift and rest is None:
                 token_refused = any(p.code.startswith("api_token_") for p in snap.notes)
                 recheck = self.rest if token_refused else None
                 self._start_drift_check(mode.epoch, health.timeout, recheck=recheck)
+
+    def _listing(self, mode: Health, snap: Snapshot) -> RestClient | None:
+        """The REST client when the listing is the probe (0.4 with models declared and drift
+        checks on), else None: the greeting is."""
+        return self.rest if mode.drift and snap.config.models and snap.lmstudio.rest_drift else None
+
+    def _probe(self, epoch: int, timeout: float, rest: RestClient | None) -> asyncio.Task[None]:
+        """Launch one liveness probe of server ``epoch`` now: the REST listing with ``rest``,
+        else the greeting; its result goes through :meth:`_report`."""
+        started = self.clock.monotonic()
+        if rest is not None:
+            probe = self._check("probe", partial(self.probe_rest, rest, epoch, timeout, started))
+        else:
+            probe = self._check("probe", partial(self._greet, epoch, timeout, started))
+        self._probes.add(probe)
+        probe.add_done_callback(self._probes.discard)
+        return probe
+
+    def _report(self, epoch: int, result: ProbeResult, started: float, timeout: float) -> None:
+        """Send the liveness verdict of a probe launched at ``started`` that was given
+        ``timeout`` seconds, when :func:`timing` says it is one; a probe stalled past its
+        deadline is replaced by a fresh probe at once (one at a time)."""
+        health = self.snapshot().config.health
+        last = self._failed_at[1] if self._failed_at is not None and self._failed_at[0] == epoch else None
+        ended = self.clock.monotonic()
+        kind = timing(
+            result.ok, started=started, ended=ended, timeout=timeout, interval=health.interval, failed_at=last
+        )
+        if kind is Timing.COUNTS:
+            self._failed_at = None if result.ok else (epoch, started)
+            self.send(Probed(epoch, result))
+            return
+        say = self.log.warning if kind is Timing.STALLED else self.log.info
+        say("probe_discarded", why=kind.value, seconds=round(ended - started, 3), error=result.error)
+        mode = self.mode
+        again = self._again is not None and not self._again.done()
+        if kind is Timing.STALLED and mode.probe and mode.epoch == epoch and not again:
+            self._again = self._probe(epoch, health.timeout, self._listing(mode, self.snapshot()))
 
     def _check(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
         """Run one check; ``work`` is a factory so a check cancelled before it starts
@@ -233,27 +323,27 @@ class HealthChecks:
         else:
             await self._check_drift(epoch, timeout, checked=True)
 
-    async def _greet(self, epoch: int, timeout: float) -> None:
+    async def _greet(self, epoch: int, timeout: float, started: float) -> None:
         server = self.snapshot().lmstudio.server
-        self.send(Probed(epoch, await self.lm.greet(base_url(server.bind, server.port), timeout)))
+        self._report(epoch, await self.lm.greet(base_url(server.bind, server.port), timeout), started, timeout)
 
-    async def probe_rest(self, rest: RestClient, epoch: int, timeout: float) -> None:
+    async def probe_rest(self, rest: RestClient, epoch: int, timeout: float, started: float) -> None:
         """On 0.4 (REST v1, facts §4, §8): one ``GET /api/v1/models`` is the liveness probe
-        *and* the drift check. The whole check ends within ``timeout`` seconds; when no
-        listing has come after ``timeout / 2`` (many models, a slow disk) the greeting is
-        sent too, and the first good answer of the two decides (a listing that still comes
-        is observed). What the outcomes mean is :func:`judge`'s."""
+        *and* the drift check. The whole check ends within ``timeout`` seconds of
+        ``started`` (monotonic seconds, when it was launched); when no listing has come after
+        ``timeout / 2`` (many models, a slow disk) the greeting is sent too, and the first
+        good answer of the two decides (a listing that still comes is observed). What the
+        outcomes mean is :func:`judge`'s; whether the verdict counts, :func:`timing`'s."""
         server = self.snapshot().lmstudio.server
         url = base_url(server.bind, server.port)
-        started = self.clock.monotonic()
 
         def left() -> float:
             return timeout - (self.clock.monotonic() - started)
 
         async def until(futures: set[asyncio.Future[Any]], seconds: float) -> None:
-            """Wait for the first of ``futures`` or ``seconds`` of clock time (one timer task:
-            this runs every idle round)."""
-            timer = asyncio.ensure_future(self.clock.sleep(seconds))
+            """Wait for the first of ``futures`` or ``seconds`` of clock time (one timer, no
+            task: this runs every idle round)."""
+            timer = self.clock.timer(seconds)
             try:
                 await asyncio.wait({*futures, timer}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -269,7 +359,7 @@ class HealthChecks:
                 while not listing.done() and not (greeting.done() and greeting.result().ok) and left() > 0:
                     await until({f for f in (listing, greeting) if not f.done()}, left())
                 if greeting.done() and greeting.result().ok and not listing.done():
-                    self.send(Probed(epoch, greeting.result()))
+                    self._report(epoch, greeting.result(), started, timeout)
                     alive_sent = True
                     await until({listing}, left())
             outcome: Listing | BaseException | None = None
@@ -290,7 +380,7 @@ class HealthChecks:
             if found.failed is not None:
                 self.log.info("drift_check_failed", error=found.failed)
             if found.probed is not None:
-                self.send(Probed(epoch, found.probed))
+                self._report(epoch, found.probed, started, timeout)
             if found.observed is not None:
                 self.send(Observed(epoch, found.observed, rest=True))
             if found.drift:

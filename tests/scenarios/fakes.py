@@ -43,9 +43,12 @@ class FakeClock:
         return 1_800_000_000.0 + self.now
 
     async def sleep(self, seconds: float) -> None:
+        await self.timer(seconds)
+
+    def timer(self, seconds: float) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._ids), fut))
-        await fut
+        return fut
 
     def next_deadline(self) -> float | None:
         live = [s for s in self._sleepers if not s[2].done()]
@@ -63,6 +66,21 @@ class FakeClock:
             fut.set_result(None)
             await settle()
         self.now = target
+        await settle()
+
+    async def stall(self, seconds: float) -> None:
+        """The event loop stalls for ``seconds`` (a machine at load 19, a SIGSTOP): time jumps,
+        then every sleeper due by then wakes in one go, as asyncio runs all its expired timers
+        in the same loop iteration when it resumes (no task runs in between)."""
+        await settle()
+        self.now += seconds
+        due: list[asyncio.Future[None]] = []
+        while self._sleepers and self._sleepers[0][0] <= self.now:
+            fut = heapq.heappop(self._sleepers)[2]
+            if not fut.done():
+                due.append(fut)
+        for fut in due:
+            fut.set_result(None)
         await settle()
 
 
@@ -98,6 +116,8 @@ class FakeLmStudio:
         self.rest_calls: list[str] = []
         self.http_paths: list[str] = []  # every HTTP request sent to the server, by path
         self.http_delay = 0.0  # fake seconds every HTTP request takes (a loaded machine)
+        self.running = asyncio.Event()  # cleared by freeze(): LM Studio gets no CPU, answers wait
+        self.running.set()
         self.answer_errors: dict[str, str] = {}  # instance identifier -> LM Studio's error for a chat request
         self.listing_delay = 0.0  # fake seconds GET /api/v1/models takes (a slow disk, many models)
         self.listing_error: tuple[int, Any] | None = None  # (status, body) GET /api/v1/models answers instead
@@ -270,6 +290,7 @@ class FakeLmStudio:
             await self.clock.sleep(1e9)
         if self.http_delay and self.clock is not None:
             await self.clock.sleep(self.http_delay)
+        await self.running.wait()
         if not self.server or self.hung:
             raise httpx.ConnectError("refused" if not self.hung else "timed out", request=request)
         if request.url.path == "/lmstudio-greeting":  # open even with "Require Authentication" (facts §4)
@@ -342,6 +363,15 @@ class FakeLmStudio:
             self.loaded = [i for i in self.loaded if i["identifier"] != instance]
             return httpx.Response(200, json={"instance_id": instance})
         return httpx.Response(200, json={"error": "Unexpected endpoint or method."})
+
+    def freeze(self) -> None:
+        """LM Studio gets no CPU (a machine at load 19, a SIGSTOP): requests in flight and new
+        ones are answered only after :meth:`thaw`."""
+        self.running.clear()
+
+    def thaw(self) -> None:
+        """LM Studio runs again: every request it held is answered now."""
+        self.running.set()
 
     # -- processes ---------------------------------------------------------------
     def watch(self, pid: int, on_exit: Callable[[], None]) -> Callable[[], None]:

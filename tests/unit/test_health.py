@@ -1,4 +1,5 @@
-"""What counts as alive (:func:`lmsupervisor.health.judge`): one table, no I/O."""
+"""What counts as alive (:func:`lmsupervisor.health.judge`) and which probe results are a
+verdict at all (:func:`lmsupervisor.health.timing`): tables, no I/O."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 
 from lmsupervisor.core.observed import ProbeResult
 from lmsupervisor.errors import RestAuthError, RestConnectError, RestError, RestTimeoutError, RestUnsupportedError
-from lmsupervisor.health import Judgement, judge
+from lmsupervisor.health import STALL_SLACK, Judgement, Timing, judge, timing
 from lmsupervisor.lmstudio.rest import Listing
 from tests.scenarios.coredata import ONE
 
@@ -68,3 +69,32 @@ def test_a_bug_while_listing_is_alive_only_with_a_good_greeting() -> None:
     """An exception that is no answer (our bug) never passes for a dead server when the
     greeting answered; without one the caller re-raises it (the health guard reports it)."""
     assert verdict(KeyError("models"), GOOD) == Judgement(probed=GOOD, failed="'models'")
+
+
+def when(ok: bool, started: float, ended: float, failed_at: float | None = None) -> Timing:
+    return timing(ok, started=started, ended=ended, timeout=5.0, interval=5.0, failed_at=failed_at)
+
+
+def test_a_probe_that_ended_past_its_timeout_was_stalled_unless_it_answered() -> None:
+    """Every probe is bounded by its timeout on the supervisor's clock: one that ends later
+    than timeout + slack was stalled by the supervisor's own loop (a 17 s stall), so its
+    failure says nothing about LM Studio; a good answer always counts."""
+    assert [
+        when(False, 100.0, 105.0),
+        when(False, 100.0, 105.0 + STALL_SLACK),
+        when(False, 100.0, 105.001 + STALL_SLACK),
+        when(False, 100.0, 122.0),
+        when(True, 100.0, 122.0),
+    ] == [Timing.COUNTS, Timing.COUNTS, Timing.STALLED, Timing.STALLED, Timing.COUNTS]
+
+
+def test_only_failures_of_probes_an_interval_apart_are_consecutive() -> None:
+    """A failure of a probe started less than one interval from the last counted failure's
+    (either side: probes end out of order) is too soon; one interval apart counts."""
+    assert [
+        when(False, 103.0, 104.0, failed_at=100.0),
+        when(False, 97.5, 102.0, failed_at=100.0),
+        when(False, 105.0, 110.0, failed_at=100.0),
+        when(False, 104.9995, 110.0, failed_at=100.0),  # a timer that fired a hair early
+        when(True, 101.0, 101.1, failed_at=100.0),
+    ] == [Timing.TOO_SOON, Timing.TOO_SOON, Timing.COUNTS, Timing.COUNTS, Timing.COUNTS]

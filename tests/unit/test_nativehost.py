@@ -3,6 +3,7 @@ against fakes (status socket, `lms`, MockTransport for LM Studio's HTTP server).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import struct
@@ -144,6 +145,9 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         self.t += seconds
+
+    def timer(self, seconds: float) -> asyncio.Future[None]:
+        return asyncio.ensure_future(self.sleep(seconds))
 
 
 class LmStudio:
