@@ -11,10 +11,13 @@ import time
 from lmsupervisor.core.timefmt import iso
 
 __all__ = ["Clock", "SystemClock", "iso", "within"]
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
+TYPE_CHECKING = False  # as in lmsupervisor.platform: the names below are for annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 
 class Clock(Protocol):
