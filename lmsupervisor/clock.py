@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
 import time
 
 from lmsupervisor.core.timefmt import iso
@@ -13,6 +15,9 @@ from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+TYPE_CHECKING = False  # as in lmsupervisor.platform: the names below are for annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 
 class Clock(Protocol):
@@ -28,6 +33,12 @@ class Clock(Protocol):
     def wall(self) -> float:
         """Seconds since the epoch (UTC): only for timestamps shown to people."""
 
+    def asleep(self) -> float:
+        """Seconds the machine has spent asleep (suspended) since this clock's first reading
+        of it: grows by the length of each suspend, stays still while the machine runs
+        (the monotonic clock does not count that time). The health loop reads it when it
+        wakes to notice a resume (see :meth:`SystemClock.asleep`)."""
+
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds``."""
 
@@ -39,6 +50,15 @@ class Clock(Protocol):
 class SystemClock:
     """The real :class:`Clock`: :func:`time.monotonic`, :func:`time.time` and :func:`asyncio.sleep`."""
 
+    def __init__(self, sleep_gap: Callable[[], float] | None = None, env: Mapping[str, str] | None = None) -> None:
+        """``sleep_gap`` reads the platform's gap (default: :func:`lmsupervisor.platform.current`'s
+        :meth:`~lmsupervisor.platform.base.OsPlatform.sleep_gap`); ``env`` holds the test seam
+        (default :data:`os.environ`). Both are looked at only by :meth:`asleep`."""
+        self._sleep_gap = sleep_gap
+        self._env = env
+        self._asleep_origin: float | None = None  # the platform's sleep gap at the first asleep()
+        self._asleep_file: str | None = None  # the test seam's file ($LMSUPERVISOR_ASLEEP_FILE)
+
     def monotonic(self) -> float:
         """Seconds on :func:`time.monotonic`: only differences between two readings mean anything."""
         return time.monotonic()
@@ -46,6 +66,27 @@ class SystemClock:
     def wall(self) -> float:
         """Seconds since the epoch (UTC), from :func:`time.time`."""
         return time.time()
+
+    def asleep(self) -> float:
+        """Seconds asleep since the first call (0.0 then): the growth of the platform's
+        :meth:`~lmsupervisor.platform.base.OsPlatform.sleep_gap` (Linux ``CLOCK_BOOTTIME -
+        CLOCK_MONOTONIC``, macOS ``CLOCK_MONOTONIC - CLOCK_UPTIME_RAW``, Windows tick count
+        minus unbiased interrupt time), plus the test seam's offset.
+
+        Test seam: ``$LMSUPERVISOR_ASLEEP_FILE`` (:data:`ASLEEP_ENV`, read at the first
+        call) names a file holding seconds added to every reading, as if the machine had
+        slept that long; the simulator's ``SimInstall.suspend`` writes it, so an
+        integration test suspends a real `run` without suspending the machine. Unset, no
+        file is read; a missing or unreadable file adds 0."""
+        if self._sleep_gap is None:
+            from lmsupervisor import platform  # noqa: PLC0415 - only the health loop asks
+
+            self._sleep_gap = platform.current().sleep_gap
+        gap = self._sleep_gap()
+        if self._asleep_origin is None:
+            self._asleep_file = (os.environ if self._env is None else self._env).get(ASLEEP_ENV) or None
+            self._asleep_origin = gap
+        return max(0.0, gap - self._asleep_origin) + _offset(self._asleep_file)
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` with :func:`asyncio.sleep`; a negative value waits not at all."""
@@ -64,6 +105,22 @@ class SystemClock:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+ASLEEP_ENV = "LMSUPERVISOR_ASLEEP_FILE"  # test seam: seconds added to SystemClock.asleep()
+RESUME_MIN = 2.0  # seconds asleep from which a wake of the health loop is a resume from sleep
+
+
+def _offset(path: str | None) -> float:
+    """The seconds in the test seam's file (0.0: no file named, none there, or not a number)."""
+    if path is None:
+        return 0.0
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = float(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0.0
+    return value if math.isfinite(value) and value >= 0 else 0.0
 
 
 async def within(clock: Clock, awaitable: Awaitable[T], seconds: float) -> T:

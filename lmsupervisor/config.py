@@ -143,6 +143,11 @@ class HealthConfig:
     ``interval`` is seconds between probes (0 < t <= 3600), ``timeout`` seconds for one
     probe (0 < t <= 600); ``failures_before_restart`` consecutive failed probes (1..1000)
     count as a failure: the supervisor backs off, then restarts the server.
+
+    The answer probe (models with ``probe = "answer"``) asks for ``answer_tokens`` tokens
+    (1..4096); with :data:`~lmsupervisor.core.speed.MEASURE_TOKENS` (8) or more it measures
+    tokens per second, and a model below ``slow_factor`` (0 < f <= 1) of its baseline for
+    3 answers in a row is ``model_slow`` (design §9, :mod:`lmsupervisor.core.speed`).
     """
 
     interval: float = 5.0  # seconds between probes
@@ -150,6 +155,8 @@ class HealthConfig:
     failures_before_restart: int = 3
     answer_interval: float = 300.0  # seconds between answer probes of models with probe = "answer"
     answer_timeout: float = 30.0  # seconds one answer probe may take
+    answer_tokens: int = 1  # max_tokens of an answer probe; >= 8: tokens per second are measured
+    slow_factor: float = 0.5  # below this fraction of a model's baseline speed: model_slow
 
 
 @dataclass(frozen=True)
@@ -176,7 +183,9 @@ class ModelConfig:
     ``key`` is a model key (``modelKey`` of `lms ls --json`) or its path; ``identifier``,
     ``context_length``, ``gpu`` (``"off"``, ``"max"`` or 0.0..1.0) and ``ttl`` (seconds,
     None: never unloaded) become the flags of `lms load` (lmstudio-facts.md §3).
-    ``download`` runs `lms get --yes` when the model is missing.
+    ``download`` runs `lms get --yes` when the model is missing. ``reload_when_slow``: a
+    ``model_slow`` model (below ``[health] slow_factor`` of its baseline) is reloaded once
+    per cause.
     """
 
     key: str  # model key (`lms ls --json` modelKey) or its path
@@ -186,6 +195,7 @@ class ModelConfig:
     ttl: float | None = None  # seconds; None: never unloaded
     download: bool = False
     probe: str = "load"  # "none": load it, never check; "load": kept loaded; "answer": and answering
+    reload_when_slow: bool = False  # model_slow: reload it once (per cause)
 
 
 @dataclass(frozen=True)
@@ -278,6 +288,7 @@ def _model(key: str, raw: Any) -> ModelConfig:
         ttl=number(f"{key}.ttl", ttl, minimum=1, maximum=MAX_TTL) if ttl is not None else None,
         download=boolean(f"{key}.download", entry.get("download", False)),
         probe=string(f"{key}.probe", entry.get("probe", "load"), MODEL_PROBES),
+        reload_when_slow=boolean(f"{key}.reload_when_slow", entry.get("reload_when_slow", False)),
     )
 
 
@@ -336,6 +347,14 @@ def parse(data: Mapping[str, Any]) -> Config:
         ),
         answer_timeout=number(
             "health.answer_timeout", hc.get("answer_timeout", d.health.answer_timeout), positive=True, maximum=3600
+        ),
+        answer_tokens=integer("health.answer_tokens", hc.get("answer_tokens", d.health.answer_tokens), 1, 4096),
+        slow_factor=number(
+            "health.slow_factor",
+            hc.get("slow_factor", d.health.slow_factor),
+            positive=True,
+            maximum=1.0,
+            what="a fraction",
         ),
     )
 

@@ -36,8 +36,8 @@ from typing import Any
 
 import structlog
 
-from lmsupervisor.clock import within
-from lmsupervisor.core.messages import HEALTH_ACTION, ActionCrashed, Ask, Health, Message, Observed, Probed
+from lmsupervisor.clock import RESUME_MIN, within
+from lmsupervisor.core.messages import HEALTH_ACTION, ActionCrashed, Ask, Health, Message, Observed, Probed, Resumed
 from lmsupervisor.core.observed import LoadedModel, ProbeResult, base_url
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.snapshot import Snapshot
@@ -192,6 +192,7 @@ class HealthChecks:
         self.spawn = spawn
         self.snapshot = snapshot
         self.files = files
+        self._asleep = self.clock.asleep()  # the clock's seconds asleep when the loop last woke
         self.log = structlog.get_logger("lmsupervisor")
         self.mode = Health(probe=False, drift=False, epoch=0)
         self._loop: asyncio.Task[None] | None = None
@@ -214,12 +215,25 @@ class HealthChecks:
     def ask(self, effect: Ask) -> None:
         """Perform an ``Ask`` effect: one answer probe, sent back as ``Answered``."""
         url = base_url(self.snapshot().lmstudio.server.bind, self.snapshot().lmstudio.server.port)
-        work = partial(ask, self.lm, effect.epoch, effect.name, url, effect.instance, effect.kind, effect.timeout)
+        work = partial(
+            ask, self.lm, effect.epoch, effect.name, url, effect.instance, effect.kind, effect.timeout, effect.tokens
+        )
 
         async def asked() -> None:
             self.send(await work())
 
         self._check("ask", asked)
+
+    def _woke(self) -> None:
+        """The loop woke: when the machine slept meanwhile (the clock's
+        :meth:`~lmsupervisor.clock.Clock.asleep` grew by :data:`~lmsupervisor.clock.RESUME_MIN`
+        seconds or more), ``Resumed`` goes out before this round's probe. Nothing new is
+        polled: a suspend is noticed within one ``health.interval`` of the resume (the
+        monotonic clock the loop sleeps on did not count the time asleep)."""
+        asleep = self.clock.asleep()
+        if asleep - self._asleep >= RESUME_MIN:
+            self.send(Resumed(asleep - self._asleep))
+        self._asleep = asleep
 
     async def _run(self) -> None:
         while True:
@@ -229,6 +243,7 @@ class HealthChecks:
             mode, snap = self.mode, self.snapshot()
             if not mode.probe:
                 return
+            self._woke()
             if self.files.problem is not None:
                 self.files.retry()  # a repaired state folder clears state_folder_unwritable
             drift = mode.drift and bool(snap.config.models)

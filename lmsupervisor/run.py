@@ -30,7 +30,7 @@ from lmsupervisor.platform import current as this_os
 from lmsupervisor.proxy.health import MetricsListener, healthz
 from lmsupervisor.proxy.server import HoldingProxy
 from lmsupervisor.service.notify import Notifier, ServiceNotifier
-from lmsupervisor.statefile import HardwareMemory, StateFiles
+from lmsupervisor.statefile import HardwareMemory, SpeedMemory, StateFiles
 from lmsupervisor.statusd.metrics import Metrics
 from lmsupervisor.statusd.server import StatusServer
 from lmsupervisor.statusd.socketdir import InstanceLock, check_config, prepare_socket_dir, resolve_group
@@ -74,6 +74,7 @@ def build_supervisor(
         pid=os.getpid(),
         memory=ServerMemory(state_dir / "server.json", files),
         hardware=HardwareMemory(state_dir / "hardware.json", files),
+        speed=SpeedMemory(state_dir / "speed.json", files),
     )
     holder.append(sup)  # ServerMemory's files (shared with the capability cache) report through sup
     if metrics is not None:

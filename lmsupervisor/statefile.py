@@ -3,8 +3,9 @@
 The state folder (:func:`lmsupervisor.paths.state_folder`: ``~/.local/state/lmsupervisor``
 on Linux) holds what the supervisor remembers between runs:
 ``server.json`` (LM Studio's last good server settings), ``capabilities.json`` (what each
-`lms` binary can do), ``hardware.json`` (the last good hardware survey, :class:`HardwareMemory`)
-and ``homes/<hash>.json`` (who supervises which LM Studio home).
+`lms` binary can do), ``hardware.json`` (the last good hardware survey, :class:`HardwareMemory`),
+``speed.json`` (each model's speed baseline, :class:`SpeedMemory`) and ``homes/<hash>.json``
+(who supervises which LM Studio home).
 
 None of them is needed to supervise: losing one costs a re-detection or a remembered
 setting, never LM Studio's uptime. So a write that fails (a read-only or full disk, a
@@ -31,6 +32,7 @@ import structlog
 from lmsupervisor import paths
 from lmsupervisor.core.hardware import Hardware, hardware_from_json, hardware_to_json
 from lmsupervisor.core.problems import Problem
+from lmsupervisor.core.speed import Baseline, baselines_from_json, baselines_to_json
 
 PROBLEM = "state_folder_unwritable"
 
@@ -133,30 +135,67 @@ def read_json(path: Path) -> tuple[Any, str | None]:
         return None, f"not readable JSON ({type(exc).__name__}: {exc})"
 
 
-class HardwareMemory:
-    """The last good hardware survey (what ``[gpu] require = "auto"`` requires), kept in
-    ``hardware.json`` (:func:`~lmsupervisor.core.hardware.hardware_to_json`) so a boot
-    whose GPU driver is late is judged by what the machine had. ``path`` None keeps it in
-    memory only; writes go through ``files`` (this module's one policy)."""
+class JsonMemory:
+    """One state file of JSON data: ``path`` (None: kept in memory only), written through
+    ``files`` (this module's one policy); what it holds is its subclass's."""
 
     def __init__(self, path: Path | None, files: StateFiles | None = None) -> None:
         self.path = path
         self.files = files or StateFiles()
         self.log = structlog.get_logger("lmsupervisor")
 
-    def load(self) -> Hardware | None:
-        """The remembered survey, or None (no file; one not readable or not what :meth:`save`
-        writes is logged ``hardware_memory_ignored`` and ignored: nothing is then required)."""
+    def read(self, what: str) -> Any:
+        """The file's JSON, None when there is no file; one that cannot be read is logged
+        ``<what>_memory_ignored`` and None."""
         if self.path is None:
             return None
         data, why = read_json(self.path)
+        if why is not None:
+            self.log.warning(f"{what}_memory_ignored", path=str(self.path), error=why)
+        return data
+
+    def write(self, data: Any) -> bool:
+        """Write ``data`` as JSON atomically; False when it could not (reported by ``files``, never raised)."""
+        if self.path is None:
+            return True
+        return self.files.write(self.path, json.dumps(data, indent=1))
+
+
+class SpeedMemory(JsonMemory):
+    """Each model's speed baseline per model key, LM Studio version and runtime
+    (:mod:`lmsupervisor.core.speed`), kept in ``speed.json`` so a restart of lmsupervisor
+    judges the models against the speed they had, not against their first answer after it."""
+
+    def load(self) -> tuple[Baseline, ...]:
+        """The remembered baselines, () when none (a file not what :meth:`save` writes is
+        logged ``speed_memory_ignored`` and ignored: baselines are measured again)."""
+        data = self.read("speed")
+        if data is None:
+            return ()
+        found = baselines_from_json(data)
+        if found is None:
+            self.log.warning("speed_memory_ignored", path=str(self.path), error="not a list of speed baselines")
+        return found or ()
+
+    def save(self, baselines: tuple[Baseline, ...]) -> bool:
+        """Write ``baselines`` (see :meth:`JsonMemory.write`)."""
+        return self.write(baselines_to_json(baselines))
+
+
+class HardwareMemory(JsonMemory):
+    """The last good hardware survey (what ``[gpu] require = "auto"`` requires), kept in
+    ``hardware.json`` (:func:`~lmsupervisor.core.hardware.hardware_to_json`) so a boot
+    whose GPU driver is late is judged by what the machine had."""
+
+    def load(self) -> Hardware | None:
+        """The remembered survey, or None (no file; one not readable or not what :meth:`save`
+        writes is logged ``hardware_memory_ignored`` and ignored: nothing is then required)."""
+        data = self.read("hardware")
         found = hardware_from_json(data) if data is not None else None
-        if found is None and (why is not None or data is not None):
-            self.log.warning("hardware_memory_ignored", path=str(self.path), error=why or "not a hardware survey")
+        if found is None and data is not None:
+            self.log.warning("hardware_memory_ignored", path=str(self.path), error="not a hardware survey")
         return found
 
     def save(self, hardware: Hardware) -> bool:
         """Write atomically; False when it could not (reported by ``files``, never raised)."""
-        if self.path is None:
-            return True
-        return self.files.write(self.path, json.dumps(hardware_to_json(hardware), indent=1))
+        return self.write(hardware_to_json(hardware))

@@ -52,6 +52,7 @@ from lmsupervisor.core.messages import (
     Relog,
     Remember,
     RememberHardware,
+    RememberSpeed,
     RestartRequested,
     Schedule,
     Start,
@@ -74,7 +75,7 @@ from lmsupervisor.lmstudio.facade import LmStudio
 from lmsupervisor.lmstudio.loadpass import load_models, unload
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.surveypass import survey_pass
-from lmsupervisor.statefile import HardwareMemory, StateFiles
+from lmsupervisor.statefile import HardwareMemory, SpeedMemory, StateFiles
 
 EVENT_BACKLOG = 256  # events buffered per subscriber before it is dropped
 STOP_GRACE = 3.0  # seconds cancelled tasks get to clean up (reap `lms`) at shutdown
@@ -138,7 +139,8 @@ class Supervisor:
     ``lmstudio`` is LM Studio as the supervisor reaches it (every I/O seam,
     :class:`~lmsupervisor.lmstudio.facade.LmStudio`); ``config_loader`` reads the config
     again on a reload (None: never), ``memory`` keeps the last good server settings,
-    ``hardware`` the last good hardware survey (the GPU gate's, design §9)."""
+    ``hardware`` the last good hardware survey (the GPU gate's, design §9), ``speed`` the
+    models' speed baselines (``model_slow``'s)."""
 
     def __init__(
         self,
@@ -151,6 +153,7 @@ class Supervisor:
         pid: int = 0,
         memory: ServerMemory | None = None,
         hardware: HardwareMemory | None = None,
+        speed: SpeedMemory | None = None,
     ) -> None:
         self.lmstudio = lmstudio
         self.clock = lmstudio.clock
@@ -163,7 +166,10 @@ class Supervisor:
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.memory.files.attach(self.note_state_files)  # after the queue: a known problem is sent at once
         self.hardware = hardware or HardwareMemory(None)
-        self.snap: Snapshot = initial(config, self.clock.wall(), self.memory.load(), self.hardware.load())
+        self.speed = speed or SpeedMemory(None)
+        self.snap: Snapshot = initial(
+            config, self.clock.wall(), self.memory.load(), self.hardware.load(), self.speed.load()
+        )
         self._action: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -351,6 +357,8 @@ class Supervisor:
                 self.memory.save(server)
             case RememberHardware(hardware=hardware):
                 self.hardware.save(hardware)
+            case RememberSpeed(baselines=baselines):
+                self.speed.save(baselines)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)

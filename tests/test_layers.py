@@ -155,6 +155,7 @@ UNIX_ONLY_NAMES = {
     "socket": {"AF_UNIX", "SOCK_CLOEXEC", "SOCK_NONBLOCK"},  # the flags are Linux's: not on macOS either
     "asyncio": {"open_unix_connection", "start_unix_server"},  # defined only where AF_UNIX is
     "signal": {"SIGHUP", "SIGKILL", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCHLD", "SIGALRM", "SIGPIPE"},
+    "time": {"clock_gettime", "CLOCK_BOOTTIME", "CLOCK_UPTIME_RAW", "CLOCK_MONOTONIC"},  # none on Windows
 }
 UNIX_ONLY_METHODS = {"add_reader", "remove_reader", "add_signal_handler", "remove_signal_handler"}
 UNIX_ONLY_KEYWORDS = {"start_new_session", "process_group", "preexec_fn"}

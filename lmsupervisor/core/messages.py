@@ -27,6 +27,7 @@ from lmsupervisor.core.observed import (
 from lmsupervisor.core.policy import Rung
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.snapshot import InFlight
+from lmsupervisor.core.speed import Baseline
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class ModelsDone:
 
 @dataclass(frozen=True)
 class Answered:
-    """Deep readiness: model ``name`` was asked for one token (server ``epoch``); ``ok``
+    """Deep readiness: model ``name`` was asked (server ``epoch``); ``ok``
     with ``latency_ms``, else LM Studio's ``error``. ``problem`` is set when the answer was
     a 401 (``api_token_missing``/``api_token_invalid``): our token's failure, not the model's."""
 
@@ -159,6 +160,7 @@ class Answered:
     latency_ms: float
     error: str | None = None
     problem: Problem | None = None
+    tokens_per_second: float | None = None  # measured (>= 8 tokens asked and generated), see core.speed
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,14 @@ class SurveyRequested:
 
 
 @dataclass(frozen=True)
+class Resumed:
+    """The machine slept ``seconds`` (seen by the health loop when it woke: the clock's
+    :meth:`~lmsupervisor.clock.Clock.asleep` grew): probe, survey and ask again now."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class ReloadRequested:
     """SIGHUP, a config file change or ``POST /v1/reload``: read the config again."""
 
@@ -296,6 +306,7 @@ Message = (
     | TimerFired
     | RestartRequested
     | SurveyRequested
+    | Resumed
     | ReloadRequested
     | ConfigChanged
     | ConfigRejected
@@ -340,6 +351,7 @@ class LoadModels:
     capabilities: CliCapabilities | None = None
     ask: tuple[str, ...] = ()  # names of models with probe = "answer": ask each once loaded
     answer_timeout: float = 30.0
+    answer_tokens: int = 1  # max_tokens of each ask ([health] answer_tokens)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,6 +373,13 @@ class RememberHardware:
     """Persist ``hardware``: the last good survey (what ``[gpu] require = "auto"`` requires)."""
 
     hardware: Hardware
+
+
+@dataclass(frozen=True)
+class RememberSpeed:
+    """Persist ``baselines``: every model's speed baseline (:mod:`lmsupervisor.core.speed`)."""
+
+    baselines: tuple[Baseline, ...]
 
 
 @dataclass(frozen=True)
@@ -388,14 +407,15 @@ class Health:
 @dataclass(frozen=True, kw_only=True)
 class Ask:
     """Deep readiness: ask model ``name`` (served as ``instance``, ``kind`` ``"llm"`` or
-    ``"embedding"``) for one token within ``timeout`` seconds, for server ``epoch``;
-    answers with :class:`Answered`."""
+    ``"embedding"``) for ``tokens`` tokens (max_tokens) within ``timeout`` seconds, for
+    server ``epoch``; answers with :class:`Answered`."""
 
     epoch: int
     name: str
     instance: str
     kind: str
     timeout: float
+    tokens: int = 1
 
 
 @dataclass(frozen=True)
@@ -460,6 +480,7 @@ Effect = (
     | LoadModels
     | Survey
     | RememberHardware
+    | RememberSpeed
     | CancelAction
     | Schedule
     | Health

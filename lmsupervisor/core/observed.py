@@ -169,12 +169,15 @@ def usable_server(server: ServerSettings, install: Install, declarable: bool = T
 @dataclass(frozen=True)
 class ProbeResult:
     """The outcome of one probe. ``latency_ms`` is wall milliseconds; ``error`` is a
-    one-line reason when ``ok`` is False (refused, timed out, wrong body)."""
+    one-line reason when ``ok`` is False (refused, timed out, wrong body); ``tokens`` the
+    completion tokens an answer probe's reply counted (``usage.completion_tokens``; None:
+    not told, or not an answer probe)."""
 
     ok: bool
     latency_ms: float
     status: int | None = None
     error: str | None = None
+    tokens: int | None = None
 
 
 @dataclass(frozen=True)

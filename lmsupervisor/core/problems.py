@@ -183,6 +183,31 @@ def runtime_changed_problem(found: str, declared: str, error: str | None = None)
     )
 
 
+MODEL_SLOW = "model_slow"
+
+
+def model_slow_problem(slow: Sequence[tuple[str, float, float | None]], factor: float, gpu: bool) -> Problem | None:
+    """``model_slow``: each of ``slow`` (``(name, tokens/s now, baseline tokens/s)``, the
+    baseline None when the last survey has none for it, e.g. no GPU any more) answered
+    below ``factor`` of its baseline 3 times in a row (:mod:`lmsupervisor.core.speed`); None
+    when none. ``gpu``: the last survey still showed a GPU (the model may have fallen back to
+    the CPU without LM Studio saying so, BT#2312)."""
+    if not slow:
+        return None
+    figures = "; ".join(
+        f"{name} at {now:.1f} tokens/s, baseline {'unknown' if base is None else f'{base:.1f}'}"
+        for name, now, base in slow
+    )
+    return Problem(
+        MODEL_SLOW,
+        f"below {factor:g} of their baseline speed for 3 answers in a row: {figures}",
+        ("lmsupervisor surveyed the hardware again (a lost GPU is then gpu_missing); " if gpu else "")
+        + "check the GPU driver, LM Studio's runtime (`lms runtime survey`, `lms runtime ls`) and what else uses the "
+        "GPU; [[models]] reload_when_slow = true reloads a slow model once",
+        "warning",
+    )
+
+
 NOTIFY_FAILING = "notify_failing"
 
 

@@ -60,7 +60,9 @@ from lmsupervisor.core.messages import (
     ReloadRequested,
     Remember,
     RememberHardware,
+    RememberSpeed,
     RestartRequested,
+    Resumed,
     ServerUp,
     Start,
     StopRequested,
@@ -75,15 +77,18 @@ from lmsupervisor.core.policy import Rung, survey_delay
 from lmsupervisor.core.preload import Decision, instance_of, plan
 from lmsupervisor.core.problems import (
     GPU_PROBLEMS,
+    MODEL_SLOW,
     Problem,
     bring_up_problem,
     crash_problem,
     gpu_problem,
+    model_slow_problem,
     runtime_changed_problem,
     survey_failed_problem,
 )
 from lmsupervisor.core.reduction import Reduction
-from lmsupervisor.core.snapshot import MODEL_STATES, InFlight, Snapshot
+from lmsupervisor.core.snapshot import MODEL_STATES, InFlight, ModelStatus, Snapshot
+from lmsupervisor.core.speed import SLOW_ANSWERS, Baseline, baseline_of, is_slow, on_gpu, speed_key
 from lmsupervisor.core.states import State, Trigger, accepts
 
 # The cause of a restart, as the reducer records it (``Snapshot.restarts.cause``): the
@@ -181,6 +186,8 @@ def _dispatch(r: Reduction, msg: Message) -> None:
             _surveyed(r, msg, running=True)
         case SurveyRequested(refresh=refresh) if state in (State.READY, State.DEGRADED) and r.survey_due():
             r.survey(refresh)
+        case Resumed(seconds=seconds):
+            _resumed(r, seconds)
         case LoadPassFailed() if msg.action == work.action and state is State.LOADING_MODELS:
             for m in s.models:
                 if m.state in ("pending", "loading", "downloading"):
@@ -363,7 +370,14 @@ def _ask_due(r: Reduction) -> None:
         if status.asked_at is not None:
             timeout = s.config.health.answer_timeout
             r.emit(
-                Ask(epoch=s.work.epoch, name=status.name, instance=status.instance, kind=status.kind, timeout=timeout)
+                Ask(
+                    epoch=s.work.epoch,
+                    name=status.name,
+                    instance=status.instance,
+                    kind=status.kind,
+                    timeout=timeout,
+                    tokens=s.config.health.answer_tokens,
+                )
             )
 
 
@@ -381,12 +395,96 @@ def _answered(r: Reduction, answer: Answered, reload: bool) -> None:
         return
     if answer.ok:
         _update_model(r, answer.name, last_answer_ms=round(answer.latency_ms, 3))
+        if answer.tokens_per_second is not None:
+            _measured(r, status, answer.tokens_per_second)
         return
     r.log("warning", "model_answer_failed", model=answer.name, error=answer.error)
     r.set_model(answer.name, "failed", answer.error or "did not answer")
     r.set_work(unload_next=tuple(dict.fromkeys((*r.snap.work.unload_next, answer.name))))
     if reload and r.snap.state is State.READY:
         r.fire(Trigger.DRIFT, f"declared model does not answer: {answer.name}")  # READY -> LOADING_MODELS
+
+
+# -- speed (design §9 [health] answer_tokens, slow_factor; core.speed) ----------------------
+def _measured(r: Reduction, status: ModelStatus, figure: float) -> None:
+    """An answer of ``status``'s model measured ``figure`` tokens/s. With no baseline for its
+    key (model, LM Studio version, runtime) under a GPU survey, it becomes the baseline
+    (kept in the state folder); with one, a figure below ``slow_factor`` of it counts a slow
+    answer in a row (:data:`SLOW_ANSWERS` of them: ``model_slow``, a re-survey on a GPU
+    machine, and with ``reload_when_slow`` one reload per cause), and one at speed clears
+    the count and the problem."""
+    s, name = r.snap, status.name
+    declared = next((m for m in s.config.models if model_name(m) == name), None)
+    if declared is None:
+        return
+    survey = s.hardware.survey
+    key = speed_key(status.key, s.lmstudio.lms_version, survey)
+    _update_model(r, name, tokens_per_second=round(figure, 3))
+    if key is None:  # no GPU survey: no baseline is set or judged (the gate speaks for the GPU)
+        return
+    baseline = baseline_of(s.baselines, key)
+    if baseline is None:
+        new = Baseline(*key, tokens_per_second=round(figure, 3))
+        r.set(baselines=(*s.baselines, new))
+        r.emit(RememberSpeed(r.snap.baselines))
+        r.log("info", "speed_baseline_set", model=name, tokens_per_second=new.tokens_per_second,
+              lmstudio=new.lmstudio, runtime=new.runtime)  # fmt: skip
+        return
+    slow = status.slow + 1 if is_slow(figure, baseline.tokens_per_second, s.config.health.slow_factor) else 0
+    _update_model(r, name, slow=slow)
+    if slow == 0 and status.slow >= SLOW_ANSWERS:
+        r.log("info", "model_speed_recovered", model=name, tokens_per_second=round(figure, 3))
+        _update_model(r, name, slow_reloaded=False)  # a new slowness is a new cause
+    _slow_problem(r)
+    if slow < SLOW_ANSWERS:
+        return
+    if slow == SLOW_ANSWERS:
+        r.log("warning", "model_slow", model=name, tokens_per_second=round(figure, 3),
+              baseline=baseline.tokens_per_second)  # fmt: skip
+    reload = declared.reload_when_slow and not status.slow_reloaded and r.snap.state in (State.READY, State.DEGRADED)
+    if reload:
+        _update_model(r, name, slow_reloaded=True)
+        r.log("warning", "model_reloaded_slow", model=name, identifier=status.instance or name)
+        r.set_work(unload_next=tuple(dict.fromkeys((*r.snap.work.unload_next, status.instance or name))))
+        r.set_model(name, "pending")
+        r.fire(Trigger.DRIFT, f"declared model is slow: {name}")  # -> LOADING_MODELS (surveys first)
+    elif slow == SLOW_ANSWERS and on_gpu(survey) and r.snap.state in (State.READY, State.DEGRADED) and r.survey_due():
+        r.survey(refresh=True)  # a GPU lost while idle shows here first: the gate then says gpu_missing
+
+
+def _slow_problem(r: Reduction) -> None:
+    """``model_slow`` from the models' counts: one problem naming every slow model."""
+    s = r.snap
+    slow = []
+    for m in s.models:
+        baseline = s.baseline(m)
+        if m.slow >= SLOW_ANSWERS and m.tokens_per_second is not None:
+            slow.append((m.name, m.tokens_per_second, baseline.tokens_per_second if baseline else None))
+    problem = model_slow_problem(slow, s.config.health.slow_factor, on_gpu(s.hardware.survey))
+    if problem != next((p for p in s.standing if p.code == MODEL_SLOW), None):
+        r.set(standing=_with(s.standing, MODEL_SLOW, problem))
+
+
+# -- resume from sleep ----------------------------------------------------------------------
+def _resumed(r: Reduction, seconds: float) -> None:
+    """The machine slept ``seconds``: LM Studio's GPU may be gone (Ollama #10053) and its
+    models with it. Logged ``resumed`` (and counted by the metrics' observer); the health
+    loop that saw it probes in the same round. Ready or degraded: survey again with
+    ``--refresh`` and mark every answer-probed model due, so the next good probe asks them.
+    Waiting behind the GPU gate: survey again now rather than at the backoff's timer.
+    Elsewhere the bring-up or load pass in progress surveys anyway."""
+    s = r.snap
+    r.log("warning", "resumed", asleep=round(seconds, 3), state=s.state.value)
+    if s.state in (State.READY, State.DEGRADED):
+        due = r.now.mono - s.config.health.answer_interval
+        answering = {model_name(m) for m in s.config.models if m.probe == "answer"}
+        for m in s.models:
+            if m.name in answering and m.state == "loaded":
+                _update_model(r, m.name, asked_at=due)
+        if r.survey_due():
+            r.survey(refresh=True)
+    elif s.state is State.LOADING_MODELS and s.hardware.waiting_since is not None:
+        r.survey(refresh=True)
 
 
 def _timer(r: Reduction) -> None:

@@ -213,6 +213,7 @@ class Reduction:
                 unload=work.unload_next,
                 ask=ask,
                 answer_timeout=s.config.health.answer_timeout,
+                answer_tokens=s.config.health.answer_tokens,
                 **self.reach(),
             )
         )

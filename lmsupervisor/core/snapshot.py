@@ -14,6 +14,7 @@ from lmsupervisor.core.configdiff import model_name
 from lmsupervisor.core.hardware import Hardware
 from lmsupervisor.core.observed import DaemonProcess, DownloadProgress, Install, ServerSettings
 from lmsupervisor.core.problems import Problem
+from lmsupervisor.core.speed import Baseline, baseline_of, speed_key
 from lmsupervisor.core.states import State
 
 MODEL_STATES = ("pending", "downloading", "loading", "loaded", "failed", "idle_unloaded")
@@ -32,6 +33,9 @@ class ModelStatus:
     kind: str = "llm"  # "llm" or "embedding" (from `lms ps --json` type), for the answer probe
     download: DownloadProgress | None = None  # while ``downloading`` through REST v1
     asked_at: float | None = None  # monotonic seconds of its last answer probe (probe = "answer")
+    tokens_per_second: float | None = None  # the last measured answer's speed ([health] answer_tokens >= 8)
+    slow: int = 0  # answers in a row below [health] slow_factor of its baseline (3: model_slow)
+    slow_reloaded: bool = False  # reloaded for being slow ([[models]] reload_when_slow): never twice per cause
 
     @property
     def name(self) -> str:
@@ -179,7 +183,9 @@ class Snapshot:
     ``liveness`` (:class:`Liveness`, whether its server answers), ``restarts``
     (:class:`Restarts`, the backoff ladder and the last failure), ``work``
     (:class:`Work`, the supervisor's ids and loads in progress), ``hardware``
-    (:class:`HardwareSeen`, the hardware survey and the GPU gate).
+    (:class:`HardwareSeen`, the hardware survey and the GPU gate), ``baselines`` (each
+    model's speed on the GPU per LM Studio version and runtime, from the state folder at
+    start, :mod:`lmsupervisor.core.speed`).
     """
 
     config: Config
@@ -197,6 +203,7 @@ class Snapshot:
     restarts: Restarts = field(default_factory=Restarts)
     work: Work = field(default_factory=Work)
     hardware: HardwareSeen = field(default_factory=HardwareSeen)
+    baselines: tuple[Baseline, ...] = ()
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:
@@ -216,15 +223,22 @@ class Snapshot:
         """The status of the declared model called ``name`` (identifier, else key)."""
         return next((m for m in self.models if m.name == name), None)
 
+    def baseline(self, status: ModelStatus) -> Baseline | None:
+        """``status``'s speed baseline under this LM Studio version and the last survey's
+        runtime (None: none yet, or the survey shows no GPU; :mod:`lmsupervisor.core.speed`)."""
+        return baseline_of(self.baselines, speed_key(status.key, self.lmstudio.lms_version, self.hardware.survey))
+
 
 def initial(
     config: Config,
     wall: float,
     last_good_server: ServerSettings | None = None,
     last_good_hardware: Hardware | None = None,
+    baselines: tuple[Baseline, ...] = (),
 ) -> Snapshot:
     """The snapshot before ``Start``: stopped, every declared model pending; what the state
-    folder remembers (the last good server settings and hardware survey) is known."""
+    folder remembers (the last good server settings and hardware survey, the speed
+    baselines) is known."""
     return Snapshot(
         config=config,
         since=wall,
@@ -232,6 +246,7 @@ def initial(
         models=statuses(config.models, ()),
         lmstudio=LmStudioSeen(last_good_server=last_good_server),
         hardware=HardwareSeen(last_good=last_good_hardware),
+        baselines=baselines,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from lmsupervisor.core.hardware import Hardware
 from lmsupervisor.core.observed import base_url
-from lmsupervisor.core.snapshot import LmStudioSeen, Snapshot
+from lmsupervisor.core.snapshot import LmStudioSeen, ModelStatus, Snapshot
 from lmsupervisor.core.timefmt import iso
 
 
@@ -60,6 +60,8 @@ def render(
                 "error": m.error,
                 "last_answer_ms": m.last_answer_ms,
                 "download": m.download.to_json() if m.download else None,
+                "tokens_per_second": m.tokens_per_second,
+                "baseline_tokens_per_second": _baseline(snap, m),
             }
             for m in snap.models
         ],
@@ -74,6 +76,13 @@ def render(
         "proxy": proxy,
         "hardware": _hardware(snap),
     }
+
+
+def _baseline(snap: Snapshot, m: ModelStatus) -> float | None:
+    """``models[].baseline_tokens_per_second`` (design §9): the model's baseline under this
+    LM Studio and runtime, None before one (see :mod:`lmsupervisor.core.speed`)."""
+    baseline = snap.baseline(m)
+    return baseline.tokens_per_second if baseline is not None else None
 
 
 def _hardware(snap: Snapshot) -> dict[str, Any] | None:

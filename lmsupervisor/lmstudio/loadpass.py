@@ -40,6 +40,7 @@ from lmsupervisor.core.messages import (
 from lmsupervisor.core.observed import DownloadedModel, DownloadProgress, LoadedModel, ProbeResult
 from lmsupervisor.core.preload import Decision, Planned, instance_of, plan
 from lmsupervisor.core.problems import download_paused_problem
+from lmsupervisor.core.speed import tokens_per_second
 from lmsupervisor.errors import LmsError, LmsExitError, LmsNotFoundError, LmsTimeoutError, RestError, RestTimeoutError
 from lmsupervisor.lmstudio.facade import QUICK_TIMEOUT, LmStudio
 from lmsupervisor.lmstudio.lms import LmsClient
@@ -401,28 +402,35 @@ async def _download(
 
 async def _ask_all(lm: LmStudio, eff: LoadModels, loaded: list[LoadedModel]) -> tuple[Answered, ...]:
     """Deep readiness after loading: each loaded model with probe = "answer" must answer
-    one 1-token request within ``eff.answer_timeout`` seconds."""
+    one request for ``eff.answer_tokens`` tokens within ``eff.answer_timeout`` seconds."""
     answers = []
     for m in eff.models:
         name = model_name(m)
         inst = instance_of(m, loaded)
         if name not in eff.ask or inst is None or not eff.url:
             continue
-        answers.append(await ask(lm, 0, name, eff.url, inst.identifier, inst.type, eff.answer_timeout))
+        answers.append(
+            await ask(lm, 0, name, eff.url, inst.identifier, inst.type, eff.answer_timeout, eff.answer_tokens)
+        )
     return tuple(answers)
 
 
-async def ask(lm: LmStudio, epoch: int, name: str, url: str, identifier: str, kind: str, timeout: float) -> Answered:
-    """One answer probe of model ``name`` (instance ``identifier``, server ``epoch``)
-    bounded by ``timeout`` seconds of clock time. A 401 is not the model's failure: the
-    answer is ok-less and carries the token problem (``api_token_missing`` or
-    ``api_token_invalid``); the model stays loaded."""
+async def ask(
+    lm: LmStudio, epoch: int, name: str, url: str, identifier: str, kind: str, timeout: float, tokens: int = 1
+) -> Answered:
+    """One answer probe of model ``name`` (instance ``identifier``, server ``epoch``) for
+    ``tokens`` tokens (max_tokens), bounded by ``timeout`` seconds of clock time; its
+    tokens per second when :func:`~lmsupervisor.core.speed.tokens_per_second` measures
+    them (8 or more asked and generated). A 401 is not the model's failure: the answer is
+    ok-less and carries the token problem (``api_token_missing`` or ``api_token_invalid``);
+    the model stays loaded."""
     try:
-        result = await within(lm.clock, lm.prober.ask(url, identifier, kind, timeout), timeout)
+        result = await within(lm.clock, lm.prober.ask(url, identifier, kind, timeout, tokens), timeout)
     except TimeoutError:
         result = ProbeResult(False, timeout * 1000, None, f"{identifier} did not answer within {timeout:g} s")
     problem = None
     if result.status == 401:
         code = "api_token_invalid" if lm.prober.token() else "api_token_missing"
         problem = token_problem(code, result.error or "HTTP 401")
-    return Answered(epoch, name, result.ok, result.latency_ms, result.error, problem)
+    speed = tokens_per_second(tokens, result.tokens, result.latency_ms / 1000) if result.ok else None
+    return Answered(epoch, name, result.ok, result.latency_ms, result.error, problem, speed)

@@ -28,6 +28,8 @@ from lmsupervisor.errors import ProbeError
 from lmsupervisor.lmstudio.httperrors import PROBE, map_http_errors
 from lmsupervisor.lmstudio.rest import BearerAuth
 
+LONG_REPLY_PROMPT = "Count from 1 to 200, separated by spaces."  # an answer probe that measures speed
+
 
 def _no_token() -> str | None:
     return None
@@ -86,21 +88,22 @@ class Prober:
             f'{url} answered {response.status_code} {snippet!r}, not LM Studio\'s greeting {{"lmstudio":true}}',
         )
 
-    async def ask(self, url: str, model: str, kind: str, timeout: float) -> ProbeResult:
-        """Deep readiness: one request with a 1-token budget to ``model`` (an instance
-        identifier): ``POST {url}/v1/chat/completions`` with ``max_tokens: 1`` for an LLM,
-        ``POST {url}/v1/embeddings`` when ``kind`` is ``"embedding"`` (facts §4). ``ok``
-        only for a 200 carrying ``choices`` (or ``data``); otherwise ``error`` is LM
-        Studio's own message (a 401 when the API token is missing or refused). Never
-        raises; ``timeout`` is seconds."""
+    async def ask(self, url: str, model: str, kind: str, timeout: float, tokens: int = 1) -> ProbeResult:
+        """Deep readiness: one request with a ``tokens`` budget to ``model`` (an instance
+        identifier): ``POST {url}/v1/chat/completions`` with ``max_tokens: tokens`` for an
+        LLM (more than one: a prompt that asks for a long reply, so the budget is spent
+        generating), ``POST {url}/v1/embeddings`` when ``kind`` is ``"embedding"`` (facts
+        §4). ``ok`` only for a 200 carrying ``choices`` (or ``data``), with ``tokens`` from
+        its ``usage.completion_tokens``; otherwise ``error`` is LM Studio's own message (a
+        401 when the API token is missing or refused). Never raises; ``timeout`` is seconds."""
         started = time.monotonic()
         body: dict[str, Any]
         if kind == "embedding":
             target, body, field = "/v1/embeddings", {"model": model, "input": "ping"}, "data"
         else:
-            messages = [{"role": "user", "content": "ping"}]
+            messages = [{"role": "user", "content": "ping" if tokens <= 1 else LONG_REPLY_PROMPT}]
             target, field = "/v1/chat/completions", "choices"
-            body = {"model": model, "messages": messages, "max_tokens": 1, "stream": False}
+            body = {"model": model, "messages": messages, "max_tokens": tokens, "stream": False}
         try:
             with map_http_errors(f"{url}{target}", timeout, PROBE):
                 request = self._client.post(f"{url}{target}", json=body, timeout=timeout)
@@ -110,7 +113,10 @@ class Prober:
         ms = (time.monotonic() - started) * 1000
         data = _json(response)
         if response.status_code == 200 and isinstance(data, dict) and isinstance(data.get(field), list):
-            return ProbeResult(True, ms, 200)
+            usage = data.get("usage")
+            generated = usage.get("completion_tokens") if isinstance(usage, dict) else None
+            counted = generated if isinstance(generated, int) and not isinstance(generated, bool) else None
+            return ProbeResult(True, ms, 200, tokens=counted)
         error = data.get("error") if isinstance(data, dict) else None
         if isinstance(error, dict):
             error = error.get("message")

@@ -8,6 +8,7 @@ user", "lock held", "cannot watch that PID"): those are ``None`` or ``False``.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any, NamedTuple, Protocol
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: asyncio stays out of `lmsupervisor status`
@@ -119,3 +120,20 @@ class OsPlatform(Protocol):
     def raise_fd_limit(self) -> tuple[int, int] | None:
         """Raise the soft open-files limit to the hard one: ``(old soft, new soft)``, or None
         when nothing changed or there is no such limit."""
+
+    # -- time asleep
+    def sleep_gap(self) -> float:
+        """Seconds that grow by the time the machine spends asleep (suspend, hibernation) and
+        stay still while it runs: a clock that counts sleep minus one that does not (Linux
+        ``CLOCK_BOOTTIME - CLOCK_MONOTONIC``; macOS ``CLOCK_MONOTONIC - CLOCK_UPTIME_RAW``;
+        Windows ``GetTickCount64 - QueryUnbiasedInterruptTime``), else the wall clock minus
+        the monotonic one (a wall-clock step then reads as sleep). Only the difference
+        between two readings means anything. Never raises."""
+
+
+def wall_gap() -> float:
+    """``time.time() - time.monotonic()`` (seconds): grows by the time asleep where the
+    monotonic clock stops meanwhile, and by any step of the wall clock (NTP, a person
+    setting the time), which therefore reads as sleep. The fallback of
+    :meth:`OsPlatform.sleep_gap`."""
+    return time.time() - time.monotonic()

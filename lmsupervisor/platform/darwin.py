@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import select
 
-from lmsupervisor.platform.posix import APP, Posix
+from lmsupervisor.platform.posix import APP, Posix, clock_gap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,6 +49,13 @@ class Darwin(Posix):
     def runtime_folder(self, env: Mapping[str, str]) -> str:
         """``~/Library/Caches/TemporaryItems/lmsupervisor`` (platformdirs' ``user_runtime_dir``)."""
         return self._dirs().user_runtime_dir
+
+    def sleep_gap(self) -> float:
+        """``CLOCK_MONOTONIC - CLOCK_UPTIME_RAW`` (seconds): on macOS ``CLOCK_MONOTONIC``
+        "will continue to increment while the system is asleep" and ``CLOCK_UPTIME_RAW``
+        "does not increment while the system is asleep" (macOS ``clock_gettime(3)``; Python's
+        :data:`time.CLOCK_UPTIME_RAW`, macOS 10.12+)."""
+        return clock_gap("CLOCK_MONOTONIC", "CLOCK_UPTIME_RAW")
 
     def watch_exit(
         self, loop: asyncio.AbstractEventLoop, pid: int, on_exit: Callable[[], None]

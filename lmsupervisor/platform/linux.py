@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from lmsupervisor.platform.posix import APP, Posix
+from lmsupervisor.platform.posix import APP, Posix, clock_gap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,6 +33,11 @@ class Linux(Posix):
         if not os.path.isabs(state):
             state = os.path.join(_home(env), ".local", "state")
         return os.path.join(state, APP)
+
+    def sleep_gap(self) -> float:
+        """``CLOCK_BOOTTIME - CLOCK_MONOTONIC`` (seconds): the first counts suspend, the second
+        (and so :func:`time.monotonic` and asyncio's timers) does not."""
+        return clock_gap("CLOCK_BOOTTIME", "CLOCK_MONOTONIC")
 
     def runtime_folder(self, env: Mapping[str, str]) -> str:
         """The state folder: no per-user runtime folder without ``$XDG_RUNTIME_DIR``, and never

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 
-from lmsupervisor.platform.base import Account
+from lmsupervisor.platform.base import Account, wall_gap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,6 +48,18 @@ def pid_alive(pid: int) -> bool:
         return True  # no procfs (macOS): kill(0) is all we have
     state = stat.rsplit(")", 1)[-1].split()[0]
     return state not in ("Z", "X")
+
+
+def clock_gap(counts_sleep: str, stops_asleep: str) -> float:
+    """``clock_gettime(counts_sleep) - clock_gettime(stops_asleep)`` for two ``time.CLOCK_*``
+    names; :func:`wall_gap` when this interpreter lacks either (another Unix)."""
+    ours, theirs = getattr(time, counts_sleep, None), getattr(time, stops_asleep, None)
+    if ours is None or theirs is None:
+        return wall_gap()
+    try:
+        return time.clock_gettime(ours) - time.clock_gettime(theirs)
+    except OSError:  # a kernel without that clock
+        return wall_gap()
 
 
 class Posix:
@@ -183,6 +196,11 @@ class Posix:
 
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
+
+    def sleep_gap(self) -> float:
+        """The wall clock minus the monotonic one (:func:`wall_gap`): a Unix without a clock
+        that counts sleep (the subclasses read one where the OS has it)."""
+        return wall_gap()
 
     def raise_fd_limit(self) -> tuple[int, int] | None:
         """Raise the soft RLIMIT_NOFILE to the hard limit (services often start at 1024), or to

@@ -26,6 +26,7 @@ import sys
 import threading
 
 from lmsupervisor.errors import ConfigError
+from lmsupervisor.platform.base import wall_gap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,9 +63,10 @@ class Windows:
     default_transport = "tcp"
     stop_signals: tuple[str, ...] = ("SIGINT", "SIGBREAK", "CTRL_CLOSE_EVENT")
 
-    def __init__(self, winapi: Any = None, msvcrt: Any = None) -> None:
+    def __init__(self, winapi: Any = None, msvcrt: Any = None, kernel32: Any = None) -> None:
         self.winapi = winapi or _module("_winapi")
         self.msvcrt = msvcrt or _module("msvcrt")
+        self.kernel32 = kernel32  # None: ctypes' kernel32, loaded at the first sleep_gap()
 
     # -- who we are: nobody, as far as uids go
     def uid(self) -> int | None:
@@ -254,6 +256,36 @@ class Windows:
     def raise_fd_limit(self) -> tuple[int, int] | None:
         """None: no RLIMIT_NOFILE (handles are not limited that way)."""
         return None
+
+    # -- time asleep
+    def sleep_gap(self) -> float:
+        """``GetTickCount64`` (milliseconds since boot, sleep included) minus
+        ``QueryUnbiasedInterruptTime`` (100 ns units, "does not include time the system
+        spends in sleep or hibernation"), in seconds: two counts no person or time service
+        adjusts. Without kernel32 (a Windows-shaped interpreter elsewhere) the wall clock
+        minus the monotonic one (:func:`~lmsupervisor.platform.base.wall_gap`)."""
+        if self.kernel32 is None:
+            self.kernel32 = _kernel32()
+        if self.kernel32 is None:
+            return wall_gap()
+        import ctypes  # noqa: PLC0415 - only where kernel32 is
+
+        unbiased = ctypes.c_ulonglong(0)
+        if not self.kernel32.QueryUnbiasedInterruptTime(ctypes.byref(unbiased)):
+            return wall_gap()
+        return int(self.kernel32.GetTickCount64()) / 1e3 - unbiased.value / 1e7
+
+
+def _kernel32() -> Any:
+    """kernel32 through ctypes, ``GetTickCount64`` returning 64 bits; None off Windows."""
+    import ctypes  # noqa: PLC0415
+
+    win_dll = getattr(ctypes, "WinDLL", None)
+    if win_dll is None:
+        return None
+    kernel32 = win_dll("kernel32")  # pragma: no cover - Windows only
+    kernel32.GetTickCount64.restype = ctypes.c_ulonglong  # pragma: no cover
+    return kernel32  # pragma: no cover
 
 
 def _console_close(

@@ -18,7 +18,13 @@ Faults, the documented interface (:class:`SimInstall`):
 ``lose_gpu()``                every GPU disappears (``restore_gpu()`` brings them back)
 ``cpu_fallback(factor)``      every answer ``factor`` times slower, the survey unchanged
 ``update_runtime(to)``        an "update" selects another installed runtime for GGUF
+``suspend(seconds, ...)``     the machine sleeps ``seconds``: ``asleep_path`` gains them (below)
 ===========================  ===============================================================
+
+A suspend cannot be made on a test machine, so the simulator shifts what the supervisor
+reads: ``asleep_path`` holds the seconds slept so far, which a supervisor started with
+``LMSUPERVISOR_ASLEEP_FILE=<asleep_path>`` adds to its clock's reading of the time asleep
+(its documented test seam, :meth:`lmsupervisor.clock.SystemClock.asleep`).
 
 The machine's hardware (GPUs, CPU, RAM, runtimes, the selected runtime, generation speed)
 is data in ``.sim/hardware.json``: :meth:`SimInstall.set_hardware`, shapes in
@@ -288,6 +294,29 @@ class SimInstall:
         """Every answer generates ``factor`` times slower while the survey still says
         ``compatible`` with its GPUs (a silent fall-back, BT#2312); 1 undoes it."""
         self._update_faults(cpu_fallback=factor)
+
+    @property
+    def asleep_path(self) -> Path:
+        """``<home>/.sim/asleep``: the seconds this machine has slept (see :meth:`suspend`)."""
+        return common.sim_dir(self.home) / "asleep"
+
+    def suspend(self, seconds: float, lose_gpu: bool = False) -> float:
+        """The machine sleeps ``seconds`` and wakes: :attr:`asleep_path` grows by them, as the
+        boot-time clock does across a suspend (Linux ``CLOCK_BOOTTIME``), while everything
+        keeps running. ``lose_gpu``: the GPU did not come back with it (Ollama #10053, see
+        :meth:`lose_gpu`). Returns the seconds slept in all."""
+        if lose_gpu:  # first: the supervisor may notice the resume the moment the file changes
+            self.lose_gpu()
+        try:
+            slept = float(self.asleep_path.read_text(encoding="utf-8") or 0)
+        except (OSError, ValueError):
+            slept = 0.0
+        slept += seconds
+        tmp = self.asleep_path.with_suffix(".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(f"{slept}\n", encoding="utf-8")
+        tmp.replace(self.asleep_path)  # atomically: the supervisor reads it at any moment
+        return slept
 
     def generation(self) -> dict[str, dict[str, Any]]:
         """Where each loaded instance generates and how fast, from the running daemon:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 RESULT_QUOTE_CHARS = 200  # how much of a tool's result the final answer quotes
+LONG_REPLY_WORDS = 512  # the longest reply: what a max_tokens beyond the sentence runs on to
+LONG_REPLY = tuple(str(n) for n in range(1, LONG_REPLY_WORDS + 1))  # the words it runs on with
 
 
 def example_value(schema: Any) -> Any:
@@ -123,13 +125,22 @@ def answer_words(identifier: str, messages: list[dict[str, str]], limit: Any) ->
     ``Simulated reply from <id>.``, one "token" per word; after a tool result
     ``Simulated reply from <id>. The tool returned: <result>`` (the result cut to
     :data:`RESULT_QUOTE_CHARS`). ``limit`` (None or -1: unlimited) cuts the words, with
-    finish reason ``"length"``.
+    finish reason ``"length"``. A ``limit`` beyond the reply is spent as a model that runs
+    on would spend it: the reply goes on with :data:`LONG_REPLY` (counting words) up to
+    ``limit``, at most :data:`LONG_REPLY_WORDS`, so an answer probe asking for 16 tokens
+    gets 16 (and takes 16 tokens' time, see :mod:`lmsupervisor.simulator.hardware`).
     """
     result = _tool_result(messages)
     text = f"Simulated reply from {identifier}."
     if result is not None:
         text += f" The tool returned: {result[:RESULT_QUOTE_CHARS]}"
     words = text.split()
-    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(words):
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+        return words, "stop"
+    if limit < len(words):
         return words[:limit], "length"
+    if len(words) < limit <= LONG_REPLY_WORDS:
+        return [*words, *LONG_REPLY[: limit - len(words)]], "length"
+    if limit > LONG_REPLY_WORDS:
+        return [*words, *LONG_REPLY[: max(0, LONG_REPLY_WORDS - len(words))]], "stop"
     return words, "stop"

@@ -10,14 +10,16 @@ the process-global default registry leaks in). Two kinds of sources:
   ``lmsupervisor_lms_calls_total{command,result}`` and
   ``lmsupervisor_lms_call_duration_seconds{command}`` (histogram),
   ``lmsupervisor_status_encodings_total`` (the status server's cache at work), and
-  ``lmsupervisor_notify_deliveries_total{kind,result}`` (:meth:`Metrics.count_notification`:
+  ``lmsupervisor_resumes_total`` (resumes from sleep the health loop noticed, each
+  re-verified at once), ``lmsupervisor_notify_deliveries_total{kind,result}`` (:meth:`Metrics.count_notification`:
   each try to a ``[[notify]]`` receiver, ``ok`` or ``failed``, and each alert ``dropped``
   from a full queue; a failing receiver is also the problem ``notify_failing``).
 - **Read from the status snapshot at each scrape** (design §5 dict): ``lmsupervisor_ready``,
   ``lmsupervisor_state{state}``, ``lmsupervisor_probe_failures`` (consecutive),
   ``lmsupervisor_model_loaded`` / ``lmsupervisor_model_failed`` /
-  ``lmsupervisor_model_answer_latency_seconds`` (``{key,identifier}``; the latter only once
-  ``models[].last_answer_ms`` is known), ``lmsupervisor_config_rejected``,
+  ``lmsupervisor_model_answer_latency_seconds``, ``lmsupervisor_model_tokens_per_second`` and
+  ``lmsupervisor_model_baseline_tokens_per_second`` (``{key,identifier}``; the last three only
+  once the status has the figure), ``lmsupervisor_config_rejected``,
   ``lmsupervisor_problem{code,severity}`` (1 per problem in the status),
 ``lmsupervisor_uptime_seconds``, ``lmsupervisor_last_transition_timestamp_seconds``,
   ``lmsupervisor_info{version,lmstudio_version,lms_cli_version,lmstudio_kind}``, and from
@@ -48,7 +50,7 @@ from prometheus_client.registry import Collector
 from lmsupervisor import __version__
 from lmsupervisor.clock import Clock
 from lmsupervisor.core import reducer as core
-from lmsupervisor.core.messages import Probed
+from lmsupervisor.core.messages import Probed, Resumed
 from lmsupervisor.core.snapshot import Snapshot
 from lmsupervisor.core.states import State
 from lmsupervisor.errors import LmsNotFoundError, LmsTimeoutError
@@ -144,6 +146,11 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self.resumes = Counter(
+            "lmsupervisor_resumes",
+            "Resumes of the machine from sleep that the supervisor noticed (and re-verified LM Studio after).",
+            registry=self.registry,
+        )
         for reason in RESTART_REASONS:  # present at 0 from the start, so increase() sees the first one
             self.restarts.labels(reason=reason)
         for result in ("ok", "failed"):
@@ -153,7 +160,9 @@ class Metrics:
 
     # -- sources ------------------------------------------------------------------------
     def observe(self, message: object, snap: Snapshot) -> None:
-        """``Supervisor.observe`` callback: count restarts and probes from each reduced message."""
+        """``Supervisor.observe`` callback: count restarts, probes and resumes from each reduced message."""
+        if isinstance(message, Resumed):
+            self.resumes.inc()
         if isinstance(message, Probed):
             ok = message.result.ok
             self.probes.labels(result="ok" if ok else "failed").inc()
@@ -209,13 +218,25 @@ class Metrics:
             "Latency of the declared model's last 1-token answer (deep readiness).",
             labels=MODEL_LABELS,
         )
+        speed = GaugeMetricFamily(
+            "lmsupervisor_model_tokens_per_second",
+            "Tokens per second of the declared model's last measured answer ([health] answer_tokens >= 8).",
+            labels=MODEL_LABELS,
+        )
+        baseline = GaugeMetricFamily(
+            "lmsupervisor_model_baseline_tokens_per_second",
+            "The declared model's speed baseline on the GPU under this LM Studio version and runtime.",
+            labels=MODEL_LABELS,
+        )
         for m in snap["models"]:
             labels = [str(m["key"]), str(m.get("identifier") or "")]
             loaded.add_metric(labels, int(m["state"] == "loaded"))
             failed.add_metric(labels, int(m["state"] == "failed"))
-            if isinstance(m.get("last_answer_ms"), int | float):
-                answer.add_metric(labels, m["last_answer_ms"] / 1000)
-        yield from (loaded, failed, answer)
+            for family, value in ((answer, m.get("last_answer_ms")), (speed, m.get("tokens_per_second")),
+                                  (baseline, m.get("baseline_tokens_per_second"))):  # fmt: skip
+                if isinstance(value, int | float):
+                    family.add_metric(labels, value / 1000 if family is answer else value)
+        yield from (loaded, failed, answer, speed, baseline)
         yield _gauge(
             "lmsupervisor_config_rejected",
             "1 while the config file on disk is rejected and the previous one runs.",

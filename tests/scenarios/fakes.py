@@ -35,12 +35,22 @@ class FakeClock:
         self.now = 0.0
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._ids = itertools.count()
+        self.slept = 0.0  # seconds the machine spent suspended (suspend())
 
     def monotonic(self) -> float:
         return self.now
 
     def wall(self) -> float:
-        return 1_800_000_000.0 + self.now
+        return 1_800_000_000.0 + self.now + self.slept
+
+    def asleep(self) -> float:
+        return self.slept
+
+    def suspend(self, seconds: float) -> None:
+        """The machine sleeps ``seconds``: the wall clock and :meth:`asleep` jump, the
+        monotonic clock (and every sleeper's deadline) does not, as on Linux, where
+        asyncio's timers run on ``CLOCK_MONOTONIC``."""
+        self.slept += seconds
 
     async def sleep(self, seconds: float) -> None:
         await self.timer(seconds)

@@ -161,6 +161,8 @@ NUMERIC_KEYS = [
     ("health", "failures_before_restart"),
     ("health", "answer_interval"),
     ("health", "answer_timeout"),
+    ("health", "answer_tokens"),
+    ("health", "slow_factor"),
     ("restart", "initial_delay"),
     ("restart", "max_delay"),
     ("restart", "multiplier"),
@@ -379,3 +381,28 @@ def test_gpu_gate_and_runtime_pin() -> None:
     assert (cfg.gpu.require, cfg.gpu.wait, cfg.lmstudio.runtime) == (False, 5.0, "llama.cpp-cuda@1.52.1")
     assert parse_toml("[gpu]\nrequire = true\n").gpu.require is True
     assert parse_toml("[lmstudio]\nruntime = ''\n").lmstudio.runtime is None
+
+
+def test_speed_keys_default_and_are_checked() -> None:
+    """``[health] answer_tokens`` (1..4096, default 1), ``slow_factor`` (0 < f <= 1, default
+    0.5) and ``[[models]] reload_when_slow`` (default false) parse, and a bad value names its key."""
+    default = config.parse({"models": [{"key": "a/b"}]})
+    assert (default.health.answer_tokens, default.health.slow_factor, default.models[0].reload_when_slow) == (
+        1,
+        0.5,
+        False,
+    )
+    cfg = parse_toml(
+        '[health]\nanswer_tokens = 16\nslow_factor = 0.25\n[[models]]\nkey = "a/b"\nreload_when_slow = true\n'
+    )
+    assert (cfg.health.answer_tokens, cfg.health.slow_factor, cfg.models[0].reload_when_slow) == (16, 0.25, True)
+    for text, key in (
+        ("[health]\nanswer_tokens = 0", "health.answer_tokens"),
+        ("[health]\nanswer_tokens = 8.5", "health.answer_tokens"),
+        ("[health]\nslow_factor = 0", "health.slow_factor"),
+        ("[health]\nslow_factor = 1.5", "health.slow_factor"),
+        ('[[models]]\nkey = "a/b"\nreload_when_slow = "yes"', "models[0].reload_when_slow"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            parse_toml(text)
+        assert info.value.key == key

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lmsupervisor.config import Config, GpuConfig, HealthConfig, RestartConfig
 from lmsupervisor.core import reducer as core
-from lmsupervisor.core.messages import Probed
+from lmsupervisor.core.messages import Probed, Resumed
 from lmsupervisor.core.observed import ProbeResult
 from lmsupervisor.core.snapshot import Snapshot, initial
 from lmsupervisor.core.states import State
@@ -139,6 +139,29 @@ def test_hardware_metrics_follow_the_survey() -> None:
     assert gone[("lmsupervisor_gpus", ())] == 0
     none = parse(Metrics(lambda: snapshot(hardware=None), FakeClock()))
     assert not [k for k in none if k[0] in ("lmsupervisor_gpus", "lmsupervisor_runtime_info")]
+
+
+def test_speed_gauges_per_model_and_resumes_counted() -> None:
+    """``models[].tokens_per_second`` and ``baseline_tokens_per_second`` are gauges per model
+    (absent while unknown); each ``Resumed`` message counts one ``lmsupervisor_resumes_total``,
+    present at 0 before any."""
+    models = [
+        {"key": "q/q", "identifier": "qwen", "state": "loaded", "tokens_per_second": 12.5,
+         "baseline_tokens_per_second": 50.0},
+        {"key": "g/g", "identifier": None, "state": "loaded", "tokens_per_second": None,
+         "baseline_tokens_per_second": None},
+    ]  # fmt: skip
+    metrics = Metrics(lambda: snapshot(models=models), FakeClock())
+    labels = (("identifier", "qwen"), ("key", "q/q"))
+    before = parse(metrics)
+    assert (before[("lmsupervisor_model_tokens_per_second", labels)], before[("lmsupervisor_resumes_total", ())]) == (
+        12.5,
+        0,
+    )
+    assert before[("lmsupervisor_model_baseline_tokens_per_second", labels)] == 50.0
+    assert [k for k in before if k[0].endswith("tokens_per_second") and ("key", "g/g") in k[1]] == []
+    metrics.observe(Resumed(3600.0), base())
+    assert parse(metrics)[("lmsupervisor_resumes_total", ())] == 1
 
 
 def base() -> Snapshot:

@@ -143,6 +143,9 @@ class FakeClock:
     def wall(self) -> float:
         return self.t
 
+    def asleep(self) -> float:
+        return 0.0
+
     async def sleep(self, seconds: float) -> None:
         self.t += seconds
 

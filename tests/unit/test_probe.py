@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
 
 from lmsupervisor.core.observed import base_url
 from lmsupervisor.errors import ProbeError
-from lmsupervisor.lmstudio.probe import Prober
+from lmsupervisor.lmstudio.probe import LONG_REPLY_PROMPT, Prober
 
 
 def prober(handler: object, timeout: float = 1.0) -> Prober:
@@ -128,6 +129,29 @@ async def test_no_token_sends_no_authorization_header() -> None:
         await p.aclose()
         assert (result.ok, result.status) == (False, 401)
     assert [h for _, h in server.seen] == [None, None]
+
+
+async def test_an_answer_probe_for_many_tokens_asks_for_a_long_reply_and_counts_them() -> None:
+    """``tokens`` > 1: ``max_tokens`` is that many, the prompt asks for a long reply (so the
+    budget is spent generating), and the reply's ``usage.completion_tokens`` comes back as
+    ``tokens``; one token asks "ping" as before, and a reply without usage counts None."""
+    sent: list[dict[str, object]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        body = json.loads(req.content)
+        sent.append(body)
+        usage = {"completion_tokens": body["max_tokens"]} if body["max_tokens"] > 1 else None
+        return httpx.Response(200, json={"choices": [{"message": {"content": "1 2 3"}}], "usage": usage})
+
+    p = Prober(transport=httpx.MockTransport(handler))
+    many = await p.ask("http://127.0.0.1:1234", "qwen", "llm", 1.0, tokens=16)
+    one = await p.ask("http://127.0.0.1:1234", "qwen", "llm", 1.0)
+    await p.aclose()
+    assert [(b["max_tokens"], b["messages"]) for b in sent] == [
+        (16, [{"role": "user", "content": LONG_REPLY_PROMPT}]),
+        (1, [{"role": "user", "content": "ping"}]),
+    ]
+    assert ((many.ok, many.tokens), (one.ok, one.tokens)) == ((True, 16), (True, None))
 
 
 def test_base_url_for_wildcard_binds() -> None:

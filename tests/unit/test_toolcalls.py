@@ -70,3 +70,16 @@ def test_sdk_history_parts_become_text() -> None:
         ]
     }
     assert toolcalls.history_messages(history) == [{"role": "user", "content": "hi"}, {"role": "tool", "content": "3"}]
+
+
+def test_a_budget_beyond_the_sentence_is_spent_on_a_longer_reply() -> None:
+    """max_tokens beyond the sentence: the reply runs on to exactly that many words (finish
+    "length"), at most LONG_REPLY_WORDS (then "stop"); within it, it is cut; without one,
+    it is the sentence."""
+    sentence = ["Simulated", "reply", "from", "m."]
+    assert toolcalls.answer_words("m", [], None) == (sentence, "stop")
+    assert toolcalls.answer_words("m", [], 2) == (sentence[:2], "length")
+    assert toolcalls.answer_words("m", [], 4) == (sentence, "stop")
+    assert toolcalls.answer_words("m", [], 16) == ([*sentence, *[str(n) for n in range(1, 13)]], "length")
+    words, finish = toolcalls.answer_words("m", [], 100_000)
+    assert (len(words), finish) == (toolcalls.LONG_REPLY_WORDS, "stop")
