@@ -41,6 +41,16 @@ def test_example_config_parses() -> None:
     assert config.parse(tomllib.loads(example.read_text())).health.failures_before_restart == 3
 
 
+def test_the_shipped_example_states_the_defaults() -> None:
+    """Every value the shipped example sets is the default (it documents them, it changes
+    nothing), and the top-level copy is the package's own file (a link)."""
+    example = Path(config.__file__).with_name("config.example.toml")
+    assert config.parse(tomllib.loads(example.read_text())) == config.Config()
+    top = Path(config.__file__).parent.parent / "config.example.toml"
+    if top.exists():  # a checkout, not an installed wheel
+        assert top.resolve() == example.resolve()
+
+
 def test_start_timeout_allows_a_cold_start_of_the_real_lms() -> None:
     """120 s by default, in the code and the shipped example: a cold `lms daemon up` alone
     may poll for about 60 s before the server starts (facts §9)."""
