@@ -2,8 +2,8 @@
 
 This is the only code that changes the supervisor's state, the whole of it: lifecycle,
 models, problems, server settings, install, restarts. The state is
-:class:`~lmsupervisor.core.snapshot.Snapshot`; messages and effects are in
-:mod:`lmsupervisor.core.messages`; the status document is rendered by
+:class:`~lmsupervisor.core.snapshot.Snapshot`; messages are in
+:mod:`lmsupervisor.core.messages`, effects in :mod:`lmsupervisor.core.effects`; the status document is rendered by
 :mod:`lmsupervisor.core.status`. Messages come in (typed, frozen:
 :class:`ServerUp`, :class:`BringUpFailed`, :class:`ModelsDone`, :class:`Probed`,
 :class:`DaemonExited`, :class:`RestartRequested`, :class:`ConfigChanged`,
@@ -29,6 +29,17 @@ from dataclasses import replace
 from typing import Any
 
 from lmsupervisor.core.configdiff import model_name
+from lmsupervisor.core.effects import (
+    Ask,
+    Effect,
+    Publish,
+    ReadConfig,
+    Remember,
+    RememberHardware,
+    RememberSpeed,
+    Unload,
+    Watch,
+)
 from lmsupervisor.core.hardware import gate
 from lmsupervisor.core.messages import (
     CONFIG_ACTION,
@@ -36,13 +47,11 @@ from lmsupervisor.core.messages import (
     HEALTH_ACTION,
     ActionCrashed,
     Answered,
-    Ask,
     BringUpFailed,
     BringUpNoted,
     ConfigChanged,
     ConfigRejected,
     DaemonExited,
-    Effect,
     LoadPassFailed,
     LoadSettled,
     LoadStarted,
@@ -55,12 +64,7 @@ from lmsupervisor.core.messages import (
     Now,
     Observed,
     Probed,
-    Publish,
-    ReadConfig,
     ReloadRequested,
-    Remember,
-    RememberHardware,
-    RememberSpeed,
     RestartRequested,
     Resumed,
     ServerUp,
@@ -69,8 +73,6 @@ from lmsupervisor.core.messages import (
     Surveyed,
     SurveyRequested,
     TimerFired,
-    Unload,
-    Watch,
 )
 from lmsupervisor.core.observed import DownloadProgress, LoadedModel, ProbeResult
 from lmsupervisor.core.policy import Rung, survey_delay

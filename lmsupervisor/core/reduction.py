@@ -17,14 +17,13 @@ from typing import Any, TypedDict
 from lmsupervisor.config import Config, ModelConfig
 from lmsupervisor.core.capabilities import CliCapabilities
 from lmsupervisor.core.configdiff import ConfigDiff, config_diff, model_name
-from lmsupervisor.core.messages import (
+from lmsupervisor.core.effects import (
     BringUp,
     CancelAction,
     Effect,
     Health,
     LoadModels,
     Log,
-    Now,
     Publish,
     Relog,
     Schedule,
@@ -32,6 +31,7 @@ from lmsupervisor.core.messages import (
     Unload,
     Watch,
 )
+from lmsupervisor.core.messages import Now
 from lmsupervisor.core.observed import LoadedModel, base_url
 from lmsupervisor.core.policy import Rung, retry_delay, rung_for
 from lmsupervisor.core.preload import Decision, plan
