@@ -6,9 +6,12 @@ error. ``doctor``: 0 nothing wrong, 1 otherwise. Library code raises; an excepti
 ends a command gets its exit code (and its message on stderr) from one table,
 :data:`EXIT_CODES`, applied by :func:`main` and by the status commands' ``*_main``.
 
-This module holds every command (``cmd_*``, the status commands' ``*_main``) and the
-table; what they call lives in its own room: the grammar in :mod:`lmsupervisor.cliparser`,
-`service status` in :mod:`lmsupervisor.service.status`, `native-host install` in
+This module holds the table, :func:`main` (the one dispatch of every command) and the
+status commands other tools call in loops (``status``, ``events``, ``wait``, ``restart``,
+``reload``: their ``cmd_*`` and every ``*_main``). The commands that hand over to one room
+each (``doctor``, ``config``, ``run``, ``service``, ``notify test``, ``dashboard`` ...) are
+:mod:`lmsupervisor.clicommands`; the grammar is :mod:`lmsupervisor.cliparser`, `service
+status` :mod:`lmsupervisor.service.status`, `native-host install`
 :mod:`lmsupervisor.nativehost.install`.
 
 Imports are lazy: ``lmsupervisor status`` is called in loops by other tools, so it must
@@ -70,7 +73,7 @@ def exit_code(exc: BaseException) -> int:
     """The code :data:`EXIT_CODES` gives ``exc`` (one of its kinds); an lmsupervisor error's
     message goes to stderr first."""
     if isinstance(exc, LmSupervisorError):
-        _err(str(exc))
+        err(str(exc))
     return next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
 
 
@@ -121,24 +124,25 @@ def main(argv: list[str] | None = None) -> int:
     fast = _fast_status(argv)
     if fast is not None:
         return fast
+    from lmsupervisor import clicommands as c
     from lmsupervisor.cliparser import build_parser
 
     args = build_parser().parse_args(argv)
     handler = {
-        "run": cmd_run,
+        "run": c.cmd_run,
         "status": cmd_status,
         "events": cmd_events,
         "wait": cmd_wait,
         "restart": cmd_restart,
         "reload": cmd_reload,
-        "doctor": cmd_doctor,
-        "config": cmd_config,
-        "demo": cmd_demo,
-        "native-host": cmd_native_host,
-        "simulate": cmd_simulate,
-        "service": cmd_service,
-        "notify": cmd_notify,
-        "dashboard": cmd_dashboard,
+        "doctor": c.cmd_doctor,
+        "config": c.cmd_config,
+        "demo": c.cmd_demo,
+        "native-host": c.cmd_native_host,
+        "simulate": c.cmd_simulate,
+        "service": c.cmd_service,
+        "notify": c.cmd_notify,
+        "dashboard": c.cmd_dashboard,
     }[args.command]
     return _mapped(handler)(args)
 
@@ -148,86 +152,9 @@ def script() -> NoReturn:
     raise SystemExit(main())
 
 
-def _err(message: str) -> None:
+def err(message: str) -> None:
+    """Write ``message`` to stderr as ``lmsupervisor: message``."""
     sys.stderr.write(f"lmsupervisor: {message}\n")
-
-
-# -- doctor and config -----------------------------------------------------------------
-def cmd_doctor(args: argparse.Namespace) -> int:
-    """`lmsupervisor doctor [--json] [--config PATH]`: print a one-shot diagnosis, changing nothing.
-
-    Text by default, or the :meth:`Diagnosis.to_json` dict with ``--json``. Exits 0 when no
-    problem has severity ``"error"``, 1 otherwise; 78 for a bad config (raised to :func:`main`).
-    """
-    import asyncio
-    import json
-
-    from lmsupervisor import config
-    from lmsupervisor.doctor import diagnose, render
-    from lmsupervisor.lmstudio.install import Platform
-
-    cfg, _ = config.load(args.config)
-    from lmsupervisor.lmstudio.capabilities import CapabilityCache
-    from lmsupervisor.statefile import HardwareMemory, default_folder
-
-    cache = CapabilityCache(default_folder() / "capabilities.json", quiet=True)
-    memory = HardwareMemory(default_folder() / "hardware.json")
-    diag = asyncio.run(diagnose(cfg, Platform.current(), capabilities=cache, hardware=memory))
-    if args.json:
-        print(json.dumps(diag.to_json(), indent=2))
-    else:
-        print(render(diag))
-    return EXIT_OK if diag.ok else EXIT_FAILED
-
-
-def cmd_config(args: argparse.Namespace) -> int:
-    """`lmsupervisor config init [PATH] | check [PATH] | show`.
-
-    ``init`` writes the commented ``config.example.toml`` to PATH (default: the per-user
-    config path) and exits 0, or 2 if the file exists. ``check`` parses PATH and checks what
-    ``run`` would refuse (``status.group``, ``status.socket``), exit 0. ``show`` prints the
-    effective config as TOML, exit 0. A bad config raises :class:`ConfigError` (exit 78).
-    """
-    from pathlib import Path
-
-    from lmsupervisor import config
-
-    if args.config_command == "init":
-        path = args.path or config.default_config_path()
-        if path.exists():
-            _err(f"{path} exists; not overwriting it")
-            return EXIT_USAGE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        example = Path(__file__).with_name("config.example.toml")
-        path.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
-        print(f"wrote {path}")
-        return EXIT_OK
-    if args.config_command == "check":
-        from lmsupervisor.statusd.socketdir import check_config
-
-        cfg, path = config.load(args.path)
-        check_config(cfg)  # status.group exists, status.socket is usable: what `run` would refuse
-        print(f"{path}: ok" if path.exists() else f"{path}: no file (all defaults)")
-        return EXIT_OK
-    cfg, path = config.load(args.config)
-    import tomli_w
-
-    print(f"# effective configuration (from {path}{'' if path.exists() else ', absent: defaults'})")
-    print(tomli_w.dumps(config.to_toml(cfg)), end="")
-    return EXIT_OK
-
-
-# -- filled in by the supervisor work ------------------------------------------------
-def cmd_run(args: argparse.Namespace) -> int:
-    """`lmsupervisor run [--config PATH]`: supervise in the foreground until SIGTERM/SIGINT.
-
-    Exits 0 on a clean stop; :func:`main` maps :class:`ConfigError` to 78 and
-    :class:`InstanceLockedError` (another supervisor holds the lock) to 69 (design §3).
-    """
-    from lmsupervisor.run import run_main
-
-    run_main(args.config)
-    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -294,7 +221,7 @@ def status_main(socket_path: str | os.PathLike[str] | None, as_json: bool) -> in
         try:
             text = summary(snap)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):  # a newer or odd shape
-            _err("the status has a shape this version does not know; showing it as JSON")
+            err("the status has a shape this version does not know; showing it as JSON")
             text = json.dumps(snap, indent=2)
         sys.stdout.write(text + "\n")
     return EXIT_OK if snap.get("ready") is True else EXIT_NOT_READY
@@ -307,7 +234,7 @@ def wait_main(socket_path: str | os.PathLike[str] | None, timeout: float | None)
 
     if Client(socket_path).wait_ready(timeout):
         return EXIT_OK
-    _err(f"not ready after {timeout:g} s")
+    err(f"not ready after {timeout:g} s")
     return EXIT_NOT_READY
 
 
@@ -331,176 +258,7 @@ def post_main(socket_path: str | os.PathLike[str] | None, target: str) -> int:
 
     answer = Client(socket_path).request("POST", target)
     if answer.status != 202:
-        _err(answer.error())
+        err(answer.error())
         return EXIT_NOT_READY
     sys.stdout.write("accepted\n")
-    return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """`lmsupervisor demo`: the whole loop against a simulated LM Studio in a temporary folder.
-
-    Exits 0 when LM Studio came back ready after the simulated crash, 1 otherwise.
-    """
-    from lmsupervisor.demo import demo_main
-
-    return demo_main()
-
-
-def cmd_native_host(args: argparse.Namespace) -> int:
-    """`lmsupervisor native-host [install|uninstall]`: the browser native-messaging host.
-
-    Without an action, serve a browser extension on stdin/stdout (exit 0 when stdin
-    closes). ``install`` writes the host manifest and launcher for ``--browser``;
-    ``uninstall`` removes them. Exits 0 on success, 2 for a refused plan
-    (:class:`NativeHostInstallError`), 1 when writing or removing a file fails
-    (:class:`NativeHostFileError`).
-    """
-    if args.native_command is None:
-        from lmsupervisor.nativehost.host import host_main
-
-        return host_main(args.config, args.socket)
-    from lmsupervisor.lmstudio.install import Platform
-    from lmsupervisor.nativehost import install as nhi
-
-    platform = Platform.current()
-    if args.native_command == "install":
-        plan = nhi.plan_install(
-            args.browser,
-            args.extension_ids,
-            platform,
-            nhi.console_script(),
-            name=args.name,
-            config=args.config.resolve() if args.config else None,
-            socket=args.socket.resolve() if args.socket else None,
-        )
-    else:
-        plan = nhi.plan_uninstall(args.browser, platform, name=args.name)
-    try:
-        changed = nhi.apply(plan)
-    except OSError as exc:
-        raise NativeHostFileError(f"{exc.filename}: {exc.strerror}") from exc
-    print(nhi.outcome(plan, changed, adding=args.native_command == "install"))
-    return EXIT_OK
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    """`lmsupervisor simulate`: run a simulated LM Studio in the foreground, or send it a fault.
-
-    Without ``--fault``, serves until Ctrl-C and prints the environment to use. With
-    ``--fault`` (needs ``--home``), injects it into the simulator running there and exits.
-    Exits 0 on success, 2 for ``--fault`` without ``--home``, 1 on :class:`SimulateError`.
-    """
-    from lmsupervisor.simulator.tool import send_fault, serve
-
-    if args.fault:
-        if args.home is None:
-            _err("--fault needs --home: the folder a running `lmsupervisor simulate` printed as HOME")
-            return EXIT_USAGE
-        print(
-            send_fault(
-                args.home,
-                args.fault,
-                seconds=args.seconds,
-                model=args.model,
-                message=args.message,
-                factor=args.factor,
-                runtime=args.runtime,
-            )
-        )
-        return EXIT_OK
-    serve(
-        sys.stdout,
-        home=args.home,
-        profile=args.profile,
-        port=args.port,
-        time_scale=args.time_scale,
-        api_token=args.api_token,
-        load=tuple(args.load),
-    )
-    return EXIT_OK
-
-
-# -- service -----------------------------------------------------------------------------
-def cmd_service(args: argparse.Namespace) -> int:
-    """`lmsupervisor service install|uninstall|status [--user|--system] [--dry-run] [--config PATH]`.
-
-    Renders the platform's unit (systemd, launchd, Windows task; design §8) and installs
-    or removes it with the platform's own tool; ``--dry-run`` prints files and commands
-    only. Exits 0 on success, 2 when ``--config`` names a missing file, 1 when ``--system``
-    needs root or the service manager fails (:class:`ServiceError`). ``status`` exits like
-    ``lmsupervisor status``: 0 ready, 1 not ready, 3 no active service.
-    """
-
-    from lmsupervisor.service.install import Installer, plan_for
-    from lmsupervisor.service.status import linger_note, service_report
-
-    if args.action == "status":
-        report = service_report(args.scope, args.config)
-        print(report.to_json() if args.json else report.text())
-        return EXIT_NOT_RUNNING if not report.active else (EXIT_OK if report.ready else EXIT_NOT_READY)
-    scope = args.scope or "user"
-    if args.config is not None and not args.config.exists():
-        _err(f"--config {args.config}: no such file (write one with `lmsupervisor config init {args.config}`)")
-        return EXIT_USAGE
-    plan = plan_for(scope, args.config)
-    from lmsupervisor.platform import current as this_os
-
-    root = this_os().is_root()
-    if scope == "system" and plan.manager != "schtasks" and not root and not args.dry_run:
-        _err(f"--system writes {plan.files[0].path}: run it with sudo (or look first with --dry-run)")
-        return EXIT_FAILED
-    print(f"lmsupervisor service {args.action} --{scope}: {plan.manager} {plan.unit}")
-    owner = None
-    if scope == "system" and plan.manager == "launchd" and root:  # the log folder belongs to the job's user
-        entry = this_os().account(plan.unit.rsplit(".", 1)[-1])
-        owner = None if entry is None else (entry.uid, entry.gid)
-    installer = Installer(out=print, owner=owner)
-    if args.action == "install":
-        installer.install(plan, dry_run=args.dry_run)
-    else:
-        installer.uninstall(plan, dry_run=args.dry_run)
-    if args.action == "install":
-        for note in plan.notes if plan.linger is None else ():
-            print(f"note: {note}")
-        if plan.linger is not None:
-            print(linger_note(plan.linger))
-    return EXIT_OK
-
-
-# -- a face and a voice (design §9) -------------------------------------------------------
-def cmd_notify(args: argparse.Namespace) -> int:
-    """`lmsupervisor notify test [--config PATH]`: send a test message to each ``[[notify]]``
-    receiver, once, and print what each did. Exits 0 when every receiver took it, 1 when one
-    did not or none is configured, 78 for a bad config."""
-    import asyncio
-
-    from lmsupervisor import config
-    from lmsupervisor.clock import SystemClock
-    from lmsupervisor.notify import send_tests
-
-    cfg, path = config.load(args.config)
-    if not cfg.notify:
-        _err(f"{path}: no [[notify]] receiver to test (see config.example.toml)")
-        return EXIT_FAILED
-    results = asyncio.run(send_tests(cfg.notify, SystemClock()))
-    for name, error in results:
-        print(f"{name}: {'sent' if error is None else f'failed: {error}'}")
-    return EXIT_OK if all(error is None for _, error in results) else EXIT_FAILED
-
-
-def cmd_dashboard(args: argparse.Namespace) -> int:
-    """`lmsupervisor dashboard [--no-browser] [--socket PATH]`: print the running supervisor's
-    dashboard URL with its token (Jupyter-style ``?token=``) and open it in a browser, unless
-    ``--no-browser`` or none is available. Exits 0, or 3 when no dashboard is served
-    (:class:`DashboardError`: ``[dashboard] listen`` off, or no supervisor)."""
-    from lmsupervisor.dashboard.tokenfile import dashboard_url
-
-    url = dashboard_url(args.socket)
-    print(url)
-    if not args.no_browser:
-        import webbrowser
-
-        if not webbrowser.open(url):
-            _err("no browser found here: open the URL above")
     return EXIT_OK

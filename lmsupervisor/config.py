@@ -11,8 +11,9 @@ the others). No file at all is valid: all defaults.
 
 This module holds the dataclasses and the loading; the typed readers each key goes
 through, and the value checks shared with LM Studio's files, are
-:mod:`lmsupervisor.configvalues` (re-exported here: ``lmsupervisor.config`` stays the
-import path of every public name).
+:mod:`lmsupervisor.configvalues`; the ``[[models]]`` and ``[gpu]`` sections are
+:mod:`lmsupervisor.configmodels`, the outward ones :mod:`lmsupervisor.configfront` (all
+re-exported here: ``lmsupervisor.config`` stays the import path of every public name).
 """
 
 from __future__ import annotations
@@ -36,13 +37,20 @@ from lmsupervisor.configfront import (
     face_and_voice,
     front,
 )
+from lmsupervisor.configmodels import (
+    GPU_REQUIRE,
+    MAX_TTL,
+    MODEL_PROBES,
+    GpuConfig,
+    ModelConfig,
+    read_gpu,
+    read_models,
+)
 from lmsupervisor.configvalues import (
     abs_path,
     boolean,
     fail,
     finite,
-    gpu,
-    gpu_require,
     integer,
     is_loopback,
     keys,
@@ -94,10 +102,7 @@ __all__ = [  # the public checks of configvalues are imported from here, with th
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
-MODEL_PROBES = ("none", "load", "answer")
 TRANSPORTS = ("unix", "tcp")  # status.transport: a Unix socket, or loopback TCP with a bearer token
-MAX_TTL = 365 * 86_400.0  # a model's TTL may be long, but finite
-GPU_REQUIRE = ("auto", True, False)  # gpu.require: what the last good survey had, a GPU always, never
 
 
 @dataclass(frozen=True)
@@ -177,43 +182,6 @@ class RestartConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """One ``[[models]]`` entry: a model to preload, keep loaded and reload after restarts.
-
-    ``key`` is a model key (``modelKey`` of `lms ls --json`) or its path; ``identifier``,
-    ``context_length``, ``gpu`` (``"off"``, ``"max"`` or 0.0..1.0) and ``ttl`` (seconds,
-    None: never unloaded) become the flags of `lms load` (lmstudio-facts.md §3).
-    ``download`` runs `lms get --yes` when the model is missing. ``reload_when_slow``: a
-    ``model_slow`` model (below ``[health] slow_factor`` of its baseline) is reloaded once
-    per cause.
-    """
-
-    key: str  # model key (`lms ls --json` modelKey) or its path
-    identifier: str | None = None
-    context_length: int | None = None
-    gpu: str | float | None = None  # "off", "max" or 0.0..1.0
-    ttl: float | None = None  # seconds; None: never unloaded
-    download: bool = False
-    probe: str = "load"  # "none": load it, never check; "load": kept loaded; "answer": and answering
-    reload_when_slow: bool = False  # model_slow: reload it once (per cause)
-
-
-@dataclass(frozen=True)
-class GpuConfig:
-    """``[gpu]``: the GPU gate (design §9, issue 17).
-
-    ``require`` is ``"auto"`` (the GPUs of the last good hardware survey), True (at least
-    one GPU, and those of the last good survey) or False (never gated: models may load on
-    the CPU, and the status says so). While required GPUs are missing, or LM Studio's
-    runtime is not ``compatible``, no model is loaded: the supervisor surveys again with
-    backoff for ``wait`` seconds (0..86400), then restarts LM Studio's daemon once.
-    """
-
-    require: str | bool = "auto"
-    wait: float = 180.0  # seconds of re-surveys before the daemon is restarted once
-
-
-@dataclass(frozen=True)
 class StatusConfig:
     """``[status]``: the status socket (design §5, §6).
 
@@ -268,28 +236,6 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     notify: tuple[NotifyConfig, ...] = ()
-
-
-def _model(key: str, raw: Any) -> ModelConfig:
-    entry = table(key, raw, keys(ModelConfig))
-    if "key" not in entry:
-        raise ConfigError(f"{key}.key: required (the model key as in `lms ls --json`)", key=f"{key}.key")
-    model_key = string(f"{key}.key", entry["key"])
-    if not model_key.strip():
-        raise fail(f"{key}.key", "a model key", model_key)
-    ident = entry.get("identifier")
-    ctx = entry.get("context_length")
-    ttl = entry.get("ttl")
-    return ModelConfig(
-        key=model_key,
-        identifier=string(f"{key}.identifier", ident) if ident is not None else None,
-        context_length=integer(f"{key}.context_length", ctx, 1, 16_777_216) if ctx is not None else None,
-        gpu=gpu(f"{key}.gpu", entry["gpu"]) if "gpu" in entry else None,
-        ttl=number(f"{key}.ttl", ttl, minimum=1, maximum=MAX_TTL) if ttl is not None else None,
-        download=boolean(f"{key}.download", entry.get("download", False)),
-        probe=string(f"{key}.probe", entry.get("probe", "load"), MODEL_PROBES),
-        reload_when_slow=boolean(f"{key}.reload_when_slow", entry.get("reload_when_slow", False)),
-    )
 
 
 def parse(data: Mapping[str, Any]) -> Config:
@@ -380,19 +326,7 @@ def parse(data: Mapping[str, Any]) -> Config:
             "restart.max_delay", f"seconds >= restart.initial_delay ({restart.initial_delay:g})", restart.max_delay
         )
 
-    raw_models = top.get("models", [])
-    if not isinstance(raw_models, list):
-        raise fail("models", "an array of tables ([[models]])", raw_models)
-    models = tuple(_model(f"models[{i}]", m) for i, m in enumerate(raw_models))
-    seen: dict[str, int] = {}
-    for i, m in enumerate(models):
-        name = m.identifier or m.key
-        if name in seen:
-            raise ConfigError(
-                f"models[{i}]: declares {name!r} again (also models[{seen[name]}]); give one an `identifier`",
-                key=f"models[{i}]",
-            )
-        seen[name] = i
+    models = read_models(top)
 
     st = table("status", top.get("status", {}), keys(StatusConfig))
     status = StatusConfig(
@@ -407,11 +341,7 @@ def parse(data: Mapping[str, Any]) -> Config:
     )
     rcn = table("reconcile", top.get("reconcile", {}), keys(ReconcileConfig))
     reconcile = ReconcileConfig(unload_removed=boolean("reconcile.unload_removed", rcn.get("unload_removed", False)))
-    gp = table("gpu", top.get("gpu", {}), keys(GpuConfig))
-    gpu_config = GpuConfig(
-        require=gpu_require("gpu.require", gp.get("require", d.gpu.require)),
-        wait=number("gpu.wait", gp.get("wait", d.gpu.wait)),
-    )
+    gpu_config = read_gpu(top)
     proxy, metrics = front(top)
     dashboard, notify = face_and_voice(top)
     return Config(

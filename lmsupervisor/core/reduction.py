@@ -17,14 +17,13 @@ from typing import Any, TypedDict
 from lmsupervisor.config import Config, ModelConfig
 from lmsupervisor.core.capabilities import CliCapabilities
 from lmsupervisor.core.configdiff import ConfigDiff, config_diff, model_name
-from lmsupervisor.core.messages import (
+from lmsupervisor.core.effects import (
     BringUp,
     CancelAction,
     Effect,
     Health,
     LoadModels,
     Log,
-    Now,
     Publish,
     Relog,
     Schedule,
@@ -32,11 +31,19 @@ from lmsupervisor.core.messages import (
     Unload,
     Watch,
 )
+from lmsupervisor.core.messages import Now
 from lmsupervisor.core.observed import LoadedModel, base_url
 from lmsupervisor.core.policy import Rung, retry_delay, rung_for
 from lmsupervisor.core.preload import Decision, plan
+from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.snapshot import Snapshot, statuses
 from lmsupervisor.core.states import ON_ENTER, Entry, State, Trigger, accepts, next_state
+
+
+def with_problem(problems: tuple[Problem, ...], code: str, problem: Problem | None) -> tuple[Problem, ...]:
+    """``problems`` with the one called ``code`` replaced by ``problem`` (None: removed)."""
+    kept = tuple(p for p in problems if p.code != code)
+    return (*kept, problem) if problem is not None else kept
 
 
 class Reach(TypedDict):
@@ -272,6 +279,17 @@ class Reduction:
         self.log("warning" if state == "failed" else "info", f"model_{_MODEL_EVENTS[state]}", **fields)
         self.emit(Publish({"type": "model", "key": new.key, "identifier": new.identifier, "state": state,
                            "error": error}))  # fmt: skip
+
+    def update_model(self, name: str, **changes: Any) -> None:
+        """Replace fields of the status of the declared model ``name`` (no event)."""
+        self.set(models=tuple(replace(m, **changes) if m.name == name else m for m in self.snap.models))
+
+    def note(self, prefix: str, problem: Problem | None) -> None:
+        """Replace the notes whose code starts with ``prefix`` by ``problem`` (None: clear them)."""
+        kept = tuple(p for p in self.snap.notes if not p.code.startswith(prefix))
+        notes = (*kept, problem) if problem is not None else kept
+        if notes != self.snap.notes:
+            self.set(notes=notes)
 
     def models_pending(self, keep_failed: bool = True) -> None:
         """LM Studio lost (or may have lost) its models: nothing is reported loaded."""

@@ -1,6 +1,6 @@
 """The escalation ladder (design §6): bring LM Studio's server up, one rung per attempt.
 
-:func:`bring_up` performs a :class:`~lmsupervisor.core.messages.BringUp` effect and
+:func:`bring_up` performs a :class:`~lmsupervisor.core.effects.BringUp` effect and
 *returns* the message that ends it (``ServerUp``, ``NotInstalled`` or ``BringUpFailed``);
 what it finds on its way goes out at once through ``post`` (``BringUpNoted``). It writes
 no state: the reducer does. Our own errors (:class:`~lmsupervisor.errors.LmSupervisorError`)
@@ -31,7 +31,8 @@ import structlog
 from lmsupervisor.clock import within
 from lmsupervisor.config import Config, server_address
 from lmsupervisor.core.capabilities import CliCapabilities, bind_problem
-from lmsupervisor.core.messages import BringUp, BringUpFailed, BringUpNoted, Message, NotInstalled, ServerUp
+from lmsupervisor.core.effects import BringUp
+from lmsupervisor.core.messages import BringUpFailed, BringUpNoted, Message, NotInstalled, ServerUp
 from lmsupervisor.core.observed import DaemonProcess, Install, ServerSettings, base_url, usable_server
 from lmsupervisor.core.observed import effective_server as effective
 from lmsupervisor.core.policy import Rung

@@ -1,6 +1,6 @@
 """The load pass: make LM Studio hold the declared models (design §6).
 
-:func:`load_models` performs a :class:`~lmsupervisor.core.messages.LoadModels` effect and
+:func:`load_models` performs a :class:`~lmsupervisor.core.effects.LoadModels` effect and
 *returns* the message that ends it (``ModelsDone``); progress goes out through ``post``.
 It writes no state: the reducer does. Level-triggered: it plans from what LM Studio lists,
 so it may be repeated after any crash. Loads that an earlier pass started (LM Studio
@@ -25,9 +25,9 @@ from lmsupervisor.clock import Clock, within
 from lmsupervisor.config import ModelConfig
 from lmsupervisor.core.capabilities import CliCapabilities, ttl_problem
 from lmsupervisor.core.configdiff import model_name
+from lmsupervisor.core.effects import LoadModels, Unload
 from lmsupervisor.core.messages import (
     Answered,
-    LoadModels,
     LoadSettled,
     LoadStarted,
     Message,
@@ -35,7 +35,6 @@ from lmsupervisor.core.messages import (
     ModelDownload,
     ModelsDone,
     Noted,
-    Unload,
 )
 from lmsupervisor.core.observed import DownloadedModel, DownloadProgress, LoadedModel, ProbeResult
 from lmsupervisor.core.preload import Decision, Planned, instance_of, plan

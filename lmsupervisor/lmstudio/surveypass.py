@@ -1,6 +1,6 @@
 """The survey before a load pass: the runtime pin, then LM Studio's hardware survey (issue 17).
 
-:func:`survey_pass` performs a :class:`~lmsupervisor.core.messages.Survey` effect and
+:func:`survey_pass` performs a :class:`~lmsupervisor.core.effects.Survey` effect and
 *returns* its :class:`~lmsupervisor.core.messages.Surveyed` message; the reducer decides
 what the survey means (the GPU gate, :func:`lmsupervisor.core.hardware.gate`). What this
 `lms` lacks is skipped (capabilities, facts §9): `runtime ls`/`select` since 2025-09-23,
@@ -13,8 +13,9 @@ from dataclasses import replace
 
 import structlog
 
+from lmsupervisor.core.effects import Survey
 from lmsupervisor.core.hardware import InstalledRuntime
-from lmsupervisor.core.messages import Survey, Surveyed
+from lmsupervisor.core.messages import Surveyed
 from lmsupervisor.errors import LmsError, LmsExitError
 from lmsupervisor.lmstudio.facade import QUICK_TIMEOUT, LmStudio
 from lmsupervisor.lmstudio.lms import LmsClient

@@ -2,7 +2,7 @@
 
 :func:`service_report` asks the service manager about our units (:func:`~lmsupervisor.service.install.query`),
 then the supervisor behind the unit's status socket for its snapshot (design §5); the
-:class:`ServiceReport` renders both as text or JSON. ``cli.py`` turns its verdict (``active``,
+:class:`ServiceReport` renders both as text or JSON. ``clicommands.py`` turns its verdict (``active``,
 ``ready``) into the exit code.
 """
 

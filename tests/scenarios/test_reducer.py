@@ -10,18 +10,24 @@ from typing import TypeVar
 import pytest
 
 from lmsupervisor.config import ModelConfig, ServerConfig, StatusConfig
-from lmsupervisor.core.messages import (
-    ActionCrashed,
-    Answered,
+from lmsupervisor.core.effects import (
     Ask,
     BringUp,
-    BringUpFailed,
     CancelAction,
-    ConfigChanged,
-    DaemonExited,
     Effect,
     Health,
     LoadModels,
+    Publish,
+    Schedule,
+    Unload,
+    Watch,
+)
+from lmsupervisor.core.messages import (
+    ActionCrashed,
+    Answered,
+    BringUpFailed,
+    ConfigChanged,
+    DaemonExited,
     LoadPassFailed,
     LoadStarted,
     Message,
@@ -30,15 +36,11 @@ from lmsupervisor.core.messages import (
     Now,
     Observed,
     Probed,
-    Publish,
     RestartRequested,
-    Schedule,
     ServerUp,
     Start,
     StopRequested,
     TimerFired,
-    Unload,
-    Watch,
 )
 from lmsupervisor.core.observed import ProbeResult, ServerSettings
 from lmsupervisor.core.policy import Rung

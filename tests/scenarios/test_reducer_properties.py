@@ -8,14 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmsupervisor.config import ModelConfig, ServerConfig
+from lmsupervisor.core.effects import BringUp, CancelAction, LoadModels
 from lmsupervisor.core.messages import (
     ActionCrashed,
-    BringUp,
     BringUpFailed,
-    CancelAction,
     ConfigChanged,
     DaemonExited,
-    LoadModels,
     LoadPassFailed,
     LoadSettled,
     LoadStarted,

@@ -9,21 +9,9 @@ from dataclasses import replace
 
 from lmsupervisor.config import Config, GpuConfig, HealthConfig, ModelConfig
 from lmsupervisor.core.capabilities import CliCapabilities
+from lmsupervisor.core.effects import Ask, Effect, LoadModels, Log, RememberSpeed, Survey
 from lmsupervisor.core.hardware import Compatibility, Gpu, Hardware, RuntimeEngine
-from lmsupervisor.core.messages import (
-    Answered,
-    Ask,
-    Effect,
-    LoadModels,
-    Log,
-    Message,
-    ModelsDone,
-    Probed,
-    RememberSpeed,
-    Resumed,
-    Survey,
-    Surveyed,
-)
+from lmsupervisor.core.messages import Answered, Message, ModelsDone, Probed, Resumed, Surveyed
 from lmsupervisor.core.observed import ProbeResult
 from lmsupervisor.core.reducer import reduce
 from lmsupervisor.core.reduction import Reduction
