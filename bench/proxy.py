@@ -7,6 +7,9 @@ Two upstreams, each measured directly and through the proxy, side by side in one
   one every 5 ms, each carrying the monotonic nanoseconds it was sent at. The proxy in
   front of it is a :class:`~lmsupervisor.proxy.server.HoldingProxy` in its own process,
   with a supervisor stand-in that is always ready (``--serve-proxy``).
+- **relay** (the floor of any Python hop): a bare asyncio byte relay in its own process in
+  front of the echo (no HTTP parsing), to tell the proxy's own cost from what one more
+  process on the path costs on this machine (``--serve-relay``).
 - **simulator**: a real `lmsupervisor run` with ``[proxy] listen``, in front of the
   simulated LM Studio (``GET /v1/models``, and a streamed chat completion).
 
@@ -82,6 +85,45 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 async def serve_echo(port: int) -> None:
     server = await asyncio.start_server(_echo, "127.0.0.1", port, backlog=512)
+    print("ready", flush=True)
+    await server.serve_forever()
+
+
+# -- a bare relay, in front of the echo -----------------------------------------------------
+class _Pipe(asyncio.Protocol):
+    """One side of the relay: what it receives goes to ``peer`` as it comes."""
+
+    def __init__(self, peer: asyncio.WriteTransport | None = None) -> None:
+        self.peer = peer
+        self.early: list[bytes] = []  # bytes received before the upstream connection is up
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.peer is None:  # the client's side: connect upstream
+            asyncio.get_running_loop().create_task(self._connect(transport))
+
+    async def _connect(self, down: asyncio.BaseTransport) -> None:
+        assert isinstance(down, asyncio.Transport)
+        port = int(os.environ["BENCH_UPSTREAM"])
+        up, _ = await asyncio.get_running_loop().create_connection(lambda: _Pipe(down), "127.0.0.1", port)
+        self.peer = up
+        for data in self.early:
+            up.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            self.early.append(data)
+        else:
+            self.peer.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None:
+            self.peer.close()
+
+
+async def serve_relay(upstream_port: int, listen_port: int) -> None:
+    os.environ["BENCH_UPSTREAM"] = str(upstream_port)
+    server = await asyncio.get_running_loop().create_server(_Pipe, "127.0.0.1", listen_port, backlog=512)
     print("ready", flush=True)
     await server.serve_forever()
 
@@ -256,21 +298,28 @@ def row(name: str, direct: list[float], proxied: list[float]) -> str:
 
 
 async def measure(args: argparse.Namespace) -> None:
-    echo_port, proxy_port = free_port(), free_port()
+    echo_port, proxy_port, relay_port = free_port(), free_port(), free_port()
     echo = spawn("--serve-echo", str(echo_port), env={"BENCH_CHUNKS": str(args.chunks)})
+    started = [echo]
     try:
-        front = spawn("--serve-proxy", str(echo_port), str(proxy_port))
+        started.append(front := spawn("--serve-proxy", str(echo_port), str(proxy_port)))
+        started.append(spawn("--serve-relay", str(echo_port), str(relay_port)))
     except BaseException:
-        echo.kill()
+        for proc in started:
+            proc.kill()
         raise
     try:
         print(f"echo floor: {args.requests} requests, {CLIENTS} clients for {args.seconds:g} s, ms")
         direct = await latency(echo_port, "/v1/models", args.requests)
         proxied = await latency(proxy_port, "/v1/models", args.requests)
+        relayed = await latency(relay_port, "/v1/models", args.requests)
         print(row("small request round trip", direct, proxied))
+        print(row("  same, bare relay (hop floor)", direct, relayed))
         direct = await chunk_latency(echo_port, 10)
         proxied = await chunk_latency(proxy_port, 10)
+        relayed = await chunk_latency(relay_port, 10)
         print(row(f"SSE chunk, sent -> received ({len(direct)})", direct, proxied))
+        print(row("  same, bare relay (hop floor)", direct, relayed))
         rate_d = await throughput(echo_port, "/v1/models", args.seconds)
         rate_p = await throughput(proxy_port, "/v1/models", args.seconds)
         print(
@@ -282,7 +331,7 @@ async def measure(args: argparse.Namespace) -> None:
         print(f"{name:<34} idle {before:6.1f} MiB | open {during:6.1f} MiB ({each:.1f} KiB each)", end="")
         print(f" | closed {after:6.1f} MiB")
     finally:
-        for proc in (echo, front):
+        for proc in started:
             proc.kill()
             proc.wait()
 
@@ -320,11 +369,14 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20, help="events per echo SSE stream")
     parser.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-proxy", type=int, nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-relay", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_echo:
         asyncio.run(serve_echo(args.serve_echo))
     elif args.serve_proxy:
         asyncio.run(serve_proxy(*args.serve_proxy))
+    elif args.serve_relay:
+        asyncio.run(serve_relay(*args.serve_relay))
     else:
         asyncio.run(measure(args))
 

@@ -167,8 +167,7 @@ class ProxyMetrics:
             "lmsupervisor_proxy_in_flight", "Requests in the holding proxy (held or answering).", registry=registry
         )
         self.held = Gauge("lmsupervisor_proxy_held", "Requests held by the proxy now.", registry=registry)
-        for outcome in OUTCOMES:
-            self.requests.labels(outcome=outcome)
+        self.outcomes = {outcome: self.requests.labels(outcome=outcome) for outcome in OUTCOMES}
 
 
 class HoldingProxy:
@@ -270,7 +269,7 @@ class HoldingProxy:
         finally:
             if held is not None and held.held_at is not None:
                 self._unhold(held)
-            self.metrics.requests.labels(outcome=outcome).inc()
+            self.metrics.outcomes[outcome].inc()
             self._count(in_flight=-1)
 
     async def _serve(self, held: _Held, body: bytes | aiohttp.StreamReader | None) -> tuple[web.StreamResponse, str]:
@@ -328,10 +327,12 @@ class HoldingProxy:
         self._count(held=-1)
 
     def _count(self, in_flight: int = 0, held: int = 0) -> None:
-        self.in_flight += in_flight
-        self.held += held
-        self.metrics.in_flight.inc(in_flight)
-        self.metrics.held.inc(held)
+        if in_flight:
+            self.in_flight += in_flight
+            self.metrics.in_flight.inc(in_flight)
+        if held:
+            self.held += held
+            self.metrics.held.inc(held)
         self.changes += 1
 
     async def _send(
@@ -365,7 +366,7 @@ class HoldingProxy:
                         first = await upstream.content.readany()
                     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                         return await self._failed(held, f"LM Studio stopped answering ({exc})"), False
-                out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+                out = (web.StreamResponse if sse else _Answer)(status=upstream.status, reason=upstream.reason)
                 for key, value in upstream.headers.items():
                     if key.lower() not in HOP_BY_HOP:
                         out.headers.add(key, value)
@@ -425,6 +426,13 @@ class HoldingProxy:
             await out.write(b"data: " + json.dumps(error).encode() + b"\n\n")
             await out.write_eof()
         return out
+
+
+class _Answer(web.StreamResponse):
+    """A non-SSE answer: its head goes out in one write with its first body bytes (as
+    aiohttp's ``web.Response`` does), one send per small answer instead of two."""
+
+    _send_headers_immediately = False  # aiohttp >= 3.11 reads it; older ones send the head at once
 
 
 def _as_error(status: int, text: str) -> dict[str, Any]:
