@@ -25,7 +25,10 @@ When LM Studio fails under a request:
   client sees a short body, never a hang).
 
 A client that leaves while its request is held or answered cancels it (aiohttp's handler
-cancellation): nothing stays behind.
+cancellation): nothing stays behind. One whose leaving shows first as a failed write to it
+(``ConnectionResetError`` from aiohttp, the answer's last bytes and its end included) is
+told apart from LM Studio failing: the proxy reads from LM Studio and writes to the client
+in separate steps, and such a request is counted ``abandoned``, with no warning.
 
 Counted in ``[metrics]``: ``lmsupervisor_proxy_requests_total{outcome}`` (:data:`OUTCOMES`),
 ``lmsupervisor_proxy_hold_seconds`` (histogram of hold times), and the gauges
@@ -139,7 +142,7 @@ class _Held:
     streaming: bool
     deadline: float
     after: int | None = None  # Gate.signs at an unanswered failure: wait for a newer sign
-    out: web.StreamResponse | None = None  # an SSE answer started by a keepalive comment
+    out: web.StreamResponse | None = None  # the answer once started (an SSE one may start with a keepalive comment)
     held_at: float | None = None  # monotonic seconds it was held at, None while not held
     commented_at: float = 0.0  # monotonic seconds of its last SSE keepalive comment (or of its hold)
     why: str = ""
@@ -264,7 +267,12 @@ class HoldingProxy:
                 else:
                     body = request.content
             held = _Held(request, model, streaming, self.clock.monotonic() + self.config.hold_timeout)
-            answer, outcome = await self._serve(held, body)
+            try:
+                answer, outcome = await self._serve(held, body)
+            except ConnectionError:  # a write to the client failed: it left (aiohttp ends the answer quietly)
+                if request.transport is not None and not request.transport.is_closing():
+                    raise
+                return held.out or web.Response()
             return answer
         finally:
             if held is not None and held.held_at is not None:
@@ -351,7 +359,8 @@ class HoldingProxy:
         )
 
     async def _relay(self, held: _Held, upstream: aiohttp.ClientResponse) -> tuple[web.StreamResponse, bool]:
-        """Pass LM Studio's answer on as it comes; False when it broke off."""
+        """Pass LM Studio's answer on as it comes; False when it broke off. A write to a
+        client that left raises ``ConnectionError`` (reads from LM Studio are caught apart)."""
         async with upstream:
             sse = upstream.content_type == SSE
             if held.out is not None:  # the client already has an SSE head (keepalive comments)
@@ -366,7 +375,9 @@ class HoldingProxy:
                         first = await upstream.content.readany()
                     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                         return await self._failed(held, f"LM Studio stopped answering ({exc})"), False
-                out = (web.StreamResponse if sse else _Answer)(status=upstream.status, reason=upstream.reason)
+                out = held.out = (web.StreamResponse if sse else _Answer)(
+                    status=upstream.status, reason=upstream.reason
+                )
                 for key, value in upstream.headers.items():
                     if key.lower() not in HOP_BY_HOP:
                         out.headers.add(key, value)
@@ -381,19 +392,22 @@ class HoldingProxy:
                 and "chunked" not in upstream.headers.get("Transfer-Encoding", "")
             )
             tail = b""
-            try:
-                async for data in upstream.content.iter_any():
-                    await out.write(data)
-                    if unframed:
-                        tail = (tail + data)[-TAIL:]
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                if sse:
-                    return await self._sse_end(
-                        out, failed_body(f"LM Studio stopped answering mid-stream ({exc})")
-                    ), False
-                if held.request.transport is not None:  # a cut body: the client sees it short, never waits
-                    held.request.transport.close()
-                return out, False
+            while True:
+                try:  # only the read: a failed write to the client is its leaving, not LM Studio's failure
+                    data = await upstream.content.readany()
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                    if sse:
+                        return await self._sse_end(
+                            out, failed_body(f"LM Studio stopped answering mid-stream ({exc})")
+                        ), False
+                    if held.request.transport is not None:  # a cut body: the client sees it short, never waits
+                        held.request.transport.close()
+                    return out, False
+                if not data:
+                    break
+                await out.write(data)
+                if unframed:
+                    tail = (tail + data)[-TAIL:]
             if unframed and not complete(held.request.path, tail):
                 return await self._sse_end(out, failed_body("LM Studio closed the stream before its last event")), False
             await out.write_eof()

@@ -7,7 +7,9 @@ import contextlib
 import hashlib
 import json
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -278,3 +280,69 @@ basic_auth_users_file = "{users}"
         assert (ready.status_code, ready.json()) == (200, {"ready": True, "state": "ready"})
         assert tls.get(f"{scrape}/healthz", auth=auth).json() == {"ready": True, "state": "ready"}
     assert run.stop() == 0
+
+
+LEAVERS = 16  # concurrent clients that leave: the proxy's loop sees their goodbyes beside upstream bytes
+
+
+async def leave_stream(url: str, until: bytes, events: int) -> bytes:
+    """Stream a long chat through the proxy on a raw connection, read until ``until`` or
+    ``events`` SSE events came, then leave with a reset (SO_LINGER 0): what it read."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = json.dumps(chat("qwen", True) | {"max_tokens": 512}).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    seen = b""
+    for _ in range(10_000):  # bounded: a 512-token stream ends with [DONE] and the connection's close
+        chunk = await reader.read(65536)
+        seen += chunk
+        if not chunk or until in seen or seen.count(b"data: ") >= events:
+            break
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+    return seen
+
+
+def outcomes(run: Running) -> dict[str, float]:
+    return {
+        o: metric(run, f'lmsupervisor_proxy_requests_total{{outcome="{o}"}}') for o in ("served", "failed", "abandoned")
+    }
+
+
+def test_a_client_leaving_mid_stream_is_abandoned_not_an_lmstudio_failure(
+    sim: SimInstall, start: Callable[..., Running]
+) -> None:
+    """Clients that leave a stream while LM Studio is still sending it are counted abandoned
+    (never failed, no ``proxy_request_failed`` warning: LM Studio did nothing wrong), and
+    leave nothing in flight."""
+    run = start(sim, proxied())
+    url = proxy_url(run)
+
+    async def main() -> list[bytes]:
+        return await asyncio.gather(*(leave_stream(url, b"data: [DONE]", 20) for _ in range(LEAVERS)))
+
+    seen = asyncio.run(main())
+    assert [s.count(b"data: ") >= 20 and b"[DONE]" not in s for s in seen] == [True] * LEAVERS
+    run.wait_for(lambda s: s["proxy"]["in_flight"] == 0)
+    assert outcomes(run) == {"served": 0, "failed": 0, "abandoned": LEAVERS}
+    assert "proxy_request_failed" not in run.log.read_text()
+
+
+def test_a_client_closing_right_after_done_leaves_no_traceback(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """Clients that close as soon as ``data: [DONE]`` came, before the proxy ended the
+    answer, cause no "Error handling request" traceback; each is counted served or
+    abandoned (whichever side closed first), never failed."""
+    run = start(sim, proxied())
+    url = proxy_url(run)
+
+    async def main() -> list[bytes]:
+        return await asyncio.gather(*(leave_stream(url, b"data: [DONE]", 10_000) for _ in range(LEAVERS)))
+
+    seen = asyncio.run(main())
+    assert [b"data: [DONE]" in s for s in seen] == [True] * LEAVERS
+    run.wait_for(lambda s: s["proxy"]["in_flight"] == 0)
+    counted = outcomes(run)
+    assert (counted["failed"], counted["served"] + counted["abandoned"]) == (0, LEAVERS)
+    log = run.log.read_text()
+    assert ("Error handling request" in log, "Traceback" in log) == (False, False)
