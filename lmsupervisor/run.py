@@ -21,6 +21,7 @@ from lmsupervisor import config as configmod
 from lmsupervisor import logs, statefile
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.config import Config
+from lmsupervisor.core.messages import Probed
 from lmsupervisor.dashboard.server import Dashboard
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
 from lmsupervisor.lmstudio import wiring
@@ -130,6 +131,7 @@ async def serve(
         status_changes=(lambda: proxy.changes) if proxy is not None else None,
     )
     await server.start()
+    sup.observe(lambda msg, _snap: server.check_now() if isinstance(msg, Probed) else None)  # in the round's wakeup
     # the TCP front doors (design §9): the holding proxy and the read-only metrics port
     scraped = MetricsListener(cfg.metrics, metrics.registry, lambda: healthz(sup.snap)) if cfg.metrics.address else None
     try:
