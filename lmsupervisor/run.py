@@ -21,6 +21,8 @@ from lmsupervisor import config as configmod
 from lmsupervisor import logs, statefile
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.config import Config
+from lmsupervisor.configwatch import watch_config
+from lmsupervisor.core.messages import Probed
 from lmsupervisor.dashboard.server import Dashboard
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
 from lmsupervisor.lmstudio import wiring
@@ -83,21 +85,6 @@ def build_supervisor(
     return sup
 
 
-async def _watch_config(path: Path, sup: Supervisor) -> None:
-    """Post ``reload`` when the config file changes (watchfiles: inotify/FSEvents, no polling)."""
-    import watchfiles  # noqa: PLC0415 - its Rust extension loads only for `run`
-
-    # step: how often the watcher thread wakes (taking the GIL) to check for changes and for
-    # stopping; the default 50 ms costs an idle supervisor more CPU than all of its probes
-    # (bench/idle.py), 1 s keeps a reload within about a second. rust_timeout: how often the
-    # thread hands back to the event loop with nothing to report (default 5 s); stopping
-    # never waits for it (the stop event is checked every step).
-    batches = watchfiles.awatch(path.parent, debounce=200, step=1000, rust_timeout=60_000, recursive=False)
-    async for changes in batches:
-        if any(Path(p).name == path.name for _, p in changes):
-            sup.post("reload")
-
-
 async def serve(
     cfg: Config,
     config_path: Path,
@@ -131,6 +118,7 @@ async def serve(
         status_changes=(lambda: proxy.changes) if proxy is not None else None,
     )
     await server.start()
+    sup.observe(lambda msg, _snap: server.check_now() if isinstance(msg, Probed) else None)  # in the round's wakeup
     # the TCP front doors (design §9): the holding proxy and the read-only metrics port
     scraped = MetricsListener(cfg.metrics, metrics.registry, lambda: healthz(sup.snap)) if cfg.metrics.address else None
     try:
@@ -164,7 +152,9 @@ async def serve(
     restore_signals = this_os().on_signals(
         asyncio.get_running_loop(), lambda name: sup.post("stop", reason=name), on_hup
     )
-    watcher = asyncio.create_task(_watch_config(config_path, sup)) if config_path.parent.is_dir() else None
+    watcher = None
+    if config_path.parent.is_dir():  # a config change posts a reload (inotify on Linux: no idle wakeup)
+        watcher = asyncio.create_task(watch_config(config_path, lambda: sup.post("reload"), SystemClock()))
     log.info("supervisor_started", config=str(config_path), socket=str(sock), pid=os.getpid())
     try:
         await sup.run()

@@ -161,7 +161,7 @@ class RestClient:
         limit = self.timeout if timeout is None else timeout
         with map_http_errors(url, limit, REST):
             async with asyncio.timeout(limit):  # the whole request, however the server trickles
-                response = await self._send(method, url, body, limit)
+                response = await self._send(method, url, body)
         try:
             data = response.json()
         except ValueError:
@@ -178,10 +178,11 @@ class RestClient:
             raise RestError(str(text or f"{method} {url}: HTTP {response.status_code}"))
         return data
 
-    async def _send(self, method: str, url: str, body: dict[str, Any] | None, limit: float) -> httpx.Response:
-        """One request on the transport, read whole; httpx's timeouts are ``limit`` seconds."""
-        phases = {"connect": limit, "read": limit, "write": limit, "pool": limit}
-        request = next(self._auth.auth_flow(httpx.Request(method, url, json=body, extensions={"timeout": phases})))
+    async def _send(self, method: str, url: str, body: dict[str, Any] | None) -> httpx.Response:
+        """One request on the transport, read whole. No httpx timeouts: :meth:`_call`'s one
+        ``asyncio`` deadline bounds the whole request (and says it in the same words), and
+        each of httpcore's phase timeouts would be a timer of its own on every idle round."""
+        request = next(self._auth.auth_flow(httpx.Request(method, url, json=body)))
         response = await self._transport.handle_async_request(request)
         try:
             await response.aread()

@@ -20,9 +20,11 @@ capped at 16 KiB (431), bodies at 1 MiB (413); a client that does not read what 
 is dropped after ``write_timeout`` s. Every HTTP shape is answered (bodies with a length or
 chunked, HEAD, pipelining) or refused with a status and ``{"error": ...}``; a failing
 handler answers 500 and logs ``status_request_failed`` with its traceback. The socket file
-is checked every ``check_interval`` s (and on :meth:`StatusServer.check_soon`): a missing or
-replaced socket is bound again, a missing TCP endpoint file written again
-(``status_socket_recreated``).
+is checked at each health round (:meth:`StatusServer.check_now`, called in that round's
+wakeup: an idle supervisor wakes once per interval, not twice), at the latest
+``check_interval * FALLBACK`` s after the last check (its own timer, while no round runs),
+and on :meth:`StatusServer.check_soon`: a missing or replaced socket is bound again, a
+missing TCP endpoint file written again (``status_socket_recreated``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ IDLE_TIMEOUT = 10.0  # seconds a connection may wait before a request begins (ke
 REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its last
 WRITE_TIMEOUT = 10.0  # seconds a client may take to read what we send
 LINGER = 1.0  # seconds we read and drop input after refusing a request, so the client sees why
+FALLBACK = 1.5  # check intervals after the last check before the server's own timer checks the socket
 
 GET = ("GET", "HEAD")
 ROUTES: dict[str, tuple[str, ...]] = {
@@ -155,6 +158,8 @@ class StatusServer:
         self._status_changes = 0  # status_changes() when the cached body was rendered
         self._status_answers = (b"", b"")  # (keep-alive, close) answers of the cached body
         self._broadcast: Broadcast | None = None  # while /v1/events streams are open
+        self._fallback: asyncio.TimerHandle | None = None  # the next check when no round comes first
+        self._checked_at = -1e9  # loop time of the last check
         self.status_encodings = 0  # how many times /v1/status was encoded (tests, the bench)
 
     # -- lifecycle -------------------------------------------------------------
@@ -166,10 +171,13 @@ class StatusServer:
         extra = {"port": self.transport.port} if isinstance(self.transport, TcpTransport) else {}
         self.log.info("status_socket_bound", path=str(self.transport.file), transport=self.transport.kind, **extra)
         if self.check_interval > 0:
-            self._spawn(self._watch())
+            self._arm()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop accepting, end every connection (event streams too), remove our socket file."""
+        if self._fallback is not None:
+            self._fallback.cancel()
+            self._fallback = None
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:
@@ -222,10 +230,33 @@ class StatusServer:
                 self.on_recreated()
             return True
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.check_interval)
-            await self.ensure_socket()
+    def check_now(self) -> None:
+        """Check the socket file in the caller's wakeup (the health round calls this after
+        each probe): a ``stat``, and :meth:`ensure_socket` only when it is missing or not ours.
+        Checks less than half a ``check_interval`` apart are skipped; each check moves the
+        server's own timer to ``check_interval * FALLBACK`` s later, so while rounds come it
+        never fires. Does nothing before :meth:`start`, after :meth:`close`, or without a
+        ``check_interval``."""
+        if self._fallback is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._checked_at < self.check_interval / 2:
+            return
+        self._checked_at = now
+        if self.transport.state() != "ours":
+            self._spawn(self.ensure_socket())
+        self._arm()
+
+    def _arm(self) -> None:
+        """(Re)start the fallback timer: :meth:`check_now` ``check_interval * FALLBACK`` s from now."""
+        if self._fallback is not None:
+            self._fallback.cancel()
+        loop = asyncio.get_running_loop()
+        self._fallback = loop.call_later(self.check_interval * FALLBACK, self._on_fallback)
+
+    def _on_fallback(self) -> None:
+        self._checked_at = -1e9  # no round came: check whatever the time since the last one
+        self.check_now()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -310,6 +310,15 @@ def test_sighup_reload(sim: SimInstall, start: Callable[..., Running]) -> None:
     assert loaded_ids(sim) == ["google/gemma-3-1b"]
 
 
+def test_an_edited_config_file_is_reloaded_without_a_signal(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """Saving the config file is enough: the file watch posts the reload (no SIGHUP, no request)."""
+    run = start(sim, "")
+    run.wait_state("ready")
+    run.config.write_text(BASE_CONFIG + '[[models]]\nkey = "google/gemma-3-1b"\n')
+    run.wait_for(lambda s: s["state"] == "ready" and [m["state"] for m in s["models"]] == ["loaded"])
+    assert loaded_ids(sim) == ["google/gemma-3-1b"]
+
+
 def test_restart_endpoint_and_wait(sim: SimInstall, start: Callable[..., Running]) -> None:
     """`lmsupervisor restart` restarts the server; `wait` returns 0 once ready again."""
     run = start(sim, "")

@@ -265,8 +265,28 @@ async def test_a_deleted_socket_is_bound_again(sock_path: Path) -> None:
     assert not os.path.exists(sock_path)
 
 
+async def test_the_health_round_check_rebinds_in_its_own_wakeup(sock_path: Path) -> None:
+    """check_now (called by the health round after each probe) sees a deleted socket at once,
+    long before the server's own timer (interval x FALLBACK) would; a second call within half
+    an interval does not look again."""
+    server, _ = await started(sock_path, check_interval=60.0)
+    try:
+        sock_path.unlink()
+        server.check_now()
+        async with asyncio.timeout(5):
+            while not sock_path.exists():
+                await asyncio.sleep(0.02)
+        sock_path.unlink()
+        server.check_now()
+        await asyncio.sleep(0.1)
+        assert sock_path.exists() is False
+    finally:
+        await server.close()
+
+
 async def test_the_periodic_check_rebinds_by_itself(sock_path: Path) -> None:
-    """With a check interval the server notices a deleted socket without being asked."""
+    """With a check interval and no health round calling check_now, the server notices a deleted
+    socket by its own timer."""
     server, _ = await started(sock_path, check_interval=0.05)
     try:
         sock_path.unlink()
