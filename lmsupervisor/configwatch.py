@@ -23,17 +23,28 @@ DEBOUNCE = 0.2  # seconds from a burst's first change to the one reload it posts
 STEP_MS = 1000  # watchfiles (not Linux): ms between its thread's looks for changes and for stopping
 
 
-async def watch_config(path: Path, post: Callable[[], None], clock: Clock, platform: str = sys.platform) -> None:
+async def watch_config(
+    path: Path,
+    post: Callable[[], None],
+    clock: Clock,
+    platform: str = sys.platform,
+    failed: Callable[[OSError], None] | None = None,
+) -> None:
     """Call ``post()`` after each burst of changes to the file ``path`` (created, written,
     renamed in or out, deleted), until cancelled. ``platform`` is ``sys.platform``: inotify
-    on ``linux``, watchfiles elsewhere. Raises OSError when ``path``'s folder cannot be
-    watched (missing, no inotify watches left)."""
+    on ``linux``, watchfiles elsewhere. When ``path``'s folder cannot be watched (missing,
+    no inotify watches left) the OSError goes to ``failed`` and the watch ends (without
+    ``failed``, it is raised)."""
     changed = _Debounced(post, clock)
     try:
         if platform == "linux":
             await _inotify(path, changed)
         else:
             await _watchfiles(path, changed)
+    except OSError as exc:
+        if failed is None:
+            raise
+        failed(exc)
     finally:
         changed.cancel()
 

@@ -22,7 +22,8 @@ from lmsupervisor import logs, statefile
 from lmsupervisor.clock import SystemClock
 from lmsupervisor.config import Config
 from lmsupervisor.configwatch import watch_config
-from lmsupervisor.core.messages import Probed
+from lmsupervisor.core.messages import Noted, Probed
+from lmsupervisor.core.problems import CONFIG_WATCH_FAILED, config_watch_failed_problem
 from lmsupervisor.dashboard.server import Dashboard
 from lmsupervisor.errors import ConfigError, InstanceLockedError, StatusSocketError
 from lmsupervisor.lmstudio import wiring
@@ -154,7 +155,16 @@ async def serve(
     )
     watcher = None
     if config_path.parent.is_dir():  # a config change posts a reload (inotify on Linux: no idle wakeup)
-        watcher = asyncio.create_task(watch_config(config_path, lambda: sup.post("reload"), SystemClock()))
+        watcher = asyncio.create_task(
+            watch_config(
+                config_path,
+                lambda: sup.post("reload"),
+                SystemClock(),
+                failed=lambda exc: sup.send(
+                    Noted(CONFIG_WATCH_FAILED, config_watch_failed_problem(str(config_path), str(exc)))
+                ),
+            )
+        )
     log.info("supervisor_started", config=str(config_path), socket=str(sock), pid=os.getpid())
     try:
         await sup.run()

@@ -96,6 +96,21 @@ def download_paused_problem(names: Sequence[str]) -> Problem:
     )
 
 
+CONFIG_WATCH_FAILED = "config_watch_failed"
+
+
+def config_watch_failed_problem(path: str, error: str) -> Problem:
+    """``config_watch_failed``: the config file ``path`` cannot be watched (``error``: the
+    OS's words, e.g. no inotify watches left); a saved change is not reloaded by itself."""
+    return Problem(
+        CONFIG_WATCH_FAILED,
+        f"the config file {path} cannot be watched ({error}): a saved change is not reloaded by itself",
+        "reload by hand after each change (`lmsupervisor reload`, or SIGHUP); for inotify, raise "
+        "fs.inotify.max_user_watches, then restart lmsupervisor to watch again",
+        "warning",
+    )
+
+
 GPU_PROBLEMS = ("gpu_missing", "gpu_incompatible", "gpu_survey_failed")  # the GPU gate's, one at a time
 _NO_GPU = ("gpuRequiredButNoneFound", "noSupportedGpus", "gpuSurveyUnsuccessful")  # compatibility: no GPU seen
 _HARDWARE_FILE = "hardware.json in lmsupervisor's state folder"

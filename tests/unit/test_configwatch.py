@@ -67,3 +67,17 @@ async def test_a_change_pending_when_the_watch_stops_posts_nothing(tmp_path: Pat
     await asyncio.gather(watch, return_exceptions=True)
     await clock.advance(DEBOUNCE * 2)
     assert posted == []
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+async def test_a_folder_that_cannot_be_watched_is_handed_to_failed(tmp_path: Path, platform: str) -> None:
+    """When the watch cannot start (here the folder is gone; in the field, no inotify watches
+    left), the OSError goes to ``failed`` (run.py makes it the problem config_watch_failed)
+    and the watch ends; without ``failed`` it is raised."""
+    config = tmp_path / "gone" / "c.toml"
+    errors: list[OSError] = []
+    async with asyncio.timeout(10):
+        await watch_config(config, lambda: None, FakeClock(), platform=platform, failed=errors.append)
+        assert [type(e).__name__ for e in errors] == ["FileNotFoundError"]
+        with pytest.raises(OSError):
+            await watch_config(config, lambda: None, FakeClock(), platform=platform)
