@@ -79,5 +79,5 @@ async def test_a_folder_that_cannot_be_watched_is_handed_to_failed(tmp_path: Pat
     async with asyncio.timeout(10):
         await watch_config(config, lambda: None, FakeClock(), platform=platform, failed=errors.append)
         assert [type(e).__name__ for e in errors] == ["FileNotFoundError"]
-        with pytest.raises(OSError):
+        with pytest.raises(FileNotFoundError):
             await watch_config(config, lambda: None, FakeClock(), platform=platform)
