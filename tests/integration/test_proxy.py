@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from lmsupervisor.simulator.home import SimInstall
-from tests.conftest import eventually
+from tests.conftest import FAST, eventually
 from tests.integration.test_run import TWO_MODELS, Running, loaded_ids
 
 pytestmark = pytest.mark.integration
@@ -316,6 +316,10 @@ def test_a_client_leaving_mid_stream_is_abandoned_not_an_lmstudio_failure(
     """Clients that leave a stream while LM Studio is still sending it are counted abandoned
     (never failed, no ``proxy_request_failed`` warning: LM Studio did nothing wrong), and
     leave nothing in flight."""
+    # a 512-token answer takes ~30 s of wall time, 20 of its events ~1 s: each client leaves
+    # mid-stream however slow this machine is (at once, a busy machine's slow client could
+    # find the whole answer already written and be counted served)
+    sim.set_hardware(tokens_per_second=512 * FAST / 30)
     run = start(sim, proxied())
     url = proxy_url(run)
 
