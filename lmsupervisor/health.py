@@ -37,7 +37,8 @@ from typing import Any
 import structlog
 
 from lmsupervisor.clock import RESUME_MIN, within
-from lmsupervisor.core.messages import HEALTH_ACTION, ActionCrashed, Ask, Health, Message, Observed, Probed, Resumed
+from lmsupervisor.core.effects import Ask, Health
+from lmsupervisor.core.messages import HEALTH_ACTION, ActionCrashed, Message, Observed, Probed, Resumed
 from lmsupervisor.core.observed import LoadedModel, ProbeResult, base_url
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.core.snapshot import Snapshot

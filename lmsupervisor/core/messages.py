@@ -12,11 +12,6 @@ from dataclasses import dataclass
 
 from lmsupervisor.config import Config
 from lmsupervisor.core.capabilities import CliCapabilities
-
-# Effects live in core/effects.py; these two stay importable from here for health.py
-# (the `as` marks them re-exported for mypy).
-from lmsupervisor.core.effects import Ask as Ask  # noqa: PLC0414
-from lmsupervisor.core.effects import Health as Health  # noqa: PLC0414
 from lmsupervisor.core.hardware import Hardware
 from lmsupervisor.core.observed import (
     DaemonProcess,
