@@ -18,8 +18,8 @@ from pathlib import Path
 from lmsupervisor.clock import Clock, within
 from lmsupervisor.config import Config
 from lmsupervisor.core.observed import Install, ProbeResult
+from lmsupervisor.httperrors import no_answer
 from lmsupervisor.lmstudio.capabilities import CapabilityCache
-from lmsupervisor.lmstudio.httperrors import no_answer
 from lmsupervisor.lmstudio.lms import LmsClient
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient

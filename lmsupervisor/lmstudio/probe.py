@@ -25,7 +25,7 @@ import httpx
 
 from lmsupervisor.core.observed import ProbeResult
 from lmsupervisor.errors import ProbeError
-from lmsupervisor.lmstudio.httperrors import PROBE, map_http_errors
+from lmsupervisor.httperrors import PROBE, map_http_errors
 from lmsupervisor.lmstudio.rest import BearerAuth
 
 LONG_REPLY_PROMPT = "Count from 1 to 200, separated by spaces."  # an answer probe that measures speed

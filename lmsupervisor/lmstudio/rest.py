@@ -11,7 +11,7 @@ when the route answers LM Studio's ``Unexpected endpoint`` 200 (0.3.x has no v1)
 wrong), :class:`RestError` for another error answer; a request without an answer is
 :class:`RestConnectError` when nothing listens, :class:`RestTimeoutError` when no answer
 comes in time, :class:`RestError` when the connection broke (one wording for all:
-:func:`~lmsupervisor.lmstudio.httperrors.map_http_errors`). The API token comes from
+:func:`~lmsupervisor.httperrors.map_http_errors`). The API token comes from
 ``token()`` at each request (``[lmstudio] api_token``, ``api_token_file`` or ``LM_API_TOKEN``, see
 :func:`resolve_token`) and goes out as ``Authorization: Bearer``.
 
@@ -34,7 +34,7 @@ from lmsupervisor.config import Config
 from lmsupervisor.core.observed import DownloadedModel, DownloadProgress, LoadedModel
 from lmsupervisor.core.problems import Problem
 from lmsupervisor.errors import RestAuthError, RestError, RestUnsupportedError
-from lmsupervisor.lmstudio.httperrors import REST, map_http_errors
+from lmsupervisor.httperrors import REST, map_http_errors
 from lmsupervisor.lmstudio.lmsoutput import error_line
 
 TOKEN_ENV = "LM_API_TOKEN"  # noqa: S105 - a variable name, not a secret. [js] and [docs]; [py] 1.6.0b1 reads LMSTUDIO_API_TOKEN (facts §5)

@@ -10,7 +10,7 @@ payload ``{"id", "model", "content", "message", "finish_reason", "usage"}``. Wit
 events). Over httpx, the stream through httpx-sse; a request without an answer becomes a
 :class:`~lmsupervisor.errors.NativeHostError` answer (``timeout``, or ``unreachable`` with
 the hint to send ``start_lmstudio``) through
-:func:`~lmsupervisor.lmstudio.httperrors.map_http_errors` (:data:`CHAT_ERRORS`).
+:func:`~lmsupervisor.httperrors.map_http_errors` (:data:`CHAT_ERRORS`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from lmsupervisor.errors import NativeHostError
-from lmsupervisor.lmstudio.httperrors import ErrorKinds, map_http_errors
+from lmsupervisor.httperrors import ErrorKinds, map_http_errors
 from lmsupervisor.nativehost.protocol import check_sendable, json_bytes, read_seconds, success
 
 CHAT_TIMEOUT = 300.0  # seconds: a cold JIT load can delay the first token for long

@@ -37,8 +37,8 @@ from lmsupervisor.errors import (
     RestTimeoutError,
     TruncatedFrameError,
 )
+from lmsupervisor.httperrors import REST, map_http_errors, unanswered
 from lmsupervisor.lmstudio.bringup import start_once
-from lmsupervisor.lmstudio.httperrors import REST, map_http_errors, unanswered
 from lmsupervisor.lmstudio.install import DOWNLOAD_URL, Platform, detect
 from lmsupervisor.lmstudio.lms import LmsRunner
 from lmsupervisor.lmstudio.rest import BearerAuth

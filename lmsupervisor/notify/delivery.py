@@ -25,10 +25,12 @@ import httpx
 from lmsupervisor.clock import Clock
 from lmsupervisor.config import NotifyConfig
 from lmsupervisor.errors import NotifyError
+from lmsupervisor.httperrors import ErrorKinds, map_http_errors
 from lmsupervisor.notify.bodies import body
 from lmsupervisor.notify.incidents import Alert
 
 TIMEOUT = 10.0  # seconds one delivery may take (connect, send, answer)
+NOTIFY = ErrorKinds(NotifyError, NotifyError, NotifyError)  # an unanswered delivery, worded as every request
 QUEUE_SIZE = 32  # alerts waiting for one receiver; past it the oldest is dropped
 RETRY_FIRST = 1.0  # seconds before the first retry
 RETRY_CAP = 300.0  # seconds: the longest wait between two tries
@@ -66,12 +68,8 @@ async def deliver(client: httpx.AsyncClient, target: NotifyConfig, alert: Alert,
     url = resolve_url(target)
     where = label(target.kind, url)
     request = body(target.kind, alert, host)
-    try:
+    with map_http_errors(where, TIMEOUT, NOTIFY):
         answer = await client.post(url, content=request.content, headers=request.headers, timeout=TIMEOUT)
-    except httpx.TimeoutException:
-        raise NotifyError(f"{where}: no answer within {TIMEOUT:g} s") from None
-    except httpx.HTTPError as exc:
-        raise NotifyError(f"{where}: {type(exc).__name__}: {exc or 'connection failed'}") from exc
     if not answer.is_success:
         raise NotifyError(f"{where}: answered HTTP {answer.status_code}")
 

@@ -1,4 +1,4 @@
-"""httpx's errors translated once (lmstudio/httperrors.py): one wording per kind for every
+"""httpx's errors translated once (httperrors.py): one wording per kind for every
 client of LM Studio's server (REST v1, the prober, the native host's chat)."""
 
 from __future__ import annotations
@@ -9,17 +9,21 @@ from typing import Any
 import httpx
 import pytest
 
+from lmsupervisor.config import NotifyConfig
 from lmsupervisor.errors import (
     NativeHostError,
+    NotifyError,
     ProbeError,
     RestConnectError,
     RestError,
     RestTimeoutError,
 )
-from lmsupervisor.lmstudio.httperrors import PROBE, REST, map_http_errors, unanswered
+from lmsupervisor.httperrors import PROBE, REST, map_http_errors, unanswered
 from lmsupervisor.lmstudio.probe import Prober
 from lmsupervisor.lmstudio.rest import RestClient
 from lmsupervisor.nativehost.chat import Chat
+from lmsupervisor.notify.delivery import deliver
+from lmsupervisor.notify.incidents import Alert
 
 URL = "http://127.0.0.1:1234"
 REQUEST = httpx.Request("GET", f"{URL}/api/v1/models")
@@ -76,7 +80,7 @@ async def error_of(call: Awaitable[object]) -> str:
         await call
     except NativeHostError as exc:
         return f"{exc.code}: {exc}"
-    except (RestError, ProbeError) as exc:
+    except (RestError, ProbeError, NotifyError) as exc:
         return str(exc)
     raise AssertionError("no error")
 
@@ -111,6 +115,12 @@ async def chat_stream() -> str:
     return await chat(stream=True)
 
 
+async def notify_delivery() -> str:
+    client = httpx.AsyncClient(transport=nothing_listens())
+    down = Alert("down", "down", "LM Studio is down", 0.0, 0.0)
+    return await error_of(deliver(client, NotifyConfig(kind="webhook", url=f"{URL}/hook"), down, "box"))
+
+
 @pytest.mark.parametrize(
     ("call", "says"),
     [
@@ -121,10 +131,11 @@ async def chat_stream() -> str:
         (probe_ask, f"cannot connect to {URL}/v1/chat/completions: connection refused"),
         (chat, f"unreachable: {CHAT_REFUSED}"),
         (chat_stream, f"unreachable: {CHAT_REFUSED}"),
+        (notify_delivery, "cannot connect to webhook 127.0.0.1:1234: connection refused"),
     ],
     ids=lambda v: getattr(v, "__name__", ""),
 )
 async def test_every_client_words_a_refused_connection_alike(call: Callable[[], Awaitable[str]], says: str) -> None:
-    """REST, the prober and the native host's chat say the same thing when nothing listens
-    (the browser is also told to send start_lmstudio)."""
+    """REST, the prober, the native host's chat and a notification delivery say the same thing
+    when nothing listens (the browser is also told to send start_lmstudio)."""
     assert await call() == says
