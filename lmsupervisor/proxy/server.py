@@ -41,7 +41,7 @@ import asyncio
 import contextlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,6 +57,7 @@ from lmsupervisor.core.messages import Message
 from lmsupervisor.core.snapshot import Snapshot
 from lmsupervisor.errors import ConfigError
 from lmsupervisor.proxy.hold import TAIL, alive, complete, decide, failed_body, recovering_body, requested, view_of
+from lmsupervisor.proxy.passthrough import Exchange, Unanswered, Unreached, exchange
 
 KEEP_BODY = 1024 * 1024  # bytes of a request body kept (read whole: its model is known, it can be re-sent)
 UPSTREAM_KEEPALIVE = 2.0  # seconds an idle connection to LM Studio is kept (below Node's 5 s: never a stale one)
@@ -287,11 +288,11 @@ class HoldingProxy:
                 return await self._timed_out(held), "timed_out"
             signs = self.gate.signs
             try:
-                upstream = await self._send(held.request, body)
-            except aiohttp.ClientConnectorError:  # never reached LM Studio: wait for it, as on arrival
+                upstream = await self._send(held, body)
+            except (aiohttp.ClientConnectorError, Unreached):  # never reached LM Studio: wait for it, as on arrival
                 held.after = signs
                 continue
-            except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:  # no byte came back
+            except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, Unanswered) as exc:  # no byte came back
                 if resent or not self.config.resend_unanswered or not isinstance(body, bytes | None):
                     return await self._failed(
                         held, f"LM Studio closed the connection without answering ({exc})"
@@ -299,7 +300,10 @@ class HoldingProxy:
                 resent, held.after = True, signs
                 self.log.info("proxy_request_unanswered", path=held.request.path, error=str(exc))
                 continue
-            answer, ok = await self._relay(held, upstream)
+            if isinstance(upstream, Exchange):
+                answer, ok = await self._pass(held, upstream)
+            else:
+                answer, ok = await self._relay(held, upstream)
             if not ok:
                 return answer, "failed"
             return answer, "held_served" if held.held_at is not None else "served"
@@ -343,10 +347,16 @@ class HoldingProxy:
             self.metrics.held.inc(held)
         self.changes += 1
 
-    async def _send(
-        self, request: web.BaseRequest, body: bytes | aiohttp.StreamReader | None
-    ) -> aiohttp.ClientResponse:
+    async def _send(self, held: _Held, body: bytes | aiohttp.StreamReader | None) -> aiohttp.ClientResponse | Exchange:
+        """Send the request to LM Studio: a kept streaming one on its own connection
+        (:mod:`~lmsupervisor.proxy.passthrough`), any other through aiohttp's client."""
         assert self._session is not None  # noqa: S101 - started
+        request = held.request
+        base = URL(self.gate.view.url)
+        if held.streaming and isinstance(body, bytes) and base.scheme == "http":
+            return await exchange(
+                base, request.method, request.raw_path, request.headers.items(), body, CONNECT_TIMEOUT
+            )
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_DROPPED]
         url = URL(self.gate.view.url + request.raw_path, encoded=True)
         return await self._session.request(
@@ -375,13 +385,7 @@ class HoldingProxy:
                         first = await upstream.content.readany()
                     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                         return await self._failed(held, f"LM Studio stopped answering ({exc})"), False
-                out = held.out = (web.StreamResponse if sse else _Answer)(
-                    status=upstream.status, reason=upstream.reason
-                )
-                for key, value in upstream.headers.items():
-                    if key.lower() not in HOP_BY_HOP:
-                        out.headers.add(key, value)
-                await out.prepare(held.request)
+                out = await self._start(held, upstream.status, upstream.reason, upstream.headers.items(), sse)
                 if first:
                     await out.write(first)
             # An SSE answer ended by closing the connection (no length, not chunked) says
@@ -412,6 +416,62 @@ class HoldingProxy:
                 return await self._sse_end(out, failed_body("LM Studio closed the stream before its last event")), False
             await out.write_eof()
             return out, True
+
+    async def _pass(self, held: _Held, ex: Exchange) -> tuple[web.StreamResponse, bool]:
+        """:meth:`_relay` for an :class:`Exchange`: the same answers, the body written on from
+        the upstream socket's callback (:mod:`~lmsupervisor.proxy.passthrough` says why)."""
+        request = held.request
+        sse = ex.content_type == SSE
+        try:
+            if held.out is not None:  # the client already has an SSE head (keepalive comments)
+                if not sse:
+                    text = (await ex.whole(KEEP_BODY)).decode(errors="replace")
+                    return await self._sse_end(held.out, _as_error(ex.status, text)), True
+                out = held.out
+            else:
+                first = b"" if sse else await ex.first()  # a non-SSE head goes out with its first byte
+                if not first and ex.cut is not None:
+                    return await self._failed(held, f"LM Studio stopped answering ({ex.cut})"), False
+                chunked = ex.content_length is None and request.version >= aiohttp.HttpVersion11
+                out = await self._start(held, ex.status, ex.reason, ex.headers, sse, chunked=chunked)
+                if first:
+                    await out.write(first)
+            if request.transport is None:
+                raise ConnectionResetError("the client left")
+            await ex.pass_on(request.transport, out.chunked, request.writer)
+        finally:
+            ex.close()
+        cut = ex.cut
+        if cut is None and sse and ex.framing == "close" and not complete(request.path, ex.tail):
+            cut = "LM Studio closed the stream before its last event"
+        if cut is not None:
+            if sse:
+                return await self._sse_end(out, failed_body(f"LM Studio stopped answering mid-stream ({cut})")), False
+            if request.transport is not None:  # a cut body: the client sees it short, never waits
+                request.transport.close()
+            return out, False
+        await out.write_eof()
+        return out, True
+
+    async def _start(
+        self,
+        held: _Held,
+        status: int,
+        reason: str | None,
+        headers: Iterable[tuple[str, str]],
+        sse: bool,
+        chunked: bool = False,
+    ) -> web.StreamResponse:
+        """Start the client's answer with LM Studio's head (but its hop-by-hop headers): an
+        SSE one goes out at once, any other with its first body bytes (:class:`_Answer`)."""
+        out = held.out = (web.StreamResponse if sse else _Answer)(status=status, reason=reason)
+        for key, value in headers:
+            if key.lower() not in HOP_BY_HOP:
+                out.headers.add(key, value)
+        if chunked:
+            out.enable_chunked_encoding()
+        await out.prepare(held.request)
+        return out
 
     async def _timed_out(self, held: _Held) -> web.StreamResponse:
         timeout = self.config.hold_timeout
