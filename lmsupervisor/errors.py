@@ -31,6 +31,9 @@ code each one ends a command with is ``cli.EXIT_CODES`` (the one table).
      +-- SimulateError                `lmsupervisor simulate` could not do what was asked (exit 1)
      +-- NotifyError                  a [[notify]] receiver did not take a notification (retried)
      +-- DashboardError               no dashboard to open: off, or no supervisor serves it (exit 3)
+ +-- ProxyUpstreamError           the holding proxy's request got no answer from LM Studio (held again)
+      +-- ProxyUnreachedError     no connection to LM Studio: the request never reached it
+      +-- ProxyUnansweredError    LM Studio took the request and closed before an answer's head
 
 The simulator's own exceptions stay in :mod:`lmsupervisor.simulator`: they model LM Studio's
 errors (``WsError``, the simulated `lms`'s exits) or steer its chaos harness, and the
@@ -217,3 +220,18 @@ class NotifyError(LmSupervisorError):
 class DashboardError(LmSupervisorError):
     """`lmsupervisor dashboard` found no dashboard: ``[dashboard] listen`` is off, or no
     supervisor runs (exit 3, as `status` when nobody answers)."""
+
+
+class ProxyUpstreamError(LmSupervisorError):
+    """The holding proxy's request got no answer from LM Studio; the proxy holds it again
+    (never shown to a user as such: it becomes a hold, a resend, or the 502 body)."""
+
+
+class ProxyUnreachedError(ProxyUpstreamError):
+    """No connection to LM Studio could be made (refused, or not within the connect
+    timeout): the request never reached it."""
+
+
+class ProxyUnansweredError(ProxyUpstreamError):
+    """LM Studio took the request, then closed the connection (or sent bytes that are no
+    HTTP answer) before an answer's head; the message says which."""

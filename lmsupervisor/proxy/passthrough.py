@@ -16,9 +16,9 @@ it open): ``chunked``, ``length`` (``Content-Length``), and ``close`` (the body 
 Studio closes the connection: a cut is then only seen in the stream's last event,
 :func:`~lmsupervisor.proxy.hold.complete`).
 
-Raises :class:`Unreached` when no connection could be made (the request never reached LM
-Studio) and :class:`Unanswered` when LM Studio closed the connection or sent something
-unreadable before an answer's head.
+Raises :class:`~lmsupervisor.errors.ProxyUnreachedError` when no connection could be made
+(the request never reached LM Studio) and :class:`~lmsupervisor.errors.ProxyUnansweredError`
+when LM Studio closed the connection or sent something unreadable before an answer's head.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import httptools
 from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
+from lmsupervisor.errors import ProxyUnansweredError, ProxyUnreachedError
 from lmsupervisor.proxy.hold import TAIL
 
 Framing = Literal["chunked", "length", "close"]
@@ -50,15 +51,6 @@ NOT_FORWARDED = frozenset(
         "expect",  # the body goes with the head: no 100 Continue to wait for
     }
 )
-
-
-class Unreached(Exception):
-    """No connection to LM Studio could be made (refused, or not within the connect timeout)."""
-
-
-class Unanswered(Exception):
-    """LM Studio took the request, then closed the connection (or sent bytes that are no
-    HTTP answer) before an answer's head; the message says which."""
 
 
 class Exchange(asyncio.Protocol):
@@ -159,7 +151,7 @@ class Exchange(asyncio.Protocol):
     # -- the caller's side --------------------------------------------------------------------
     async def send(self, request: bytes) -> None:
         """Write the whole request (head and body) and wait for the answer's head; raises
-        :class:`Unanswered`."""
+        :class:`ProxyUnansweredError`."""
         assert self._transport is not None  # noqa: S101 - connection_made ran
         self._transport.write(request)
         await self._head
@@ -215,7 +207,7 @@ class Exchange(asyncio.Protocol):
 
     def _unanswered(self, why: str) -> None:
         if not self._head.done():
-            self._head.set_exception(Unanswered(why))
+            self._head.set_exception(ProxyUnansweredError(why))
             self._head.exception()  # retrieved: an exchange dropped before its head logs nothing
 
     def _end(self, cut: str | None) -> None:
@@ -277,14 +269,14 @@ async def exchange(
 ) -> Exchange:
     """Send one request to LM Studio at ``url`` (``http://host:port``) on a new connection
     and wait for its answer's head. ``connect_timeout`` is seconds. Raises
-    :class:`Unreached` or :class:`Unanswered`; a cancelled wait closes the connection."""
+    :class:`ProxyUnreachedError` or :class:`ProxyUnansweredError`; a cancelled wait closes the connection."""
     loop = asyncio.get_running_loop()
     host, port = url.host or "127.0.0.1", url.port or 80
     try:
         async with asyncio.timeout(connect_timeout):
             _, ex = await loop.create_connection(lambda: Exchange(loop), host, port)
     except (OSError, TimeoutError) as exc:
-        raise Unreached(
+        raise ProxyUnreachedError(
             f"cannot connect to LM Studio at {url.host_port_subcomponent}: {str(exc) or 'timed out'}"
         ) from exc
     try:

@@ -55,9 +55,9 @@ from lmsupervisor.clock import Clock, SystemClock
 from lmsupervisor.config import Config, ProxyConfig
 from lmsupervisor.core.messages import Message
 from lmsupervisor.core.snapshot import Snapshot
-from lmsupervisor.errors import ConfigError
+from lmsupervisor.errors import ConfigError, ProxyUnansweredError, ProxyUnreachedError
 from lmsupervisor.proxy.hold import TAIL, alive, complete, decide, failed_body, recovering_body, requested, view_of
-from lmsupervisor.proxy.passthrough import Exchange, Unanswered, Unreached, exchange
+from lmsupervisor.proxy.passthrough import Exchange, exchange
 
 KEEP_BODY = 1024 * 1024  # bytes of a request body kept (read whole: its model is known, it can be re-sent)
 UPSTREAM_KEEPALIVE = 2.0  # seconds an idle connection to LM Studio is kept (below Node's 5 s: never a stale one)
@@ -80,6 +80,8 @@ HOP_BY_HOP = frozenset(
 REQUEST_DROPPED = HOP_BY_HOP | {"host", "content-length"}  # aiohttp sets both for the upstream request
 NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # only the client's own pass
 SSE = "text/event-stream"
+NOT_REACHED = (aiohttp.ClientConnectorError, ProxyUnreachedError)  # aiohttp's client, passthrough.py
+NOT_ANSWERED = (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, ProxyUnansweredError)  # (after NOT_REACHED)
 
 
 class Supervised(Protocol):
@@ -289,10 +291,10 @@ class HoldingProxy:
             signs = self.gate.signs
             try:
                 upstream = await self._send(held, body)
-            except (aiohttp.ClientConnectorError, Unreached):  # never reached LM Studio: wait for it, as on arrival
+            except NOT_REACHED:  # never reached LM Studio: wait for it, as on arrival
                 held.after = signs
                 continue
-            except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, Unanswered) as exc:  # no byte came back
+            except NOT_ANSWERED as exc:  # no byte came back
                 if resent or not self.config.resend_unanswered or not isinstance(body, bytes | None):
                     return await self._failed(
                         held, f"LM Studio closed the connection without answering ({exc})"
