@@ -69,7 +69,7 @@ class Exchange(asyncio.Protocol):
         self.content_type = ""
         self.content_length: int | None = None
         self.framing: Framing = "close"
-        self.tail = b""  # the body's last TAIL bytes (a "close"-framed stream's last event)
+        self.tail = b""  # a "close"-framed body's last TAIL bytes (its stream's last event)
         self.cut: str | None = None  # why the answer did not end as its framing says, once it ended
         self._loop = loop
         self._parser = httptools.HttpResponseParser(self)
@@ -135,7 +135,8 @@ class Exchange(asyncio.Protocol):
         """httptools: a piece of the body: written on at once when a client is attached."""
         if not body:
             return
-        self.tail = (self.tail + body)[-TAIL:]
+        if self.framing == "close":
+            self.tail = (self.tail + body)[-TAIL:]
         if self._sink is not None:
             self._sink.write(body)
         else:

@@ -1,8 +1,10 @@
 """The holding proxy: LM Studio's whole HTTP surface, forwarded, held while it recovers.
 
-Served and forwarded with aiohttp (server and client): bodies both ways are streamed
-(an SSE answer is passed on chunk by chunk as it arrives), headers pass unchanged but for
-the hop-by-hop ones, ``Authorization`` included; the proxy never adds LM Studio's token.
+Served with aiohttp's server; forwarded with aiohttp's client, but for a request whose body
+asks for a stream, which goes on a connection of its own and whose answer is written on from
+the socket callback as it arrives (:mod:`~lmsupervisor.proxy.passthrough`: no task wakes per
+chunk). Bodies both ways are streamed, headers pass unchanged but for the hop-by-hop ones,
+``Authorization`` included; the proxy never adds LM Studio's token.
 
 Each request, on arrival, asks :func:`~lmsupervisor.proxy.hold.decide` whether it may go:
 while LM Studio is not serving, or the declared model it names is not loaded, it is held
