@@ -3,7 +3,7 @@
 Two upstreams, each measured directly and through the proxy, side by side in one run:
 
 - **echo** (the floor): a raw asyncio HTTP/1.1 server in its own process that answers any
-  request with a small JSON body, and ``GET /sse`` with ``--chunks`` SSE events (chunked),
+  request with a small JSON body, and ``POST /sse`` with ``--chunks`` SSE events (chunked),
   one every 5 ms, each carrying the monotonic nanoseconds it was sent at. The proxy in
   front of it is a :class:`~lmsupervisor.proxy.server.HoldingProxy` in its own process,
   with a supervisor stand-in that is always ready (``--serve-proxy``).
@@ -17,10 +17,12 @@ Printed: p50/p99 round trip of a small non-streaming request over one keep-alive
 connection (direct, proxied, added); per-chunk delivery latency of a stream (echo: sent
 to received; simulator: time to the whole stream); requests/s with 32 concurrent
 keep-alive clients (and proxied/direct); the proxy process's RSS idle, with 200 open
-streams, and after they close. Targets (issue 18): added p50 <= 0.5 ms, p99 <= 2 ms,
-throughput >= 0.9x direct, <= 0.2 ms added per chunk, flat memory. Latencies are ms.
+streams, and after they close. Direct, proxied and relayed samples are taken in turn, one
+request or stream each, so that a busy machine's drift falls on all alike. Targets (issue
+18): added p50 <= 0.5 ms, p99 <= 2 ms, throughput >= 0.9x direct, <= 0.2 ms added per
+chunk, flat memory. Latencies are ms.
 
-Usage: python bench/proxy.py [--requests N] [--seconds S] [--streams N]
+Usage: python bench/proxy.py [--requests N] [--seconds S] [--streams N] [--streams-timed N]
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ from lmsupervisor.simulator.home import create_install
 CLIENTS = 32
 CHUNK_GAP = 0.005  # seconds between the echo server's SSE events
 BODY = b'{"object": "list", "data": [{"id": "echo", "object": "model"}]}'
+# a streamed request as clients send them (the proxy reads "stream": true from the body)
+SSE_REQUEST = (
+    b"POST /sse HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 30\r\n\r\n{"model": "m", "stream": true}'
+)
 
 
 # -- the echo upstream -------------------------------------------------------------------
@@ -63,7 +70,7 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             )
             if length:
                 await reader.readexactly(length)
-            if head.startswith(b"GET /sse"):
+            if head.startswith(b"POST /sse"):
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
                 )
@@ -175,18 +182,21 @@ async def read_answer(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
-async def latency(port: int, path: str, n: int) -> list[float]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+async def latency(ports: list[int], path: str, n: int) -> list[list[float]]:
+    """ms per round trip of a small request, one keep-alive connection per port, the ports
+    taken in turn (interleaved: a busy machine's drift falls on each alike)."""
+    conns = [await asyncio.open_connection("127.0.0.1", port) for port in ports]
     data = request_bytes(path)
-    times: list[float] = []
+    times: list[list[float]] = [[] for _ in ports]
     for i in range(n + 50):
-        t0 = time.perf_counter()
-        writer.write(data)
-        await read_answer(reader)
-        if i >= 50:  # warm-up
-            times.append((time.perf_counter() - t0) * 1000)
-    writer.close()
+        for (reader, writer), out in zip(conns, times, strict=True):
+            t0 = time.perf_counter()
+            writer.write(data)
+            await read_answer(reader)
+            if i >= 50:  # warm-up
+                out.append((time.perf_counter() - t0) * 1000)
+    for _, writer in conns:
+        writer.close()
     return times
 
 
@@ -209,43 +219,47 @@ async def throughput(port: int, path: str, seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
-async def chunk_latency(port: int, streams: int) -> list[float]:
-    """Per SSE event from the echo: ms from its send to its arrival."""
-    out: list[float] = []
+async def chunk_latency(ports: list[int], streams: int) -> list[list[float]]:
+    """Per SSE event from the echo: ms from its send to its arrival, ``streams`` streams per
+    port, the ports taken in turn (interleaved, as :func:`latency`)."""
+    out: list[list[float]] = [[] for _ in ports]
     for _ in range(streams):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /sse HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
-        buf = b""
-        while not buf.endswith(b"0\r\n\r\n"):
-            data = await reader.read(65536)
-            now = time.monotonic_ns()
-            if not data:
-                break
-            buf += data
-            out += [(now - int(line[6:])) / 1e6 for line in data.split(b"\n") if line.startswith(b"data: ")]
-        writer.close()
+        for port, times in zip(ports, out, strict=True):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(SSE_REQUEST)
+            buf = b""
+            while not buf.endswith(b"0\r\n\r\n"):
+                data = await reader.read(65536)
+                now = time.monotonic_ns()
+                if not data:
+                    break
+                buf += data
+                times += [(now - int(line[6:])) / 1e6 for line in data.split(b"\n") if line.startswith(b"data: ")]
+            writer.close()
     return out
 
 
-async def stream_time(port: int, body: bytes, n: int) -> list[float]:
-    """ms for a whole streamed chat (a new connection each: the simulator closes SSE)."""
-    out: list[float] = []
+async def stream_time(ports: list[int], body: bytes, n: int) -> list[list[float]]:
+    """ms for a whole streamed chat (a new connection each: the simulator closes SSE), the
+    ports taken in turn (interleaved, as :func:`latency`)."""
+    out: list[list[float]] = [[] for _ in ports]
     head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     for _ in range(n):
-        t0 = time.perf_counter()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(head + body)
-        buf = b""
-        while b"data: [DONE]" not in buf:
-            data = await reader.read(65536)
-            if not data:
-                break
-            buf += data
-        out.append((time.perf_counter() - t0) * 1000)
-        writer.close()
+        for port, times in zip(ports, out, strict=True):
+            t0 = time.perf_counter()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head + body)
+            buf = b""
+            while b"data: [DONE]" not in buf:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                buf += data
+            times.append((time.perf_counter() - t0) * 1000)
+            writer.close()
     return out
 
 
@@ -256,7 +270,7 @@ async def open_streams(port: int, n: int, pid: int) -> tuple[float, float, float
     conns = []
     for _ in range(n):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /sse HTTP/1.1\r\nHost: bench\r\n\r\n")
+        writer.write(SSE_REQUEST)
         conns.append((reader, writer))
     for reader, _ in conns:
         await reader.readuntil(b"data: ")  # every stream is open and flowing
@@ -310,14 +324,10 @@ async def measure(args: argparse.Namespace) -> None:
         raise
     try:
         print(f"echo floor: {args.requests} requests, {CLIENTS} clients for {args.seconds:g} s, ms")
-        direct = await latency(echo_port, "/v1/models", args.requests)
-        proxied = await latency(proxy_port, "/v1/models", args.requests)
-        relayed = await latency(relay_port, "/v1/models", args.requests)
+        direct, proxied, relayed = await latency([echo_port, proxy_port, relay_port], "/v1/models", args.requests)
         print(row("small request round trip", direct, proxied))
         print(row("  same, bare relay (hop floor)", direct, relayed))
-        direct = await chunk_latency(echo_port, 10)
-        proxied = await chunk_latency(proxy_port, 10)
-        relayed = await chunk_latency(relay_port, 10)
+        direct, proxied, relayed = await chunk_latency([echo_port, proxy_port, relay_port], args.streams_timed)
         print(row(f"SSE chunk, sent -> received ({len(direct)})", direct, proxied))
         print(row("  same, bare relay (hop floor)", direct, relayed))
         rate_d = await throughput(echo_port, "/v1/models", args.seconds)
@@ -346,12 +356,10 @@ async def measure(args: argparse.Namespace) -> None:
             print(
                 f"\nsimulator (a real `lmsupervisor run`): {n} requests, {CLIENTS} clients for {args.seconds:g} s, ms"
             )
-            direct = await latency(sim_port, "/v1/models", n)
-            proxied = await latency(port, "/v1/models", n)
+            direct, proxied = await latency([sim_port, port], "/v1/models", n)
             print(row("GET /v1/models round trip", direct, proxied))
             body = b'{"model": "qwen/qwen3-4b", "stream": true, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}'  # noqa: E501
-            direct = await stream_time(sim_port, body, n // 2)
-            proxied = await stream_time(port, body, n // 2)
+            direct, proxied = await stream_time([sim_port, port], body, n // 2)
             print(row("streamed chat, whole stream", direct, proxied))
             rate_d = await throughput(sim_port, "/v1/models", args.seconds)
             rate_p = await throughput(port, "/v1/models", args.seconds)
@@ -367,6 +375,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per throughput figure")
     parser.add_argument("--streams", type=int, default=200, help="open streams for the RSS figure")
     parser.add_argument("--chunks", type=int, default=20, help="events per echo SSE stream")
+    parser.add_argument("--streams-timed", type=int, default=40, help="echo SSE streams per chunk latency figure")
     parser.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-proxy", type=int, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--serve-relay", type=int, nargs=2, help=argparse.SUPPRESS)
