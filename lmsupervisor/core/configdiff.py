@@ -15,12 +15,13 @@ from lmsupervisor.config import Config, ModelConfig
 class ConfigDiff:
     """The consequences of replacing one config by another.
 
-    ``restart_server``: a server setting LM Studio runs with (bind, port, CORS) or where
-    LM Studio is (``lmstudio.home``, ``lmstudio.lms``) changed; the API token applies at the
-    next request by itself. ``reconcile_models``: ``[[models]]`` changed;
-    ``added``/``removed`` name models by identifier (else key), ``rekeyed`` the names whose
-    model key changed under the same identifier. ``relog``: ``[log]`` changed (applied
-    live). ``needs_restart``: keys that only a restart of lmsupervisor applies (``status.*``).
+        ``restart_server``: a server setting LM Studio runs with (bind, port, CORS) or where
+        LM Studio is (``lmstudio.home``, ``lmstudio.lms``) changed; the API token applies at the
+        next request by itself. ``reconcile_models``: ``[[models]]`` changed;
+        ``added``/``removed`` name models by identifier (else key), ``rekeyed`` the names whose
+        model key changed under the same identifier. ``relog``: ``[log]`` changed (applied
+        live). ``needs_restart``: keys that only a restart of lmsupervisor applies
+    (:data:`AT_START`: ``status.*``, ``proxy.listen``, ``metrics.*``, ``dashboard.listen``).
     """
 
     restart_server: bool = False
@@ -35,6 +36,18 @@ class ConfigDiff:
     def empty(self) -> bool:
         """Nothing to do (timing keys such as ``[health]`` apply by themselves)."""
         return not (self.restart_server or self.reconcile_models or self.relog or self.needs_restart)
+
+
+# The keys `run` reads once, at start, by section (None: every key of it): the status
+# socket, and the listeners of the proxy, the metrics port (its TLS context and users file
+# too) and the dashboard. The proxy's hold_timeout, keepalive and resend_unanswered are
+# read per request; [[notify]] is re-read by its runner at each reload.
+AT_START: dict[str, tuple[str, ...] | None] = {
+    "status": None,
+    "proxy": ("listen",),
+    "metrics": None,
+    "dashboard": ("listen",),
+}
 
 
 def model_name(model: ModelConfig) -> str:
@@ -55,7 +68,11 @@ def config_diff(old: Config, new: Config) -> ConfigDiff:
     removed = tuple(n for n in before if n not in after)
     rekeyed = tuple(n for n in after if n in before and before[n].key != after[n].key)
     needs_restart = tuple(
-        f"status.{f.name}" for f in fields(old.status) if getattr(old.status, f.name) != getattr(new.status, f.name)
+        f"{section}.{f.name}"
+        for section, keys in AT_START.items()
+        for f in fields(getattr(old, section))
+        if (keys is None or f.name in keys)
+        and getattr(getattr(old, section), f.name) != getattr(getattr(new, section), f.name)
     )
     return ConfigDiff(
         restart_server=restart_server,

@@ -361,7 +361,7 @@ class Reduction:
             self.emit(Relog(new.log.level, new.log.format))
         if diff.needs_restart:
             keys = ", ".join(diff.needs_restart)
-            self.set(config_error=f"{keys}: changed; applies when lmsupervisor restarts (the socket stays as is)")
+            self.set(config_error=f"{keys}: changed; applies when lmsupervisor restarts (until then, as it started)")
         self.log("info", "config_applied", restart_server=diff.restart_server, models=diff.reconcile_models)
         return diff
 

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
-from lmsupervisor.config import Config, HealthConfig, LogConfig, ModelConfig, ServerConfig, StatusConfig
+from lmsupervisor.config import (
+    Config,
+    DashboardConfig,
+    HealthConfig,
+    LogConfig,
+    MetricsConfig,
+    ModelConfig,
+    ProxyConfig,
+    ServerConfig,
+    StatusConfig,
+)
 from lmsupervisor.core.configdiff import ConfigDiff, config_diff
 
 BASE = Config(models=(ModelConfig("a/one"), ModelConfig("b/two", identifier="two")))
@@ -39,3 +50,20 @@ def test_log_is_live_and_status_needs_a_restart() -> None:
     new = replace(BASE, log=LogConfig(level="debug"), status=StatusConfig(group="wheel"))
     diff = config_diff(BASE, new)
     assert (diff.relog, diff.needs_restart, diff.restart_server) == (True, ("status.group",), False)
+
+
+def test_listeners_bound_at_start_need_a_restart_and_the_proxys_timing_is_live() -> None:
+    """[proxy] listen, every [metrics] key and [dashboard] listen are read when `run` starts
+    (a socket is bound, a TLS context and the users file are read): a reload names them as
+    needing a restart instead of leaving them silently unapplied. The proxy's hold_timeout,
+    keepalive and resend_unanswered are read per request: live."""
+    new = replace(
+        BASE,
+        proxy=ProxyConfig(listen="127.0.0.1:1235", hold_timeout=5, keepalive=0, resend_unanswered=False),
+        metrics=MetricsConfig(listen="127.0.0.1:9464", basic_auth_users_file=Path("/etc/users")),
+        dashboard=DashboardConfig(listen=""),
+    )
+    diff = config_diff(BASE, new)
+    assert diff.needs_restart == ("proxy.listen", "metrics.listen", "metrics.basic_auth_users_file", "dashboard.listen")
+    live = replace(BASE, proxy=ProxyConfig(hold_timeout=5, keepalive=0, resend_unanswered=False))
+    assert config_diff(BASE, live).empty
