@@ -495,6 +495,8 @@ class HoldingProxy:
     async def _comment(self, held: _Held, why: str) -> None:
         if held.out is None:
             held.out = web.StreamResponse(status=200, headers={"Content-Type": SSE, "Cache-Control": "no-cache"})
+            if held.request.version >= aiohttp.HttpVersion11:  # said, not left to aiohttp: _pass frames by out.chunked
+                held.out.enable_chunked_encoding()
             await held.out.prepare(held.request)
         await held.out.write(f": {why}\n\n".encode())
 

@@ -161,6 +161,44 @@ def test_a_declared_model_that_is_not_loaded_is_waited_for(sim: SimInstall, star
     assert metric(run, 'lmsupervisor_proxy_requests_total{outcome="held_served"}') >= 1
 
 
+def test_a_held_stream_that_got_keepalives_is_then_served_whole(sim: SimInstall, start: Callable[..., Running]) -> None:
+    """A streamed request held while its declared model loads gets SSE comments, then LM
+    Studio's stream in the same answer once the model is loaded: one valid chunked answer
+    (httpx reads its framing), comments first, every event, ``data: [DONE]`` last."""
+    sim.fail_load("qwen/qwen3-4b")
+    run = start(sim, proxied(keepalive=0.2))
+    snap = run.wait_state("degraded")
+    url = f"http://{snap['proxy']['listen']}"
+
+    async def main() -> list[str]:
+        commented = asyncio.Event()
+        lines: list[str] = []
+
+        async def read() -> None:
+            async with (
+                httpx.AsyncClient(timeout=30) as http,
+                http.stream("POST", f"{url}/v1/chat/completions", json=chat("qwen", True)) as r,
+            ):
+                async for line in r.aiter_lines():
+                    if line:
+                        lines.append(line)
+                    if line.startswith(":"):
+                        commented.set()
+
+        reader = asyncio.ensure_future(read())
+        await asyncio.wait_for(commented.wait(), 30)
+        sim.clear_faults()  # the supervisor's retry loads it
+        await asyncio.wait_for(reader, 60)
+        return lines
+
+    lines = asyncio.run(main())
+    comments = [n for n, line in enumerate(lines) if line.startswith(":")]
+    events = [line for line in lines if line.startswith("data: ")]
+    assert (comments[0], max(comments) < len(lines) - len(events), events[-1]) == (0, True, "data: [DONE]")
+    assert json.loads(events[0].removeprefix("data: "))["model"] == "qwen"
+    assert metric(run, 'lmsupervisor_proxy_requests_total{outcome="held_served"}') == 1
+
+
 def test_a_hold_past_hold_timeout_gets_503_and_a_held_stream_keepalives(
     sim: SimInstall, start: Callable[..., Running]
 ) -> None:
