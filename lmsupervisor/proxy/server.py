@@ -436,13 +436,14 @@ class HoldingProxy:
                 first = b"" if sse else await ex.first()  # a non-SSE head goes out with its first byte
                 if not first and ex.cut is not None:
                     return await self._failed(held, f"LM Studio stopped answering ({ex.cut})"), False
-                chunked = ex.content_length is None and request.version >= aiohttp.HttpVersion11
-                out = await self._start(held, ex.status, ex.reason, ex.headers, sse, chunked=chunked)
+                out = await self._start(held, ex.status, ex.reason, ex.headers, sse)
                 if first:
                     await out.write(first)
             if request.transport is None:
                 raise ConnectionResetError("the client left")
-            await ex.pass_on(request.transport, out.chunked, request.writer)
+            # framed as the head sent says (aiohttp chunks an unsized answer to an HTTP/1.1 client)
+            chunked = "chunked" in out.headers.get("Transfer-Encoding", "")
+            await ex.pass_on(request.transport, chunked, request.writer)
         finally:
             ex.close()
         cut = ex.cut
@@ -464,7 +465,6 @@ class HoldingProxy:
         reason: str | None,
         headers: Iterable[tuple[str, str]],
         sse: bool,
-        chunked: bool = False,
     ) -> web.StreamResponse:
         """Start the client's answer with LM Studio's head (but its hop-by-hop headers): an
         SSE one goes out at once, any other with its first body bytes (:class:`_Answer`)."""
@@ -472,8 +472,6 @@ class HoldingProxy:
         for key, value in headers:
             if key.lower() not in HOP_BY_HOP:
                 out.headers.add(key, value)
-        if chunked:
-            out.enable_chunked_encoding()
         await out.prepare(held.request)
         return out
 
@@ -495,8 +493,6 @@ class HoldingProxy:
     async def _comment(self, held: _Held, why: str) -> None:
         if held.out is None:
             held.out = web.StreamResponse(status=200, headers={"Content-Type": SSE, "Cache-Control": "no-cache"})
-            if held.request.version >= aiohttp.HttpVersion11:  # said, not left to aiohttp: _pass frames by out.chunked
-                held.out.enable_chunked_encoding()
             await held.out.prepare(held.request)
         await held.out.write(f": {why}\n\n".encode())
 
