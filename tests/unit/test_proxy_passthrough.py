@@ -1,0 +1,719 @@
+"""The holding proxy's streamed-request passthrough (``proxy/passthrough.py``) in process, on
+loopback sockets: a real :class:`HoldingProxy` with a supervisor that is always ready, in
+front of an LM Studio stand-in scripted to the byte, so every framing LM Studio may use
+(chunked, Content-Length, close) and every way it may fail is seen from the client's side.
+
+No sleeps: each step waits on what the other side sent (an event, a future, EOF), each wait
+bounded by ``asyncio.timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import socket
+import struct
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httptools
+import pytest
+from prometheus_client import CollectorRegistry
+
+from lmsupervisor.config import Config, parse
+from lmsupervisor.core.messages import Message, Probed
+from lmsupervisor.core.observed import ProbeResult, ServerSettings
+from lmsupervisor.core.snapshot import LmStudioSeen, Snapshot, initial
+from lmsupervisor.core.states import State
+from lmsupervisor.proxy.server import HoldingProxy
+from tests.scenarios.fakes import FakeClock
+
+WAIT = 5.0  # seconds any one step may take on a busy machine before the test fails
+CHAT = "/v1/chat/completions"
+STREAM = b'{"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "stream": true}'
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+EVENTS = [b'data: {"choices": [{"delta": {"content": "%d"}}]}\n\n' % i for i in range(5)] + [b"data: [DONE]\n\n"]
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+# -- LM Studio's stand-in --------------------------------------------------------------------
+@dataclass
+class Arrived:
+    """One request as LM Studio read it (head and body, byte-exact), and its connection."""
+
+    head: bytes
+    body: bytes
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def headers(self) -> list[tuple[str, str]]:
+        lines = self.head.decode("latin-1").split("\r\n")[1:]
+        return [(n, v.strip()) for n, _, v in (line.partition(":") for line in lines if line)]
+
+    async def eof(self) -> None:
+        """Wait until the proxy closes this connection (EOF or a reset)."""
+        async with asyncio.timeout(WAIT):
+            with contextlib.suppress(ConnectionError):
+                while await self.reader.read(65536):
+                    pass
+
+
+Script = Callable[[Arrived], Awaitable[None]]
+
+
+class Upstream:
+    """Answers each connection's request with the next script (bytes in the script's hands);
+    the connection is closed when its script returns. ``arrived`` has every request read; a
+    script's error fails the test at the end."""
+
+    def __init__(self, *scripts: Script) -> None:
+        self.scripts = list(scripts)
+        self.arrived: asyncio.Queue[Arrived] = asyncio.Queue()
+        self.finished: list[asyncio.Task[None]] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Upstream:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self.finished:
+            task.cancel()
+        ended = await asyncio.gather(*self.finished, return_exceptions=True)
+        errors = [e for e in ended if isinstance(e, Exception)]
+        if errors and exc[0] is None:
+            raise errors[0]
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.finished.append(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lengths = [v for n, v in Arrived(head, b"", reader, writer).headers() if n.lower() == "content-length"]
+            body = await reader.readexactly(int(lengths[0])) if lengths else b""
+            arrived = Arrived(head[:-4], body, reader, writer)
+            self.arrived.put_nowait(arrived)
+            await self.scripts.pop(0)(arrived)
+        finally:
+            writer.close()
+
+
+def answer(*parts: bytes) -> Script:
+    """A script that writes ``parts`` and closes the connection."""
+
+    async def script(up: Arrived) -> None:
+        for part in parts:
+            up.writer.write(part)
+            await up.writer.drain()
+
+    return script
+
+
+def hang_up() -> Script:
+    """A script that closes the connection without a byte of answer."""
+    return answer()
+
+
+# -- the proxy ----------------------------------------------------------------------------------
+class Ready:
+    """A supervisor that is always ready (or as :meth:`post` says), LM Studio at ``port``."""
+
+    def __init__(self, config: Config, port: int, state: State = State.READY) -> None:
+        self.config = config
+        self.snap: Snapshot = dataclasses.replace(
+            initial(config, 0.0),
+            state=state,
+            lmstudio=LmStudioSeen(server=ServerSettings(port=port, bind="127.0.0.1")),
+        )
+        self.observers: list[Callable[[Message, Snapshot], None]] = []
+
+    def observe(self, observer: Callable[[Message, Snapshot], None]) -> None:
+        self.observers.append(observer)
+
+    def post(self, message: Message, state: State | None = None) -> None:
+        if state is not None:
+            self.snap = dataclasses.replace(self.snap, state=state)
+        for observer in self.observers:
+            observer(message, self.snap)
+
+    def sign_of_life(self) -> None:
+        """A good health probe: what an unanswered request waits for before it is sent again."""
+        self.post(Probed(0, ProbeResult(ok=True, latency_ms=1.0)))
+
+
+@dataclass
+class Proxied:
+    proxy: HoldingProxy
+    supervisor: Ready
+    registry: CollectorRegistry
+    port: int
+
+    def outcomes(self) -> dict[str, float]:
+        """Requests counted by outcome (those counted at least once)."""
+        counts = {
+            o: self.registry.get_sample_value("lmsupervisor_proxy_requests_total", {"outcome": o}) or 0.0
+            for o in ("served", "held_served", "timed_out", "failed", "abandoned")
+        }
+        return {o: n for o, n in counts.items() if n}
+
+    async def until(self, predicate: Callable[[HoldingProxy], bool]) -> None:
+        """Let the proxy's tasks run until ``predicate(proxy)`` holds (its counters change in
+        steps no event marks)."""
+        async with asyncio.timeout(WAIT):
+            while not predicate(self.proxy):
+                await asyncio.sleep(0)
+
+    async def settled(self) -> None:
+        """Wait until no request is in the proxy (the handler's last step after a client's EOF)."""
+        await self.until(lambda proxy: proxy.in_flight == 0)
+
+
+@contextlib.asynccontextmanager
+async def proxied(
+    upstream: Upstream, state: State = State.READY, clock: FakeClock | None = None, **proxy: Any
+) -> AsyncIterator[Proxied]:
+    config = parse({"proxy": {"listen": "127.0.0.1:0", "keepalive": 0} | proxy})
+    supervisor = Ready(config, upstream.port, state)
+    registry = CollectorRegistry()
+    server = HoldingProxy(supervisor, registry, lambda: (200, {"ready": True, "state": "ready"}), clock)
+    await server.start()
+    assert server.listen is not None
+    try:
+        yield Proxied(server, supervisor, registry, int(server.listen.rsplit(":", 1)[1]))
+    finally:
+        await server.close(WAIT)
+
+
+class Logged:
+    """Stands in for the proxy's logger: keeps each event (name and fields) and wakes whoever
+    waits for one by name."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._waiters: dict[str, asyncio.Event] = {}
+
+    def _log(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
+        self._waiters.setdefault(event, asyncio.Event()).set()
+
+    info = warning = error = debug = _log
+
+    async def event(self, name: str) -> None:
+        """Wait until ``name`` was logged."""
+        await self._waiters.setdefault(name, asyncio.Event()).wait()
+
+
+@contextlib.contextmanager
+def capture(proxy: HoldingProxy) -> Iterator[Logged]:
+    """The proxy's log events while in the block."""
+    logged, kept = Logged(), proxy.log
+    proxy.log = logged
+    try:
+        yield logged
+    finally:
+        proxy.log = kept
+
+
+# -- clients ------------------------------------------------------------------------------------
+def request(
+    body: bytes = STREAM,
+    path: str = CHAT,
+    version: str = "1.1",
+    headers: Iterable[tuple[str, str]] = (),
+    close: bool = True,
+) -> bytes:
+    lines = [f"POST {path} HTTP/{version}", "Host: client.example", "Content-Type: application/json"]
+    lines += [f"{n}: {v}" for n, v in headers]
+    lines += [f"Content-Length: {len(body)}"] + (["Connection: close"] if close else [])
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def ask(port: int, data: bytes) -> bytes:
+    """Send ``data`` and read the answer until the proxy closes the connection."""
+    async with asyncio.timeout(WAIT):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(data)
+        try:
+            return await reader.read()
+        finally:
+            writer.close()
+
+
+@dataclass
+class Answer:
+    """An answer as the client read it: ``complete`` when its framing says it ended, ``rest``
+    whatever followed its end on the connection."""
+
+    status: int = 0
+    reason: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    complete: bool = False
+    rest: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        values = [v for n, v in self.headers if n.lower() == name.lower()]
+        return values[0] if values else None
+
+    def events(self) -> list[bytes]:
+        return [e + b"\n\n" for e in self.body.split(b"\n\n") if e]
+
+    def last_error(self) -> dict[str, Any]:
+        last = self.events()[-1]
+        assert last.startswith(b"data: "), last
+        error: dict[str, Any] = json.loads(last[len(b"data: ") :])["error"]
+        return error
+
+
+class _Parsed:
+    def __init__(self) -> None:
+        self.answer = Answer()
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_status(self, reason: bytes) -> None:
+        self.answer.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.answer.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.answer.status = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self.answer.body += body
+
+    def on_message_complete(self) -> None:
+        self.answer.complete = True
+
+
+def parsed(raw: bytes) -> Answer:
+    """The first answer in ``raw`` (its body without chunk framing); a framing error fails the test."""
+    p = _Parsed()
+    head_end = raw.find(b"\r\n\r\n") + 4
+    p.parser.feed_data(raw[:head_end])
+    body = raw[head_end:]
+    if not p.answer.complete:
+        for i in range(len(body)):  # byte by byte: where the answer ends is where ``rest`` starts
+            p.parser.feed_data(body[i : i + 1])
+            if p.answer.complete:
+                p.answer.rest = body[i + 1 :]
+                break
+    return p.answer
+
+
+# -- 1. chunked -------------------------------------------------------------------------------
+async def test_a_chunked_stream_is_passed_on_event_by_event_and_ends_cleanly() -> None:
+    """Each event of a chunked SSE answer reaches the client before LM Studio sends the next
+    (upstream waits for the client to have it), in order; ``data: [DONE]`` and the zero chunk
+    end the client's answer with valid framing; counted ``served``."""
+    seen = [asyncio.get_running_loop().create_future() for _ in EVENTS]
+
+    async def script(up: Arrived) -> None:
+        up.writer.write(SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+        for event, had in zip(EVENTS, seen, strict=True):
+            up.writer.write(chunk(event))
+            await had
+        up.writer.write(b"0\r\n\r\n")
+
+    async with Upstream(script) as upstream, proxied(upstream) as p:
+        async with asyncio.timeout(WAIT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+            writer.write(request())
+            raw = b""
+            for n, had in enumerate(seen, 1):
+                while raw.count(b"\n\n") < n:
+                    raw += await reader.read(65536)
+                had.set_result(None)
+            raw += await reader.read()
+            writer.close()
+        await p.settled()
+    got = parsed(raw)
+    assert (got.status, got.complete, got.rest, got.events()) == (200, True, b"", EVENTS)
+    assert (got.header("Transfer-Encoding"), got.header("Content-Type")) == ("chunked", "text/event-stream")
+    assert p.outcomes() == {"served": 1}
+
+
+@pytest.mark.parametrize(
+    "partial", [pytest.param(b"", id="between-chunks"), pytest.param(EVENTS[2][:10], id="mid-chunk")]
+)
+async def test_a_chunked_stream_cut_ends_with_a_final_error_event(partial: bytes) -> None:
+    """LM Studio closing before the zero chunk (between chunks, or inside one): the client's
+    stream ends with its own ``data: {"error"}`` event (code ``lmstudio_failed``, never glued
+    to a partial event) and valid chunk framing to the end; counted ``failed``."""
+    cut = b"%x\r\n%b" % (len(EVENTS[2]), partial) if partial else b""
+    script = answer(SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunk(EVENTS[0]) + chunk(EVENTS[1]) + cut)
+    async with Upstream(script) as upstream, proxied(upstream) as p:
+        got = parsed(await ask(p.port, request()))
+        await p.settled()
+    assert (got.status, got.complete, got.rest) == (200, True, b"")
+    assert got.body.startswith(EVENTS[0] + EVENTS[1] + partial)
+    assert got.last_error()["code"] == "lmstudio_failed"
+    assert p.outcomes() == {"failed": 1}
+
+
+# -- 3. Content-Length and close-delimited -------------------------------------------------------
+WHOLE = b"".join(EVENTS)
+
+
+@pytest.mark.parametrize(
+    ("framing", "sent", "outcome"),
+    [
+        pytest.param(b"Content-Length: %d\r\n" % len(WHOLE), WHOLE, "served", id="length"),
+        pytest.param(b"", WHOLE, "served", id="close"),
+        pytest.param(b"Connection: close\r\n", WHOLE, "served", id="close-said"),
+    ],
+)
+async def test_a_stream_framed_by_length_or_close_is_passed_on_whole(framing: bytes, sent: bytes, outcome: str) -> None:
+    """A Content-Length SSE answer, or one LM Studio ends by closing the connection after
+    ``data: [DONE]``: every event reaches the client, whose answer ends with valid framing."""
+    async with Upstream(answer(SSE_HEAD + framing + b"\r\n" + sent)) as upstream, proxied(upstream) as p:
+        got = parsed(await ask(p.port, request()))
+        await p.settled()
+    assert (got.status, got.complete, got.rest, got.events()) == (200, True, b"", EVENTS)
+    assert p.outcomes() == {outcome: 1}
+
+
+@pytest.mark.parametrize(
+    ("framing", "sent"),
+    [
+        pytest.param(b"Content-Length: %d\r\n" % len(WHOLE), b"".join(EVENTS[:-1]), id="length-without-done"),
+        pytest.param(b"Content-Length: %d\r\n" % len(WHOLE), WHOLE[:-20], id="length-mid-event"),
+        pytest.param(b"", b"".join(EVENTS[:-1]), id="close-without-done"),
+        pytest.param(b"", WHOLE[:-3], id="close-mid-done"),
+        pytest.param(b"", b"".join(EVENTS[:3]) + EVENTS[3][:12], id="close-mid-event"),
+    ],
+)
+async def test_a_stream_framed_by_length_or_close_and_cut_ends_with_a_final_error_event(
+    framing: bytes, sent: bytes
+) -> None:
+    """A Content-Length SSE answer shorter than its length, or a close-delimited one without
+    its last event (``data: [DONE]``): the client's stream is what came, then its own
+    ``lmstudio_failed`` event, with valid framing (the proxy's own, not LM Studio's length)."""
+    async with Upstream(answer(SSE_HEAD + framing + b"\r\n" + sent)) as upstream, proxied(upstream) as p:
+        got = parsed(await ask(p.port, request()))
+        await p.settled()
+    assert (got.status, got.complete, got.rest) == (200, True, b"")
+    assert got.body.startswith(sent)
+    assert got.last_error()["code"] == "lmstudio_failed"
+    assert p.outcomes() == {"failed": 1}
+
+
+# -- 4, 5. an answer that is not SSE ------------------------------------------------------------
+ERROR = b'{"error": {"message": "Model unloaded.", "type": "invalid_request_error"}}'
+HOPS = b"Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nTrailer: X-Checksum\r\n"
+THEIRS = [("X-Request-Id", "req-7"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("X-Powered-By", "Express")]
+OWN_HEAD = b"".join(b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in THEIRS)
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        pytest.param(b"Content-Length: %d\r\n" % len(ERROR), ERROR, id="length"),
+        pytest.param(
+            b"Transfer-Encoding: chunked\r\n", chunk(ERROR[:9]) + chunk(ERROR[9:]) + b"0\r\n\r\n", id="chunked"
+        ),
+        pytest.param(b"Connection: close\r\n", ERROR, id="close"),
+    ],
+)
+async def test_a_json_answer_to_a_stream_request_is_passed_on_as_it_is(framing: bytes, body: bytes) -> None:
+    """LM Studio's JSON error to a stream request: the client gets its status and reason,
+    every header but the hop-by-hop ones (repeated ones repeated), and the body byte-exact."""
+    head = b"HTTP/1.1 400 Bad Model\r\nContent-Type: application/json; charset=utf-8\r\n" + OWN_HEAD + HOPS
+    async with Upstream(answer(head + framing + b"\r\n" + body)) as upstream, proxied(upstream) as p:
+        got = parsed(await ask(p.port, request()))
+        await p.settled()
+    assert (got.status, got.reason, got.body, got.complete, got.rest) == (400, b"Bad Model", ERROR, True, b"")
+    assert [h for h in got.headers if h in THEIRS] == THEIRS
+    assert got.header("Content-Type") == "application/json; charset=utf-8"
+    hop = {"keep-alive", "proxy-authenticate", "upgrade", "trailer"}
+    assert [n for n, _ in got.headers if n.lower() in hop] == []
+    assert p.outcomes() == {"served": 1}
+
+
+async def test_a_json_answer_cut_before_its_first_byte_is_a_502() -> None:
+    """A non-SSE head whose body never came (LM Studio closed first): nothing of it was passed
+    on, so the client gets a clean 502 ``lmstudio_failed``; counted ``failed``."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+    async with Upstream(answer(head)) as upstream, proxied(upstream) as p:
+        got = parsed(await ask(p.port, request()))
+        await p.settled()
+    assert (got.status, got.complete, json.loads(got.body)["error"]["code"]) == (502, True, "lmstudio_failed")
+    assert p.outcomes() == {"failed": 1}
+
+
+@pytest.mark.parametrize(
+    ("framing", "sent"),
+    [
+        pytest.param(b"Content-Length: %d\r\n" % len(ERROR), ERROR[:20], id="length"),
+        pytest.param(b"Transfer-Encoding: chunked\r\n", chunk(ERROR[:20]) + b"30\r\nabc", id="chunked"),
+    ],
+)
+async def test_a_json_answer_cut_after_its_first_bytes_is_short_and_closed(framing: bytes, sent: bytes) -> None:
+    """A non-SSE answer cut mid-body: the client has its head and the bytes that came, then
+    the connection closes (its framing unfinished: the client knows it is short, never waits)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + framing + b"\r\n"
+    async with Upstream(answer(head + sent)) as upstream, proxied(upstream) as p:
+        got = parsed(await ask(p.port, request(close=False)))  # EOF comes from the proxy, not from "Connection: close"
+        await p.settled()
+    assert (got.status, got.complete) == (200, False)
+    assert got.body.startswith(ERROR[:20])
+    assert p.outcomes() == {"failed": 1}
+
+
+# -- 6. unanswered ---------------------------------------------------------------------------------
+GARBAGE = b"SSH-2.0-OpenSSH_9.6\r\n\r\n"
+
+
+async def babble(up: Arrived) -> None:
+    """Answer something that is not HTTP, and keep the connection open: the proxy must end it."""
+    up.writer.write(GARBAGE)
+    await up.eof()
+
+
+UNANSWERED = [pytest.param(hang_up(), id="closed"), pytest.param(babble, id="garbage")]
+
+
+@pytest.mark.parametrize("first", UNANSWERED)
+async def test_an_unanswered_stream_request_is_held_and_sent_again_after_a_sign_of_life(first: Script) -> None:
+    """LM Studio read the request and closed without an answer (or answered something that is
+    not HTTP and kept the connection open): the request is held until LM Studio shows it answers, then sent once more,
+    byte-exact, and served; counted ``held_served``."""
+    second = answer(SSE_HEAD + b"Content-Length: %d\r\n\r\n" % len(WHOLE) + WHOLE)
+    async with Upstream(first, second) as upstream, proxied(upstream) as p:
+        with capture(p.proxy) as logged:
+            client = asyncio.ensure_future(ask(p.port, request()))
+            async with asyncio.timeout(WAIT):
+                sent = await upstream.arrived.get()
+                await logged.event("proxy_request_unanswered")  # held now: no second try before a sign
+            assert (upstream.arrived.empty(), p.proxy.held) == (True, 1)
+            p.supervisor.sign_of_life()
+            got = parsed(await client)
+            again = upstream.arrived.get_nowait()
+        await p.settled()
+    assert (again.head, again.body) == (sent.head, sent.body)
+    assert (got.status, got.complete, got.events()) == (200, True, EVENTS)
+    assert p.outcomes() == {"held_served": 1}
+
+
+@pytest.mark.parametrize("first", UNANSWERED)
+async def test_an_unanswered_stream_request_is_a_502_without_resend(first: Script) -> None:
+    """With ``resend_unanswered = false`` the same request is answered 502 ``lmstudio_failed`` at once."""
+    async with Upstream(first) as upstream, proxied(upstream, resend_unanswered=False) as p:
+        got = parsed(await ask(p.port, request()))
+        await p.settled()
+    assert (got.status, json.loads(got.body)["error"]["code"]) == (502, "lmstudio_failed")
+    assert (upstream.arrived.qsize(), p.outcomes()) == (1, {"failed": 1})
+
+
+# -- 7, 8. an early hint; an HTTP/1.0 client --------------------------------------------------------
+async def test_an_early_hints_head_before_the_answer_is_skipped() -> None:
+    """``103 Early Hints`` (its own headers) then the real answer: the client sees only the
+    answer, with none of the hint's headers."""
+    hint = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    sse = SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(chunk(e) for e in EVENTS) + b"0\r\n\r\n"
+    async with Upstream(answer(hint, sse)) as upstream, proxied(upstream) as p:
+        got = parsed(await ask(p.port, request()))
+        await p.settled()
+    assert (got.status, got.complete, got.events(), got.header("Link")) == (200, True, EVENTS, None)
+    assert p.outcomes() == {"served": 1}
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        pytest.param(
+            b"Transfer-Encoding: chunked\r\n", b"".join(chunk(e) for e in EVENTS) + b"0\r\n\r\n", id="chunked"
+        ),
+        pytest.param(b"", WHOLE, id="close"),
+    ],
+)
+async def test_an_http_1_0_client_gets_the_stream_ended_by_close(framing: bytes, body: bytes) -> None:
+    """HTTP/1.0 knows no chunks: the stream is written as it is, ended by closing the connection."""
+    async with Upstream(answer(SSE_HEAD + framing + b"\r\n" + body)) as upstream, proxied(upstream) as p:
+        raw = await ask(p.port, request(version="1.0", close=False))
+        await p.settled()
+    head, _, got = raw.partition(b"\r\n\r\n")
+    assert (head.startswith(b"HTTP/1.0 200 "), b"transfer-encoding" in head.lower(), got) == (True, False, WHOLE)
+    assert p.outcomes() == {"served": 1}
+
+
+# -- 10. a client that leaves -----------------------------------------------------------------------
+def leave(writer: asyncio.StreamWriter) -> None:
+    """Close with a reset (SO_LINGER 0), as a killed client does."""
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    "busy", [pytest.param(False, id="upstream-waiting"), pytest.param(True, id="upstream-sending")]
+)
+async def test_a_client_leaving_mid_stream_closes_lmstudio_s_connection(busy: bool) -> None:
+    """The client leaves after the first event, while LM Studio waits to send more or keeps
+    sending: LM Studio's connection is closed by the proxy (it sees EOF or a reset), the
+    request is counted ``abandoned`` (not ``failed``), nothing stays in flight."""
+    closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def script(up: Arrived) -> None:
+        up.writer.write(SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunk(EVENTS[0]))
+        if busy:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(100_000):  # bounded: the proxy closes long before
+                    up.writer.write(chunk(EVENTS[1]))
+                    await up.writer.drain()
+                    if up.reader.at_eof():
+                        break
+        await up.eof()
+        closed.set_result(None)
+
+    async with Upstream(script) as upstream, proxied(upstream) as p:
+        with capture(p.proxy) as logged:
+            async with asyncio.timeout(WAIT):
+                reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+                writer.write(request())
+                await reader.readuntil(b"\n\n")
+                leave(writer)
+                await closed
+            await p.settled()
+    assert (p.outcomes(), p.proxy.in_flight) == ({"abandoned": 1}, 0)
+    assert [e for e, _ in logged.events if e == "proxy_request_failed"] == []
+
+
+# -- 11. the request as LM Studio gets it -------------------------------------------------------------
+async def test_the_request_reaches_lmstudio_byte_exact_with_its_own_headers_and_not_the_hops() -> None:
+    """``Authorization`` and the client's other headers pass unchanged (repeated ones repeated);
+    hop-by-hop ones and ``Expect`` do not; ``Host`` and ``Content-Length`` are the proxy's
+    (LM Studio's address, the body's length); the body arrives byte-exact."""
+    body = STREAM[:-1] + ', "note": "caf\xc3\xa9 \\u00e9 \\r\\n"}'.encode("latin-1")
+    mine = [("Authorization", "Bearer sk-lm-secret"), ("X-Trace", "1"), ("X-Trace", "2"), ("User-Agent", "ua/1")]
+    hops = [
+        ("Connection", "TE, close"),  # close: the proxy closes after its answer
+        ("Keep-Alive", "timeout=5"),
+        ("TE", "trailers"),
+        ("Trailer", "X-Sum"),
+        ("Upgrade", "h2c"),
+        ("Proxy-Authorization", "Basic eDp5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("Expect", "100-continue"),
+    ]
+    done = answer(SSE_HEAD + b"Content-Length: %d\r\n\r\n" % len(WHOLE) + WHOLE)
+    async with Upstream(done) as upstream, proxied(upstream) as p:
+        got = parsed(await ask(p.port, request(body, headers=mine + hops, close=False)))
+        sent = upstream.arrived.get_nowait()
+    names = [n.lower() for n, _ in sent.headers()]
+    assert (got.status, sent.body) == (200, body)
+    assert sent.head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert [h for h in sent.headers() if h in mine] == mine
+    assert [n for n, _ in hops if n.lower() in names] == ["Connection"]
+    assert [v for n, v in sent.headers() if n.lower() == "connection"] == ["close"]  # the proxy's own
+    assert [v for n, v in sent.headers() if n.lower() in ("host", "content-length")] == [
+        f"127.0.0.1:{upstream.port}",
+        str(len(body)),
+    ]
+    assert ("Content-Type", "application/json") in sent.headers()
+
+
+# -- a stream held first --------------------------------------------------------------------------
+async def test_a_stream_held_with_keepalive_comments_then_passed_on_keeps_its_chunk_framing() -> None:
+    """A streamed request held while LM Studio recovers gets its SSE head and a keepalive
+    comment; once LM Studio serves, its chunked answer follows in the same (chunked) answer,
+    validly framed to the end; counted ``held_served``."""
+    clock = FakeClock()
+    sse = SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(chunk(e) for e in EVENTS) + b"0\r\n\r\n"
+    async with Upstream(answer(sse)) as upstream, proxied(upstream, State.STARTING, clock, keepalive=10) as p:
+        async with asyncio.timeout(WAIT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+            writer.write(request())
+            await p.until(lambda proxy: proxy.held == 1)
+            clock.now += 10
+            p.supervisor.post(Probed(0, ProbeResult(ok=False, latency_ms=1.0)), State.LOADING_MODELS)  # wakes the hold
+            raw = await reader.readuntil(b"\n\n")  # the head and the first comment
+            p.supervisor.post(Probed(0, ProbeResult(ok=True, latency_ms=1.0)), State.READY)
+            raw += await reader.read()
+            writer.close()
+        await p.settled()
+    got = parsed(raw)
+    assert (got.status, got.complete, got.rest) == (200, True, b"")
+    assert got.events() == [b": lmstudio recovering (loading_models)\n\n", *EVENTS]
+    assert p.outcomes() == {"held_served": 1}
+
+
+# -- 9. backpressure -------------------------------------------------------------------------------
+PIECE = 64 * 1024  # bytes of each SSE event LM Studio sends
+PIECES = 1024  # 64 MiB: more than loopback's socket buffers can hold (tcp_rmem/tcp_wmem maxima)
+STILL = 200  # loop turns without LM Studio's write moving on: the proxy stopped reading it
+HELD_MAX = 4 * 1024 * 1024  # bytes the proxy may allocate while its client does not read
+
+
+def piece(i: int) -> bytes:
+    return b"data: %08d " % i + b"x" * (PIECE - 17) + b"\n\n"
+
+
+async def test_a_client_that_does_not_read_stops_the_proxy_reading_lmstudio() -> None:
+    """LM Studio sends 64 MiB to a client that reads nothing: the proxy stops reading LM
+    Studio (its writes stop draining before the end) and allocates no more than a few MiB
+    meanwhile; once the client reads, every byte arrives, in order."""
+    sent, moved, finished = hashlib.sha256(), [0], asyncio.get_running_loop().create_future()
+
+    async def script(up: Arrived) -> None:
+        up.writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIECE)
+        up.writer.write(SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+        for i in range(PIECES):
+            data = piece(i)
+            sent.update(data)
+            up.writer.write(chunk(data))
+            await up.writer.drain()
+            moved[0] += len(data)
+        up.writer.write(b"0\r\n\r\n")
+        finished.set_result(None)
+
+    async with Upstream(script) as upstream, proxied(upstream) as p:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PIECE)
+        client.setblocking(False)
+        async with asyncio.timeout(WAIT):
+            await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", p.port))
+            reader, writer = await asyncio.open_connection(sock=client)
+            writer.write(request())
+            await reader.readuntil(b"\r\n\r\n")
+        tracemalloc.start()
+        try:
+            async with asyncio.timeout(WAIT):
+                still, last = 0, -1
+                while still < STILL and not finished.done():
+                    still, last = (still + 1, last) if moved[0] == last else (0, moved[0])
+                    await asyncio.sleep(0)
+            held = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert (finished.done(), held < HELD_MAX) == (False, True)
+        got = hashlib.sha256()
+        parser = httptools.HttpResponseParser(_Hashing(got))
+        parser.feed_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        async with asyncio.timeout(WAIT * 4):
+            while data := await reader.read(1 << 20):
+                parser.feed_data(data)
+            writer.close()
+        await p.settled()
+    assert (got.hexdigest(), finished.done()) == (sent.hexdigest(), True)
+    assert p.outcomes() == {"served": 1}
+
+
+class _Hashing:
+    def __init__(self, into: Any) -> None:
+        self.into = into
+
+    def on_body(self, body: bytes) -> None:
+        self.into.update(body)
