@@ -79,6 +79,7 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+SSE_DROPPED = HOP_BY_HOP | {"content-length"}  # the proxy frames a stream itself: a cut one gets one more event
 REQUEST_DROPPED = HOP_BY_HOP | {"host", "content-length"}  # aiohttp sets both for the upstream request
 NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # only the client's own pass
 SSE = "text/event-stream"
@@ -467,10 +468,12 @@ class HoldingProxy:
         sse: bool,
     ) -> web.StreamResponse:
         """Start the client's answer with LM Studio's head (but its hop-by-hop headers): an
-        SSE one goes out at once, any other with its first body bytes (:class:`_Answer`)."""
+        SSE one goes out at once (without LM Studio's ``Content-Length``: aiohttp frames it,
+        chunked or ended by close), any other with its first body bytes (:class:`_Answer`)."""
         out = held.out = (web.StreamResponse if sse else _Answer)(status=status, reason=reason)
+        dropped = SSE_DROPPED if sse else HOP_BY_HOP
         for key, value in headers:
-            if key.lower() not in HOP_BY_HOP:
+            if key.lower() not in dropped:
                 out.headers.add(key, value)
         await out.prepare(held.request)
         return out
