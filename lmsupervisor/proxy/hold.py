@@ -119,6 +119,25 @@ def complete(path: str, tail: bytes) -> bool:
     return tail.endswith(b"\n\n") and any(events[-1].lstrip().startswith(e) for e in last)
 
 
+ENDING = 4  # bytes of a stream's end that tell whether it ends between events (b"\r\n\r\n")
+
+
+def tail_after(tail: bytes, data: bytes, last_event: bool) -> bytes:
+    """A stream's last bytes once ``data`` follows ``tail``: :data:`TAIL` of them when its
+    last event is looked for (:func:`complete`), else the :data:`ENDING` that
+    :func:`event_break` reads. Copies no more of ``data`` than it keeps."""
+    keep = TAIL if last_event else ENDING
+    return (tail + data[-keep:])[-keep:]
+
+
+def event_break(tail: bytes) -> bytes:
+    """What to write after a stream whose last bytes are ``tail`` so that the next event
+    stands alone: ``b"\\n\\n"`` after a partial event (LM Studio cut mid-event: that one
+    reaches the client broken, the proxy's error event after it whole), ``b""`` after a
+    blank line or an empty stream."""
+    return b"" if not tail or tail.endswith((b"\n\n", b"\r\n\r\n")) else b"\n\n"
+
+
 def recovering_body(hold_timeout: float, why: str) -> dict[str, object]:
     """The OpenAI-style error of a request held past ``hold_timeout`` seconds (design §9)."""
     return {

@@ -32,7 +32,7 @@ from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
 from lmsupervisor.errors import ProxyUnansweredError, ProxyUnreachedError
-from lmsupervisor.proxy.hold import TAIL
+from lmsupervisor.proxy.hold import tail_after
 
 Framing = Literal["chunked", "length", "close"]
 NOT_FORWARDED = frozenset(
@@ -69,7 +69,7 @@ class Exchange(asyncio.Protocol):
         self.content_type = ""
         self.content_length: int | None = None
         self.framing: Framing = "close"
-        self.tail = b""  # a "close"-framed body's last TAIL bytes (its stream's last event)
+        self.tail = b""  # the body's last bytes: TAIL of a "close"-framed one (its last event), else ENDING
         self.cut: str | None = None  # why the answer did not end as its framing says, once it ended
         self._loop = loop
         self._parser = httptools.HttpResponseParser(self)
@@ -135,8 +135,7 @@ class Exchange(asyncio.Protocol):
         """httptools: a piece of the body: written on at once when a client is attached."""
         if not body:
             return
-        if self.framing == "close":
-            self.tail = (self.tail + body)[-TAIL:]
+        self.tail = tail_after(self.tail, body, self.framing == "close")
         if self._sink is not None:
             self._sink.write(body)
         else:

@@ -58,7 +58,17 @@ from lmsupervisor.config import Config, ProxyConfig
 from lmsupervisor.core.messages import Message
 from lmsupervisor.core.snapshot import Snapshot
 from lmsupervisor.errors import ConfigError, ProxyUnansweredError, ProxyUnreachedError
-from lmsupervisor.proxy.hold import TAIL, alive, complete, decide, failed_body, recovering_body, requested, view_of
+from lmsupervisor.proxy.hold import (
+    alive,
+    complete,
+    decide,
+    event_break,
+    failed_body,
+    recovering_body,
+    requested,
+    tail_after,
+    view_of,
+)
 from lmsupervisor.proxy.passthrough import Exchange, exchange
 
 KEEP_BODY = 1024 * 1024  # bytes of a request body kept (read whole: its model is known, it can be re-sent)
@@ -407,7 +417,7 @@ class HoldingProxy:
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                     if sse:
                         return await self._sse_end(
-                            out, failed_body(f"LM Studio stopped answering mid-stream ({exc})")
+                            out, failed_body(f"LM Studio stopped answering mid-stream ({exc})"), tail
                         ), False
                     if held.request.transport is not None:  # a cut body: the client sees it short, never waits
                         held.request.transport.close()
@@ -415,10 +425,12 @@ class HoldingProxy:
                 if not data:
                     break
                 await out.write(data)
-                if unframed:
-                    tail = (tail + data)[-TAIL:]
+                if sse:
+                    tail = tail_after(tail, data, unframed)
             if unframed and not complete(held.request.path, tail):
-                return await self._sse_end(out, failed_body("LM Studio closed the stream before its last event")), False
+                return await self._sse_end(
+                    out, failed_body("LM Studio closed the stream before its last event"), tail
+                ), False
             await out.write_eof()
             return out, True
 
@@ -452,7 +464,9 @@ class HoldingProxy:
             cut = "LM Studio closed the stream before its last event"
         if cut is not None:
             if sse:
-                return await self._sse_end(out, failed_body(f"LM Studio stopped answering mid-stream ({cut})")), False
+                return await self._sse_end(
+                    out, failed_body(f"LM Studio stopped answering mid-stream ({cut})"), ex.tail
+                ), False
             if request.transport is not None:  # a cut body: the client sees it short, never waits
                 request.transport.close()
             return out, False
@@ -500,9 +514,11 @@ class HoldingProxy:
         await held.out.write(f": {why}\n\n".encode())
 
     @staticmethod
-    async def _sse_end(out: web.StreamResponse, error: dict[str, Any]) -> web.StreamResponse:
+    async def _sse_end(out: web.StreamResponse, error: dict[str, Any], tail: bytes = b"") -> web.StreamResponse:
+        """End an SSE answer with ``error`` as its last event, after the stream's last bytes
+        ``tail`` (a partial event is ended first: the error is an event of its own)."""
         with contextlib.suppress(ConnectionError):
-            await out.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+            await out.write(event_break(tail) + b"data: " + json.dumps(error).encode() + b"\n\n")
             await out.write_eof()
         return out
 

@@ -15,7 +15,7 @@ from lmsupervisor.core.snapshot import LmStudioSeen, ModelStatus, Snapshot, init
 from lmsupervisor.core.states import State
 from lmsupervisor.errors import ConfigError
 from lmsupervisor.proxy.health import healthz, read_users, remote_proxy_problem
-from lmsupervisor.proxy.hold import complete, decide, recovering_body, requested, view_of
+from lmsupervisor.proxy.hold import TAIL, complete, decide, event_break, recovering_body, requested, tail_after, view_of
 from lmsupervisor.proxy.server import Gate
 
 MODELS = (ModelConfig("openai/gpt-oss-20b"), ModelConfig("qwen/qwen3-4b", identifier="qwen"))
@@ -93,6 +93,27 @@ def test_what_a_request_names(body: bytes, content_type: str, expected: tuple[st
 def test_a_stream_closed_before_its_last_event_is_cut(path: str, tail: bytes, expected: bool) -> None:
     """A close-delimited SSE answer is complete only with its protocol's last event."""
     assert complete(path, tail) is expected
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        (b"", b""),
+        (b"data: [DONE]\n\n", b""),
+        (b"data: {}\r\n\r\n", b""),
+        (b"data: {}\n", b"\n\n"),
+        (b'data: {"ch', b"\n\n"),
+    ],
+)
+def test_a_partial_last_event_is_ended_before_the_proxy_s_own(tail: bytes, expected: bytes) -> None:
+    """The proxy's error event after a cut stream stands alone: a partial last event is ended first."""
+    assert event_break(tail) == expected
+
+
+def test_a_stream_s_tail_keeps_what_its_end_needs() -> None:
+    """TAIL bytes where the last event is looked for, else the few that tell a blank line."""
+    body = b"x" * TAIL + b"data: [DONE]\n\n"
+    assert (tail_after(b"ab", body, True), tail_after(b"ab", b"\n", False)) == (body[-TAIL:], b"ab\n")
 
 
 def test_the_recovering_body_is_openai_shaped() -> None:
