@@ -1,20 +1,23 @@
-"""A streamed request's exchange with LM Studio on a connection of its own, its answer's body
-written on to the client from the socket callback as it arrives.
+"""A request's exchange with LM Studio on a kept-alive connection of the proxy's own, its
+answer's body written on to the client from the socket callback as it arrives.
 
-Why not aiohttp's client, as for every other request: there each body piece wakes the
-handler task (one more loop iteration, aiohttp's ``StreamReader``, the task's frames)
-before it is written on. Here the answer is parsed by httptools (llhttp, C) inside the
-upstream connection's ``data_received``, and each piece of body is written to the client's
-transport in the same callback, as a byte relay does. ``bench/proxy.py``, interleaved, on
-the 2-core machine: +0.22 ms per SSE event through aiohttp's client, +0.13 ms here, +0.11 ms
-through a bare byte relay (the floor of one more process on the path).
+Why not aiohttp's client (still used for a body too large to keep, and for ``HEAD``, whose
+answer's length says nothing of its body): there each piece of an answer wakes the handler
+task (one more loop iteration, aiohttp's ``StreamReader``, the task's frames) before it is
+written on, and building each request is aiohttp's whole client machinery. Here the answer
+is parsed by httptools (llhttp, C) inside the upstream connection's ``data_received``, and
+each piece of body is written to the client's transport in that same callback, as a byte
+relay does. ``bench/proxy.py``, interleaved, 2 cores, added p50: per SSE event 0.19-0.22 ms
+through aiohttp's client, 0.10-0.11 ms here, 0.09-0.10 ms through a bare byte relay (the
+floor of one more process on the path); a small request 0.32-0.49 ms through aiohttp's
+client, 0.24-0.34 ms here; 32 clients 6-8.6k requests/s through aiohttp's client, 10-16k here.
 
-Used for a request whose kept body asks for a stream (``"stream": true``: what
-:func:`~lmsupervisor.proxy.hold.requested` reads); its answer may be any (an SSE stream, or
-LM Studio's JSON error). The three ways LM Studio frames a body are told apart (facts leave
-it open): ``chunked``, ``length`` (``Content-Length``), and ``close`` (the body ends when LM
-Studio closes the connection: a cut is then only seen in the stream's last event,
-:func:`~lmsupervisor.proxy.hold.complete`).
+The three ways LM Studio may frame a body are told apart (facts leave it open):
+``chunked``, ``length`` (``Content-Length``), and ``close`` (the body ends when LM Studio
+closes the connection: a cut is then only seen in a stream's last event,
+:func:`~lmsupervisor.proxy.hold.complete`). A connection whose answer ended as framed and
+that LM Studio keeps alive goes back to :class:`Upstreams` for the next request, and is
+closed after its ``keepalive`` seconds unused.
 
 Raises :class:`~lmsupervisor.errors.ProxyUnreachedError` when no connection could be made
 (the request never reached LM Studio) and :class:`~lmsupervisor.errors.ProxyUnansweredError`
@@ -35,6 +38,7 @@ from lmsupervisor.errors import ProxyUnansweredError, ProxyUnreachedError
 from lmsupervisor.proxy.hold import tail_after
 
 Framing = Literal["chunked", "length", "close"]
+IDEMPOTENT = frozenset({"GET", "OPTIONS", "PUT", "DELETE", "TRACE"})  # sent again when a kept connection was stale
 NOT_FORWARDED = frozenset(
     {
         "connection",
@@ -54,15 +58,27 @@ NOT_FORWARDED = frozenset(
 
 
 class Exchange(asyncio.Protocol):
-    """One request and its answer on a connection of its own (``Connection: close``).
+    """One connection to LM Studio, and the request on it now with its answer.
 
-    After :func:`exchange` returns, the head is known: ``status``, ``reason``, ``headers``
+    After :meth:`Upstreams.exchange` returns, the head is known: ``status``, ``reason``, ``headers``
     (names and values as sent), ``content_type`` (lower case, no parameters, ``""`` when
     absent), ``content_length`` (bytes, or None) and ``framing``. The body is then taken
-    with :meth:`first` and :meth:`pass_on`, or :meth:`whole`; :meth:`close` ends the
-    connection at any time (idempotent)."""
+    with :meth:`first` and :meth:`pass_on`, or :meth:`whole`; then :meth:`release` keeps
+    the connection for the next request or closes it. :meth:`close` ends the connection at
+    any time (idempotent)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, pool: Upstreams | None = None) -> None:
+        self._loop = loop
+        self._pool = pool
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] | None = None  # LM Studio's address, the pool's key
+        self.lost = False  # the connection is closed
+        self.reused = False  # the request now is not the connection's first
+        self._begin()
+
+    def _begin(self) -> None:
+        """The state of one request and its answer (a reused connection starts afresh)."""
         self.status = 0
         self.reason = ""
         self.headers: list[tuple[str, str]] = []
@@ -71,11 +87,11 @@ class Exchange(asyncio.Protocol):
         self.framing: Framing = "close"
         self.tail = b""  # the body's last bytes: TAIL of a "close"-framed one (its last event), else ENDING
         self.cut: str | None = None  # why the answer did not end as its framing says, once it ended
-        self._loop = loop
-        self._parser = httptools.HttpResponseParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._head: asyncio.Future[None] = loop.create_future()
+        self._head: asyncio.Future[None] = self._loop.create_future()
+        self._answering = True  # False while the connection waits in the pool
+        self.received = False  # a byte of this request's answer came
         self._ended = False
+        self._kept = False  # the answer ended as framed, and LM Studio keeps the connection alive
         self._early: list[bytes] = []  # body received while nothing is attached
         self._early_size = 0
         self._sink: _Sink | None = None
@@ -88,7 +104,12 @@ class Exchange(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        """asyncio: bytes from LM Studio, parsed at once (the callbacks below)."""
+        """asyncio: bytes from LM Studio, parsed at once (the callbacks below); bytes on an
+        idle connection (no request on it) close it."""
+        if not self._answering:
+            self.close()
+            return
+        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -98,6 +119,11 @@ class Exchange(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: LM Studio (or :meth:`close`) closed the connection."""
+        self.lost = True
+        if not self._answering:  # idle in the pool
+            if self._pool is not None:
+                self._pool.forget(self)
+            return
         self._unanswered(str(exc) if exc is not None else "connection closed")
         if self.framing == "close":
             self._end(None)
@@ -146,6 +172,7 @@ class Exchange(asyncio.Protocol):
     def on_message_complete(self) -> None:
         """httptools: the answer ended as its framing says (a 1xx one is skipped)."""
         if self._head.done():
+            self._kept = self._parser.should_keep_alive()
             self._end(None)
 
     # -- the caller's side --------------------------------------------------------------------
@@ -168,7 +195,8 @@ class Exchange(asyncio.Protocol):
         not read)."""
         while not self._ended and self._early_size < limit:
             await self._wait()
-        self.close()
+        if not self._ended:
+            self.close()
         return self._take()[:limit]
 
     async def pass_on(self, client: asyncio.Transport, chunked: bool, writer: AbstractStreamWriter) -> None:
@@ -185,8 +213,7 @@ class Exchange(asyncio.Protocol):
             if sink.behind:
                 await writer.drain()
                 sink.behind = False
-                if self._transport is not None and not self._ended:
-                    self._transport.resume_reading()
+                self._resume()
                 continue
             await self._wait()
         if sink.gone:
@@ -198,12 +225,35 @@ class Exchange(asyncio.Protocol):
             self._transport.pause_reading()
         self._attention.set()
 
+    def release(self) -> None:
+        """Done with this request: the connection goes back to the pool when its answer
+        ended as framed and LM Studio keeps it alive, else it is closed."""
+        self._detach()
+        if self._kept and self.cut is None and not self.lost and self._pool is not None:
+            self._answering = False
+            self._resume()  # paused for a slow client as the answer ended: the next one must be read
+            self._pool.keep(self)
+        else:
+            self.close()
+
+    def reuse(self) -> None:
+        """Take the connection from the pool for a new request."""
+        self._begin()
+        self.reused = True
+
     def close(self) -> None:
         """Close the connection to LM Studio (nothing more is written to the client)."""
-        if self._sink is not None:
-            self._sink.client, self._sink = None, None
+        self._detach()
         if self._transport is not None:
             self._transport.close()
+
+    def _resume(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()  # a no-op unless paused
+
+    def _detach(self) -> None:
+        if self._sink is not None:
+            self._sink.client, self._sink = None, None
 
     def _unanswered(self, why: str) -> None:
         if not self._head.done():
@@ -214,7 +264,7 @@ class Exchange(asyncio.Protocol):
         if not self._ended:
             self._ended, self.cut = True, cut
             self._attention.set()
-            if self._transport is not None:
+            if not self._kept and self._transport is not None:
                 self._transport.close()
 
     async def _wait(self) -> None:
@@ -254,34 +304,94 @@ class _Sink:
             self.write(data)
 
 
-def request_head(method: str, url: URL, raw_path: str, headers: Iterable[tuple[str, str]], length: int) -> bytes:
+def request_head(method: str, url: URL, raw_path: str, headers: Iterable[tuple[str, str]], length: int | None) -> bytes:
     """The request line and headers LM Studio is sent: the client's headers (``Authorization``
-    included) but the hop-by-hop ones, and ours for ``Host``, ``Content-Length`` and
-    ``Connection: close``."""
+    included) but the hop-by-hop ones, and ours for ``Host`` and ``Content-Length`` (none
+    for a request without a body: ``length`` None)."""
     lines = [f"{method} {raw_path} HTTP/1.1", f"Host: {url.host_port_subcomponent}"]
     lines += [f"{name}: {value}" for name, value in headers if name.lower() not in NOT_FORWARDED]
-    lines += [f"Content-Length: {length}", "Connection: close", "", ""]
+    lines += [f"Content-Length: {length}"] if length is not None else []
+    lines += ["", ""]
     return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
-async def exchange(
-    url: URL, method: str, raw_path: str, headers: Iterable[tuple[str, str]], body: bytes, connect_timeout: float
-) -> Exchange:
-    """Send one request to LM Studio at ``url`` (``http://host:port``) on a new connection
-    and wait for its answer's head. ``connect_timeout`` is seconds. Raises
-    :class:`ProxyUnreachedError` or :class:`ProxyUnansweredError`; a cancelled wait closes the connection."""
-    loop = asyncio.get_running_loop()
-    host, port = url.host or "127.0.0.1", url.port or 80
-    try:
-        async with asyncio.timeout(connect_timeout):
-            _, ex = await loop.create_connection(lambda: Exchange(loop), host, port)
-    except (OSError, TimeoutError) as exc:
-        raise ProxyUnreachedError(
-            f"cannot connect to LM Studio at {url.host_port_subcomponent}: {str(exc) or 'timed out'}"
-        ) from exc
-    try:
-        await ex.send(request_head(method, url, raw_path, headers, len(body)) + body)
-    except BaseException:
-        ex.close()
-        raise
-    return ex
+class Upstreams:
+    """The proxy's connections to LM Studio: one per request in flight, kept alive between
+    requests (``keepalive`` seconds at most, below LM Studio's own: it never closes one
+    first), by address. :meth:`close` at shutdown."""
+
+    def __init__(self, connect_timeout: float, keepalive: float) -> None:
+        self.connect_timeout = connect_timeout  # seconds
+        self.keepalive = keepalive  # seconds
+        self._idle: dict[tuple[str, int], list[Exchange]] = {}
+        self._expiry: dict[Exchange, asyncio.TimerHandle] = {}
+
+    async def exchange(
+        self, url: URL, method: str, raw_path: str, headers: Iterable[tuple[str, str]], body: bytes | None
+    ) -> Exchange:
+        """Send one request to LM Studio at ``url`` (``http://host:port``) and wait for its
+        answer's head, on a kept connection when one is idle, else a new one. A kept
+        connection that LM Studio had closed unseen is replaced by a new one for an
+        idempotent request (:data:`IDEMPOTENT`). Raises :class:`ProxyUnreachedError` or
+        :class:`ProxyUnansweredError`; a cancelled wait closes the connection."""
+        request = request_head(method, url, raw_path, headers, None if body is None else len(body)) + (body or b"")
+        while True:
+            ex = self._take(url) or await self._connect(url)
+            try:
+                await ex.send(request)
+            except ProxyUnansweredError:
+                ex.close()
+                if ex.reused and not ex.received and method in IDEMPOTENT:
+                    continue
+                raise
+            except BaseException:
+                ex.close()
+                raise
+            return ex
+
+    def keep(self, ex: Exchange) -> None:
+        """:meth:`Exchange.release`: ``ex`` waits for the next request to its address."""
+        peer = ex.peer
+        if peer is None:
+            ex.close()
+            return
+        self._idle.setdefault(peer, []).append(ex)
+        self._expiry[ex] = asyncio.get_running_loop().call_later(self.keepalive, ex.close)
+
+    def forget(self, ex: Exchange) -> None:
+        """An idle connection closed: it is no longer offered."""
+        if (timer := self._expiry.pop(ex, None)) is not None:
+            timer.cancel()
+        for idle in self._idle.values():
+            if ex in idle:
+                idle.remove(ex)
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        for idle in list(self._idle.values()):
+            for ex in list(idle):
+                ex.close()
+
+    def _take(self, url: URL) -> Exchange | None:
+        idle = self._idle.get((url.host or "127.0.0.1", url.port or 80))
+        while idle:
+            ex = idle.pop()
+            if (timer := self._expiry.pop(ex, None)) is not None:
+                timer.cancel()
+            if not ex.lost:
+                ex.reuse()
+                return ex
+        return None
+
+    async def _connect(self, url: URL) -> Exchange:
+        loop = asyncio.get_running_loop()
+        host, port = url.host or "127.0.0.1", url.port or 80
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, ex = await loop.create_connection(lambda: Exchange(loop, self), host, port)
+        except (OSError, TimeoutError) as exc:
+            raise ProxyUnreachedError(
+                f"cannot connect to LM Studio at {url.host_port_subcomponent}: {str(exc) or 'timed out'}"
+            ) from exc
+        ex.peer = (host, port)
+        return ex

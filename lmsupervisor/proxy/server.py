@@ -69,7 +69,7 @@ from lmsupervisor.proxy.hold import (
     tail_after,
     view_of,
 )
-from lmsupervisor.proxy.passthrough import Exchange, exchange
+from lmsupervisor.proxy.passthrough import Exchange, Upstreams
 
 KEEP_BODY = 1024 * 1024  # bytes of a request body kept (read whole: its model is known, it can be re-sent)
 UPSTREAM_KEEPALIVE = 2.0  # seconds an idle connection to LM Studio is kept (below Node's 5 s: never a stale one)
@@ -217,6 +217,7 @@ class HoldingProxy:
         self.log = structlog.get_logger("lmsupervisor")
         self._runner: web.ServerRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._upstreams = Upstreams(CONNECT_TIMEOUT, UPSTREAM_KEEPALIVE)
 
     @property
     def config(self) -> ProxyConfig:
@@ -261,6 +262,7 @@ class HoldingProxy:
                 await asyncio.wait_for(runner.cleanup(), timeout)
             except TimeoutError:
                 self.log.warning("shutdown_stage_overran", stage="proxy", in_flight=self.in_flight)
+        self._upstreams.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -363,15 +365,14 @@ class HoldingProxy:
         self.changes += 1
 
     async def _send(self, held: _Held, body: bytes | aiohttp.StreamReader | None) -> aiohttp.ClientResponse | Exchange:
-        """Send the request to LM Studio: a kept streaming one on its own connection
-        (:mod:`~lmsupervisor.proxy.passthrough`), any other through aiohttp's client."""
+        """Send the request to LM Studio: one whose body was kept (or that has none) on the
+        proxy's own connections (:mod:`~lmsupervisor.proxy.passthrough`); a body too large
+        to keep, and ``HEAD``, through aiohttp's client."""
         assert self._session is not None  # noqa: S101 - started
         request = held.request
         base = URL(self.gate.view.url)
-        if held.streaming and isinstance(body, bytes) and base.scheme == "http":
-            return await exchange(
-                base, request.method, request.raw_path, request.headers.items(), body, CONNECT_TIMEOUT
-            )
+        if isinstance(body, bytes | None) and request.method != "HEAD" and base.scheme == "http":
+            return await self._upstreams.exchange(base, request.method, request.raw_path, request.headers.items(), body)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_DROPPED]
         url = URL(self.gate.view.url + request.raw_path, encoded=True)
         return await self._session.request(
@@ -458,7 +459,7 @@ class HoldingProxy:
             chunked = "chunked" in out.headers.get("Transfer-Encoding", "")
             await ex.pass_on(request.transport, chunked, request.writer)
         finally:
-            ex.close()
+            ex.release()  # kept for the next request when the answer ended as framed, else closed
         cut = ex.cut
         if cut is None and sse and ex.framing == "close" and not complete(request.path, ex.tail):
             cut = "LM Studio closed the stream before its last event"
