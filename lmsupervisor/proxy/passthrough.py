@@ -9,7 +9,7 @@ is parsed by httptools (llhttp, C) inside the upstream connection's ``data_recei
 each piece of body is written to the client's transport in that same callback, as a byte
 relay does. ``bench/proxy.py``, interleaved, 2 cores, added p50: per SSE event 0.19-0.22 ms
 through aiohttp's client, 0.10-0.11 ms here, 0.09-0.10 ms through a bare byte relay (the
-floor of one more process on the path); a small request 0.32-0.49 ms through aiohttp's
+floor of one more process on the path); a small request 0.32-0.52 ms through aiohttp's
 client, 0.24-0.34 ms here; 32 clients 6-8.6k requests/s through aiohttp's client, 10-16k here.
 
 The three ways LM Studio may frame a body are told apart (facts leave it open):
