@@ -1,9 +1,9 @@
 """The holding proxy: LM Studio's whole HTTP surface, forwarded, held while it recovers.
 
-Served with aiohttp's server; forwarded with aiohttp's client, but for a request whose body
-asks for a stream, which goes on a connection of its own and whose answer is written on from
-the socket callback as it arrives (:mod:`~lmsupervisor.proxy.passthrough`: no task wakes per
-chunk). Bodies both ways are streamed, headers pass unchanged but for the hop-by-hop ones,
+Served with aiohttp's server. Forwarded on the proxy's own kept-alive connections, each
+answer written on from the socket callback as it arrives (:mod:`~lmsupervisor.proxy.passthrough`:
+no task wakes per chunk); a request body too large to keep, and ``HEAD``, go through aiohttp's
+client. Bodies both ways are streamed, headers pass unchanged but for the hop-by-hop ones,
 ``Authorization`` included; the proxy never adds LM Studio's token.
 
 Each request, on arrival, asks :func:`~lmsupervisor.proxy.hold.decide` whether it may go:
