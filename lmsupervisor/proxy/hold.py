@@ -10,7 +10,7 @@ no I/O, no clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from lmsupervisor.core.messages import Message, Probed
@@ -136,6 +136,33 @@ def event_break(tail: bytes) -> bytes:
     reaches the client broken, the proxy's error event after it whole), ``b""`` after a
     blank line or an empty stream."""
     return b"" if not tail or tail.endswith((b"\n\n", b"\r\n\r\n")) else b"\n\n"
+
+
+# Headers that belong to one connection, never forwarded (RFC 9110 7.6.1; Proxy-* and
+# Keep-Alive as every proxy drops them).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def forwarded(headers: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """The ``(name, value)`` headers a proxy passes on, in order: all but the hop-by-hop
+    ones (:data:`HOP_BY_HOP`), those the ``Connection`` header names (RFC 9110 7.6.1), and
+    ``also`` (lower-case names the proxy sets itself)."""
+    headers = list(headers)
+    named = {n.strip().lower() for k, v in headers if k.lower() == "connection" for n in v.split(",")}
+    dropped = HOP_BY_HOP | named | set(also)
+    return [(k, v) for k, v in headers if k.lower() not in dropped]
 
 
 def recovering_body(hold_timeout: float, why: str) -> dict[str, object]:

@@ -35,26 +35,13 @@ from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
 from lmsupervisor.errors import ProxyUnansweredError, ProxyUnreachedError
-from lmsupervisor.proxy.hold import tail_after
+from lmsupervisor.proxy.hold import forwarded, tail_after
 
 Framing = Literal["chunked", "length", "close"]
 IDEMPOTENT = frozenset({"GET", "OPTIONS", "PUT", "DELETE", "TRACE"})  # sent again when a kept connection was stale
-NOT_FORWARDED = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",  # ours, for LM Studio's address
-        "content-length",  # ours, for the kept body
-        "expect",  # the body goes with the head: no 100 Continue to wait for
-    }
-)
+# set by the proxy (Host: LM Studio's address; Content-Length: the kept body's) or not
+# forwarded (Expect: the body goes with the head, there is no 100 Continue to wait for)
+OWN_HEADERS = frozenset({"host", "content-length", "expect"})
 
 
 class Exchange(asyncio.Protocol):
@@ -306,10 +293,11 @@ class _Sink:
 
 def request_head(method: str, url: URL, raw_path: str, headers: Iterable[tuple[str, str]], length: int | None) -> bytes:
     """The request line and headers LM Studio is sent: the client's headers (``Authorization``
-    included) but the hop-by-hop ones, and ours for ``Host`` and ``Content-Length`` (none
-    for a request without a body: ``length`` None)."""
+    included) but the hop-by-hop ones (:func:`~lmsupervisor.proxy.hold.forwarded`), and
+    ours for ``Host`` and ``Content-Length`` (none for a request without a body: ``length``
+    None)."""
     lines = [f"{method} {raw_path} HTTP/1.1", f"Host: {url.host_port_subcomponent}"]
-    lines += [f"{name}: {value}" for name, value in headers if name.lower() not in NOT_FORWARDED]
+    lines += [f"{name}: {value}" for name, value in forwarded(headers, also=OWN_HEADERS)]
     lines += [f"Content-Length: {length}"] if length is not None else []
     lines += ["", ""]
     return "\r\n".join(lines).encode("utf-8", "surrogateescape")

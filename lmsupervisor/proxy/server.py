@@ -64,6 +64,7 @@ from lmsupervisor.proxy.hold import (
     decide,
     event_break,
     failed_body,
+    forwarded,
     recovering_body,
     requested,
     tail_after,
@@ -76,21 +77,8 @@ UPSTREAM_KEEPALIVE = 2.0  # seconds an idle connection to LM Studio is kept (bel
 CONNECT_TIMEOUT = 10.0  # seconds to connect to LM Studio (a hung accept queue is the supervisor's to detect)
 OUTCOMES = ("served", "held_served", "timed_out", "failed", "abandoned")
 HOLD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-SSE_DROPPED = HOP_BY_HOP | {"content-length"}  # the proxy frames a stream itself: a cut one gets one more event
-REQUEST_DROPPED = HOP_BY_HOP | {"host", "content-length"}  # aiohttp sets both for the upstream request
+REQUEST_OWN = ("host", "content-length")  # aiohttp's client sets both for the upstream request
+SSE_OWN = ("content-length",)  # the proxy frames a stream itself: a cut one gets one more event
 NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # only the client's own pass
 SSE = "text/event-stream"
 NOT_REACHED = (aiohttp.ClientConnectorError, ProxyUnreachedError)  # aiohttp's client, passthrough.py
@@ -373,7 +361,7 @@ class HoldingProxy:
         base = URL(self.gate.view.url)
         if isinstance(body, bytes | None) and request.method != "HEAD" and base.scheme == "http":
             return await self._upstreams.exchange(base, request.method, request.raw_path, request.headers.items(), body)
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_DROPPED]
+        headers = forwarded(request.headers.items(), also=REQUEST_OWN)
         url = URL(self.gate.view.url + request.raw_path, encoded=True)
         return await self._session.request(
             request.method,
@@ -486,10 +474,8 @@ class HoldingProxy:
         SSE one goes out at once (without LM Studio's ``Content-Length``: aiohttp frames it,
         chunked or ended by close), any other with its first body bytes (:class:`_Answer`)."""
         out = held.out = (web.StreamResponse if sse else _Answer)(status=status, reason=reason)
-        dropped = SSE_DROPPED if sse else HOP_BY_HOP
-        for key, value in headers:
-            if key.lower() not in dropped:
-                out.headers.add(key, value)
+        for key, value in forwarded(headers, also=SSE_OWN if sse else ()):
+            out.headers.add(key, value)
         await out.prepare(held.request)
         return out
 

@@ -15,7 +15,17 @@ from lmsupervisor.core.snapshot import LmStudioSeen, ModelStatus, Snapshot, init
 from lmsupervisor.core.states import State
 from lmsupervisor.errors import ConfigError
 from lmsupervisor.proxy.health import healthz, read_users, remote_proxy_problem
-from lmsupervisor.proxy.hold import TAIL, complete, decide, event_break, recovering_body, requested, tail_after, view_of
+from lmsupervisor.proxy.hold import (
+    TAIL,
+    complete,
+    decide,
+    event_break,
+    forwarded,
+    recovering_body,
+    requested,
+    tail_after,
+    view_of,
+)
 from lmsupervisor.proxy.server import Gate
 
 MODELS = (ModelConfig("openai/gpt-oss-20b"), ModelConfig("qwen/qwen3-4b", identifier="qwen"))
@@ -214,3 +224,23 @@ def test_only_a_remote_proxy_is_warned_about() -> None:
     assert (remote and remote.severity) == "warning"
     assert remote_proxy_problem(parse({"proxy": {"listen": "[::1]:1235"}}).proxy) is None
     assert remote_proxy_problem(parse({}).proxy) is None
+
+
+def test_hop_by_hop_headers_and_those_connection_names_are_not_forwarded() -> None:
+    """RFC 9110 7.6.1: a proxy drops the hop-by-hop headers, every header the Connection
+    header names (any case, comma lists, repeated), and the ones it sets itself (``also``);
+    the rest pass in order, repeated ones repeated."""
+    headers = [
+        ("Connection", "X-Hop, keep-alive"),
+        ("connection", " x-other "),
+        ("X-Hop", "1"),
+        ("X-Other", "2"),
+        ("Keep-Alive", "timeout=5"),
+        ("Transfer-Encoding", "chunked"),
+        ("Authorization", "Bearer t"),
+        ("X-Keep", "a"),
+        ("Host", "client"),
+        ("x-keep", "b"),
+    ]
+    assert forwarded(headers, also={"host"}) == [("Authorization", "Bearer t"), ("X-Keep", "a"), ("x-keep", "b")]
+    assert forwarded([("Content-Type", "text/event-stream")]) == [("Content-Type", "text/event-stream")]

@@ -413,7 +413,10 @@ async def test_a_stream_framed_by_length_or_close_and_cut_ends_with_a_final_erro
 
 # -- 4, 5. an answer that is not SSE ------------------------------------------------------------
 ERROR = b'{"error": {"message": "Model unloaded.", "type": "invalid_request_error"}}'
-HOPS = b"Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nTrailer: X-Checksum\r\n"
+HOPS = (
+    b"Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nTrailer: X-Checksum\r\n"
+    b"Connection: X-Hop-Named\r\nX-Hop-Named: 1\r\n"  # named by Connection: hop-by-hop too (RFC 9110 7.6.1)
+)
 THEIRS = [("X-Request-Id", "req-7"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("X-Powered-By", "Express")]
 OWN_HEAD = b"".join(b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in THEIRS)
 
@@ -438,7 +441,7 @@ async def test_a_json_answer_to_a_stream_request_is_passed_on_as_it_is(framing: 
     assert (got.status, got.reason, got.body, got.complete, got.rest) == (400, b"Bad Model", ERROR, True, b"")
     assert [h for h in got.headers if h in THEIRS] == THEIRS
     assert got.header("Content-Type") == "application/json; charset=utf-8"
-    hop = {"keep-alive", "proxy-authenticate", "upgrade", "trailer"}
+    hop = {"keep-alive", "proxy-authenticate", "upgrade", "trailer", "x-hop-named"}
     assert [n for n, _ in got.headers if n.lower() in hop] == []
     assert p.outcomes() == {"served": 1}
 
@@ -599,7 +602,8 @@ async def test_the_request_reaches_lmstudio_byte_exact_with_its_own_headers_and_
     body = STREAM[:-1] + ', "note": "caf\xc3\xa9 \\u00e9 \\r\\n"}'.encode("latin-1")
     mine = [("Authorization", "Bearer sk-lm-secret"), ("X-Trace", "1"), ("X-Trace", "2"), ("User-Agent", "ua/1")]
     hops = [
-        ("Connection", "TE, close"),  # the client's: not the proxy's to LM Studio
+        ("Connection", "TE, close, X-Hop-Named"),  # the client's: not the proxy's to LM Studio
+        ("X-Hop-Named", "1"),  # named by Connection: hop-by-hop too (RFC 9110 7.6.1)
         ("Keep-Alive", "timeout=5"),
         ("TE", "trailers"),
         ("Trailer", "X-Sum"),
