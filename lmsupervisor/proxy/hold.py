@@ -119,6 +119,25 @@ def complete(path: str, tail: bytes) -> bool:
     return tail.endswith(b"\n\n") and any(events[-1].lstrip().startswith(e) for e in last)
 
 
+PENDING_LIMIT = 65536  # bytes of an unfinished SSE event held back; past them it is passed on as it is
+
+
+def whole_events(pending: bytes, data: bytes) -> tuple[bytes, bytes]:
+    """``(now, pending)``: of a stream's unsent bytes ``pending`` and the ``data`` that
+    follows them, the whole SSE events to pass on now (up to the last blank line, ``\n\n``
+    or ``\r\n\r\n``) and the unfinished event held back until its end comes. A stream
+    LM Studio cuts mid-event then shows the client no broken event, only whole ones and the
+    proxy's error event. An unfinished part over :data:`PENDING_LIMIT` bytes goes at once."""
+    buf = pending + data if pending else data
+    if buf.endswith(b"\n\n"):
+        return buf, b""
+    lf, crlf = buf.rfind(b"\n\n"), buf.rfind(b"\r\n\r\n")
+    end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+    if len(buf) - end > PENDING_LIMIT:
+        return buf, b""
+    return buf[:end], buf[end:]
+
+
 ENDING = 4  # bytes of a stream's end that tell whether it ends between events (b"\r\n\r\n")
 
 

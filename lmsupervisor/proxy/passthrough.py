@@ -35,7 +35,7 @@ from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
 from lmsupervisor.errors import ProxyUnansweredError, ProxyUnreachedError
-from lmsupervisor.proxy.hold import forwarded, tail_after
+from lmsupervisor.proxy.hold import forwarded, tail_after, whole_events
 
 Framing = Literal["chunked", "length", "close"]
 IDEMPOTENT = frozenset({"GET", "OPTIONS", "PUT", "DELETE", "TRACE"})  # sent again when a kept connection was stale
@@ -186,13 +186,16 @@ class Exchange(asyncio.Protocol):
             self.close()
         return self._take()[:limit]
 
-    async def pass_on(self, client: asyncio.Transport, chunked: bool, writer: AbstractStreamWriter) -> None:
+    async def pass_on(
+        self, client: asyncio.Transport, chunked: bool, writer: AbstractStreamWriter, events: bool = False
+    ) -> None:
         """Write the rest of the body to ``client`` as it arrives (chunk-framed when
-        ``chunked``), until it ends (``cut`` then says whether it was whole). While the
-        client's transport holds more than its high-water mark, LM Studio is not read
-        (``writer.drain()`` waits for the client). Raises ``ConnectionResetError`` when the
-        client is gone."""
-        sink = self._sink = _Sink(client, chunked, self)
+        ``chunked``; with ``events``, whole SSE events only:
+        :func:`~lmsupervisor.proxy.hold.whole_events`), until it ends (``cut`` then says
+        whether it was whole; :meth:`finish` then). While the client's transport holds more
+        than its high-water mark, LM Studio is not read (``writer.drain()`` waits for the
+        client). Raises ``ConnectionResetError`` when the client is gone."""
+        sink = self._sink = _Sink(client, chunked, self, events)
         sink.write_all(self._take())
         while not self._ended or sink.behind:
             if sink.gone:
@@ -205,6 +208,18 @@ class Exchange(asyncio.Protocol):
             await self._wait()
         if sink.gone:
             raise ConnectionResetError("the client left")
+
+    def finish(self, whole: bool) -> bool:
+        """After :meth:`pass_on`: a ``whole`` answer's held-back end is written on; else it
+        is dropped. True when an unfinished event was dropped (what the client got ends
+        between events)."""
+        sink = self._sink
+        if sink is None or not sink.pending:
+            return False
+        if whole:
+            sink.write_raw(sink.pending)
+        sink.pending = b""
+        return not whole
 
     def pause(self) -> None:
         """Stop reading from LM Studio until :meth:`pass_on` sees the client caught up."""
@@ -266,14 +281,23 @@ class Exchange(asyncio.Protocol):
 class _Sink:
     """Where an attached exchange writes the body: the client's transport."""
 
-    def __init__(self, client: asyncio.Transport, chunked: bool, exchange: Exchange) -> None:
+    def __init__(self, client: asyncio.Transport, chunked: bool, exchange: Exchange, events: bool) -> None:
         self.client: asyncio.Transport | None = client
         self.chunked = chunked
         self.exchange = exchange
+        self.events = events  # only whole SSE events go on; the unfinished one waits in pending
+        self.pending = b""
         self.behind = False  # the client's transport is over its high-water mark: LM Studio is not read
         self.gone = False
 
     def write(self, data: bytes) -> None:
+        if self.events:
+            data, self.pending = whole_events(self.pending, data)
+            if not data:
+                return
+        self.write_raw(data)
+
+    def write_raw(self, data: bytes) -> None:
         client = self.client
         if client is None:
             return

@@ -69,6 +69,7 @@ from lmsupervisor.proxy.hold import (
     requested,
     tail_after,
     view_of,
+    whole_events,
 )
 from lmsupervisor.proxy.passthrough import Exchange, Upstreams
 
@@ -399,27 +400,33 @@ class HoldingProxy:
                 and upstream.content_length is None
                 and "chunked" not in upstream.headers.get("Transfer-Encoding", "")
             )
-            tail = b""
+            tail = pending = b""  # pending: an unfinished SSE event held back (hold.whole_events)
             while True:
                 try:  # only the read: a failed write to the client is its leaving, not LM Studio's failure
                     data = await upstream.content.readany()
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                     if sse:
                         return await self._sse_end(
-                            out, failed_body(f"LM Studio stopped answering mid-stream ({exc})"), tail
+                            out,
+                            failed_body(f"LM Studio stopped answering mid-stream ({exc})"),
+                            b"" if pending else tail,
                         ), False
                     if held.request.transport is not None:  # a cut body: the client sees it short, never waits
                         held.request.transport.close()
                     return out, False
                 if not data:
                     break
-                await out.write(data)
                 if sse:
                     tail = tail_after(tail, data, unframed)
+                    data, pending = whole_events(pending, data)
+                if data:
+                    await out.write(data)
             if unframed and not complete(held.request.path, tail):
                 return await self._sse_end(
-                    out, failed_body("LM Studio closed the stream before its last event"), tail
+                    out, failed_body("LM Studio closed the stream before its last event"), b"" if pending else tail
                 ), False
+            if pending:
+                await out.write(pending)
             await out.write_eof()
             return out, True
 
@@ -445,16 +452,17 @@ class HoldingProxy:
                 raise ConnectionResetError("the client left")
             # framed as the head sent says (aiohttp chunks an unsized answer to an HTTP/1.1 client)
             chunked = "chunked" in out.headers.get("Transfer-Encoding", "")
-            await ex.pass_on(request.transport, chunked, request.writer)
+            await ex.pass_on(request.transport, chunked, request.writer, events=sse)
+            cut = ex.cut
+            if cut is None and sse and ex.framing == "close" and not complete(request.path, ex.tail):
+                cut = "LM Studio closed the stream before its last event"
+            dropped = ex.finish(whole=cut is None)  # an unfinished last event: the client got whole ones only
         finally:
             ex.release()  # kept for the next request when the answer ended as framed, else closed
-        cut = ex.cut
-        if cut is None and sse and ex.framing == "close" and not complete(request.path, ex.tail):
-            cut = "LM Studio closed the stream before its last event"
         if cut is not None:
             if sse:
                 return await self._sse_end(
-                    out, failed_body(f"LM Studio stopped answering mid-stream ({cut})"), ex.tail
+                    out, failed_body(f"LM Studio stopped answering mid-stream ({cut})"), b"" if dropped else ex.tail
                 ), False
             if request.transport is not None:  # a cut body: the client sees it short, never waits
                 request.transport.close()

@@ -16,6 +16,7 @@ from lmsupervisor.core.states import State
 from lmsupervisor.errors import ConfigError
 from lmsupervisor.proxy.health import healthz, read_users, remote_proxy_problem
 from lmsupervisor.proxy.hold import (
+    PENDING_LIMIT,
     TAIL,
     complete,
     decide,
@@ -25,6 +26,7 @@ from lmsupervisor.proxy.hold import (
     requested,
     tail_after,
     view_of,
+    whole_events,
 )
 from lmsupervisor.proxy.server import Gate
 
@@ -244,3 +246,31 @@ def test_hop_by_hop_headers_and_those_connection_names_are_not_forwarded() -> No
     ]
     assert forwarded(headers, also={"host"}) == [("Authorization", "Bearer t"), ("X-Keep", "a"), ("x-keep", "b")]
     assert forwarded([("Content-Type", "text/event-stream")]) == [("Content-Type", "text/event-stream")]
+
+
+@pytest.mark.parametrize(
+    ("pending", "data", "expected"),
+    [
+        (b"", b"data: a\n\n", (b"data: a\n\n", b"")),
+        (b"", b"data: a\n\ndata: b", (b"data: a\n\n", b"data: b")),
+        (b"data: b", b"c\n\ndata: d", (b"data: bc\n\n", b"data: d")),
+        (b"", b"data: a", (b"", b"data: a")),
+        (b"data: a\n", b"\n", (b"data: a\n\n", b"")),
+        (b"", b"event: x\r\ndata: a\r\n\r\ndata", (b"event: x\r\ndata: a\r\n\r\n", b"data")),
+        (b"", b": keepalive\n\n", (b": keepalive\n\n", b"")),
+    ],
+)
+def test_only_whole_events_go_on_and_the_unfinished_one_waits(
+    pending: bytes, data: bytes, expected: tuple[bytes, bytes]
+) -> None:
+    """A stream's bytes go on up to their last blank line (LF or CRLF); the unfinished
+    event after it waits for its end, and goes on whole once it came."""
+    assert whole_events(pending, data) == expected
+
+
+def test_an_unfinished_event_past_the_limit_goes_on_as_it_is() -> None:
+    """No blank line in more than PENDING_LIMIT bytes (not SSE as LM Studio writes it): the
+    bytes go on rather than wait without bound."""
+    big = b"data: " + b"x" * PENDING_LIMIT
+    assert whole_events(b"", big) == (big, b"")
+    assert whole_events(b"data: a\n\n", big) == (b"data: a\n\n" + big, b"")

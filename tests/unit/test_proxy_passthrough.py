@@ -351,17 +351,23 @@ async def test_a_chunked_stream_is_passed_on_event_by_event_and_ends_cleanly() -
 )
 async def test_a_chunked_stream_cut_ends_with_a_final_error_event(partial: bytes) -> None:
     """LM Studio closing before the zero chunk (between chunks, or inside one): the client's
-    stream ends with its own ``data: {"error"}`` event (code ``lmstudio_failed``, never glued
-    to a partial event) and valid chunk framing to the end; counted ``failed``."""
+    stream is LM Studio's whole events (an unfinished one is not passed on: no client sees a
+    broken event), then its own ``data: {"error"}`` event (code ``lmstudio_failed``), with
+    valid chunk framing to the end; counted ``failed``."""
     cut = b"%x\r\n%b" % (len(EVENTS[2]), partial) if partial else b""
     script = answer(SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunk(EVENTS[0]) + chunk(EVENTS[1]) + cut)
     async with Upstream(script) as upstream, proxied(upstream) as p:
         got = parsed(await ask(p.port, request()))
         await p.settled()
     assert (got.status, got.complete, got.rest) == (200, True, b"")
-    assert got.body.startswith(EVENTS[0] + EVENTS[1] + partial)
+    assert before_error(got.body) == EVENTS[0] + EVENTS[1]
     assert got.last_error()["code"] == "lmstudio_failed"
     assert p.outcomes() == {"failed": 1}
+
+
+def before_error(body: bytes) -> bytes:
+    """What an SSE answer carried before the proxy's last ``data: {"error": ...}`` event."""
+    return body[: body.rindex(b'data: {"error": ')]
 
 
 # -- 3. Content-Length and close-delimited -------------------------------------------------------
@@ -400,13 +406,14 @@ async def test_a_stream_framed_by_length_or_close_and_cut_ends_with_a_final_erro
     framing: bytes, sent: bytes
 ) -> None:
     """A Content-Length SSE answer shorter than its length, or a close-delimited one without
-    its last event (``data: [DONE]``): the client's stream is what came, then its own
-    ``lmstudio_failed`` event, with valid framing (the proxy's own, not LM Studio's length)."""
+    its last event (``data: [DONE]``): the client's stream is the whole events that came (an
+    unfinished one is not passed on), then its own ``lmstudio_failed`` event, with valid
+    framing (the proxy's own, not LM Studio's length)."""
     async with Upstream(answer(SSE_HEAD + framing + b"\r\n" + sent)) as upstream, proxied(upstream) as p:
         got = parsed(await ask(p.port, request()))
         await p.settled()
     assert (got.status, got.complete, got.rest) == (200, True, b"")
-    assert got.body.startswith(sent)
+    assert before_error(got.body) == sent[: sent.rfind(b"\n\n") + 2]
     assert got.last_error()["code"] == "lmstudio_failed"
     assert p.outcomes() == {"failed": 1}
 
