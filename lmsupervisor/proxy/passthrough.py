@@ -105,7 +105,7 @@ class Exchange(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """asyncio: bytes from LM Studio, parsed at once (the callbacks below); bytes on an
-        idle connection (no request on it) close it."""
+        idle connection (no request on it, or after the answer's end) close it."""
         if not self._answering:
             self.close()
             return
@@ -132,7 +132,11 @@ class Exchange(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
-        """httptools: a message begins (after a 1xx, the answer proper)."""
+        """httptools: a message begins (after a 1xx, the answer proper). One after the answer
+        ended is bytes no request asked for: parsing stops there, none of it is taken for the
+        answer's, and the connection is closed (:meth:`data_received`)."""
+        if self._ended:
+            raise httptools.HttpParserError("bytes after the answer's end")
         self.headers = []
 
     def on_status(self, reason: bytes) -> None:

@@ -972,7 +972,7 @@ async def test_a_post_on_a_kept_connection_lmstudio_closed_is_held_and_sent_agai
 UNSOLICITED = json_answer(b'{"unsolicited": true}')
 
 
-@pytest.mark.parametrize("with_answer", [pytest.param(False, id="idle")])
+@pytest.mark.parametrize("with_answer", [pytest.param(False, id="idle"), pytest.param(True, id="with-the-answer")])
 async def test_bytes_lmstudio_sends_on_an_idle_connection_close_it(with_answer: bool) -> None:
     """LM Studio sends something on a connection with no request on it (later, or in the
     same write as the answer, after its end): it reaches no client, the connection is
