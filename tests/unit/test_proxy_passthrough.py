@@ -1109,3 +1109,22 @@ async def test_a_kept_connection_paused_for_a_slow_client_as_its_answer_ended_is
             again.release()
     assert (client.written, ex.cut, again.reused, got) == (REPLY, None, True, SECOND)
     assert conns(upstream) == [0, 0]
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_a_request_as_a_kept_connection_is_closed_by_the_proxy_goes_on_a_new_one(method: str) -> None:
+    """The proxy closes an idle connection (its keepalive ran out, or LM Studio sent bytes on
+    it) in the same loop turn as a request asks for one, before asyncio reports it lost:
+    the request goes on a new connection and is answered, a ``POST`` too (it never left the
+    proxy: nothing to hold)."""
+    scripts = answer(json_answer(REPLY), keep=True), answer(json_answer(SECOND), keep=True)
+    async with Upstream(*scripts) as upstream, pooled(upstream) as (pool, url):
+        async with asyncio.timeout(WAIT):
+            ex = await pool.exchange(url, "POST", CHAT, [], PLAIN)
+            assert await ex.whole(len(REPLY) + 1) == REPLY
+            ex.release()
+            ex.close()  # what its keepalive timer does
+            again = await pool.exchange(url, method, CHAT, [], PLAIN if method == "POST" else None)
+            got = await again.whole(len(SECOND) + 1)
+            again.release()
+    assert (again.reused, got, conns(upstream)) == (False, SECOND, [0, 1])
