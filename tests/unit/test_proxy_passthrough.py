@@ -911,10 +911,9 @@ async def test_an_idle_kept_connection_is_closed_after_keepalive_seconds() -> No
     assert (got.status, got.body, conns(upstream), p.outcomes()) == (200, SECOND, [0, 1], {"served": 2})
 
 
-def reset(up: Arrived) -> Awaitable[None]:
+async def reset(up: Arrived) -> None:
     """A script that resets the connection (RST) without a byte of answer."""
     leave(up.writer)
-    return asyncio.sleep(0)
 
 
 STALE = [pytest.param(hang_up(), id="closed"), pytest.param(reset, id="reset")]
