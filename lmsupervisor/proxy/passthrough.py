@@ -92,7 +92,7 @@ class Exchange(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """asyncio: bytes from LM Studio, parsed at once (the callbacks below); bytes on an
-        idle connection (no request on it) close it."""
+        idle connection (no request on it, or after the answer's end) close it."""
         if not self._answering:
             self.close()
             return
@@ -119,7 +119,11 @@ class Exchange(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
-        """httptools: a message begins (after a 1xx, the answer proper)."""
+        """httptools: a message begins (after a 1xx, the answer proper). One after the answer
+        ended is bytes no request asked for: parsing stops there, none of it is taken for the
+        answer's, and the connection is closed (:meth:`data_received`)."""
+        if self._ended:
+            raise httptools.HttpParserError("bytes after the answer's end")
         self.headers = []
 
     def on_status(self, reason: bytes) -> None:
@@ -227,11 +231,17 @@ class Exchange(asyncio.Protocol):
             self._transport.pause_reading()
         self._attention.set()
 
+    @property
+    def closed(self) -> bool:
+        """The connection is closed or closing, by either side, whether or not asyncio has
+        reported it lost yet (``lost``): it takes no other request."""
+        return self.lost or self._transport is None or self._transport.is_closing()
+
     def release(self) -> None:
         """Done with this request: the connection goes back to the pool when its answer
         ended as framed and LM Studio keeps it alive, else it is closed."""
         self._detach()
-        if self._kept and self.cut is None and not self.lost and self._pool is not None:
+        if self._kept and self.cut is None and not self.closed and self._pool is not None:
             self._answering = False
             self._resume()  # paused for a slow client as the answer ended: the next one must be read
             self._pool.keep(self)
@@ -390,7 +400,7 @@ class Upstreams:
             ex = idle.pop()
             if (timer := self._expiry.pop(ex, None)) is not None:
                 timer.cancel()
-            if not ex.lost:
+            if not ex.closed:  # closed by its keepalive or by LM Studio's bytes, maybe not yet lost
                 ex.reuse()
                 return ex
         return None

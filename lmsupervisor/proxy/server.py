@@ -183,7 +183,8 @@ class HoldingProxy:
 
     ``supervisor`` gives the snapshot and the messages; ``registry`` receives the metrics;
     ``healthz`` answers ``GET /healthz`` (status and JSON body, see
-    :func:`lmsupervisor.proxy.health.healthz`); ``clock`` times the holds.
+    :func:`lmsupervisor.proxy.health.healthz`); ``clock`` times the holds; ``upstreams``
+    are the connections to LM Studio (by default kept :data:`UPSTREAM_KEEPALIVE` seconds).
     """
 
     def __init__(
@@ -192,6 +193,7 @@ class HoldingProxy:
         registry: CollectorRegistry,
         healthz: Callable[[], tuple[int, dict[str, Any]]],
         clock: Clock | None = None,
+        upstreams: Upstreams | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.clock = clock or SystemClock()
@@ -206,7 +208,7 @@ class HoldingProxy:
         self.log = structlog.get_logger("lmsupervisor")
         self._runner: web.ServerRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._upstreams = Upstreams(CONNECT_TIMEOUT, UPSTREAM_KEEPALIVE)
+        self._upstreams = upstreams or Upstreams(CONNECT_TIMEOUT, UPSTREAM_KEEPALIVE)
 
     @property
     def config(self) -> ProxyConfig:
