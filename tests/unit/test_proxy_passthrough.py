@@ -33,7 +33,7 @@ from lmsupervisor.core.observed import ProbeResult, ServerSettings
 from lmsupervisor.core.snapshot import LmStudioSeen, Snapshot, initial
 from lmsupervisor.core.states import State
 from lmsupervisor.proxy.passthrough import Upstreams
-from lmsupervisor.proxy.server import HoldingProxy
+from lmsupervisor.proxy.server import KEEP_BODY, HoldingProxy
 from tests.scenarios.fakes import FakeClock
 
 WAIT = 5.0  # seconds any one step may take on a busy machine before the test fails
@@ -1138,3 +1138,34 @@ async def test_a_request_as_a_kept_connection_is_closed_by_the_proxy_goes_on_a_n
             got = await again.whole(len(SECOND) + 1)
             again.release()
     assert (again.reused, got, conns(upstream)) == (False, SECOND, [0, 1])
+
+
+async def test_a_stream_answering_a_body_too_large_to_keep_is_passed_on_in_whole_events_too() -> None:
+    """A request body over KEEP_BODY goes through aiohttp's client (streamed on, chunked: not
+    kept, so not the passthrough); its SSE answer cut mid-event reaches the client as the
+    whole events and then the proxy's ``lmstudio_failed`` event, as on the passthrough."""
+    big = b'{"model": "qwen", "stream": true, "messages": [{"role": "user", "content": "%b"}]}' % (
+        b"x" * (KEEP_BODY + 1)
+    )
+
+    async def script(up: Arrived) -> bool:
+        seen = b""
+        for _ in range(10_000):  # bounded: the body is ~1 MiB
+            data = await up.reader.read(65536)
+            seen = (seen + data)[-5:]
+            if not data or seen == b"0\r\n\r\n":  # the streamed request body's last chunk
+                break
+        cut = b"%x\r\n%b" % (len(EVENTS[2]), EVENTS[2][:10])
+        up.writer.write(SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunk(EVENTS[0]) + chunk(EVENTS[1]) + cut)
+        await up.writer.drain()
+        return False
+
+    async with Upstream(script) as upstream, proxied(upstream) as p:
+        got = parsed(await ask(p.port, request(big)))
+        sent = upstream.arrived.get_nowait()
+        await p.settled()
+    assert [v for n, v in sent.headers() if n.lower() == "transfer-encoding"] == ["chunked"]  # aiohttp's client
+    assert (got.status, got.complete, got.rest) == (200, True, b"")
+    assert before_error(got.body) == EVENTS[0] + EVENTS[1]
+    assert got.last_error()["code"] == "lmstudio_failed"
+    assert p.outcomes() == {"failed": 1}
