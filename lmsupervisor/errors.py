@@ -31,9 +31,9 @@ code each one ends a command with is ``cli.EXIT_CODES`` (the one table).
      +-- SimulateError                `lmsupervisor simulate` could not do what was asked (exit 1)
      +-- NotifyError                  a [[notify]] receiver did not take a notification (retried)
      +-- DashboardError               no dashboard to open: off, or no supervisor serves it (exit 3)
- +-- ProxyUpstreamError           the holding proxy's request got no answer from LM Studio (held again)
-      +-- ProxyUnreachedError     no connection to LM Studio: the request never reached it
-      +-- ProxyUnansweredError    LM Studio took the request and closed before an answer's head
+     +-- ProxyUpstreamError           the holding proxy's request got no answer from LM Studio (held again)
+          +-- ProxyUnreachedError     no connection to LM Studio: the request never reached it
+          +-- ProxyUnansweredError    LM Studio took the request and closed before an answer's head
 
 The simulator's own exceptions stay in :mod:`lmsupervisor.simulator`: they model LM Studio's
 errors (``WsError``, the simulated `lms`'s exits) or steer its chaos harness, and the

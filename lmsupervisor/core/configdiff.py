@@ -15,12 +15,12 @@ from lmsupervisor.config import Config, ModelConfig
 class ConfigDiff:
     """The consequences of replacing one config by another.
 
-        ``restart_server``: a server setting LM Studio runs with (bind, port, CORS) or where
-        LM Studio is (``lmstudio.home``, ``lmstudio.lms``) changed; the API token applies at the
-        next request by itself. ``reconcile_models``: ``[[models]]`` changed;
-        ``added``/``removed`` name models by identifier (else key), ``rekeyed`` the names whose
-        model key changed under the same identifier. ``relog``: ``[log]`` changed (applied
-        live). ``needs_restart``: keys that only a restart of lmsupervisor applies
+    ``restart_server``: a server setting LM Studio runs with (bind, port, CORS) or where
+    LM Studio is (``lmstudio.home``, ``lmstudio.lms``) changed; the API token applies at the
+    next request by itself. ``reconcile_models``: ``[[models]]`` changed;
+    ``added``/``removed`` name models by identifier (else key), ``rekeyed`` the names whose
+    model key changed under the same identifier. ``relog``: ``[log]`` changed (applied
+    live). ``needs_restart``: keys that only a restart of lmsupervisor applies
     (:data:`AT_START`: ``status.*``, ``proxy.listen``, ``metrics.*``, ``dashboard.listen``).
     """
 
