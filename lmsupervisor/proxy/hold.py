@@ -174,6 +174,11 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# Request headers the proxy sets itself (Host: LM Studio's address; Content-Length: the
+# body it sends) or drops (Expect: the proxy answers 100 Continue and sends the body at once).
+REQUEST_OWN = frozenset({"host", "content-length", "expect"})
+
+
 def forwarded(headers: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> list[tuple[str, str]]:
     """The ``(name, value)`` headers a proxy passes on, in order: all but the hop-by-hop
     ones (:data:`HOP_BY_HOP`), those the ``Connection`` header names (RFC 9110 7.6.1), and

@@ -35,16 +35,14 @@ from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
 from lmsupervisor.errors import ProxyUnansweredError, ProxyUnreachedError
-from lmsupervisor.proxy.hold import forwarded, tail_after, whole_events
+from lmsupervisor.proxy.hold import REQUEST_OWN, forwarded, tail_after, whole_events
 
 Framing = Literal["chunked", "length", "close"]
+EARLY_LIMIT = 1024 * 1024  # bytes of an answer read before anyone takes them; then LM Studio is not read
 IDEMPOTENT = frozenset({"GET", "OPTIONS", "PUT", "DELETE", "TRACE"})  # sent again when a kept connection was stale
-# set by the proxy (Host: LM Studio's address; Content-Length: the kept body's) or not
-# forwarded (Expect: the body goes with the head, there is no 100 Continue to wait for)
-OWN_HEADERS = frozenset({"host", "content-length", "expect"})
 
 
-class Exchange(asyncio.Protocol):
+class UpstreamConnection(asyncio.Protocol):
     """One connection to LM Studio, and the request on it now with its answer.
 
     After :meth:`Upstreams.exchange` returns, the head is known: ``status``, ``reason``, ``headers``
@@ -81,6 +79,7 @@ class Exchange(asyncio.Protocol):
         self._kept = False  # the answer ended as framed, and LM Studio keeps the connection alive
         self._early: list[bytes] = []  # body received while nothing is attached
         self._early_size = 0
+        self._early_paused = False  # LM Studio is not read: EARLY_LIMIT bytes wait to be taken
         self._sink: _Sink | None = None
         self._attention = asyncio.Event()  # the body grew, ended, or the client fell behind or left
 
@@ -107,15 +106,15 @@ class Exchange(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: LM Studio (or :meth:`close`) closed the connection."""
         self.lost = True
+        if self._pool is not None:
+            self._pool.forget(self)
         if not self._answering:  # idle in the pool
-            if self._pool is not None:
-                self._pool.forget(self)
             return
         self._unanswered(str(exc) if exc is not None else "connection closed")
-        if self.framing == "close":
+        if self.framing == "close" and exc is None:  # a close-framed body ends by a close, not by a reset
             self._end(None)
         else:
-            self._end(f"connection closed mid-answer{f': {exc}' if exc is not None else ''}")
+            self._end(f"connection {'reset' if exc is not None else 'closed'} mid-answer{f': {exc}' if exc else ''}")
 
     # -- httptools callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -128,11 +127,12 @@ class Exchange(asyncio.Protocol):
 
     def on_status(self, reason: bytes) -> None:
         """httptools: the status line's reason phrase."""
-        self.reason = reason.decode("latin-1")
+        self.reason = reason.decode("utf-8", "surrogateescape")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """httptools: one header of the answer."""
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        """httptools: one header of the answer (bytes kept as they came: UTF-8 with
+        surrogate escapes, as aiohttp reads and writes them)."""
+        self.headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         """httptools: the head is complete (a 1xx head is skipped: its answer follows)."""
@@ -159,6 +159,9 @@ class Exchange(asyncio.Protocol):
             self._early.append(body)
             self._early_size += len(body)
             self._attention.set()
+            if self._early_size > EARLY_LIMIT and self._transport is not None and not self._early_paused:
+                self._early_paused = True  # nobody takes it yet (the client is slow to take the head)
+                self._transport.pause_reading()
 
     def on_message_complete(self) -> None:
         """httptools: the answer ended as its framing says (a 1xx one is skipped)."""
@@ -184,7 +187,7 @@ class Exchange(asyncio.Protocol):
     async def whole(self, limit: int) -> bytes:
         """The whole body, up to ``limit`` bytes (then the connection is closed: the rest is
         not read)."""
-        while not self._ended and self._early_size < limit:
+        while not self._ended and self._early_size < limit and not self._early_paused:
             await self._wait()
         if not self._ended:
             self.close()
@@ -230,6 +233,11 @@ class Exchange(asyncio.Protocol):
         if self._transport is not None and not self._ended:
             self._transport.pause_reading()
         self._attention.set()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the answer read and not taken yet (at most about :data:`EARLY_LIMIT`)."""
+        return self._early_size
 
     @property
     def closed(self) -> bool:
@@ -285,13 +293,16 @@ class Exchange(asyncio.Protocol):
 
     def _take(self) -> bytes:
         data, self._early, self._early_size = b"".join(self._early), [], 0
+        if self._early_paused:
+            self._early_paused = False
+            self._resume()
         return data
 
 
 class _Sink:
     """Where an attached exchange writes the body: the client's transport."""
 
-    def __init__(self, client: asyncio.Transport, chunked: bool, exchange: Exchange, events: bool) -> None:
+    def __init__(self, client: asyncio.Transport, chunked: bool, exchange: UpstreamConnection, events: bool) -> None:
         self.client: asyncio.Transport | None = client
         self.chunked = chunked
         self.exchange = exchange
@@ -301,6 +312,8 @@ class _Sink:
         self.gone = False
 
     def write(self, data: bytes) -> None:
+        """A piece of the body from LM Studio: on to the client (whole events only, with
+        ``events``)."""
         if self.events:
             data, self.pending = whole_events(self.pending, data)
             if not data:
@@ -308,6 +321,8 @@ class _Sink:
         self.write_raw(data)
 
     def write_raw(self, data: bytes) -> None:
+        """``data`` to the client's transport as it is (chunk-framed when ``chunked``); a
+        client gone closes the connection to LM Studio; a client behind pauses reading it."""
         client = self.client
         if client is None:
             return
@@ -321,6 +336,7 @@ class _Sink:
             self.exchange.pause()
 
     def write_all(self, data: bytes) -> None:
+        """:meth:`write` for bytes read before the sink was attached (none: nothing)."""
         if data:
             self.write(data)
 
@@ -331,7 +347,7 @@ def request_head(method: str, url: URL, raw_path: str, headers: Iterable[tuple[s
     ours for ``Host`` and ``Content-Length`` (none for a request without a body: ``length``
     None)."""
     lines = [f"{method} {raw_path} HTTP/1.1", f"Host: {url.host_port_subcomponent}"]
-    lines += [f"{name}: {value}" for name, value in forwarded(headers, also=OWN_HEADERS)]
+    lines += [f"{name}: {value}" for name, value in forwarded(headers, also=REQUEST_OWN)]
     lines += [f"Content-Length: {length}"] if length is not None else []
     lines += ["", ""]
     return "\r\n".join(lines).encode("utf-8", "surrogateescape")
@@ -345,12 +361,14 @@ class Upstreams:
     def __init__(self, connect_timeout: float, keepalive: float) -> None:
         self.connect_timeout = connect_timeout  # seconds
         self.keepalive = keepalive  # seconds
-        self._idle: dict[tuple[str, int], list[Exchange]] = {}
-        self._expiry: dict[Exchange, asyncio.TimerHandle] = {}
+        self._idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+        self._busy: set[UpstreamConnection] = set()  # answering a request now
+        self._expiry: dict[UpstreamConnection, asyncio.TimerHandle] = {}
+        self._closed = False
 
     async def exchange(
         self, url: URL, method: str, raw_path: str, headers: Iterable[tuple[str, str]], body: bytes | None
-    ) -> Exchange:
+    ) -> UpstreamConnection:
         """Send one request to LM Studio at ``url`` (``http://host:port``) and wait for its
         answer's head, on a kept connection when one is idle, else a new one. A kept
         connection that LM Studio had closed unseen is replaced by a new one for an
@@ -359,6 +377,7 @@ class Upstreams:
         request = request_head(method, url, raw_path, headers, None if body is None else len(body)) + (body or b"")
         while True:
             ex = self._take(url) or await self._connect(url)
+            self._busy.add(ex)
             try:
                 await ex.send(request)
             except ProxyUnansweredError:
@@ -371,17 +390,20 @@ class Upstreams:
                 raise
             return ex
 
-    def keep(self, ex: Exchange) -> None:
-        """:meth:`Exchange.release`: ``ex`` waits for the next request to its address."""
+    def keep(self, ex: UpstreamConnection) -> None:
+        """:meth:`UpstreamConnection.release`: ``ex`` waits for the next request to its address (or
+        is closed, once :meth:`close` ran)."""
+        self._busy.discard(ex)
         peer = ex.peer
-        if peer is None:
+        if peer is None or self._closed:
             ex.close()
             return
         self._idle.setdefault(peer, []).append(ex)
         self._expiry[ex] = asyncio.get_running_loop().call_later(self.keepalive, ex.close)
 
-    def forget(self, ex: Exchange) -> None:
-        """An idle connection closed: it is no longer offered."""
+    def forget(self, ex: UpstreamConnection) -> None:
+        """A connection closed: it is no longer offered, nor closed at shutdown."""
+        self._busy.discard(ex)
         if (timer := self._expiry.pop(ex, None)) is not None:
             timer.cancel()
         for idle in self._idle.values():
@@ -389,12 +411,13 @@ class Upstreams:
                 idle.remove(ex)
 
     def close(self) -> None:
-        """Close every idle connection."""
-        for idle in list(self._idle.values()):
-            for ex in list(idle):
-                ex.close()
+        """At shutdown: close every connection, idle or answering (a request still in flight
+        ends as when LM Studio fails under it), and keep none from now on."""
+        self._closed = True
+        for ex in [*self._busy, *(ex for idle in self._idle.values() for ex in idle)]:
+            ex.close()
 
-    def _take(self, url: URL) -> Exchange | None:
+    def _take(self, url: URL) -> UpstreamConnection | None:
         idle = self._idle.get((url.host or "127.0.0.1", url.port or 80))
         while idle:
             ex = idle.pop()
@@ -405,12 +428,12 @@ class Upstreams:
                 return ex
         return None
 
-    async def _connect(self, url: URL) -> Exchange:
+    async def _connect(self, url: URL) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         host, port = url.host or "127.0.0.1", url.port or 80
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, ex = await loop.create_connection(lambda: Exchange(loop, self), host, port)
+                _, ex = await loop.create_connection(lambda: UpstreamConnection(loop, self), host, port)
         except (OSError, TimeoutError) as exc:
             raise ProxyUnreachedError(
                 f"cannot connect to LM Studio at {url.host_port_subcomponent}: {str(exc) or 'timed out'}"

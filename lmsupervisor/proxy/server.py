@@ -59,6 +59,7 @@ from lmsupervisor.core.messages import Message
 from lmsupervisor.core.snapshot import Snapshot
 from lmsupervisor.errors import ConfigError, ProxyUnansweredError, ProxyUnreachedError
 from lmsupervisor.proxy.hold import (
+    REQUEST_OWN,
     alive,
     complete,
     decide,
@@ -71,14 +72,14 @@ from lmsupervisor.proxy.hold import (
     view_of,
     whole_events,
 )
-from lmsupervisor.proxy.passthrough import Exchange, Upstreams
+from lmsupervisor.proxy.passthrough import UpstreamConnection, Upstreams
 
 KEEP_BODY = 1024 * 1024  # bytes of a request body kept (read whole: its model is known, it can be re-sent)
 UPSTREAM_KEEPALIVE = 2.0  # seconds an idle connection to LM Studio is kept (below Node's 5 s: never a stale one)
 CONNECT_TIMEOUT = 10.0  # seconds to connect to LM Studio (a hung accept queue is the supervisor's to detect)
 OUTCOMES = ("served", "held_served", "timed_out", "failed", "abandoned")
 HOLD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-REQUEST_OWN = ("host", "content-length")  # aiohttp's client sets both for the upstream request
+NO_LAST_EVENT = "LM Studio closed the stream before its last event"
 SSE_OWN = ("content-length",)  # the proxy frames a stream itself: a cut one gets one more event
 NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # only the client's own pass
 SSE = "text/event-stream"
@@ -270,6 +271,11 @@ class HoldingProxy:
             body: bytes | aiohttp.StreamReader | None = None
             model, streaming = None, False
             if request.body_exists:
+                if (
+                    request.headers.get("Expect", "").lower() == "100-continue"
+                    and request.version >= aiohttp.HttpVersion11
+                ):
+                    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # aiohttp's low-level server does not
                 if request.content_length is not None and request.content_length <= KEEP_BODY:
                     body = await request.read()
                     model, streaming = requested(body, request.content_type)
@@ -308,7 +314,7 @@ class HoldingProxy:
                 resent, held.after = True, signs
                 self.log.info("proxy_request_unanswered", path=held.request.path, error=str(exc))
                 continue
-            if isinstance(upstream, Exchange):
+            if isinstance(upstream, UpstreamConnection):
                 answer, ok = await self._pass(held, upstream)
             else:
                 answer, ok = await self._relay(held, upstream)
@@ -355,7 +361,9 @@ class HoldingProxy:
             self.metrics.held.inc(held)
         self.changes += 1
 
-    async def _send(self, held: _Held, body: bytes | aiohttp.StreamReader | None) -> aiohttp.ClientResponse | Exchange:
+    async def _send(
+        self, held: _Held, body: bytes | aiohttp.StreamReader | None
+    ) -> aiohttp.ClientResponse | UpstreamConnection:
         """Send the request to LM Studio: one whose body was kept (or that has none) on the
         proxy's own connections (:mod:`~lmsupervisor.proxy.passthrough`); a body too large
         to keep, and ``HEAD``, through aiohttp's client."""
@@ -364,7 +372,7 @@ class HoldingProxy:
         base = URL(self.gate.view.url)
         if isinstance(body, bytes | None) and request.method != "HEAD" and base.scheme == "http":
             return await self._upstreams.exchange(base, request.method, request.raw_path, request.headers.items(), body)
-        headers = forwarded(request.headers.items(), also=REQUEST_OWN)
+        headers = forwarded(request.headers.items(), also=REQUEST_OWN)  # aiohttp's client sets Host and the length
         url = URL(self.gate.view.url + request.raw_path, encoded=True)
         return await self._session.request(
             request.method,
@@ -407,15 +415,7 @@ class HoldingProxy:
                 try:  # only the read: a failed write to the client is its leaving, not LM Studio's failure
                     data = await upstream.content.readany()
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                    if sse:
-                        return await self._sse_end(
-                            out,
-                            failed_body(f"LM Studio stopped answering mid-stream ({exc})"),
-                            b"" if pending else tail,
-                        ), False
-                    if held.request.transport is not None:  # a cut body: the client sees it short, never waits
-                        held.request.transport.close()
-                    return out, False
+                    return await self._cut(held, out, sse, str(exc), b"" if pending else tail), False
                 if not data:
                     break
                 if sse:
@@ -424,16 +424,14 @@ class HoldingProxy:
                 if data:
                     await out.write(data)
             if unframed and not complete(held.request.path, tail):
-                return await self._sse_end(
-                    out, failed_body("LM Studio closed the stream before its last event"), b"" if pending else tail
-                ), False
+                return await self._cut(held, out, sse, NO_LAST_EVENT, b"" if pending else tail), False
             if pending:
                 await out.write(pending)
             await out.write_eof()
             return out, True
 
-    async def _pass(self, held: _Held, ex: Exchange) -> tuple[web.StreamResponse, bool]:
-        """:meth:`_relay` for an :class:`Exchange`: the same answers, the body written on from
+    async def _pass(self, held: _Held, ex: UpstreamConnection) -> tuple[web.StreamResponse, bool]:
+        """:meth:`_relay` for an :class:`UpstreamConnection`: the same answers, the body written on from
         the upstream socket's callback (:mod:`~lmsupervisor.proxy.passthrough` says why)."""
         request = held.request
         sse = ex.content_type == SSE
@@ -457,20 +455,25 @@ class HoldingProxy:
             await ex.pass_on(request.transport, chunked, request.writer, events=sse)
             cut = ex.cut
             if cut is None and sse and ex.framing == "close" and not complete(request.path, ex.tail):
-                cut = "LM Studio closed the stream before its last event"
+                cut = NO_LAST_EVENT
             dropped = ex.finish(whole=cut is None)  # an unfinished last event: the client got whole ones only
         finally:
             ex.release()  # kept for the next request when the answer ended as framed, else closed
         if cut is not None:
-            if sse:
-                return await self._sse_end(
-                    out, failed_body(f"LM Studio stopped answering mid-stream ({cut})"), b"" if dropped else ex.tail
-                ), False
-            if request.transport is not None:  # a cut body: the client sees it short, never waits
-                request.transport.close()
-            return out, False
+            return await self._cut(held, out, sse, cut, b"" if dropped else ex.tail), False
         await out.write_eof()
         return out, True
+
+    async def _cut(self, held: _Held, out: web.StreamResponse, sse: bool, why: str, tail: bytes) -> web.StreamResponse:
+        """An answer LM Studio broke off after it started: an SSE one ends with the
+        ``lmstudio_failed`` event (after ``tail``, the last bytes the client got), any other
+        is cut short (its connection closed: the client sees a short body, never waits)."""
+        self.log.warning("proxy_request_failed", path=held.request.path, error=why)
+        if sse:
+            return await self._sse_end(out, failed_body(f"LM Studio stopped answering mid-stream ({why})"), tail)
+        if held.request.transport is not None:
+            held.request.transport.close()
+        return out
 
     async def _start(
         self,
@@ -486,7 +489,7 @@ class HoldingProxy:
         out = held.out = (web.StreamResponse if sse else _Answer)(status=status, reason=reason)
         for key, value in forwarded(headers, also=SSE_OWN if sse else ()):
             out.headers.add(key, value)
-        await out.prepare(held.request)
+        await _prepare(out, held.request)
         return out
 
     async def _timed_out(self, held: _Held) -> web.StreamResponse:
@@ -507,7 +510,7 @@ class HoldingProxy:
     async def _comment(self, held: _Held, why: str) -> None:
         if held.out is None:
             held.out = web.StreamResponse(status=200, headers={"Content-Type": SSE, "Cache-Control": "no-cache"})
-            await held.out.prepare(held.request)
+            await _prepare(held.out, held.request)
         await held.out.write(f": {why}\n\n".encode())
 
     @staticmethod
@@ -525,6 +528,15 @@ class _Answer(web.StreamResponse):
     aiohttp's ``web.Response`` does), one send per small answer instead of two."""
 
     _send_headers_immediately = False  # aiohttp >= 3.11 reads it; older ones send the head at once
+
+
+async def _prepare(out: web.StreamResponse, request: web.BaseRequest) -> None:
+    """Send ``out``'s head. An answer without a length to an HTTP/1.0 client ends when its
+    connection closes: said with ``force_close`` (aiohttp 3.14 keeps a ``Connection:
+    keep-alive`` one open, and the client never sees the end)."""
+    if request.version < aiohttp.HttpVersion11 and out.content_length is None:
+        out.force_close()
+    await out.prepare(request)
 
 
 def _as_error(status: int, text: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from lmsupervisor.core.messages import Message, Probed
 from lmsupervisor.core.observed import ProbeResult, ServerSettings
 from lmsupervisor.core.snapshot import LmStudioSeen, Snapshot, initial
 from lmsupervisor.core.states import State
-from lmsupervisor.proxy.passthrough import Upstreams
+from lmsupervisor.proxy.passthrough import EARLY_LIMIT, Upstreams
 from lmsupervisor.proxy.server import KEEP_BODY, HoldingProxy
 from tests.scenarios.fakes import FakeClock
 
@@ -434,6 +434,9 @@ async def test_a_chunked_stream_cut_ends_with_a_final_error_event(partial: bytes
     assert p.outcomes() == {"failed": 1}
 
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 def before_error(body: bytes) -> bytes:
     """What an SSE answer carried before the proxy's last ``data: {"error": ...}`` event."""
     return body[: body.rindex(b'data: {"error": ')]
@@ -690,10 +693,11 @@ async def test_the_request_reaches_lmstudio_byte_exact_with_its_own_headers_and_
     ]
     done = answer(SSE_HEAD + b"Content-Length: %d\r\n\r\n" % len(WHOLE) + WHOLE)
     async with Upstream(done) as upstream, proxied(upstream) as p:
-        got = parsed(await ask(p.port, request(body, headers=mine + hops, close=False)))
+        raw = await ask(p.port, request(body, headers=mine + hops, close=False))
+        got = parsed(raw.removeprefix(CONTINUE))
         sent = upstream.arrived.get_nowait()
     names = [n.lower() for n, _ in sent.headers()]
-    assert (got.status, sent.body) == (200, body)
+    assert (raw.startswith(CONTINUE), got.status, sent.body) == (True, 200, body)  # Expect answered by the proxy
     assert sent.head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert [h for h in sent.headers() if h in mine] == mine
     assert [n for n, _ in hops if n.lower() in names] == []  # the proxy's connection is kept alive: HTTP/1.1's default
@@ -1169,3 +1173,108 @@ async def test_a_stream_answering_a_body_too_large_to_keep_is_passed_on_in_whole
     assert before_error(got.body) == EVENTS[0] + EVENTS[1]
     assert got.last_error()["code"] == "lmstudio_failed"
     assert p.outcomes() == {"failed": 1}
+
+
+# -- the review's findings ------------------------------------------------------------------------
+async def test_closing_the_proxy_ends_a_request_in_flight_and_its_connection_to_lmstudio() -> None:
+    """At shutdown a stream still being answered past the stage's timeout is ended: its
+    connection to LM Studio is closed (as aiohttp's client session did on its path), it is
+    counted failed, and nothing stays in flight."""
+    ended = asyncio.get_running_loop().create_future()
+
+    async def script(up: Arrived) -> bool:
+        up.writer.write(SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunk(EVENTS[0]))
+        await up.writer.drain()
+        with contextlib.suppress(ConnectionError):
+            await up.reader.read()  # until the proxy closes it
+        ended.set_result(None)
+        return False
+
+    async with Upstream(script) as upstream, proxied(upstream) as p, connected(p.port) as client:
+        client.writer.write(request())
+        async with asyncio.timeout(WAIT):
+            await client.reader.readuntil(b"\n\n")  # the first event: the stream is under way
+            await p.proxy.close(0.05)  # the stage's timeout passes with the stream still open
+            await asyncio.shield(ended)
+        await p.settled()
+        assert p.outcomes() == {"failed": 1}
+
+
+async def test_an_answer_nobody_takes_yet_is_not_read_past_early_limit() -> None:
+    """Bytes of an answer that nobody takes yet (the handler waits on a slow client) are
+    read up to EARLY_LIMIT, then LM Studio is not read until they are taken: memory stays
+    bounded whatever the answer's size."""
+    size = 4 * EARLY_LIMIT
+
+    async def script(up: Arrived) -> bool:
+        up.writer.write(JSON_HEAD + b"Content-Length: %d\r\n\r\n" % size)
+        for _ in range(size // 65536):
+            up.writer.write(b"x" * 65536)
+            await up.writer.drain()
+        return False
+
+    async with Upstream(script) as upstream, pooled(upstream) as (pool, url):
+        async with asyncio.timeout(WAIT):
+            conn = await pool.exchange(url, "GET", "/big", [], None)
+            while conn.buffered <= EARLY_LIMIT:  # bounded by the timeout; each turn reads a piece
+                await asyncio.sleep(0)
+            for _ in range(50):  # LM Studio's bytes already in flight arrive; no more are read
+                await asyncio.sleep(0)
+            held = conn.buffered
+            taken = len(await conn.first())
+        conn.close()
+    assert EARLY_LIMIT < held <= EARLY_LIMIT + 256 * 1024  # one read of asyncio's at most past the limit
+    assert taken == held
+
+
+@pytest.mark.parametrize("value", [b"caf\xc3\xa9", b"\xe2\x9c\x93 ok"])
+async def test_answer_headers_in_utf_8_reach_the_client_byte_exact(value: bytes) -> None:
+    """LM Studio's header bytes go on as they came (read and written as aiohttp does: UTF-8,
+    surrogate escapes), not decoded as Latin-1 and encoded again as UTF-8."""
+    head = JSON_HEAD + b"X-Name: " + value + b"\r\n"
+    async with Upstream(answer(json_answer(REPLY, head))) as upstream, proxied(upstream) as p:
+        raw = await ask(p.port, request(PLAIN))
+        await p.settled()
+    assert [line for line in raw.split(b"\r\n") if line.startswith(b"X-Name")] == [b"X-Name: " + value]
+
+
+async def test_a_reset_inside_a_close_framed_answer_is_a_cut_not_its_end() -> None:
+    """A close-framed answer ends when LM Studio closes the connection; a reset (RST) is a
+    failure: the client's answer is cut short (never a complete answer), counted failed."""
+
+    async def reset(up: Arrived) -> bool:
+        up.writer.write(JSON_HEAD + b"\r\n" + REPLY[:20])
+        await up.writer.drain()
+        up.writer.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        up.writer.transport.abort()  # RST, not FIN
+        return False
+
+    async with Upstream(reset) as upstream, proxied(upstream) as p:
+        got = parsed(await ask(p.port, request(PLAIN)))
+        await p.settled()
+    assert (got.status, got.complete, p.outcomes()) == (200, False, {"failed": 1})
+
+
+async def test_an_http_1_0_keep_alive_client_sees_the_end_of_an_unsized_answer() -> None:
+    """An HTTP/1.0 client that asks for keep-alive gets an answer without a length (a
+    stream) ended by the connection's close: it sees the end (aiohttp alone kept it open)."""
+    async with Upstream(answer(SSE_CHUNKED)) as upstream, proxied(upstream) as p:
+        raw = await ask(p.port, request(version="1.0", headers=[("Connection", "keep-alive")], close=False))
+        await p.settled()
+    assert raw.startswith(b"HTTP/1.0 200") and raw.endswith(EVENTS[-1])
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent() -> None:
+    """A client that sends ``Expect: 100-continue`` and waits for it before its body gets
+    ``100 Continue`` from the proxy (aiohttp's low-level server sends none), then its answer."""
+    async with Upstream(answer(json_answer(REPLY))) as upstream, proxied(upstream) as p, connected(p.port) as client:
+        whole = request(PLAIN, headers=[("Expect", "100-continue")])
+        client.writer.write(whole[: -len(PLAIN)])
+        async with asyncio.timeout(WAIT):
+            interim = await client.reader.readuntil(b"\r\n\r\n")
+            client.writer.write(PLAIN)
+            rest = await client.reader.read()
+        await p.settled()
+    assert (interim, parsed(rest).status, parsed(rest).body) == (b"HTTP/1.1 100 Continue\r\n\r\n", 200, REPLY)
