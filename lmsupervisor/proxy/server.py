@@ -8,7 +8,7 @@ client. Bodies both ways are streamed, headers pass unchanged but for the hop-by
 
 Each request, on arrival, asks :func:`~lmsupervisor.proxy.hold.decide` whether it may go:
 while LM Studio is not serving, or the declared model it names is not loaded, it is held
-(no polling: a :class:`Gate` is woken by the supervisor's snapshot changes) up to
+(no polling: a :class:`~lmsupervisor.proxy.gate.Gate` is woken by the supervisor's snapshot changes) up to
 ``[proxy] hold_timeout`` seconds, then answered 503 with ``Retry-After`` and the
 OpenAI-style ``lmstudio_recovering`` body. A held streaming request gets an SSE comment
 every ``[proxy] keepalive`` seconds (its answer then starts as 200 ``text/event-stream``;
@@ -41,11 +41,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import structlog
@@ -54,22 +53,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from yarl import URL
 
 from lmsupervisor.clock import Clock, SystemClock
-from lmsupervisor.config import Config, ProxyConfig
-from lmsupervisor.core.messages import Message
-from lmsupervisor.core.snapshot import Snapshot
+from lmsupervisor.config import ProxyConfig
 from lmsupervisor.errors import ConfigError, ProxyUnansweredError, ProxyUnreachedError
+from lmsupervisor.proxy.answers import Answer, as_error, prepare, sse_end
+from lmsupervisor.proxy.gate import Gate, Supervised
 from lmsupervisor.proxy.hold import (
     REQUEST_OWN,
-    alive,
     complete,
     decide,
-    event_break,
     failed_body,
     forwarded,
     recovering_body,
     requested,
     tail_after,
-    view_of,
     whole_events,
 )
 from lmsupervisor.proxy.passthrough import UpstreamConnection, Upstreams
@@ -85,58 +81,6 @@ NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  #
 SSE = "text/event-stream"
 NOT_REACHED = (aiohttp.ClientConnectorError, ProxyUnreachedError)  # aiohttp's client, passthrough.py
 NOT_ANSWERED = (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, ProxyUnansweredError)  # (after NOT_REACHED)
-
-
-class Supervised(Protocol):
-    """What the proxy needs of :class:`lmsupervisor.supervisor.Supervisor`."""
-
-    @property
-    def snap(self) -> Snapshot:
-        """The current snapshot (read through :func:`~lmsupervisor.proxy.hold.view_of`)."""
-
-    @property
-    def config(self) -> Config:
-        """The config in force (``[proxy]`` is read per request: a reload applies at once)."""
-
-    def observe(self, observer: Callable[[Message, Snapshot], None]) -> None:
-        """Call ``observer(message, snapshot)`` after every reduced message."""
-
-
-class Gate:
-    """The proxy's view of LM Studio, and a wake-up for everything held on it.
-
-    ``view`` is the :class:`View` of the last snapshot; ``signs`` counts signs that LM
-    Studio answers (a successful probe, a return to serving): an unanswered request waits
-    for the next one. Waiters call :meth:`changed` and await it; every change of the view
-    or of ``signs`` wakes them all."""
-
-    def __init__(self, snap: Snapshot) -> None:
-        self.view = view_of(snap)
-        self.signs = 0
-        self._snap = snap
-        self._event = asyncio.Event()
-
-    def update(self, message: Message, snap: Snapshot) -> None:
-        """``Supervisor.observe`` callback."""
-        changed = alive(message)
-        if snap is not self._snap:
-            self._snap = snap
-            view = view_of(snap)
-            if view != self.view:
-                changed = changed or (view.serving and not self.view.serving)
-                self.view = view
-                self._wake()
-        if changed:
-            self.signs += 1
-            self._wake()
-
-    def changed(self) -> asyncio.Event:
-        """An event set at the next change."""
-        return self._event
-
-    def _wake(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
 
 
 @dataclass
@@ -391,7 +335,7 @@ class HoldingProxy:
             if held.out is not None:  # the client already has an SSE head (keepalive comments)
                 if not sse:
                     text = await upstream.text(errors="replace")
-                    return await self._sse_end(held.out, _as_error(upstream.status, text)), True
+                    return await sse_end(held.out, as_error(upstream.status, text)), True
                 out = held.out
             else:
                 first = b""
@@ -439,7 +383,7 @@ class HoldingProxy:
             if held.out is not None:  # the client already has an SSE head (keepalive comments)
                 if not sse:
                     text = (await ex.whole(KEEP_BODY)).decode(errors="replace")
-                    return await self._sse_end(held.out, _as_error(ex.status, text)), True
+                    return await sse_end(held.out, as_error(ex.status, text)), True
                 out = held.out
             else:
                 first = b"" if sse else await ex.first()  # a non-SSE head goes out with its first byte
@@ -470,7 +414,7 @@ class HoldingProxy:
         is cut short (its connection closed: the client sees a short body, never waits)."""
         self.log.warning("proxy_request_failed", path=held.request.path, error=why)
         if sse:
-            return await self._sse_end(out, failed_body(f"LM Studio stopped answering mid-stream ({why})"), tail)
+            return await sse_end(out, failed_body(f"LM Studio stopped answering mid-stream ({why})"), tail)
         if held.request.transport is not None:
             held.request.transport.close()
         return out
@@ -485,11 +429,11 @@ class HoldingProxy:
     ) -> web.StreamResponse:
         """Start the client's answer with LM Studio's head (but its hop-by-hop headers): an
         SSE one goes out at once (without LM Studio's ``Content-Length``: aiohttp frames it,
-        chunked or ended by close), any other with its first body bytes (:class:`_Answer`)."""
-        out = held.out = (web.StreamResponse if sse else _Answer)(status=status, reason=reason)
+        chunked or ended by close), any other with its first body bytes (:class:`Answer`)."""
+        out = held.out = (web.StreamResponse if sse else Answer)(status=status, reason=reason)
         for key, value in forwarded(headers, also=SSE_OWN if sse else ()):
             out.headers.add(key, value)
-        await _prepare(out, held.request)
+        await prepare(out, held.request)
         return out
 
     async def _timed_out(self, held: _Held) -> web.StreamResponse:
@@ -497,53 +441,18 @@ class HoldingProxy:
         body = recovering_body(timeout, held.why)
         self.log.info("proxy_request_timed_out", path=held.request.path, why=held.why, hold_timeout=timeout)
         if held.out is not None:
-            return await self._sse_end(held.out, body)
+            return await sse_end(held.out, body)
         retry = str(max(1, math.ceil(min(timeout, 30.0))))
         return web.json_response(body, status=503, headers={"Retry-After": retry})
 
     async def _failed(self, held: _Held, message: str) -> web.StreamResponse:
         self.log.warning("proxy_request_failed", path=held.request.path, error=message)
         if held.out is not None:
-            return await self._sse_end(held.out, failed_body(message))
+            return await sse_end(held.out, failed_body(message))
         return web.json_response(failed_body(message), status=502)
 
     async def _comment(self, held: _Held, why: str) -> None:
         if held.out is None:
             held.out = web.StreamResponse(status=200, headers={"Content-Type": SSE, "Cache-Control": "no-cache"})
-            await _prepare(held.out, held.request)
+            await prepare(held.out, held.request)
         await held.out.write(f": {why}\n\n".encode())
-
-    @staticmethod
-    async def _sse_end(out: web.StreamResponse, error: dict[str, Any], tail: bytes = b"") -> web.StreamResponse:
-        """End an SSE answer with ``error`` as its last event, after the stream's last bytes
-        ``tail`` (a partial event is ended first: the error is an event of its own)."""
-        with contextlib.suppress(ConnectionError):
-            await out.write(event_break(tail) + b"data: " + json.dumps(error).encode() + b"\n\n")
-            await out.write_eof()
-        return out
-
-
-class _Answer(web.StreamResponse):
-    """A non-SSE answer: its head goes out in one write with its first body bytes (as
-    aiohttp's ``web.Response`` does), one send per small answer instead of two."""
-
-    _send_headers_immediately = False  # aiohttp >= 3.11 reads it; older ones send the head at once
-
-
-async def _prepare(out: web.StreamResponse, request: web.BaseRequest) -> None:
-    """Send ``out``'s head. An answer without a length to an HTTP/1.0 client ends when its
-    connection closes: said with ``force_close`` (aiohttp 3.14 keeps a ``Connection:
-    keep-alive`` one open, and the client never sees the end)."""
-    if request.version < aiohttp.HttpVersion11 and out.content_length is None:
-        out.force_close()
-    await out.prepare(request)
-
-
-def _as_error(status: int, text: str) -> dict[str, Any]:
-    """LM Studio's non-SSE answer to a request whose SSE head went out already: its own
-    JSON error when it sent one, else its text wrapped as one."""
-    with contextlib.suppress(ValueError):
-        data = json.loads(text)
-        if isinstance(data, dict) and "error" in data:
-            return data
-    return {"error": {"message": text, "type": "upstream_error", "code": status}}

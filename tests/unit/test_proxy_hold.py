@@ -14,6 +14,7 @@ from lmsupervisor.core.observed import ProbeResult, ServerSettings
 from lmsupervisor.core.snapshot import LmStudioSeen, ModelStatus, Snapshot, initial
 from lmsupervisor.core.states import State
 from lmsupervisor.errors import ConfigError
+from lmsupervisor.proxy.gate import Gate
 from lmsupervisor.proxy.health import healthz, read_users, remote_proxy_problem
 from lmsupervisor.proxy.hold import (
     PENDING_LIMIT,
@@ -28,7 +29,6 @@ from lmsupervisor.proxy.hold import (
     view_of,
     whole_events,
 )
-from lmsupervisor.proxy.server import Gate
 
 MODELS = (ModelConfig("openai/gpt-oss-20b"), ModelConfig("qwen/qwen3-4b", identifier="qwen"))
 
