@@ -8,9 +8,9 @@ written on, and building each request is aiohttp's whole client machinery. Here 
 is parsed by httptools (llhttp, C) inside the upstream connection's ``data_received``, and
 each piece of body is written to the client's transport in that same callback, as a byte
 relay does. ``bench/proxy.py``, interleaved, 2 cores, added p50: per SSE event 0.19-0.22 ms
-through aiohttp's client, 0.10-0.11 ms here, 0.09-0.10 ms through a bare byte relay (the
+through aiohttp's client, 0.08-0.12 ms here, 0.06-0.10 ms through a bare byte relay (the
 floor of one more process on the path); a small request 0.32-0.52 ms through aiohttp's
-client, 0.24-0.34 ms here; 32 clients 6-8.6k requests/s through aiohttp's client, 10-16k here.
+client, 0.24-0.42 ms here; 32 clients 6-8.6k requests/s through aiohttp's client, 10-16k here.
 
 The three ways LM Studio may frame a body are told apart (facts leave it open):
 ``chunked``, ``length`` (``Content-Length``), and ``close`` (the body ends when LM Studio
