@@ -106,6 +106,7 @@ LAST_EVENTS: dict[str, tuple[bytes, ...]] = {
     "/v1/messages": (b"event: message_stop",),
 }
 TAIL = 4096  # bytes of a stream's end kept to find its last event
+SSE = "text/event-stream"  # the content type of a streamed answer
 
 
 def complete(path: str, tail: bytes) -> bool:

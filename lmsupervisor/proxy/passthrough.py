@@ -35,7 +35,7 @@ from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
 from lmsupervisor.errors import ProxyUnansweredError, ProxyUnreachedError
-from lmsupervisor.proxy.hold import REQUEST_OWN, forwarded, tail_after, whole_events
+from lmsupervisor.proxy.hold import REQUEST_OWN, SSE, forwarded, tail_after, whole_events
 
 Framing = Literal["chunked", "length", "close"]
 EARLY_LIMIT = 1024 * 1024  # bytes of an answer read before anyone takes them; then LM Studio is not read
@@ -70,7 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.content_type = ""
         self.content_length: int | None = None
         self.framing: Framing = "close"
-        self.tail = b""  # the body's last bytes: TAIL of a "close"-framed one (its last event), else ENDING
+        self.tail = b""  # an SSE body's last bytes: TAIL of a "close"-framed one (its last event), else ENDING
         self.cut: str | None = None  # why the answer did not end as its framing says, once it ended
         self._head: asyncio.Future[None] = self._loop.create_future()
         self._answering = True  # False while the connection waits in the pool
@@ -152,7 +152,8 @@ class UpstreamConnection(asyncio.Protocol):
         """httptools: a piece of the body: written on at once when a client is attached."""
         if not body:
             return
-        self.tail = tail_after(self.tail, body, self.framing == "close")
+        if self.sse:  # only a stream's end is read (its last event, or where its last one ended)
+            self.tail = tail_after(self.tail, body, self.framing == "close")
         if self._sink is not None:
             self._sink.write(body)
         else:
@@ -193,16 +194,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
         return self._take()[:limit]
 
-    async def pass_on(
-        self, client: asyncio.Transport, chunked: bool, writer: AbstractStreamWriter, events: bool = False
-    ) -> None:
+    async def pass_on(self, client: asyncio.Transport, chunked: bool, writer: AbstractStreamWriter) -> None:
         """Write the rest of the body to ``client`` as it arrives (chunk-framed when
-        ``chunked``; with ``events``, whole SSE events only:
+        ``chunked``; an SSE answer in whole events only:
         :func:`~lmsupervisor.proxy.hold.whole_events`), until it ends (``cut`` then says
         whether it was whole; :meth:`finish` then). While the client's transport holds more
         than its high-water mark, LM Studio is not read (``writer.drain()`` waits for the
         client). Raises ``ConnectionResetError`` when the client is gone."""
-        sink = self._sink = _Sink(client, chunked, self, events)
+        sink = self._sink = _Sink(client, chunked, self, self.sse)
         sink.write_all(self._take())
         while not self._ended or sink.behind:
             if sink.gone:
@@ -233,6 +232,11 @@ class UpstreamConnection(asyncio.Protocol):
         if self._transport is not None and not self._ended:
             self._transport.pause_reading()
         self._attention.set()
+
+    @property
+    def sse(self) -> bool:
+        """The answer is an SSE stream (``text/event-stream``)."""
+        return self.content_type == SSE
 
     @property
     def buffered(self) -> int:

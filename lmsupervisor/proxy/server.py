@@ -59,6 +59,7 @@ from lmsupervisor.proxy.answers import Answer, as_error, prepare, sse_end
 from lmsupervisor.proxy.gate import Gate, Supervised
 from lmsupervisor.proxy.hold import (
     REQUEST_OWN,
+    SSE,
     complete,
     decide,
     failed_body,
@@ -78,7 +79,6 @@ HOLD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 NO_LAST_EVENT = "LM Studio closed the stream before its last event"
 SSE_OWN = ("content-length",)  # the proxy frames a stream itself: a cut one gets one more event
 NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # only the client's own pass
-SSE = "text/event-stream"
 NOT_REACHED = (aiohttp.ClientConnectorError, ProxyUnreachedError)  # aiohttp's client, passthrough.py
 NOT_ANSWERED = (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, ProxyUnansweredError)  # (after NOT_REACHED)
 
@@ -378,7 +378,7 @@ class HoldingProxy:
         """:meth:`_relay` for an :class:`UpstreamConnection`: the same answers, the body written on from
         the upstream socket's callback (:mod:`~lmsupervisor.proxy.passthrough` says why)."""
         request = held.request
-        sse = ex.content_type == SSE
+        sse = ex.sse
         try:
             if held.out is not None:  # the client already has an SSE head (keepalive comments)
                 if not sse:
@@ -396,7 +396,7 @@ class HoldingProxy:
                 raise ConnectionResetError("the client left")
             # framed as the head sent says (aiohttp chunks an unsized answer to an HTTP/1.1 client)
             chunked = "chunked" in out.headers.get("Transfer-Encoding", "")
-            await ex.pass_on(request.transport, chunked, request.writer, events=sse)
+            await ex.pass_on(request.transport, chunked, request.writer)
             cut = ex.cut
             if cut is None and sse and ex.framing == "close" and not complete(request.path, ex.tail):
                 cut = NO_LAST_EVENT
