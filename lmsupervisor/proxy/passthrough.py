@@ -422,7 +422,7 @@ class Upstreams:
             ex.close()
 
     def _take(self, url: URL) -> UpstreamConnection | None:
-        idle = self._idle.get((url.host or "127.0.0.1", url.port or 80))
+        idle = self._idle.get(_peer(url))
         while idle:
             ex = idle.pop()
             if (timer := self._expiry.pop(ex, None)) is not None:
@@ -434,7 +434,7 @@ class Upstreams:
 
     async def _connect(self, url: URL) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
-        host, port = url.host or "127.0.0.1", url.port or 80
+        host, port = _peer(url)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, ex = await loop.create_connection(lambda: UpstreamConnection(loop, self), host, port)
@@ -444,3 +444,8 @@ class Upstreams:
             ) from exc
         ex.peer = (host, port)
         return ex
+
+
+def _peer(url: URL) -> tuple[str, int]:
+    """LM Studio's ``(host, port)`` in ``url``: where to connect, and the pool's key."""
+    return url.host or "127.0.0.1", url.port or 80
