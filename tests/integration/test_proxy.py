@@ -65,6 +65,7 @@ class Outcome:
     sent: float
     stream: bool
     result: str  # "ok", "clean_error" (the proxy's 502 / last SSE error event) or what went wrong
+    done: float = 0.0  # when it ended (monotonic seconds)
 
 
 async def one(client: httpx.AsyncClient, url: str, model: str, stream: bool) -> str:
@@ -107,7 +108,7 @@ def test_kill_9_under_load_fails_no_request_sent_after_the_crash(
                 stream = (n + i) % 2 == 0
                 sent = time.monotonic()
                 result = await one(http, url, "qwen" if n % 2 else "openai/gpt-oss-20b", stream)
-                outcomes.append(Outcome(sent, stream, result))
+                outcomes.append(Outcome(sent, stream, result, time.monotonic()))
                 if recovered.is_set() and sent > crashed_at[0]:  # a request held over the crash is not one
                     after += 1
                     if after >= AFTER_READY:
@@ -127,8 +128,15 @@ def test_kill_9_under_load_fails_no_request_sent_after_the_crash(
     asyncio.run(asyncio.wait_for(main(), 90))
     after = [o for o in outcomes if o.sent > crashed_at[0]]
     before = [o for o in outcomes if o.sent <= crashed_at[0]]
-    assert [o.result for o in after if o.result != "ok"] == []
-    assert [o.result for o in before if o.result not in ("ok", "clean_error")] == []
+    # what a failure shows: each bad request's times from the crash (s), and the run's log of states and holds
+    told = [
+        f"{o.result} sent {o.sent - crashed_at[0]:+.3f} ended {o.done - crashed_at[0]:+.3f}"
+        for o in outcomes
+        if o.result not in ("ok", "clean_error")
+    ]
+    events = [line for line in run.log.read_text().splitlines() if "state_changed" in line or "proxy_" in line]
+    assert [o.result for o in after if o.result != "ok"] == [], (told, events[-40:])
+    assert [o.result for o in before if o.result not in ("ok", "clean_error")] == [], (told, events[-40:])
     assert len(after) >= CLIENTS * AFTER_READY  # the load went on through the recovery
     assert {o.stream for o in after} == {True, False}
     assert metric(run, 'lmsupervisor_proxy_requests_total{outcome="held_served"}') >= 1  # the crash was held over
